@@ -1,0 +1,3 @@
+module github.com/mailpush/mailpush
+
+go 1.26.8

@@ -1,0 +1,36 @@
+// Package mailpush holds the domain of the mailpush server: tenants, mailboxes,
+// device registrations, the events that mail servers report and the pushes that
+// reach devices, the one error type of the API, and the small interfaces that
+// connect the adapter packages.
+//
+// Data flows one way: a source (ews, graph, dovecot) turns a mail server's
+// notification into an Event; the pipeline fans it out to every active device
+// of the mailbox as a Push; a provider (apns, fcm) delivers it. Adapter packages
+// import this package, never each other; cmd/mailpush alone wires them.
+package mailpush
+
+import (
+	"context"
+	"time"
+)
+
+// Version is the server version, set at build time with
+// -ldflags "-X github.com/mailpush/mailpush.Version=…".
+var Version = "0.1.0-dev"
+
+// Clock tells the time. It is injected so that tests never sleep.
+type Clock interface {
+	Now() time.Time
+}
+
+// SystemClock is the real clock.
+type SystemClock struct{}
+
+// Now returns the current time.
+func (SystemClock) Now() time.Time { return time.Now() }
+
+// EventSink receives the events that sources produce. The pipeline is the
+// production sink; it returns once the event is safely accepted.
+type EventSink interface {
+	HandleEvent(ctx context.Context, ev Event) error
+}

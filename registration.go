@@ -1,0 +1,180 @@
+package mailpush
+
+import (
+	"net"
+	"strings"
+	"time"
+)
+
+// Platform is a device's push platform.
+type Platform string
+
+const (
+	PlatformIOS     Platform = "ios"     // APNs
+	PlatformAndroid Platform = "android" // FCM
+)
+
+// Environment is the APNs environment a token belongs to.
+type Environment string
+
+const (
+	EnvProduction Environment = "production"
+	EnvSandbox    Environment = "sandbox"
+)
+
+// Source is the kind of mail server that watches a mailbox.
+type Source string
+
+const (
+	SourceEWS     Source = "ews"
+	SourceGraph   Source = "graph"
+	SourceDovecot Source = "dovecot"
+)
+
+// Mode says who subscribes on the mail server (see DESIGN.md).
+type Mode string
+
+const (
+	ModeSealed           Mode = "sealed"            // mailpush subscribes with credentials sealed by the device
+	ModeDeviceSubscribed Mode = "device-subscribed" // the app subscribes with mailpush's callback URL
+	ModeService          Mode = "service"           // mailpush subscribes with the tenant's service identity
+)
+
+// ContentMode is how much of a message a push may carry, in increasing order.
+type ContentMode string
+
+const (
+	ContentBadge         ContentMode = "badge"
+	ContentSubject       ContentMode = "subject"
+	ContentSubjectSender ContentMode = "subject_sender"
+)
+
+// Rank orders content modes; an unknown mode ranks -1.
+func (c ContentMode) Rank() int {
+	switch c {
+	case ContentBadge:
+		return 0
+	case ContentSubject:
+		return 1
+	case ContentSubjectSender:
+		return 2
+	}
+	return -1
+}
+
+// Status is the state of a registration or of a mailbox's subscription.
+type Status string
+
+const (
+	StatusActive   Status = "active"   // subscribed; pushes flow
+	StatusPending  Status = "pending"  // waiting for the mail server to confirm
+	StatusInactive Status = "inactive" // ended: deleted, dead token, expired
+)
+
+// Tenant is an organisation using the server. Its API token is stored only as
+// a hash; the token itself is "<tenant ID>.<secret>".
+type Tenant struct {
+	ID           string
+	Name         string
+	TokenHash    []byte      // SHA-256 of the token's secret part
+	AllowedHosts []string    // mail-server hosts: exact names, or "*.example.com"
+	MaxContent   ContentMode // the most a push of this tenant may carry
+	CreatedAt    time.Time
+}
+
+// HostAllowed reports whether host (a host name or host:port) is one of the
+// tenant's allowed mail-server hosts. Matching ignores case and the port.
+func (t *Tenant) HostAllowed(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if host == "" {
+		return false
+	}
+	for _, a := range t.AllowedHosts {
+		a = strings.ToLower(a)
+		if suffix, ok := strings.CutPrefix(a, "*."); ok {
+			if strings.HasSuffix(host, "."+suffix) {
+				return true
+			}
+			continue
+		}
+		if host == a {
+			return true
+		}
+	}
+	return false
+}
+
+// CapContent lowers c to the tenant's maximum.
+func (t *Tenant) CapContent(c ContentMode) ContentMode {
+	if c.Rank() > t.MaxContent.Rank() {
+		return t.MaxContent
+	}
+	return c
+}
+
+// Mailbox is one watched mail account of a tenant. Its address is kept only
+// as a keyed hash; several registrations (devices) share one mailbox and one
+// mail-server subscription.
+type Mailbox struct {
+	ID             string
+	TenantID       string
+	AddressHash    []byte // keyed hash of the normalised address
+	Source         Source
+	Mode           Mode
+	ServerURL      string // EWS URL (not personal data: a server's address)
+	SubscriptionID string // the mail server's subscription ID, once known
+	Watermark      string // last watermark seen (EWS)
+	Badge          int    // last unread count pushed, or NoBadge
+	Seq            int64  // increases with every event; orders pushes
+	Status         Status
+	LastEventAt    time.Time // last notification of any kind (incl. status)
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+}
+
+// NoBadge marks an unknown unread count.
+const NoBadge = -1
+
+// Device is the push target of a registration.
+type Device struct {
+	Platform    Platform
+	Token       string // APNs hex token or FCM registration token
+	Environment Environment
+	ContentKey  []byte // optional X25519 public key for end-to-end encrypted content
+}
+
+// Registration binds one device to one mailbox.
+type Registration struct {
+	ID        string
+	TenantID  string
+	MailboxID string
+	Device    Device
+	Content   ContentMode // already capped by tenant policy
+	Status    Status
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// Credentials are a user's mail-server credentials, opened from a sealed value
+// in memory only. They must never be stored, logged or put in a metric.
+type Credentials struct {
+	Username     string `json:"username,omitempty"`
+	Password     string `json:"password,omitempty"`
+	AccessToken  string `json:"accessToken,omitempty"`
+	RefreshToken string `json:"refreshToken,omitempty"`
+}
+
+// String hides the secrets from fmt and slog.
+func (Credentials) String() string { return "Credentials{…}" }
+
+// LogValue hides the secrets from slog.
+func (c Credentials) LogValue() any { return c.String() }
+
+// Empty reports whether c holds no usable credential.
+func (c Credentials) Empty() bool {
+	return (c.Username == "" || c.Password == "") && c.AccessToken == ""
+}

@@ -1,0 +1,81 @@
+package mailpush
+
+import "context"
+
+// Store keeps tenants, mailboxes and registrations. Implementations: sqlite
+// (embedded default) and postgres (multi-node); both pass storetest.Run.
+//
+// Lookups of a missing object return an *Error with code ENotFound, never
+// (nil, nil). Lookups scoped by tenant treat another tenant's object as missing.
+type Store interface {
+	CreateTenant(ctx context.Context, t *Tenant) error
+	Tenant(ctx context.Context, id string) (*Tenant, error)
+	TenantByName(ctx context.Context, name string) (*Tenant, error)
+	UpdateTenant(ctx context.Context, t *Tenant) error
+
+	// Register stores reg for the mailbox of (mb.TenantID, mb.AddressHash,
+	// mb.Source), creating the mailbox from mb when there is none yet. It
+	// returns the stored mailbox (which may be an existing one: then mb's
+	// mutable fields are not applied) and sets reg.MailboxID. A registration of
+	// the same device token for the same mailbox is replaced, keeping its ID.
+	Register(ctx context.Context, reg *Registration, mb *Mailbox) (*Mailbox, error)
+	Registration(ctx context.Context, tenantID, id string) (*Registration, error)
+	// UpdateRegistration applies fn to the registration inside a transaction.
+	// If fn returns an error nothing is written and that error is returned.
+	UpdateRegistration(ctx context.Context, tenantID, id string, fn func(*Registration) error) (*Registration, error)
+	DeleteRegistration(ctx context.Context, tenantID, id string) error
+	// ActiveRegistrations lists a mailbox's registrations with status active
+	// or pending.
+	ActiveRegistrations(ctx context.Context, mailboxID string) ([]*Registration, error)
+
+	Mailbox(ctx context.Context, id string) (*Mailbox, error)
+	MailboxBySubscription(ctx context.Context, subscriptionID string) (*Mailbox, error)
+	// UpdateMailbox applies fn to the mailbox inside a transaction, so that
+	// concurrent notifications for one mailbox do not lose each other's writes.
+	UpdateMailbox(ctx context.Context, id string, fn func(*Mailbox) error) (*Mailbox, error)
+
+	// Ping reports whether the store can answer.
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// FieldCipher protects values that the store must keep but must not keep in
+// clear (device push tokens). Hash gives a stable keyed hash for lookups.
+type FieldCipher interface {
+	SealField(plain []byte) ([]byte, error)
+	OpenField(sealed []byte) ([]byte, error)
+	HashField(plain []byte) []byte
+}
+
+// Pusher delivers one push to a provider (APNs or FCM). A transport failure
+// is reported as PushRetry with a non-nil error.
+type Pusher interface {
+	Push(ctx context.Context, p *Push) (PushResult, error)
+}
+
+// CredentialOpener opens credentials sealed by a device to the service key.
+type CredentialOpener interface {
+	OpenCredentials(sealed string) (Credentials, error)
+}
+
+// CallbackToken is what a callback URL carries, sealed so that only this
+// service can read or forge it. In sealed mode it holds the user's credentials:
+// they then live only in the URL that the mail server holds.
+type CallbackToken struct {
+	TenantID    string      `json:"t"`
+	MailboxID   string      `json:"m"`
+	ServerURL   string      `json:"u,omitempty"`
+	Credentials Credentials `json:"c,omitzero"`
+	IssuedAt    int64       `json:"i"` // Unix seconds
+}
+
+// CallbackSealer seals and opens callback tokens.
+type CallbackSealer interface {
+	SealCallback(tok CallbackToken) (string, error)
+	OpenCallback(s string) (CallbackToken, error)
+}
+
+// AddressHasher turns a mailbox address into the keyed hash that the store keeps.
+type AddressHasher interface {
+	HashAddress(tenantID, address string) []byte
+}
