@@ -1,0 +1,448 @@
+// Package seal holds the service's keys and everything done with them:
+// opening credentials that devices seal with HPKE (RFC 9180) to the service's
+// X25519 key, sealing and opening the callback-URL tokens that carry a
+// subscription's state (and, in sealed mode, the user's credentials) through
+// the mail server, keyed hashes of mailbox addresses, encryption of stored
+// push tokens, and sealing push content to a device's own key.
+//
+// Keys live in one file, keyring.json, mode 0600, in the key directory (mode
+// 0700), created on first start. Each HPKE and callback key has an ID; the
+// first of each list is current and new values are sealed with it, while older
+// keys keep opening what they sealed, so a rotation (Rotate) never breaks a
+// live subscription. The hash secret is never rotated: the stored address
+// hashes depend on it.
+//
+// Formats (stable, documented in API.md):
+//
+//	sealed credentials: "<keyId>.<base64url(enc || ciphertext)>", HPKE base mode,
+//	                    DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-128-GCM,
+//	                    info "mailpush credentials v1 " + keyId
+//	callback token:     "<keyId>.<base64url(nonce || AES-256-GCM ciphertext)>",
+//	                    additional data "mailpush callback v1 " + keyId
+package seal
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/ecdh"
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/hpke"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mailpush/mailpush"
+)
+
+// Size caps for values that arrive from outside.
+const (
+	MaxSealedCredentials = 8 << 10
+	MaxCallbackToken     = 4 << 10
+)
+
+const (
+	credentialsInfo = "mailpush credentials v1 "
+	callbackAAD     = "mailpush callback v1 "
+	contentInfo     = "mailpush content v1"
+	keyringFile     = "keyring.json"
+)
+
+// Suite names, as GET /api/v1/key reports them.
+const (
+	KEMName  = "DHKEM(X25519, HKDF-SHA256)"
+	KDFName  = "HKDF-SHA256"
+	AEADName = "AES-128-GCM"
+)
+
+var b64 = base64.RawURLEncoding.Strict()
+
+type storedKey struct {
+	ID      string    `json:"id"`
+	Created time.Time `json:"created"`
+	Key     []byte    `json:"key"`
+}
+
+type keyringJSON struct {
+	HPKE     []storedKey `json:"hpke"`
+	Callback []storedKey `json:"callback"`
+	Secret   []byte      `json:"secret"`
+}
+
+type hpkeKey struct {
+	id   string
+	priv hpke.PrivateKey
+	pub  []byte
+}
+
+type aeadKey struct {
+	id   string
+	aead cipher.AEAD
+}
+
+// Keyring holds the service keys. It is safe for concurrent use.
+type Keyring struct {
+	dir string
+
+	mu       sync.RWMutex
+	stored   keyringJSON
+	hpke     []hpkeKey // [0] is current
+	callback []aeadKey // [0] is current
+
+	hashKey  []byte
+	fieldKey cipher.AEAD
+	tokenKey []byte
+}
+
+// Open loads the keyring from dir, creating the directory and a fresh keyring
+// on first start.
+func Open(dir string, now time.Time) (*Keyring, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("seal: create key directory: %w", err)
+	}
+	path := filepath.Join(dir, keyringFile)
+	data, err := os.ReadFile(path)
+	var kj keyringJSON
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		kj = keyringJSON{Secret: randomBytes(32)}
+		kj.HPKE = []storedKey{newX25519Key(now)}
+		kj.Callback = []storedKey{{ID: newKeyID(), Created: now, Key: randomBytes(32)}}
+		if err := writeKeyring(path, &kj); err != nil {
+			return nil, err
+		}
+	case err != nil:
+		return nil, fmt.Errorf("seal: read keyring: %w", err)
+	default:
+		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			return nil, fmt.Errorf("seal: %s is readable by group or others (mode %v): run chmod 600 on it", path, fi.Mode().Perm())
+		}
+		if err := json.Unmarshal(data, &kj); err != nil {
+			return nil, fmt.Errorf("seal: parse %s: %w", path, err)
+		}
+	}
+	k := &Keyring{dir: dir}
+	if err := k.load(kj); err != nil {
+		return nil, fmt.Errorf("seal: %s: %w", path, err)
+	}
+	return k, nil
+}
+
+func (k *Keyring) load(kj keyringJSON) error {
+	if len(kj.Secret) != 32 || len(kj.HPKE) == 0 || len(kj.Callback) == 0 {
+		return errors.New("keyring is incomplete: it needs a 32-byte secret, an hpke key and a callback key")
+	}
+	var hk []hpkeKey
+	for _, s := range kj.HPKE {
+		priv, err := ecdh.X25519().NewPrivateKey(s.Key)
+		if err != nil {
+			return fmt.Errorf("hpke key %s: %w", s.ID, err)
+		}
+		hp, err := hpke.NewDHKEMPrivateKey(priv)
+		if err != nil {
+			return fmt.Errorf("hpke key %s: %w", s.ID, err)
+		}
+		hk = append(hk, hpkeKey{id: s.ID, priv: hp, pub: priv.PublicKey().Bytes()})
+	}
+	var ck []aeadKey
+	for _, s := range kj.Callback {
+		a, err := newGCM(s.Key)
+		if err != nil {
+			return fmt.Errorf("callback key %s: %w", s.ID, err)
+		}
+		ck = append(ck, aeadKey{id: s.ID, aead: a})
+	}
+	fieldKey, err := newGCM(derive(kj.Secret, "mailpush field v1"))
+	if err != nil {
+		return err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.stored, k.hpke, k.callback = kj, hk, ck
+	k.hashKey = derive(kj.Secret, "mailpush address hash v1")
+	k.tokenKey = derive(kj.Secret, "mailpush token hash v1")
+	k.fieldKey = fieldKey
+	return nil
+}
+
+// Rotate makes a new HPKE key and a new callback key current. Older keys stay
+// to open what was sealed with them.
+func (k *Keyring) Rotate(now time.Time) error {
+	k.mu.RLock()
+	kj := k.stored
+	k.mu.RUnlock()
+	kj.HPKE = append([]storedKey{newX25519Key(now)}, kj.HPKE...)
+	kj.Callback = append([]storedKey{{ID: newKeyID(), Created: now, Key: randomBytes(32)}}, kj.Callback...)
+	if err := writeKeyring(filepath.Join(k.dir, keyringFile), &kj); err != nil {
+		return err
+	}
+	return k.load(kj)
+}
+
+// PublicKey returns the current credential-sealing key: its ID and the raw
+// X25519 public key.
+func (k *Keyring) PublicKey() (keyID string, pub []byte) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.hpke[0].id, k.hpke[0].pub
+}
+
+// OpenCredentials opens credentials a device sealed to one of the service's
+// HPKE keys. Every failure is an *mailpush.Error with code EBadSealed.
+func (k *Keyring) OpenCredentials(sealed string) (mailpush.Credentials, error) {
+	var c mailpush.Credentials
+	if len(sealed) > MaxSealedCredentials {
+		return c, mailpush.Errorf(mailpush.EBadSealed, "sealed credentials are longer than %d bytes", MaxSealedCredentials)
+	}
+	kid, blob, err := splitSealed(sealed, "sealed credentials")
+	if err != nil {
+		return c, err
+	}
+	key, ok := k.hpkeKey(kid)
+	if !ok {
+		return c, mailpush.Errorf(mailpush.EBadSealed, "sealed credentials name key %q, which this service does not have: fetch GET /api/v1/key and seal again", kid)
+	}
+	plain, err := hpke.Open(key.priv, hpke.HKDFSHA256(), hpke.AES128GCM(), []byte(credentialsInfo+kid), blob)
+	if err != nil {
+		return c, mailpush.Errorf(mailpush.EBadSealed, "sealed credentials cannot be opened: tampered with, or not sealed to key %q with info %q", kid, credentialsInfo+kid)
+	}
+	defer clear(plain)
+	dec := json.NewDecoder(strings.NewReader(string(plain)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return mailpush.Credentials{}, mailpush.Errorf(mailpush.EBadSealed, "sealed credentials do not hold a JSON object with username/password or accessToken/refreshToken")
+	}
+	if c.Empty() {
+		return c, mailpush.Errorf(mailpush.EBadSealed, "sealed credentials hold neither a username and password nor an access token")
+	}
+	return c, nil
+}
+
+// SealCredentials seals creds to a service public key the way a device does.
+// The server never needs it; tests, the load tool and app developers do.
+func SealCredentials(keyID string, pub []byte, creds mailpush.Credentials) (string, error) {
+	pk, err := ecdh.X25519().NewPublicKey(pub)
+	if err != nil {
+		return "", fmt.Errorf("seal: public key: %w", err)
+	}
+	hpk, err := hpke.NewDHKEMPublicKey(pk)
+	if err != nil {
+		return "", fmt.Errorf("seal: public key: %w", err)
+	}
+	plain, err := json.Marshal(creds)
+	if err != nil {
+		return "", err
+	}
+	ct, err := hpke.Seal(hpk, hpke.HKDFSHA256(), hpke.AES128GCM(), []byte(credentialsInfo+keyID), plain)
+	if err != nil {
+		return "", fmt.Errorf("seal: %w", err)
+	}
+	return keyID + "." + b64.EncodeToString(ct), nil
+}
+
+// SealCallback seals a callback token with the current callback key.
+func (k *Keyring) SealCallback(tok mailpush.CallbackToken) (string, error) {
+	plain, err := json.Marshal(tok)
+	if err != nil {
+		return "", err
+	}
+	defer clear(plain)
+	k.mu.RLock()
+	key := k.callback[0]
+	k.mu.RUnlock()
+	nonce := randomBytes(key.aead.NonceSize())
+	out := key.aead.Seal(nonce, nonce, plain, []byte(callbackAAD+key.id))
+	s := key.id + "." + b64.EncodeToString(out)
+	if len(s) > MaxCallbackToken {
+		return "", fmt.Errorf("seal: callback token of %d bytes exceeds %d", len(s), MaxCallbackToken)
+	}
+	return s, nil
+}
+
+// OpenCallback opens a callback token. A forged, truncated or foreign token
+// gives an *mailpush.Error with code EUnauthorized.
+func (k *Keyring) OpenCallback(s string) (mailpush.CallbackToken, error) {
+	var tok mailpush.CallbackToken
+	if len(s) > MaxCallbackToken {
+		return tok, mailpush.Errorf(mailpush.EUnauthorized, "callback token is longer than %d bytes", MaxCallbackToken)
+	}
+	kid, blob, err := splitSealed(s, "callback token")
+	if err != nil {
+		return tok, mailpush.Errorf(mailpush.EUnauthorized, "%s", mailpush.ErrorMessage(err))
+	}
+	key, ok := k.callbackKey(kid)
+	if !ok {
+		return tok, mailpush.Errorf(mailpush.EUnauthorized, "callback token names unknown key %q", kid)
+	}
+	ns := key.aead.NonceSize()
+	if len(blob) < ns+key.aead.Overhead() {
+		return tok, mailpush.Errorf(mailpush.EUnauthorized, "callback token is truncated")
+	}
+	plain, err := key.aead.Open(nil, blob[:ns], blob[ns:], []byte(callbackAAD+kid))
+	if err != nil {
+		return tok, mailpush.Errorf(mailpush.EUnauthorized, "callback token is forged or damaged")
+	}
+	defer clear(plain)
+	if err := json.Unmarshal(plain, &tok); err != nil || tok.MailboxID == "" || tok.TenantID == "" {
+		return mailpush.CallbackToken{}, mailpush.Errorf(mailpush.EUnauthorized, "callback token content is invalid")
+	}
+	return tok, nil
+}
+
+// HashAddress returns the keyed hash under which a mailbox address is stored.
+// Addresses are compared without case and surrounding space.
+func (k *Keyring) HashAddress(tenantID, address string) []byte {
+	m := hmac.New(sha256.New, k.hashKey)
+	m.Write([]byte(tenantID))
+	m.Write([]byte{0})
+	m.Write([]byte(strings.ToLower(strings.TrimSpace(address))))
+	return m.Sum(nil)
+}
+
+// AddressID is a short printable form of an address hash, for logs.
+func AddressID(hash []byte) string {
+	if len(hash) > 6 {
+		hash = hash[:6]
+	}
+	return hex.EncodeToString(hash)
+}
+
+// SealField encrypts a value for storage (AES-256-GCM, random nonce).
+func (k *Keyring) SealField(plain []byte) ([]byte, error) {
+	nonce := randomBytes(k.fieldKey.NonceSize())
+	return k.fieldKey.Seal(nonce, nonce, plain, nil), nil
+}
+
+// OpenField decrypts a value sealed by SealField.
+func (k *Keyring) OpenField(sealed []byte) ([]byte, error) {
+	ns := k.fieldKey.NonceSize()
+	if len(sealed) < ns {
+		return nil, errors.New("seal: stored field is truncated")
+	}
+	p, err := k.fieldKey.Open(nil, sealed[:ns], sealed[ns:], nil)
+	if err != nil {
+		return nil, fmt.Errorf("seal: stored field cannot be opened: %w", err)
+	}
+	return p, nil
+}
+
+// HashField gives a 16-byte keyed hash of a value, for unique lookups.
+func (k *Keyring) HashField(plain []byte) []byte {
+	m := hmac.New(sha256.New, k.tokenKey)
+	m.Write(plain)
+	return m.Sum(nil)[:16]
+}
+
+// SealContent HPKE-seals a push's content to a device's X25519 public key
+// (info "mailpush content v1"), returning base64url(enc || ciphertext).
+func SealContent(devicePub []byte, plain []byte) (string, error) {
+	pk, err := ecdh.X25519().NewPublicKey(devicePub)
+	if err != nil {
+		return "", fmt.Errorf("seal: content key: %w", err)
+	}
+	hpk, err := hpke.NewDHKEMPublicKey(pk)
+	if err != nil {
+		return "", fmt.Errorf("seal: content key: %w", err)
+	}
+	ct, err := hpke.Seal(hpk, hpke.HKDFSHA256(), hpke.AES128GCM(), []byte(contentInfo), plain)
+	if err != nil {
+		return "", fmt.Errorf("seal: content: %w", err)
+	}
+	return b64.EncodeToString(ct), nil
+}
+
+// ValidContentKey reports whether b is a usable X25519 public key.
+func ValidContentKey(b []byte) bool {
+	_, err := ecdh.X25519().NewPublicKey(b)
+	return err == nil
+}
+
+func (k *Keyring) hpkeKey(id string) (hpkeKey, bool) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	for _, h := range k.hpke {
+		if h.id == id {
+			return h, true
+		}
+	}
+	return hpkeKey{}, false
+}
+
+func (k *Keyring) callbackKey(id string) (aeadKey, bool) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	for _, c := range k.callback {
+		if c.id == id {
+			return c, true
+		}
+	}
+	return aeadKey{}, false
+}
+
+func splitSealed(s, what string) (kid string, blob []byte, err error) {
+	kid, enc, ok := strings.Cut(s, ".")
+	if !ok || kid == "" || enc == "" || len(kid) > 32 {
+		return "", nil, mailpush.Errorf(mailpush.EBadSealed, "%s are not of the form <keyId>.<base64url>", what)
+	}
+	blob, err = b64.DecodeString(enc)
+	if err != nil {
+		return "", nil, mailpush.Errorf(mailpush.EBadSealed, "%s are not valid unpadded base64url", what)
+	}
+	return kid, blob, nil
+}
+
+func writeKeyring(path string, kj *keyringJSON) error {
+	data, err := json.MarshalIndent(kj, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return fmt.Errorf("seal: write keyring: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("seal: write keyring: %w", err)
+	}
+	return nil
+}
+
+func newX25519Key(now time.Time) storedKey {
+	priv, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return storedKey{ID: newKeyID(), Created: now, Key: priv.Bytes()}
+}
+
+func newKeyID() string { return hex.EncodeToString(randomBytes(4)) }
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+func derive(secret []byte, label string) []byte {
+	k, err := hkdf.Key(sha256.New, secret, nil, label, 32)
+	if err != nil {
+		panic(err) // only for lengths HKDF cannot produce
+	}
+	return k
+}
+
+func newGCM(key []byte) (cipher.AEAD, error) {
+	b, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(b)
+}
