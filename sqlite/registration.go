@@ -1,0 +1,275 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/mailpush/mailpush"
+)
+
+const mailboxCols = `id, tenant_id, address_hash, source, mode, server_url, subscription_id, watermark, badge, seq, status, last_event_at, created_at, updated_at`
+
+const registrationCols = `id, tenant_id, mailbox_id, platform, environment, token_sealed, content_key, content, status, created_at, updated_at, expires_at`
+
+type scanner interface{ Scan(dest ...any) error }
+
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+func scanMailbox(row scanner) (*mailpush.Mailbox, error) {
+	var m mailpush.Mailbox
+	var src, mode, status string
+	var sub sql.NullString
+	var last, created, updated int64
+	if err := row.Scan(&m.ID, &m.TenantID, &m.AddressHash, &src, &mode, &m.ServerURL, &sub, &m.Watermark, &m.Badge, &m.Seq, &status, &last, &created, &updated); err != nil {
+		return nil, err
+	}
+	m.Source, m.Mode, m.Status = mailpush.Source(src), mailpush.Mode(mode), mailpush.Status(status)
+	m.SubscriptionID = sub.String
+	m.LastEventAt, m.CreatedAt, m.UpdatedAt = fromMS(last), fromMS(created), fromMS(updated)
+	return &m, nil
+}
+
+func (s *Store) scanRegistration(row scanner) (*mailpush.Registration, error) {
+	var r mailpush.Registration
+	var platform, env, content, status string
+	var sealed []byte
+	var created, updated, expires int64
+	if err := row.Scan(&r.ID, &r.TenantID, &r.MailboxID, &platform, &env, &sealed, &r.Device.ContentKey, &content, &status, &created, &updated, &expires); err != nil {
+		return nil, err
+	}
+	tok, err := s.cipher.OpenField(sealed)
+	if err != nil {
+		return nil, fmt.Errorf("registration %s: %w", r.ID, err)
+	}
+	r.Device.Token = string(tok)
+	r.Device.Platform, r.Device.Environment = mailpush.Platform(platform), mailpush.Environment(env)
+	r.Content, r.Status = mailpush.ContentMode(content), mailpush.Status(status)
+	r.CreatedAt, r.UpdatedAt, r.ExpiresAt = fromMS(created), fromMS(updated), fromMS(expires)
+	return &r, nil
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// Register stores reg for its mailbox, creating the mailbox when needed.
+func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *mailpush.Mailbox) (*mailpush.Mailbox, error) {
+	now := s.clock.Now().UTC()
+	sealed, err := s.cipher.SealField([]byte(reg.Device.Token))
+	if err != nil {
+		return nil, err
+	}
+	tokenHash := s.cipher.HashField([]byte(reg.Device.Token))
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, dbError("register", err)
+	}
+	defer tx.Rollback()
+
+	stored, err := scanMailbox(tx.QueryRowContext(ctx, `SELECT `+mailboxCols+` FROM mailboxes WHERE tenant_id = ? AND address_hash = ? AND source = ?`,
+		mb.TenantID, mb.AddressHash, string(mb.Source)))
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		m := *mb
+		if m.ID == "" {
+			m.ID = newID()
+		}
+		m.CreatedAt, m.UpdatedAt = now, now
+		if _, err := tx.ExecContext(ctx, `INSERT INTO mailboxes (`+mailboxCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			m.ID, m.TenantID, m.AddressHash, string(m.Source), string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark,
+			m.Badge, m.Seq, string(m.Status), ms(m.LastEventAt), ms(m.CreatedAt), ms(m.UpdatedAt)); err != nil {
+			return nil, dbError("create mailbox", err)
+		}
+		stored = &m
+	case err != nil:
+		return nil, dbError("find mailbox", err)
+	}
+
+	reg.TenantID, reg.MailboxID = stored.TenantID, stored.ID
+	reg.UpdatedAt = now
+	var existingID string
+	var existingCreated int64
+	err = tx.QueryRowContext(ctx, `SELECT id, created_at FROM registrations WHERE mailbox_id = ? AND token_hash = ?`, stored.ID, tokenHash).Scan(&existingID, &existingCreated)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		if reg.ID == "" {
+			reg.ID = newID()
+		}
+		reg.CreatedAt = now
+		_, err = tx.ExecContext(ctx, `INSERT INTO registrations (id, tenant_id, mailbox_id, platform, environment, token_sealed, token_hash, content_key, content, status, created_at, updated_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			reg.ID, reg.TenantID, reg.MailboxID, string(reg.Device.Platform), string(reg.Device.Environment), sealed, tokenHash,
+			reg.Device.ContentKey, string(reg.Content), string(reg.Status), ms(reg.CreatedAt), ms(reg.UpdatedAt), ms(reg.ExpiresAt))
+	case err != nil:
+		return nil, dbError("find registration", err)
+	default:
+		reg.ID, reg.CreatedAt = existingID, fromMS(existingCreated)
+		_, err = tx.ExecContext(ctx, `UPDATE registrations SET platform = ?, environment = ?, token_sealed = ?, content_key = ?, content = ?, status = ?, updated_at = ?, expires_at = ? WHERE id = ?`,
+			string(reg.Device.Platform), string(reg.Device.Environment), sealed, reg.Device.ContentKey, string(reg.Content), string(reg.Status),
+			ms(reg.UpdatedAt), ms(reg.ExpiresAt), reg.ID)
+	}
+	if err != nil {
+		return nil, dbError("store registration", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, dbError("register", err)
+	}
+	return stored, nil
+}
+
+// Registration returns a tenant's registration.
+func (s *Store) Registration(ctx context.Context, tenantID, id string) (*mailpush.Registration, error) {
+	return s.registration(ctx, s.r, tenantID, id)
+}
+
+func (s *Store) registration(ctx context.Context, q querier, tenantID, id string) (*mailpush.Registration, error) {
+	r, err := s.scanRegistration(q.QueryRowContext(ctx, `SELECT `+registrationCols+` FROM registrations WHERE id = ? AND tenant_id = ?`, id, tenantID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, notFound("registration")
+	}
+	if err != nil {
+		return nil, dbError("get registration", err)
+	}
+	return r, nil
+}
+
+// UpdateRegistration applies fn to a registration in a transaction.
+func (s *Store) UpdateRegistration(ctx context.Context, tenantID, id string, fn func(*mailpush.Registration) error) (*mailpush.Registration, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, dbError("update registration", err)
+	}
+	defer tx.Rollback()
+	r, err := s.registration(ctx, tx, tenantID, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := fn(r); err != nil {
+		return nil, err
+	}
+	r.ID, r.TenantID = id, tenantID // not changeable
+	r.UpdatedAt = s.clock.Now().UTC()
+	sealed, err := s.cipher.SealField([]byte(r.Device.Token))
+	if err != nil {
+		return nil, err
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE registrations SET platform = ?, environment = ?, token_sealed = ?, token_hash = ?, content_key = ?, content = ?, status = ?, updated_at = ?, expires_at = ? WHERE id = ?`,
+		string(r.Device.Platform), string(r.Device.Environment), sealed, s.cipher.HashField([]byte(r.Device.Token)), r.Device.ContentKey,
+		string(r.Content), string(r.Status), ms(r.UpdatedAt), ms(r.ExpiresAt), id)
+	if err != nil {
+		return nil, dbError("update registration", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, dbError("update registration", err)
+	}
+	return r, nil
+}
+
+// DeleteRegistration removes a registration. When it was the mailbox's last,
+// the mailbox becomes inactive: its subscription is then ended by the source.
+func (s *Store) DeleteRegistration(ctx context.Context, tenantID, id string) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return dbError("delete registration", err)
+	}
+	defer tx.Rollback()
+	var mailboxID string
+	err = tx.QueryRowContext(ctx, `DELETE FROM registrations WHERE id = ? AND tenant_id = ? RETURNING mailbox_id`, id, tenantID).Scan(&mailboxID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return notFound("registration")
+	}
+	if err != nil {
+		return dbError("delete registration", err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE mailboxes SET status = ?, updated_at = ? WHERE id = ? AND NOT EXISTS (SELECT 1 FROM registrations WHERE mailbox_id = ?)`,
+		string(mailpush.StatusInactive), s.now(), mailboxID, mailboxID); err != nil {
+		return dbError("delete registration", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return dbError("delete registration", err)
+	}
+	return nil
+}
+
+// ActiveRegistrations lists a mailbox's active and pending registrations.
+func (s *Store) ActiveRegistrations(ctx context.Context, mailboxID string) ([]*mailpush.Registration, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+registrationCols+` FROM registrations WHERE mailbox_id = ? AND status IN (?, ?) ORDER BY created_at, id`,
+		mailboxID, string(mailpush.StatusActive), string(mailpush.StatusPending))
+	if err != nil {
+		return nil, dbError("list registrations", err)
+	}
+	defer rows.Close()
+	var out []*mailpush.Registration
+	for rows.Next() {
+		r, err := s.scanRegistration(rows)
+		if err != nil {
+			return nil, dbError("list registrations", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, dbError("list registrations", err)
+	}
+	return out, nil
+}
+
+// Mailbox returns a mailbox by ID.
+func (s *Store) Mailbox(ctx context.Context, id string) (*mailpush.Mailbox, error) {
+	return mailboxWhere(ctx, s.r, "id = ?", id)
+}
+
+// MailboxBySubscription returns the mailbox bound to a mail-server subscription.
+func (s *Store) MailboxBySubscription(ctx context.Context, subscriptionID string) (*mailpush.Mailbox, error) {
+	if subscriptionID == "" {
+		return nil, notFound("mailbox")
+	}
+	return mailboxWhere(ctx, s.r, "subscription_id = ?", subscriptionID)
+}
+
+func mailboxWhere(ctx context.Context, q querier, where string, arg any) (*mailpush.Mailbox, error) {
+	m, err := scanMailbox(q.QueryRowContext(ctx, `SELECT `+mailboxCols+` FROM mailboxes WHERE `+where, arg))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, notFound("mailbox")
+	}
+	if err != nil {
+		return nil, dbError("get mailbox", err)
+	}
+	return m, nil
+}
+
+// UpdateMailbox applies fn to a mailbox in a transaction.
+func (s *Store) UpdateMailbox(ctx context.Context, id string, fn func(*mailpush.Mailbox) error) (*mailpush.Mailbox, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, dbError("update mailbox", err)
+	}
+	defer tx.Rollback()
+	m, err := mailboxWhere(ctx, tx, "id = ?", id)
+	if err != nil {
+		return nil, err
+	}
+	if err := fn(m); err != nil {
+		return nil, err
+	}
+	m.ID = id
+	m.UpdatedAt = s.clock.Now().UTC()
+	_, err = tx.ExecContext(ctx, `UPDATE mailboxes SET mode = ?, server_url = ?, subscription_id = ?, watermark = ?, badge = ?, seq = ?, status = ?, last_event_at = ?, updated_at = ? WHERE id = ?`,
+		string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark, m.Badge, m.Seq, string(m.Status), ms(m.LastEventAt), ms(m.UpdatedAt), id)
+	if err != nil {
+		if isUnique(err) {
+			return nil, mailpush.Errorf(mailpush.EConflict, "subscription is already bound to another mailbox")
+		}
+		return nil, dbError("update mailbox", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, dbError("update mailbox", err)
+	}
+	return m, nil
+}

@@ -1,0 +1,368 @@
+// Package storetest is the conformance suite that every mailpush.Store
+// implementation must pass: the sqlite store runs it against a temporary
+// file, the postgres store against a real server. Keeping one suite is what
+// lets a site move from the embedded store to a cluster without surprises.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mailpush/mailpush"
+	"github.com/mailpush/mailpush/seal"
+)
+
+// Clock is a settable clock for stores under test.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// NewClock returns a clock set to a fixed instant.
+func NewClock() *Clock { return &Clock{t: time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)} }
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+
+// Add moves the clock forward.
+func (c *Clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+// Keyring returns a fresh service keyring in a temporary directory, to serve
+// as the store's FieldCipher.
+func Keyring(t testing.TB) *seal.Keyring {
+	t.Helper()
+	k, err := seal.Open(t.TempDir(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// Factory opens an empty store using the given cipher and clock. The store is
+// closed by the suite.
+type Factory func(t *testing.T, cipher mailpush.FieldCipher, clock mailpush.Clock) mailpush.Store
+
+// Run runs the whole conformance suite.
+func Run(t *testing.T, open Factory) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s mailpush.Store, env *env)
+	}{
+		{"Tenants", testTenants},
+		{"RegisterSharesMailbox", testRegisterSharesMailbox},
+		{"RegisterSameTokenReplaces", testRegisterSameTokenReplaces},
+		{"TenantIsolation", testTenantIsolation},
+		{"UpdateRegistration", testUpdateRegistration},
+		{"DeleteRegistration", testDeleteRegistration},
+		{"Mailboxes", testMailboxes},
+		{"ConcurrentMailboxUpdates", testConcurrentMailboxUpdates},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := &env{clock: NewClock(), keys: Keyring(t)}
+			s := open(t, e.keys, e.clock)
+			t.Cleanup(func() { s.Close() })
+			if err := s.Ping(context.Background()); err != nil {
+				t.Fatalf("Ping: %v", err)
+			}
+			tc.fn(t, s, e)
+		})
+	}
+}
+
+type env struct {
+	clock *Clock
+	keys  *seal.Keyring
+}
+
+func wantCode(t *testing.T, what string, err error, code string) {
+	t.Helper()
+	if got := mailpush.ErrorCode(err); got != code {
+		t.Errorf("%s: error code = %q (%v), want %q", what, got, err, code)
+	}
+}
+
+func mustTenant(t *testing.T, s mailpush.Store, name string) *mailpush.Tenant {
+	t.Helper()
+	tn := &mailpush.Tenant{Name: name, TokenHash: []byte("hash-" + name), AllowedHosts: []string{"mail.example.com", "*.corp.example"}, MaxContent: mailpush.ContentSubject}
+	if err := s.CreateTenant(context.Background(), tn); err != nil {
+		t.Fatalf("CreateTenant(%s): %v", name, err)
+	}
+	return tn
+}
+
+func newReg(e *env, tenantID, address, token string) (*mailpush.Registration, *mailpush.Mailbox) {
+	reg := &mailpush.Registration{
+		Device:    mailpush.Device{Platform: mailpush.PlatformIOS, Token: token, Environment: mailpush.EnvProduction},
+		Content:   mailpush.ContentBadge,
+		Status:    mailpush.StatusPending,
+		ExpiresAt: e.clock.Now().Add(30 * 24 * time.Hour),
+	}
+	mb := &mailpush.Mailbox{TenantID: tenantID, AddressHash: e.keys.HashAddress(tenantID, address), Source: mailpush.SourceEWS,
+		Mode: mailpush.ModeSealed, ServerURL: "https://mail.example.com/EWS/Exchange.asmx", Badge: mailpush.NoBadge, Status: mailpush.StatusPending}
+	return reg, mb
+}
+
+func testTenants(t *testing.T, s mailpush.Store, e *env) {
+	ctx := context.Background()
+	tn := mustTenant(t, s, "acme")
+	if tn.ID == "" {
+		t.Fatal("CreateTenant did not set an ID")
+	}
+	got, err := s.Tenant(ctx, tn.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Name != "acme" || string(got.TokenHash) != "hash-acme" || len(got.AllowedHosts) != 2 || got.AllowedHosts[1] != "*.corp.example" || got.MaxContent != mailpush.ContentSubject {
+		t.Errorf("Tenant = %+v", got)
+	}
+	if got, err := s.TenantByName(ctx, "acme"); err != nil || got.ID != tn.ID {
+		t.Errorf("TenantByName = %v, %v", got, err)
+	}
+	wantCode(t, "duplicate name", s.CreateTenant(ctx, &mailpush.Tenant{Name: "acme", TokenHash: []byte("x"), MaxContent: mailpush.ContentBadge}), mailpush.EConflict)
+	_, err = s.Tenant(ctx, "nope")
+	wantCode(t, "missing tenant", err, mailpush.ENotFound)
+	_, err = s.TenantByName(ctx, "nope")
+	wantCode(t, "missing tenant by name", err, mailpush.ENotFound)
+
+	got.AllowedHosts = nil
+	got.TokenHash = []byte("rotated")
+	if err := s.UpdateTenant(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := s.Tenant(ctx, tn.ID); len(again.AllowedHosts) != 0 || string(again.TokenHash) != "rotated" {
+		t.Errorf("after UpdateTenant: %+v", again)
+	}
+	wantCode(t, "update missing tenant", s.UpdateTenant(ctx, &mailpush.Tenant{ID: "nope", Name: "x"}), mailpush.ENotFound)
+}
+
+func testRegisterSharesMailbox(t *testing.T, s mailpush.Store, e *env) {
+	ctx := context.Background()
+	tn := mustTenant(t, s, "acme")
+	r1, mb1 := newReg(e, tn.ID, "alice@example.com", "aa01")
+	m1, err := s.Register(ctx, r1, mb1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m1.ID == "" || r1.ID == "" || r1.MailboxID != m1.ID || r1.TenantID != tn.ID {
+		t.Fatalf("Register: mailbox %+v registration %+v", m1, r1)
+	}
+	r2, mb2 := newReg(e, tn.ID, "ALICE@example.com", "bb02")
+	mb2.ServerURL = "https://other.example.com/EWS"
+	m2, err := s.Register(ctx, r2, mb2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m2.ID != m1.ID || m2.ServerURL != m1.ServerURL {
+		t.Errorf("second device got mailbox %+v, want the existing %s unchanged", m2, m1.ID)
+	}
+	if r2.ID == r1.ID {
+		t.Error("second device reused the first registration ID")
+	}
+	regs, err := s.ActiveRegistrations(ctx, m1.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(regs) != 2 {
+		t.Fatalf("ActiveRegistrations = %d, want 2", len(regs))
+	}
+	tokens := map[string]bool{regs[0].Device.Token: true, regs[1].Device.Token: true}
+	if !tokens["aa01"] || !tokens["bb02"] {
+		t.Errorf("tokens = %v", tokens)
+	}
+	got, err := s.Registration(ctx, tn.ID, r1.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Device.Token != r1.Device.Token || got.Device.Platform != r1.Device.Platform || got.Device.Environment != r1.Device.Environment || got.Content != r1.Content || got.Status != r1.Status || !got.ExpiresAt.Equal(r1.ExpiresAt) {
+		t.Errorf("Registration = %+v, want %+v", got, r1)
+	}
+	// A different source is a different mailbox.
+	r3, mb3 := newReg(e, tn.ID, "alice@example.com", "cc03")
+	mb3.Source = mailpush.SourceDovecot
+	m3, err := s.Register(ctx, r3, mb3)
+	if err != nil || m3.ID == m1.ID {
+		t.Errorf("dovecot mailbox = %v, %v; want a new mailbox", m3, err)
+	}
+}
+
+func testRegisterSameTokenReplaces(t *testing.T, s mailpush.Store, e *env) {
+	ctx := context.Background()
+	tn := mustTenant(t, s, "acme")
+	r1, mb := newReg(e, tn.ID, "alice@example.com", "aa01")
+	if _, err := s.Register(ctx, r1, mb); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Add(time.Minute)
+	r2, mb2 := newReg(e, tn.ID, "alice@example.com", "aa01")
+	r2.Content = mailpush.ContentSubject
+	if _, err := s.Register(ctx, r2, mb2); err != nil {
+		t.Fatal(err)
+	}
+	if r2.ID != r1.ID {
+		t.Errorf("re-registering the same token gave ID %s, want %s", r2.ID, r1.ID)
+	}
+	regs, _ := s.ActiveRegistrations(ctx, r1.MailboxID)
+	if len(regs) != 1 || regs[0].Content != mailpush.ContentSubject {
+		t.Errorf("after re-register: %d registrations %+v", len(regs), regs)
+	}
+}
+
+func testTenantIsolation(t *testing.T, s mailpush.Store, e *env) {
+	ctx := context.Background()
+	a := mustTenant(t, s, "a")
+	b := mustTenant(t, s, "b")
+	r, mb := newReg(e, a.ID, "alice@example.com", "aa01")
+	if _, err := s.Register(ctx, r, mb); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Registration(ctx, b.ID, r.ID)
+	wantCode(t, "other tenant reads", err, mailpush.ENotFound)
+	_, err = s.UpdateRegistration(ctx, b.ID, r.ID, func(*mailpush.Registration) error { return nil })
+	wantCode(t, "other tenant updates", err, mailpush.ENotFound)
+	wantCode(t, "other tenant deletes", s.DeleteRegistration(ctx, b.ID, r.ID), mailpush.ENotFound)
+	if _, err := s.Registration(ctx, a.ID, r.ID); err != nil {
+		t.Errorf("owner lost the registration: %v", err)
+	}
+	// The same address under another tenant is another mailbox.
+	rb, mbb := newReg(e, b.ID, "alice@example.com", "aa01")
+	m, err := s.Register(ctx, rb, mbb)
+	if err != nil || m.ID == r.MailboxID {
+		t.Errorf("tenant b's mailbox = %v, %v; want its own", m, err)
+	}
+}
+
+func testUpdateRegistration(t *testing.T, s mailpush.Store, e *env) {
+	ctx := context.Background()
+	tn := mustTenant(t, s, "acme")
+	r, mb := newReg(e, tn.ID, "alice@example.com", "aa01")
+	if _, err := s.Register(ctx, r, mb); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	if _, err := s.UpdateRegistration(ctx, tn.ID, r.ID, func(r *mailpush.Registration) error {
+		r.Device.Token = "changed"
+		return boom
+	}); !errors.Is(err, boom) {
+		t.Errorf("fn error: got %v", err)
+	}
+	if got, _ := s.Registration(ctx, tn.ID, r.ID); got.Device.Token != "aa01" {
+		t.Errorf("a failed update changed the token to %q", got.Device.Token)
+	}
+	got, err := s.UpdateRegistration(ctx, tn.ID, r.ID, func(r *mailpush.Registration) error {
+		r.Device.Token = "ff99"
+		r.Status = mailpush.StatusInactive
+		r.ID = "hijack"
+		return nil
+	})
+	if err != nil || got.Device.Token != "ff99" || got.ID != r.ID {
+		t.Fatalf("UpdateRegistration = %+v, %v", got, err)
+	}
+	if regs, _ := s.ActiveRegistrations(ctx, r.MailboxID); len(regs) != 0 {
+		t.Errorf("inactive registration still listed as active: %+v", regs)
+	}
+	if again, _ := s.Registration(ctx, tn.ID, r.ID); again.Device.Token != "ff99" || again.Status != mailpush.StatusInactive {
+		t.Errorf("after update: %+v", again)
+	}
+}
+
+func testDeleteRegistration(t *testing.T, s mailpush.Store, e *env) {
+	ctx := context.Background()
+	tn := mustTenant(t, s, "acme")
+	r1, mb := newReg(e, tn.ID, "alice@example.com", "aa01")
+	m, err := s.Register(ctx, r1, mb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.UpdateMailbox(ctx, m.ID, func(m *mailpush.Mailbox) error { m.Status = mailpush.StatusActive; return nil })
+	r2, mb2 := newReg(e, tn.ID, "alice@example.com", "bb02")
+	s.Register(ctx, r2, mb2)
+
+	if err := s.DeleteRegistration(ctx, tn.ID, r1.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Registration(ctx, tn.ID, r1.ID)
+	wantCode(t, "deleted registration", err, mailpush.ENotFound)
+	wantCode(t, "delete twice", s.DeleteRegistration(ctx, tn.ID, r1.ID), mailpush.ENotFound)
+	if got, _ := s.Mailbox(ctx, m.ID); got.Status != mailpush.StatusActive {
+		t.Errorf("mailbox with a device left has status %s, want active", got.Status)
+	}
+	if err := s.DeleteRegistration(ctx, tn.ID, r2.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Mailbox(ctx, m.ID); got.Status != mailpush.StatusInactive {
+		t.Errorf("mailbox without devices has status %s, want inactive", got.Status)
+	}
+}
+
+func testMailboxes(t *testing.T, s mailpush.Store, e *env) {
+	ctx := context.Background()
+	tn := mustTenant(t, s, "acme")
+	r, mb := newReg(e, tn.ID, "alice@example.com", "aa01")
+	m, _ := s.Register(ctx, r, mb)
+	_, err := s.MailboxBySubscription(ctx, "sub-1")
+	wantCode(t, "unbound subscription", err, mailpush.ENotFound)
+	_, err = s.MailboxBySubscription(ctx, "")
+	wantCode(t, "empty subscription", err, mailpush.ENotFound)
+	_, err = s.Mailbox(ctx, "nope")
+	wantCode(t, "missing mailbox", err, mailpush.ENotFound)
+
+	at := e.clock.Now().Add(time.Second)
+	got, err := s.UpdateMailbox(ctx, m.ID, func(m *mailpush.Mailbox) error {
+		m.SubscriptionID, m.Watermark, m.Badge, m.Seq, m.Status, m.LastEventAt = "sub-1", "wm-1", 3, 7, mailpush.StatusActive, at
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := s.MailboxBySubscription(ctx, "sub-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.ID != m.ID || again.Watermark != "wm-1" || again.Badge != 3 || again.Seq != 7 || again.Status != mailpush.StatusActive || !again.LastEventAt.Equal(at) || string(again.AddressHash) != string(mb.AddressHash) {
+		t.Errorf("MailboxBySubscription = %+v (update returned %+v)", again, got)
+	}
+	r2, mb2 := newReg(e, tn.ID, "bob@example.com", "bb02")
+	m2, _ := s.Register(ctx, r2, mb2)
+	_, err = s.UpdateMailbox(ctx, m2.ID, func(m *mailpush.Mailbox) error { m.SubscriptionID = "sub-1"; return nil })
+	wantCode(t, "subscription bound twice", err, mailpush.EConflict)
+	if got, _ := s.Mailbox(ctx, m2.ID); got.SubscriptionID != "" {
+		t.Errorf("refused update still bound %q", got.SubscriptionID)
+	}
+}
+
+func testConcurrentMailboxUpdates(t *testing.T, s mailpush.Store, e *env) {
+	ctx := context.Background()
+	tn := mustTenant(t, s, "acme")
+	r, mb := newReg(e, tn.ID, "alice@example.com", "aa01")
+	m, _ := s.Register(ctx, r, mb)
+	const n = 50
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := s.UpdateMailbox(ctx, m.ID, func(m *mailpush.Mailbox) error { m.Seq++; return nil })
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _ := s.Mailbox(ctx, m.ID)
+	if got.Seq != n {
+		t.Errorf("after %d concurrent increments Seq = %d: updates were lost", n, got.Seq)
+	}
+}
+
+// String keeps fmt from printing stores in failures.
+func (c *Clock) String() string { return fmt.Sprintf("Clock(%v)", c.Now()) }
