@@ -21,6 +21,7 @@ type Event struct {
 	Badge     int // unread count in the Inbox, or NoBadge
 	Subject   string
 	Sender    string
+	Seq       int64 // the mailbox sequence after this event; orders pushes
 	At        time.Time
 }
 

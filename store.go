@@ -79,3 +79,20 @@ type CallbackSealer interface {
 type AddressHasher interface {
 	HashAddress(tenantID, address string) []byte
 }
+
+// WatchResult is what a Watcher reports after setting up a subscription.
+type WatchResult struct {
+	// CallbackURL is set in device-subscribed mode: the app gives it to the
+	// mail server in its own Subscribe.
+	CallbackURL string
+	// Status is StatusActive when the mail server confirmed the subscription,
+	// StatusPending while the first notification is awaited.
+	Status Status
+}
+
+// Watcher sets up the mail-server side of a mailbox: a subscription made by
+// mailpush (sealed or service mode) or a callback URL for the device to use
+// (device-subscribed mode). It updates the mailbox in the store itself.
+type Watcher interface {
+	Watch(ctx context.Context, t *Tenant, mb *Mailbox, creds Credentials) (WatchResult, error)
+}

@@ -1,0 +1,90 @@
+// Package api serves mailpush's HTTP interfaces for apps and operators: the
+// device API of API.md (/api/v1/…) and the operations endpoints (/healthz,
+// /readyz). Mail-server webhooks are served by their source packages and
+// mounted beside it by cmd/mailpush.
+//
+// Every handler reads its input through decodeJSON (size cap, unknown fields
+// refused, JSON only) and answers errors through writeError, the one place
+// where an error code becomes an HTTP status. A rejected request changes
+// nothing.
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/mailpush/mailpush"
+)
+
+// MaxBodySize caps every request body.
+const MaxBodySize = 1 << 20
+
+// Keys is what the API needs of the service keyring.
+type Keys interface {
+	mailpush.CredentialOpener
+	mailpush.AddressHasher
+	PublicKey() (keyID string, pub []byte)
+}
+
+// Server holds the API's dependencies.
+type Server struct {
+	Store    mailpush.Store
+	Keys     Keys
+	Watchers map[mailpush.Source]mailpush.Watcher
+	Logger   *slog.Logger
+	Clock    mailpush.Clock
+	// RegistrationTTL is how long a registration lives without a check-in.
+	RegistrationTTL time.Duration
+	// AllowInsecureEWS permits http:// EWS URLs (tests and labs only).
+	AllowInsecureEWS bool
+	// Ready reports whether the service can take traffic (for /readyz);
+	// nil means Store.Ping.
+	Ready func(ctx context.Context) error
+}
+
+// Routes registers the API's routes on mux.
+func (s *Server) Routes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /api/v1/alive", s.alive)
+	mux.HandleFunc("GET /api/v1/key", s.key)
+	mux.Handle("POST /api/v1/registrations", s.tenantOnly(s.createRegistration))
+	mux.Handle("GET /api/v1/registrations/{id}", s.tenantOnly(s.getRegistration))
+	mux.Handle("POST /api/v1/registrations/{id}/checkin", s.tenantOnly(s.checkin))
+	mux.Handle("DELETE /api/v1/registrations/{id}", s.tenantOnly(s.deleteRegistration))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+}
+
+func (s *Server) alive(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "version": mailpush.Version})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ready := s.Ready
+	if ready == nil {
+		ready = s.Store.Ping
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := ready(ctx); err != nil {
+		s.writeError(w, r, mailpush.WrapError(mailpush.EUnavailable, "not ready: the store does not answer", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+type keyResponse struct {
+	KeyID     string `json:"keyId"`
+	KEM       string `json:"kem"`
+	KDF       string `json:"kdf"`
+	AEAD      string `json:"aead"`
+	PublicKey string `json:"publicKey"`
+}
+
+func (s *Server) key(w http.ResponseWriter, r *http.Request) {
+	id, pub := s.Keys.PublicKey()
+	writeJSON(w, http.StatusOK, keyResponse{KeyID: id, KEM: "DHKEM(X25519, HKDF-SHA256)", KDF: "HKDF-SHA256", AEAD: "AES-128-GCM", PublicKey: b64.EncodeToString(pub)})
+}
