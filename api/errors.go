@@ -29,7 +29,7 @@ func statusOf(code string) int {
 		return http.StatusRequestEntityTooLarge
 	case mailpush.EMediaType:
 		return http.StatusUnsupportedMediaType
-	case mailpush.EUnsupported:
+	case mailpush.EUnsupported, mailpush.ECredentials:
 		return http.StatusUnprocessableEntity
 	case mailpush.EUpstream:
 		return http.StatusBadGateway

@@ -116,7 +116,8 @@ func (s *Server) createRegistration(w http.ResponseWriter, r *http.Request) {
 // watch asks the source to (re)subscribe unless the mailbox is already
 // watched in the requested mode and no new credentials came with the request.
 func (s *Server) watch(r *http.Request, t *mailpush.Tenant, mb *mailpush.Mailbox, mode mailpush.Mode, creds mailpush.Credentials) (mailpush.WatchResult, error) {
-	if mb.Status == mailpush.StatusActive && mb.Mode == mode && creds.Empty() {
+	// Device-subscribed mode always goes to the source: the device needs its callback URL.
+	if mb.Status == mailpush.StatusActive && mb.Mode == mode && mode != mailpush.ModeDeviceSubscribed && creds.Empty() {
 		return mailpush.WatchResult{Status: mailpush.StatusActive}, nil
 	}
 	mb.Mode = mode
