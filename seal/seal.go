@@ -298,14 +298,16 @@ func (k *Keyring) OpenCallback(s string) (mailpush.CallbackToken, error) {
 	return tok, nil
 }
 
-// HashAddress returns the keyed hash under which a mailbox address is stored.
-// Addresses are compared without case and surrounding space.
+// HashAddress returns the 16-byte keyed hash (truncated HMAC-SHA256) under
+// which a mailbox address is stored. 128 bits keep collisions out of reach
+// for any number of mailboxes a deployment can have. Addresses are compared
+// without case and surrounding space.
 func (k *Keyring) HashAddress(tenantID, address string) []byte {
 	m := hmac.New(sha256.New, k.hashKey)
 	m.Write([]byte(tenantID))
 	m.Write([]byte{0})
 	m.Write([]byte(strings.ToLower(strings.TrimSpace(address))))
-	return m.Sum(nil)
+	return m.Sum(nil)[:16]
 }
 
 // AddressID is a short printable form of an address hash, for logs.
