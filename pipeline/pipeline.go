@@ -2,7 +2,9 @@
 // the mailbox and hands each to the provider of its platform.
 //
 // Events are turned into pushes synchronously (a store read), then queued on
-// a bounded queue that a fixed pool of workers drains. When the queue is full
+// bounded queues that a fixed pool of workers drains. A mailbox's pushes
+// always go to the same worker, so they reach the provider in the order of
+// the mailbox's events (badges 1, 2, 3 never arrive as 1, 3, 2). When a queue is full
 // HandleEvent refuses the event with EUnavailable, so the source answers the
 // mail server with an error and the mail server retries later: back-pressure
 // instead of unbounded memory. The queue is in memory, so pushes queued when
@@ -16,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"sync"
 	"time"
@@ -32,7 +35,7 @@ type Config struct {
 	Logger      *slog.Logger
 	Clock       mailpush.Clock
 	Workers     int // default 8
-	QueueSize   int // default 10,000
+	QueueSize   int // total over all workers; default 10,000
 	MaxAttempts int // default 4 (transient failures only)
 	// Backoff is the wait before retry n (1-based); default 200ms·2^(n-1).
 	Backoff func(n int) time.Duration
@@ -40,8 +43,8 @@ type Config struct {
 
 // Pipeline fans events out to devices.
 type Pipeline struct {
-	cfg   Config
-	queue chan *mailpush.Push
+	cfg    Config
+	queues []chan *mailpush.Push // one per worker
 
 	startOnce sync.Once
 	stopOnce  sync.Once
@@ -66,15 +69,20 @@ func New(cfg Config) *Pipeline {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Pipeline{cfg: cfg, queue: make(chan *mailpush.Push, cfg.QueueSize), stop: make(chan struct{})}
+	p := &Pipeline{cfg: cfg, stop: make(chan struct{})}
+	per := max(1, cfg.QueueSize/cfg.Workers)
+	for range cfg.Workers {
+		p.queues = append(p.queues, make(chan *mailpush.Push, per))
+	}
+	return p
 }
 
 // Start launches the workers. Calling it again does nothing.
 func (p *Pipeline) Start() {
 	p.startOnce.Do(func() {
-		for range p.cfg.Workers {
+		for _, q := range p.queues {
 			p.wg.Add(1)
-			go p.worker()
+			go p.worker(q)
 		}
 	})
 }
@@ -89,7 +97,7 @@ func (p *Pipeline) Shutdown(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("pipeline: shutdown: %d pushes not sent: %w", len(p.queue), ctx.Err())
+		return fmt.Errorf("pipeline: shutdown: %d pushes not sent: %w", p.Queued(), ctx.Err())
 	}
 }
 
@@ -116,17 +124,33 @@ func (p *Pipeline) HandleEvent(ctx context.Context, ev mailpush.Event) error {
 		}
 		pushes = append(pushes, push)
 	}
-	if len(pushes) > cap(p.queue)-len(p.queue) {
+	q := p.queues[shard(ev.MailboxID, len(p.queues))]
+	if len(pushes) > cap(q)-len(q) {
 		return mailpush.Errorf(mailpush.EUnavailable, "push queue is full")
 	}
 	for _, push := range pushes {
 		select {
-		case p.queue <- push:
+		case q <- push:
 		default:
 			return mailpush.Errorf(mailpush.EUnavailable, "push queue is full")
 		}
 	}
 	return nil
+}
+
+// Queued returns the number of pushes waiting in the queues.
+func (p *Pipeline) Queued() int {
+	n := 0
+	for _, q := range p.queues {
+		n += len(q)
+	}
+	return n
+}
+
+func shard(key string, n int) int {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	return int(h.Sum32() % uint32(n))
 }
 
 func (p *Pipeline) build(ev mailpush.Event, reg *mailpush.Registration) (*mailpush.Push, error) {
@@ -165,17 +189,17 @@ func (p *Pipeline) build(ev mailpush.Event, reg *mailpush.Registration) (*mailpu
 	return push, nil
 }
 
-func (p *Pipeline) worker() {
+func (p *Pipeline) worker(q chan *mailpush.Push) {
 	defer p.wg.Done()
 	for {
 		select {
-		case push := <-p.queue:
+		case push := <-q:
 			p.deliver(push)
 		case <-p.stop:
 			// Drain what is queued, then stop.
 			for {
 				select {
-				case push := <-p.queue:
+				case push := <-q:
 					p.deliver(push)
 				default:
 					return

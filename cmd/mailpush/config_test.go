@@ -1,0 +1,76 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultConfigIsValid(t *testing.T) {
+	c, err := LoadConfig("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:8080" || c.Database.Path != "mailpush.db" || c.APNsEnabled() {
+		t.Errorf("defaults = %+v", c)
+	}
+}
+
+func TestConfigFileAndEnvironment(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mailpush.yaml")
+	os.WriteFile(path, []byte("listen: 127.0.0.1:9000\nregistrationTtl: 48h\news:\n  statusFrequency: 3\n"), 0o600)
+	c, err := LoadConfig(path, []string{"MAILPUSH_EWS_STATUS_FREQUENCY=7", "MAILPUSH_PUBLIC_URL=https://push.example.com", "OTHER=1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:9000" || c.RegistrationTTL != 48*time.Hour || c.EWS.StatusFrequency != 7 || c.PublicURL != "https://push.example.com" {
+		t.Errorf("loaded %+v", c)
+	}
+}
+
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	dir := t.TempDir()
+	write := func(body string) string {
+		p := filepath.Join(dir, "c.yaml")
+		os.WriteFile(p, []byte(body), 0o600)
+		return p
+	}
+	cases := []struct {
+		name, file string
+		env        []string
+		want       string
+	}{
+		{"unknown key", "lisen: x\n", nil, "field lisen not found"},
+		{"bad listen", "listen: nowhere\n", nil, "config key listen"},
+		{"status frequency", "ews:\n  statusFrequency: 2000\n", nil, "config key ews.statusFrequency"},
+		{"apns incomplete", "apns:\n  keyFile: k.p8\n", nil, "config key apns.teamId"},
+		{"apns key missing", "apns:\n  teamId: T\n", nil, "config key apns.keyFile"},
+		{"env unknown", "", []string{"MAILPUSH_NOPE=1"}, "MAILPUSH_NOPE: no such setting"},
+		{"env bad int", "", []string{"MAILPUSH_PUSH_WORKERS=many"}, "MAILPUSH_PUSH_WORKERS"},
+		{"env bad duration", "", []string{"MAILPUSH_REGISTRATION_TTL=soon"}, "MAILPUSH_REGISTRATION_TTL"},
+		{"public url", "publicUrl: ftp://x\n", nil, "config key publicUrl"},
+		{"log level", "log:\n  level: loud\n", nil, "config key log.level"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := ""
+			if tc.file != "" {
+				path = write(tc.file)
+			}
+			_, err := LoadConfig(path, tc.env)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestSnake(t *testing.T) {
+	for in, want := range map[string]string{"teamId": "TEAM_ID", "listen": "LISTEN", "publicUrl": "PUBLIC_URL", "allowInsecureHttp": "ALLOW_INSECURE_HTTP"} {
+		if got := snake(in); got != want {
+			t.Errorf("snake(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

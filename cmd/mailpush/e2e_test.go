@@ -1,0 +1,389 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mailpush/mailpush"
+	"github.com/mailpush/mailpush/fake/apnsfake"
+	"github.com/mailpush/mailpush/fake/ewsfake"
+	"github.com/mailpush/mailpush/seal"
+)
+
+const (
+	teamID   = "TEAM123456"
+	keyID    = "KEY1234567"
+	topic    = "com.example.mail"
+	address  = "alice.wonder@example.com"
+	username = "EXAMPLE\\alice"
+	password = "correct horse battery staple"
+)
+
+// syncBuffer is a log sink that tests can read while the server writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// world is a running mailpush with a fake Exchange and a fake APNs, all on
+// loopback sockets.
+type world struct {
+	dir        string
+	configPath string
+	logs       *syncBuffer
+	main       *Main
+	exchange   *ewsfake.Server
+	apple      *apnsfake.Server
+}
+
+func newWorld(t testing.TB, logLevel string) *world {
+	t.Helper()
+	w := &world{dir: t.TempDir(), logs: &syncBuffer{}}
+	w.exchange = ewsfake.New(ewsfake.Options{TimeScale: 0.001})
+	t.Cleanup(w.exchange.Close)
+	w.exchange.AddUser(address, username, password)
+
+	w.apple = apnsfake.New(apnsfake.Options{})
+	t.Cleanup(w.apple.Close)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.apple.AddKey(teamID, keyID, &key.PublicKey)
+	w.apple.AllowTopic(topic)
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
+	p8 := filepath.Join(w.dir, "AuthKey.p8")
+	os.WriteFile(p8, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+
+	// One CA bundle trusting both fakes, as an admin would configure caFile.
+	var bundle []byte
+	for _, c := range []*x509.Certificate{w.apple.Certificate(), w.exchange.Certificate()} {
+		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	ca := filepath.Join(w.dir, "ca.pem")
+	os.WriteFile(ca, bundle, 0o600)
+
+	w.configPath = filepath.Join(w.dir, "mailpush.yaml")
+	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
+database:
+  path: %s
+keyDir: %s
+caFile: %s
+log:
+  level: %s
+ews:
+  statusFrequency: 1
+apns:
+  teamId: %s
+  keyId: %s
+  keyFile: %s
+  topic: %s
+  productionUrl: %s
+  sandboxUrl: %s
+`, filepath.Join(w.dir, "data", "mailpush.db"), filepath.Join(w.dir, "data", "keys"), ca, logLevel, teamID, keyID, p8, topic, w.apple.URL(), w.apple.URL())
+	os.MkdirAll(filepath.Join(w.dir, "data"), 0o700)
+	os.WriteFile(w.configPath, []byte(cfg), 0o600)
+
+	c, err := LoadConfig(w.configPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.main = NewMain(c, w.logs)
+	if err := w.main.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := w.main.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return w
+}
+
+// addTenant runs the real CLI command and returns the printed token.
+func (w *world) addTenant(t testing.TB, name string) string {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"tenant", "add", name, "--config", w.configPath, "--allow-host", "127.0.0.1"}, &out, &errOut, nil); err != nil {
+		t.Fatalf("tenant add: %v (%s)", err, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	return lines[len(lines)-1]
+}
+
+func (w *world) call(t testing.TB, method, path, token string, body any) (int, map[string]any) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, w.main.URL()+path, rd)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+// sealCredentials does what the app does: fetch the key and seal to it.
+func (w *world) sealCredentials(t testing.TB, user, pass string) string {
+	t.Helper()
+	st, key := w.call(t, "GET", "/api/v1/key", "", nil)
+	if st != 200 {
+		t.Fatalf("GET /api/v1/key = %d", st)
+	}
+	pub, err := b64url(key["publicKey"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := seal.SealCredentials(key["keyId"].(string), pub, mailpush.Credentials{Username: user, Password: pass})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func deviceToken(i int) string { return fmt.Sprintf("%064x", i+0xA11CE) }
+
+func waitFor(t testing.TB, what string, fn func(ctx context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := fn(ctx); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+func badges(ps []apnsfake.Push) []int {
+	var out []int
+	for _, p := range ps {
+		out = append(out, p.Badge)
+	}
+	return out
+}
+
+func TestEndToEndSealedMode(t *testing.T) {
+	w := newWorld(t, "debug")
+	token := w.addTenant(t, "acme")
+	device := deviceToken(1)
+
+	st, reg := w.call(t, "POST", "/api/v1/registrations", token, map[string]any{
+		"device":  map[string]any{"platform": "ios", "token": device, "environment": "production"},
+		"mailbox": map[string]any{"address": address, "source": "ews", "ewsUrl": w.exchange.URL(), "sealedCredentials": w.sealCredentials(t, username, password)},
+		"content": "badge",
+	})
+	if st != 201 || reg["mode"] != "sealed" || reg["status"] != "active" {
+		t.Fatalf("register = %d %v", st, reg)
+	}
+	id := reg["id"].(string)
+
+	subs := w.exchange.Subscriptions()
+	if len(subs) != 1 || !strings.HasPrefix(subs[0].URL, w.main.URL()+"/ews/notify/") || !subs[0].Active {
+		t.Fatalf("fake Exchange subscriptions = %+v", subs)
+	}
+	// The callback URL carries the credentials only sealed.
+	if strings.Contains(subs[0].URL, "alice") || strings.Contains(subs[0].URL, "horse") {
+		t.Fatalf("callback URL leaks credentials: %s", subs[0].URL)
+	}
+
+	var items []string
+	for i := 1; i <= 3; i++ {
+		items = append(items, w.exchange.Deliver(address, fmt.Sprintf("Quarterly report %d", i), "Bob Sender", "bob@example.com"))
+		want := i
+		waitFor(t, fmt.Sprintf("badge %d", want), func(ctx context.Context) error {
+			return w.apple.WaitFor(ctx, func(ps []apnsfake.Push) bool { return len(ps) >= want })
+		})
+	}
+	if got := badges(w.apple.PushesFor(device)); fmt.Sprint(got) != "[1 2 3]" {
+		t.Fatalf("badges = %v, want [1 2 3]", got)
+	}
+	for _, p := range w.apple.PushesFor(device) {
+		if p.Topic != topic || p.PushType != "alert" || p.CollapseID == "" {
+			t.Errorf("push %+v: want topic %s, push type alert, a collapse ID", p, topic)
+		}
+	}
+
+	// Read on another client: the badge follows.
+	w.exchange.MarkRead(address, items[0], true)
+	waitFor(t, "badge 2 after a read", func(ctx context.Context) error {
+		return w.apple.WaitFor(ctx, func(ps []apnsfake.Push) bool { return len(ps) >= 4 })
+	})
+	if got := badges(w.apple.PushesFor(device)); fmt.Sprint(got) != "[1 2 3 2]" {
+		t.Fatalf("badges = %v, want [1 2 3 2]", got)
+	}
+
+	// Delete: the next notification is answered Unsubscribe.
+	if st, _ := w.call(t, "DELETE", "/api/v1/registrations/"+id, token, nil); st != 204 {
+		t.Fatalf("delete = %d", st)
+	}
+	w.exchange.Deliver(address, "After delete", "Bob Sender", "bob@example.com")
+	waitFor(t, "Unsubscribe answer", func(ctx context.Context) error {
+		return w.exchange.WaitFor(ctx, func(s *ewsfake.Server) bool {
+			cbs := s.Callbacks()
+			return len(cbs) > 0 && cbs[len(cbs)-1].Result == "Unsubscribe"
+		})
+	})
+	if subs := w.exchange.Subscriptions(); subs[0].Active {
+		t.Error("subscription still active after Unsubscribe")
+	}
+	if n := len(w.apple.PushesFor(device)); n != 4 {
+		t.Errorf("%d pushes after delete, want 4", n)
+	}
+
+	// Privacy: no password, user name, address or device token in the
+	// database files or the logs (debug level).
+	w.main.Close()
+	secrets := []string{password, "horse battery", address, "alice.wonder", device}
+	files, _ := filepath.Glob(filepath.Join(w.dir, "data", "*"))
+	files2, _ := filepath.Glob(filepath.Join(w.dir, "data", "keys", "*"))
+	files = append(files, files2...)
+	if len(files) < 2 {
+		t.Fatalf("expected database files, found %v", files)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // a directory
+		}
+		for _, s := range secrets {
+			if bytes.Contains(bytes.ToLower(b), bytes.ToLower([]byte(s))) {
+				t.Errorf("%s contains %q in clear", filepath.Base(f), s)
+			}
+		}
+	}
+	logs := w.logs.String()
+	if !strings.Contains(logs, "registration created") || !strings.Contains(logs, "subscribed") {
+		t.Fatalf("captured logs look empty:\n%s", logs)
+	}
+	for _, s := range secrets {
+		if strings.Contains(strings.ToLower(logs), strings.ToLower(s)) {
+			t.Errorf("logs contain %q", s)
+		}
+	}
+}
+
+func TestCallbackRefusals(t *testing.T) {
+	w := newWorld(t, "info")
+	token := w.addTenant(t, "acme")
+	st, _ := w.call(t, "POST", "/api/v1/registrations", token, map[string]any{
+		"device":  map[string]any{"platform": "ios", "token": deviceToken(2)},
+		"mailbox": map[string]any{"address": address, "source": "ews", "ewsUrl": w.exchange.URL(), "sealedCredentials": w.sealCredentials(t, username, password)},
+	})
+	if st != 201 {
+		t.Fatalf("register = %d", st)
+	}
+	good := w.exchange.Subscriptions()[0].URL
+	goodToken := strings.TrimPrefix(good, w.main.URL()+"/ews/notify/")
+	forged := []byte(goodToken)
+	forged[len(forged)/2] ^= 1
+	other, _ := seal.Open(t.TempDir(), time.Now())
+	foreign, _ := other.SealCallback(mailpush.CallbackToken{TenantID: "t", MailboxID: "m"})
+	notification := `<?xml version="1.0"?><soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages" xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types"><soap:Body><m:SendNotification><m:ResponseMessages><m:SendNotificationResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode><m:Notification><t:SubscriptionId>nope</t:SubscriptionId><t:PreviousWatermark>w</t:PreviousWatermark><t:MoreEvents>false</t:MoreEvents><t:StatusEvent><t:Watermark>w2</t:Watermark></t:StatusEvent></m:Notification></m:SendNotificationResponseMessage></m:ResponseMessages></m:SendNotification></soap:Body></soap:Envelope>`
+	cases := []struct {
+		name, token, body string
+		status            int
+	}{
+		{"forged token", string(forged), notification, 401},
+		{"truncated token", goodToken[:len(goodToken)-6], notification, 401},
+		{"other service's key", foreign, notification, 401},
+		{"garbage token", "abc", notification, 401},
+		{"not xml", goodToken, "hello", 400},
+		{"oversized", goodToken, "<a>" + strings.Repeat("x", 1<<20) + "</a>", 413},
+		{"not a SendNotification", goodToken, `<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><x/></soap:Body></soap:Envelope>`, 400},
+	}
+	mbBefore := w.mailboxes(t)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := http.Post(w.main.URL()+"/ews/notify/"+tc.token, "text/xml", strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status || len(bytes.TrimSpace(msg)) == 0 {
+				t.Errorf("status %d %q, want %d with a message", resp.StatusCode, msg, tc.status)
+			}
+		})
+	}
+	// A valid token with a subscription ID that is not the mailbox's: Unsubscribe, no change.
+	resp, err := http.Post(good, "text/xml", strings.NewReader(notification))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "Unsubscribe") {
+		t.Errorf("stale subscription: %d %s", resp.StatusCode, body)
+	}
+	if after := w.mailboxes(t); after != mbBefore {
+		t.Errorf("refused notifications changed the mailbox:\nbefore %s\nafter  %s", mbBefore, after)
+	}
+}
+
+// mailboxes renders the state of every mailbox bound to a fake subscription.
+func (w *world) mailboxes(t testing.TB) string {
+	var b strings.Builder
+	for _, s := range w.exchange.Subscriptions() {
+		mb, err := w.main.Store.MailboxBySubscription(context.Background(), s.ID)
+		if err != nil {
+			continue
+		}
+		fmt.Fprintf(&b, "%s %s %d %d %s;", mb.ID, mb.Watermark, mb.Badge, mb.Seq, mb.Status)
+	}
+	return b.String()
+}
+
+func TestCommands(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"version"}, &out, io.Discard, nil); err != nil || !strings.Contains(out.String(), mailpush.Version) {
+		t.Errorf("version: %q %v", out.String(), err)
+	}
+	for _, args := range [][]string{nil, {"frobnicate"}, {"tenant"}, {"tenant", "add"}, {"tenant", "add", "x", "--max-content", "all"}} {
+		if err := run(context.Background(), args, io.Discard, io.Discard, nil); err == nil {
+			t.Errorf("%v: no error", args)
+		}
+	}
+	dir := t.TempDir()
+	env := []string{"MAILPUSH_DATABASE_PATH=" + filepath.Join(dir, "m.db"), "MAILPUSH_KEY_DIR=" + filepath.Join(dir, "keys")}
+	out.Reset()
+	if err := run(context.Background(), []string{"tenant", "add", "acme", "--allow-host", "mail.example.com"}, &out, io.Discard, env); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(context.Background(), []string{"tenant", "add", "acme"}, io.Discard, io.Discard, env); err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Errorf("duplicate tenant: %v", err)
+	}
+	if err := run(context.Background(), []string{"tenant", "set", "acme", "--max-content", "badge"}, io.Discard, io.Discard, env); err != nil {
+		t.Errorf("tenant set: %v", err)
+	}
+}
+
+func b64url(s string) ([]byte, error) {
+	return base64.RawURLEncoding.DecodeString(s)
+}

@@ -1,0 +1,147 @@
+// Command mailpush is the mailpush server and its admin commands:
+//
+//	mailpush serve  [--config FILE]   run every configured service
+//	mailpush tenant add NAME [--allow-host HOST]... [--max-content MODE]
+//	mailpush tenant set NAME [--allow-host HOST]... [--max-content MODE]
+//	mailpush version
+//
+// This is the only package that wires the adapters together (see Main).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/mailpush/mailpush"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr, os.Environ()); err != nil {
+		fmt.Fprintln(os.Stderr, "mailpush:", err)
+		var u usageError
+		if errors.As(err, &u) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+const usage = `usage:
+  mailpush serve [--config FILE]
+  mailpush tenant add NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]
+  mailpush tenant set NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]
+  mailpush version`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) error {
+	if len(args) == 0 {
+		return usageError{usage}
+	}
+	switch args[0] {
+	case "serve":
+		return runServe(ctx, args[1:], stderr, environ)
+	case "tenant":
+		if len(args) < 2 || (args[1] != "add" && args[1] != "set") {
+			return usageError{usage}
+		}
+		return runTenant(ctx, args[1], args[2:], stdout, stderr, environ)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "mailpush", mailpush.Version)
+		return nil
+	case "help", "--help", "-h":
+		fmt.Fprintln(stdout, usage)
+		return nil
+	}
+	return usageError{fmt.Sprintf("unknown command %q\n%s", args[0], usage)}
+}
+
+func configFlag(fs *flag.FlagSet, environ []string) *string {
+	def := ""
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, "MAILPUSH_CONFIG="); ok {
+			def = v
+		}
+	}
+	return fs.String("config", def, "YAML configuration file (default: none, or $MAILPUSH_CONFIG)")
+}
+
+func runServe(ctx context.Context, args []string, stderr io.Writer, environ []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := configFlag(fs, environ)
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	cfg, err := LoadConfig(*path, environ)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	m := NewMain(cfg, stderr)
+	if err := m.Run(ctx); err != nil {
+		m.Close()
+		return err
+	}
+	<-ctx.Done()
+	m.Logger.Info("shutting down")
+	return m.Close()
+}
+
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+func runTenant(ctx context.Context, verb string, args []string, stdout, stderr io.Writer, environ []string) error {
+	fs := flag.NewFlagSet("tenant "+verb, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := configFlag(fs, environ)
+	var hosts stringList
+	fs.Var(&hosts, "allow-host", "mail-server host the tenant may use (repeatable; *.example.com for a domain)")
+	maxContent := fs.String("max-content", "", "the most a push may carry: badge, subject or subject_sender")
+	// Accept NAME before or after the flags.
+	var name string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		name, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	if name == "" && fs.NArg() == 1 {
+		name = fs.Arg(0)
+	} else if fs.NArg() > 0 || name == "" {
+		return usageError{usage}
+	}
+	if *maxContent != "" && mailpush.ContentMode(*maxContent).Rank() < 0 {
+		return usageError{fmt.Sprintf("--max-content must be badge, subject or subject_sender, not %q", *maxContent)}
+	}
+	cfg, err := LoadConfig(*path, environ)
+	if err != nil {
+		return err
+	}
+	m := NewMain(cfg, stderr)
+	if err := m.openStore(ctx); err != nil {
+		return err
+	}
+	defer m.Close()
+	if verb == "add" {
+		tok, err := m.AddTenant(ctx, name, hosts, mailpush.ContentMode(*maxContent))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "tenant %s created. Its API token, shown only this once:\n%s\n", name, tok)
+		return nil
+	}
+	return m.SetTenant(ctx, name, hosts, mailpush.ContentMode(*maxContent))
+}

@@ -1,0 +1,271 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mailpush/mailpush"
+	"github.com/mailpush/mailpush/api"
+	"github.com/mailpush/mailpush/apns"
+	"github.com/mailpush/mailpush/ews"
+	"github.com/mailpush/mailpush/pipeline"
+	"github.com/mailpush/mailpush/seal"
+	"github.com/mailpush/mailpush/sqlite"
+)
+
+// Main is the running program: configuration in, wired services out. The
+// end-to-end tests use it exactly as the binary does, with a temporary
+// directory and port 0.
+type Main struct {
+	Config Config
+	Logger *slog.Logger
+	Clock  mailpush.Clock
+
+	Store    *sqlite.Store
+	Keys     *seal.Keyring
+	Pipeline *pipeline.Pipeline
+	EWS      *ews.Source
+
+	apns     *apns.Client
+	listener net.Listener
+	server   *http.Server
+	closed   bool
+}
+
+// NewMain returns a Main that logs to logOutput.
+func NewMain(cfg Config, logOutput io.Writer) *Main {
+	level := map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}[cfg.Log.Level]
+	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(logOutput, opts)
+	if cfg.Log.Format == "json" {
+		h = slog.NewJSONHandler(logOutput, opts)
+	}
+	return &Main{Config: cfg, Logger: slog.New(h), Clock: mailpush.SystemClock{}}
+}
+
+// openStore opens the keyring and the store (also used by the tenant commands).
+func (m *Main) openStore(ctx context.Context) error {
+	keys, err := seal.Open(m.Config.KeyDir, m.Clock.Now())
+	if err != nil {
+		return err
+	}
+	m.Keys = keys
+	store, err := sqlite.Open(ctx, m.Config.Database.Path, keys, m.Clock)
+	if err != nil {
+		return err
+	}
+	m.Store = store
+	return nil
+}
+
+// Run opens everything and starts serving; it returns once the listener is up.
+func (m *Main) Run(ctx context.Context) error {
+	cfg := m.Config
+	if err := m.openStore(ctx); err != nil {
+		return err
+	}
+	outbound, err := m.outboundClient()
+	if err != nil {
+		return err
+	}
+	pushers := map[mailpush.Platform]mailpush.Pusher{}
+	if cfg.APNsEnabled() {
+		key, err := os.ReadFile(cfg.APNs.KeyFile)
+		if err != nil {
+			return fmt.Errorf("config key apns.keyFile: %w", err)
+		}
+		c, err := apns.New(apns.Config{
+			ProductionURL: cfg.APNs.ProductionURL, SandboxURL: cfg.APNs.SandboxURL,
+			TeamID: cfg.APNs.TeamID, KeyID: cfg.APNs.KeyID, PrivateKey: key, Topic: cfg.APNs.Topic,
+			RootCAs: outbound.TLSClientConfig.RootCAs, Logger: m.Logger.With("provider", "apns"),
+		})
+		if err != nil {
+			return fmt.Errorf("apns: %w", err)
+		}
+		m.apns = c
+		pushers[mailpush.PlatformIOS] = c
+	} else {
+		m.Logger.Warn("APNs is off: set apns.keyFile, apns.teamId, apns.keyId and apns.topic to push to iOS")
+	}
+	m.Pipeline = pipeline.New(pipeline.Config{
+		Store: m.Store, Pushers: pushers, SealContent: seal.SealContent,
+		Logger: m.Logger.With("component", "pipeline"), Clock: m.Clock,
+		Workers: cfg.Push.Workers, QueueSize: cfg.Push.QueueSize,
+	})
+	m.Pipeline.Start()
+
+	m.listener, err = net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("config key listen: %w", err)
+	}
+	publicURL := cfg.PublicURL
+	if publicURL == "" {
+		scheme := "http"
+		if cfg.TLS.CertFile != "" {
+			scheme = "https"
+		}
+		publicURL = scheme + "://" + m.listener.Addr().String()
+	}
+	m.EWS = &ews.Source{
+		Store: m.Store, Sealer: m.Keys, Sink: m.Pipeline,
+		Client:          &ews.Client{HTTP: &http.Client{Transport: outbound, Timeout: 30 * time.Second}, UserAgent: "mailpush/" + mailpush.Version},
+		PublicURL:       strings.TrimSuffix(publicURL, "/"),
+		StatusFrequency: cfg.EWS.StatusFrequency,
+		Logger:          m.Logger.With("source", "ews"), Clock: m.Clock,
+	}
+
+	srv := &api.Server{
+		Store: m.Store, Keys: m.Keys, Logger: m.Logger.With("component", "api"), Clock: m.Clock,
+		Watchers:         map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS},
+		RegistrationTTL:  cfg.RegistrationTTL,
+		AllowInsecureEWS: cfg.EWS.AllowInsecureHTTP,
+	}
+	mux := http.NewServeMux()
+	srv.Routes(mux)
+	mux.Handle("POST "+ews.CallbackPath+"{token}", m.EWS)
+
+	m.server = &http.Server{
+		Handler:           logRequests(m.Logger, mux),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn),
+	}
+	go func() {
+		var err error
+		if cfg.TLS.CertFile != "" {
+			err = m.server.ServeTLS(m.listener, cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		} else {
+			err = m.server.Serve(m.listener)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			m.Logger.Error("HTTP server stopped", "err", err)
+		}
+	}()
+	m.Logger.Info("mailpush serving", "version", mailpush.Version, "listen", m.listener.Addr().String(), "publicUrl", publicURL,
+		"database", cfg.Database.Path, "apns", cfg.APNsEnabled())
+	return nil
+}
+
+// URL is the base URL the server listens on.
+func (m *Main) URL() string {
+	scheme := "http"
+	if m.Config.TLS.CertFile != "" {
+		scheme = "https"
+	}
+	return scheme + "://" + m.listener.Addr().String()
+}
+
+// Close stops serving, lets queued pushes go out, and closes everything. It
+// is safe to call more than once.
+func (m *Main) Close() error {
+	if m.closed {
+		return nil
+	}
+	m.closed = true
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var errs []error
+	if m.server != nil {
+		errs = append(errs, m.server.Shutdown(ctx))
+	}
+	if m.Pipeline != nil {
+		errs = append(errs, m.Pipeline.Shutdown(ctx))
+	}
+	if m.apns != nil {
+		m.apns.Close()
+	}
+	if m.Store != nil {
+		errs = append(errs, m.Store.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Main) outboundClient() (*http.Transport, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if m.Config.CAFile != "" {
+		pem, err := os.ReadFile(m.Config.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("config key caFile: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("config key caFile: %s holds no PEM certificate", m.Config.CAFile)
+		}
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	t.MaxIdleConnsPerHost = 32
+	return t, nil
+}
+
+// AddTenant creates a tenant and returns its API token, "<id>.<secret>".
+func (m *Main) AddTenant(ctx context.Context, name string, hosts []string, maxContent mailpush.ContentMode) (string, error) {
+	if name == "" || len(name) > 64 || strings.ContainsAny(name, " \t\r\n") {
+		return "", fmt.Errorf("tenant name must be 1 to 64 characters without spaces")
+	}
+	if maxContent == "" {
+		maxContent = mailpush.ContentSubjectSender
+	}
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	s := base64.RawURLEncoding.EncodeToString(secret)
+	t := &mailpush.Tenant{Name: name, TokenHash: api.HashTokenSecret(s), AllowedHosts: hosts, MaxContent: maxContent}
+	if err := m.Store.CreateTenant(ctx, t); err != nil {
+		return "", err
+	}
+	return t.ID + "." + s, nil
+}
+
+// SetTenant changes a tenant's allowed hosts (when hosts is not empty) and
+// content cap (when maxContent is set).
+func (m *Main) SetTenant(ctx context.Context, name string, hosts []string, maxContent mailpush.ContentMode) error {
+	t, err := m.Store.TenantByName(ctx, name)
+	if err != nil {
+		return err
+	}
+	if len(hosts) > 0 {
+		t.AllowedHosts = hosts
+	}
+	if maxContent != "" {
+		t.MaxContent = maxContent
+	}
+	return m.Store.UpdateTenant(ctx, t)
+}
+
+// logRequests logs each request's route pattern, never its path: callback
+// paths carry sealed tokens.
+func logRequests(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		log.LogAttrs(r.Context(), slog.LevelDebug, "request", slog.String("method", r.Method), slog.String("route", r.Pattern),
+			slog.Int("status", sw.status), slog.Duration("took", time.Since(start)))
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}

@@ -1,0 +1,252 @@
+package ews
+
+import (
+	"bytes"
+	"context"
+	"encoding/xml"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/mailpush/mailpush"
+)
+
+// MaxResponseSize caps the EWS response bodies the client reads.
+const MaxResponseSize = 4 << 20
+
+// MaxGetItems is the most item IDs one GetItems call accepts.
+const MaxGetItems = 100
+
+// serverVersion is sent as RequestServerVersion: the schema this client
+// writes and reads.
+const serverVersion = "Exchange2013"
+
+// Client calls the EWS operations a push service needs. The zero value is
+// usable; set HTTP to a client with timeouts (and the right TLS roots) in
+// production. Client has no Unsubscribe: EWS cannot end a push subscription
+// by request; answer StatusUnsubscribe to its next notification instead.
+type Client struct {
+	HTTP      *http.Client // nil means http.DefaultClient
+	UserAgent string       // empty means "mailpush/<version>"
+}
+
+// Endpoint is an EWS URL and the credentials to use there: a bearer token
+// when AccessToken is set, otherwise basic auth with Username and Password.
+type Endpoint struct {
+	URL         string // e.g. https://mail.example.com/EWS/Exchange.asmx
+	Credentials mailpush.Credentials
+}
+
+// SubscribeRequest describes a push subscription.
+type SubscribeRequest struct {
+	Folder          string      // distinguished folder ID; empty means "inbox"
+	EventTypes      []EventType // empty means every item event (NewMail, Created, Deleted, Modified, Moved, Copied)
+	Watermark       string      // optional: resume after this watermark
+	StatusFrequency int         // minutes between StatusEvents when idle, 1..1440
+	URL             string      // the listener's absolute http(s) URL
+}
+
+// SubscribeResult is Exchange's answer to Subscribe.
+type SubscribeResult struct {
+	SubscriptionID string
+	Watermark      string
+}
+
+// Item is the part of a mail item a push may show.
+type Item struct {
+	ID          string
+	Subject     string
+	FromName    string
+	FromAddress string
+}
+
+// Subscribe creates a push subscription. Exchange sends the first
+// notification right away, possibly before Subscribe returns: the listener at
+// req.URL must already be up and must accept a subscription ID it has not
+// seen yet.
+func (c *Client) Subscribe(ctx context.Context, ep Endpoint, req SubscribeRequest) (SubscribeResult, error) {
+	folder := req.Folder
+	if folder == "" {
+		folder = "inbox"
+	}
+	if !isFolderName(folder) {
+		return SubscribeResult{}, invalid("Subscribe: folder %q is not a distinguished folder ID", truncate(folder))
+	}
+	types := req.EventTypes
+	if len(types) == 0 {
+		types = []EventType{NewMailEvent, CreatedEvent, DeletedEvent, ModifiedEvent, MovedEvent, CopiedEvent}
+	}
+	for _, t := range types {
+		if !t.known() || t == StatusEvent {
+			return SubscribeResult{}, invalid("Subscribe: %q cannot be subscribed to", truncate(string(t)))
+		}
+	}
+	if req.StatusFrequency < 1 || req.StatusFrequency > 1440 {
+		return SubscribeResult{}, invalid("Subscribe: StatusFrequency %d is out of 1..1440 minutes", req.StatusFrequency)
+	}
+	if u, err := url.Parse(req.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return SubscribeResult{}, invalid("Subscribe: the listener URL must be an absolute http(s) URL")
+	}
+
+	var b strings.Builder
+	b.WriteString(`<m:Subscribe><m:PushSubscriptionRequest>`)
+	b.WriteString(`<t:FolderIds><t:DistinguishedFolderId Id="` + folder + `"/></t:FolderIds>`)
+	b.WriteString(`<t:EventTypes>`)
+	for _, t := range types {
+		b.WriteString(`<t:EventType>` + string(t) + `</t:EventType>`)
+	}
+	b.WriteString(`</t:EventTypes>`)
+	if req.Watermark != "" {
+		b.WriteString(`<t:Watermark>` + escape(req.Watermark) + `</t:Watermark>`)
+	}
+	b.WriteString(`<t:StatusFrequency>` + strconv.Itoa(req.StatusFrequency) + `</t:StatusFrequency>`)
+	b.WriteString(`<t:URL>` + escape(req.URL) + `</t:URL>`)
+	b.WriteString(`</m:PushSubscriptionRequest></m:Subscribe>`)
+
+	status, ct, data, err := c.call(ctx, ep, "Subscribe", b.String())
+	if err != nil {
+		return SubscribeResult{}, err
+	}
+	return parseSubscribeResponse(status, ct, data)
+}
+
+// GetInboxUnread returns the number of unread items in the Inbox, from
+// GetFolder with folder:UnreadCount.
+func (c *Client) GetInboxUnread(ctx context.Context, ep Endpoint) (int, error) {
+	const body = `<m:GetFolder>` +
+		`<m:FolderShape><t:BaseShape>IdOnly</t:BaseShape>` +
+		`<t:AdditionalProperties><t:FieldURI FieldURI="folder:UnreadCount"/></t:AdditionalProperties>` +
+		`</m:FolderShape>` +
+		`<m:FolderIds><t:DistinguishedFolderId Id="inbox"/></m:FolderIds>` +
+		`</m:GetFolder>`
+	status, ct, data, err := c.call(ctx, ep, "GetFolder", body)
+	if err != nil {
+		return 0, err
+	}
+	return parseGetFolderResponse(status, ct, data)
+}
+
+// GetItems returns the subject and sender of the items with the given IDs,
+// in the order asked, from GetItem with item:Subject and message:From. Items
+// that no longer exist (ErrorItemNotFound: deleted or moved since the
+// notification) are left out; when none of them exists the error has code
+// ENotFound. An empty ids is answered without a request.
+func (c *Client) GetItems(ctx context.Context, ep Endpoint, ids []string) ([]Item, error) {
+	if len(ids) == 0 {
+		return []Item{}, nil
+	}
+	if len(ids) > MaxGetItems {
+		return nil, invalid("GetItems: %d item IDs, at most %d in one call", len(ids), MaxGetItems)
+	}
+	var b strings.Builder
+	b.WriteString(`<m:GetItem><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape><t:AdditionalProperties>`)
+	b.WriteString(`<t:FieldURI FieldURI="item:Subject"/><t:FieldURI FieldURI="message:From"/>`)
+	b.WriteString(`</t:AdditionalProperties></m:ItemShape><m:ItemIds>`)
+	for _, id := range ids {
+		if id == "" {
+			return nil, invalid("GetItems: empty item ID")
+		}
+		b.WriteString(`<t:ItemId Id="` + escape(id) + `"/>`)
+	}
+	b.WriteString(`</m:ItemIds></m:GetItem>`)
+	status, ct, data, err := c.call(ctx, ep, "GetItem", b.String())
+	if err != nil {
+		return nil, err
+	}
+	return parseGetItemResponse(status, ct, data)
+}
+
+// call POSTs the SOAP envelope around body and returns the HTTP status,
+// content type and body of the answer. It handles transport errors, the size
+// cap and HTTP 401/403; decoding the answer is the caller's.
+func (c *Client) call(ctx context.Context, ep Endpoint, op, body string) (int, string, []byte, error) {
+	u, err := url.Parse(ep.URL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return 0, "", nil, invalid("%s: the EWS URL must be an absolute http(s) URL", op)
+	}
+	if u.User != nil {
+		return 0, "", nil, invalid("%s: the EWS URL must not hold credentials", op)
+	}
+	cred := ep.Credentials
+	if cred.Empty() {
+		return 0, "", nil, invalid("%s: no credentials for the EWS endpoint", op)
+	}
+
+	var env bytes.Buffer
+	env.Grow(len(body) + 512)
+	env.WriteString(`<?xml version="1.0" encoding="utf-8"?>`)
+	env.WriteString(`<soap:Envelope xmlns:soap="` + NamespaceSOAP + `" xmlns:m="` + NamespaceMessages + `" xmlns:t="` + NamespaceTypes + `">`)
+	env.WriteString(`<soap:Header><t:RequestServerVersion Version="` + serverVersion + `"/></soap:Header>`)
+	env.WriteString(`<soap:Body>` + body + `</soap:Body></soap:Envelope>`)
+
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), &env)
+	if err != nil {
+		return 0, "", nil, mailpush.WrapError(mailpush.EInternal, "cannot build the EWS request", err)
+	}
+	req.Header.Set("Content-Type", "text/xml; charset=utf-8")
+	req.Header.Set("Accept", "text/xml")
+	req.Header.Set("SOAPAction", `"`+NamespaceMessages+`/`+op+`"`)
+	ua := c.UserAgent
+	if ua == "" {
+		ua = "mailpush/" + mailpush.Version
+	}
+	req.Header.Set("User-Agent", ua)
+	if cred.AccessToken != "" {
+		req.Header.Set("Authorization", "Bearer "+cred.AccessToken)
+	} else {
+		req.SetBasicAuth(cred.Username, cred.Password)
+	}
+
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		// *url.Error names the URL (net/http strips any password from it)
+		// and never the Authorization header.
+		if ctx.Err() != nil {
+			return 0, "", nil, mailpush.WrapError(mailpush.EUnavailable, "EWS request cancelled", fmt.Errorf("ews: %s: %w", op, ctx.Err()))
+		}
+		return 0, "", nil, mailpush.WrapError(mailpush.EUnavailable, "mail server unreachable", fmt.Errorf("ews: %s: %w", op, err))
+	}
+	defer resp.Body.Close()
+
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused
+		return 0, "", nil, mailpush.WrapError(mailpush.EUnauthorized, "the mail server refused the credentials",
+			fmt.Errorf("ews: %s: HTTP %d: %w", op, resp.StatusCode, ErrUnauthorized))
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseSize+1))
+	if err != nil {
+		return 0, "", nil, mailpush.WrapError(mailpush.EUnavailable, "mail server answer cut short", fmt.Errorf("ews: %s: %w", op, err))
+	}
+	if len(data) > MaxResponseSize {
+		return 0, "", nil, mailpush.Errorf(mailpush.EUpstream, "ews: %s: answer is over %d bytes", op, MaxResponseSize)
+	}
+	return resp.StatusCode, resp.Header.Get("Content-Type"), data, nil
+}
+
+// isFolderName reports whether s looks like a distinguished folder ID
+// ("inbox", "msgfolderroot"): it is written into an attribute unescaped.
+func isFolderName(s string) bool {
+	if len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// escape returns s escaped for XML text and attribute values.
+func escape(s string) string {
+	var b strings.Builder
+	xml.EscapeText(&b, []byte(s)) // writes to a strings.Builder never fail
+	return b.String()
+}

@@ -1,0 +1,49 @@
+// Package ews speaks the Exchange Web Services (EWS) push-notification
+// protocol: it parses the SendNotification requests that Exchange POSTs to a
+// listener, writes the listener's answer, and offers a small client for the
+// few EWS operations a push service needs (Subscribe, GetFolder for the Inbox
+// unread count, GetItem for subject and sender).
+//
+// Protocol facts this package relies on (EWS, Exchange 2010 SP1 and later):
+//
+//   - Messages are SOAP 1.1 envelopes (http://schemas.xmlsoap.org/soap/envelope/)
+//     with operation elements in the messages namespace
+//     (http://schemas.microsoft.com/exchange/services/2006/messages, prefix m)
+//     and data elements in the types namespace (…/2006/types, prefix t). The
+//     SOAPAction header is the messages namespace followed by "/" and the
+//     operation name.
+//   - A push subscription is created with m:Subscribe/m:PushSubscriptionRequest
+//     whose children must come in schema order: t:FolderIds, t:EventTypes,
+//     t:Watermark (optional), t:StatusFrequency (1–1440 minutes), t:URL. The
+//     answer carries m:SubscriptionId and m:Watermark.
+//   - Exchange then POSTs notifications to the URL, the first one (a StatusEvent)
+//     right away, so the listener must be up before Subscribe is called. A
+//     notification is soap:Body/m:SendNotification/m:ResponseMessages/
+//     m:SendNotificationResponseMessage/m:Notification holding t:SubscriptionId,
+//     t:PreviousWatermark, t:MoreEvents and the events in any mix and order:
+//     StatusEvent, NewMailEvent, CreatedEvent, DeletedEvent, ModifiedEvent
+//     (which may carry t:UnreadCount), MovedEvent, CopiedEvent (with OldItemId,
+//     OldFolderId, OldParentFolderId) and FreeBusyChangedEvent, each with
+//     t:Watermark, t:TimeStamp, t:ItemId or t:FolderId and t:ParentFolderId.
+//     Unknown event elements are skipped so that newer servers stay readable.
+//   - The listener answers HTTP 200 with m:SendNotificationResult/
+//     m:SubscriptionStatus OK or Unsubscribe. There is no Unsubscribe operation
+//     for push subscriptions (EWS's Unsubscribe is for pull subscriptions only):
+//     answering Unsubscribe to the next notification is the only way to end one,
+//     which is why Client has no Unsubscribe method.
+//   - A failed delivery is retried after 30 s, doubling each time, until
+//     StatusFrequency minutes are spent; then Exchange drops the subscription.
+//     When idle, Exchange sends a StatusEvent every StatusFrequency minutes. A
+//     PreviousWatermark that differs from the last watermark seen means events
+//     were missed. A stale watermark (older than about 30 days) is refused with
+//     ErrorInvalidWatermark.
+//   - Errors come either as a response message with ResponseClass="Error" and a
+//     ResponseCode, or, for schema and throttling errors, as a SOAP fault whose
+//     detail carries the ResponseCode. ErrorServerBusy carries the time to wait
+//     in MessageXml as t:Value Name="BackOffMilliseconds". Wrong credentials give
+//     HTTP 401 with no SOAP body.
+//
+// Errors returned by this package are *mailpush.Error values with a stable
+// code; the Exchange detail, when there is one, is a *ResponseError in the
+// chain. Credentials never appear in an error.
+package ews
