@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/hpke"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
@@ -386,8 +388,77 @@ func TestCommands(t *testing.T) {
 	if err := run(context.Background(), []string{"tenant", "set", "acme", "--max-content", "badge"}, io.Discard, io.Discard, env); err != nil {
 		t.Errorf("tenant set: %v", err)
 	}
+	out.Reset()
+	if err := run(context.Background(), []string{"keys", "rotate"}, &out, io.Discard, env); err != nil || !strings.Contains(out.String(), "is now current") {
+		t.Errorf("keys rotate: %q %v", out.String(), err)
+	}
 }
 
 func b64url(s string) ([]byte, error) {
 	return base64.RawURLEncoding.DecodeString(s)
+}
+
+// TestEndToEndContentAndFanOut registers three devices for one mailbox with
+// different content modes and checks what each receives for one new mail:
+// every device gets it, the alert carries subject and sender fetched with
+// GetItem, and the device with a content key gets only ciphertext it can open.
+func TestEndToEndContentAndFanOut(t *testing.T) {
+	w := newWorld(t, "debug")
+	token := w.addTenant(t, "acme")
+	devKey, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	devices := []struct {
+		token, content, contentKey string
+	}{
+		{deviceToken(10), "badge", ""},
+		{deviceToken(11), "subject_sender", ""},
+		{deviceToken(12), "subject_sender", base64.RawURLEncoding.EncodeToString(devKey.PublicKey().Bytes())},
+	}
+	for _, d := range devices {
+		dev := map[string]any{"platform": "ios", "token": d.token}
+		if d.contentKey != "" {
+			dev["contentKey"] = d.contentKey
+		}
+		st, out := w.call(t, "POST", "/api/v1/registrations", token, map[string]any{
+			"device":  dev,
+			"mailbox": map[string]any{"address": address, "source": "ews", "ewsUrl": w.exchange.URL(), "sealedCredentials": w.sealCredentials(t, username, password)},
+			"content": d.content,
+		})
+		if st != 201 || out["content"] != d.content {
+			t.Fatalf("register %s: %d %v", d.content, st, out)
+		}
+	}
+	const subject = "Board meeting moved to Thursday"
+	w.exchange.Deliver(address, subject, "Carol Chair", "carol@example.com")
+	waitFor(t, "three pushes", func(ctx context.Context) error {
+		return w.apple.WaitFor(ctx, func(ps []apnsfake.Push) bool { return len(ps) >= 3 })
+	})
+	badgeOnly := w.apple.PushesFor(devices[0].token)
+	if len(badgeOnly) != 1 || badgeOnly[0].Badge != 1 || badgeOnly[0].AlertBody != "" {
+		t.Errorf("badge device got %+v", badgeOnly)
+	}
+	alert := w.apple.PushesFor(devices[1].token)
+	if len(alert) != 1 || alert[0].AlertBody != subject || alert[0].AlertTitle != "Carol Chair" || alert[0].Badge != 1 {
+		t.Errorf("alert device got %+v", alert)
+	}
+	sealed := w.apple.PushesFor(devices[2].token)
+	if len(sealed) != 1 || sealed[0].Enc == "" || !sealed[0].MutableContent || strings.Contains(string(sealed[0].Payload), "Board meeting") || strings.Contains(string(sealed[0].Payload), "Carol") {
+		t.Fatalf("sealed device got %+v (payload %s)", sealed, sealed[0].Payload)
+	}
+	ct, _ := base64.RawURLEncoding.DecodeString(sealed[0].Enc)
+	hk, _ := hpke.NewDHKEMPrivateKey(devKey)
+	plain, err := hpke.Open(hk, hpke.HKDFSHA256(), hpke.AES128GCM(), []byte("mailpush content v1"), ct)
+	if err != nil || !strings.Contains(string(plain), subject) || !strings.Contains(string(plain), "Carol Chair") {
+		t.Errorf("device could not open its content: %q %v", plain, err)
+	}
+	if n := w.exchange.Requests("GetItem"); n != 1 {
+		t.Errorf("GetItem called %d times for one new mail, want 1", n)
+	}
+	// The subject and sender never reach the logs.
+	w.main.Close()
+	if logs := w.logs.String(); strings.Contains(logs, "Board meeting") || strings.Contains(logs, "Carol") {
+		t.Error("logs contain the subject or sender")
+	}
 }

@@ -3,6 +3,7 @@
 //	mailpush serve  [--config FILE]   run every configured service
 //	mailpush tenant add NAME [--allow-host HOST]... [--max-content MODE]
 //	mailpush tenant set NAME [--allow-host HOST]... [--max-content MODE]
+//	mailpush keys rotate [--config FILE]
 //	mailpush version
 //
 // This is the only package that wires the adapters together (see Main).
@@ -18,8 +19,10 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/mailpush/mailpush"
+	"github.com/mailpush/mailpush/seal"
 )
 
 func main() {
@@ -41,6 +44,7 @@ const usage = `usage:
   mailpush serve [--config FILE]
   mailpush tenant add NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]
   mailpush tenant set NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]
+  mailpush keys rotate [--config FILE]
   mailpush version`
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) error {
@@ -55,6 +59,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 			return usageError{usage}
 		}
 		return runTenant(ctx, args[1], args[2:], stdout, stderr, environ)
+	case "keys":
+		if len(args) < 2 || args[1] != "rotate" {
+			return usageError{usage}
+		}
+		return runKeysRotate(args[2:], stdout, stderr, environ)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "mailpush", mailpush.Version)
 		return nil
@@ -144,4 +153,31 @@ func runTenant(ctx context.Context, verb string, args []string, stdout, stderr i
 		return nil
 	}
 	return m.SetTenant(ctx, name, hosts, mailpush.ContentMode(*maxContent))
+}
+
+// runKeysRotate makes new current sealing and callback keys. Old keys stay in
+// the keyring, so credentials sealed and callback URLs issued before keep
+// working; servers pick the new keys up at their next start.
+func runKeysRotate(args []string, stdout, stderr io.Writer, environ []string) error {
+	fs := flag.NewFlagSet("keys rotate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := configFlag(fs, environ)
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		return usageError{usage}
+	}
+	cfg, err := LoadConfig(*path, environ)
+	if err != nil {
+		return err
+	}
+	keys, err := seal.Open(cfg.KeyDir, time.Now())
+	if err != nil {
+		return err
+	}
+	old, _ := keys.PublicKey()
+	if err := keys.Rotate(time.Now()); err != nil {
+		return err
+	}
+	id, _ := keys.PublicKey()
+	fmt.Fprintf(stdout, "sealing key %s is now current (was %s); restart every server to use it\n", id, old)
+	return nil
 }
