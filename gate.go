@@ -42,6 +42,21 @@ func NormalizeDeviceID(id string) string {
 	return strings.ToUpper(strings.TrimSpace(id))
 }
 
+// ValidDeviceID reports whether a normalised DeviceId is 1 to
+// MaxDeviceIDLen printable ASCII characters without spaces or commas
+// (MS-ASHTTP forbids commas and special characters).
+func ValidDeviceID(id string) bool {
+	if id == "" || len(id) > MaxDeviceIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c <= ' ' || c >= 0x7f || c == ',' {
+			return false
+		}
+	}
+	return true
+}
+
 // ActiveSyncDeviceHash is the keyed hash under which a push registration
 // remembers the ActiveSync DeviceId of its device, so that blocking or wiping
 // that device at the gate also removes its pushes.

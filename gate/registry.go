@@ -3,8 +3,8 @@ package gate
 import (
 	"context"
 	"encoding/csv"
-	"errors"
 	"encoding/hex"
+	"errors"
 	"io"
 	"log/slog"
 	"strings"
@@ -60,7 +60,7 @@ func (r *Registry) set(ctx context.Context, tenantID string, u mailpush.GateDevi
 
 func (r *Registry) device(tenantID string, u mailpush.GateDeviceUpdate) (*mailpush.GateDevice, error) {
 	id := mailpush.NormalizeDeviceID(u.DeviceID)
-	if id == "" || len(id) > mailpush.MaxDeviceIDLen || !printable(id) || strings.ContainsAny(id, " ,") {
+	if !mailpush.ValidDeviceID(id) {
 		return nil, mailpush.Errorf(mailpush.EInvalid, "deviceId must be 1 to %d printable characters without spaces or commas", mailpush.MaxDeviceIDLen)
 	}
 	state := mailpush.DeviceState(strings.ToLower(strings.TrimSpace(string(u.State))))
@@ -186,4 +186,3 @@ func userID(h []byte) string {
 	}
 	return hex.EncodeToString(h[:min(len(h), 6)])
 }
-

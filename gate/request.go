@@ -225,7 +225,7 @@ func (q Query) check() (Query, error) {
 	if q.DeviceID == "" {
 		return Query{}, invalid("the ActiveSync query has no DeviceId")
 	}
-	if len(q.DeviceID) > mailpush.MaxDeviceIDLen || !printable(q.DeviceID) || strings.ContainsAny(q.DeviceID, " ,") {
+	if !mailpush.ValidDeviceID(q.DeviceID) {
 		return Query{}, invalid("the ActiveSync DeviceId is not 1 to %d printable characters without spaces or commas", mailpush.MaxDeviceIDLen)
 	}
 	if q.Cmd != "" {

@@ -3,6 +3,7 @@
 //	mailpush serve  [--config FILE]   run every configured service
 //	mailpush tenant add NAME [--allow-host HOST]... [--max-content MODE]
 //	mailpush tenant set NAME [--allow-host HOST]... [--max-content MODE]
+//	mailpush gate import FILE --tenant NAME
 //	mailpush version
 //
 // This is the only package that wires the adapters together (see Main).
@@ -41,6 +42,7 @@ const usage = `usage:
   mailpush serve [--config FILE]
   mailpush tenant add NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]
   mailpush tenant set NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]
+  mailpush gate import FILE --tenant NAME [--config FILE]   (CSV: deviceId,user,deviceType,state)
   mailpush version`
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) error {
@@ -55,6 +57,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 			return usageError{usage}
 		}
 		return runTenant(ctx, args[1], args[2:], stdout, stderr, environ)
+	case "gate":
+		return runGate(ctx, args[1:], stdout, stderr, environ)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "mailpush", mailpush.Version)
 		return nil
