@@ -297,3 +297,21 @@ gate:
 		t.Error("no audit log line")
 	}
 }
+
+// TestGateDocsShowTheTestedTemplates keeps docs/gate.md's copy-paste
+// configurations identical to the files the proxy test runs.
+func TestGateDocsShowTheTestedTemplates(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "gate.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"nginx.conf", "Caddyfile"} {
+		tmpl, err := os.ReadFile(filepath.Join("..", "..", "docs", "gate", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(doc, tmpl) {
+			t.Errorf("docs/gate.md does not show docs/gate/%s verbatim", name)
+		}
+	}
+}
