@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -176,7 +177,9 @@ func binaryQuery(cmd byte, deviceID []byte, deviceType, user string) string {
 	return base64.StdEncoding.EncodeToString(b)
 }
 
-func TestGateBehindRealProxies(t *testing.T) {
+// newGateWorld runs mailpush with the gate on for tenant acme and returns it
+// with acme's token.
+func newGateWorld(t *testing.T) (*world, string) {
 	dir := t.TempDir()
 	logs := &syncBuffer{}
 	cfgPath := filepath.Join(dir, "mailpush.yaml")
@@ -205,7 +208,12 @@ gate:
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	w := &world{main: m, logs: logs}
+	return &world{main: m, logs: logs, dir: dir, configPath: cfgPath}, token
+}
+
+func TestGateBehindRealProxies(t *testing.T) {
+	w, token := newGateWorld(t)
+	m, logs := w.main, w.logs
 
 	// The MDM reports three devices; the binary one as Exchange shows it (hex).
 	binDev := []byte{0xf2, 0x4c, 0x11, 0x00, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89, 0x0a, 0xbc, 0xde, 0xf0}
@@ -313,5 +321,77 @@ func TestGateDocsShowTheTestedTemplates(t *testing.T) {
 		if !bytes.Contains(doc, tmpl) {
 			t.Errorf("docs/gate.md does not show docs/gate/%s verbatim", name)
 		}
+	}
+}
+
+func TestGateAdminAPIRefusals(t *testing.T) {
+	w, token := newGateWorld(t)
+	put := map[string]string{"state": "compliant"}
+	for _, tc := range []struct {
+		name, method, path, token string
+		body                      any
+		status                    int
+		code                      string
+	}{
+		{"no token", "PUT", "/api/v1/gate/devices/dev1", "", put, 401, "unauthorized"},
+		{"bad state", "PUT", "/api/v1/gate/devices/dev1", token, map[string]string{"state": "shiny"}, 400, "invalid_request"},
+		{"unknown field", "PUT", "/api/v1/gate/devices/dev1", token, map[string]string{"state": "compliant", "password": "x"}, 400, "invalid_request"},
+		{"bad DeviceId", "PUT", "/api/v1/gate/devices/a,b", token, put, 400, "invalid_request"},
+		{"missing device", "GET", "/api/v1/gate/devices/nosuch", token, nil, 404, "not_found"},
+		{"delete missing", "DELETE", "/api/v1/gate/devices/nosuch", token, nil, 404, "not_found"},
+		{"bad activeSyncDeviceId", "POST", "/api/v1/registrations", token, map[string]any{
+			"device":  map[string]string{"platform": "ios", "token": deviceToken(1), "activeSyncDeviceId": "has space"},
+			"mailbox": map[string]string{"address": "a@example.com", "source": "ews", "ewsUrl": "https://mail.example.com/EWS/Exchange.asmx"}}, 400, "invalid_request"},
+	} {
+		st, body := w.call(t, tc.method, tc.path, tc.token, tc.body)
+		if st != tc.status || (body != nil && body["error"].(map[string]any)["code"] != tc.code) {
+			t.Errorf("%s: %d %v, want %d %s", tc.name, st, body, tc.status, tc.code)
+		}
+	}
+	if st, _ := w.call(t, "GET", "/api/v1/gate/devices/dev1", token, nil); st != 404 {
+		t.Errorf("a refused request stored a device: GET = %d", st)
+	}
+	importCSV := func(ct, csv string) (int, map[string]any) {
+		req, _ := http.NewRequest("POST", w.main.URL()+"/api/v1/gate/import", strings.NewReader(csv))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", ct)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var out map[string]any
+		json.NewDecoder(res.Body).Decode(&out)
+		return res.StatusCode, out
+	}
+	if st, body := importCSV("application/json", "deviceId,state\n"); st != 415 {
+		t.Errorf("import as JSON: %d %v", st, body)
+	}
+	if st, body := importCSV("text/csv", "deviceId,state\ndev9,compliant\ndev10,bogus\n"); st != 400 || !strings.Contains(fmt.Sprint(body), "line 3") {
+		t.Errorf("import with a bad line: %d %v", st, body)
+	}
+	if st, body := importCSV("text/csv", "deviceId,user,deviceType,state\ndev11,bob@example.com,iPad,compliant\n"); st != 200 || body["stored"] != float64(1) {
+		t.Errorf("import: %d %v", st, body)
+	}
+	if st, body := w.call(t, "GET", "/api/v1/gate/devices/DEV11", token, nil); st != 200 || body["state"] != "compliant" || body["hasUser"] != true {
+		t.Errorf("imported device: %d %v", st, body)
+	}
+
+	// The import command, straight into the store, with progress.
+	csvPath := filepath.Join(w.dir, "devices.csv")
+	os.WriteFile(csvPath, []byte("deviceId,state\ncli1,blocked\ncli2,non-compliant\n"), 0o600)
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"gate", "import", csvPath, "--tenant", "acme", "--config", w.configPath}, &out, &errOut, nil); err != nil {
+		t.Fatalf("gate import: %v (%s)", err, errOut.String())
+	}
+	if !strings.Contains(out.String(), "2 rows, 2 devices stored") || !strings.Contains(errOut.String(), "imported 2 devices (100%)") {
+		t.Errorf("gate import printed %q and %q", out.String(), errOut.String())
+	}
+	if st, body := w.call(t, "GET", "/api/v1/gate/devices/cli2", token, nil); st != 200 || body["state"] != "non-compliant" {
+		t.Errorf("device imported by the command: %d %v", st, body)
+	}
+	err := run(context.Background(), []string{"gate", "import", csvPath, "--tenant", "nosuch", "--config", w.configPath}, &out, &errOut, nil)
+	if err == nil || !strings.Contains(err.Error(), "nosuch") {
+		t.Errorf("import for an unknown tenant: %v", err)
 	}
 }
