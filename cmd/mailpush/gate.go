@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/mailpush/mailpush"
@@ -43,18 +42,12 @@ func runGate(ctx context.Context, args []string, stdout, stderr io.Writer, envir
 	fs.SetOutput(stderr)
 	path := configFlag(fs, environ)
 	tenant := fs.String("tenant", "", "the tenant whose registry receives the devices")
-	args = args[1:]
-	var file string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		file, args = args[0], args[1:]
+	file, err := parseWithArg(fs, args[1:])
+	if err != nil {
+		return err
 	}
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
-	}
-	if file == "" && fs.NArg() == 1 {
-		file = fs.Arg(0)
-	} else if fs.NArg() > 0 || file == "" || *tenant == "" {
-		return usageError{usage}
+	if *tenant == "" {
+		return usageError{"gate import needs --tenant NAME\n" + usage}
 	}
 	f, err := os.Open(file)
 	if err != nil {

@@ -114,18 +114,9 @@ func runTenant(ctx context.Context, verb string, args []string, stdout, stderr i
 	var hosts stringList
 	fs.Var(&hosts, "allow-host", "mail-server host the tenant may use (repeatable; *.example.com for a domain)")
 	maxContent := fs.String("max-content", "", "the most a push may carry: badge, subject or subject_sender")
-	// Accept NAME before or after the flags.
-	var name string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		name, args = args[0], args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
-	}
-	if name == "" && fs.NArg() == 1 {
-		name = fs.Arg(0)
-	} else if fs.NArg() > 0 || name == "" {
-		return usageError{usage}
+	name, err := parseWithArg(fs, args)
+	if err != nil {
+		return err
 	}
 	if *maxContent != "" && mailpush.ContentMode(*maxContent).Rank() < 0 {
 		return usageError{fmt.Sprintf("--max-content must be badge, subject or subject_sender, not %q", *maxContent)}
@@ -148,4 +139,22 @@ func runTenant(ctx context.Context, verb string, args []string, stdout, stderr i
 		return nil
 	}
 	return m.SetTenant(ctx, name, hosts, mailpush.ContentMode(*maxContent))
+}
+
+// parseWithArg parses flags around the one positional argument (NAME or
+// FILE), which may come before or after them.
+func parseWithArg(fs *flag.FlagSet, args []string) (string, error) {
+	var arg string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		arg, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		return "", usageError{err.Error()}
+	}
+	if arg == "" && fs.NArg() == 1 {
+		arg = fs.Arg(0)
+	} else if fs.NArg() > 0 || arg == "" {
+		return "", usageError{usage}
+	}
+	return arg, nil
 }
