@@ -144,6 +144,10 @@ type Device struct {
 	Token       string // APNs hex token or FCM registration token
 	Environment Environment
 	ContentKey  []byte // optional X25519 public key for end-to-end encrypted content
+	// ActiveSyncDeviceHash links the registration to the device's ActiveSync
+	// DeviceId (ActiveSyncDeviceHash), so that the gate's block or wipe
+	// removes it; nil when the app did not say.
+	ActiveSyncDeviceHash []byte
 }
 
 // Registration binds one device to one mailbox.

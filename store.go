@@ -1,6 +1,9 @@
 package mailpush
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Store keeps tenants, mailboxes and registrations. Implementations: sqlite
 // (embedded default) and postgres (multi-node); both pass storetest.Run.
@@ -33,6 +36,19 @@ type Store interface {
 	// UpdateMailbox applies fn to the mailbox inside a transaction, so that
 	// concurrent notifications for one mailbox do not lose each other's writes.
 	UpdateMailbox(ctx context.Context, id string, fn func(*Mailbox) error) (*Mailbox, error)
+
+	// PutGateDevice creates or replaces the gate device (d.TenantID,
+	// d.DeviceID), keeping its CreatedAt and LastSeen; it sets d's times.
+	PutGateDevice(ctx context.Context, d *GateDevice) error
+	GateDevice(ctx context.Context, tenantID, deviceID string) (*GateDevice, error)
+	DeleteGateDevice(ctx context.Context, tenantID, deviceID string) error
+	// TouchGateDevices records when devices were last seen at the gate;
+	// devices not in the registry are ignored.
+	TouchGateDevices(ctx context.Context, tenantID string, seen map[string]time.Time) error
+	// DeleteRegistrationsByActiveSyncDevice removes a tenant's registrations
+	// whose Device.ActiveSyncDeviceHash is hash, like DeleteRegistration, and
+	// returns how many it removed.
+	DeleteRegistrationsByActiveSyncDevice(ctx context.Context, tenantID string, hash []byte) (int, error)
 
 	// Ping reports whether the store can answer.
 	Ping(ctx context.Context) error

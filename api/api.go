@@ -39,6 +39,9 @@ type Server struct {
 	RegistrationTTL time.Duration
 	// AllowInsecureEWS permits http:// EWS URLs (tests and labs only).
 	AllowInsecureEWS bool
+	// Gate is the ActiveSync gate's device registry; nil turns its routes
+	// into unsupported errors.
+	Gate mailpush.GateRegistry
 	// Ready reports whether the service can take traffic (for /readyz);
 	// nil means Store.Ping.
 	Ready func(ctx context.Context) error
@@ -56,6 +59,7 @@ func (s *Server) Routes(mux *http.ServeMux) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
+	s.gateRoutes(mux)
 }
 
 func (s *Server) alive(w http.ResponseWriter, r *http.Request) {

@@ -15,6 +15,9 @@ type deviceJSON struct {
 	Token       string `json:"token"`
 	Environment string `json:"environment,omitempty"`
 	ContentKey  string `json:"contentKey,omitempty"`
+	// ActiveSyncDeviceID links the registration to the device's ActiveSync
+	// DeviceId: a block or wipe at the gate then removes it. Stored hashed.
+	ActiveSyncDeviceID string `json:"activeSyncDeviceId,omitempty"`
 }
 
 type mailboxJSON struct {
@@ -60,6 +63,13 @@ func (s *Server) createRegistration(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	if id := req.Device.ActiveSyncDeviceID; id != "" {
+		if !mailpush.ValidDeviceID(mailpush.NormalizeDeviceID(id)) {
+			s.writeError(w, r, mailpush.Errorf(mailpush.EInvalid, "device.activeSyncDeviceId must be 1 to %d printable characters without spaces or commas", mailpush.MaxDeviceIDLen))
+			return
+		}
+		dev.ActiveSyncDeviceHash = mailpush.ActiveSyncDeviceHash(s.Keys, t.ID, id)
 	}
 	mb, creds, err := s.parseMailbox(t, req.Mailbox)
 	if err != nil {

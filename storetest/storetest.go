@@ -60,6 +60,8 @@ func Run(t *testing.T, open Factory) {
 		{"DeleteRegistration", testDeleteRegistration},
 		{"Mailboxes", testMailboxes},
 		{"ConcurrentMailboxUpdates", testConcurrentMailboxUpdates},
+		{"GateDevices", testGateDevices},
+		{"DeleteRegistrationsByActiveSyncDevice", testDeleteRegistrationsByActiveSyncDevice},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailpush/mailpush/gate"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -65,6 +66,9 @@ type Config struct {
 		Workers   int `yaml:"workers"`
 		QueueSize int `yaml:"queueSize"`
 	} `yaml:"push"`
+	// Gate is the ActiveSync access gate; it is on when gate.tenant is set
+	// (see docs/gate.md). Its rules are set in the file only.
+	Gate gate.Config `yaml:"gate"`
 }
 
 // DefaultConfig is the configuration with no file and no environment: SQLite
@@ -250,6 +254,9 @@ func setFromString(v reflect.Value, s string) error {
 		}
 		v.SetBool(b)
 	case reflect.Slice:
+		if v.Type().Elem().Kind() != reflect.String {
+			return fmt.Errorf("this setting is a list of objects: set it in the configuration file")
+		}
 		var parts []string
 		for p := range strings.SplitSeq(s, ",") {
 			if p = strings.TrimSpace(p); p != "" {

@@ -4,6 +4,7 @@
 //	mailpush tenant add NAME [--allow-host HOST]... [--max-content MODE]
 //	mailpush tenant set NAME [--allow-host HOST]... [--max-content MODE]
 //	mailpush keys rotate [--config FILE]
+//	mailpush gate import FILE --tenant NAME
 //	mailpush version
 //
 // This is the only package that wires the adapters together (see Main).
@@ -45,6 +46,7 @@ const usage = `usage:
   mailpush tenant add NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]
   mailpush tenant set NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]
   mailpush keys rotate [--config FILE]
+  mailpush gate import FILE --tenant NAME [--config FILE]   (CSV: deviceId,user,deviceType,state)
   mailpush version`
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) error {
@@ -64,6 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 			return usageError{usage}
 		}
 		return runKeysRotate(args[2:], stdout, stderr, environ)
+	case "gate":
+		return runGate(ctx, args[1:], stdout, stderr, environ)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "mailpush", mailpush.Version)
 		return nil
@@ -119,18 +123,9 @@ func runTenant(ctx context.Context, verb string, args []string, stdout, stderr i
 	var hosts stringList
 	fs.Var(&hosts, "allow-host", "mail-server host the tenant may use (repeatable; *.example.com for a domain)")
 	maxContent := fs.String("max-content", "", "the most a push may carry: badge, subject or subject_sender")
-	// Accept NAME before or after the flags.
-	var name string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		name, args = args[0], args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
-	}
-	if name == "" && fs.NArg() == 1 {
-		name = fs.Arg(0)
-	} else if fs.NArg() > 0 || name == "" {
-		return usageError{usage}
+	name, err := parseWithArg(fs, args)
+	if err != nil {
+		return err
 	}
 	if *maxContent != "" && mailpush.ContentMode(*maxContent).Rank() < 0 {
 		return usageError{fmt.Sprintf("--max-content must be badge, subject or subject_sender, not %q", *maxContent)}
@@ -180,4 +175,22 @@ func runKeysRotate(args []string, stdout, stderr io.Writer, environ []string) er
 	id, _ := keys.PublicKey()
 	fmt.Fprintf(stdout, "sealing key %s is now current (was %s); restart every server to use it\n", id, old)
 	return nil
+}
+
+// parseWithArg parses flags around the one positional argument (NAME or
+// FILE), which may come before or after them.
+func parseWithArg(fs *flag.FlagSet, args []string) (string, error) {
+	var arg string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		arg, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		return "", usageError{err.Error()}
+	}
+	if arg == "" && fs.NArg() == 1 {
+		arg = fs.Arg(0)
+	} else if fs.NArg() > 0 || arg == "" {
+		return "", usageError{usage}
+	}
+	return arg, nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/mailpush/mailpush/api"
 	"github.com/mailpush/mailpush/apns"
 	"github.com/mailpush/mailpush/ews"
+	"github.com/mailpush/mailpush/gate"
 	"github.com/mailpush/mailpush/pipeline"
 	"github.com/mailpush/mailpush/seal"
 	"github.com/mailpush/mailpush/sqlite"
@@ -37,6 +38,10 @@ type Main struct {
 	Keys     *seal.Keyring
 	Pipeline *pipeline.Pipeline
 	EWS      *ews.Source
+	// GateRegistry is the ActiveSync gate's device registry (always on);
+	// Gate decides for gate.tenant (nil when no tenant is configured).
+	GateRegistry *gate.Registry
+	Gate         *gate.Gate
 
 	apns     *apns.Client
 	listener net.Listener
@@ -126,15 +131,26 @@ func (m *Main) Run(ctx context.Context) error {
 		Logger:          m.Logger.With("source", "ews"), Clock: m.Clock,
 	}
 
+	m.GateRegistry = &gate.Registry{Store: m.Store, Hasher: m.Keys, Logger: m.Logger.With("component", "gate")}
+	if cfg.Gate.Tenant != "" {
+		if err := m.startGate(ctx); err != nil {
+			return err
+		}
+	}
+
 	srv := &api.Server{
 		Store: m.Store, Keys: m.Keys, Logger: m.Logger.With("component", "api"), Clock: m.Clock,
 		Watchers:         map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS},
 		RegistrationTTL:  cfg.RegistrationTTL,
 		AllowInsecureEWS: cfg.EWS.AllowInsecureHTTP,
+		Gate:             m.GateRegistry,
 	}
 	mux := http.NewServeMux()
 	srv.Routes(mux)
 	mux.Handle("POST "+ews.CallbackPath+"{token}", m.EWS)
+	if m.Gate != nil {
+		m.Gate.Routes(mux)
+	}
 
 	m.server = &http.Server{
 		Handler:           logRequests(m.Logger, mux),
@@ -184,6 +200,9 @@ func (m *Main) Close() error {
 	}
 	if m.Pipeline != nil {
 		errs = append(errs, m.Pipeline.Shutdown(ctx))
+	}
+	if m.Gate != nil {
+		m.Gate.Close()
 	}
 	if m.apns != nil {
 		m.apns.Close()
