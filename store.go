@@ -34,6 +34,9 @@ type Store interface {
 	// concurrent notifications for one mailbox do not lose each other's writes.
 	UpdateMailbox(ctx context.Context, id string, fn func(*Mailbox) error) (*Mailbox, error)
 
+	// Outbox is the durable push queue (see Outbox).
+	Outbox
+
 	// Ping reports whether the store can answer.
 	Ping(ctx context.Context) error
 	Close() error

@@ -60,6 +60,11 @@ func Run(t *testing.T, open Factory) {
 		{"DeleteRegistration", testDeleteRegistration},
 		{"Mailboxes", testMailboxes},
 		{"ConcurrentMailboxUpdates", testConcurrentMailboxUpdates},
+		{"OutboxClaimAndLease", testOutboxClaimAndLease},
+		{"OutboxSettle", testOutboxSettle},
+		{"OutboxCoalesces", testOutboxCoalesces},
+		{"OutboxInactiveRegistration", testOutboxInactiveRegistration},
+		{"OutboxSettleAfterCoalesce", testOutboxSettleAfterCoalesce},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -61,9 +61,16 @@ type Config struct {
 		ProductionURL string `yaml:"productionUrl"`
 		SandboxURL    string `yaml:"sandboxUrl"`
 	} `yaml:"apns"`
+	// Push tunes the durable outbox and its delivery (see package pipeline).
 	Push struct {
-		Workers   int `yaml:"workers"`
-		QueueSize int `yaml:"queueSize"`
+		Workers     int           `yaml:"workers"`     // concurrent provider calls
+		BatchSize   int           `yaml:"batchSize"`   // pushes claimed per transaction
+		MaxAttempts int           `yaml:"maxAttempts"` // then a dead letter
+		RetryBase   time.Duration `yaml:"retryBase"`   // first backoff, doubling
+		RetryMax    time.Duration `yaml:"retryMax"`    // backoff cap
+		SyncPerHour int           `yaml:"syncPerHour"` // background pushes per device per hour
+		TenantRate  int           `yaml:"tenantRate"`  // pushes per second per tenant; 0: no limit
+		TenantBurst int           `yaml:"tenantBurst"`
 	} `yaml:"push"`
 }
 
@@ -80,8 +87,12 @@ func DefaultConfig() Config {
 	c.EWS.StatusFrequency = 5
 	c.APNs.ProductionURL = "https://api.push.apple.com"
 	c.APNs.SandboxURL = "https://api.sandbox.push.apple.com"
-	c.Push.Workers = 16
-	c.Push.QueueSize = 10_000
+	c.Push.Workers = 64
+	c.Push.BatchSize = 512
+	c.Push.MaxAttempts = 12
+	c.Push.RetryBase = time.Second
+	c.Push.RetryMax = 15 * time.Minute
+	c.Push.SyncPerHour = 3
 	return c
 }
 
@@ -159,8 +170,20 @@ func (c *Config) Validate() error {
 	if c.Push.Workers < 1 || c.Push.Workers > 1024 {
 		bad("push.workers", "%d must be 1 to 1024", c.Push.Workers)
 	}
-	if c.Push.QueueSize < 1 {
-		bad("push.queueSize", "%d must be positive", c.Push.QueueSize)
+	if c.Push.BatchSize < 1 || c.Push.BatchSize > 5000 {
+		bad("push.batchSize", "%d must be 1 to 5000", c.Push.BatchSize)
+	}
+	if c.Push.MaxAttempts < 1 {
+		bad("push.maxAttempts", "%d must be at least 1", c.Push.MaxAttempts)
+	}
+	if c.Push.RetryBase <= 0 || c.Push.RetryMax < c.Push.RetryBase {
+		bad("push.retryBase", "%v must be positive and at most push.retryMax (%v)", c.Push.RetryBase, c.Push.RetryMax)
+	}
+	if c.Push.SyncPerHour < 1 {
+		bad("push.syncPerHour", "%d must be at least 1", c.Push.SyncPerHour)
+	}
+	if c.Push.TenantRate < 0 || c.Push.TenantBurst < 0 {
+		bad("push.tenantRate", "rate and burst must not be negative")
 	}
 	return errors.Join(errs...)
 }
