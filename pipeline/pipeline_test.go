@@ -178,4 +178,3 @@ func TestSequentialEventsAllDelivered(t *testing.T) {
 		t.Fatalf("badges = %v, want [1 2 3]", badges)
 	}
 }
-

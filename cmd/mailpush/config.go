@@ -71,6 +71,9 @@ type Config struct {
 		SyncPerHour int           `yaml:"syncPerHour"` // background pushes per device per hour
 		TenantRate  int           `yaml:"tenantRate"`  // pushes per second per tenant; 0: no limit
 		TenantBurst int           `yaml:"tenantBurst"`
+		// Lease is how long a claimed push is held; after a crash, pushes
+		// that were in flight are sent again when it ends.
+		Lease time.Duration `yaml:"lease"`
 	} `yaml:"push"`
 }
 
@@ -93,6 +96,7 @@ func DefaultConfig() Config {
 	c.Push.RetryBase = time.Second
 	c.Push.RetryMax = 15 * time.Minute
 	c.Push.SyncPerHour = 3
+	c.Push.Lease = 2 * time.Minute
 	return c
 }
 
@@ -178,6 +182,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Push.RetryBase <= 0 || c.Push.RetryMax < c.Push.RetryBase {
 		bad("push.retryBase", "%v must be positive and at most push.retryMax (%v)", c.Push.RetryBase, c.Push.RetryMax)
+	}
+	if c.Push.Lease < time.Second {
+		bad("push.lease", "%v is too short: use at least 1s (default 2m)", c.Push.Lease)
 	}
 	if c.Push.SyncPerHour < 1 {
 		bad("push.syncPerHour", "%d must be at least 1", c.Push.SyncPerHour)

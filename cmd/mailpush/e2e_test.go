@@ -62,32 +62,60 @@ type world struct {
 func newWorld(t testing.TB, logLevel string) *world {
 	t.Helper()
 	w := &world{dir: t.TempDir(), logs: &syncBuffer{}}
-	w.exchange = ewsfake.New(ewsfake.Options{TimeScale: 0.001})
-	t.Cleanup(w.exchange.Close)
-	w.exchange.AddUser(address, username, password)
+	w.exchange, w.apple = newFakes(t)
+	w.configPath = writeConfig(t, w.dir, w.exchange, w.apple, "127.0.0.1:0", logLevel, "")
+	c, err := LoadConfig(w.configPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.main = NewMain(c, w.logs)
+	if err := w.main.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := w.main.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return w
+}
 
-	w.apple = apnsfake.New(apnsfake.Options{})
-	t.Cleanup(w.apple.Close)
+// newFakes starts a fake Exchange with the test user and a fake APNs that
+// trusts the test key and topic.
+func newFakes(t testing.TB) (*ewsfake.Server, *apnsfake.Server) {
+	t.Helper()
+	exchange := ewsfake.New(ewsfake.Options{TimeScale: 0.001})
+	t.Cleanup(exchange.Close)
+	exchange.AddUser(address, username, password)
+	apple := apnsfake.New(apnsfake.Options{})
+	t.Cleanup(apple.Close)
+	return exchange, apple
+}
+
+// writeConfig writes dir/mailpush.yaml for mailpush against the fakes, with
+// a new APNs key that the fake trusts; extra is appended (YAML).
+func writeConfig(t testing.TB, dir string, exchange *ewsfake.Server, apple *apnsfake.Server, listen, logLevel, extra string) string {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.apple.AddKey(teamID, keyID, &key.PublicKey)
-	w.apple.AllowTopic(topic)
+	apple.AddKey(teamID, keyID, &key.PublicKey)
+	apple.AllowTopic(topic)
 	der, _ := x509.MarshalPKCS8PrivateKey(key)
-	p8 := filepath.Join(w.dir, "AuthKey.p8")
+	p8 := filepath.Join(dir, "AuthKey.p8")
 	os.WriteFile(p8, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
 
 	// One CA bundle trusting both fakes, as an admin would configure caFile.
 	var bundle []byte
-	for _, c := range []*x509.Certificate{w.apple.Certificate(), w.exchange.Certificate()} {
+	for _, c := range []*x509.Certificate{apple.Certificate(), exchange.Certificate()} {
 		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 	}
-	ca := filepath.Join(w.dir, "ca.pem")
+	ca := filepath.Join(dir, "ca.pem")
 	os.WriteFile(ca, bundle, 0o600)
 
-	w.configPath = filepath.Join(w.dir, "mailpush.yaml")
-	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
+	path := filepath.Join(dir, "mailpush.yaml")
+	cfg := fmt.Sprintf(`listen: %s
 database:
   path: %s
 keyDir: %s
@@ -103,24 +131,12 @@ apns:
   topic: %s
   productionUrl: %s
   sandboxUrl: %s
-`, filepath.Join(w.dir, "data", "mailpush.db"), filepath.Join(w.dir, "data", "keys"), ca, logLevel, teamID, keyID, p8, topic, w.apple.URL(), w.apple.URL())
-	os.MkdirAll(filepath.Join(w.dir, "data"), 0o700)
-	os.WriteFile(w.configPath, []byte(cfg), 0o600)
-
-	c, err := LoadConfig(w.configPath, nil)
-	if err != nil {
+`, listen, filepath.Join(dir, "data", "mailpush.db"), filepath.Join(dir, "data", "keys"), ca, logLevel, teamID, keyID, p8, topic, apple.URL(), apple.URL())
+	os.MkdirAll(filepath.Join(dir, "data"), 0o700)
+	if err := os.WriteFile(path, []byte(cfg+extra), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	w.main = NewMain(c, w.logs)
-	if err := w.main.Run(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := w.main.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return w
+	return path
 }
 
 // addTenant runs the real CLI command and returns the printed token.
