@@ -2,6 +2,10 @@ package pipeline_test
 
 import (
 	"context"
+	"crypto/ecdh"
+	"crypto/hpke"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -176,5 +180,267 @@ func TestSequentialEventsAllDelivered(t *testing.T) {
 	}
 	if fmt.Sprint(badges) != "[1 2 3]" {
 		t.Fatalf("badges = %v, want [1 2 3]", badges)
+	}
+}
+
+func TestContentModes(t *testing.T) {
+	f := newFixture(t, pipeline.Config{SealContent: seal.SealContent})
+	badge := f.register(t, mailpush.PlatformIOS, tok(1), mailpush.ContentBadge, nil)
+	subj := f.register(t, mailpush.PlatformIOS, tok(2), mailpush.ContentSubject, nil)
+	both := f.register(t, mailpush.PlatformIOS, tok(3), mailpush.ContentSubjectSender, nil)
+	priv, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed := f.register(t, mailpush.PlatformIOS, tok(4), mailpush.ContentSubjectSender, priv.PublicKey().Bytes())
+	f.event(t, mailpush.EventNewMail, 7, "Quarterly report", "Bob Sender")
+	f.event(t, mailpush.EventResync, mailpush.NoBadge, "", "")
+	f.drain(t)
+	byReg := map[string][]mailpush.Push{}
+	for _, p := range f.ios.delivered() {
+		byReg[p.RegistrationID] = append(byReg[p.RegistrationID], p)
+	}
+	check := func(name string, reg *mailpush.Registration, want func(p mailpush.Push) bool) {
+		t.Helper()
+		ps := byReg[reg.ID]
+		if len(ps) != 2 || !want(ps[0]) || ps[1].Kind != mailpush.PushSync || ps[1].CollapseID == "" {
+			t.Errorf("%s: pushes = %+v", name, ps)
+		}
+	}
+	check("badge", badge, func(p mailpush.Push) bool {
+		return p.Kind == mailpush.PushBadge && p.Badge == 7 && p.Subject == "" && p.Sender == ""
+	})
+	check("subject", subj, func(p mailpush.Push) bool {
+		return p.Kind == mailpush.PushAlert && p.Subject == "Quarterly report" && p.Sender == "" && p.Badge == 7
+	})
+	check("subject_sender", both, func(p mailpush.Push) bool {
+		return p.Kind == mailpush.PushAlert && p.Subject == "Quarterly report" && p.Sender == "Bob Sender"
+	})
+	check("sealed", sealed, func(p mailpush.Push) bool {
+		if p.Kind != mailpush.PushAlert || p.Subject != "" || p.Sender != "" || p.Sealed == "" {
+			return false
+		}
+		ct, err := base64.RawURLEncoding.DecodeString(p.Sealed)
+		if err != nil {
+			return false
+		}
+		hp, _ := hpke.NewDHKEMPrivateKey(priv)
+		plain, err := hpke.Open(hp, hpke.HKDFSHA256(), hpke.AES128GCM(), []byte("mailpush content v1"), ct)
+		return err == nil && string(plain) == `{"subject":"Quarterly report","sender":"Bob Sender"}`
+	})
+}
+
+func badgesOf(ps []mailpush.Push) []int {
+	var out []int
+	for _, p := range ps {
+		out = append(out, p.Badge)
+	}
+	return out
+}
+
+func TestBurstCoalescesToLatestBadge(t *testing.T) {
+	f := newFixture(t, pipeline.Config{})
+	f.register(t, mailpush.PlatformIOS, tok(1), mailpush.ContentBadge, nil)
+	for i := 1; i <= 20; i++ {
+		f.event(t, mailpush.EventChanged, i, "", "")
+	}
+	if d := f.depth(t); d != 1 {
+		t.Fatalf("outbox depth after a burst of 20 = %d, want 1", d)
+	}
+	f.drain(t)
+	if got := badgesOf(f.ios.delivered()); fmt.Sprint(got) != "[20]" {
+		t.Fatalf("badges = %v, want [20]", got)
+	}
+}
+
+func TestBadgeNeverGoesBackwards(t *testing.T) {
+	f := newFixture(t, pipeline.Config{})
+	reg := f.register(t, mailpush.PlatformIOS, tok(1), mailpush.ContentSubject, nil)
+	f.eventSeq(t, mailpush.EventChanged, 5, "", "", 5)
+	f.drain(t)
+	// Reordered: events 3 (badge) and 4 (new mail) arrive after 5 was sent.
+	f.eventSeq(t, mailpush.EventChanged, 3, "", "", 3)
+	f.eventSeq(t, mailpush.EventNewMail, 4, "Late news", "", 4)
+	f.drain(t)
+	ps := f.ios.delivered()
+	if len(ps) != 2 || ps[0].Badge != 5 || ps[1].Kind != mailpush.PushAlert || ps[1].Subject != "Late news" || ps[1].Badge != mailpush.NoBadge {
+		t.Fatalf("pushes = %+v; want badge 5, then the late alert without a badge", ps)
+	}
+	if d := f.depth(t); d != 0 {
+		t.Errorf("stale push left in the outbox: depth %d", d)
+	}
+	_ = reg
+}
+
+func TestRetryBackoffAndRetryAfter(t *testing.T) {
+	f := newFixture(t, pipeline.Config{RetryBase: time.Second, RetryMax: time.Minute})
+	f.register(t, mailpush.PlatformIOS, tok(1), mailpush.ContentBadge, nil)
+	f.ios.answer = func(p *mailpush.Push, call int) (mailpush.PushResult, error) {
+		switch call {
+		case 1:
+			return mailpush.PushResult{Outcome: mailpush.PushRetry, Status: 503, Reason: "ServiceUnavailable"}, nil
+		case 2:
+			return mailpush.PushResult{Outcome: mailpush.PushRetry}, fmt.Errorf("connection reset")
+		case 3:
+			return mailpush.PushResult{Outcome: mailpush.PushRetry, Status: 429, Reason: "TooManyRequests", RetryAfter: 30 * time.Second}, nil
+		}
+		return mailpush.PushResult{Outcome: mailpush.PushDelivered}, nil
+	}
+	f.event(t, mailpush.EventChanged, 1, "", "")
+	// Backoff 1s after the first failure, 2s after the second, then the
+	// provider's 30s Retry-After (longer than the 4s backoff).
+	steps := []struct {
+		advance time.Duration
+		calls   int
+	}{{0, 1}, {999 * time.Millisecond, 1}, {time.Millisecond, 2}, {2*time.Second - time.Millisecond, 2}, {time.Millisecond, 3}, {29 * time.Second, 3}, {time.Second, 4}}
+	for i, s := range steps {
+		f.clock.Add(s.advance)
+		f.drain(t)
+		f.ios.mu.Lock()
+		calls := f.ios.calls
+		f.ios.mu.Unlock()
+		if calls != s.calls {
+			t.Fatalf("step %d (+%v): %d provider calls, want %d", i, s.advance, calls, s.calls)
+		}
+	}
+	if len(f.ios.delivered()) != 1 || f.depth(t) != 0 {
+		t.Fatalf("delivered %d, depth %d", len(f.ios.delivered()), f.depth(t))
+	}
+}
+
+func TestDeadLetters(t *testing.T) {
+	f := newFixture(t, pipeline.Config{MaxAttempts: 3, RetryBase: time.Second})
+	f.register(t, mailpush.PlatformIOS, tok(1), mailpush.ContentBadge, nil)
+	f.register(t, mailpush.PlatformAndroid, strings.Repeat("a", 150), mailpush.ContentBadge, nil)
+	f.ios.answer = func(p *mailpush.Push, call int) (mailpush.PushResult, error) {
+		return mailpush.PushResult{Outcome: mailpush.PushRetry, Status: 500, Reason: "InternalServerError"}, nil
+	}
+	f.droid.answer = func(p *mailpush.Push, call int) (mailpush.PushResult, error) {
+		return mailpush.PushResult{Outcome: mailpush.PushFailed, Status: 400, Reason: "INVALID_ARGUMENT"}, nil
+	}
+	f.event(t, mailpush.EventChanged, 1, "", "")
+	for range 10 {
+		f.drain(t)
+		f.clock.Add(time.Minute)
+	}
+	if f.ios.calls != 3 || f.droid.calls != 1 {
+		t.Errorf("calls ios %d (want 3: bounded), android %d (want 1: permanent errors are never retried)", f.ios.calls, f.droid.calls)
+	}
+	dead, err := f.store.DeadLetters(context.Background(), 10)
+	if err != nil || len(dead) != 2 {
+		t.Fatalf("dead letters = %+v, %v", dead, err)
+	}
+	reasons := dead[0].Reason + " | " + dead[1].Reason
+	if !strings.Contains(reasons, "gave up after 3 attempts: InternalServerError") || !strings.Contains(reasons, "refused: 400 INVALID_ARGUMENT") {
+		t.Errorf("dead letter reasons = %s", reasons)
+	}
+	if f.depth(t) != 0 {
+		t.Errorf("outbox depth = %d", f.depth(t))
+	}
+}
+
+func TestLaterPushesWaitBehindARetry(t *testing.T) {
+	f := newFixture(t, pipeline.Config{RetryBase: time.Second})
+	f.register(t, mailpush.PlatformIOS, tok(1), mailpush.ContentSubject, nil)
+	f.ios.answer = func(p *mailpush.Push, call int) (mailpush.PushResult, error) {
+		if call == 1 {
+			return mailpush.PushResult{Outcome: mailpush.PushRetry, Status: 503}, nil
+		}
+		return mailpush.PushResult{Outcome: mailpush.PushDelivered}, nil
+	}
+	f.event(t, mailpush.EventNewMail, 1, "first", "")
+	f.event(t, mailpush.EventNewMail, 2, "second", "")
+	f.drain(t)
+	if n := len(f.ios.delivered()); n != 0 {
+		t.Fatalf("second push overtook the first: %d delivered", n)
+	}
+	f.clock.Add(time.Second)
+	f.drain(t)
+	var subjects []string
+	for _, p := range f.ios.delivered() {
+		subjects = append(subjects, p.Subject)
+	}
+	if fmt.Sprint(subjects) != "[first second]" {
+		t.Fatalf("subjects = %v, want [first second]", subjects)
+	}
+}
+
+func TestDeadTokenDeactivates(t *testing.T) {
+	f := newFixture(t, pipeline.Config{})
+	dead := f.register(t, mailpush.PlatformIOS, tok(1), mailpush.ContentBadge, nil)
+	again := f.register(t, mailpush.PlatformIOS, tok(2), mailpush.ContentBadge, nil)
+	alive := f.register(t, mailpush.PlatformIOS, tok(3), mailpush.ContentBadge, nil)
+	f.ios.answer = func(p *mailpush.Push, call int) (mailpush.PushResult, error) {
+		switch p.Device.Token {
+		case tok(1):
+			return mailpush.PushResult{Outcome: mailpush.PushDropToken, Status: 410, Reason: "Unregistered", InvalidAt: f.clock.Now()}, nil
+		case tok(2):
+			// Invalid since before the device registered again.
+			return mailpush.PushResult{Outcome: mailpush.PushDropToken, Status: 410, Reason: "Unregistered", InvalidAt: f.clock.Now().Add(-time.Hour)}, nil
+		}
+		return mailpush.PushResult{Outcome: mailpush.PushDelivered}, nil
+	}
+	f.clock.Add(time.Second)
+	f.event(t, mailpush.EventChanged, 1, "", "")
+	f.drain(t)
+	status := func(r *mailpush.Registration) mailpush.Status {
+		got, err := f.store.Registration(context.Background(), r.TenantID, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.Status
+	}
+	if status(dead) != mailpush.StatusInactive || status(again) != mailpush.StatusActive || status(alive) != mailpush.StatusActive {
+		t.Fatalf("statuses: dead %s, registered again %s, alive %s", status(dead), status(again), status(alive))
+	}
+	if len(f.ios.delivered()) != 1 || f.depth(t) != 0 {
+		t.Errorf("delivered %d, depth %d", len(f.ios.delivered()), f.depth(t))
+	}
+}
+
+func TestBackgroundPushesPerDeviceAreLimited(t *testing.T) {
+	f := newFixture(t, pipeline.Config{SyncPerHour: 2})
+	f.register(t, mailpush.PlatformIOS, tok(1), mailpush.ContentBadge, nil)
+	for range 5 {
+		f.event(t, mailpush.EventResync, mailpush.NoBadge, "", "")
+		f.drain(t)
+	}
+	if n := len(f.ios.delivered()); n != 2 {
+		t.Fatalf("background pushes in the first moment = %d, want 2 (the burst)", n)
+	}
+	if d := f.depth(t); d != 1 {
+		t.Fatalf("outbox depth = %d, want 1: the waiting ones coalesce", d)
+	}
+	f.clock.Add(30 * time.Minute) // one more token: 2 per hour
+	f.drain(t)
+	if n := len(f.ios.delivered()); n != 3 {
+		t.Fatalf("after 30 minutes: %d background pushes, want 3", n)
+	}
+}
+
+func TestTenantRateLimit(t *testing.T) {
+	f := newFixture(t, pipeline.Config{TenantRate: 10, TenantBurst: 10})
+	for i := range 25 {
+		f.register(t, mailpush.PlatformIOS, tok(i+1), mailpush.ContentBadge, nil)
+	}
+	f.event(t, mailpush.EventChanged, 1, "", "")
+	f.drain(t)
+	if n := len(f.ios.delivered()); n != 10 {
+		t.Fatalf("first moment: %d pushes, want the burst of 10", n)
+	}
+	f.clock.Add(time.Second)
+	f.drain(t)
+	if n := len(f.ios.delivered()); n != 20 {
+		t.Fatalf("after 1s: %d pushes, want 20", n)
+	}
+	f.clock.Add(time.Second)
+	f.drain(t)
+	if n := len(f.ios.delivered()); n != 25 {
+		t.Fatalf("after 2s: %d pushes, want 25", n)
+	}
+	f.ios.mu.Lock()
+	defer f.ios.mu.Unlock()
+	if f.ios.calls != 25 {
+		t.Errorf("provider calls = %d: rate-limited pushes must not reach the provider", f.ios.calls)
 	}
 }
