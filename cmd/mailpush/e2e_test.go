@@ -139,6 +139,34 @@ apns:
 	return path
 }
 
+// waitMetrics polls /metrics until it holds every want (the pipeline counts
+// a push just after the provider answered) and returns the last body.
+func (w *world) waitMetrics(t testing.TB, wants ...string) []byte {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(w.main.URL() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		missing := ""
+		for _, want := range wants {
+			if !bytes.Contains(body, []byte(want)) {
+				missing = want
+			}
+		}
+		if missing == "" {
+			return body
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics lacks %q:\n%s", missing, body)
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline
+	}
+}
+
 // addTenant runs the real CLI command and returns the printed token.
 func (w *world) addTenant(t testing.TB, name string) string {
 	t.Helper()
@@ -243,6 +271,13 @@ func TestEndToEndSealedMode(t *testing.T) {
 	}
 	if got := badges(w.apple.PushesFor(device)); fmt.Sprint(got) != "[1 2 3]" {
 		t.Fatalf("badges = %v, want [1 2 3]", got)
+	}
+	// Metrics count the pushes and carry no token, address or subject.
+	metrics := w.waitMetrics(t, `mailpush_pushes_total{provider="apns",reason="",result="delivered"} 3`, "mailpush_outbox_depth 0", "mailpush_push_enqueue_to_send_seconds_bucket")
+	for _, secret := range []string{device, address, "Quarterly", "alice"} {
+		if bytes.Contains(metrics, []byte(secret)) {
+			t.Errorf("/metrics carries %q", secret)
+		}
 	}
 	for _, p := range w.apple.PushesFor(device) {
 		if p.Topic != topic || p.PushType != "alert" || p.CollapseID == "" {

@@ -23,6 +23,10 @@ import (
 	"github.com/mailpush/mailpush/pipeline"
 	"github.com/mailpush/mailpush/seal"
 	"github.com/mailpush/mailpush/sqlite"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Main is the running program: configuration in, wired services out. The
@@ -99,8 +103,12 @@ func (m *Main) Run(ctx context.Context) error {
 	} else {
 		m.Logger.Warn("APNs is off: set apns.keyFile, apns.teamId, apns.keyId and apns.topic to push to iOS")
 	}
+	// One registry per Main, never the global default: tests run several.
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.Pipeline = pipeline.New(pipeline.Config{
 		Store: m.Store, Pushers: pushers, SealContent: seal.SealContent,
+		Metrics: pipeline.NewMetrics(registry, m.Store.OutboxDepth),
 		Logger: m.Logger.With("component", "pipeline"), Clock: m.Clock,
 		Workers: cfg.Push.Workers, BatchSize: cfg.Push.BatchSize, MaxAttempts: cfg.Push.MaxAttempts,
 		RetryBase: cfg.Push.RetryBase, RetryMax: cfg.Push.RetryMax, SyncPerHour: cfg.Push.SyncPerHour,
@@ -137,6 +145,7 @@ func (m *Main) Run(ctx context.Context) error {
 	mux := http.NewServeMux()
 	srv.Routes(mux)
 	mux.Handle("POST "+ews.CallbackPath+"{token}", m.EWS)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn)}))
 
 	m.server = &http.Server{
 		Handler:           logRequests(m.Logger, mux),
