@@ -109,7 +109,7 @@ func (m *Main) Run(ctx context.Context) error {
 	m.Pipeline = pipeline.New(pipeline.Config{
 		Store: m.Store, Pushers: pushers, SealContent: seal.SealContent,
 		Metrics: pipeline.NewMetrics(registry, m.Store.OutboxDepth),
-		Logger: m.Logger.With("component", "pipeline"), Clock: m.Clock,
+		Logger:  m.Logger.With("component", "pipeline"), Clock: m.Clock,
 		Workers: cfg.Push.Workers, BatchSize: cfg.Push.BatchSize, MaxAttempts: cfg.Push.MaxAttempts,
 		RetryBase: cfg.Push.RetryBase, RetryMax: cfg.Push.RetryMax, SyncPerHour: cfg.Push.SyncPerHour,
 		TenantRate: float64(cfg.Push.TenantRate), TenantBurst: cfg.Push.TenantBurst, Lease: cfg.Push.Lease,
