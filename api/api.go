@@ -39,6 +39,10 @@ type Server struct {
 	RegistrationTTL time.Duration
 	// AllowInsecureEWS permits http:// EWS URLs (tests and labs only).
 	AllowInsecureEWS bool
+	// Platforms lists the push platforms a tenant has credentials for;
+	// registering a device of another platform is refused (422
+	// unsupported). nil accepts every platform.
+	Platforms func(t *mailpush.Tenant) []mailpush.Platform
 	// Ready reports whether the service can take traffic (for /readyz);
 	// nil means Store.Ping.
 	Ready func(ctx context.Context) error

@@ -61,6 +61,13 @@ type Config struct {
 		ProductionURL string `yaml:"productionUrl"`
 		SandboxURL    string `yaml:"sandboxUrl"`
 	} `yaml:"apns"`
+	// FCM pushes to Android devices (Firebase Cloud Messaging HTTP v1).
+	FCM struct {
+		ProjectID       string `yaml:"projectId"`
+		CredentialsFile string `yaml:"credentialsFile"` // service-account JSON key
+		Endpoint        string `yaml:"endpoint"`        // default https://fcm.googleapis.com
+		TokenURL        string `yaml:"tokenUrl"`        // default: the key file's token_uri
+	} `yaml:"fcm"`
 	// Push tunes the durable outbox and its delivery (see package pipeline).
 	Push struct {
 		Workers     int           `yaml:"workers"`     // concurrent provider calls
@@ -170,6 +177,9 @@ func (c *Config) Validate() error {
 		}
 	} else if c.APNs.TeamID != "" || c.APNs.KeyID != "" || c.APNs.Topic != "" {
 		bad("apns.keyFile", "is missing: APNs needs the .p8 key file beside teamId, keyId and topic")
+	}
+	if (c.FCM.ProjectID == "") != (c.FCM.CredentialsFile == "") {
+		bad("fcm", "set both projectId and credentialsFile (the service-account JSON key), or neither")
 	}
 	if c.Push.Workers < 1 || c.Push.Workers > 1024 {
 		bad("push.workers", "%d must be 1 to 1024", c.Push.Workers)

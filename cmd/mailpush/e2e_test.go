@@ -442,3 +442,18 @@ func TestCommands(t *testing.T) {
 func b64url(s string) ([]byte, error) {
 	return base64.RawURLEncoding.DecodeString(s)
 }
+
+func TestRegistrationRefusedWithoutPlatformCredentials(t *testing.T) {
+	w := newWorld(t, "info")
+	token := w.addTenant(t, "acme")
+	st, body := w.call(t, "POST", "/api/v1/registrations", token, map[string]any{
+		"device":  map[string]any{"platform": "android", "token": strings.Repeat("fcm_token-", 15)},
+		"mailbox": map[string]any{"address": address, "source": "ews", "ewsUrl": w.exchange.URL(), "sealedCredentials": w.sealCredentials(t, username, password)},
+	})
+	if st != 422 || !strings.Contains(fmt.Sprint(body), "unsupported") || !strings.Contains(fmt.Sprint(body), "android") {
+		t.Fatalf("android registration without FCM = %d %v, want 422 unsupported naming the platform", st, body)
+	}
+	if subs := w.exchange.Subscriptions(); len(subs) != 0 {
+		t.Errorf("a refused registration subscribed on Exchange: %+v", subs)
+	}
+}

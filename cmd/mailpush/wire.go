@@ -20,6 +20,7 @@ import (
 	"github.com/mailpush/mailpush/api"
 	"github.com/mailpush/mailpush/apns"
 	"github.com/mailpush/mailpush/ews"
+	"github.com/mailpush/mailpush/fcm"
 	"github.com/mailpush/mailpush/pipeline"
 	"github.com/mailpush/mailpush/seal"
 	"github.com/mailpush/mailpush/sqlite"
@@ -43,6 +44,7 @@ type Main struct {
 	EWS      *ews.Source
 
 	apns     *apns.Client
+	fcm      *fcm.Client
 	listener net.Listener
 	server   *http.Server
 	closed   bool
@@ -103,6 +105,22 @@ func (m *Main) Run(ctx context.Context) error {
 	} else {
 		m.Logger.Warn("APNs is off: set apns.keyFile, apns.teamId, apns.keyId and apns.topic to push to iOS")
 	}
+	if cfg.FCM.ProjectID != "" {
+		creds, err := os.ReadFile(cfg.FCM.CredentialsFile)
+		if err != nil {
+			return fmt.Errorf("config key fcm.credentialsFile: %w", err)
+		}
+		c, err := fcm.New(fcm.Config{ProjectID: cfg.FCM.ProjectID, Credentials: creds, Endpoint: cfg.FCM.Endpoint, TokenURL: cfg.FCM.TokenURL,
+			RootCAs: outbound.TLSClientConfig.RootCAs, Logger: m.Logger.With("provider", "fcm")})
+		clear(creds)
+		if err != nil {
+			return err
+		}
+		m.fcm = c
+		pushers[mailpush.PlatformAndroid] = c
+	} else {
+		m.Logger.Warn("FCM is off: set fcm.projectId and fcm.credentialsFile to push to Android")
+	}
 	// One registry per Main, never the global default: tests run several.
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -138,8 +156,15 @@ func (m *Main) Run(ctx context.Context) error {
 
 	srv := &api.Server{
 		Store: m.Store, Keys: m.Keys, Logger: m.Logger.With("component", "api"), Clock: m.Clock,
-		Watchers:         map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS},
-		RegistrationTTL:  cfg.RegistrationTTL,
+		Watchers:        map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS},
+		RegistrationTTL: cfg.RegistrationTTL,
+		Platforms: func(*mailpush.Tenant) []mailpush.Platform {
+			var ps []mailpush.Platform
+			for p := range pushers {
+				ps = append(ps, p)
+			}
+			return ps
+		},
 		AllowInsecureEWS: cfg.EWS.AllowInsecureHTTP,
 	}
 	mux := http.NewServeMux()
@@ -198,6 +223,9 @@ func (m *Main) Close() error {
 	}
 	if m.apns != nil {
 		m.apns.Close()
+	}
+	if m.fcm != nil {
+		m.fcm.Close()
 	}
 	if m.Store != nil {
 		errs = append(errs, m.Store.Close())
