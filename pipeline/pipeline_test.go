@@ -50,6 +50,7 @@ func (r *recorder) delivered() []mailpush.Push {
 
 type fixture struct {
 	store  *sqlite.Store
+	path   string
 	clock  *storetest.Clock
 	keys   *seal.Keyring
 	ios    *recorder
@@ -63,7 +64,8 @@ type fixture struct {
 func newFixture(t *testing.T, cfg pipeline.Config) *fixture {
 	t.Helper()
 	f := &fixture{clock: storetest.NewClock(), keys: storetest.Keyring(t), ios: &recorder{}, droid: &recorder{}}
-	s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "p.db"), f.keys, f.clock)
+	f.path = filepath.Join(t.TempDir(), "p.db")
+	s, err := sqlite.Open(context.Background(), f.path, f.keys, f.clock)
 	if err != nil {
 		t.Fatal(err)
 	}
