@@ -180,12 +180,18 @@ func (w *world) addTenant(t testing.TB, name string) string {
 
 func (w *world) call(t testing.TB, method, path, token string, body any) (int, map[string]any) {
 	t.Helper()
+	return apiCall(t, w.main.URL(), method, path, token, body)
+}
+
+// apiCall sends a JSON request to the mailpush at base and decodes the answer.
+func apiCall(t testing.TB, base, method, path, token string, body any) (int, map[string]any) {
+	t.Helper()
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
 		rd = bytes.NewReader(b)
 	}
-	req, _ := http.NewRequest(method, w.main.URL()+path, rd)
+	req, _ := http.NewRequest(method, base+path, rd)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
-	"io"
 	"net"
 	"net/http"
 	"os/exec"
@@ -114,21 +112,10 @@ func TestKill9LosesNoPush(t *testing.T) {
 
 	// The first device registers through the API, which subscribes on the
 	// fake Exchange.
-	apiCall := func(method, path string, body any) (int, map[string]any) {
-		b, _ := json.Marshal(body)
-		req, _ := http.NewRequest(method, base+path, bytes.NewReader(b))
-		req.Header.Set("Authorization", "Bearer "+token)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var m map[string]any
-		json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&m)
-		return resp.StatusCode, m
+	call := func(method, path string, body any) (int, map[string]any) {
+		return apiCall(t, base, method, path, token, body)
 	}
-	_, key := apiCall("GET", "/api/v1/key", nil)
+	_, key := call("GET", "/api/v1/key", nil)
 	pub, err := b64url(key["publicKey"].(string))
 	if err != nil {
 		t.Fatal(err)
@@ -137,7 +124,7 @@ func TestKill9LosesNoPush(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, reg := apiCall("POST", "/api/v1/registrations", map[string]any{
+	st, reg := call("POST", "/api/v1/registrations", map[string]any{
 		"device":  map[string]any{"platform": "ios", "token": deviceToken(0)},
 		"mailbox": map[string]any{"address": address, "source": "ews", "ewsUrl": exchange.URL(), "sealedCredentials": sealed},
 	})
