@@ -49,6 +49,8 @@ type Store interface {
 	// whose Device.ActiveSyncDeviceHash is hash, like DeleteRegistration, and
 	// returns how many it removed.
 	DeleteRegistrationsByActiveSyncDevice(ctx context.Context, tenantID string, hash []byte) (int, error)
+	// Outbox is the durable push queue (see Outbox).
+	Outbox
 
 	// Ping reports whether the store can answer.
 	Ping(ctx context.Context) error

@@ -42,6 +42,10 @@ type Server struct {
 	// Gate is the ActiveSync gate's device registry; nil turns its routes
 	// into unsupported errors.
 	Gate mailpush.GateRegistry
+	// Platforms lists the push platforms a tenant has credentials for;
+	// registering a device of another platform is refused (422
+	// unsupported). nil accepts every platform.
+	Platforms func(t *mailpush.Tenant) []mailpush.Platform
 	// Ready reports whether the service can take traffic (for /readyz);
 	// nil means Store.Ping.
 	Ready func(ctx context.Context) error

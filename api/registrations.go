@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/mail"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -70,6 +71,10 @@ func (s *Server) createRegistration(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		dev.ActiveSyncDeviceHash = mailpush.ActiveSyncDeviceHash(s.Keys, t.ID, id)
+	}
+	if err := s.checkPlatform(t, dev.Platform); err != nil {
+		s.writeError(w, r, err)
+		return
 	}
 	mb, creds, err := s.parseMailbox(t, req.Mailbox)
 	if err != nil {
@@ -356,4 +361,16 @@ func parseDevice(in deviceJSON) (mailpush.Device, error) {
 		d.ContentKey = k
 	}
 	return d, nil
+}
+
+// checkPlatform refuses a device whose platform the tenant cannot push to:
+// better a clear error at registration than a silent drop later.
+func (s *Server) checkPlatform(t *mailpush.Tenant, p mailpush.Platform) error {
+	if s.Platforms == nil {
+		return nil
+	}
+	if slices.Contains(s.Platforms(t), p) {
+		return nil
+	}
+	return mailpush.Errorf(mailpush.EUnsupported, "this server has no push credentials for platform %s of tenant %s", p, t.Name)
 }

@@ -62,6 +62,11 @@ func Run(t *testing.T, open Factory) {
 		{"ConcurrentMailboxUpdates", testConcurrentMailboxUpdates},
 		{"GateDevices", testGateDevices},
 		{"DeleteRegistrationsByActiveSyncDevice", testDeleteRegistrationsByActiveSyncDevice},
+		{"OutboxClaimAndLease", testOutboxClaimAndLease},
+		{"OutboxSettle", testOutboxSettle},
+		{"OutboxCoalesces", testOutboxCoalesces},
+		{"OutboxInactiveRegistration", testOutboxInactiveRegistration},
+		{"OutboxSettleAfterCoalesce", testOutboxSettleAfterCoalesce},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

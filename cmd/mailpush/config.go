@@ -62,9 +62,26 @@ type Config struct {
 		ProductionURL string `yaml:"productionUrl"`
 		SandboxURL    string `yaml:"sandboxUrl"`
 	} `yaml:"apns"`
+	// FCM pushes to Android devices (Firebase Cloud Messaging HTTP v1).
+	FCM struct {
+		ProjectID       string `yaml:"projectId"`
+		CredentialsFile string `yaml:"credentialsFile"` // service-account JSON key
+		Endpoint        string `yaml:"endpoint"`        // default https://fcm.googleapis.com
+		TokenURL        string `yaml:"tokenUrl"`        // default: the key file's token_uri
+	} `yaml:"fcm"`
+	// Push tunes the durable outbox and its delivery (see package pipeline).
 	Push struct {
-		Workers   int `yaml:"workers"`
-		QueueSize int `yaml:"queueSize"`
+		Workers     int           `yaml:"workers"`     // concurrent provider calls
+		BatchSize   int           `yaml:"batchSize"`   // pushes claimed per transaction
+		MaxAttempts int           `yaml:"maxAttempts"` // then a dead letter
+		RetryBase   time.Duration `yaml:"retryBase"`   // first backoff, doubling
+		RetryMax    time.Duration `yaml:"retryMax"`    // backoff cap
+		SyncPerHour int           `yaml:"syncPerHour"` // background pushes per device per hour
+		TenantRate  int           `yaml:"tenantRate"`  // pushes per second per tenant; 0: no limit
+		TenantBurst int           `yaml:"tenantBurst"`
+		// Lease is how long a claimed push is held; after a crash, pushes
+		// that were in flight are sent again when it ends.
+		Lease time.Duration `yaml:"lease"`
 	} `yaml:"push"`
 	// Gate is the ActiveSync access gate; it is on when gate.tenant is set
 	// (see docs/gate.md). Its rules are set in the file only.
@@ -84,8 +101,13 @@ func DefaultConfig() Config {
 	c.EWS.StatusFrequency = 5
 	c.APNs.ProductionURL = "https://api.push.apple.com"
 	c.APNs.SandboxURL = "https://api.sandbox.push.apple.com"
-	c.Push.Workers = 16
-	c.Push.QueueSize = 10_000
+	c.Push.Workers = 64
+	c.Push.BatchSize = 512
+	c.Push.MaxAttempts = 12
+	c.Push.RetryBase = time.Second
+	c.Push.RetryMax = 15 * time.Minute
+	c.Push.SyncPerHour = 3
+	c.Push.Lease = 2 * time.Minute
 	return c
 }
 
@@ -160,11 +182,29 @@ func (c *Config) Validate() error {
 	} else if c.APNs.TeamID != "" || c.APNs.KeyID != "" || c.APNs.Topic != "" {
 		bad("apns.keyFile", "is missing: APNs needs the .p8 key file beside teamId, keyId and topic")
 	}
+	if (c.FCM.ProjectID == "") != (c.FCM.CredentialsFile == "") {
+		bad("fcm", "set both projectId and credentialsFile (the service-account JSON key), or neither")
+	}
 	if c.Push.Workers < 1 || c.Push.Workers > 1024 {
 		bad("push.workers", "%d must be 1 to 1024", c.Push.Workers)
 	}
-	if c.Push.QueueSize < 1 {
-		bad("push.queueSize", "%d must be positive", c.Push.QueueSize)
+	if c.Push.BatchSize < 1 || c.Push.BatchSize > 5000 {
+		bad("push.batchSize", "%d must be 1 to 5000", c.Push.BatchSize)
+	}
+	if c.Push.MaxAttempts < 1 {
+		bad("push.maxAttempts", "%d must be at least 1", c.Push.MaxAttempts)
+	}
+	if c.Push.RetryBase <= 0 || c.Push.RetryMax < c.Push.RetryBase {
+		bad("push.retryBase", "%v must be positive and at most push.retryMax (%v)", c.Push.RetryBase, c.Push.RetryMax)
+	}
+	if c.Push.Lease < time.Second {
+		bad("push.lease", "%v is too short: use at least 1s (default 2m)", c.Push.Lease)
+	}
+	if c.Push.SyncPerHour < 1 {
+		bad("push.syncPerHour", "%d must be at least 1", c.Push.SyncPerHour)
+	}
+	if c.Push.TenantRate < 0 || c.Push.TenantBurst < 0 {
+		bad("push.tenantRate", "rate and burst must not be negative")
 	}
 	return errors.Join(errs...)
 }

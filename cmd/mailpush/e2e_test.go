@@ -64,51 +64,8 @@ type world struct {
 func newWorld(t testing.TB, logLevel string) *world {
 	t.Helper()
 	w := &world{dir: t.TempDir(), logs: &syncBuffer{}}
-	w.exchange = ewsfake.New(ewsfake.Options{TimeScale: 0.001})
-	t.Cleanup(w.exchange.Close)
-	w.exchange.AddUser(address, username, password)
-
-	w.apple = apnsfake.New(apnsfake.Options{})
-	t.Cleanup(w.apple.Close)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.apple.AddKey(teamID, keyID, &key.PublicKey)
-	w.apple.AllowTopic(topic)
-	der, _ := x509.MarshalPKCS8PrivateKey(key)
-	p8 := filepath.Join(w.dir, "AuthKey.p8")
-	os.WriteFile(p8, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
-
-	// One CA bundle trusting both fakes, as an admin would configure caFile.
-	var bundle []byte
-	for _, c := range []*x509.Certificate{w.apple.Certificate(), w.exchange.Certificate()} {
-		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	ca := filepath.Join(w.dir, "ca.pem")
-	os.WriteFile(ca, bundle, 0o600)
-
-	w.configPath = filepath.Join(w.dir, "mailpush.yaml")
-	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
-database:
-  path: %s
-keyDir: %s
-caFile: %s
-log:
-  level: %s
-ews:
-  statusFrequency: 1
-apns:
-  teamId: %s
-  keyId: %s
-  keyFile: %s
-  topic: %s
-  productionUrl: %s
-  sandboxUrl: %s
-`, filepath.Join(w.dir, "data", "mailpush.db"), filepath.Join(w.dir, "data", "keys"), ca, logLevel, teamID, keyID, p8, topic, w.apple.URL(), w.apple.URL())
-	os.MkdirAll(filepath.Join(w.dir, "data"), 0o700)
-	os.WriteFile(w.configPath, []byte(cfg), 0o600)
-
+	w.exchange, w.apple = newFakes(t)
+	w.configPath = writeConfig(t, w.dir, w.exchange, w.apple, "127.0.0.1:0", logLevel, "")
 	c, err := LoadConfig(w.configPath, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -125,6 +82,93 @@ apns:
 	return w
 }
 
+// newFakes starts a fake Exchange with the test user and a fake APNs that
+// trusts the test key and topic.
+func newFakes(t testing.TB) (*ewsfake.Server, *apnsfake.Server) {
+	t.Helper()
+	exchange := ewsfake.New(ewsfake.Options{TimeScale: 0.001})
+	t.Cleanup(exchange.Close)
+	exchange.AddUser(address, username, password)
+	apple := apnsfake.New(apnsfake.Options{})
+	t.Cleanup(apple.Close)
+	return exchange, apple
+}
+
+// writeConfig writes dir/mailpush.yaml for mailpush against the fakes, with
+// a new APNs key that the fake trusts; extra is appended (YAML).
+func writeConfig(t testing.TB, dir string, exchange *ewsfake.Server, apple *apnsfake.Server, listen, logLevel, extra string) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apple.AddKey(teamID, keyID, &key.PublicKey)
+	apple.AllowTopic(topic)
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
+	p8 := filepath.Join(dir, "AuthKey.p8")
+	os.WriteFile(p8, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+
+	// One CA bundle trusting both fakes, as an admin would configure caFile.
+	var bundle []byte
+	for _, c := range []*x509.Certificate{apple.Certificate(), exchange.Certificate()} {
+		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	ca := filepath.Join(dir, "ca.pem")
+	os.WriteFile(ca, bundle, 0o600)
+
+	path := filepath.Join(dir, "mailpush.yaml")
+	cfg := fmt.Sprintf(`listen: %s
+database:
+  path: %s
+keyDir: %s
+caFile: %s
+log:
+  level: %s
+ews:
+  statusFrequency: 1
+apns:
+  teamId: %s
+  keyId: %s
+  keyFile: %s
+  topic: %s
+  productionUrl: %s
+  sandboxUrl: %s
+`, listen, filepath.Join(dir, "data", "mailpush.db"), filepath.Join(dir, "data", "keys"), ca, logLevel, teamID, keyID, p8, topic, apple.URL(), apple.URL())
+	os.MkdirAll(filepath.Join(dir, "data"), 0o700)
+	if err := os.WriteFile(path, []byte(cfg+extra), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// waitMetrics polls /metrics until it holds every want (the pipeline counts
+// a push just after the provider answered) and returns the last body.
+func (w *world) waitMetrics(t testing.TB, wants ...string) []byte {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(w.main.URL() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		missing := ""
+		for _, want := range wants {
+			if !bytes.Contains(body, []byte(want)) {
+				missing = want
+			}
+		}
+		if missing == "" {
+			return body
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics lacks %q:\n%s", missing, body)
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline
+	}
+}
+
 // addTenant runs the real CLI command and returns the printed token.
 func (w *world) addTenant(t testing.TB, name string) string {
 	t.Helper()
@@ -138,12 +182,18 @@ func (w *world) addTenant(t testing.TB, name string) string {
 
 func (w *world) call(t testing.TB, method, path, token string, body any) (int, map[string]any) {
 	t.Helper()
+	return apiCall(t, w.main.URL(), method, path, token, body)
+}
+
+// apiCall sends a JSON request to the mailpush at base and decodes the answer.
+func apiCall(t testing.TB, base, method, path, token string, body any) (int, map[string]any) {
+	t.Helper()
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
 		rd = bytes.NewReader(b)
 	}
-	req, _ := http.NewRequest(method, w.main.URL()+path, rd)
+	req, _ := http.NewRequest(method, base+path, rd)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
@@ -229,6 +279,13 @@ func TestEndToEndSealedMode(t *testing.T) {
 	}
 	if got := badges(w.apple.PushesFor(device)); fmt.Sprint(got) != "[1 2 3]" {
 		t.Fatalf("badges = %v, want [1 2 3]", got)
+	}
+	// Metrics count the pushes and carry no token, address or subject.
+	metrics := w.waitMetrics(t, `mailpush_pushes_total{provider="apns",reason="",result="delivered"} 3`, "mailpush_outbox_depth 0", "mailpush_push_enqueue_to_send_seconds_bucket")
+	for _, secret := range []string{device, address, "Quarterly", "alice"} {
+		if bytes.Contains(metrics, []byte(secret)) {
+			t.Errorf("/metrics carries %q", secret)
+		}
 	}
 	for _, p := range w.apple.PushesFor(device) {
 		if p.Topic != topic || p.PushType != "alert" || p.CollapseID == "" {
@@ -460,5 +517,20 @@ func TestEndToEndContentAndFanOut(t *testing.T) {
 	w.main.Close()
 	if logs := w.logs.String(); strings.Contains(logs, "Board meeting") || strings.Contains(logs, "Carol") {
 		t.Error("logs contain the subject or sender")
+	}
+}
+
+func TestRegistrationRefusedWithoutPlatformCredentials(t *testing.T) {
+	w := newWorld(t, "info")
+	token := w.addTenant(t, "acme")
+	st, body := w.call(t, "POST", "/api/v1/registrations", token, map[string]any{
+		"device":  map[string]any{"platform": "android", "token": strings.Repeat("fcm_token-", 15)},
+		"mailbox": map[string]any{"address": address, "source": "ews", "ewsUrl": w.exchange.URL(), "sealedCredentials": w.sealCredentials(t, username, password)},
+	})
+	if st != 422 || !strings.Contains(fmt.Sprint(body), "unsupported") || !strings.Contains(fmt.Sprint(body), "android") {
+		t.Fatalf("android registration without FCM = %d %v, want 422 unsupported naming the platform", st, body)
+	}
+	if subs := w.exchange.Subscriptions(); len(subs) != 0 {
+		t.Errorf("a refused registration subscribed on Exchange: %+v", subs)
 	}
 }

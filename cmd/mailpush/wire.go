@@ -21,9 +21,14 @@ import (
 	"github.com/mailpush/mailpush/apns"
 	"github.com/mailpush/mailpush/ews"
 	"github.com/mailpush/mailpush/gate"
+	"github.com/mailpush/mailpush/fcm"
 	"github.com/mailpush/mailpush/pipeline"
 	"github.com/mailpush/mailpush/seal"
 	"github.com/mailpush/mailpush/sqlite"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Main is the running program: configuration in, wired services out. The
@@ -44,6 +49,7 @@ type Main struct {
 	Gate         *gate.Gate
 
 	apns     *apns.Client
+	fcm      *fcm.Client
 	listener net.Listener
 	server   *http.Server
 	closed   bool
@@ -104,10 +110,32 @@ func (m *Main) Run(ctx context.Context) error {
 	} else {
 		m.Logger.Warn("APNs is off: set apns.keyFile, apns.teamId, apns.keyId and apns.topic to push to iOS")
 	}
+	if cfg.FCM.ProjectID != "" {
+		creds, err := os.ReadFile(cfg.FCM.CredentialsFile)
+		if err != nil {
+			return fmt.Errorf("config key fcm.credentialsFile: %w", err)
+		}
+		c, err := fcm.New(fcm.Config{ProjectID: cfg.FCM.ProjectID, Credentials: creds, Endpoint: cfg.FCM.Endpoint, TokenURL: cfg.FCM.TokenURL,
+			RootCAs: outbound.TLSClientConfig.RootCAs, Logger: m.Logger.With("provider", "fcm")})
+		clear(creds)
+		if err != nil {
+			return err
+		}
+		m.fcm = c
+		pushers[mailpush.PlatformAndroid] = c
+	} else {
+		m.Logger.Warn("FCM is off: set fcm.projectId and fcm.credentialsFile to push to Android")
+	}
+	// One registry per Main, never the global default: tests run several.
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.Pipeline = pipeline.New(pipeline.Config{
 		Store: m.Store, Pushers: pushers, SealContent: seal.SealContent,
-		Logger: m.Logger.With("component", "pipeline"), Clock: m.Clock,
-		Workers: cfg.Push.Workers, QueueSize: cfg.Push.QueueSize,
+		Metrics: pipeline.NewMetrics(registry, m.Store.OutboxDepth),
+		Logger:  m.Logger.With("component", "pipeline"), Clock: m.Clock,
+		Workers: cfg.Push.Workers, BatchSize: cfg.Push.BatchSize, MaxAttempts: cfg.Push.MaxAttempts,
+		RetryBase: cfg.Push.RetryBase, RetryMax: cfg.Push.RetryMax, SyncPerHour: cfg.Push.SyncPerHour,
+		TenantRate: float64(cfg.Push.TenantRate), TenantBurst: cfg.Push.TenantBurst, Lease: cfg.Push.Lease,
 	})
 	m.Pipeline.Start()
 
@@ -140,8 +168,15 @@ func (m *Main) Run(ctx context.Context) error {
 
 	srv := &api.Server{
 		Store: m.Store, Keys: m.Keys, Logger: m.Logger.With("component", "api"), Clock: m.Clock,
-		Watchers:         map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS},
-		RegistrationTTL:  cfg.RegistrationTTL,
+		Watchers:        map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS},
+		RegistrationTTL: cfg.RegistrationTTL,
+		Platforms: func(*mailpush.Tenant) []mailpush.Platform {
+			var ps []mailpush.Platform
+			for p := range pushers {
+				ps = append(ps, p)
+			}
+			return ps
+		},
 		AllowInsecureEWS: cfg.EWS.AllowInsecureHTTP,
 		Gate:             m.GateRegistry,
 	}
@@ -151,6 +186,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if m.Gate != nil {
 		m.Gate.Routes(mux)
 	}
+	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn)}))
 
 	m.server = &http.Server{
 		Handler:           logRequests(m.Logger, mux),
@@ -206,6 +242,9 @@ func (m *Main) Close() error {
 	}
 	if m.apns != nil {
 		m.apns.Close()
+	}
+	if m.fcm != nil {
+		m.fcm.Close()
 	}
 	if m.Store != nil {
 		errs = append(errs, m.Store.Close())
