@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"github.com/mailpush/mailpush/fake/apnsfake"
 	"io"
 	"net"
 	"net/http"
@@ -183,16 +184,24 @@ func newGateWorld(t *testing.T) (*world, string) {
 	dir := t.TempDir()
 	logs := &syncBuffer{}
 	cfgPath := filepath.Join(dir, "mailpush.yaml")
+	// APNs credentials make iOS registrations possible; no push is sent here.
+	_, p8, err := apnsfake.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "AuthKey.p8")
+	os.WriteFile(keyFile, p8, 0o600)
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`listen: 127.0.0.1:0
 database: {path: %s}
 keyDir: %s
 log: {level: debug}
+apns: {teamId: TEAM123456, keyId: KEY1234567, keyFile: %s, topic: com.example.mail}
 gate:
   tenant: acme
   mode: compliantOnly
   rules:
     - {name: no-old-clients, action: deny, userAgent: "^OldMail/"}
-`, filepath.Join(dir, "m.db"), filepath.Join(dir, "keys"))), 0o600)
+`, filepath.Join(dir, "m.db"), filepath.Join(dir, "keys"), keyFile)), 0o600)
 	var out, errOut bytes.Buffer
 	if err := run(context.Background(), []string{"tenant", "add", "acme", "--config", cfgPath, "--allow-host", "mail.example.com"}, &out, &errOut, nil); err != nil {
 		t.Fatalf("tenant add: %v %s", err, errOut.String())
