@@ -131,7 +131,12 @@ func (s *Server) createRegistration(w http.ResponseWriter, r *http.Request) {
 // watch asks the source to (re)subscribe unless the mailbox is already
 // watched in the requested mode and no new credentials came with the request.
 func (s *Server) watch(r *http.Request, t *mailpush.Tenant, mb *mailpush.Mailbox, mode mailpush.Mode, creds mailpush.Credentials) (mailpush.WatchResult, error) {
-	// Device-subscribed mode always goes to the source: the device needs its callback URL.
+	// Device-subscribed mode always goes to the source: the device needs its
+	// callback URL. New sealed credentials always go to the source too, even
+	// for a mailbox that is already watched: they are what proves that the
+	// device may receive this mailbox's pushes (the tenant token only proves
+	// that the request comes from the tenant's app), so the source must try
+	// them on the mail server before the device is attached.
 	if mb.Status == mailpush.StatusActive && mb.Mode == mode && mode != mailpush.ModeDeviceSubscribed && creds.Empty() {
 		return mailpush.WatchResult{Status: mailpush.StatusActive}, nil
 	}
