@@ -59,7 +59,8 @@ type world struct {
 	apple      *apnsfake.Server
 }
 
-func newWorld(t testing.TB, logLevel string) *world {
+// newWorld starts the world; extraYAML is appended to the configuration.
+func newWorld(t testing.TB, logLevel string, extraYAML ...string) *world {
 	t.Helper()
 	w := &world{dir: t.TempDir(), logs: &syncBuffer{}}
 	w.exchange = ewsfake.New(ewsfake.Options{TimeScale: 0.001})
@@ -105,7 +106,7 @@ apns:
   sandboxUrl: %s
 `, filepath.Join(w.dir, "data", "mailpush.db"), filepath.Join(w.dir, "data", "keys"), ca, logLevel, teamID, keyID, p8, topic, w.apple.URL(), w.apple.URL())
 	os.MkdirAll(filepath.Join(w.dir, "data"), 0o700)
-	os.WriteFile(w.configPath, []byte(cfg), 0o600)
+	os.WriteFile(w.configPath, []byte(cfg+strings.Join(extraYAML, "")), 0o600)
 
 	c, err := LoadConfig(w.configPath, nil)
 	if err != nil {
