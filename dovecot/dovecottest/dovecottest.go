@@ -258,14 +258,16 @@ func readFile(p string) string {
 	return string(b)
 }
 
-// AddUser adds a mail user with a plain password (passwd-file, re-read by
-// Dovecot when it changes).
+// AddUser adds a mail user with a plain password to the passwd-file. Add
+// every user before the first login or doveadm call: Dovecot looks at the
+// file at most once a second.
 func (s *Server) AddUser(t testing.TB, name, password string) {
 	t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.users = append(s.users, fmt.Sprintf("%s:{PLAIN}%s::::%s::", name, password, filepath.Join(s.Dir, "home", name)))
-	if err := os.WriteFile(filepath.Join(s.Dir, "users"), []byte(strings.Join(s.users, "\n")+"\n"), 0o644); err != nil {
+	path := filepath.Join(s.Dir, "users")
+	if err := os.WriteFile(path, []byte(strings.Join(s.users, "\n")+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
