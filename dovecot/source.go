@@ -234,7 +234,7 @@ func (s *Source) handle(ctx context.Context, t *tenantSecret, body []byte) (igno
 	}
 	if n.IsNewMail() {
 		ev.Kind = mailpush.EventNewMail
-		if wantsContent(regs) {
+		if mailpush.WantsContent(regs) {
 			ev.Subject, ev.Sender = n.Subject, n.Sender()
 		}
 	}
@@ -244,10 +244,7 @@ func (s *Source) handle(ctx context.Context, t *tenantSecret, body []byte) (igno
 		// A flag change that leaves the unread count alone (\Flagged,
 		// keywords) is no news for the phone.
 		if push = ev.Kind == mailpush.EventNewMail || ev.Badge != m.Badge; push {
-			m.Seq++
-			if ev.Badge != mailpush.NoBadge {
-				m.Badge = ev.Badge
-			}
+			m.Record(ev)
 		}
 		return nil
 	})
@@ -259,13 +256,4 @@ func (s *Source) handle(ctx context.Context, t *tenantSecret, body []byte) (igno
 	}
 	ev.Seq = updated.Seq
 	return "", s.cfg.Sink.HandleEvent(ctx, ev)
-}
-
-func wantsContent(regs []*mailpush.Registration) bool {
-	for _, r := range regs {
-		if r.Content.Rank() >= mailpush.ContentSubject.Rank() {
-			return true
-		}
-	}
-	return false
 }

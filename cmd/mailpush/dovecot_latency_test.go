@@ -1,14 +1,11 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"slices"
 	"testing"
 	"time"
 
 	"github.com/mailpush/mailpush/dovecot/dovecottest"
-	"github.com/mailpush/mailpush/fake/apnsfake"
 )
 
 // BenchmarkDovecotLatency measures, over b.N deliveries through a real
@@ -16,7 +13,7 @@ import (
 // accepting the badge push: Dovecot's LMTP delivery, its OX driver's HTTP
 // post, mailpush's handler, store, pipeline and APNs client, all over
 // loopback. Messages are delivered one at a time, so the figure is latency,
-// not queueing. lmtp-p50-ms is the LMTP session alone. Run:
+// not queueing. lmtp-p50-ms and lmtp-p99-ms are the LMTP session alone. Run:
 //
 //	go test -run XXX -bench DovecotLatency -benchtime 300x ./cmd/mailpush
 func BenchmarkDovecotLatency(b *testing.B) {
@@ -47,27 +44,9 @@ func BenchmarkDovecotLatency(b *testing.B) {
 			b.Fatal(err)
 		}
 		lmtp = append(lmtp, time.Since(start))
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		var at time.Time
-		err := w.apple.WaitFor(ctx, func(ps []apnsfake.Push) bool {
-			for j := len(ps) - 1; j >= 0; j-- {
-				if ps[j].Token == devices[u] && ps[j].Badge == want {
-					at = ps[j].At
-					return true
-				}
-			}
-			return false
-		})
-		cancel()
-		if err != nil {
-			b.Fatalf("delivery %d: push with badge %d not received: %v", i, want, err)
-		}
-		lat = append(lat, at.Sub(start))
+		lat = append(lat, waitBadge(b, w.apple, devices[u], want).Sub(start))
 	}
 	b.StopTimer()
-	slices.Sort(lat)
-	slices.Sort(lmtp)
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
-	b.ReportMetric(float64(lmtp[len(lmtp)/2].Microseconds())/1000, "lmtp-p50-ms")
+	reportPercentiles(b, lat, "")
+	reportPercentiles(b, lmtp, "lmtp-")
 }
