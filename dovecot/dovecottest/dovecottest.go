@@ -198,7 +198,9 @@ func freePort(t testing.TB) string {
 
 func (s *Server) start() error {
 	s.cmd = exec.Command("/usr/sbin/dovecot", "-F", "-c", s.config)
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: a test binary that dies (a timeout panic skips Cleanup)
+	// takes its Dovecot with it.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	var out bytes.Buffer
 	s.cmd.Stdout, s.cmd.Stderr = &out, &out
 	if err := s.cmd.Start(); err != nil {
