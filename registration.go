@@ -182,3 +182,23 @@ func (c Credentials) LogValue() any { return c.String() }
 func (c Credentials) Empty() bool {
 	return (c.Username == "" || c.Password == "") && c.AccessToken == ""
 }
+
+// WantsContent reports whether some registration may show subject or
+// sender: only then does a source fetch them.
+func WantsContent(regs []*Registration) bool {
+	for _, r := range regs {
+		if r.Content.Rank() >= ContentSubject.Rank() {
+			return true
+		}
+	}
+	return false
+}
+
+// Record counts an event in the mailbox: the next sequence number, and the
+// event's badge when it knows one.
+func (m *Mailbox) Record(ev Event) {
+	m.Seq++
+	if ev.Badge != NoBadge {
+		m.Badge = ev.Badge
+	}
+}

@@ -33,6 +33,10 @@ type Store interface {
 
 	Mailbox(ctx context.Context, id string) (*Mailbox, error)
 	MailboxBySubscription(ctx context.Context, subscriptionID string) (*Mailbox, error)
+	// MailboxByAddress returns the tenant's mailbox of the given source whose
+	// address has the given keyed hash (sources that name users by address,
+	// such as Dovecot, find their mailbox this way).
+	MailboxByAddress(ctx context.Context, tenantID string, addressHash []byte, source Source) (*Mailbox, error)
 	// UpdateMailbox applies fn to the mailbox inside a transaction, so that
 	// concurrent notifications for one mailbox do not lose each other's writes.
 	UpdateMailbox(ctx context.Context, id string, fn func(*Mailbox) error) (*Mailbox, error)

@@ -280,6 +280,14 @@ func (s *Server) parseMailbox(t *mailpush.Tenant, in mailboxJSON) (*mailpush.Mai
 	} else if in.EWSURL != "" {
 		return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.ewsUrl is only for source ews")
 	}
+	if src == mailpush.SourceDovecot {
+		// Dovecot reports with the tenant's shared secret: no user credential.
+		if in.SealedCredentials != "" {
+			return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.sealedCredentials is not for source dovecot: mailpush uses the tenant's Dovecot shared secret")
+		}
+		mb.Mode = mailpush.ModeService
+		return mb, creds, nil
+	}
 	mb.Mode = mailpush.ModeDeviceSubscribed
 	if in.SealedCredentials != "" {
 		if creds, err = s.Keys.OpenCredentials(in.SealedCredentials); err != nil {

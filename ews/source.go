@@ -188,10 +188,7 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		}
 		m.LastEventAt = now
 		if changed {
-			m.Seq++
-			if ev.Badge != mailpush.NoBadge {
-				m.Badge = ev.Badge
-			}
+			m.Record(ev)
 		}
 		return nil
 	})
@@ -257,7 +254,7 @@ func (s *Source) reduce(ctx context.Context, tok mailpush.CallbackToken, mb *mai
 			ev.Badge = unread
 		}
 	}
-	if len(newItems) > 0 && sealed && wantsContent(regs) {
+	if len(newItems) > 0 && sealed && mailpush.WantsContent(regs) {
 		items, err := s.Client.GetItems(ctx, ep, newItems[len(newItems)-1:])
 		if err != nil {
 			s.Logger.Warn("GetItem failed: pushing the badge without content", "mailbox", mb.ID, "err", err)
@@ -270,15 +267,6 @@ func (s *Source) reduce(ctx context.Context, tok mailpush.CallbackToken, mb *mai
 		}
 	}
 	return ev, true
-}
-
-func wantsContent(regs []*mailpush.Registration) bool {
-	for _, r := range regs {
-		if r.Content.Rank() >= mailpush.ContentSubject.Rank() {
-			return true
-		}
-	}
-	return false
 }
 
 func lastWatermark(n *Notification) string {

@@ -232,8 +232,13 @@ func (s *Store) MailboxBySubscription(ctx context.Context, subscriptionID string
 	return mailboxWhere(ctx, s.r, "subscription_id = ?", subscriptionID)
 }
 
-func mailboxWhere(ctx context.Context, q querier, where string, arg any) (*mailpush.Mailbox, error) {
-	m, err := scanMailbox(q.QueryRowContext(ctx, `SELECT `+mailboxCols+` FROM mailboxes WHERE `+where, arg))
+// MailboxByAddress returns the tenant's mailbox of a source by address hash.
+func (s *Store) MailboxByAddress(ctx context.Context, tenantID string, addressHash []byte, source mailpush.Source) (*mailpush.Mailbox, error) {
+	return mailboxWhere(ctx, s.r, "tenant_id = ? AND address_hash = ? AND source = ?", tenantID, addressHash, string(source))
+}
+
+func mailboxWhere(ctx context.Context, q querier, where string, args ...any) (*mailpush.Mailbox, error) {
+	m, err := scanMailbox(q.QueryRowContext(ctx, `SELECT `+mailboxCols+` FROM mailboxes WHERE `+where, args...))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound("mailbox")
 	}

@@ -86,6 +86,24 @@ type Config struct {
 	// Gate is the ActiveSync access gate; it is on when gate.tenant is set
 	// (see docs/gate.md). Its rules are set in the file only.
 	Gate gate.Config `yaml:"gate"`
+	// Tenants holds per-tenant settings, keyed by tenant name (YAML only).
+	Tenants map[string]TenantConfig `yaml:"tenants"`
+}
+
+// TenantConfig is one tenant's settings.
+type TenantConfig struct {
+	// Dovecot lets the tenant's Dovecot post to /dovecot/notify.
+	Dovecot *DovecotConfig `yaml:"dovecot"`
+}
+
+// DovecotConfig is a tenant's Dovecot push_notification endpoint: the basic
+// auth secret its Dovecot sends, and how a Dovecot user names a mailbox.
+type DovecotConfig struct {
+	Username     string `yaml:"username"`
+	Password     string `yaml:"password"`
+	PasswordFile string `yaml:"passwordFile"` // instead of password; one line
+	UserMapping  string `yaml:"userMapping"`  // address (default) or login
+	Domain       string `yaml:"domain"`       // appended to users without "@"
 }
 
 // DefaultConfig is the configuration with no file and no environment: SQLite
@@ -205,6 +223,32 @@ func (c *Config) Validate() error {
 	}
 	if c.Push.TenantRate < 0 || c.Push.TenantBurst < 0 {
 		bad("push.tenantRate", "rate and burst must not be negative")
+	}
+	dovecotUsers := map[string]string{}
+	for name, tc := range c.Tenants {
+		d := tc.Dovecot
+		if d == nil {
+			continue
+		}
+		key := "tenants." + name + ".dovecot"
+		if d.Username == "" || strings.Contains(d.Username, ":") {
+			bad(key+".username", "must be set, without ':' (it is the HTTP basic-auth user Dovecot sends)")
+		} else if other, dup := dovecotUsers[d.Username]; dup {
+			bad(key+".username", "%q is also tenant %s's: each tenant needs its own", d.Username, other)
+		}
+		dovecotUsers[d.Username] = name
+		if (d.Password == "") == (d.PasswordFile == "") {
+			bad(key+".password", "set password or passwordFile (one of them)")
+		}
+		switch d.UserMapping {
+		case "", "address":
+		case "login":
+			if d.Domain == "" {
+				bad(key+".domain", "is required with userMapping login (the address is login@domain)")
+			}
+		default:
+			bad(key+".userMapping", "%q must be address or login", d.UserMapping)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -61,11 +61,12 @@ type world struct {
 	apple      *apnsfake.Server
 }
 
-func newWorld(t testing.TB, logLevel string) *world {
+// newWorld starts the world; extraYAML is appended to the configuration.
+func newWorld(t testing.TB, logLevel string, extraYAML ...string) *world {
 	t.Helper()
 	w := &world{dir: t.TempDir(), logs: &syncBuffer{}}
 	w.exchange, w.apple = newFakes(t)
-	w.configPath = writeConfig(t, w.dir, w.exchange, w.apple, "127.0.0.1:0", logLevel, "")
+	w.configPath = writeConfig(t, w.dir, w.exchange, w.apple, "127.0.0.1:0", logLevel, strings.Join(extraYAML, ""))
 	c, err := LoadConfig(w.configPath, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"github.com/mailpush/mailpush"
 	"github.com/mailpush/mailpush/api"
 	"github.com/mailpush/mailpush/apns"
+	"github.com/mailpush/mailpush/dovecot"
 	"github.com/mailpush/mailpush/ews"
 	"github.com/mailpush/mailpush/fcm"
 	"github.com/mailpush/mailpush/gate"
@@ -47,6 +48,7 @@ type Main struct {
 	// Gate decides for gate.tenant (nil when no tenant is configured).
 	GateRegistry *gate.Registry
 	Gate         *gate.Gate
+	Dovecot      *dovecot.Source
 
 	apns     *apns.Client
 	fcm      *fcm.Client
@@ -165,10 +167,13 @@ func (m *Main) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	if m.Dovecot, err = m.dovecotSource(); err != nil {
+		return err
+	}
 
 	srv := &api.Server{
 		Store: m.Store, Keys: m.Keys, Logger: m.Logger.With("component", "api"), Clock: m.Clock,
-		Watchers:        map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS},
+		Watchers:        map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS, mailpush.SourceDovecot: m.Dovecot},
 		RegistrationTTL: cfg.RegistrationTTL,
 		Platforms: func(*mailpush.Tenant) []mailpush.Platform {
 			var ps []mailpush.Platform
@@ -187,6 +192,8 @@ func (m *Main) Run(ctx context.Context) error {
 		m.Gate.Routes(mux)
 	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn)}))
+	mux.Handle("POST "+dovecot.NotifyPath, m.Dovecot)
+	mux.Handle("PUT "+dovecot.NotifyPath, m.Dovecot)
 
 	m.server = &http.Server{
 		Handler:           logRequests(m.Logger, mux),
@@ -210,6 +217,36 @@ func (m *Main) Run(ctx context.Context) error {
 	m.Logger.Info("mailpush serving", "version", mailpush.Version, "listen", m.listener.Addr().String(), "publicUrl", publicURL,
 		"database", cfg.Database.Path, "apns", cfg.APNsEnabled())
 	return nil
+}
+
+// dovecotSource builds the Dovecot source from the tenants' dovecot settings.
+func (m *Main) dovecotSource() (*dovecot.Source, error) {
+	var tenants []dovecot.Tenant
+	for name, tc := range m.Config.Tenants {
+		d := tc.Dovecot
+		if d == nil {
+			continue
+		}
+		pass := d.Password
+		if d.PasswordFile != "" {
+			b, err := os.ReadFile(d.PasswordFile)
+			if err != nil {
+				return nil, fmt.Errorf("config key tenants.%s.dovecot.passwordFile: %w", name, err)
+			}
+			if pass = strings.TrimRight(string(b), "\r\n"); pass == "" {
+				return nil, fmt.Errorf("config key tenants.%s.dovecot.passwordFile: %s is empty", name, d.PasswordFile)
+			}
+		}
+		mapping := dovecot.UserMapping(d.UserMapping)
+		if mapping == "" {
+			mapping = dovecot.MapAddress
+		}
+		tenants = append(tenants, dovecot.Tenant{Name: name, Username: d.Username, Password: pass, UserMapping: mapping, Domain: d.Domain})
+	}
+	return dovecot.New(dovecot.Config{
+		Store: m.Store, Hasher: m.Keys, Sink: m.Pipeline, Tenants: tenants,
+		Logger: m.Logger.With("source", "dovecot"), Clock: m.Clock,
+	})
 }
 
 // URL is the base URL the server listens on.
