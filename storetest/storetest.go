@@ -67,6 +67,7 @@ func Run(t *testing.T, open Factory) {
 		{"OutboxCoalesces", testOutboxCoalesces},
 		{"OutboxInactiveRegistration", testOutboxInactiveRegistration},
 		{"OutboxSettleAfterCoalesce", testOutboxSettleAfterCoalesce},
+		{"OutboxClaimKeepsDeviceOrder", testOutboxClaimKeepsDeviceOrder},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
