@@ -79,35 +79,40 @@ func New(cfg Config) (*Client, error) {
 	if cfg.SandboxURL == "" {
 		cfg.SandboxURL = DefaultSandboxURL
 	}
-	key, err := parseKey(cfg.PrivateKey)
-	if err != nil {
-		return nil, fmt.Errorf("apns: Config.PrivateKey %w", err)
-	}
-	// One token for both environments: it is re-signed every 50 minutes
-	// (token.TokenTimeout), inside Apple's 20-60 minute window. Signing it
-	// now surfaces a key that cannot sign, which GenerateIfExpired would
-	// otherwise swallow on every push.
-	tok := &token.Token{AuthKey: key, KeyID: cfg.KeyID, TeamID: cfg.TeamID}
-	if _, err := tok.Generate(); err != nil {
-		return nil, fmt.Errorf("apns: sign provider token: %w", err)
+	var tok *token.Token
+	if cfg.Certificate == nil {
+		key, err := parseKey(cfg.PrivateKey)
+		if err != nil {
+			return nil, fmt.Errorf("apns: Config.PrivateKey %w", err)
+		}
+		// One token for both environments: it is re-signed every 50 minutes
+		// (token.TokenTimeout), inside Apple's 20-60 minute window. Signing it
+		// now surfaces a key that cannot sign, which GenerateIfExpired would
+		// otherwise swallow on every push.
+		tok = &token.Token{AuthKey: key, KeyID: cfg.KeyID, TeamID: cfg.TeamID}
+		if _, err := tok.Generate(); err != nil {
+			return nil, fmt.Errorf("apns: sign provider token: %w", err)
+		}
 	}
 	c := &Client{topic: cfg.Topic, token: tok, log: cfg.Logger}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
-	c.production = newEndpoint("production", cfg.ProductionURL, tok, cfg.RootCAs)
-	c.sandbox = newEndpoint("sandbox", cfg.SandboxURL, tok, cfg.RootCAs)
+	c.production = newEndpoint("production", cfg.ProductionURL, tok, cfg.Certificate, cfg.RootCAs)
+	c.sandbox = newEndpoint("sandbox", cfg.SandboxURL, tok, cfg.Certificate, cfg.RootCAs)
 	return c, nil
 }
 
-func newEndpoint(name, host string, tok *token.Token, roots *x509.CertPool) endpoint {
+// newEndpoint makes the connection pool of one environment. With a
+// certificate, TLS presents it and no provider token is sent (tok is nil).
+func newEndpoint(name, host string, tok *token.Token, cert *tls.Certificate, roots *x509.CertPool) endpoint {
 	dialer := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
 	var protocols http.Protocols
 	protocols.SetHTTP2(true) // HTTP/2 only: APNs speaks nothing else
 	t := &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
 		DialContext:         dialer.DialContext,
-		TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		TLSClientConfig:     tlsConfig(roots, cert),
 		TLSHandshakeTimeout: handshakeTimeout,
 		Protocols:           &protocols,
 		HTTP2: &http.HTTP2Config{
@@ -118,10 +123,21 @@ func newEndpoint(name, host string, tok *token.Token, roots *x509.CertPool) endp
 		// IdleConnTimeout stays zero: the connection is kept open for as
 		// long as APNs and the pings allow, as Apple asks.
 	}
-	cl := apns2.NewTokenClient(tok)
+	cl := &apns2.Client{}
+	if tok != nil {
+		cl.Token = tok
+	}
 	cl.Host = strings.TrimSuffix(host, "/")
 	cl.HTTPClient = &http.Client{Transport: recorder{t}, Timeout: requestTimeout}
 	return endpoint{name: name, client: cl, transport: t}
+}
+
+func tlsConfig(roots *x509.CertPool, cert *tls.Certificate) *tls.Config {
+	c := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	if cert != nil {
+		c.Certificates = []tls.Certificate{*cert}
+	}
+	return c
 }
 
 // Close closes the idle connections. Pushes in flight finish; later pushes
@@ -139,6 +155,30 @@ func (c *Client) Close() {
 // not hex is dropped (PushDropToken, BadDeviceToken, Status 0) without
 // asking APNs. An empty environment means production.
 func (c *Client) Push(ctx context.Context, p *mailpush.Push) (mailpush.PushResult, error) {
+	return c.push(ctx, p, c.topic)
+}
+
+// Topic is a view of a Client that pushes to another app topic (bundle ID)
+// on the same connections, with a default environment for devices that
+// registered without one. Tenants whose apps share a team's credentials
+// share one Client, hence one connection per environment.
+type Topic struct {
+	Client      *Client
+	Topic       string
+	Environment mailpush.Environment // for pushes without one; empty: production
+}
+
+// Push sends p to APNs for t's topic.
+func (t Topic) Push(ctx context.Context, p *mailpush.Push) (mailpush.PushResult, error) {
+	if p.Device.Environment == "" && t.Environment != "" {
+		cp := *p
+		cp.Device.Environment = t.Environment
+		p = &cp
+	}
+	return t.Client.push(ctx, p, t.Topic)
+}
+
+func (c *Client) push(ctx context.Context, p *mailpush.Push, topic string) (mailpush.PushResult, error) {
 	if c.closed.Load() {
 		return mailpush.PushResult{Outcome: mailpush.PushRetry}, ErrClosed
 	}
@@ -153,7 +193,7 @@ func (c *Client) Push(ctx context.Context, p *mailpush.Push) (mailpush.PushResul
 		// Not hex, so never a valid token; and it would end up in the URL.
 		return mailpush.PushResult{Outcome: mailpush.PushDropToken, Reason: reasonBadDeviceToken}, nil
 	}
-	n, err := c.notification(p)
+	n, err := c.notification(p, topic)
 	if err != nil {
 		return mailpush.PushResult{Outcome: mailpush.PushFailed}, err
 	}
@@ -172,7 +212,7 @@ func (c *Client) Push(ctx context.Context, p *mailpush.Push) (mailpush.PushResul
 	if res.Status == http.StatusGone {
 		res.InvalidAt = ex.timestamp
 	}
-	if res.Reason == reasonExpiredProviderToken && expireToken(c.token, time.Now()) {
+	if res.Reason == reasonExpiredProviderToken && c.token != nil && expireToken(c.token, time.Now()) {
 		c.log.WarnContext(ctx, "apns: provider token refused as expired; signing a new one (is the clock right?)")
 	}
 	c.logResult(ctx, ep, p, res)
@@ -190,14 +230,14 @@ func (c *Client) endpoint(env mailpush.Environment) (*endpoint, error) {
 }
 
 // notification turns p into an apns2 notification.
-func (c *Client) notification(p *mailpush.Push) (*apns2.Notification, error) {
+func (c *Client) notification(p *mailpush.Push, topic string) (*apns2.Notification, error) {
 	body, err := buildPayload(p)
 	if err != nil {
 		return nil, err
 	}
 	n := &apns2.Notification{
 		DeviceToken: p.Device.Token,
-		Topic:       c.topic,
+		Topic:       topic,
 		CollapseID:  collapseID(p.CollapseID),
 		Payload:     body,
 		PushType:    apns2.PushTypeAlert,
