@@ -157,6 +157,8 @@ type Server struct {
 	seen         map[string]bool  // every provider token presented
 	unregistered map[string]time.Time
 	fault        fault
+	resets       int // ResetNext
+	goaways      int // GoAwayNext
 	latency      time.Duration
 	requests     int
 	accepted     int
@@ -197,6 +199,7 @@ func New(opts Options) *Server {
 	// TLS handshake failures (a client that does not trust CertPool) are
 	// expected in tests: keep them out of stderr.
 	s.srv.Config.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
+	s.srv.Config.ConnContext = withConn
 	s.srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
 		if st == http.StateNew {
 			s.mu.Lock()
@@ -338,6 +341,7 @@ func (s *Server) Reset() {
 	clear(s.seen)
 	clear(s.unregistered)
 	s.fault = fault{}
+	s.resets, s.goaways = 0, 0
 	s.latency = 0
 	s.notifyLocked()
 }
@@ -399,6 +403,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("apns-id", id)
 
+	if s.connFault(r) {
+		return
+	}
 	s.mu.Lock()
 	s.requests++
 	latency := s.latency
