@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -56,8 +57,8 @@ type Client struct {
 	topic      string
 	token      *token.Token // shared by both endpoints
 	log        *slog.Logger
-	production endpoint
-	sandbox    endpoint
+	production *endpoint
+	sandbox    *endpoint
 	closed     atomic.Bool
 }
 
@@ -65,6 +66,13 @@ type endpoint struct {
 	name      string
 	client    *apns2.Client
 	transport *http.Transport
+	// net/http dials one connection per waiting request while none is up:
+	// a burst of pushes on a cold endpoint would open dozens of
+	// connections to APNs, which Apple treats as abuse. So the first push
+	// (and the first after a transport failure) goes alone; up marks that
+	// a connection answered.
+	dial sync.Mutex
+	up   atomic.Bool
 }
 
 // New returns a Client for cfg. It connects lazily, on the first push to
@@ -105,7 +113,7 @@ func New(cfg Config) (*Client, error) {
 
 // newEndpoint makes the connection pool of one environment. With a
 // certificate, TLS presents it and no provider token is sent (tok is nil).
-func newEndpoint(name, host string, tok *token.Token, cert *tls.Certificate, roots *x509.CertPool) endpoint {
+func newEndpoint(name, host string, tok *token.Token, cert *tls.Certificate, roots *x509.CertPool) *endpoint {
 	dialer := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
 	var protocols http.Protocols
 	protocols.SetHTTP2(true) // HTTP/2 only: APNs speaks nothing else
@@ -129,7 +137,7 @@ func newEndpoint(name, host string, tok *token.Token, cert *tls.Certificate, roo
 	}
 	cl.Host = strings.TrimSuffix(host, "/")
 	cl.HTTPClient = &http.Client{Transport: recorder{t}, Timeout: requestTimeout}
-	return endpoint{name: name, client: cl, transport: t}
+	return &endpoint{name: name, client: cl, transport: t}
 }
 
 func tlsConfig(roots *x509.CertPool, cert *tls.Certificate) *tls.Config {
@@ -198,11 +206,21 @@ func (c *Client) push(ctx context.Context, p *mailpush.Push, topic string) (mail
 		return mailpush.PushResult{Outcome: mailpush.PushFailed}, err
 	}
 
+	if !ep.up.Load() {
+		ep.dial.Lock()
+		if ep.up.Load() {
+			ep.dial.Unlock()
+		} else {
+			defer ep.dial.Unlock() // alone until this push has its answer
+		}
+	}
 	var ex exchange
 	resp, err := ep.client.PushWithContext(context.WithValue(ctx, exchangeKey{}, &ex), n)
 	if err != nil && ex.status == 0 {
+		ep.up.Store(false)
 		return mailpush.PushResult{Outcome: mailpush.PushRetry}, fmt.Errorf("apns: push to %s: %w", ep.name, redact(err))
 	}
+	ep.up.Store(true)
 	res := mailpush.PushResult{Status: ex.status, RetryAfter: ex.retryAfter}
 	if err == nil {
 		// apns2 decoded the answer; ex has the rest.
@@ -222,9 +240,9 @@ func (c *Client) push(ctx context.Context, p *mailpush.Push, topic string) (mail
 func (c *Client) endpoint(env mailpush.Environment) (*endpoint, error) {
 	switch env {
 	case mailpush.EnvProduction, "": // App Store and TestFlight builds, the common case
-		return &c.production, nil
+		return c.production, nil
 	case mailpush.EnvSandbox:
-		return &c.sandbox, nil
+		return c.sandbox, nil
 	}
 	return nil, fmt.Errorf("apns: unknown environment %q", env)
 }

@@ -31,6 +31,8 @@
 //     transport restricted to HTTP/2: pushes are multiplexed as streams on
 //     one pooled connection (a second one opens only when APNs' concurrent
 //     stream limit is reached), health-checked with HTTP/2 pings when idle.
+//     The first push on a cold endpoint (or after a transport failure)
+//     goes alone: net/http would otherwise dial once per waiting request.
 //     We replace apns2's x/net transport with the standard library's so
 //     that RootCAs, timeouts and an HTTPS proxy from the environment apply.
 //   - A thin wrapper around the transport records the Retry-After header

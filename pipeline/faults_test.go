@@ -251,6 +251,9 @@ func TestAPNsConnectionResetAndGoAway(t *testing.T) {
 	w.mail(t, "warm") // a connection exists before the faults
 	w.delivered(t, nil, "warm")
 	conns := w.apple.Connections()
+	if conns != 1 {
+		t.Errorf("connections after the first round = %d, want 1", conns)
+	}
 
 	w.apple.ResetNext(3)
 	w.mail(t, "reset")
