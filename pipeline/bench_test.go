@@ -14,6 +14,7 @@ import (
 	"github.com/mailpush/mailpush/apns"
 	"github.com/mailpush/mailpush/fake/apnsfake"
 	"github.com/mailpush/mailpush/pipeline"
+	"github.com/mailpush/mailpush/seal"
 	"github.com/mailpush/mailpush/sqlite"
 	"github.com/mailpush/mailpush/storetest"
 )
@@ -45,7 +46,6 @@ type benchEnv struct {
 }
 
 func newBenchEnv(b *testing.B, mailboxes, perMailbox int) *benchEnv {
-	ctx := context.Background()
 	e := &benchEnv{fake: apnsfake.New(apnsfake.Options{MaxRecorded: 1000})}
 	b.Cleanup(e.fake.Close)
 	key, p8, err := apnsfake.GenerateKey()
@@ -60,32 +60,58 @@ func newBenchEnv(b *testing.B, mailboxes, perMailbox int) *benchEnv {
 		b.Fatal(err)
 	}
 	b.Cleanup(e.client.Close)
-	keys := storetest.Keyring(b)
-	e.store, err = sqlite.Open(ctx, filepath.Join(b.TempDir(), "bench.db"), keys, mailpush.SystemClock{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { e.store.Close() })
-	e.tenant = &mailpush.Tenant{Name: "acme", TokenHash: []byte("h"), MaxContent: mailpush.ContentSubjectSender}
-	if err := e.store.CreateTenant(ctx, e.tenant); err != nil {
-		b.Fatal(err)
-	}
+	var keys *seal.Keyring
+	e.store, keys, e.tenant = openTenantStore(b)
 	for m := range mailboxes {
 		var mbID string
 		for d := range perMailbox {
-			reg := &mailpush.Registration{Device: mailpush.Device{Platform: mailpush.PlatformIOS, Token: fmt.Sprintf("%064x", m*perMailbox+d+1), Environment: mailpush.EnvProduction},
-				Content: mailpush.ContentSubject, Status: mailpush.StatusActive, ExpiresAt: time.Now().Add(time.Hour)}
-			mb := &mailpush.Mailbox{TenantID: e.tenant.ID, AddressHash: keys.HashAddress(e.tenant.ID, fmt.Sprintf("u%d@example.com", m)), Source: mailpush.SourceEWS,
-				Mode: mailpush.ModeSealed, Badge: mailpush.NoBadge, Status: mailpush.StatusActive}
-			stored, err := e.store.Register(ctx, reg, mb)
-			if err != nil {
-				b.Fatal(err)
-			}
-			mbID = stored.ID
+			mbID = registerDevice(b, e.store, keys, e.tenant, m, mailpush.PlatformIOS, fmt.Sprintf("%064x", m*perMailbox+d+1))
 		}
 		e.mbIDs = append(e.mbIDs, mbID)
 	}
 	return e
+}
+
+// registerDevice registers an active device (subject content) on mailbox
+// number m of the tenant and returns the mailbox ID.
+func registerDevice(tb testing.TB, store *sqlite.Store, keys *seal.Keyring, tn *mailpush.Tenant, m int, platform mailpush.Platform, token string) string {
+	tb.Helper()
+	reg := &mailpush.Registration{Device: mailpush.Device{Platform: platform, Token: token, Environment: mailpush.EnvProduction},
+		Content: mailpush.ContentSubject, Status: mailpush.StatusActive, ExpiresAt: time.Now().Add(time.Hour)}
+	mb := &mailpush.Mailbox{TenantID: tn.ID, AddressHash: keys.HashAddress(tn.ID, fmt.Sprintf("u%d@example.com", m)), Source: mailpush.SourceEWS,
+		Mode: mailpush.ModeSealed, Badge: mailpush.NoBadge, Status: mailpush.StatusActive}
+	stored, err := store.Register(context.Background(), reg, mb)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return stored.ID
+}
+
+// openTenantStore opens a SQLite store on the system clock in a temporary
+// directory, with one tenant.
+func openTenantStore(tb testing.TB) (*sqlite.Store, *seal.Keyring, *mailpush.Tenant) {
+	tb.Helper()
+	keys := storetest.Keyring(tb)
+	store, err := sqlite.Open(context.Background(), filepath.Join(tb.TempDir(), "outbox.db"), keys, mailpush.SystemClock{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { store.Close() })
+	tn := &mailpush.Tenant{Name: "acme", TokenHash: []byte("h"), MaxContent: mailpush.ContentSubjectSender}
+	if err := store.CreateTenant(context.Background(), tn); err != nil {
+		tb.Fatal(err)
+	}
+	return store, keys, tn
+}
+
+// start starts a pipeline that sends to the fake through the client,
+// timing each push.
+func (e *benchEnv) start(b *testing.B) (*pipeline.Pipeline, *timing) {
+	tp := &timing{next: e.client}
+	p := pipeline.New(pipeline.Config{Store: e.store, Pushers: map[mailpush.Platform]mailpush.Pusher{mailpush.PlatformIOS: tp}, Clock: mailpush.SystemClock{}})
+	p.Start()
+	b.Cleanup(func() { p.Shutdown(context.Background()) })
+	return p, tp
 }
 
 // ceiling sends n alert pushes with the bare client from 64 goroutines (the
@@ -159,10 +185,7 @@ func BenchmarkOutboxToAPNs(b *testing.B) {
 	ctx := context.Background()
 	const mailboxes, perMailbox = 100, 100
 	e := newBenchEnv(b, mailboxes, perMailbox)
-	tp := &timing{next: e.client}
-	p := pipeline.New(pipeline.Config{Store: e.store, Pushers: map[mailpush.Platform]mailpush.Pusher{mailpush.PlatformIOS: tp}, Clock: mailpush.SystemClock{}})
-	p.Start()
-	defer p.Shutdown(ctx)
+	p, tp := e.start(b)
 
 	want := b.N * perMailbox
 	ceiling := e.ceiling(b, want)
@@ -196,10 +219,7 @@ func BenchmarkOutboxToAPNsPaced(b *testing.B) {
 			ctx := context.Background()
 			const mailboxes, perMailbox = 1000, 10
 			e := newBenchEnv(b, mailboxes, perMailbox)
-			tp := &timing{next: e.client}
-			p := pipeline.New(pipeline.Config{Store: e.store, Pushers: map[mailpush.Platform]mailpush.Pusher{mailpush.PlatformIOS: tp}, Clock: mailpush.SystemClock{}})
-			p.Start()
-			defer p.Shutdown(ctx)
+			p, tp := e.start(b)
 			interval := time.Second * perMailbox / time.Duration(rate)
 			sem := make(chan struct{}, 256) // webhooks in flight
 			var wg sync.WaitGroup

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +16,6 @@ import (
 	"github.com/mailpush/mailpush/fcm"
 	"github.com/mailpush/mailpush/pipeline"
 	"github.com/mailpush/mailpush/sqlite"
-	"github.com/mailpush/mailpush/storetest"
 )
 
 // faultWorld is the real thing minus the mail server: a SQLite store, the
@@ -38,7 +36,6 @@ type faultWorld struct {
 
 func newFaultWorld(t *testing.T, mailboxes, iosPer, droidPer int) *faultWorld {
 	t.Helper()
-	ctx := context.Background()
 	w := &faultWorld{ios: map[string][]string{}, droid: map[string][]string{}}
 	w.apple = apnsfake.New(apnsfake.Options{RetryAfter: time.Second})
 	t.Cleanup(w.apple.Close)
@@ -70,30 +67,14 @@ func newFaultWorld(t *testing.T, mailboxes, iosPer, droidPer int) *faultWorld {
 	}
 	t.Cleanup(fc.Close)
 
-	keys := storetest.Keyring(t)
-	w.store, err = sqlite.Open(ctx, filepath.Join(t.TempDir(), "faults.db"), keys, mailpush.SystemClock{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w.store.Close() })
-	w.tenant = &mailpush.Tenant{Name: "acme", TokenHash: []byte("h"), MaxContent: mailpush.ContentSubjectSender}
-	if err := w.store.CreateTenant(ctx, w.tenant); err != nil {
-		t.Fatal(err)
-	}
+	store, keys, tenant := openTenantStore(t)
+	w.store, w.tenant = store, tenant
 	n := 0
 	for m := range mailboxes {
 		var mbID string
 		add := func(platform mailpush.Platform, token string) {
 			n++
-			reg := &mailpush.Registration{Device: mailpush.Device{Platform: platform, Token: token, Environment: mailpush.EnvProduction},
-				Content: mailpush.ContentSubject, Status: mailpush.StatusActive, ExpiresAt: time.Now().Add(time.Hour)}
-			mb := &mailpush.Mailbox{TenantID: w.tenant.ID, AddressHash: keys.HashAddress(w.tenant.ID, fmt.Sprintf("u%d@example.com", m)), Source: mailpush.SourceEWS,
-				Mode: mailpush.ModeSealed, Badge: mailpush.NoBadge, Status: mailpush.StatusActive}
-			stored, err := w.store.Register(ctx, reg, mb)
-			if err != nil {
-				t.Fatal(err)
-			}
-			mbID = stored.ID
+			mbID = registerDevice(t, w.store, keys, w.tenant, m, platform, token)
 		}
 		var ios, droid []string
 		for range iosPer {
