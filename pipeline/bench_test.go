@@ -214,7 +214,7 @@ func BenchmarkOutboxToAPNs(b *testing.B) {
 // the number of events; run it with a -benchtime of a few seconds' worth
 // (e.g. 5000x: 10 s at 5,000 pushes/s).
 func BenchmarkOutboxToAPNsPaced(b *testing.B) {
-	for _, rate := range []int{5000, 8000} {
+	for _, rate := range []int{5000, 8000, 10000} {
 		b.Run(fmt.Sprintf("rate=%d", rate), func(b *testing.B) {
 			ctx := context.Background()
 			const mailboxes, perMailbox = 1000, 10
