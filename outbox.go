@@ -24,8 +24,11 @@ type Outbox interface {
 	// is claimed, so a push to a deactivated registration is never sent.
 	EnqueuePushes(ctx context.Context, pushes []*Push) error
 	// ClaimPushes leases up to limit pushes that are due at now, oldest
-	// first, until now+lease, counting one more attempt on each. Pushes of
-	// registrations that are gone or inactive are deleted instead.
+	// first, until now+lease, counting one more attempt on each. A push is
+	// not claimed while an older push of its registration is leased or
+	// waiting for a retry, so a device's pushes are sent in order even with
+	// several claims in flight. Pushes of registrations that are gone or
+	// inactive are deleted instead.
 	ClaimPushes(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]*QueuedPush, error)
 	// SettlePushes records what became of claimed pushes, in one transaction.
 	SettlePushes(ctx context.Context, settlements []PushSettlement) error

@@ -344,9 +344,9 @@ func parseDevice(in deviceJSON) (mailpush.Device, error) {
 		}
 		d.Token = tok
 		switch d.Environment {
-		case "":
-			d.Environment = mailpush.EnvProduction
-		case mailpush.EnvProduction, mailpush.EnvSandbox:
+		case "", mailpush.EnvProduction, mailpush.EnvSandbox:
+			// Empty: the tenant's default environment applies at push
+			// time (production unless configured).
 		default:
 			return d, mailpush.Errorf(mailpush.EInvalid, "device.environment must be production or sandbox, not %q", in.Environment)
 		}

@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -56,8 +57,8 @@ type Client struct {
 	topic      string
 	token      *token.Token // shared by both endpoints
 	log        *slog.Logger
-	production endpoint
-	sandbox    endpoint
+	production *endpoint
+	sandbox    *endpoint
 	closed     atomic.Bool
 }
 
@@ -65,6 +66,13 @@ type endpoint struct {
 	name      string
 	client    *apns2.Client
 	transport *http.Transport
+	// net/http dials one connection per waiting request while none is up:
+	// a burst of pushes on a cold endpoint would open dozens of
+	// connections to APNs, which Apple treats as abuse. So the first push
+	// (and the first after a transport failure) goes alone; up marks that
+	// a connection answered.
+	dial sync.Mutex
+	up   atomic.Bool
 }
 
 // New returns a Client for cfg. It connects lazily, on the first push to
@@ -79,35 +87,40 @@ func New(cfg Config) (*Client, error) {
 	if cfg.SandboxURL == "" {
 		cfg.SandboxURL = DefaultSandboxURL
 	}
-	key, err := parseKey(cfg.PrivateKey)
-	if err != nil {
-		return nil, fmt.Errorf("apns: Config.PrivateKey %w", err)
-	}
-	// One token for both environments: it is re-signed every 50 minutes
-	// (token.TokenTimeout), inside Apple's 20-60 minute window. Signing it
-	// now surfaces a key that cannot sign, which GenerateIfExpired would
-	// otherwise swallow on every push.
-	tok := &token.Token{AuthKey: key, KeyID: cfg.KeyID, TeamID: cfg.TeamID}
-	if _, err := tok.Generate(); err != nil {
-		return nil, fmt.Errorf("apns: sign provider token: %w", err)
+	var tok *token.Token
+	if cfg.Certificate == nil {
+		key, err := parseKey(cfg.PrivateKey)
+		if err != nil {
+			return nil, fmt.Errorf("apns: Config.PrivateKey %w", err)
+		}
+		// One token for both environments: it is re-signed every 50 minutes
+		// (token.TokenTimeout), inside Apple's 20-60 minute window. Signing it
+		// now surfaces a key that cannot sign, which GenerateIfExpired would
+		// otherwise swallow on every push.
+		tok = &token.Token{AuthKey: key, KeyID: cfg.KeyID, TeamID: cfg.TeamID}
+		if _, err := tok.Generate(); err != nil {
+			return nil, fmt.Errorf("apns: sign provider token: %w", err)
+		}
 	}
 	c := &Client{topic: cfg.Topic, token: tok, log: cfg.Logger}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
-	c.production = newEndpoint("production", cfg.ProductionURL, tok, cfg.RootCAs)
-	c.sandbox = newEndpoint("sandbox", cfg.SandboxURL, tok, cfg.RootCAs)
+	c.production = newEndpoint("production", cfg.ProductionURL, tok, cfg.Certificate, cfg.RootCAs)
+	c.sandbox = newEndpoint("sandbox", cfg.SandboxURL, tok, cfg.Certificate, cfg.RootCAs)
 	return c, nil
 }
 
-func newEndpoint(name, host string, tok *token.Token, roots *x509.CertPool) endpoint {
+// newEndpoint makes the connection pool of one environment. With a
+// certificate, TLS presents it and no provider token is sent (tok is nil).
+func newEndpoint(name, host string, tok *token.Token, cert *tls.Certificate, roots *x509.CertPool) *endpoint {
 	dialer := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
 	var protocols http.Protocols
 	protocols.SetHTTP2(true) // HTTP/2 only: APNs speaks nothing else
 	t := &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
 		DialContext:         dialer.DialContext,
-		TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		TLSClientConfig:     tlsConfig(roots, cert),
 		TLSHandshakeTimeout: handshakeTimeout,
 		Protocols:           &protocols,
 		HTTP2: &http.HTTP2Config{
@@ -118,10 +131,21 @@ func newEndpoint(name, host string, tok *token.Token, roots *x509.CertPool) endp
 		// IdleConnTimeout stays zero: the connection is kept open for as
 		// long as APNs and the pings allow, as Apple asks.
 	}
-	cl := apns2.NewTokenClient(tok)
+	cl := &apns2.Client{}
+	if tok != nil {
+		cl.Token = tok
+	}
 	cl.Host = strings.TrimSuffix(host, "/")
 	cl.HTTPClient = &http.Client{Transport: recorder{t}, Timeout: requestTimeout}
-	return endpoint{name: name, client: cl, transport: t}
+	return &endpoint{name: name, client: cl, transport: t}
+}
+
+func tlsConfig(roots *x509.CertPool, cert *tls.Certificate) *tls.Config {
+	c := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	if cert != nil {
+		c.Certificates = []tls.Certificate{*cert}
+	}
+	return c
 }
 
 // Close closes the idle connections. Pushes in flight finish; later pushes
@@ -139,6 +163,30 @@ func (c *Client) Close() {
 // not hex is dropped (PushDropToken, BadDeviceToken, Status 0) without
 // asking APNs. An empty environment means production.
 func (c *Client) Push(ctx context.Context, p *mailpush.Push) (mailpush.PushResult, error) {
+	return c.push(ctx, p, c.topic)
+}
+
+// Topic is a view of a Client that pushes to another app topic (bundle ID)
+// on the same connections, with a default environment for devices that
+// registered without one. Tenants whose apps share a team's credentials
+// share one Client, hence one connection per environment.
+type Topic struct {
+	Client      *Client
+	Topic       string
+	Environment mailpush.Environment // for pushes without one; empty: production
+}
+
+// Push sends p to APNs for t's topic.
+func (t Topic) Push(ctx context.Context, p *mailpush.Push) (mailpush.PushResult, error) {
+	if p.Device.Environment == "" && t.Environment != "" {
+		cp := *p
+		cp.Device.Environment = t.Environment
+		p = &cp
+	}
+	return t.Client.push(ctx, p, t.Topic)
+}
+
+func (c *Client) push(ctx context.Context, p *mailpush.Push, topic string) (mailpush.PushResult, error) {
 	if c.closed.Load() {
 		return mailpush.PushResult{Outcome: mailpush.PushRetry}, ErrClosed
 	}
@@ -153,16 +201,26 @@ func (c *Client) Push(ctx context.Context, p *mailpush.Push) (mailpush.PushResul
 		// Not hex, so never a valid token; and it would end up in the URL.
 		return mailpush.PushResult{Outcome: mailpush.PushDropToken, Reason: reasonBadDeviceToken}, nil
 	}
-	n, err := c.notification(p)
+	n, err := c.notification(p, topic)
 	if err != nil {
 		return mailpush.PushResult{Outcome: mailpush.PushFailed}, err
 	}
 
+	if !ep.up.Load() {
+		ep.dial.Lock()
+		if ep.up.Load() {
+			ep.dial.Unlock()
+		} else {
+			defer ep.dial.Unlock() // alone until this push has its answer
+		}
+	}
 	var ex exchange
 	resp, err := ep.client.PushWithContext(context.WithValue(ctx, exchangeKey{}, &ex), n)
 	if err != nil && ex.status == 0 {
+		ep.up.Store(false)
 		return mailpush.PushResult{Outcome: mailpush.PushRetry}, fmt.Errorf("apns: push to %s: %w", ep.name, redact(err))
 	}
+	ep.up.Store(true)
 	res := mailpush.PushResult{Status: ex.status, RetryAfter: ex.retryAfter}
 	if err == nil {
 		// apns2 decoded the answer; ex has the rest.
@@ -172,7 +230,7 @@ func (c *Client) Push(ctx context.Context, p *mailpush.Push) (mailpush.PushResul
 	if res.Status == http.StatusGone {
 		res.InvalidAt = ex.timestamp
 	}
-	if res.Reason == reasonExpiredProviderToken && expireToken(c.token, time.Now()) {
+	if res.Reason == reasonExpiredProviderToken && c.token != nil && expireToken(c.token, time.Now()) {
 		c.log.WarnContext(ctx, "apns: provider token refused as expired; signing a new one (is the clock right?)")
 	}
 	c.logResult(ctx, ep, p, res)
@@ -182,22 +240,22 @@ func (c *Client) Push(ctx context.Context, p *mailpush.Push) (mailpush.PushResul
 func (c *Client) endpoint(env mailpush.Environment) (*endpoint, error) {
 	switch env {
 	case mailpush.EnvProduction, "": // App Store and TestFlight builds, the common case
-		return &c.production, nil
+		return c.production, nil
 	case mailpush.EnvSandbox:
-		return &c.sandbox, nil
+		return c.sandbox, nil
 	}
 	return nil, fmt.Errorf("apns: unknown environment %q", env)
 }
 
 // notification turns p into an apns2 notification.
-func (c *Client) notification(p *mailpush.Push) (*apns2.Notification, error) {
+func (c *Client) notification(p *mailpush.Push, topic string) (*apns2.Notification, error) {
 	body, err := buildPayload(p)
 	if err != nil {
 		return nil, err
 	}
 	n := &apns2.Notification{
 		DeviceToken: p.Device.Token,
-		Topic:       c.topic,
+		Topic:       topic,
 		CollapseID:  collapseID(p.CollapseID),
 		Payload:     body,
 		PushType:    apns2.PushTypeAlert,

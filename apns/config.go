@@ -3,6 +3,7 @@ package apns
 import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -23,10 +24,14 @@ type Config struct {
 	ProductionURL string // default DefaultProductionURL
 	SandboxURL    string // default DefaultSandboxURL
 
+	// Token authentication (preferred): the team's .p8 auth key.
 	TeamID     string // the 10-character Team ID of the Apple developer account
 	KeyID      string // the 10-character ID of the APNs auth key
 	PrivateKey []byte // the auth key: contents of the AuthKey_<KeyID>.p8 file (PEM)
-	Topic      string // the app's bundle ID
+	// Certificate authentication, instead of the three above: the app's
+	// APNs client certificate and key (LoadP12 reads the .p12 export).
+	Certificate *tls.Certificate
+	Topic       string // the app's bundle ID (default topic of the client)
 
 	RootCAs *x509.CertPool // CAs to trust for APNs; nil means the system roots
 	Logger  *slog.Logger   // nil discards
@@ -52,6 +57,18 @@ func (c Config) Validate() error {
 		if err := checkURL(u.value); err != nil {
 			errs = append(errs, fmt.Errorf("apns: Config.%s %q %v: use an https://host[:port] URL, or leave it empty for Apple's", u.field, u.value, err))
 		}
+	}
+	if c.Certificate != nil {
+		if c.TeamID != "" || c.KeyID != "" || len(c.PrivateKey) > 0 {
+			errs = append(errs, errors.New("apns: Config.Certificate is set together with TeamID, KeyID or PrivateKey: use either certificate or token authentication"))
+		}
+		if len(c.Certificate.Certificate) == 0 || c.Certificate.PrivateKey == nil {
+			errs = append(errs, errors.New("apns: Config.Certificate has no certificate or no private key: export both into the .p12 file"))
+		}
+		if c.Topic == "" {
+			errs = append(errs, errors.New("apns: Config.Topic is empty: set it to the app's bundle ID, e.g. com.example.mail"))
+		}
+		return errors.Join(errs...)
 	}
 	if !alnum(c.TeamID) {
 		errs = append(errs, errors.New("apns: Config.TeamID must be the Team ID (letters and digits, e.g. ABCDE12345) shown under Membership in the Apple Developer account"))

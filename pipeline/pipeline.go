@@ -4,15 +4,21 @@
 //
 // HandleEvent writes every push of an event to the outbox in one transaction
 // before it returns, and sources acknowledge the mail server only after it
-// returns: a push accepted is never lost, even to kill -9. A single
-// dispatcher claims due pushes in batches (one write transaction per batch,
-// which is what SQLite's single writer needs to reach thousands of pushes per
-// second), sends them with bounded concurrency, and settles the whole batch
-// in one more transaction. A batch's pushes for one mailbox are sent by one
-// goroutine in outbox order, so a mailbox's pushes reach the provider in the
-// order of its events. Because a push is deleted only after the provider
-// answered, delivery is at least once: a crash between the answer and the
-// settlement sends that push again.
+// returns: a push accepted is never lost, even to kill -9. Concurrent
+// HandleEvent calls share that transaction (group commit), which is what
+// SQLite's single writer needs to take thousands of pushes per second.
+//
+// The dispatcher claims due pushes in batches (one write transaction per
+// batch) and keeps several batches in flight: the next batch is claimed while
+// the previous ones are being sent, and each is settled in one more
+// transaction when its sends are done. Sends run with bounded concurrency,
+// one goroutine per registration and batch: a registration's pushes reach
+// the provider one after another in outbox order, and the outbox never hands
+// out a push while an earlier one of its registration is in flight or
+// waiting for a retry, so each device sees its mailbox's events in order
+// while different devices are served in parallel. Because a
+// push is deleted only after the provider answered, delivery is at least
+// once: a crash between the answer and the settlement sends that push again.
 //
 // Failures: a permanent refusal goes to the dead letters at once; a
 // temporary one is retried with exponential backoff and jitter, never sooner
@@ -60,6 +66,7 @@ type Config struct {
 
 	Workers      int           // concurrent sends; default 64
 	BatchSize    int           // pushes claimed per transaction; default 512
+	InFlight     int           // batches between claim and settlement at once; default 4
 	Lease        time.Duration // how long a claim holds a push; default 2m
 	PollInterval time.Duration // how often to look for retries that came due; default 1s
 	SendTimeout  time.Duration // one provider call; default 30s
@@ -83,6 +90,9 @@ type Pipeline struct {
 	tenants *limiter // per tenant
 	syncs   *limiter // per registration, background pushes only
 
+	sem     chan struct{} // Workers send slots
+	enqueue groupCommit
+
 	wake      chan struct{}
 	startOnce sync.Once
 	stopOnce  sync.Once
@@ -105,6 +115,7 @@ func New(cfg Config) *Pipeline {
 	}
 	def(&cfg.Workers, 64)
 	def(&cfg.BatchSize, 512)
+	def(&cfg.InFlight, 4)
 	def(&cfg.MaxAttempts, 12)
 	def(&cfg.SyncPerHour, 3)
 	defDur(&cfg.Lease, 2*time.Minute)
@@ -132,7 +143,9 @@ func New(cfg Config) *Pipeline {
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
 		syncs: newLimiter(float64(cfg.SyncPerHour)/3600, cfg.SyncPerHour),
+		sem:   make(chan struct{}, cfg.Workers),
 	}
+	p.enqueue.store = cfg.Store
 	if cfg.TenantRate > 0 {
 		p.tenants = newLimiter(cfg.TenantRate, max(1, cfg.TenantBurst))
 	}
@@ -148,7 +161,7 @@ func (p *Pipeline) Start() {
 	})
 }
 
-// Shutdown stops accepting events and lets the batch in flight finish until
+// Shutdown stops accepting events and lets the batches in flight finish until
 // ctx ends. Pushes still queued stay in the outbox for the next start. It is
 // safe to call more than once, and without Start.
 func (p *Pipeline) Shutdown(ctx context.Context) error {
@@ -197,7 +210,7 @@ func (p *Pipeline) HandleEvent(ctx context.Context, ev mailpush.Event) error {
 	if len(pushes) == 0 {
 		return nil
 	}
-	if err := p.cfg.Store.EnqueuePushes(ctx, pushes); err != nil {
+	if err := p.enqueue.do(ctx, pushes); err != nil {
 		return fmt.Errorf("pipeline: %w", err)
 	}
 	p.cfg.Metrics.enqueued(pushes)
@@ -247,96 +260,18 @@ func (p *Pipeline) build(ev mailpush.Event, reg *mailpush.Registration) (*mailpu
 	return push, nil
 }
 
-// run is the dispatcher: it processes batches while there are due pushes,
-// and otherwise waits for a new event or the poll interval.
-func (p *Pipeline) run(ctx context.Context) {
-	defer close(p.done)
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	for {
-		n, err := p.Process(ctx)
-		if err != nil && ctx.Err() == nil {
-			p.cfg.Logger.Error("outbox: cannot process a batch", "err", err)
-		}
-		select {
-		case <-p.stop:
-			return
-		default:
-		}
-		if err == nil && n >= p.cfg.BatchSize {
-			continue // more may be due right now
-		}
-		timer.Reset(p.cfg.PollInterval)
-		select {
-		case <-p.stop:
-			return
-		case <-p.wake:
-		case <-timer.C:
-		}
-	}
-}
-
-// Process claims one batch of due pushes, sends them and settles them. It
-// returns how many pushes it claimed. The dispatcher calls it in a loop;
-// tests call it directly with a fake clock.
-func (p *Pipeline) Process(ctx context.Context) (int, error) {
-	now := p.cfg.Clock.Now()
-	batch, err := p.cfg.Store.ClaimPushes(ctx, now, p.cfg.BatchSize, p.cfg.Lease)
-	if err != nil {
-		return 0, err
-	}
-	if len(batch) == 0 {
-		return 0, nil
-	}
-	// One group per mailbox, in outbox order.
-	var order []string
-	groups := map[string][]*mailpush.QueuedPush{}
-	for _, q := range batch {
-		if _, ok := groups[q.Push.MailboxID]; !ok {
-			order = append(order, q.Push.MailboxID)
-		}
-		groups[q.Push.MailboxID] = append(groups[q.Push.MailboxID], q)
-	}
-	settled := make([][]mailpush.PushSettlement, len(order))
-	sem := make(chan struct{}, p.cfg.Workers)
-	var wg sync.WaitGroup
-	for i, mb := range order {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			settled[i] = p.sendGroup(ctx, groups[mb])
-		}()
-	}
-	wg.Wait()
-	all := make([]mailpush.PushSettlement, 0, len(batch))
-	for _, s := range settled {
-		all = append(all, s...)
-	}
-	// Settle even when ctx ended (shutdown): what was sent must not be
-	// sent again needlessly.
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	if err := p.cfg.Store.SettlePushes(sctx, all); err != nil {
-		return len(batch), err
-	}
-	p.cfg.Metrics.settled(all)
-	return len(batch), nil
-}
-
-// sendGroup sends one mailbox's pushes of a batch in order.
+// sendGroup sends one registration's pushes of a batch in outbox order.
 func (p *Pipeline) sendGroup(ctx context.Context, group []*mailpush.QueuedPush) []mailpush.PushSettlement {
 	out := make([]mailpush.PushSettlement, 0, len(group))
-	lastSeq := map[string]int64{}  // per registration: delivered in this batch
-	held := map[string]time.Time{} // per registration: must wait until
+	var held time.Time // an earlier push waits until then
+	var lastSeq int64  // delivered in this batch
 	for _, q := range group {
-		reg := q.Push.RegistrationID
-		if until, ok := held[reg]; ok {
+		if !held.IsZero() {
 			// An earlier push to the device waits: do not overtake it.
-			out = append(out, mailpush.PushSettlement{OutboxID: q.OutboxID, Action: mailpush.SettleRetry, Undo: true, DueAt: until, Reason: "behind an earlier push"})
+			out = append(out, mailpush.PushSettlement{OutboxID: q.OutboxID, Action: mailpush.SettleRetry, Undo: true, DueAt: held, Reason: "behind an earlier push"})
 			continue
 		}
-		if last := max(q.LastSeq, lastSeq[reg]); q.Push.Seq > 0 && q.Push.Seq < last {
+		if last := max(q.LastSeq, lastSeq); q.Push.Seq > 0 && q.Push.Seq < last {
 			if q.Push.Kind != mailpush.PushAlert {
 				p.cfg.Metrics.result(q, "superseded", "")
 				out = append(out, mailpush.PushSettlement{OutboxID: q.OutboxID, Action: mailpush.SettleDone})
@@ -346,10 +281,10 @@ func (p *Pipeline) sendGroup(ctx context.Context, group []*mailpush.QueuedPush) 
 		}
 		s := p.send(ctx, q)
 		if s.Action == mailpush.SettleRetry {
-			held[reg] = s.DueAt
+			held = s.DueAt
 		}
-		if s.Action == mailpush.SettleDone && s.Seq > lastSeq[reg] {
-			lastSeq[reg] = s.Seq
+		if s.Action == mailpush.SettleDone && s.Seq > lastSeq {
+			lastSeq = s.Seq
 		}
 		out = append(out, s)
 	}

@@ -5,11 +5,28 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/mailpush/mailpush"
 )
+
+// The outbox statements, prepared once at Open (see stmtCache).
+const (
+	qCoalesceNewer  = `SELECT count(*) FROM outbox WHERE registration_id = ? AND kind = ? AND seq > ?`
+	qCoalesceDelete = `DELETE FROM outbox WHERE registration_id = ? AND kind = ? AND seq <= ?`
+	qEnqueue        = `INSERT INTO outbox (push_id, tenant_id, registration_id, mailbox_id, kind, badge, seq, collapse_id, content, due_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	qClaim          = `SELECT o.id, o.push_id, o.tenant_id, o.registration_id, o.mailbox_id, o.kind, o.badge, o.seq, o.collapse_id, o.content, o.attempts, o.created_at,
+		r.platform, r.environment, r.token_sealed, r.content_key, r.status, r.last_seq, r.updated_at
+		FROM outbox o LEFT JOIN registrations r ON r.id = o.registration_id
+		WHERE +o.due_at <= ?
+		AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.registration_id = o.registration_id AND e.id < o.id AND e.due_at > ?)
+		ORDER BY o.id LIMIT ?`
+	qLeaseIDs  = `UPDATE outbox SET due_at = ?, attempts = attempts + 1 WHERE id IN (SELECT value FROM json_each(?))`
+	qDeleteIDs = `DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))`
+	qRaiseSeq  = `UPDATE registrations SET last_seq = ?1 WHERE id = ?2 AND last_seq < ?1`
+)
+
+var outboxStatements = []string{qCoalesceNewer, qCoalesceDelete, qEnqueue, qClaim, qLeaseIDs, qDeleteIDs, qRaiseSeq}
 
 // outboxContent is what of a push is secret; it is stored sealed.
 type outboxContent struct {
@@ -31,21 +48,18 @@ func (s *Store) EnqueuePushes(ctx context.Context, pushes []*mailpush.Push) erro
 		return dbError("enqueue", err)
 	}
 	defer tx.Rollback()
-	del, err := tx.PrepareContext(ctx, `DELETE FROM outbox WHERE registration_id = ? AND kind = ? AND seq <= ?`)
+	del, err := s.stmt(ctx, tx, qCoalesceDelete)
 	if err != nil {
 		return dbError("enqueue", err)
 	}
-	defer del.Close()
-	newer, err := tx.PrepareContext(ctx, `SELECT count(*) FROM outbox WHERE registration_id = ? AND kind = ? AND seq > ?`)
+	newer, err := s.stmt(ctx, tx, qCoalesceNewer)
 	if err != nil {
 		return dbError("enqueue", err)
 	}
-	defer newer.Close()
-	ins, err := tx.PrepareContext(ctx, `INSERT INTO outbox (push_id, tenant_id, registration_id, mailbox_id, kind, badge, seq, collapse_id, content, due_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	ins, err := s.stmt(ctx, tx, qEnqueue)
 	if err != nil {
 		return dbError("enqueue", err)
 	}
-	defer ins.Close()
 	for _, p := range pushes {
 		if p.Kind == mailpush.PushBadge || p.Kind == mailpush.PushSync {
 			// A newer push of the kind is queued: this one is already stale.
@@ -83,7 +97,11 @@ func (s *Store) EnqueuePushes(ctx context.Context, pushes []*mailpush.Push) erro
 	return nil
 }
 
-// ClaimPushes leases the oldest due pushes.
+// ClaimPushes leases the oldest due pushes. It walks the table in id order
+// ("+due_at" keeps SQLite off the due_at index, which would make it sort
+// every due row to find the oldest: quadratic in a backlog), skipping the
+// rows that are not due (in flight or waiting to be retried), and stops at
+// limit.
 func (s *Store) ClaimPushes(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]*mailpush.QueuedPush, error) {
 	if limit <= 0 {
 		return nil, nil
@@ -93,15 +111,16 @@ func (s *Store) ClaimPushes(ctx context.Context, now time.Time, limit int, lease
 		return nil, dbError("claim", err)
 	}
 	defer tx.Rollback()
-	rows, err := tx.QueryContext(ctx, `SELECT o.id, o.push_id, o.tenant_id, o.registration_id, o.mailbox_id, o.kind, o.badge, o.seq, o.collapse_id, o.content, o.attempts, o.created_at,
-		r.platform, r.environment, r.token_sealed, r.content_key, r.status, r.last_seq, r.updated_at
-		FROM outbox o LEFT JOIN registrations r ON r.id = o.registration_id
-		WHERE o.due_at <= ? ORDER BY o.id LIMIT ?`, ms(now), limit)
+	sel, err := s.stmt(ctx, tx, qClaim)
+	if err != nil {
+		return nil, dbError("claim", err)
+	}
+	rows, err := sel.QueryContext(ctx, ms(now), ms(now), limit)
 	if err != nil {
 		return nil, dbError("claim", err)
 	}
 	var out []*mailpush.QueuedPush
-	var claimed, orphans []any
+	var claimed, orphans []int64
 	for rows.Next() {
 		var q mailpush.QueuedPush
 		p := &q.Push
@@ -152,13 +171,12 @@ func (s *Store) ClaimPushes(ctx context.Context, now time.Time, limit int, lease
 		return nil, dbError("claim", err)
 	}
 	if len(orphans) > 0 {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE id IN (`+placeholders(len(orphans))+`)`, orphans...); err != nil {
+		if err := s.exec(ctx, tx, qDeleteIDs, idList(orphans)); err != nil {
 			return nil, dbError("claim", err)
 		}
 	}
 	if len(claimed) > 0 {
-		args := append([]any{ms(now.Add(lease))}, claimed...)
-		if _, err := tx.ExecContext(ctx, `UPDATE outbox SET due_at = ?, attempts = attempts + 1 WHERE id IN (`+placeholders(len(claimed))+`)`, args...); err != nil {
+		if err := s.exec(ctx, tx, qLeaseIDs, ms(now.Add(lease)), idList(claimed)); err != nil {
 			return nil, dbError("claim", err)
 		}
 	}
@@ -168,28 +186,52 @@ func (s *Store) ClaimPushes(ctx context.Context, now time.Time, limit int, lease
 	return out, nil
 }
 
-func placeholders(n int) string {
-	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
+// exec runs a cached statement in tx.
+func (s *Store) exec(ctx context.Context, tx *sql.Tx, query string, args ...any) error {
+	st, err := s.stmt(ctx, tx, query)
+	if err == nil {
+		_, err = st.ExecContext(ctx, args...)
+	}
+	return err
 }
 
-// SettlePushes applies the fate of claimed pushes in one transaction.
+// SettlePushes applies the fate of claimed pushes in one transaction: the
+// delivered ones go in one DELETE, each registration's last
+// sequence is raised once, retries and dead letters one by one (they are
+// the rare case).
 func (s *Store) SettlePushes(ctx context.Context, settlements []mailpush.PushSettlement) error {
 	if len(settlements) == 0 {
 		return nil
 	}
 	now := s.now()
+	var done []int64
+	seqs := map[string]int64{}
+	for _, st := range settlements {
+		if st.Action == mailpush.SettleDone {
+			done = append(done, st.OutboxID)
+			if st.Seq > seqs[st.RegistrationID] {
+				seqs[st.RegistrationID] = st.Seq
+			}
+		}
+	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return dbError("settle", err)
 	}
 	defer tx.Rollback()
+	if len(done) > 0 {
+		if err := s.exec(ctx, tx, qDeleteIDs, idList(done)); err != nil {
+			return dbError("settle", err)
+		}
+	}
+	for reg, seq := range seqs {
+		if err := s.exec(ctx, tx, qRaiseSeq, seq, reg); err != nil {
+			return dbError("settle", err)
+		}
+	}
 	for _, st := range settlements {
 		switch st.Action {
 		case mailpush.SettleDone:
-			_, err = tx.ExecContext(ctx, `DELETE FROM outbox WHERE id = ?`, st.OutboxID)
-			if err == nil && st.Seq > 0 {
-				_, err = tx.ExecContext(ctx, `UPDATE registrations SET last_seq = ? WHERE id = ? AND last_seq < ?`, st.Seq, st.RegistrationID, st.Seq)
-			}
 		case mailpush.SettleRetry:
 			undo := 0
 			if st.Undo {

@@ -36,6 +36,7 @@ type Store struct {
 	w, r   *sql.DB
 	cipher mailpush.FieldCipher
 	clock  mailpush.Clock
+	cache  stmtCache
 }
 
 var _ mailpush.Store = (*Store)(nil)
@@ -71,11 +72,16 @@ func Open(ctx context.Context, path string, cipher mailpush.FieldCipher, clock m
 		s.Close()
 		return nil, err
 	}
+	if err := s.cache.prepare(ctx, s.w, outboxStatements...); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("sqlite: prepare: %w", err)
+	}
 	return s, nil
 }
 
 // Close closes the database.
 func (s *Store) Close() error {
+	s.cache.close()
 	return errors.Join(s.r.Close(), s.w.Close())
 }
 

@@ -216,3 +216,37 @@ func testOutboxSettleAfterCoalesce(t *testing.T, s mailpush.Store, e *env) {
 		t.Fatalf("after settling the replaced push: %+v, want the seq 2 push still queued", got)
 	}
 }
+
+// testOutboxClaimKeepsDeviceOrder: a push is not claimed while an older one
+// of its registration is in flight or waiting for a retry; other
+// registrations' pushes are.
+func testOutboxClaimKeepsDeviceOrder(t *testing.T, s mailpush.Store, e *env) {
+	ctx := context.Background()
+	regs := outboxFixture(t, s, e, 2)
+	if err := s.EnqueuePushes(ctx, []*mailpush.Push{pushFor(regs[0], mailpush.PushAlert, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	first := claim(t, s, e, 10)
+	if len(first) != 1 {
+		t.Fatalf("claimed %d, want 1", len(first))
+	}
+	if err := s.EnqueuePushes(ctx, []*mailpush.Push{pushFor(regs[0], mailpush.PushAlert, 2), pushFor(regs[1], mailpush.PushAlert, 2)}); err != nil {
+		t.Fatal(err)
+	}
+	// The first is in flight: only the other device's push may go.
+	if got := claim(t, s, e, 10); len(got) != 1 || got[0].Push.RegistrationID != regs[1].ID {
+		t.Fatalf("claimed %+v while an older push of the device was in flight, want only the other device's", got)
+	}
+	// The first waits for a retry: the second still waits behind it.
+	if err := s.SettlePushes(ctx, []mailpush.PushSettlement{{OutboxID: first[0].OutboxID, Action: mailpush.SettleRetry, DueAt: e.clock.Now().Add(5 * time.Second)}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := claim(t, s, e, 10); len(got) != 0 {
+		t.Fatalf("claimed %+v before the older push waiting for its retry", got)
+	}
+	e.clock.Add(5 * time.Second)
+	got := claim(t, s, e, 10)
+	if len(got) != 2 || got[0].Push.Seq != 1 || got[1].Push.Seq != 2 || got[1].Push.RegistrationID != regs[0].ID {
+		t.Fatalf("after the retry came due: %+v, want seq 1 then 2 of the first device", got)
+	}
+}

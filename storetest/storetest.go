@@ -68,6 +68,7 @@ func Run(t *testing.T, open Factory) {
 		{"OutboxInactiveRegistration", testOutboxInactiveRegistration},
 		{"OutboxSettleAfterCoalesce", testOutboxSettleAfterCoalesce},
 		{"MailboxByAddress", testMailboxByAddress},
+		{"OutboxClaimKeepsDeviceOrder", testOutboxClaimKeepsDeviceOrder},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

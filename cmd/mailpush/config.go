@@ -54,21 +54,13 @@ type Config struct {
 		// credentials would cross the network in clear.
 		AllowInsecureHTTP bool `yaml:"allowInsecureHttp"`
 	} `yaml:"ews"`
-	APNs struct {
-		TeamID        string `yaml:"teamId"`
-		KeyID         string `yaml:"keyId"`
-		KeyFile       string `yaml:"keyFile"` // the .p8 file
-		Topic         string `yaml:"topic"`   // the app's bundle ID
-		ProductionURL string `yaml:"productionUrl"`
-		SandboxURL    string `yaml:"sandboxUrl"`
-	} `yaml:"apns"`
+	// APNs and FCM are the push credentials of every tenant that has none
+	// of its own in Tenants.
+	APNs APNsConfig `yaml:"apns"`
 	// FCM pushes to Android devices (Firebase Cloud Messaging HTTP v1).
-	FCM struct {
-		ProjectID       string `yaml:"projectId"`
-		CredentialsFile string `yaml:"credentialsFile"` // service-account JSON key
-		Endpoint        string `yaml:"endpoint"`        // default https://fcm.googleapis.com
-		TokenURL        string `yaml:"tokenUrl"`        // default: the key file's token_uri
-	} `yaml:"fcm"`
+	FCM FCMConfig `yaml:"fcm"`
+	// Tenants holds per-tenant settings by tenant name (see tenants.go).
+	Tenants map[string]TenantConfig `yaml:"tenants"`
 	// Push tunes the durable outbox and its delivery (see package pipeline).
 	Push struct {
 		Workers     int           `yaml:"workers"`     // concurrent provider calls
@@ -86,14 +78,6 @@ type Config struct {
 	// Gate is the ActiveSync access gate; it is on when gate.tenant is set
 	// (see docs/gate.md). Its rules are set in the file only.
 	Gate gate.Config `yaml:"gate"`
-	// Tenants holds per-tenant settings, keyed by tenant name (YAML only).
-	Tenants map[string]TenantConfig `yaml:"tenants"`
-}
-
-// TenantConfig is one tenant's settings.
-type TenantConfig struct {
-	// Dovecot lets the tenant's Dovecot post to /dovecot/notify.
-	Dovecot *DovecotConfig `yaml:"dovecot"`
 }
 
 // DovecotConfig is a tenant's Dovecot push_notification endpoint: the basic
@@ -151,7 +135,7 @@ func LoadConfig(path string, environ []string) (Config, error) {
 }
 
 // APNsEnabled reports whether APNs credentials are configured.
-func (c *Config) APNsEnabled() bool { return c.APNs.KeyFile != "" }
+func (c *Config) APNsEnabled() bool { return c.APNs.enabled() }
 
 // Validate checks every key and names the key and the fix in its error.
 func (c *Config) Validate() error {
@@ -191,18 +175,7 @@ func (c *Config) Validate() error {
 	if c.EWS.StatusFrequency < 1 || c.EWS.StatusFrequency > 1440 {
 		bad("ews.statusFrequency", "%d must be 1 to 1440 minutes (Exchange's range)", c.EWS.StatusFrequency)
 	}
-	if c.APNsEnabled() {
-		for key, v := range map[string]string{"apns.teamId": c.APNs.TeamID, "apns.keyId": c.APNs.KeyID, "apns.topic": c.APNs.Topic} {
-			if v == "" {
-				bad(key, "is required when apns.keyFile is set")
-			}
-		}
-	} else if c.APNs.TeamID != "" || c.APNs.KeyID != "" || c.APNs.Topic != "" {
-		bad("apns.keyFile", "is missing: APNs needs the .p8 key file beside teamId, keyId and topic")
-	}
-	if (c.FCM.ProjectID == "") != (c.FCM.CredentialsFile == "") {
-		bad("fcm", "set both projectId and credentialsFile (the service-account JSON key), or neither")
-	}
+	c.validateProviders(bad)
 	if c.Push.Workers < 1 || c.Push.Workers > 1024 {
 		bad("push.workers", "%d must be 1 to 1024", c.Push.Workers)
 	}
@@ -337,6 +310,8 @@ func setFromString(v reflect.Value, s string) error {
 			return fmt.Errorf("%q is not true or false", s)
 		}
 		v.SetBool(b)
+	case reflect.Map:
+		return fmt.Errorf("this setting is a map: set it in the configuration file")
 	case reflect.Slice:
 		if v.Type().Elem().Kind() != reflect.String {
 			return fmt.Errorf("this setting is a list of objects: set it in the configuration file")

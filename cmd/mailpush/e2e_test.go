@@ -64,9 +64,21 @@ type world struct {
 // newWorld starts the world; extraYAML is appended to the configuration.
 func newWorld(t testing.TB, logLevel string, extraYAML ...string) *world {
 	t.Helper()
+	return newWorldWith(t, logLevel, func(*world) (string, []*x509.Certificate) { return strings.Join(extraYAML, ""), nil })
+}
+
+// newWorldWith is newWorld with more configuration: extra returns YAML to
+// append, given the world's directory and fakes; extraCAs are trusted too.
+func newWorldWith(t testing.TB, logLevel string, extra func(w *world) (string, []*x509.Certificate)) *world {
+	t.Helper()
 	w := &world{dir: t.TempDir(), logs: &syncBuffer{}}
 	w.exchange, w.apple = newFakes(t)
-	w.configPath = writeConfig(t, w.dir, w.exchange, w.apple, "127.0.0.1:0", logLevel, strings.Join(extraYAML, ""))
+	var yaml string
+	var cas []*x509.Certificate
+	if extra != nil {
+		yaml, cas = extra(w)
+	}
+	w.configPath = writeConfig(t, w.dir, w.exchange, w.apple, "127.0.0.1:0", logLevel, yaml, cas...)
 	c, err := LoadConfig(w.configPath, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +109,7 @@ func newFakes(t testing.TB) (*ewsfake.Server, *apnsfake.Server) {
 
 // writeConfig writes dir/mailpush.yaml for mailpush against the fakes, with
 // a new APNs key that the fake trusts; extra is appended (YAML).
-func writeConfig(t testing.TB, dir string, exchange *ewsfake.Server, apple *apnsfake.Server, listen, logLevel, extra string) string {
+func writeConfig(t testing.TB, dir string, exchange *ewsfake.Server, apple *apnsfake.Server, listen, logLevel, extra string, extraCAs ...*x509.Certificate) string {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -111,7 +123,7 @@ func writeConfig(t testing.TB, dir string, exchange *ewsfake.Server, apple *apns
 
 	// One CA bundle trusting both fakes, as an admin would configure caFile.
 	var bundle []byte
-	for _, c := range []*x509.Certificate{apple.Certificate(), exchange.Certificate()} {
+	for _, c := range append([]*x509.Certificate{apple.Certificate(), exchange.Certificate()}, extraCAs...) {
 		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 	}
 	ca := filepath.Join(dir, "ca.pem")

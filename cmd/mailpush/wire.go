@@ -18,10 +18,8 @@ import (
 
 	"github.com/mailpush/mailpush"
 	"github.com/mailpush/mailpush/api"
-	"github.com/mailpush/mailpush/apns"
 	"github.com/mailpush/mailpush/dovecot"
 	"github.com/mailpush/mailpush/ews"
-	"github.com/mailpush/mailpush/fcm"
 	"github.com/mailpush/mailpush/gate"
 	"github.com/mailpush/mailpush/pipeline"
 	"github.com/mailpush/mailpush/seal"
@@ -50,11 +48,10 @@ type Main struct {
 	Gate         *gate.Gate
 	Dovecot      *dovecot.Source
 
-	apns     *apns.Client
-	fcm      *fcm.Client
-	listener net.Listener
-	server   *http.Server
-	closed   bool
+	providers *providers
+	listener  net.Listener
+	server    *http.Server
+	closed    bool
 }
 
 // NewMain returns a Main that logs to logOutput.
@@ -93,46 +90,21 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	pushers := map[mailpush.Platform]mailpush.Pusher{}
-	if cfg.APNsEnabled() {
-		key, err := os.ReadFile(cfg.APNs.KeyFile)
-		if err != nil {
-			return fmt.Errorf("config key apns.keyFile: %w", err)
-		}
-		c, err := apns.New(apns.Config{
-			ProductionURL: cfg.APNs.ProductionURL, SandboxURL: cfg.APNs.SandboxURL,
-			TeamID: cfg.APNs.TeamID, KeyID: cfg.APNs.KeyID, PrivateKey: key, Topic: cfg.APNs.Topic,
-			RootCAs: outbound.TLSClientConfig.RootCAs, Logger: m.Logger.With("provider", "apns"),
-		})
-		if err != nil {
-			return fmt.Errorf("apns: %w", err)
-		}
-		m.apns = c
-		pushers[mailpush.PlatformIOS] = c
-	} else {
-		m.Logger.Warn("APNs is off: set apns.keyFile, apns.teamId, apns.keyId and apns.topic to push to iOS")
+	m.providers, err = newProviders(&cfg, m.Store, outbound.TLSClientConfig.RootCAs, m.Logger)
+	if err != nil {
+		return err
 	}
-	if cfg.FCM.ProjectID != "" {
-		creds, err := os.ReadFile(cfg.FCM.CredentialsFile)
-		if err != nil {
-			return fmt.Errorf("config key fcm.credentialsFile: %w", err)
-		}
-		c, err := fcm.New(fcm.Config{ProjectID: cfg.FCM.ProjectID, Credentials: creds, Endpoint: cfg.FCM.Endpoint, TokenURL: cfg.FCM.TokenURL,
-			RootCAs: outbound.TLSClientConfig.RootCAs, Logger: m.Logger.With("provider", "fcm")})
-		clear(creds)
-		if err != nil {
-			return err
-		}
-		m.fcm = c
-		pushers[mailpush.PlatformAndroid] = c
-	} else {
-		m.Logger.Warn("FCM is off: set fcm.projectId and fcm.credentialsFile to push to Android")
+	if !cfg.APNsEnabled() {
+		m.Logger.Warn("APNs is off for tenants without their own: set apns.keyFile (or apns.certFile), apns.teamId, apns.keyId and apns.topic to push to iOS")
+	}
+	if cfg.FCM.ProjectID == "" {
+		m.Logger.Warn("FCM is off for tenants without their own: set fcm.projectId and fcm.credentialsFile to push to Android")
 	}
 	// One registry per Main, never the global default: tests run several.
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.Pipeline = pipeline.New(pipeline.Config{
-		Store: m.Store, Pushers: pushers, SealContent: seal.SealContent,
+		Store: m.Store, Route: m.providers.route, SealContent: seal.SealContent,
 		Metrics: pipeline.NewMetrics(registry, m.Store.OutboxDepth),
 		Logger:  m.Logger.With("component", "pipeline"), Clock: m.Clock,
 		Workers: cfg.Push.Workers, BatchSize: cfg.Push.BatchSize, MaxAttempts: cfg.Push.MaxAttempts,
@@ -173,15 +145,9 @@ func (m *Main) Run(ctx context.Context) error {
 
 	srv := &api.Server{
 		Store: m.Store, Keys: m.Keys, Logger: m.Logger.With("component", "api"), Clock: m.Clock,
-		Watchers:        map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS, mailpush.SourceDovecot: m.Dovecot},
-		RegistrationTTL: cfg.RegistrationTTL,
-		Platforms: func(*mailpush.Tenant) []mailpush.Platform {
-			var ps []mailpush.Platform
-			for p := range pushers {
-				ps = append(ps, p)
-			}
-			return ps
-		},
+		Watchers:         map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS, mailpush.SourceDovecot: m.Dovecot},
+		RegistrationTTL:  cfg.RegistrationTTL,
+		Platforms:        m.providers.platforms,
 		AllowInsecureEWS: cfg.EWS.AllowInsecureHTTP,
 		Gate:             m.GateRegistry,
 	}
@@ -277,11 +243,8 @@ func (m *Main) Close() error {
 	if m.Gate != nil {
 		m.Gate.Close()
 	}
-	if m.apns != nil {
-		m.apns.Close()
-	}
-	if m.fcm != nil {
-		m.fcm.Close()
+	if m.providers != nil {
+		m.providers.close()
 	}
 	if m.Store != nil {
 		errs = append(errs, m.Store.Close())

@@ -1,7 +1,10 @@
 // Package apnsfake is a fake Apple Push Notification service: a real HTTP/2
 // server over TLS on 127.0.0.1 that checks requests the way APNs does (path,
 // method, device token, ES256 provider token, topic, push type, priority,
-// headers, payload) and records what it accepts. Tests and the load tool
+// headers, payload) and records what it accepts. It authenticates providers
+// both ways Apple does: an ES256 provider token of a key it trusts (AddKey),
+// or a TLS client certificate issued by its own CA (IssueCertificate), whose
+// topics bound the apns-topic. Tests and the load tool
 // point the apns package at it, trusting CertPool.
 //
 // Where Apple documents an answer the fake gives the same status and reason.
@@ -29,6 +32,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -140,6 +144,7 @@ type fault struct {
 // Server is a running fake APNs.
 type Server struct {
 	srv        *httptest.Server
+	ca         *clientCA
 	log        *slog.Logger
 	clock      mailpush.Clock
 	retryAfter time.Duration
@@ -152,6 +157,8 @@ type Server struct {
 	seen         map[string]bool  // every provider token presented
 	unregistered map[string]time.Time
 	fault        fault
+	resets       int // ResetNext
+	goaways      int // GoAwayNext
 	latency      time.Duration
 	requests     int
 	accepted     int
@@ -181,11 +188,18 @@ func New(opts Options) *Server {
 	if s.clock == nil {
 		s.clock = mailpush.SystemClock{}
 	}
+	ca, err := newClientCA()
+	if err != nil {
+		panic("apnsfake: " + err.Error()) // only when crypto/rand fails
+	}
+	s.ca = ca
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serveHTTP))
 	s.srv.EnableHTTP2 = true
+	s.srv.TLS = ca.serverTLS()
 	// TLS handshake failures (a client that does not trust CertPool) are
 	// expected in tests: keep them out of stderr.
 	s.srv.Config.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
+	s.srv.Config.ConnContext = withConn
 	s.srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
 		if st == http.StateNew {
 			s.mu.Lock()
@@ -327,6 +341,7 @@ func (s *Server) Reset() {
 	clear(s.seen)
 	clear(s.unregistered)
 	s.fault = fault{}
+	s.resets, s.goaways = 0, 0
 	s.latency = 0
 	s.notifyLocked()
 }
@@ -388,6 +403,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("apns-id", id)
 
+	if s.connFault(r) {
+		return
+	}
 	s.mu.Lock()
 	s.requests++
 	latency := s.latency
@@ -463,8 +481,11 @@ func (s *Server) check(r *http.Request, id string) (Push, *apiError) {
 	if r.ProtoMajor != 2 {
 		return Push{}, reject(http.StatusHTTPVersionNotSupported, ReasonHTTP2Required)
 	}
-	if e := s.authenticate(r.Header.Values("authorization")); e != nil {
-		return Push{}, e
+	cert := certificate(r)
+	if cert == nil {
+		if e := s.authenticate(r.Header.Values("authorization")); e != nil {
+			return Push{}, e
+		}
 	}
 	if token == "" {
 		return Push{}, reject(http.StatusBadRequest, ReasonMissingDeviceToken)
@@ -476,14 +497,25 @@ func (s *Server) check(r *http.Request, id string) (Push, *apiError) {
 
 	p := Push{Token: token, ID: id, Badge: -1}
 	p.Topic = r.Header.Get("apns-topic")
-	if p.Topic == "" {
-		return Push{}, reject(http.StatusBadRequest, ReasonMissingTopic)
-	}
-	s.mu.Lock()
-	allowed := s.topics[p.Topic]
-	s.mu.Unlock()
-	if !allowed {
-		return Push{}, reject(http.StatusBadRequest, ReasonTopicDisallowed)
+	if cert != nil {
+		// Certificate authentication: the certificate says which topics.
+		topics := certTopics(cert)
+		if p.Topic == "" && len(topics) > 0 {
+			p.Topic = topics[0]
+		}
+		if !slices.Contains(topics, p.Topic) {
+			return Push{}, reject(http.StatusBadRequest, ReasonTopicDisallowed)
+		}
+	} else {
+		if p.Topic == "" {
+			return Push{}, reject(http.StatusBadRequest, ReasonMissingTopic)
+		}
+		s.mu.Lock()
+		allowed := s.topics[p.Topic]
+		s.mu.Unlock()
+		if !allowed {
+			return Push{}, reject(http.StatusBadRequest, ReasonTopicDisallowed)
+		}
 	}
 
 	p.PushType = r.Header.Get("apns-push-type")

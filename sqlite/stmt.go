@@ -1,0 +1,73 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// stmtCache keeps the writer's hot statements (the outbox's) prepared:
+// SQLite parsing and planning a statement costs about as much as running a
+// small one, and the outbox runs the same few thousands of times a second.
+// Statements are prepared on the single writer connection, so a
+// transaction's tx.StmtContext reuses them as they are.
+type stmtCache struct {
+	mu    sync.Mutex
+	stmts map[string]*sql.Stmt
+}
+
+// prepare prepares queries on the writer. It must run outside any
+// transaction: the writer has one connection, which a transaction holds.
+func (c *stmtCache) prepare(ctx context.Context, w *sql.DB, queries ...string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stmts == nil {
+		c.stmts = map[string]*sql.Stmt{}
+	}
+	for _, q := range queries {
+		st, err := w.PrepareContext(ctx, q)
+		if err != nil {
+			return err
+		}
+		c.stmts[q] = st
+	}
+	return nil
+}
+
+// stmt returns query prepared for tx: the cached statement when Open
+// prepared it, otherwise one prepared in tx (closed with it).
+func (s *Store) stmt(ctx context.Context, tx *sql.Tx, query string) (*sql.Stmt, error) {
+	s.cache.mu.Lock()
+	st, ok := s.cache.stmts[query]
+	s.cache.mu.Unlock()
+	if !ok {
+		return tx.PrepareContext(ctx, query)
+	}
+	return tx.StmtContext(ctx, st), nil
+}
+
+func (c *stmtCache) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, st := range c.stmts {
+		st.Close()
+	}
+	c.stmts = nil
+}
+
+// idList encodes IDs as a JSON array, for "IN (SELECT value FROM
+// json_each(?))": one statement text whatever the number of IDs.
+func idList(ids []int64) string {
+	var b strings.Builder
+	b.WriteByte('[')
+	for i, id := range ids {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatInt(id, 10))
+	}
+	b.WriteByte(']')
+	return b.String()
+}
