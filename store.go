@@ -1,6 +1,9 @@
 package mailpush
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Store keeps tenants, mailboxes and registrations. Implementations: sqlite
 // (embedded default) and postgres (multi-node); both pass storetest.Run.
@@ -33,6 +36,10 @@ type Store interface {
 	// UpdateMailbox applies fn to the mailbox inside a transaction, so that
 	// concurrent notifications for one mailbox do not lose each other's writes.
 	UpdateMailbox(ctx context.Context, id string, fn func(*Mailbox) error) (*Mailbox, error)
+	// StaleMailboxes lists up to limit mailboxes of source, status active or
+	// pending, whose LastEventAt is before the given time, oldest first: the
+	// subscriptions that a health monitor must look at.
+	StaleMailboxes(ctx context.Context, source Source, before time.Time, limit int) ([]*Mailbox, error)
 
 	// Ping reports whether the store can answer.
 	Ping(ctx context.Context) error
