@@ -61,6 +61,13 @@ type world struct {
 
 func newWorld(t testing.TB, logLevel string) *world {
 	t.Helper()
+	return newWorldWith(t, logLevel, nil)
+}
+
+// newWorldWith is newWorld with the server's clock injected (nil means the
+// system clock).
+func newWorldWith(t testing.TB, logLevel string, clock mailpush.Clock) *world {
+	t.Helper()
 	w := &world{dir: t.TempDir(), logs: &syncBuffer{}}
 	w.exchange = ewsfake.New(ewsfake.Options{TimeScale: 0.001})
 	t.Cleanup(w.exchange.Close)
@@ -112,6 +119,9 @@ apns:
 		t.Fatal(err)
 	}
 	w.main = NewMain(c, w.logs)
+	if clock != nil {
+		w.main.Clock = clock
+	}
 	if err := w.main.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}

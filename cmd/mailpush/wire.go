@@ -126,6 +126,8 @@ func (m *Main) Run(ctx context.Context) error {
 		Logger:          m.Logger.With("source", "ews"), Clock: m.Clock,
 	}
 
+	m.EWS.Run(context.Background()) // stopped by Close
+
 	srv := &api.Server{
 		Store: m.Store, Keys: m.Keys, Logger: m.Logger.With("component", "api"), Clock: m.Clock,
 		Watchers:         map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS},
@@ -181,6 +183,9 @@ func (m *Main) Close() error {
 	var errs []error
 	if m.server != nil {
 		errs = append(errs, m.server.Shutdown(ctx))
+	}
+	if m.EWS != nil {
+		m.EWS.Close()
 	}
 	if m.Pipeline != nil {
 		errs = append(errs, m.Pipeline.Shutdown(ctx))

@@ -271,3 +271,15 @@ func (s *Server) recordLocked(mb *mailbox, evs ...event) {
 	}
 	s.notifyLocked()
 }
+
+// Unread returns the Inbox unread count of address, -1 when there is no such
+// mailbox.
+func (s *Server) Unread(address string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	mb, err := s.mailboxLocked(address)
+	if err != nil {
+		return -1
+	}
+	return mb.unread
+}
