@@ -363,4 +363,3 @@ func lastWatermark(n *Notification) string {
 	}
 	return ""
 }
-
