@@ -3,6 +3,7 @@ module github.com/mailpush/mailpush
 go 1.26.8
 
 require (
+	github.com/Azure/go-ntlmssp v0.1.1
 	github.com/golang-jwt/jwt/v4 v4.5.2
 	github.com/sideshow/apns2 v0.25.0
 	go.yaml.in/yaml/v3 v3.0.6

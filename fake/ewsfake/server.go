@@ -2,7 +2,11 @@
 // loopback, for tests and for the load tool.
 //
 // It serves Subscribe (push subscriptions on the Inbox), GetFolder (the Inbox
-// unread count) and GetItem (subject and sender) with Basic authentication,
+// unread count) and GetItem (subject and sender) with Basic or NTLMv2
+// authentication (ntlm.go: NTLM bound to the TCP connection, as IIS does;
+// AddNTLMUser makes a user NTLM-only), ExchangeImpersonation for users given
+// the role with AllowImpersonation, and the X-BackEndOverrideCookie
+// server-affinity cookie,
 // and pushes SendNotification requests to subscribers the way Exchange does:
 // a StatusEvent right after Subscribe, the events of every mail change in
 // order by one goroutine per subscription, a StatusEvent every
@@ -165,6 +169,7 @@ func New(opts Options) *Server {
 	mux.HandleFunc("/", s.handleEWS)
 	s.ts = httptest.NewUnstartedServer(mux)
 	s.ts.Config.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
+	s.ts.Config.ConnContext = connContext
 	s.ts.StartTLS()
 	return s
 }
