@@ -72,6 +72,7 @@ type CallbackToken struct {
 	TenantID    string      `json:"t"`
 	MailboxID   string      `json:"m"`
 	ServerURL   string      `json:"u,omitempty"`
+	Address     string      `json:"a,omitempty"` // service mode: the mailbox to impersonate
 	Credentials Credentials `json:"c,omitzero"`
 	IssuedAt    int64       `json:"i"` // Unix seconds
 }
@@ -95,6 +96,9 @@ type WatchResult struct {
 	// Status is StatusActive when the mail server confirmed the subscription,
 	// StatusPending while the first notification is awaited.
 	Status Status
+	// Mode is the mode the watcher chose when it differs from the one asked
+	// (service mode when the tenant has a service account); empty otherwise.
+	Mode Mode
 }
 
 // Watcher sets up the mail-server side of a mailbox: a subscription made by

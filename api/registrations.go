@@ -1,6 +1,7 @@
 package api
 
 import (
+	"crypto/hmac"
 	"net/http"
 	"net/mail"
 	"net/url"
@@ -35,7 +36,10 @@ type checkinRequest struct {
 		Token string `json:"token"`
 	} `json:"device,omitempty"`
 	Mailbox *struct {
-		SealedCredentials string `json:"sealedCredentials"`
+		SealedCredentials string `json:"sealedCredentials,omitempty"`
+		// Address lets a service-mode subscription be renewed after a
+		// restart (mailpush keeps only its hash).
+		Address string `json:"address,omitempty"`
 	} `json:"mailbox,omitempty"`
 }
 
@@ -91,6 +95,7 @@ func (s *Server) createRegistration(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	stored.Address = mb.Address // in memory only
 	res, err := s.watch(r, t, stored, mb.Mode, creds)
 	if err != nil {
 		// A rejected request changes nothing: take the registration back.
@@ -110,7 +115,7 @@ func (s *Server) createRegistration(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.Logger.Info("registration created", "tenant", t.Name, "registration", reg.ID, "mailbox", stored.ID, "mode", mb.Mode, "platform", dev.Platform)
-	writeJSON(w, http.StatusCreated, s.response(reg, mb.Mode, res))
+	writeJSON(w, http.StatusCreated, s.response(reg, chosen(mb.Mode, res), res))
 }
 
 // watch asks the source to (re)subscribe unless the mailbox is already
@@ -119,6 +124,10 @@ func (s *Server) watch(r *http.Request, t *mailpush.Tenant, mb *mailpush.Mailbox
 	// Device-subscribed mode always goes to the source: the device needs its callback URL.
 	if mb.Status == mailpush.StatusActive && mb.Mode == mode && mode != mailpush.ModeDeviceSubscribed && creds.Empty() {
 		return mailpush.WatchResult{Status: mailpush.StatusActive}, nil
+	}
+	// A tenant's service account already watches this mailbox.
+	if mb.Status == mailpush.StatusActive && mb.Mode == mailpush.ModeService && mode == mailpush.ModeDeviceSubscribed && creds.Empty() {
+		return mailpush.WatchResult{Status: mailpush.StatusActive, Mode: mailpush.ModeService}, nil
 	}
 	mb.Mode = mode
 	return s.Watchers[mb.Source].Watch(r.Context(), t, mb, creds)
@@ -162,7 +171,7 @@ func (s *Server) checkin(w http.ResponseWriter, r *http.Request) {
 		newToken = d.Token
 	}
 	var creds mailpush.Credentials
-	if req.Mailbox != nil {
+	if req.Mailbox != nil && req.Mailbox.SealedCredentials != "" {
 		if creds, err = s.Keys.OpenCredentials(req.Mailbox.SealedCredentials); err != nil {
 			s.writeError(w, r, err)
 			return
@@ -172,6 +181,18 @@ func (s *Server) checkin(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	if req.Mailbox != nil && req.Mailbox.Address != "" {
+		addr, err := parseAddress(req.Mailbox.Address)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if !hmac.Equal(s.Keys.HashAddress(t.ID, addr), mb.AddressHash) {
+			s.writeError(w, r, mailpush.Errorf(mailpush.EInvalid, "mailbox.address is not the address of this registration's mailbox"))
+			return
+		}
+		mb.Address = addr
 	}
 	mode := mb.Mode
 	if !creds.Empty() {
@@ -205,7 +226,7 @@ func (s *Server) checkin(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.response(reg, mode, res))
+	writeJSON(w, http.StatusOK, s.response(reg, chosen(mode, res), res))
 }
 
 func (s *Server) deleteRegistration(w http.ResponseWriter, r *http.Request) {
@@ -217,6 +238,15 @@ func (s *Server) deleteRegistration(w http.ResponseWriter, r *http.Request) {
 	}
 	s.Logger.Info("registration deleted", "tenant", t.Name, "registration", id)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// chosen is the mode a watcher settled on: the one asked unless it chose
+// another (service mode for a tenant with a service account).
+func chosen(asked mailpush.Mode, res mailpush.WatchResult) mailpush.Mode {
+	if res.Mode != "" {
+		return res.Mode
+	}
+	return asked
 }
 
 func (s *Server) response(reg *mailpush.Registration, mode mailpush.Mode, res mailpush.WatchResult) registrationResponse {
@@ -247,7 +277,7 @@ func (s *Server) parseMailbox(t *mailpush.Tenant, in mailboxJSON) (*mailpush.Mai
 	default:
 		return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.source must be ews, graph or dovecot, not %q", in.Source)
 	}
-	mb := &mailpush.Mailbox{TenantID: t.ID, AddressHash: s.Keys.HashAddress(t.ID, addr), Source: src, Badge: mailpush.NoBadge, Status: mailpush.StatusPending}
+	mb := &mailpush.Mailbox{TenantID: t.ID, AddressHash: s.Keys.HashAddress(t.ID, addr), Source: src, Badge: mailpush.NoBadge, Status: mailpush.StatusPending, Address: addr}
 	if src == mailpush.SourceEWS {
 		if in.EWSURL == "" {
 			return nil, creds, mailpush.Errorf(mailpush.EUnsupported, "mailbox.ewsUrl is required: this server does not autodiscover EWS yet")

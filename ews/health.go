@@ -240,7 +240,7 @@ func (s *Source) heal(ctx context.Context, mb *mailpush.Mailbox) healOutcome {
 			log.Info("subscription silent and no credentials in memory: asking the devices to check in")
 			break
 		}
-		err := s.resubscribe(ctx, mb, c.serverURL, c.creds)
+		err := s.resubscribe(ctx, mb, c)
 		if err == nil {
 			return healResubscribed
 		}
@@ -251,7 +251,12 @@ func (s *Source) heal(ctx context.Context, mb *mailpush.Mailbox) healOutcome {
 		s.st.creds.drop(mb.ID)
 		log.Info("Exchange refused the credentials in memory: asking the devices to check in")
 	case mailpush.ModeService:
-		if err := s.resubscribe(ctx, mb, mb.ServerURL, mailpush.Credentials{}); err != nil {
+		c, ok := s.st.creds.get(mb.ID)
+		if !ok {
+			log.Info("subscription silent and its address is not in memory: asking the devices to check in")
+			break
+		}
+		if err := s.resubscribe(ctx, mb, c); err != nil {
 			log.Warn("resubscription failed; trying again later", "err", err)
 			return healFailed
 		}
@@ -267,12 +272,13 @@ func (s *Source) heal(ctx context.Context, mb *mailpush.Mailbox) healOutcome {
 // resubscribe makes the mailbox's subscription again, from its last
 // watermark so that Exchange replays what was missed; on
 // ErrorInvalidWatermark it subscribes afresh and recomputes the badge.
-func (s *Source) resubscribe(ctx context.Context, mb *mailpush.Mailbox, serverURL string, creds mailpush.Credentials) error {
-	ep, err := s.endpoint(ctx, mb, serverURL, creds)
+func (s *Source) resubscribe(ctx context.Context, mb *mailpush.Mailbox, c cachedCreds) error {
+	ep, err := s.endpoint(ctx, mb, c)
 	if err != nil {
 		return err
 	}
-	tok := mailpush.CallbackToken{TenantID: mb.TenantID, MailboxID: mb.ID, ServerURL: serverURL, Credentials: creds, IssuedAt: s.Clock.Now().Unix()}
+	serverURL := c.serverURL
+	tok := mailpush.CallbackToken{TenantID: mb.TenantID, MailboxID: mb.ID, ServerURL: serverURL, Credentials: c.creds, Address: c.address, IssuedAt: s.Clock.Now().Unix()}
 	sealed, err := s.Sealer.SealCallback(tok)
 	if err != nil {
 		return mailpush.WrapError(mailpush.EInternal, "cannot seal the callback token", err)
@@ -432,10 +438,34 @@ func accountOf(ep Endpoint, mailboxID string) string {
 	return "mailbox:" + mailboxID
 }
 
-// endpoint is where and as whom mailpush calls EWS for a mailbox.
-func (s *Source) endpoint(_ context.Context, mb *mailpush.Mailbox, serverURL string, creds mailpush.Credentials) (Endpoint, error) {
+// endpoint is where and as whom mailpush calls EWS for a mailbox: the
+// user's own credentials (sealed mode), or the tenant's service account
+// impersonating the mailbox (service mode). Requests of one mailbox share
+// an affinity cookie.
+func (s *Source) endpoint(ctx context.Context, mb *mailpush.Mailbox, c cachedCreds) (Endpoint, error) {
+	ep := Endpoint{URL: c.serverURL, Credentials: c.creds, Affinity: mb.ID}
 	if mb.Mode == mailpush.ModeService {
-		return Endpoint{}, mailpush.Errorf(mailpush.EUnsupported, "service mode is not configured")
+		svc, ok := s.serviceAccount(ctx, mb.TenantID)
+		if !ok {
+			return Endpoint{}, mailpush.Errorf(mailpush.EUnsupported, "the tenant has no EWS service account configured")
+		}
+		if c.address == "" {
+			return Endpoint{}, mailpush.Errorf(mailpush.EInvalid, "service mode needs the mailbox address: send mailbox.address with the check-in")
+		}
+		ep.Credentials, ep.Impersonate = svc, c.address
 	}
-	return Endpoint{URL: serverURL, Credentials: creds}, nil
+	return ep, nil
+}
+
+// serviceAccount returns the tenant's EWS service account, if configured.
+func (s *Source) serviceAccount(ctx context.Context, tenantID string) (mailpush.Credentials, bool) {
+	if len(s.ServiceAccounts) == 0 {
+		return mailpush.Credentials{}, false
+	}
+	t, err := s.Store.Tenant(ctx, tenantID)
+	if err != nil {
+		return mailpush.Credentials{}, false
+	}
+	c, ok := s.ServiceAccounts[t.Name]
+	return c, ok && !c.Empty()
 }

@@ -132,7 +132,8 @@ type credCache struct {
 
 type cachedCreds struct {
 	serverURL string
-	creds     mailpush.Credentials
+	creds     mailpush.Credentials // sealed mode
+	address   string               // service mode: the mailbox to impersonate
 }
 
 func newCredCache(max int) *credCache { return &credCache{max: max, m: map[string]cachedCreds{}} }

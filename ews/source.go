@@ -41,6 +41,11 @@ type Source struct {
 	MaxPerAccount       int           // EWS requests in flight per account
 	CredentialCacheSize int           // mailboxes whose credentials stay in memory
 
+	// ServiceAccounts are the tenants' EWS service accounts (holding the
+	// ApplicationImpersonation role), by tenant name: registrations of such
+	// a tenant without sealed credentials use service mode.
+	ServiceAccounts map[string]mailpush.Credentials
+
 	st state
 }
 
@@ -52,9 +57,26 @@ var _ mailpush.Watcher = (*Source)(nil)
 // notification binds the subscription.
 func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mailbox, creds mailpush.Credentials) (mailpush.WatchResult, error) {
 	s.init()
+	asked := mb.Mode
+	if mb.Mode == mailpush.ModeDeviceSubscribed && creds.Empty() {
+		if _, ok := s.ServiceAccounts[t.Name]; ok {
+			mb.Mode = mailpush.ModeService
+		}
+	}
 	tok := mailpush.CallbackToken{TenantID: mb.TenantID, MailboxID: mb.ID, IssuedAt: s.Clock.Now().Unix()}
-	if mb.Mode == mailpush.ModeSealed {
-		tok.ServerURL, tok.Credentials = mb.ServerURL, creds
+	cached := cachedCreds{serverURL: mb.ServerURL, address: mb.Address}
+	switch mb.Mode {
+	case mailpush.ModeSealed:
+		cached.address, cached.creds = "", creds
+	case mailpush.ModeService:
+		if cached.address == "" {
+			if c, ok := s.st.creds.get(mb.ID); ok {
+				cached.address = c.address
+			}
+		}
+	}
+	if mb.Mode != mailpush.ModeDeviceSubscribed {
+		tok.ServerURL, tok.Credentials, tok.Address = cached.serverURL, cached.creds, cached.address
 	}
 	sealed, err := s.Sealer.SealCallback(tok)
 	if err != nil {
@@ -77,19 +99,23 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 		return mailpush.WatchResult{CallbackURL: callback, Status: stored.Status}, nil
 	}
 
-	// Sealed mode: forget the old subscription first, so that its next
-	// notification is answered Unsubscribe, then subscribe anew.
+	ep, err := s.endpoint(ctx, mb, cached)
+	if err != nil {
+		return mailpush.WatchResult{}, err
+	}
+	// Forget the old subscription first, so that its next notification is
+	// answered Unsubscribe, then subscribe anew.
 	if _, err := s.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error {
-		m.Mode, m.ServerURL, m.Status, m.SubscriptionID = mailpush.ModeSealed, mb.ServerURL, mailpush.StatusPending, ""
+		m.Mode, m.ServerURL, m.Status, m.SubscriptionID = mb.Mode, mb.ServerURL, mailpush.StatusPending, ""
 		return nil
 	}); err != nil {
 		return mailpush.WatchResult{}, err
 	}
-	res, err := s.Client.Subscribe(ctx, Endpoint{URL: mb.ServerURL, Credentials: creds}, SubscribeRequest{
+	res, err := s.Client.Subscribe(ctx, ep, SubscribeRequest{
 		Folder: "inbox", StatusFrequency: s.StatusFrequency, URL: callback,
 	})
 	if err != nil {
-		s.Logger.Warn("subscribe failed", "mailbox", mb.ID, "err", err)
+		s.Logger.Warn("subscribe failed", "mailbox", mb.ID, "mode", mb.Mode, "err", err)
 		return mailpush.WatchResult{}, subscribeError(err)
 	}
 	now := s.Clock.Now()
@@ -99,12 +125,16 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 	}); err != nil {
 		return mailpush.WatchResult{}, err
 	}
-	s.st.creds.put(mb.ID, cachedCreds{serverURL: mb.ServerURL, creds: creds})
+	s.st.creds.put(mb.ID, cached)
 	if err := s.activate(ctx, mb.ID); err != nil {
 		return mailpush.WatchResult{}, err
 	}
 	s.Logger.Info("subscribed", "mailbox", mb.ID, "mode", mb.Mode)
-	return mailpush.WatchResult{Status: mailpush.StatusActive}, nil
+	out := mailpush.WatchResult{Status: mailpush.StatusActive}
+	if mb.Mode != asked {
+		out.Mode = mb.Mode
+	}
+	return out, nil
 }
 
 func subscribeError(err error) error {
@@ -197,9 +227,10 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		log.Info("unsubscribing: no active registration")
 		return StatusUnsubscribe, nil
 	}
-	if !tok.Credentials.Empty() && tok.ServerURL != "" && mb.Mode == mailpush.ModeSealed {
+	cached := cachedCreds{serverURL: tok.ServerURL, creds: tok.Credentials, address: tok.Address}
+	if tok.ServerURL != "" && (mb.Mode == mailpush.ModeSealed && !tok.Credentials.Empty() || mb.Mode == mailpush.ModeService && tok.Address != "") {
 		// Kept in memory only, so that a dead subscription can be made again.
-		st.creds.put(mb.ID, cachedCreds{serverURL: tok.ServerURL, creds: tok.Credentials})
+		st.creds.put(mb.ID, cached)
 	}
 
 	// An unbound mailbox takes the first subscription that reaches its
@@ -226,7 +257,7 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 	changed := sum.changed && !deferred
 	var ev mailpush.Event
 	if changed {
-		ev = s.reduce(ctx, tok, mb, sum, regs)
+		ev = s.reduce(ctx, cached, mb, sum, regs)
 	}
 	now := s.Clock.Now()
 	updated, err := s.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error {
@@ -314,7 +345,7 @@ func (a summary) then(b summary) summary {
 // some device may show it, the newest message's subject and sender from
 // GetItem. After missed events without a count, device-subscribed mode
 // pushes a sync signal.
-func (s *Source) reduce(ctx context.Context, tok mailpush.CallbackToken, mb *mailpush.Mailbox, sum summary, regs []*mailpush.Registration) mailpush.Event {
+func (s *Source) reduce(ctx context.Context, c cachedCreds, mb *mailpush.Mailbox, sum summary, regs []*mailpush.Registration) mailpush.Event {
 	ev := mailpush.Event{TenantID: mb.TenantID, MailboxID: mb.ID, Kind: mailpush.EventChanged, Badge: sum.badge, At: s.Clock.Now()}
 	switch {
 	case sum.newMail:
@@ -322,8 +353,9 @@ func (s *Source) reduce(ctx context.Context, tok mailpush.CallbackToken, mb *mai
 	case sum.missed:
 		ev.Kind = mailpush.EventResync
 	}
-	sealed := mb.Mode == mailpush.ModeSealed && !tok.Credentials.Empty() && tok.ServerURL != ""
-	ep := Endpoint{URL: tok.ServerURL, Credentials: tok.Credentials}
+	// mailpush reads the mailbox only in sealed and service mode.
+	ep, err := s.endpoint(ctx, mb, c)
+	sealed := err == nil && c.serverURL != "" && mb.Mode != mailpush.ModeDeviceSubscribed && !ep.Credentials.Empty()
 	if (ev.Badge == mailpush.NoBadge || sum.missed) && sealed {
 		if unread, err := s.Client.GetInboxUnread(ctx, ep); err != nil {
 			s.Logger.Warn("GetFolder failed: pushing a sync signal instead of a badge", "mailbox", mb.ID, "err", err)

@@ -65,6 +65,8 @@ type Config struct {
 		Workers   int `yaml:"workers"`
 		QueueSize int `yaml:"queueSize"`
 	} `yaml:"push"`
+	// Tenants holds settings per tenant name.
+	Tenants map[string]TenantConfig `yaml:"tenants"`
 }
 
 // DefaultConfig is the configuration with no file and no environment: SQLite
@@ -162,6 +164,7 @@ func (c *Config) Validate() error {
 	if c.Push.QueueSize < 1 {
 		bad("push.queueSize", "%d must be positive", c.Push.QueueSize)
 	}
+	c.validateTenants(bad)
 	return errors.Join(errs...)
 }
 

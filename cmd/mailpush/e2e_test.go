@@ -61,12 +61,12 @@ type world struct {
 
 func newWorld(t testing.TB, logLevel string) *world {
 	t.Helper()
-	return newWorldWith(t, logLevel, nil)
+	return newWorldWith(t, logLevel, nil, "")
 }
 
 // newWorldWith is newWorld with the server's clock injected (nil means the
 // system clock).
-func newWorldWith(t testing.TB, logLevel string, clock mailpush.Clock) *world {
+func newWorldWith(t testing.TB, logLevel string, clock mailpush.Clock, extraConfig string) *world {
 	t.Helper()
 	w := &world{dir: t.TempDir(), logs: &syncBuffer{}}
 	w.exchange = ewsfake.New(ewsfake.Options{TimeScale: 0.001})
@@ -110,7 +110,7 @@ apns:
   topic: %s
   productionUrl: %s
   sandboxUrl: %s
-`, filepath.Join(w.dir, "data", "mailpush.db"), filepath.Join(w.dir, "data", "keys"), ca, logLevel, teamID, keyID, p8, topic, w.apple.URL(), w.apple.URL())
+`, filepath.Join(w.dir, "data", "mailpush.db"), filepath.Join(w.dir, "data", "keys"), ca, logLevel, teamID, keyID, p8, topic, w.apple.URL(), w.apple.URL()) + extraConfig
 	os.MkdirAll(filepath.Join(w.dir, "data"), 0o700)
 	os.WriteFile(w.configPath, []byte(cfg), 0o600)
 

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -47,8 +50,13 @@ type healUser struct {
 
 func newHealWorld(t *testing.T, users int) *healWorld {
 	t.Helper()
+	return newHealWorldConfig(t, users, "")
+}
+
+func newHealWorldConfig(t *testing.T, users int, extraConfig string) *healWorld {
+	t.Helper()
 	clock := &fakeClock{t: time.Now()}
-	hw := &healWorld{world: newWorldWith(t, "debug", clock), clock: clock}
+	hw := &healWorld{world: newWorldWith(t, "debug", clock, extraConfig), clock: clock}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("server logs:\n%s", hw.logs.String())
@@ -135,16 +143,21 @@ func (hw *healWorld) waitHeard(t *testing.T, users ...*healUser) {
 // silence moves the clock past 2×StatusFrequency (1 minute in these tests).
 func (hw *healWorld) silence() { hw.clock.Add(2*time.Minute + time.Second) }
 
-// healed reports whether every user has an active subscription bound to
-// its mailbox.
+// healed reports whether every user's mailbox is bound to an active
+// subscription on Exchange.
 func (hw *healWorld) healed(t *testing.T) bool {
 	for _, u := range hw.users {
-		s, ok := hw.activeSub(u)
-		if !ok || hw.mailbox(t, u).SubscriptionID != s.ID {
+		if !hw.userHealed(t, u) {
 			return false
 		}
 	}
 	return true
+}
+
+func (hw *healWorld) userHealed(t *testing.T, u *healUser) bool {
+	id := hw.mailbox(t, u).SubscriptionID
+	s, ok := hw.exchange.Subscription(id)
+	return id != "" && ok && s.Active && s.Address == u.address
 }
 
 func (hw *healWorld) check(t *testing.T) ews.CheckResult {
@@ -154,6 +167,37 @@ func (hw *healWorld) check(t *testing.T) ews.CheckResult {
 		t.Fatalf("Check: %v", err)
 	}
 	return res
+}
+
+// healUntil lets Exchange's silence show (the clock passes 2×StatusFrequency;
+// the live users send a status event meanwhile) and runs Check until every
+// user is healed; it returns the sums of the Checks. Looping makes the test
+// immune to a notification that was in flight when the fault struck.
+func (hw *healWorld) healUntil(t *testing.T, live ...*healUser) ews.CheckResult {
+	t.Helper()
+	var sum ews.CheckResult
+	for range 20 {
+		hw.silence()
+		// Those healthy now send a status event before the Check, so that
+		// only the broken ones look silent.
+		heard := slices.Clone(live)
+		for _, u := range hw.users {
+			if !slices.Contains(heard, u) && hw.userHealed(t, u) {
+				heard = append(heard, u)
+			}
+		}
+		hw.waitHeard(t, heard...)
+		res := hw.check(t)
+		sum.Stale += res.Stale
+		sum.Resubscribed += res.Resubscribed
+		sum.AskedDevices += res.AskedDevices
+		sum.Failed += res.Failed
+		if hw.healed(t) {
+			return sum
+		}
+	}
+	t.Fatalf("not healed after 20 checks (%+v)", sum)
+	return sum
 }
 
 func TestHealDroppedSubscription(t *testing.T) {
@@ -170,10 +214,8 @@ func TestHealDroppedSubscription(t *testing.T) {
 	hw.exchange.Deliver(hw.users[0].address, "While dropped 1", "Bob", "bob@example.com")
 	hw.exchange.Deliver(hw.users[0].address, "While dropped 2", "Bob", "bob@example.com")
 
-	hw.silence()
-	hw.waitHeard(t, hw.users[1:]...) // the live ones sent a status event since
 	subscribes := hw.exchange.Requests("Subscribe")
-	res := hw.check(t)
+	res := hw.healUntil(t, hw.users[1:]...)
 	if res.Stale != 1 || res.Resubscribed != 1 || res.AskedDevices != 0 || res.Failed != 0 {
 		t.Fatalf("Check = %+v, want exactly the dropped subscription resubscribed", res)
 	}
@@ -202,8 +244,7 @@ func TestHealAfterExchangeRestart(t *testing.T) {
 	hw.exchange.Deliver(hw.users[1].address, "During restart", "Bob", "bob@example.com")
 	hw.exchange.MarkRead(hw.users[2].address, items[2], true)
 
-	hw.silence()
-	res := hw.check(t)
+	res := hw.healUntil(t)
 	if res.Stale != 3 || res.Resubscribed != 3 {
 		t.Fatalf("Check = %+v, want 3 resubscribed", res)
 	}
@@ -230,8 +271,7 @@ func TestHealInvalidWatermark(t *testing.T) {
 	hw.exchange.FailNext("Subscribe", "ErrorInvalidWatermark")
 	getFolders, subscribes := hw.exchange.Requests("GetFolder"), hw.exchange.Requests("Subscribe")
 
-	hw.silence()
-	if res := hw.check(t); res.Resubscribed != 1 {
+	if res := hw.healUntil(t); res.Resubscribed != 1 {
 		t.Fatalf("Check = %+v", res)
 	}
 	if got := hw.exchange.Requests("Subscribe") - subscribes; got != 2 {
@@ -253,9 +293,8 @@ func TestHealServerBusy(t *testing.T) {
 	hw.exchange.FailNextBusy("Subscribe", backOff)
 	subscribes := hw.exchange.Requests("Subscribe")
 
-	hw.silence()
 	start := time.Now()
-	res := hw.check(t)
+	res := hw.healUntil(t)
 	took := time.Since(start)
 	if res.Resubscribed != 2 {
 		t.Fatalf("Check = %+v", res)
@@ -496,4 +535,70 @@ func pushesTo(all []apnsfake.Push, device string) []apnsfake.Push {
 		}
 	}
 	return out
+}
+
+func TestServiceMode(t *testing.T) {
+	const svcPassword = "service account secret 42"
+	pwFile := filepath.Join(t.TempDir(), "svc-password")
+	os.WriteFile(pwFile, []byte(svcPassword+"\n"), 0o600)
+	hw := newHealWorldConfig(t, 0, fmt.Sprintf(`tenants:
+  acme:
+    ews:
+      serviceAccount:
+        username: EXAMPLE\svc-mailpush
+        passwordFile: %s
+`, pwFile))
+	hw.exchange.AddNTLMUser("svc-mailpush@example.com", `EXAMPLE\svc-mailpush`, svcPassword)
+	if err := hw.exchange.AllowImpersonation(`EXAMPLE\svc-mailpush`); err != nil {
+		t.Fatal(err)
+	}
+	u := &healUser{address: "carol@example.com", username: `EXAMPLE\carol`, password: "carol's own password", device: deviceToken(11)}
+	hw.exchange.AddUser(u.address, u.username, u.password)
+	// No sealed credentials: the tenant's service account subscribes.
+	st, reg := hw.call(t, "POST", "/api/v1/registrations", hw.token, map[string]any{
+		"device":  map[string]any{"platform": "ios", "token": u.device},
+		"mailbox": map[string]any{"address": u.address, "source": "ews", "ewsUrl": hw.exchange.URL()},
+	})
+	if st != 201 || reg["mode"] != "service" || reg["status"] != "active" || reg["callbackUrl"] != nil {
+		t.Fatalf("register = %d %v, want mode service, active", st, reg)
+	}
+	u.regID = reg["id"].(string)
+	r, _ := hw.main.Store.Registration(context.Background(), hw.tenant, u.regID)
+	u.mailboxID = r.MailboxID
+	hw.users = append(hw.users, u)
+	if s, ok := hw.activeSub(u); !ok || hw.mailbox(t, u).SubscriptionID != s.ID {
+		t.Fatalf("no subscription on carol's mailbox: %+v", hw.exchange.Subscriptions())
+	}
+	if hw.exchange.Requests("Impersonated") == 0 {
+		t.Error("the subscription was not made by impersonation")
+	}
+	hw.exchange.Deliver(u.address, "Hello", "Bob", "bob@example.com")
+	hw.waitBadge(t, u)
+
+	// Exchange restarts: the service account resubscribes on its own.
+	hw.exchange.Restart()
+	hw.exchange.Deliver(u.address, "During restart", "Bob", "bob@example.com")
+	if res := hw.healUntil(t); res.Resubscribed != 1 {
+		t.Fatalf("heal = %+v", res)
+	}
+	hw.waitBadge(t, u)
+	if hw.exchange.Requests("AffinityCookie") == 0 {
+		t.Error("no request carried the server-affinity cookie")
+	}
+	// A second device of the same mailbox joins the service subscription.
+	st, reg = hw.call(t, "POST", "/api/v1/registrations", hw.token, map[string]any{
+		"device":  map[string]any{"platform": "ios", "token": deviceToken(12)},
+		"mailbox": map[string]any{"address": u.address, "source": "ews", "ewsUrl": hw.exchange.URL()},
+	})
+	if st != 201 || reg["mode"] != "service" || reg["status"] != "active" {
+		t.Fatalf("second device = %d %v", st, reg)
+	}
+	// A check-in naming another mailbox's address is refused.
+	if st, _ := hw.call(t, "POST", "/api/v1/registrations/"+u.regID+"/checkin", hw.token, map[string]any{
+		"mailbox": map[string]any{"address": "mallory@example.com"}}); st != 400 {
+		t.Errorf("check-in with a foreign address = %d, want 400", st)
+	}
+	if strings.Contains(hw.logs.String(), svcPassword) {
+		t.Error("the service account's password is in the logs")
+	}
 }

@@ -118,8 +118,13 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 		publicURL = scheme + "://" + m.listener.Addr().String()
 	}
+	serviceAccounts, err := cfg.ewsServiceAccounts()
+	if err != nil {
+		return err
+	}
 	m.EWS = &ews.Source{
-		Store: m.Store, Sealer: m.Keys, Sink: m.Pipeline,
+		ServiceAccounts: serviceAccounts,
+		Store:           m.Store, Sealer: m.Keys, Sink: m.Pipeline,
 		Client:          &ews.Client{HTTP: &http.Client{Transport: outbound, Timeout: 30 * time.Second}, UserAgent: "mailpush/" + mailpush.Version},
 		PublicURL:       strings.TrimSuffix(publicURL, "/"),
 		StatusFrequency: cfg.EWS.StatusFrequency,
