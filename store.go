@@ -107,3 +107,10 @@ type WatchResult struct {
 type Watcher interface {
 	Watch(ctx context.Context, t *Tenant, mb *Mailbox, creds Credentials) (WatchResult, error)
 }
+
+// EWSLocator finds a mailbox's EWS URL from its address (autodiscover). The
+// URL it returns lies on one of t's allowed hosts, and it sends no request
+// to any other host. creds, when not empty, may authenticate the lookup.
+type EWSLocator interface {
+	LocateEWS(ctx context.Context, t *Tenant, address string, creds Credentials) (string, error)
+}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/hmac"
 	"net/http"
 	"net/mail"
@@ -65,7 +66,7 @@ func (s *Server) createRegistration(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	mb, creds, err := s.parseMailbox(t, req.Mailbox)
+	mb, creds, err := s.parseMailbox(r.Context(), t, req.Mailbox)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -263,7 +264,7 @@ func (s *Server) response(reg *mailpush.Registration, mode mailpush.Mode, res ma
 // parseMailbox validates the mailbox part of a registration. It makes no
 // outbound request: a server URL outside the tenant's allowed hosts is
 // refused here, before any source sees it.
-func (s *Server) parseMailbox(t *mailpush.Tenant, in mailboxJSON) (*mailpush.Mailbox, mailpush.Credentials, error) {
+func (s *Server) parseMailbox(ctx context.Context, t *mailpush.Tenant, in mailboxJSON) (*mailpush.Mailbox, mailpush.Credentials, error) {
 	var creds mailpush.Credentials
 	addr, err := parseAddress(in.Address)
 	if err != nil {
@@ -278,24 +279,32 @@ func (s *Server) parseMailbox(t *mailpush.Tenant, in mailboxJSON) (*mailpush.Mai
 		return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.source must be ews, graph or dovecot, not %q", in.Source)
 	}
 	mb := &mailpush.Mailbox{TenantID: t.ID, AddressHash: s.Keys.HashAddress(t.ID, addr), Source: src, Badge: mailpush.NoBadge, Status: mailpush.StatusPending, Address: addr}
-	if src == mailpush.SourceEWS {
-		if in.EWSURL == "" {
-			return nil, creds, mailpush.Errorf(mailpush.EUnsupported, "mailbox.ewsUrl is required: this server does not autodiscover EWS yet")
-		}
-		u, err := s.checkServerURL(t, in.EWSURL, "mailbox.ewsUrl")
-		if err != nil {
-			return nil, creds, err
-		}
-		mb.ServerURL = u
-	} else if in.EWSURL != "" {
-		return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.ewsUrl is only for source ews")
-	}
 	mb.Mode = mailpush.ModeDeviceSubscribed
 	if in.SealedCredentials != "" {
 		if creds, err = s.Keys.OpenCredentials(in.SealedCredentials); err != nil {
 			return nil, creds, err
 		}
 		mb.Mode = mailpush.ModeSealed
+	}
+	if src == mailpush.SourceEWS {
+		raw := in.EWSURL
+		if raw == "" {
+			if s.Autodiscover == nil {
+				return nil, creds, mailpush.Errorf(mailpush.EUnsupported, "mailbox.ewsUrl is required: autodiscover is off on this server")
+			}
+			// Autodiscover checks every host against the tenant's list
+			// before it sends anything; checkServerURL checks the result again.
+			if raw, err = s.Autodiscover.LocateEWS(ctx, t, addr, creds); err != nil {
+				return nil, creds, err
+			}
+		}
+		u, err := s.checkServerURL(t, raw, "mailbox.ewsUrl")
+		if err != nil {
+			return nil, creds, err
+		}
+		mb.ServerURL = u
+	} else if in.EWSURL != "" {
+		return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.ewsUrl is only for source ews")
 	}
 	return mb, creds, nil
 }

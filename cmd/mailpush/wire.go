@@ -19,6 +19,7 @@ import (
 	"github.com/mailpush/mailpush"
 	"github.com/mailpush/mailpush/api"
 	"github.com/mailpush/mailpush/apns"
+	"github.com/mailpush/mailpush/autodiscover"
 	"github.com/mailpush/mailpush/ews"
 	"github.com/mailpush/mailpush/pipeline"
 	"github.com/mailpush/mailpush/seal"
@@ -135,7 +136,12 @@ func (m *Main) Run(ctx context.Context) error {
 
 	srv := &api.Server{
 		Store: m.Store, Keys: m.Keys, Logger: m.Logger.With("component", "api"), Clock: m.Clock,
-		Watchers:         map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS},
+		Watchers: map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS},
+		Autodiscover: &autodiscover.Client{
+			HTTP: &http.Client{Transport: outbound, Timeout: 15 * time.Second,
+				CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+			Logger: m.Logger.With("component", "autodiscover"), Clock: m.Clock,
+		},
 		RegistrationTTL:  cfg.RegistrationTTL,
 		AllowInsecureEWS: cfg.EWS.AllowInsecureHTTP,
 	}
