@@ -61,15 +61,26 @@ type world struct {
 
 func newWorld(t testing.TB, logLevel string) *world {
 	t.Helper()
-	return newWorldWith(t, logLevel, nil, "")
+	return newWorldWith(t, logLevel, worldOptions{})
 }
 
-// newWorldWith is newWorld with the server's clock injected (nil means the
-// system clock).
-func newWorldWith(t testing.TB, logLevel string, clock mailpush.Clock, extraConfig string) *world {
+// worldOptions change newWorld's defaults.
+type worldOptions struct {
+	clock       mailpush.Clock // nil means the system clock
+	extraConfig string         // YAML appended to the config file
+	timeScale   float64        // the fake Exchange's; 0 means 0.001
+	configure   func(*Config)  // changes the loaded configuration
+}
+
+// newWorldWith is newWorld with options.
+func newWorldWith(t testing.TB, logLevel string, o worldOptions) *world {
 	t.Helper()
+	clock, extraConfig := o.clock, o.extraConfig
+	if o.timeScale == 0 {
+		o.timeScale = 0.001
+	}
 	w := &world{dir: t.TempDir(), logs: &syncBuffer{}}
-	w.exchange = ewsfake.New(ewsfake.Options{TimeScale: 0.001})
+	w.exchange = ewsfake.New(ewsfake.Options{TimeScale: o.timeScale})
 	t.Cleanup(w.exchange.Close)
 	w.exchange.AddUser(address, username, password)
 
@@ -117,6 +128,9 @@ apns:
 	c, err := LoadConfig(w.configPath, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if o.configure != nil {
+		o.configure(&c)
 	}
 	w.main = NewMain(c, w.logs)
 	if clock != nil {

@@ -56,7 +56,7 @@ func newHealWorld(t *testing.T, users int) *healWorld {
 func newHealWorldConfig(t *testing.T, users int, extraConfig string) *healWorld {
 	t.Helper()
 	clock := &fakeClock{t: time.Now()}
-	hw := &healWorld{world: newWorldWith(t, "debug", clock, extraConfig), clock: clock}
+	hw := &healWorld{world: newWorldWith(t, "debug", worldOptions{clock: clock, extraConfig: extraConfig}), clock: clock}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("server logs:\n%s", hw.logs.String())

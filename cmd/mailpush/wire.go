@@ -129,7 +129,9 @@ func (m *Main) Run(ctx context.Context) error {
 		Client:          &ews.Client{HTTP: &http.Client{Transport: outbound, Timeout: 30 * time.Second}, UserAgent: "mailpush/" + mailpush.Version},
 		PublicURL:       strings.TrimSuffix(publicURL, "/"),
 		StatusFrequency: cfg.EWS.StatusFrequency,
-		Logger:          m.Logger.With("source", "ews"), Clock: m.Clock,
+		HealthInterval:  cfg.EWS.HealthInterval, ResubscribeRate: float64(cfg.EWS.ResubscribeRate),
+		MaxPerHost: cfg.EWS.MaxPerHost, MaxPerAccount: cfg.EWS.MaxPerAccount,
+		Logger: m.Logger.With("source", "ews"), Clock: m.Clock,
 	}
 
 	m.EWS.Run(context.Background()) // stopped by Close

@@ -138,6 +138,15 @@ func (s *Server) handleEWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.count(op)
+	s.mu.Lock()
+	s.inflight[op]++
+	s.maxInflight[op] = max(s.maxInflight[op], s.inflight[op])
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.inflight[op]--
+		s.mu.Unlock()
+	}()
 	s.affinity(w, r)
 	if impersonate != "" {
 		s.mu.Lock()

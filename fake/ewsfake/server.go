@@ -119,6 +119,8 @@ type Server struct {
 	subSeq        int
 	callbacks     []Callback
 	requests      map[string]int
+	inflight      map[string]int // requests of an operation being answered
+	maxInflight   map[string]int
 	failures      map[string][]failure
 	callbackDelay time.Duration
 }
@@ -136,6 +138,8 @@ func New(opts Options) *Server {
 		logins:       make(map[string]*mailbox),
 		subs:         make(map[string]*subscription),
 		requests:     make(map[string]int),
+		inflight:     make(map[string]int),
+		maxInflight:  make(map[string]int),
 		failures:     make(map[string][]failure),
 	}
 	if s.scale <= 0 {
@@ -308,6 +312,14 @@ func (s *Server) Requests(op string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.requests[op]
+}
+
+// MaxConcurrent returns the most requests of the EWS operation op that the
+// fake answered at the same time: how a client keeps its concurrency limits.
+func (s *Server) MaxConcurrent(op string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.maxInflight[op]
 }
 
 // DropSubscription silently stops the subscription, as a crashed or
