@@ -347,11 +347,8 @@ func (a summary) then(b summary) summary {
 // pushes a sync signal.
 func (s *Source) reduce(ctx context.Context, c cachedCreds, mb *mailpush.Mailbox, sum summary, regs []*mailpush.Registration) mailpush.Event {
 	ev := mailpush.Event{TenantID: mb.TenantID, MailboxID: mb.ID, Kind: mailpush.EventChanged, Badge: sum.badge, At: s.Clock.Now()}
-	switch {
-	case sum.newMail:
+	if sum.newMail {
 		ev.Kind = mailpush.EventNewMail
-	case sum.missed:
-		ev.Kind = mailpush.EventResync
 	}
 	// mailpush reads the mailbox only in sealed and service mode.
 	ep, err := s.endpoint(ctx, mb, c)
@@ -362,6 +359,9 @@ func (s *Source) reduce(ctx context.Context, c cachedCreds, mb *mailpush.Mailbox
 		} else {
 			ev.Badge = unread
 		}
+	}
+	if sum.missed && !sum.newMail && ev.Badge == mailpush.NoBadge {
+		ev.Kind = mailpush.EventResync // no count to trust: the device syncs
 	}
 	if sum.newest != "" && sealed && wantsContent(regs) {
 		items, err := s.Client.GetItems(ctx, ep, []string{sum.newest})

@@ -602,3 +602,88 @@ func TestServiceMode(t *testing.T) {
 		t.Error("the service account's password is in the logs")
 	}
 }
+
+func TestHealSurvivesBadAnswers(t *testing.T) {
+	hw := newHealWorld(t, 1)
+	hw.exchange.Restart()
+	hw.exchange.FailNext("Subscribe", "HTTP500")                  // a plain-text page, not XML
+	hw.exchange.FailNext("Subscribe", "ErrorInternalServerError") // an EWS error message
+	res := hw.healUntil(t)
+	if res.Failed != 2 || res.Resubscribed != 1 {
+		t.Fatalf("heal = %+v, want 2 failures then a resubscription", res)
+	}
+	logs := hw.logs.String()
+	for _, want := range []string{"the answer is not XML", "ErrorInternalServerError"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("no log line says %q", want)
+		}
+	}
+	hw.exchange.Deliver(hw.users[0].address, "After", "Bob", "bob@example.com")
+	hw.waitBadge(t, hw.users[0])
+}
+
+// notify posts a hand-made SendNotification to the user's callback URL.
+func (hw *healWorld) notify(t *testing.T, u *healUser, prevWM string, more bool, events string) string {
+	t.Helper()
+	s, ok := hw.activeSub(u)
+	if !ok {
+		t.Fatal("no active subscription")
+	}
+	body := `<?xml version="1.0"?><soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages" xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types"><soap:Body><m:SendNotification><m:ResponseMessages><m:SendNotificationResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode><m:Notification><t:SubscriptionId>` +
+		s.ID + `</t:SubscriptionId><t:PreviousWatermark>` + prevWM + `</t:PreviousWatermark><t:MoreEvents>` + fmt.Sprint(more) + `</t:MoreEvents>` + events +
+		`</m:Notification></m:SendNotificationResponseMessage></m:ResponseMessages></m:SendNotification></soap:Body></soap:Envelope>`
+	resp, err := http.Post(s.URL, "text/xml", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("notification answered %d %s", resp.StatusCode, answer)
+	}
+	return string(answer)
+}
+
+func inboxModified(wm string, unread int) string {
+	return fmt.Sprintf(`<t:ModifiedEvent><t:Watermark>%s</t:Watermark><t:TimeStamp>2026-11-22T08:00:00Z</t:TimeStamp><t:FolderId Id="inbox-id"/><t:ParentFolderId Id="root"/><t:UnreadCount>%d</t:UnreadCount></t:ModifiedEvent>`, wm, unread)
+}
+
+func TestMissedEventsRecomputeTheBadge(t *testing.T) {
+	hw := newHealWorld(t, 1)
+	u := hw.users[0]
+	hw.exchange.SetCallbackDelay(time.Hour) // the test speaks for Exchange now
+	hw.exchange.Deliver(u.address, "Hello", "Bob", "bob@example.com")
+	hw.exchange.Deliver(u.address, "Hello again", "Bob", "bob@example.com")
+	getFolders := hw.exchange.Requests("GetFolder")
+	// A status event whose PreviousWatermark is not the one stored: events
+	// were lost; the badge is fetched again.
+	if a := hw.notify(t, u, "AAAAAAAAAAAAAAAAAAAAAA==", false, `<t:StatusEvent><t:Watermark>wm-x</t:Watermark></t:StatusEvent>`); !strings.Contains(a, "OK") {
+		t.Fatalf("answer %s", a)
+	}
+	if hw.exchange.Requests("GetFolder") == getFolders {
+		t.Error("no GetFolder after missed events")
+	}
+	hw.waitBadge(t, u) // 2
+}
+
+func TestMoreEventsPushOnce(t *testing.T) {
+	hw := newHealWorld(t, 1)
+	u := hw.users[0]
+	hw.exchange.SetCallbackDelay(time.Hour) // the test speaks for Exchange now
+	wm := hw.mailbox(t, u).Watermark
+	pushes := len(hw.apple.PushesFor(u.device))
+	hw.notify(t, u, wm, true, inboxModified("wm-1", 5))
+	if n := len(hw.apple.PushesFor(u.device)); n != pushes {
+		t.Fatalf("a push went out for a batch with MoreEvents (%d pushes, had %d)", n, pushes)
+	}
+	if got := hw.mailbox(t, u).Watermark; got != "wm-1" {
+		t.Errorf("watermark after the first batch = %q, want wm-1", got)
+	}
+	hw.notify(t, u, "wm-1", false, inboxModified("wm-2", 6))
+	waitFor(t, "one push with badge 6", func(ctx context.Context) error {
+		return hw.apple.WaitFor(ctx, func(all []apnsfake.Push) bool {
+			ps := pushesTo(all, u.device)
+			return len(ps) == pushes+1 && ps[len(ps)-1].Badge == 6
+		})
+	})
+}
