@@ -43,6 +43,14 @@
 //     in MessageXml as t:Value Name="BackOffMilliseconds". Wrong credentials give
 //     HTTP 401 with no SOAP body.
 //
+// Authentication (auth.go): OAuth bearer tokens, Basic, NTLM (through
+// github.com/Azure/go-ntlmssp, switched on per host when Exchange offers it,
+// with one connection pool per identity because IIS binds NTLM to the
+// connection), and a tenant's service account impersonating the mailbox
+// (ExchangeImpersonation + X-AnchorMailbox; mode "service"). Each mailbox's
+// X-BackEndOverrideCookie is kept in memory so that its requests stay on one
+// mailbox server.
+//
 // Subscriptions that heal themselves (health.go). Source.Run starts a monitor
 // that every HealthInterval runs Check: a mailbox not heard of (not even a
 // StatusEvent) for 2×StatusFrequency has a dead subscription. Check claims it
