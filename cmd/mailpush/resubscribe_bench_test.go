@@ -18,6 +18,7 @@ import (
 // restarts and forgets every subscription, in real time and with the
 // default concurrency limits: StatusFrequency 1 minute (Exchange's
 // minimum), a health check every 5 s. Run it with -benchtime=1x. It
+// resubscribeRate can be changed with MAILPUSH_BENCH_RATE. It
 // reports, from the restart: when the first resubscription reached
 // Exchange (detection: 2×StatusFrequency after the last status event, plus
 // up to one health interval), when all were made, and the resubscription
@@ -27,8 +28,13 @@ func BenchmarkResubscribeAfterRestart(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("MAILPUSH_BENCH_MAILBOXES")); err == nil && v > 0 {
 		n = v
 	}
+	rate := 0 // the default, 100 per second
+	if v, err := strconv.Atoi(os.Getenv("MAILPUSH_BENCH_RATE")); err == nil && v > 0 {
+		rate = v
+	}
 	w := newWorldWith(b, "warn", worldOptions{timeScale: 1, configure: func(c *Config) {
 		c.EWS.HealthInterval = 5 * time.Second
+		c.EWS.ResubscribeRate = rate
 		c.Push.QueueSize = 4 * n
 	}})
 	token := w.addTenant(b, "acme")
