@@ -148,6 +148,10 @@ type Device struct {
 	Token       string // APNs hex token or FCM registration token
 	Environment Environment
 	ContentKey  []byte // optional X25519 public key for end-to-end encrypted content
+	// ActiveSyncDeviceHash links the registration to the device's ActiveSync
+	// DeviceId (ActiveSyncDeviceHash), so that the gate's block or wipe
+	// removes it; nil when the app did not say.
+	ActiveSyncDeviceHash []byte
 }
 
 // Registration binds one device to one mailbox.
@@ -181,4 +185,24 @@ func (c Credentials) LogValue() any { return c.String() }
 // Empty reports whether c holds no usable credential.
 func (c Credentials) Empty() bool {
 	return (c.Username == "" || c.Password == "") && c.AccessToken == ""
+}
+
+// WantsContent reports whether some registration may show subject or
+// sender: only then does a source fetch them.
+func WantsContent(regs []*Registration) bool {
+	for _, r := range regs {
+		if r.Content.Rank() >= ContentSubject.Rank() {
+			return true
+		}
+	}
+	return false
+}
+
+// Record counts an event in the mailbox: the next sequence number, and the
+// event's badge when it knows one.
+func (m *Mailbox) Record(ev Event) {
+	m.Seq++
+	if ev.Badge != NoBadge {
+		m.Badge = ev.Badge
+	}
 }

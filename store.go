@@ -33,6 +33,10 @@ type Store interface {
 
 	Mailbox(ctx context.Context, id string) (*Mailbox, error)
 	MailboxBySubscription(ctx context.Context, subscriptionID string) (*Mailbox, error)
+	// MailboxByAddress returns the tenant's mailbox of the given source whose
+	// address has the given keyed hash (sources that name users by address,
+	// such as Dovecot, find their mailbox this way).
+	MailboxByAddress(ctx context.Context, tenantID string, addressHash []byte, source Source) (*Mailbox, error)
 	// UpdateMailbox applies fn to the mailbox inside a transaction, so that
 	// concurrent notifications for one mailbox do not lose each other's writes.
 	UpdateMailbox(ctx context.Context, id string, fn func(*Mailbox) error) (*Mailbox, error)
@@ -40,6 +44,21 @@ type Store interface {
 	// pending, whose LastEventAt is before the given time, oldest first: the
 	// subscriptions that a health monitor must look at.
 	StaleMailboxes(ctx context.Context, source Source, before time.Time, limit int) ([]*Mailbox, error)
+
+	// PutGateDevice creates or replaces the gate device (d.TenantID,
+	// d.DeviceID), keeping its CreatedAt and LastSeen; it sets d's times.
+	PutGateDevice(ctx context.Context, d *GateDevice) error
+	GateDevice(ctx context.Context, tenantID, deviceID string) (*GateDevice, error)
+	DeleteGateDevice(ctx context.Context, tenantID, deviceID string) error
+	// TouchGateDevices records when devices were last seen at the gate;
+	// devices not in the registry are ignored.
+	TouchGateDevices(ctx context.Context, tenantID string, seen map[string]time.Time) error
+	// DeleteRegistrationsByActiveSyncDevice removes a tenant's registrations
+	// whose Device.ActiveSyncDeviceHash is hash, like DeleteRegistration, and
+	// returns how many it removed.
+	DeleteRegistrationsByActiveSyncDevice(ctx context.Context, tenantID string, hash []byte) (int, error)
+	// Outbox is the durable push queue (see Outbox).
+	Outbox
 
 	// Ping reports whether the store can answer.
 	Ping(ctx context.Context) error

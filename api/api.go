@@ -42,6 +42,13 @@ type Server struct {
 	RegistrationTTL time.Duration
 	// AllowInsecureEWS permits http:// EWS URLs (tests and labs only).
 	AllowInsecureEWS bool
+	// Gate is the ActiveSync gate's device registry; nil turns its routes
+	// into unsupported errors.
+	Gate mailpush.GateRegistry
+	// Platforms lists the push platforms a tenant has credentials for;
+	// registering a device of another platform is refused (422
+	// unsupported). nil accepts every platform.
+	Platforms func(t *mailpush.Tenant) []mailpush.Platform
 	// Ready reports whether the service can take traffic (for /readyz);
 	// nil means Store.Ping.
 	Ready func(ctx context.Context) error
@@ -59,6 +66,7 @@ func (s *Server) Routes(mux *http.ServeMux) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
+	s.gateRoutes(mux)
 }
 
 func (s *Server) alive(w http.ResponseWriter, r *http.Request) {

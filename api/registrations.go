@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/mail"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,6 +18,9 @@ type deviceJSON struct {
 	Token       string `json:"token"`
 	Environment string `json:"environment,omitempty"`
 	ContentKey  string `json:"contentKey,omitempty"`
+	// ActiveSyncDeviceID links the registration to the device's ActiveSync
+	// DeviceId: a block or wipe at the gate then removes it. Stored hashed.
+	ActiveSyncDeviceID string `json:"activeSyncDeviceId,omitempty"`
 }
 
 type mailboxJSON struct {
@@ -63,6 +67,17 @@ func (s *Server) createRegistration(w http.ResponseWriter, r *http.Request) {
 	}
 	dev, err := parseDevice(req.Device)
 	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if id := req.Device.ActiveSyncDeviceID; id != "" {
+		if !mailpush.ValidDeviceID(mailpush.NormalizeDeviceID(id)) {
+			s.writeError(w, r, mailpush.Errorf(mailpush.EInvalid, "device.activeSyncDeviceId must be 1 to %d printable characters without spaces or commas", mailpush.MaxDeviceIDLen))
+			return
+		}
+		dev.ActiveSyncDeviceHash = mailpush.ActiveSyncDeviceHash(s.Keys, t.ID, id)
+	}
+	if err := s.checkPlatform(t, dev.Platform); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -122,7 +137,12 @@ func (s *Server) createRegistration(w http.ResponseWriter, r *http.Request) {
 // watch asks the source to (re)subscribe unless the mailbox is already
 // watched in the requested mode and no new credentials came with the request.
 func (s *Server) watch(r *http.Request, t *mailpush.Tenant, mb *mailpush.Mailbox, mode mailpush.Mode, creds mailpush.Credentials) (mailpush.WatchResult, error) {
-	// Device-subscribed mode always goes to the source: the device needs its callback URL.
+	// Device-subscribed mode always goes to the source: the device needs its
+	// callback URL. New sealed credentials always go to the source too, even
+	// for a mailbox that is already watched: they are what proves that the
+	// device may receive this mailbox's pushes (the tenant token only proves
+	// that the request comes from the tenant's app), so the source must try
+	// them on the mail server before the device is attached.
 	if mb.Status == mailpush.StatusActive && mb.Mode == mode && mode != mailpush.ModeDeviceSubscribed && creds.Empty() {
 		return mailpush.WatchResult{Status: mailpush.StatusActive}, nil
 	}
@@ -279,6 +299,23 @@ func (s *Server) parseMailbox(ctx context.Context, t *mailpush.Tenant, in mailbo
 		return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.source must be ews, graph or dovecot, not %q", in.Source)
 	}
 	mb := &mailpush.Mailbox{TenantID: t.ID, AddressHash: s.Keys.HashAddress(t.ID, addr), Source: src, Badge: mailpush.NoBadge, Status: mailpush.StatusPending, Address: addr}
+	if src == mailpush.SourceEWS && in.EWSURL != "" {
+		u, err := s.checkServerURL(t, in.EWSURL, "mailbox.ewsUrl")
+		if err != nil {
+			return nil, creds, err
+		}
+		mb.ServerURL = u
+	} else if in.EWSURL != "" {
+		return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.ewsUrl is only for source ews")
+	}
+	if src == mailpush.SourceDovecot {
+		// Dovecot reports with the tenant's shared secret: no user credential.
+		if in.SealedCredentials != "" {
+			return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.sealedCredentials is not for source dovecot: mailpush uses the tenant's Dovecot shared secret")
+		}
+		mb.Mode = mailpush.ModeService
+		return mb, creds, nil
+	}
 	mb.Mode = mailpush.ModeDeviceSubscribed
 	if in.SealedCredentials != "" {
 		if creds, err = s.Keys.OpenCredentials(in.SealedCredentials); err != nil {
@@ -286,25 +323,19 @@ func (s *Server) parseMailbox(ctx context.Context, t *mailpush.Tenant, in mailbo
 		}
 		mb.Mode = mailpush.ModeSealed
 	}
-	if src == mailpush.SourceEWS {
-		raw := in.EWSURL
-		if raw == "" {
-			if s.Autodiscover == nil {
-				return nil, creds, mailpush.Errorf(mailpush.EUnsupported, "mailbox.ewsUrl is required: autodiscover is off on this server")
-			}
-			// Autodiscover checks every host against the tenant's list
-			// before it sends anything; checkServerURL checks the result again.
-			if raw, err = s.Autodiscover.LocateEWS(ctx, t, addr, creds); err != nil {
-				return nil, creds, err
-			}
+	if src == mailpush.SourceEWS && mb.ServerURL == "" {
+		if s.Autodiscover == nil {
+			return nil, creds, mailpush.Errorf(mailpush.EUnsupported, "mailbox.ewsUrl is required: autodiscover is off on this server")
 		}
-		u, err := s.checkServerURL(t, raw, "mailbox.ewsUrl")
+		// Autodiscover checks every host against the tenant's list before
+		// it sends anything; checkServerURL checks the result again.
+		raw, err := s.Autodiscover.LocateEWS(ctx, t, addr, creds)
 		if err != nil {
 			return nil, creds, err
 		}
-		mb.ServerURL = u
-	} else if in.EWSURL != "" {
-		return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.ewsUrl is only for source ews")
+		if mb.ServerURL, err = s.checkServerURL(t, raw, "mailbox.ewsUrl"); err != nil {
+			return nil, creds, err
+		}
 	}
 	return mb, creds, nil
 }
@@ -385,4 +416,16 @@ func parseDevice(in deviceJSON) (mailpush.Device, error) {
 		d.ContentKey = k
 	}
 	return d, nil
+}
+
+// checkPlatform refuses a device whose platform the tenant cannot push to:
+// better a clear error at registration than a silent drop later.
+func (s *Server) checkPlatform(t *mailpush.Tenant, p mailpush.Platform) error {
+	if s.Platforms == nil {
+		return nil
+	}
+	if slices.Contains(s.Platforms(t), p) {
+		return nil
+	}
+	return mailpush.Errorf(mailpush.EUnsupported, "this server has no push credentials for platform %s of tenant %s", p, t.Name)
 }

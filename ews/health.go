@@ -359,10 +359,7 @@ func (s *Source) resubscribe(ctx context.Context, mb *mailpush.Mailbox, c cached
 // emit stores the event's sequence (and badge) and hands it to the sink.
 func (s *Source) emit(ctx context.Context, mailboxID string, ev mailpush.Event) error {
 	updated, err := s.Store.UpdateMailbox(ctx, mailboxID, func(m *mailpush.Mailbox) error {
-		m.Seq++
-		if ev.Badge != mailpush.NoBadge {
-			m.Badge = ev.Badge
-		}
+		m.Record(ev)
 		return nil
 	})
 	if err != nil {

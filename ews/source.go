@@ -269,10 +269,7 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		}
 		m.LastEventAt = now
 		if changed {
-			m.Seq++
-			if ev.Badge != mailpush.NoBadge {
-				m.Badge = ev.Badge
-			}
+			m.Record(ev)
 		}
 		return nil
 	})
@@ -363,7 +360,7 @@ func (s *Source) reduce(ctx context.Context, c cachedCreds, mb *mailpush.Mailbox
 	if sum.missed && !sum.newMail && ev.Badge == mailpush.NoBadge {
 		ev.Kind = mailpush.EventResync // no count to trust: the device syncs
 	}
-	if sum.newest != "" && sealed && wantsContent(regs) {
+	if sum.newest != "" && sealed && mailpush.WantsContent(regs) {
 		items, err := s.Client.GetItems(ctx, ep, []string{sum.newest})
 		if err != nil {
 			s.Logger.Warn("GetItem failed: pushing the badge without content", "mailbox", mb.ID, "err", err)
@@ -376,15 +373,6 @@ func (s *Source) reduce(ctx context.Context, c cachedCreds, mb *mailpush.Mailbox
 		}
 	}
 	return ev
-}
-
-func wantsContent(regs []*mailpush.Registration) bool {
-	for _, r := range regs {
-		if r.Content.Rank() >= mailpush.ContentSubject.Rank() {
-			return true
-		}
-	}
-	return false
 }
 
 func lastWatermark(n *Notification) string {

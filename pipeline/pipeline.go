@@ -1,15 +1,31 @@
 // Package pipeline turns a source's Event into one Push per active device of
-// the mailbox and hands each to the provider of its platform.
+// the mailbox, keeps it in the store's durable outbox, and delivers it
+// through the provider of its tenant and platform.
 //
-// Events are turned into pushes synchronously (a store read), then queued on
-// bounded queues that a fixed pool of workers drains. A mailbox's pushes
-// always go to the same worker, so they reach the provider in the order of
-// the mailbox's events (badges 1, 2, 3 never arrive as 1, 3, 2). When a queue is full
-// HandleEvent refuses the event with EUnavailable, so the source answers the
-// mail server with an error and the mail server retries later: back-pressure
-// instead of unbounded memory. The queue is in memory, so pushes queued when
-// the process dies are lost; the durable outbox replaces it (see issue
-// "Push delivery that never loses a notification").
+// HandleEvent writes every push of an event to the outbox in one transaction
+// before it returns, and sources acknowledge the mail server only after it
+// returns: a push accepted is never lost, even to kill -9. A single
+// dispatcher claims due pushes in batches (one write transaction per batch,
+// which is what SQLite's single writer needs to reach thousands of pushes per
+// second), sends them with bounded concurrency, and settles the whole batch
+// in one more transaction. A batch's pushes for one mailbox are sent by one
+// goroutine in outbox order, so a mailbox's pushes reach the provider in the
+// order of its events. Because a push is deleted only after the provider
+// answered, delivery is at least once: a crash between the answer and the
+// settlement sends that push again.
+//
+// Failures: a permanent refusal goes to the dead letters at once; a
+// temporary one is retried with exponential backoff and jitter, never sooner
+// than the provider's Retry-After, and goes to the dead letters after
+// MaxAttempts. When a push to a registration must wait, the registration's
+// later pushes in the batch wait with it, so they cannot overtake it.
+//
+// Never spam: badge and sync pushes still queued are replaced by newer ones
+// (the outbox coalesces them), a push whose mailbox sequence is older than
+// the last one delivered to the device is dropped (a badge never goes
+// backwards; an old alert is sent without its stale badge), background pushes
+// are limited per device (Apple throttles apps that send many), and a token
+// bucket per tenant protects the providers.
 package pipeline
 
 import (
@@ -18,90 +34,144 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
+	mathrand "math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/mailpush/mailpush"
 )
 
-// Config holds the pipeline's dependencies and limits.
+// Config holds the pipeline's dependencies and limits. Zero values take the
+// defaults shown.
 type Config struct {
-	Store   mailpush.Store
+	Store mailpush.Store
+	// Pushers are the providers by platform, used when Route is nil or
+	// finds none.
 	Pushers map[mailpush.Platform]mailpush.Pusher
+	// Route returns the provider for a tenant's platform (per-tenant
+	// credentials), or nil when the tenant has none.
+	Route func(tenantID string, platform mailpush.Platform) mailpush.Pusher
 	// SealContent seals alert content to a device's content key (seal.SealContent).
 	SealContent func(devicePub, plain []byte) (string, error)
 	Logger      *slog.Logger
 	Clock       mailpush.Clock
-	Workers     int // default 8
-	QueueSize   int // total over all workers; default 10,000
-	MaxAttempts int // default 4 (transient failures only)
-	// Backoff is the wait before retry n (1-based); default 200ms·2^(n-1).
-	Backoff func(n int) time.Duration
+	Metrics     *Metrics // nil records nothing
+
+	Workers      int           // concurrent sends; default 64
+	BatchSize    int           // pushes claimed per transaction; default 512
+	Lease        time.Duration // how long a claim holds a push; default 2m
+	PollInterval time.Duration // how often to look for retries that came due; default 1s
+	SendTimeout  time.Duration // one provider call; default 30s
+	MaxAttempts  int           // attempts before a dead letter; default 12
+	RetryBase    time.Duration // first backoff; default 1s, doubling per attempt
+	RetryMax     time.Duration // backoff cap; default 15m
+	// Jitter spreads a backoff d; default: uniformly in [d/2, d).
+	Jitter func(d time.Duration) time.Duration
+	// SyncPerHour is how many background pushes a device may get per hour
+	// (Apple tolerates a few); default 3. Extra ones wait, coalesced.
+	SyncPerHour int
+	// TenantRate is the pushes per second each tenant may send (bursts up to
+	// TenantBurst); zero means no limit.
+	TenantRate  float64
+	TenantBurst int
 }
 
-// Pipeline fans events out to devices.
+// Pipeline fans events out to devices through the outbox.
 type Pipeline struct {
-	cfg    Config
-	queues []chan *mailpush.Push // one per worker
+	cfg     Config
+	tenants *limiter // per tenant
+	syncs   *limiter // per registration, background pushes only
 
+	wake      chan struct{}
 	startOnce sync.Once
 	stopOnce  sync.Once
 	stop      chan struct{}
-	wg        sync.WaitGroup
+	done      chan struct{}
+	cancel    context.CancelFunc
 }
 
-// New returns a pipeline; Start launches its workers.
+// New returns a pipeline; Start launches its dispatcher.
 func New(cfg Config) *Pipeline {
-	if cfg.Workers <= 0 {
-		cfg.Workers = 8
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
 	}
-	if cfg.QueueSize <= 0 {
-		cfg.QueueSize = 10_000
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
 	}
-	if cfg.MaxAttempts <= 0 {
-		cfg.MaxAttempts = 4
-	}
-	if cfg.Backoff == nil {
-		cfg.Backoff = func(n int) time.Duration { return 200 * time.Millisecond << (n - 1) }
+	def(&cfg.Workers, 64)
+	def(&cfg.BatchSize, 512)
+	def(&cfg.MaxAttempts, 12)
+	def(&cfg.SyncPerHour, 3)
+	defDur(&cfg.Lease, 2*time.Minute)
+	defDur(&cfg.PollInterval, time.Second)
+	defDur(&cfg.SendTimeout, 30*time.Second)
+	defDur(&cfg.RetryBase, time.Second)
+	defDur(&cfg.RetryMax, 15*time.Minute)
+	if cfg.Jitter == nil {
+		cfg.Jitter = func(d time.Duration) time.Duration {
+			if d < 2 {
+				return d
+			}
+			return d/2 + time.Duration(mathrand.Int64N(int64(d/2)))
+		}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	p := &Pipeline{cfg: cfg, stop: make(chan struct{})}
-	per := max(1, cfg.QueueSize/cfg.Workers)
-	for range cfg.Workers {
-		p.queues = append(p.queues, make(chan *mailpush.Push, per))
+	if cfg.Clock == nil {
+		cfg.Clock = mailpush.SystemClock{}
+	}
+	p := &Pipeline{
+		cfg:   cfg,
+		wake:  make(chan struct{}, 1),
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
+		syncs: newLimiter(float64(cfg.SyncPerHour)/3600, cfg.SyncPerHour),
+	}
+	if cfg.TenantRate > 0 {
+		p.tenants = newLimiter(cfg.TenantRate, max(1, cfg.TenantBurst))
 	}
 	return p
 }
 
-// Start launches the workers. Calling it again does nothing.
+// Start launches the dispatcher. Calling it again does nothing.
 func (p *Pipeline) Start() {
 	p.startOnce.Do(func() {
-		for _, q := range p.queues {
-			p.wg.Add(1)
-			go p.worker(q)
-		}
+		ctx, cancel := context.WithCancel(context.Background())
+		p.cancel = cancel
+		go p.run(ctx)
 	})
 }
 
-// Shutdown stops accepting work, lets the workers send what is queued until
-// ctx ends, and waits for them. It is safe to call more than once.
+// Shutdown stops accepting events and lets the batch in flight finish until
+// ctx ends. Pushes still queued stay in the outbox for the next start. It is
+// safe to call more than once, and without Start.
 func (p *Pipeline) Shutdown(ctx context.Context) error {
 	p.stopOnce.Do(func() { close(p.stop) })
-	done := make(chan struct{})
-	go func() { p.wg.Wait(); close(done) }()
+	p.startOnce.Do(func() { close(p.done) }) // never started: nothing to wait for
+	defer func() {
+		if p.cancel != nil {
+			p.cancel()
+		}
+	}()
 	select {
-	case <-done:
+	case <-p.done:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("pipeline: shutdown: %d pushes not sent: %w", p.Queued(), ctx.Err())
+		p.cancel() // abort the sends in flight; their pushes stay queued
+		<-p.done
+		return fmt.Errorf("pipeline: shutdown: %w", ctx.Err())
 	}
 }
 
-// HandleEvent queues one push for every active device of the event's mailbox.
+// HandleEvent stores one push for every active device of the event's mailbox
+// in the outbox, in one transaction. When it returns nil the pushes are
+// durable.
 func (p *Pipeline) HandleEvent(ctx context.Context, ev mailpush.Event) error {
 	select {
 	case <-p.stop:
@@ -112,7 +182,7 @@ func (p *Pipeline) HandleEvent(ctx context.Context, ev mailpush.Event) error {
 	if err != nil {
 		return fmt.Errorf("pipeline: %w", err)
 	}
-	var pushes []*mailpush.Push
+	pushes := make([]*mailpush.Push, 0, len(regs))
 	for _, reg := range regs {
 		if reg.Status != mailpush.StatusActive {
 			continue
@@ -124,43 +194,32 @@ func (p *Pipeline) HandleEvent(ctx context.Context, ev mailpush.Event) error {
 		}
 		pushes = append(pushes, push)
 	}
-	q := p.queues[shard(ev.MailboxID, len(p.queues))]
-	if len(pushes) > cap(q)-len(q) {
-		return mailpush.Errorf(mailpush.EUnavailable, "push queue is full")
+	if len(pushes) == 0 {
+		return nil
 	}
-	for _, push := range pushes {
-		select {
-		case q <- push:
-		default:
-			return mailpush.Errorf(mailpush.EUnavailable, "push queue is full")
-		}
+	if err := p.cfg.Store.EnqueuePushes(ctx, pushes); err != nil {
+		return fmt.Errorf("pipeline: %w", err)
+	}
+	p.cfg.Metrics.enqueued(pushes)
+	select {
+	case p.wake <- struct{}{}:
+	default:
 	}
 	return nil
-}
-
-// Queued returns the number of pushes waiting in the queues.
-func (p *Pipeline) Queued() int {
-	n := 0
-	for _, q := range p.queues {
-		n += len(q)
-	}
-	return n
-}
-
-func shard(key string, n int) int {
-	h := fnv.New32a()
-	h.Write([]byte(key))
-	return int(h.Sum32() % uint32(n))
 }
 
 func (p *Pipeline) build(ev mailpush.Event, reg *mailpush.Registration) (*mailpush.Push, error) {
 	push := &mailpush.Push{
 		ID: newUUID(), TenantID: reg.TenantID, RegistrationID: reg.ID, MailboxID: reg.MailboxID,
 		Device: reg.Device, Badge: ev.Badge, Seq: ev.Seq, CreatedAt: p.cfg.Clock.Now(),
+		// Later pushes of a mailbox replace earlier ones still pending at
+		// the provider.
+		CollapseID: "mb-" + reg.MailboxID,
 	}
 	switch {
 	case ev.Kind == mailpush.EventNewMail && ev.Subject != "" && reg.Content.Rank() >= mailpush.ContentSubject.Rank():
 		push.Kind = mailpush.PushAlert
+		push.CollapseID = "" // every new message is shown
 		subject, sender := ev.Subject, ""
 		if reg.Content == mailpush.ContentSubjectSender {
 			sender = ev.Sender
@@ -181,73 +240,217 @@ func (p *Pipeline) build(ev mailpush.Event, reg *mailpush.Registration) (*mailpu
 		}
 	case ev.Kind == mailpush.EventResync || ev.Badge == mailpush.NoBadge:
 		push.Kind = mailpush.PushSync
+		push.CollapseID = "sync-" + reg.MailboxID
 	default:
 		push.Kind = mailpush.PushBadge
-		// Later badge pushes replace earlier ones that are still pending.
-		push.CollapseID = "badge-" + reg.MailboxID
 	}
 	return push, nil
 }
 
-func (p *Pipeline) worker(q chan *mailpush.Push) {
-	defer p.wg.Done()
+// run is the dispatcher: it processes batches while there are due pushes,
+// and otherwise waits for a new event or the poll interval.
+func (p *Pipeline) run(ctx context.Context) {
+	defer close(p.done)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
 	for {
+		n, err := p.Process(ctx)
+		if err != nil && ctx.Err() == nil {
+			p.cfg.Logger.Error("outbox: cannot process a batch", "err", err)
+		}
 		select {
-		case push := <-q:
-			p.deliver(push)
 		case <-p.stop:
-			// Drain what is queued, then stop.
-			for {
-				select {
-				case push := <-q:
-					p.deliver(push)
-				default:
-					return
-				}
-			}
+			return
+		default:
+		}
+		if err == nil && n >= p.cfg.BatchSize {
+			continue // more may be due right now
+		}
+		timer.Reset(p.cfg.PollInterval)
+		select {
+		case <-p.stop:
+			return
+		case <-p.wake:
+		case <-timer.C:
 		}
 	}
 }
 
-func (p *Pipeline) deliver(push *mailpush.Push) {
-	pusher, ok := p.cfg.Pushers[push.Device.Platform]
+// Process claims one batch of due pushes, sends them and settles them. It
+// returns how many pushes it claimed. The dispatcher calls it in a loop;
+// tests call it directly with a fake clock.
+func (p *Pipeline) Process(ctx context.Context) (int, error) {
+	now := p.cfg.Clock.Now()
+	batch, err := p.cfg.Store.ClaimPushes(ctx, now, p.cfg.BatchSize, p.cfg.Lease)
+	if err != nil {
+		return 0, err
+	}
+	if len(batch) == 0 {
+		return 0, nil
+	}
+	// One group per mailbox, in outbox order.
+	var order []string
+	groups := map[string][]*mailpush.QueuedPush{}
+	for _, q := range batch {
+		if _, ok := groups[q.Push.MailboxID]; !ok {
+			order = append(order, q.Push.MailboxID)
+		}
+		groups[q.Push.MailboxID] = append(groups[q.Push.MailboxID], q)
+	}
+	settled := make([][]mailpush.PushSettlement, len(order))
+	sem := make(chan struct{}, p.cfg.Workers)
+	var wg sync.WaitGroup
+	for i, mb := range order {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			settled[i] = p.sendGroup(ctx, groups[mb])
+		}()
+	}
+	wg.Wait()
+	all := make([]mailpush.PushSettlement, 0, len(batch))
+	for _, s := range settled {
+		all = append(all, s...)
+	}
+	// Settle even when ctx ended (shutdown): what was sent must not be
+	// sent again needlessly.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := p.cfg.Store.SettlePushes(sctx, all); err != nil {
+		return len(batch), err
+	}
+	p.cfg.Metrics.settled(all)
+	return len(batch), nil
+}
+
+// sendGroup sends one mailbox's pushes of a batch in order.
+func (p *Pipeline) sendGroup(ctx context.Context, group []*mailpush.QueuedPush) []mailpush.PushSettlement {
+	out := make([]mailpush.PushSettlement, 0, len(group))
+	lastSeq := map[string]int64{}  // per registration: delivered in this batch
+	held := map[string]time.Time{} // per registration: must wait until
+	for _, q := range group {
+		reg := q.Push.RegistrationID
+		if until, ok := held[reg]; ok {
+			// An earlier push to the device waits: do not overtake it.
+			out = append(out, mailpush.PushSettlement{OutboxID: q.OutboxID, Action: mailpush.SettleRetry, Undo: true, DueAt: until, Reason: "behind an earlier push"})
+			continue
+		}
+		if last := max(q.LastSeq, lastSeq[reg]); q.Push.Seq > 0 && q.Push.Seq < last {
+			if q.Push.Kind != mailpush.PushAlert {
+				p.cfg.Metrics.result(q, "superseded", "")
+				out = append(out, mailpush.PushSettlement{OutboxID: q.OutboxID, Action: mailpush.SettleDone})
+				continue
+			}
+			q.Push.Badge = mailpush.NoBadge // the message is news; its badge is not
+		}
+		s := p.send(ctx, q)
+		if s.Action == mailpush.SettleRetry {
+			held[reg] = s.DueAt
+		}
+		if s.Action == mailpush.SettleDone && s.Seq > lastSeq[reg] {
+			lastSeq[reg] = s.Seq
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// send delivers one push and says what to do with it.
+func (p *Pipeline) send(ctx context.Context, q *mailpush.QueuedPush) mailpush.PushSettlement {
+	push := &q.Push
+	s := mailpush.PushSettlement{OutboxID: q.OutboxID, RegistrationID: push.RegistrationID}
+	now := p.cfg.Clock.Now()
+	if push.Kind == mailpush.PushSync {
+		if wait := p.syncs.take(push.RegistrationID, now); wait > 0 {
+			p.cfg.Metrics.result(q, "rate_limited", "device_sync")
+			s.Action, s.Undo, s.DueAt, s.Reason = mailpush.SettleRetry, true, now.Add(wait), "background push limit of the device"
+			return s
+		}
+	}
+	if p.tenants != nil {
+		if wait := p.tenants.take(push.TenantID, now); wait > 0 {
+			p.cfg.Metrics.result(q, "rate_limited", "tenant")
+			s.Action, s.Undo, s.DueAt, s.Reason = mailpush.SettleRetry, true, now.Add(wait), "tenant rate limit"
+			return s
+		}
+	}
+	pusher := p.pusher(push.TenantID, push.Device.Platform)
 	log := p.cfg.Logger.With("registration", push.RegistrationID, "platform", push.Device.Platform, "kind", push.Kind)
-	if !ok {
-		log.Warn("push dropped: no provider configured for the platform")
-		return
+	if pusher == nil {
+		log.Warn("push dead: no provider configured for the tenant's platform")
+		p.cfg.Metrics.result(q, "failed", "no_provider")
+		s.Action, s.Reason = mailpush.SettleDead, "no provider for platform "+string(push.Device.Platform)
+		return s
 	}
-	for attempt := 1; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		res, err := pusher.Push(ctx, push)
-		cancel()
-		switch res.Outcome {
-		case mailpush.PushDelivered:
-			log.Debug("push delivered", "seq", push.Seq)
-			return
-		case mailpush.PushDropToken:
-			p.dropToken(push, res)
-			return
-		case mailpush.PushFailed:
-			log.Warn("push refused by provider", "status", res.Status, "reason", res.Reason)
-			return
-		}
-		if attempt >= p.cfg.MaxAttempts {
-			log.Warn("push given up after retries", "attempts", attempt, "status", res.Status, "reason", res.Reason, "err", err)
-			return
-		}
-		wait := p.cfg.Backoff(attempt)
-		if res.RetryAfter > wait {
-			wait = res.RetryAfter
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-p.stop:
-			t.Stop()
-			log.Warn("push not retried: shutting down", "attempts", attempt)
-			return
+	sctx, cancel := context.WithTimeout(ctx, p.cfg.SendTimeout)
+	start := time.Now()
+	res, err := pusher.Push(sctx, push)
+	cancel()
+	p.cfg.Metrics.sent(q, time.Since(start), p.cfg.Clock.Now())
+	reason := res.Reason
+	if reason == "" && res.Status != 0 {
+		reason = fmt.Sprint(res.Status)
+	}
+	switch res.Outcome {
+	case mailpush.PushDelivered:
+		p.cfg.Metrics.result(q, "delivered", "")
+		s.Action, s.Seq = mailpush.SettleDone, push.Seq
+		return s
+	case mailpush.PushDropToken:
+		p.cfg.Metrics.result(q, "dropped_token", reason)
+		p.dropToken(push, res)
+		s.Action = mailpush.SettleDone
+		return s
+	case mailpush.PushFailed:
+		log.Warn("push refused by provider", "status", res.Status, "reason", res.Reason, "err", err)
+		p.cfg.Metrics.result(q, "failed", reason)
+		s.Action, s.Reason = mailpush.SettleDead, fmt.Sprintf("refused: %d %s", res.Status, res.Reason)
+		return s
+	}
+	if reason == "" {
+		reason = "transport"
+	}
+	if ctx.Err() != nil {
+		// Shutting down: the attempt was cut short, not refused.
+		s.Action, s.Undo, s.DueAt, s.Reason = mailpush.SettleRetry, true, now, "interrupted"
+		return s
+	}
+	if q.Attempts >= p.cfg.MaxAttempts {
+		log.Warn("push dead after retries", "attempts", q.Attempts, "status", res.Status, "reason", res.Reason, "err", err)
+		p.cfg.Metrics.result(q, "dead", reason)
+		s.Action, s.Reason = mailpush.SettleDead, fmt.Sprintf("gave up after %d attempts: %s", q.Attempts, reason)
+		return s
+	}
+	p.cfg.Metrics.result(q, "retry", reason)
+	wait := p.Backoff(q.Attempts)
+	if res.RetryAfter > wait {
+		wait = res.RetryAfter
+	}
+	log.Debug("push will be retried", "attempts", q.Attempts, "in", wait, "status", res.Status, "reason", res.Reason, "err", err)
+	s.Action, s.DueAt, s.Reason = mailpush.SettleRetry, p.cfg.Clock.Now().Add(wait), reason
+	return s
+}
+
+// Backoff is the wait after the n-th failed attempt (1-based): RetryBase
+// doubled per attempt, capped at RetryMax, jittered.
+func (p *Pipeline) Backoff(n int) time.Duration {
+	d := p.cfg.RetryMax
+	if n-1 < 40 {
+		if b := p.cfg.RetryBase << (n - 1); b > 0 && b < d {
+			d = b
 		}
 	}
+	return p.cfg.Jitter(d)
+}
+
+func (p *Pipeline) pusher(tenantID string, platform mailpush.Platform) mailpush.Pusher {
+	if p.cfg.Route != nil {
+		if ps := p.cfg.Route(tenantID, platform); ps != nil {
+			return ps
+		}
+	}
+	return p.cfg.Pushers[platform]
 }
 
 // dropToken deactivates a registration whose token the provider declared
@@ -270,6 +473,7 @@ func (p *Pipeline) dropToken(push *mailpush.Push, res mailpush.PushResult) {
 	case err != nil:
 		p.cfg.Logger.Error("cannot deactivate registration with a dead token", "registration", push.RegistrationID, "err", err)
 	default:
+		p.cfg.Metrics.deadToken(push)
 		p.cfg.Logger.Info("registration deactivated: dead push token", "registration", push.RegistrationID, "reason", res.Reason, "status", res.Status)
 	}
 }

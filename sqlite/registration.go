@@ -12,7 +12,7 @@ import (
 
 const mailboxCols = `id, tenant_id, address_hash, source, mode, server_url, subscription_id, watermark, badge, seq, status, last_event_at, created_at, updated_at`
 
-const registrationCols = `id, tenant_id, mailbox_id, platform, environment, token_sealed, content_key, content, status, created_at, updated_at, expires_at`
+const registrationCols = `id, tenant_id, mailbox_id, platform, environment, token_sealed, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -40,7 +40,7 @@ func (s *Store) scanRegistration(row scanner) (*mailpush.Registration, error) {
 	var platform, env, content, status string
 	var sealed []byte
 	var created, updated, expires int64
-	if err := row.Scan(&r.ID, &r.TenantID, &r.MailboxID, &platform, &env, &sealed, &r.Device.ContentKey, &content, &status, &created, &updated, &expires); err != nil {
+	if err := row.Scan(&r.ID, &r.TenantID, &r.MailboxID, &platform, &env, &sealed, &r.Device.ContentKey, &content, &status, &created, &updated, &expires, &r.Device.ActiveSyncDeviceHash); err != nil {
 		return nil, err
 	}
 	tok, err := s.cipher.OpenField(sealed)
@@ -105,16 +105,16 @@ func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *ma
 			reg.ID = newID()
 		}
 		reg.CreatedAt = now
-		_, err = tx.ExecContext(ctx, `INSERT INTO registrations (id, tenant_id, mailbox_id, platform, environment, token_sealed, token_hash, content_key, content, status, created_at, updated_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		_, err = tx.ExecContext(ctx, `INSERT INTO registrations (id, tenant_id, mailbox_id, platform, environment, token_sealed, token_hash, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			reg.ID, reg.TenantID, reg.MailboxID, string(reg.Device.Platform), string(reg.Device.Environment), sealed, tokenHash,
-			reg.Device.ContentKey, string(reg.Content), string(reg.Status), ms(reg.CreatedAt), ms(reg.UpdatedAt), ms(reg.ExpiresAt))
+			reg.Device.ContentKey, string(reg.Content), string(reg.Status), ms(reg.CreatedAt), ms(reg.UpdatedAt), ms(reg.ExpiresAt), reg.Device.ActiveSyncDeviceHash)
 	case err != nil:
 		return nil, dbError("find registration", err)
 	default:
 		reg.ID, reg.CreatedAt = existingID, fromMS(existingCreated)
-		_, err = tx.ExecContext(ctx, `UPDATE registrations SET platform = ?, environment = ?, token_sealed = ?, content_key = ?, content = ?, status = ?, updated_at = ?, expires_at = ? WHERE id = ?`,
+		_, err = tx.ExecContext(ctx, `UPDATE registrations SET platform = ?, environment = ?, token_sealed = ?, content_key = ?, content = ?, status = ?, updated_at = ?, expires_at = ?, activesync_device_hash = ? WHERE id = ?`,
 			string(reg.Device.Platform), string(reg.Device.Environment), sealed, reg.Device.ContentKey, string(reg.Content), string(reg.Status),
-			ms(reg.UpdatedAt), ms(reg.ExpiresAt), reg.ID)
+			ms(reg.UpdatedAt), ms(reg.ExpiresAt), reg.Device.ActiveSyncDeviceHash, reg.ID)
 	}
 	if err != nil {
 		return nil, dbError("store registration", err)
@@ -161,9 +161,9 @@ func (s *Store) UpdateRegistration(ctx context.Context, tenantID, id string, fn 
 	if err != nil {
 		return nil, err
 	}
-	_, err = tx.ExecContext(ctx, `UPDATE registrations SET platform = ?, environment = ?, token_sealed = ?, token_hash = ?, content_key = ?, content = ?, status = ?, updated_at = ?, expires_at = ? WHERE id = ?`,
+	_, err = tx.ExecContext(ctx, `UPDATE registrations SET platform = ?, environment = ?, token_sealed = ?, token_hash = ?, content_key = ?, content = ?, status = ?, updated_at = ?, expires_at = ?, activesync_device_hash = ? WHERE id = ?`,
 		string(r.Device.Platform), string(r.Device.Environment), sealed, s.cipher.HashField([]byte(r.Device.Token)), r.Device.ContentKey,
-		string(r.Content), string(r.Status), ms(r.UpdatedAt), ms(r.ExpiresAt), id)
+		string(r.Content), string(r.Status), ms(r.UpdatedAt), ms(r.ExpiresAt), r.Device.ActiveSyncDeviceHash, id)
 	if err != nil {
 		return nil, dbError("update registration", err)
 	}
@@ -189,8 +189,7 @@ func (s *Store) DeleteRegistration(ctx context.Context, tenantID, id string) err
 	if err != nil {
 		return dbError("delete registration", err)
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE mailboxes SET status = ?, updated_at = ? WHERE id = ? AND NOT EXISTS (SELECT 1 FROM registrations WHERE mailbox_id = ?)`,
-		string(mailpush.StatusInactive), s.now(), mailboxID, mailboxID); err != nil {
+	if err := s.deactivateIfEmpty(ctx, tx, mailboxID); err != nil {
 		return dbError("delete registration", err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -234,8 +233,13 @@ func (s *Store) MailboxBySubscription(ctx context.Context, subscriptionID string
 	return mailboxWhere(ctx, s.r, "subscription_id = ?", subscriptionID)
 }
 
-func mailboxWhere(ctx context.Context, q querier, where string, arg any) (*mailpush.Mailbox, error) {
-	m, err := scanMailbox(q.QueryRowContext(ctx, `SELECT `+mailboxCols+` FROM mailboxes WHERE `+where, arg))
+// MailboxByAddress returns the tenant's mailbox of a source by address hash.
+func (s *Store) MailboxByAddress(ctx context.Context, tenantID string, addressHash []byte, source mailpush.Source) (*mailpush.Mailbox, error) {
+	return mailboxWhere(ctx, s.r, "tenant_id = ? AND address_hash = ? AND source = ?", tenantID, addressHash, string(source))
+}
+
+func mailboxWhere(ctx context.Context, q querier, where string, args ...any) (*mailpush.Mailbox, error) {
+	m, err := scanMailbox(q.QueryRowContext(ctx, `SELECT `+mailboxCols+` FROM mailboxes WHERE `+where, args...))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound("mailbox")
 	}

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
 	"runtime"
 	"sort"
 	"strings"
@@ -43,6 +44,11 @@ var _ mailpush.Store = (*Store)(nil)
 func Open(ctx context.Context, path string, cipher mailpush.FieldCipher, clock mailpush.Clock) (*Store, error) {
 	if cipher == nil || clock == nil {
 		return nil, errors.New("sqlite: Open needs a cipher and a clock")
+	}
+	// The file holds sealed tokens and hashes: keep it private. SQLite gives
+	// the -wal and -shm files the same mode.
+	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err == nil {
+		f.Close()
 	}
 	q := url.Values{}
 	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(1)", "synchronous(NORMAL)"} {

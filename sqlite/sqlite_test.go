@@ -70,6 +70,9 @@ func TestTokensAndAddressesNotInFile(t *testing.T) {
 	s.Close()
 	files, _ := filepath.Glob(filepath.Join(dir, "m.db*"))
 	for _, f := range files {
+		if fi, err := os.Stat(f); err == nil && fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %v, want 0600", filepath.Base(f), fi.Mode().Perm())
+		}
 		b, _ := os.ReadFile(f)
 		for _, secret := range []string{token, addr, "carol.secret"} {
 			if bytes.Contains(b, []byte(secret)) {

@@ -61,6 +61,14 @@ func Run(t *testing.T, open Factory) {
 		{"Mailboxes", testMailboxes},
 		{"ConcurrentMailboxUpdates", testConcurrentMailboxUpdates},
 		{"StaleMailboxes", testStaleMailboxes},
+		{"GateDevices", testGateDevices},
+		{"DeleteRegistrationsByActiveSyncDevice", testDeleteRegistrationsByActiveSyncDevice},
+		{"OutboxClaimAndLease", testOutboxClaimAndLease},
+		{"OutboxSettle", testOutboxSettle},
+		{"OutboxCoalesces", testOutboxCoalesces},
+		{"OutboxInactiveRegistration", testOutboxInactiveRegistration},
+		{"OutboxSettleAfterCoalesce", testOutboxSettleAfterCoalesce},
+		{"MailboxByAddress", testMailboxByAddress},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -362,6 +370,43 @@ func testConcurrentMailboxUpdates(t *testing.T, s mailpush.Store, e *env) {
 	got, _ := s.Mailbox(ctx, m.ID)
 	if got.Seq != n {
 		t.Errorf("after %d concurrent increments Seq = %d: updates were lost", n, got.Seq)
+	}
+}
+
+func testMailboxByAddress(t *testing.T, s mailpush.Store, e *env) {
+	ctx := context.Background()
+	acme, other := mustTenant(t, s, "acme"), mustTenant(t, s, "other")
+	r, mb := newReg(e, acme.ID, "alice@example.com", "aa01")
+	mb.Source, mb.Mode, mb.ServerURL = mailpush.SourceDovecot, mailpush.ModeService, ""
+	m, err := s.Register(ctx, r, mb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, ews := newReg(e, acme.ID, "alice@example.com", "aa02")
+	if _, err := s.Register(ctx, r2, ews); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.MailboxByAddress(ctx, acme.ID, e.keys.HashAddress(acme.ID, "Alice@Example.com "), mailpush.SourceDovecot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != m.ID || got.Source != mailpush.SourceDovecot || got.Mode != mailpush.ModeService {
+		t.Errorf("MailboxByAddress = %+v, want the dovecot mailbox %s", got, m.ID)
+	}
+	for _, tc := range []struct {
+		name   string
+		tenant string
+		hash   []byte
+		source mailpush.Source
+	}{
+		{"other address", acme.ID, e.keys.HashAddress(acme.ID, "bob@example.com"), mailpush.SourceDovecot},
+		{"other tenant", other.ID, e.keys.HashAddress(acme.ID, "alice@example.com"), mailpush.SourceDovecot},
+		{"other tenant's hash", other.ID, e.keys.HashAddress(other.ID, "alice@example.com"), mailpush.SourceDovecot},
+		{"other source", acme.ID, e.keys.HashAddress(acme.ID, "alice@example.com"), mailpush.SourceGraph},
+		{"empty hash", acme.ID, nil, mailpush.SourceDovecot},
+	} {
+		_, err := s.MailboxByAddress(ctx, tc.tenant, tc.hash, tc.source)
+		wantCode(t, tc.name, err, mailpush.ENotFound)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailpush/mailpush/gate"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -71,12 +72,50 @@ type Config struct {
 		ProductionURL string `yaml:"productionUrl"`
 		SandboxURL    string `yaml:"sandboxUrl"`
 	} `yaml:"apns"`
+	// FCM pushes to Android devices (Firebase Cloud Messaging HTTP v1).
+	FCM struct {
+		ProjectID       string `yaml:"projectId"`
+		CredentialsFile string `yaml:"credentialsFile"` // service-account JSON key
+		Endpoint        string `yaml:"endpoint"`        // default https://fcm.googleapis.com
+		TokenURL        string `yaml:"tokenUrl"`        // default: the key file's token_uri
+	} `yaml:"fcm"`
+	// Push tunes the durable outbox and its delivery (see package pipeline).
 	Push struct {
-		Workers   int `yaml:"workers"`
-		QueueSize int `yaml:"queueSize"`
+		Workers     int           `yaml:"workers"`     // concurrent provider calls
+		BatchSize   int           `yaml:"batchSize"`   // pushes claimed per transaction
+		MaxAttempts int           `yaml:"maxAttempts"` // then a dead letter
+		RetryBase   time.Duration `yaml:"retryBase"`   // first backoff, doubling
+		RetryMax    time.Duration `yaml:"retryMax"`    // backoff cap
+		SyncPerHour int           `yaml:"syncPerHour"` // background pushes per device per hour
+		TenantRate  int           `yaml:"tenantRate"`  // pushes per second per tenant; 0: no limit
+		TenantBurst int           `yaml:"tenantBurst"`
+		// Lease is how long a claimed push is held; after a crash, pushes
+		// that were in flight are sent again when it ends.
+		Lease time.Duration `yaml:"lease"`
 	} `yaml:"push"`
-	// Tenants holds settings per tenant name.
+	// Gate is the ActiveSync access gate; it is on when gate.tenant is set
+	// (see docs/gate.md). Its rules are set in the file only.
+	Gate gate.Config `yaml:"gate"`
+	// Tenants holds per-tenant settings, keyed by tenant name (YAML only).
 	Tenants map[string]TenantConfig `yaml:"tenants"`
+}
+
+// TenantConfig is one tenant's settings.
+type TenantConfig struct {
+	// Dovecot lets the tenant's Dovecot post to /dovecot/notify.
+	Dovecot *DovecotConfig `yaml:"dovecot"`
+	// EWS holds the tenant's Exchange settings (config_ews.go).
+	EWS TenantEWSConfig `yaml:"ews"`
+}
+
+// DovecotConfig is a tenant's Dovecot push_notification endpoint: the basic
+// auth secret its Dovecot sends, and how a Dovecot user names a mailbox.
+type DovecotConfig struct {
+	Username     string `yaml:"username"`
+	Password     string `yaml:"password"`
+	PasswordFile string `yaml:"passwordFile"` // instead of password; one line
+	UserMapping  string `yaml:"userMapping"`  // address (default) or login
+	Domain       string `yaml:"domain"`       // appended to users without "@"
 }
 
 // DefaultConfig is the configuration with no file and no environment: SQLite
@@ -92,8 +131,13 @@ func DefaultConfig() Config {
 	c.EWS.StatusFrequency = 5
 	c.APNs.ProductionURL = "https://api.push.apple.com"
 	c.APNs.SandboxURL = "https://api.sandbox.push.apple.com"
-	c.Push.Workers = 16
-	c.Push.QueueSize = 10_000
+	c.Push.Workers = 64
+	c.Push.BatchSize = 512
+	c.Push.MaxAttempts = 12
+	c.Push.RetryBase = time.Second
+	c.Push.RetryMax = 15 * time.Minute
+	c.Push.SyncPerHour = 3
+	c.Push.Lease = 2 * time.Minute
 	return c
 }
 
@@ -168,11 +212,55 @@ func (c *Config) Validate() error {
 	} else if c.APNs.TeamID != "" || c.APNs.KeyID != "" || c.APNs.Topic != "" {
 		bad("apns.keyFile", "is missing: APNs needs the .p8 key file beside teamId, keyId and topic")
 	}
+	if (c.FCM.ProjectID == "") != (c.FCM.CredentialsFile == "") {
+		bad("fcm", "set both projectId and credentialsFile (the service-account JSON key), or neither")
+	}
 	if c.Push.Workers < 1 || c.Push.Workers > 1024 {
 		bad("push.workers", "%d must be 1 to 1024", c.Push.Workers)
 	}
-	if c.Push.QueueSize < 1 {
-		bad("push.queueSize", "%d must be positive", c.Push.QueueSize)
+	if c.Push.BatchSize < 1 || c.Push.BatchSize > 5000 {
+		bad("push.batchSize", "%d must be 1 to 5000", c.Push.BatchSize)
+	}
+	if c.Push.MaxAttempts < 1 {
+		bad("push.maxAttempts", "%d must be at least 1", c.Push.MaxAttempts)
+	}
+	if c.Push.RetryBase <= 0 || c.Push.RetryMax < c.Push.RetryBase {
+		bad("push.retryBase", "%v must be positive and at most push.retryMax (%v)", c.Push.RetryBase, c.Push.RetryMax)
+	}
+	if c.Push.Lease < time.Second {
+		bad("push.lease", "%v is too short: use at least 1s (default 2m)", c.Push.Lease)
+	}
+	if c.Push.SyncPerHour < 1 {
+		bad("push.syncPerHour", "%d must be at least 1", c.Push.SyncPerHour)
+	}
+	if c.Push.TenantRate < 0 || c.Push.TenantBurst < 0 {
+		bad("push.tenantRate", "rate and burst must not be negative")
+	}
+	dovecotUsers := map[string]string{}
+	for name, tc := range c.Tenants {
+		d := tc.Dovecot
+		if d == nil {
+			continue
+		}
+		key := "tenants." + name + ".dovecot"
+		if d.Username == "" || strings.Contains(d.Username, ":") {
+			bad(key+".username", "must be set, without ':' (it is the HTTP basic-auth user Dovecot sends)")
+		} else if other, dup := dovecotUsers[d.Username]; dup {
+			bad(key+".username", "%q is also tenant %s's: each tenant needs its own", d.Username, other)
+		}
+		dovecotUsers[d.Username] = name
+		if (d.Password == "") == (d.PasswordFile == "") {
+			bad(key+".password", "set password or passwordFile (one of them)")
+		}
+		switch d.UserMapping {
+		case "", "address":
+		case "login":
+			if d.Domain == "" {
+				bad(key+".domain", "is required with userMapping login (the address is login@domain)")
+			}
+		default:
+			bad(key+".userMapping", "%q must be address or login", d.UserMapping)
+		}
 	}
 	c.validateTenants(bad)
 	if c.EWS.MaxPerAccount > 27 {
@@ -269,6 +357,9 @@ func setFromString(v reflect.Value, s string) error {
 		}
 		v.SetBool(b)
 	case reflect.Slice:
+		if v.Type().Elem().Kind() != reflect.String {
+			return fmt.Errorf("this setting is a list of objects: set it in the configuration file")
+		}
 		var parts []string
 		for p := range strings.SplitSeq(s, ",") {
 			if p = strings.TrimSpace(p); p != "" {

@@ -8,11 +8,6 @@ import (
 	"github.com/mailpush/mailpush"
 )
 
-// TenantConfig holds one tenant's settings (config key tenants.<name>).
-type TenantConfig struct {
-	EWS TenantEWSConfig `yaml:"ews"`
-}
-
 // TenantEWSConfig is a tenant's Exchange settings.
 type TenantEWSConfig struct {
 	// ServiceAccount holds the ApplicationImpersonation role on the

@@ -52,6 +52,12 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"env bad duration", "", []string{"MAILPUSH_REGISTRATION_TTL=soon"}, "MAILPUSH_REGISTRATION_TTL"},
 		{"public url", "publicUrl: ftp://x\n", nil, "config key publicUrl"},
 		{"log level", "log:\n  level: loud\n", nil, "config key log.level"},
+		{"dovecot no secret", "tenants:\n  acme:\n    dovecot:\n      username: d\n", nil, "config key tenants.acme.dovecot.password"},
+		{"dovecot two secrets", "tenants:\n  acme:\n    dovecot:\n      username: d\n      password: p\n      passwordFile: f\n", nil, "config key tenants.acme.dovecot.password"},
+		{"dovecot no user", "tenants:\n  acme:\n    dovecot:\n      password: p\n", nil, "config key tenants.acme.dovecot.username"},
+		{"dovecot mapping", "tenants:\n  acme:\n    dovecot:\n      username: d\n      password: p\n      userMapping: uid\n", nil, "config key tenants.acme.dovecot.userMapping"},
+		{"dovecot login domain", "tenants:\n  acme:\n    dovecot:\n      username: d\n      password: p\n      userMapping: login\n", nil, "config key tenants.acme.dovecot.domain"},
+		{"dovecot shared user", "tenants:\n  a:\n    dovecot: {username: d, password: p}\n  b:\n    dovecot: {username: d, password: q}\n", nil, "each tenant needs its own"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

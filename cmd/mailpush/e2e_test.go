@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/hpke"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
@@ -59,9 +61,26 @@ type world struct {
 	apple      *apnsfake.Server
 }
 
-func newWorld(t testing.TB, logLevel string) *world {
+// newWorld starts the world; extraYAML is appended to the configuration.
+func newWorld(t testing.TB, logLevel string, extraYAML ...string) *world {
 	t.Helper()
-	return newWorldWith(t, logLevel, worldOptions{})
+	w := &world{dir: t.TempDir(), logs: &syncBuffer{}}
+	w.exchange, w.apple = newFakes(t)
+	w.configPath = writeConfig(t, w.dir, w.exchange, w.apple, "127.0.0.1:0", logLevel, strings.Join(extraYAML, ""))
+	c, err := LoadConfig(w.configPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.main = NewMain(c, w.logs)
+	if err := w.main.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := w.main.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return w
 }
 
 // worldOptions change newWorld's defaults.
@@ -75,37 +94,76 @@ type worldOptions struct {
 // newWorldWith is newWorld with options.
 func newWorldWith(t testing.TB, logLevel string, o worldOptions) *world {
 	t.Helper()
-	clock, extraConfig := o.clock, o.extraConfig
 	if o.timeScale == 0 {
 		o.timeScale = 0.001
 	}
 	w := &world{dir: t.TempDir(), logs: &syncBuffer{}}
-	w.exchange = ewsfake.New(ewsfake.Options{TimeScale: o.timeScale})
-	t.Cleanup(w.exchange.Close)
-	w.exchange.AddUser(address, username, password)
+	w.exchange, w.apple = newFakesScaled(t, o.timeScale)
+	w.configPath = writeConfig(t, w.dir, w.exchange, w.apple, "127.0.0.1:0", logLevel, o.extraConfig)
+	c, err := LoadConfig(w.configPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.configure != nil {
+		o.configure(&c)
+	}
+	w.main = NewMain(c, w.logs)
+	if o.clock != nil {
+		w.main.Clock = o.clock
+	}
+	if err := w.main.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := w.main.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return w
+}
 
-	w.apple = apnsfake.New(apnsfake.Options{})
-	t.Cleanup(w.apple.Close)
+// newFakes starts a fake Exchange with the test user and a fake APNs that
+// trusts the test key and topic.
+func newFakes(t testing.TB) (*ewsfake.Server, *apnsfake.Server) {
+	t.Helper()
+	return newFakesScaled(t, 0.001)
+}
+
+// newFakesScaled is newFakes with the fake Exchange's TimeScale.
+func newFakesScaled(t testing.TB, timeScale float64) (*ewsfake.Server, *apnsfake.Server) {
+	t.Helper()
+	exchange := ewsfake.New(ewsfake.Options{TimeScale: timeScale})
+	t.Cleanup(exchange.Close)
+	exchange.AddUser(address, username, password)
+	apple := apnsfake.New(apnsfake.Options{})
+	t.Cleanup(apple.Close)
+	return exchange, apple
+}
+
+// writeConfig writes dir/mailpush.yaml for mailpush against the fakes, with
+// a new APNs key that the fake trusts; extra is appended (YAML).
+func writeConfig(t testing.TB, dir string, exchange *ewsfake.Server, apple *apnsfake.Server, listen, logLevel, extra string) string {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.apple.AddKey(teamID, keyID, &key.PublicKey)
-	w.apple.AllowTopic(topic)
+	apple.AddKey(teamID, keyID, &key.PublicKey)
+	apple.AllowTopic(topic)
 	der, _ := x509.MarshalPKCS8PrivateKey(key)
-	p8 := filepath.Join(w.dir, "AuthKey.p8")
+	p8 := filepath.Join(dir, "AuthKey.p8")
 	os.WriteFile(p8, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
 
 	// One CA bundle trusting both fakes, as an admin would configure caFile.
 	var bundle []byte
-	for _, c := range []*x509.Certificate{w.apple.Certificate(), w.exchange.Certificate()} {
+	for _, c := range []*x509.Certificate{apple.Certificate(), exchange.Certificate()} {
 		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 	}
-	ca := filepath.Join(w.dir, "ca.pem")
+	ca := filepath.Join(dir, "ca.pem")
 	os.WriteFile(ca, bundle, 0o600)
 
-	w.configPath = filepath.Join(w.dir, "mailpush.yaml")
-	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
+	path := filepath.Join(dir, "mailpush.yaml")
+	cfg := fmt.Sprintf(`listen: %s
 database:
   path: %s
 keyDir: %s
@@ -121,30 +179,40 @@ apns:
   topic: %s
   productionUrl: %s
   sandboxUrl: %s
-`, filepath.Join(w.dir, "data", "mailpush.db"), filepath.Join(w.dir, "data", "keys"), ca, logLevel, teamID, keyID, p8, topic, w.apple.URL(), w.apple.URL()) + extraConfig
-	os.MkdirAll(filepath.Join(w.dir, "data"), 0o700)
-	os.WriteFile(w.configPath, []byte(cfg), 0o600)
+`, listen, filepath.Join(dir, "data", "mailpush.db"), filepath.Join(dir, "data", "keys"), ca, logLevel, teamID, keyID, p8, topic, apple.URL(), apple.URL())
+	os.MkdirAll(filepath.Join(dir, "data"), 0o700)
+	if err := os.WriteFile(path, []byte(cfg+extra), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
 
-	c, err := LoadConfig(w.configPath, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if o.configure != nil {
-		o.configure(&c)
-	}
-	w.main = NewMain(c, w.logs)
-	if clock != nil {
-		w.main.Clock = clock
-	}
-	if err := w.main.Run(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := w.main.Close(); err != nil {
-			t.Errorf("Close: %v", err)
+// waitMetrics polls /metrics until it holds every want (the pipeline counts
+// a push just after the provider answered) and returns the last body.
+func (w *world) waitMetrics(t testing.TB, wants ...string) []byte {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(w.main.URL() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
 		}
-	})
-	return w
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		missing := ""
+		for _, want := range wants {
+			if !bytes.Contains(body, []byte(want)) {
+				missing = want
+			}
+		}
+		if missing == "" {
+			return body
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics lacks %q:\n%s", missing, body)
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline
+	}
 }
 
 // addTenant runs the real CLI command and returns the printed token.
@@ -160,12 +228,18 @@ func (w *world) addTenant(t testing.TB, name string) string {
 
 func (w *world) call(t testing.TB, method, path, token string, body any) (int, map[string]any) {
 	t.Helper()
+	return apiCall(t, w.main.URL(), method, path, token, body)
+}
+
+// apiCall sends a JSON request to the mailpush at base and decodes the answer.
+func apiCall(t testing.TB, base, method, path, token string, body any) (int, map[string]any) {
+	t.Helper()
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
 		rd = bytes.NewReader(b)
 	}
-	req, _ := http.NewRequest(method, w.main.URL()+path, rd)
+	req, _ := http.NewRequest(method, base+path, rd)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
@@ -251,6 +325,13 @@ func TestEndToEndSealedMode(t *testing.T) {
 	}
 	if got := badges(w.apple.PushesFor(device)); fmt.Sprint(got) != "[1 2 3]" {
 		t.Fatalf("badges = %v, want [1 2 3]", got)
+	}
+	// Metrics count the pushes and carry no token, address or subject.
+	metrics := w.waitMetrics(t, `mailpush_pushes_total{provider="apns",reason="",result="delivered"} 3`, "mailpush_outbox_depth 0", "mailpush_push_enqueue_to_send_seconds_bucket")
+	for _, secret := range []string{device, address, "Quarterly", "alice"} {
+		if bytes.Contains(metrics, []byte(secret)) {
+			t.Errorf("/metrics carries %q", secret)
+		}
 	}
 	for _, p := range w.apple.PushesFor(device) {
 		if p.Topic != topic || p.PushType != "alert" || p.CollapseID == "" {
@@ -410,8 +491,92 @@ func TestCommands(t *testing.T) {
 	if err := run(context.Background(), []string{"tenant", "set", "acme", "--max-content", "badge"}, io.Discard, io.Discard, env); err != nil {
 		t.Errorf("tenant set: %v", err)
 	}
+	out.Reset()
+	if err := run(context.Background(), []string{"keys", "rotate"}, &out, io.Discard, env); err != nil || !strings.Contains(out.String(), "is now current") {
+		t.Errorf("keys rotate: %q %v", out.String(), err)
+	}
 }
 
 func b64url(s string) ([]byte, error) {
 	return base64.RawURLEncoding.DecodeString(s)
+}
+
+// TestEndToEndContentAndFanOut registers three devices for one mailbox with
+// different content modes and checks what each receives for one new mail:
+// every device gets it, the alert carries subject and sender fetched with
+// GetItem, and the device with a content key gets only ciphertext it can open.
+func TestEndToEndContentAndFanOut(t *testing.T) {
+	w := newWorld(t, "debug")
+	token := w.addTenant(t, "acme")
+	devKey, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	devices := []struct {
+		token, content, contentKey string
+	}{
+		{deviceToken(10), "badge", ""},
+		{deviceToken(11), "subject_sender", ""},
+		{deviceToken(12), "subject_sender", base64.RawURLEncoding.EncodeToString(devKey.PublicKey().Bytes())},
+	}
+	for _, d := range devices {
+		dev := map[string]any{"platform": "ios", "token": d.token}
+		if d.contentKey != "" {
+			dev["contentKey"] = d.contentKey
+		}
+		st, out := w.call(t, "POST", "/api/v1/registrations", token, map[string]any{
+			"device":  dev,
+			"mailbox": map[string]any{"address": address, "source": "ews", "ewsUrl": w.exchange.URL(), "sealedCredentials": w.sealCredentials(t, username, password)},
+			"content": d.content,
+		})
+		if st != 201 || out["content"] != d.content {
+			t.Fatalf("register %s: %d %v", d.content, st, out)
+		}
+	}
+	const subject = "Board meeting moved to Thursday"
+	w.exchange.Deliver(address, subject, "Carol Chair", "carol@example.com")
+	waitFor(t, "three pushes", func(ctx context.Context) error {
+		return w.apple.WaitFor(ctx, func(ps []apnsfake.Push) bool { return len(ps) >= 3 })
+	})
+	badgeOnly := w.apple.PushesFor(devices[0].token)
+	if len(badgeOnly) != 1 || badgeOnly[0].Badge != 1 || badgeOnly[0].AlertBody != "" {
+		t.Errorf("badge device got %+v", badgeOnly)
+	}
+	alert := w.apple.PushesFor(devices[1].token)
+	if len(alert) != 1 || alert[0].AlertBody != subject || alert[0].AlertTitle != "Carol Chair" || alert[0].Badge != 1 {
+		t.Errorf("alert device got %+v", alert)
+	}
+	sealed := w.apple.PushesFor(devices[2].token)
+	if len(sealed) != 1 || sealed[0].Enc == "" || !sealed[0].MutableContent || strings.Contains(string(sealed[0].Payload), "Board meeting") || strings.Contains(string(sealed[0].Payload), "Carol") {
+		t.Fatalf("sealed device got %+v (payload %s)", sealed, sealed[0].Payload)
+	}
+	ct, _ := base64.RawURLEncoding.DecodeString(sealed[0].Enc)
+	hk, _ := hpke.NewDHKEMPrivateKey(devKey)
+	plain, err := hpke.Open(hk, hpke.HKDFSHA256(), hpke.AES128GCM(), []byte("mailpush content v1"), ct)
+	if err != nil || !strings.Contains(string(plain), subject) || !strings.Contains(string(plain), "Carol Chair") {
+		t.Errorf("device could not open its content: %q %v", plain, err)
+	}
+	if n := w.exchange.Requests("GetItem"); n != 1 {
+		t.Errorf("GetItem called %d times for one new mail, want 1", n)
+	}
+	// The subject and sender never reach the logs.
+	w.main.Close()
+	if logs := w.logs.String(); strings.Contains(logs, "Board meeting") || strings.Contains(logs, "Carol") {
+		t.Error("logs contain the subject or sender")
+	}
+}
+
+func TestRegistrationRefusedWithoutPlatformCredentials(t *testing.T) {
+	w := newWorld(t, "info")
+	token := w.addTenant(t, "acme")
+	st, body := w.call(t, "POST", "/api/v1/registrations", token, map[string]any{
+		"device":  map[string]any{"platform": "android", "token": strings.Repeat("fcm_token-", 15)},
+		"mailbox": map[string]any{"address": address, "source": "ews", "ewsUrl": w.exchange.URL(), "sealedCredentials": w.sealCredentials(t, username, password)},
+	})
+	if st != 422 || !strings.Contains(fmt.Sprint(body), "unsupported") || !strings.Contains(fmt.Sprint(body), "android") {
+		t.Fatalf("android registration without FCM = %d %v, want 422 unsupported naming the platform", st, body)
+	}
+	if subs := w.exchange.Subscriptions(); len(subs) != 0 {
+		t.Errorf("a refused registration subscribed on Exchange: %+v", subs)
+	}
 }

@@ -41,25 +41,38 @@ func BenchmarkEndToEndLatency(b *testing.B) {
 		want := i/users + 1 // this user's unread count after the delivery
 		start := time.Now()
 		w.exchange.Deliver(fmt.Sprintf("user%d@example.com", u), "subject", "Sender", "s@example.com")
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		var at time.Time
-		err := w.apple.WaitFor(ctx, func(ps []apnsfake.Push) bool {
-			for j := len(ps) - 1; j >= 0; j-- {
-				if ps[j].Token == devices[u] && ps[j].Badge == want {
-					at = ps[j].At
-					return true
-				}
-			}
-			return false
-		})
-		cancel()
-		if err != nil {
-			b.Fatalf("event %d: push with badge %d not received: %v", i, want, err)
-		}
-		lat = append(lat, at.Sub(start))
+		lat = append(lat, waitBadge(b, w.apple, devices[u], want).Sub(start))
 	}
 	b.StopTimer()
+	reportPercentiles(b, lat, "")
+}
+
+// waitBadge waits for a push with the badge to the device and returns when
+// the fake APNs accepted it.
+func waitBadge(b *testing.B, apple *apnsfake.Server, device string, badge int) time.Time {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var at time.Time
+	err := apple.WaitFor(ctx, func(ps []apnsfake.Push) bool {
+		for j := len(ps) - 1; j >= 0; j-- {
+			if ps[j].Token == device && ps[j].Badge == badge {
+				at = ps[j].At
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		b.Fatalf("push with badge %d not received: %v", badge, err)
+	}
+	return at
+}
+
+// reportPercentiles reports the median and p99 of lat as <prefix>p50-ms and
+// <prefix>p99-ms.
+func reportPercentiles(b *testing.B, lat []time.Duration, prefix string) {
 	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, prefix+"p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, prefix+"p99-ms")
 }

@@ -3,6 +3,8 @@
 //	mailpush serve  [--config FILE]   run every configured service
 //	mailpush tenant add NAME [--allow-host HOST]... [--max-content MODE]
 //	mailpush tenant set NAME [--allow-host HOST]... [--max-content MODE]
+//	mailpush keys rotate [--config FILE]
+//	mailpush gate import FILE --tenant NAME
 //	mailpush version
 //
 // This is the only package that wires the adapters together (see Main).
@@ -18,8 +20,10 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/mailpush/mailpush"
+	"github.com/mailpush/mailpush/seal"
 )
 
 func main() {
@@ -41,6 +45,8 @@ const usage = `usage:
   mailpush serve [--config FILE]
   mailpush tenant add NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]
   mailpush tenant set NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]
+  mailpush keys rotate [--config FILE]
+  mailpush gate import FILE --tenant NAME [--config FILE]   (CSV: deviceId,user,deviceType,state)
   mailpush version`
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) error {
@@ -55,6 +61,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 			return usageError{usage}
 		}
 		return runTenant(ctx, args[1], args[2:], stdout, stderr, environ)
+	case "keys":
+		if len(args) < 2 || args[1] != "rotate" {
+			return usageError{usage}
+		}
+		return runKeysRotate(args[2:], stdout, stderr, environ)
+	case "gate":
+		return runGate(ctx, args[1:], stdout, stderr, environ)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "mailpush", mailpush.Version)
 		return nil
@@ -110,18 +123,9 @@ func runTenant(ctx context.Context, verb string, args []string, stdout, stderr i
 	var hosts stringList
 	fs.Var(&hosts, "allow-host", "mail-server host the tenant may use (repeatable; *.example.com for a domain)")
 	maxContent := fs.String("max-content", "", "the most a push may carry: badge, subject or subject_sender")
-	// Accept NAME before or after the flags.
-	var name string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		name, args = args[0], args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
-	}
-	if name == "" && fs.NArg() == 1 {
-		name = fs.Arg(0)
-	} else if fs.NArg() > 0 || name == "" {
-		return usageError{usage}
+	name, err := parseWithArg(fs, args)
+	if err != nil {
+		return err
 	}
 	if *maxContent != "" && mailpush.ContentMode(*maxContent).Rank() < 0 {
 		return usageError{fmt.Sprintf("--max-content must be badge, subject or subject_sender, not %q", *maxContent)}
@@ -144,4 +148,49 @@ func runTenant(ctx context.Context, verb string, args []string, stdout, stderr i
 		return nil
 	}
 	return m.SetTenant(ctx, name, hosts, mailpush.ContentMode(*maxContent))
+}
+
+// runKeysRotate makes new current sealing and callback keys. Old keys stay in
+// the keyring, so credentials sealed and callback URLs issued before keep
+// working; servers pick the new keys up at their next start.
+func runKeysRotate(args []string, stdout, stderr io.Writer, environ []string) error {
+	fs := flag.NewFlagSet("keys rotate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := configFlag(fs, environ)
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		return usageError{usage}
+	}
+	cfg, err := LoadConfig(*path, environ)
+	if err != nil {
+		return err
+	}
+	keys, err := seal.Open(cfg.KeyDir, time.Now())
+	if err != nil {
+		return err
+	}
+	old, _ := keys.PublicKey()
+	if err := keys.Rotate(time.Now()); err != nil {
+		return err
+	}
+	id, _ := keys.PublicKey()
+	fmt.Fprintf(stdout, "sealing key %s is now current (was %s); restart every server to use it\n", id, old)
+	return nil
+}
+
+// parseWithArg parses flags around the one positional argument (NAME or
+// FILE), which may come before or after them.
+func parseWithArg(fs *flag.FlagSet, args []string) (string, error) {
+	var arg string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		arg, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		return "", usageError{err.Error()}
+	}
+	if arg == "" && fs.NArg() == 1 {
+		arg = fs.Arg(0)
+	} else if fs.NArg() > 0 || arg == "" {
+		return "", usageError{usage}
+	}
+	return arg, nil
 }

@@ -35,7 +35,6 @@ func BenchmarkResubscribeAfterRestart(b *testing.B) {
 	w := newWorldWith(b, "warn", worldOptions{timeScale: 1, configure: func(c *Config) {
 		c.EWS.HealthInterval = 5 * time.Second
 		c.EWS.ResubscribeRate = rate
-		c.Push.QueueSize = 4 * n
 	}})
 	token := w.addTenant(b, "acme")
 	st, key := w.call(b, "GET", "/api/v1/key", "", nil)

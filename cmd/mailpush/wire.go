@@ -20,10 +20,17 @@ import (
 	"github.com/mailpush/mailpush/api"
 	"github.com/mailpush/mailpush/apns"
 	"github.com/mailpush/mailpush/autodiscover"
+	"github.com/mailpush/mailpush/dovecot"
 	"github.com/mailpush/mailpush/ews"
+	"github.com/mailpush/mailpush/fcm"
+	"github.com/mailpush/mailpush/gate"
 	"github.com/mailpush/mailpush/pipeline"
 	"github.com/mailpush/mailpush/seal"
 	"github.com/mailpush/mailpush/sqlite"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Main is the running program: configuration in, wired services out. The
@@ -38,8 +45,14 @@ type Main struct {
 	Keys     *seal.Keyring
 	Pipeline *pipeline.Pipeline
 	EWS      *ews.Source
+	// GateRegistry is the ActiveSync gate's device registry (always on);
+	// Gate decides for gate.tenant (nil when no tenant is configured).
+	GateRegistry *gate.Registry
+	Gate         *gate.Gate
+	Dovecot      *dovecot.Source
 
 	apns     *apns.Client
+	fcm      *fcm.Client
 	listener net.Listener
 	server   *http.Server
 	closed   bool
@@ -100,10 +113,32 @@ func (m *Main) Run(ctx context.Context) error {
 	} else {
 		m.Logger.Warn("APNs is off: set apns.keyFile, apns.teamId, apns.keyId and apns.topic to push to iOS")
 	}
+	if cfg.FCM.ProjectID != "" {
+		creds, err := os.ReadFile(cfg.FCM.CredentialsFile)
+		if err != nil {
+			return fmt.Errorf("config key fcm.credentialsFile: %w", err)
+		}
+		c, err := fcm.New(fcm.Config{ProjectID: cfg.FCM.ProjectID, Credentials: creds, Endpoint: cfg.FCM.Endpoint, TokenURL: cfg.FCM.TokenURL,
+			RootCAs: outbound.TLSClientConfig.RootCAs, Logger: m.Logger.With("provider", "fcm")})
+		clear(creds)
+		if err != nil {
+			return err
+		}
+		m.fcm = c
+		pushers[mailpush.PlatformAndroid] = c
+	} else {
+		m.Logger.Warn("FCM is off: set fcm.projectId and fcm.credentialsFile to push to Android")
+	}
+	// One registry per Main, never the global default: tests run several.
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.Pipeline = pipeline.New(pipeline.Config{
 		Store: m.Store, Pushers: pushers, SealContent: seal.SealContent,
-		Logger: m.Logger.With("component", "pipeline"), Clock: m.Clock,
-		Workers: cfg.Push.Workers, QueueSize: cfg.Push.QueueSize,
+		Metrics: pipeline.NewMetrics(registry, m.Store.OutboxDepth),
+		Logger:  m.Logger.With("component", "pipeline"), Clock: m.Clock,
+		Workers: cfg.Push.Workers, BatchSize: cfg.Push.BatchSize, MaxAttempts: cfg.Push.MaxAttempts,
+		RetryBase: cfg.Push.RetryBase, RetryMax: cfg.Push.RetryMax, SyncPerHour: cfg.Push.SyncPerHour,
+		TenantRate: float64(cfg.Push.TenantRate), TenantBurst: cfg.Push.TenantBurst, Lease: cfg.Push.Lease,
 	})
 	m.Pipeline.Start()
 
@@ -134,22 +169,46 @@ func (m *Main) Run(ctx context.Context) error {
 		Logger: m.Logger.With("source", "ews"), Clock: m.Clock,
 	}
 
+	m.GateRegistry = &gate.Registry{Store: m.Store, Hasher: m.Keys, Logger: m.Logger.With("component", "gate")}
+	if cfg.Gate.Tenant != "" {
+		if err := m.startGate(ctx); err != nil {
+			return err
+		}
+	}
+	if m.Dovecot, err = m.dovecotSource(); err != nil {
+		return err
+	}
+
 	m.EWS.Run(context.Background()) // stopped by Close
 
 	srv := &api.Server{
 		Store: m.Store, Keys: m.Keys, Logger: m.Logger.With("component", "api"), Clock: m.Clock,
-		Watchers: map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS},
+		Watchers:        map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS, mailpush.SourceDovecot: m.Dovecot},
+		RegistrationTTL: cfg.RegistrationTTL,
 		Autodiscover: &autodiscover.Client{
 			HTTP: &http.Client{Transport: outbound, Timeout: 15 * time.Second,
 				CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 			Logger: m.Logger.With("component", "autodiscover"), Clock: m.Clock,
 		},
-		RegistrationTTL:  cfg.RegistrationTTL,
+		Platforms: func(*mailpush.Tenant) []mailpush.Platform {
+			var ps []mailpush.Platform
+			for p := range pushers {
+				ps = append(ps, p)
+			}
+			return ps
+		},
 		AllowInsecureEWS: cfg.EWS.AllowInsecureHTTP,
+		Gate:             m.GateRegistry,
 	}
 	mux := http.NewServeMux()
 	srv.Routes(mux)
 	mux.Handle("POST "+ews.CallbackPath+"{token}", m.EWS)
+	if m.Gate != nil {
+		m.Gate.Routes(mux)
+	}
+	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn)}))
+	mux.Handle("POST "+dovecot.NotifyPath, m.Dovecot)
+	mux.Handle("PUT "+dovecot.NotifyPath, m.Dovecot)
 
 	m.server = &http.Server{
 		Handler:           logRequests(m.Logger, mux),
@@ -173,6 +232,36 @@ func (m *Main) Run(ctx context.Context) error {
 	m.Logger.Info("mailpush serving", "version", mailpush.Version, "listen", m.listener.Addr().String(), "publicUrl", publicURL,
 		"database", cfg.Database.Path, "apns", cfg.APNsEnabled())
 	return nil
+}
+
+// dovecotSource builds the Dovecot source from the tenants' dovecot settings.
+func (m *Main) dovecotSource() (*dovecot.Source, error) {
+	var tenants []dovecot.Tenant
+	for name, tc := range m.Config.Tenants {
+		d := tc.Dovecot
+		if d == nil {
+			continue
+		}
+		pass := d.Password
+		if d.PasswordFile != "" {
+			b, err := os.ReadFile(d.PasswordFile)
+			if err != nil {
+				return nil, fmt.Errorf("config key tenants.%s.dovecot.passwordFile: %w", name, err)
+			}
+			if pass = strings.TrimRight(string(b), "\r\n"); pass == "" {
+				return nil, fmt.Errorf("config key tenants.%s.dovecot.passwordFile: %s is empty", name, d.PasswordFile)
+			}
+		}
+		mapping := dovecot.UserMapping(d.UserMapping)
+		if mapping == "" {
+			mapping = dovecot.MapAddress
+		}
+		tenants = append(tenants, dovecot.Tenant{Name: name, Username: d.Username, Password: pass, UserMapping: mapping, Domain: d.Domain})
+	}
+	return dovecot.New(dovecot.Config{
+		Store: m.Store, Hasher: m.Keys, Sink: m.Pipeline, Tenants: tenants,
+		Logger: m.Logger.With("source", "dovecot"), Clock: m.Clock,
+	})
 }
 
 // URL is the base URL the server listens on.
@@ -203,8 +292,14 @@ func (m *Main) Close() error {
 	if m.Pipeline != nil {
 		errs = append(errs, m.Pipeline.Shutdown(ctx))
 	}
+	if m.Gate != nil {
+		m.Gate.Close()
+	}
 	if m.apns != nil {
 		m.apns.Close()
+	}
+	if m.fcm != nil {
+		m.fcm.Close()
 	}
 	if m.Store != nil {
 		errs = append(errs, m.Store.Close())

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/mailpush/mailpush"
+	"github.com/mailpush/mailpush/gate"
+)
+
+// startGate resolves gate.tenant and starts the gate; its routes are mounted
+// by Run.
+func (m *Main) startGate(ctx context.Context) error {
+	t, err := m.Store.TenantByName(ctx, m.Config.Gate.Tenant)
+	if err != nil {
+		return fmt.Errorf("config key gate.tenant: tenant %q: %w (create it with mailpush tenant add)", m.Config.Gate.Tenant, err)
+	}
+	g, err := gate.New(m.Config.Gate, gate.Deps{Store: m.Store, Hasher: m.Keys, TenantID: t.ID, Logger: m.Logger.With("component", "gate"), Clock: m.Clock})
+	if err != nil {
+		return err
+	}
+	m.Gate = g
+	m.GateRegistry.OnChange = g.Invalidate
+	g.Start()
+	m.Logger.Info("ActiveSync gate on", "tenant", t.Name, "mode", m.Config.Gate.Mode, "failMode", m.Config.Gate.FailMode, "rules", len(m.Config.Gate.Rules))
+	return nil
+}
+
+// runGate is "mailpush gate import FILE --tenant NAME": a bulk import from
+// the MDM's CSV export straight into the store, with progress on stderr. A
+// running server sees the changes within gate.cacheTtl; for immediate effect
+// use POST /api/v1/gate/import.
+func runGate(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) error {
+	if len(args) < 1 || args[0] != "import" {
+		return usageError{usage}
+	}
+	fs := flag.NewFlagSet("gate import", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := configFlag(fs, environ)
+	tenant := fs.String("tenant", "", "the tenant whose registry receives the devices")
+	file, err := parseWithArg(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	if *tenant == "" {
+		return usageError{"gate import needs --tenant NAME\n" + usage}
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	cfg, err := LoadConfig(*path, environ)
+	if err != nil {
+		return err
+	}
+	m := NewMain(cfg, stderr)
+	if err := m.openStore(ctx); err != nil {
+		return err
+	}
+	defer m.Close()
+	t, err := m.Store.TenantByName(ctx, *tenant)
+	if err != nil {
+		return fmt.Errorf("tenant %q: %w", *tenant, err)
+	}
+	reg := &gate.Registry{Store: m.Store, Hasher: m.Keys, Logger: m.Logger.With("component", "gate")}
+	cr := &countingReader{r: f}
+	start := time.Now()
+	last := start
+	report := func(res mailpush.GateImportResult, final bool) {
+		pct := 100.0
+		if st.Size() > 0 {
+			pct = 100 * float64(cr.n) / float64(st.Size())
+		}
+		fmt.Fprintf(stderr, "\rimported %d devices (%.0f%%), %d push registrations removed", res.Stored, pct, res.Removed)
+		if final {
+			fmt.Fprintf(stderr, " in %v\n", time.Since(start).Round(time.Millisecond))
+		}
+	}
+	res, err := reg.Import(ctx, t.ID, cr, func(res mailpush.GateImportResult) {
+		if now := time.Now(); now.Sub(last) >= 200*time.Millisecond {
+			last = now
+			report(res, false)
+		}
+	})
+	report(res, true)
+	if err != nil {
+		return fmt.Errorf("%s: %s", file, mailpush.ErrorMessage(err))
+	}
+	fmt.Fprintf(stdout, "%d rows, %d devices stored, %d push registrations removed\n", res.Rows, res.Stored, res.Removed)
+	return nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}

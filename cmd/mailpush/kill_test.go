@@ -1,0 +1,190 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mailpush/mailpush"
+	"github.com/mailpush/mailpush/fake/apnsfake"
+	"github.com/mailpush/mailpush/seal"
+	"github.com/mailpush/mailpush/sqlite"
+)
+
+// proc is the mailpush binary running `serve` as a child process.
+type proc struct {
+	cmd  *exec.Cmd
+	logs *syncBuffer
+	up   chan struct{}
+}
+
+func startBinary(t *testing.T, bin, config string) *proc {
+	t.Helper()
+	p := &proc{logs: &syncBuffer{}, up: make(chan struct{})}
+	p.cmd = exec.Command(bin, "serve", "--config", config)
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { // ends when the process's stderr closes
+		sc := bufio.NewScanner(stderr)
+		once := sync.Once{}
+		for sc.Scan() {
+			line := sc.Text()
+			p.logs.Write([]byte(line + "\n"))
+			if strings.Contains(line, "mailpush serving") {
+				once.Do(func() { close(p.up) })
+			}
+		}
+	}()
+	t.Cleanup(func() { p.kill() })
+	select {
+	case <-p.up:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("mailpush did not start:\n%s", p.logs.String())
+	}
+	return p
+}
+
+// kill sends SIGKILL: no shutdown code runs.
+func (p *proc) kill() {
+	if p.cmd.ProcessState == nil {
+		p.cmd.Process.Signal(syscall.SIGKILL)
+		p.cmd.Wait()
+	}
+}
+
+// TestKill9LosesNoPush queues 1,000 pushes while APNs fails, kills mailpush
+// with SIGKILL, starts it again against a healthy APNs and checks that every
+// device gets its push.
+func TestKill9LosesNoPush(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	const devices = 1000
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "mailpush")
+	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+
+	exchange, apple := newFakes(t)
+	listen := "127.0.0.1:" + freePort(t)
+	config := writeConfig(t, dir, exchange, apple, listen, "info", `push:
+  retryBase: 50ms
+  retryMax: 500ms
+  maxAttempts: 100000
+  lease: 3s
+`)
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"tenant", "add", "acme", "--config", config, "--allow-host", "127.0.0.1"}, &out, &errOut, nil); err != nil {
+		t.Fatalf("tenant add: %v (%s)", err, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	token := lines[len(lines)-1]
+
+	p := startBinary(t, bin, config)
+	base := "http://" + listen
+
+	// The first device registers through the API, which subscribes on the
+	// fake Exchange.
+	call := func(method, path string, body any) (int, map[string]any) {
+		return apiCall(t, base, method, path, token, body)
+	}
+	_, key := call("GET", "/api/v1/key", nil)
+	pub, err := b64url(key["publicKey"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := seal.SealCredentials(key["keyId"].(string), pub, mailpush.Credentials{Username: username, Password: password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, reg := call("POST", "/api/v1/registrations", map[string]any{
+		"device":  map[string]any{"platform": "ios", "token": deviceToken(0)},
+		"mailbox": map[string]any{"address": address, "source": "ews", "ewsUrl": exchange.URL(), "sealedCredentials": sealed},
+	})
+	if st != 201 || reg["status"] != "active" {
+		t.Fatalf("register = %d %v", st, reg)
+	}
+
+	// The other 999 devices of the mailbox are seeded straight into the
+	// database (the running server shares it, as SQLite allows).
+	keys, err := seal.Open(filepath.Join(dir, "data", "keys"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := sqlite.Open(context.Background(), filepath.Join(dir, "data", "mailpush.db"), keys, mailpush.SystemClock{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tenantID, _, _ := strings.Cut(token, ".")
+	first, err := store.Registration(context.Background(), tenantID, reg["id"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, err := store.Mailbox(context.Background(), first.MailboxID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < devices; i++ {
+		r := &mailpush.Registration{Device: mailpush.Device{Platform: mailpush.PlatformIOS, Token: deviceToken(i), Environment: mailpush.EnvProduction},
+			Content: mailpush.ContentBadge, Status: mailpush.StatusActive, ExpiresAt: time.Now().Add(time.Hour)}
+		if _, err := store.Register(context.Background(), r, mb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store.Close()
+
+	// APNs fails every push; a mail arrives: 1,000 pushes are accepted.
+	apple.FailNext(1<<30, http.StatusServiceUnavailable, apnsfake.ReasonServiceUnavailable)
+	exchange.Deliver(address, "Quarterly report", "Bob Sender", "bob@example.com")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for apple.Requests() < devices {
+		// Every push was tried (so it was in the outbox) and refused.
+		select {
+		case <-ctx.Done():
+			t.Fatalf("only %d of %d pushes tried:\n%s", apple.Requests(), devices, p.logs.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if n := apple.Accepted(); n != 0 {
+		t.Fatalf("%d pushes accepted while APNs fails", n)
+	}
+	p.kill()
+
+	// APNs recovers; mailpush starts again and sends what it had queued.
+	apple.Reset()
+	p = startBinary(t, bin, config)
+	err = apple.WaitFor(ctx, func(ps []apnsfake.Push) bool {
+		seen := map[string]bool{}
+		for _, push := range ps {
+			if push.Badge == 1 {
+				seen[push.Token] = true
+			}
+		}
+		return len(seen) == devices
+	})
+	if err != nil {
+		got := map[string]bool{}
+		for _, push := range apple.Pushes() {
+			got[push.Token] = true
+		}
+		t.Fatalf("after restart %d of %d devices got their push: %v\n%s", len(got), devices, err, p.logs.String())
+	}
+	t.Logf("all %d pushes delivered after kill -9; %d pushes sent after restart (duplicates allowed: at least once)", devices, apple.Accepted())
+}

@@ -1,0 +1,110 @@
+package mailpush
+
+import (
+	"context"
+	"io"
+	"strings"
+	"time"
+)
+
+// DeviceState is what the MDM (or an admin) says about an ActiveSync device.
+type DeviceState string
+
+const (
+	DeviceCompliant    DeviceState = "compliant"
+	DeviceNonCompliant DeviceState = "non-compliant"
+	DeviceBlocked      DeviceState = "blocked"
+	DeviceWiped        DeviceState = "wiped"
+	DeviceUnknown      DeviceState = "unknown"
+)
+
+// Valid reports whether s is one of the five states.
+func (s DeviceState) Valid() bool {
+	switch s {
+	case DeviceCompliant, DeviceNonCompliant, DeviceBlocked, DeviceWiped, DeviceUnknown:
+		return true
+	}
+	return false
+}
+
+// Shut reports whether the state closes the device out for good: a blocked
+// or wiped device is denied by the gate and loses its push registrations.
+func (s DeviceState) Shut() bool { return s == DeviceBlocked || s == DeviceWiped }
+
+// MaxDeviceIDLen caps an ActiveSync DeviceId (MS-ASHTTP allows 32 characters;
+// some clients send longer ones, none sends more than this).
+const MaxDeviceIDLen = 128
+
+// NormalizeDeviceID is the form in which DeviceIds are stored and compared:
+// MDMs report them with arbitrary case and stray spaces, Exchange compares
+// them without case.
+func NormalizeDeviceID(id string) string {
+	return strings.ToUpper(strings.TrimSpace(id))
+}
+
+// ValidDeviceID reports whether a normalised DeviceId is 1 to
+// MaxDeviceIDLen printable ASCII characters without spaces or commas
+// (MS-ASHTTP forbids commas and special characters).
+func ValidDeviceID(id string) bool {
+	if id == "" || len(id) > MaxDeviceIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c <= ' ' || c >= 0x7f || c == ',' {
+			return false
+		}
+	}
+	return true
+}
+
+// ActiveSyncDeviceHash is the keyed hash under which a push registration
+// remembers the ActiveSync DeviceId of its device, so that blocking or wiping
+// that device at the gate also removes its pushes.
+func ActiveSyncDeviceHash(h AddressHasher, tenantID, deviceID string) []byte {
+	return h.HashAddress(tenantID, "activesync-device\x00"+NormalizeDeviceID(deviceID))
+}
+
+// GateDevice is one ActiveSync device in a tenant's gate registry. The user
+// is kept only as a keyed hash (AddressHasher), like mailbox addresses.
+type GateDevice struct {
+	TenantID   string
+	DeviceID   string // normalised (NormalizeDeviceID)
+	UserHash   []byte // keyed hash of the user; nil when the MDM gave none
+	DeviceType string
+	State      DeviceState
+	LastSeen   time.Time // last request seen at the gate (zero: never)
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+}
+
+// GateDeviceUpdate is what the MDM or an admin reports about a device.
+type GateDeviceUpdate struct {
+	DeviceID   string
+	User       string // in clear only on its way in; hashed before it is stored
+	DeviceType string
+	State      DeviceState
+}
+
+// GateImportResult sums up a bulk import.
+type GateImportResult struct {
+	Rows    int `json:"rows"`                 // data rows read
+	Stored  int `json:"stored"`               // devices created or updated
+	Removed int `json:"removedRegistrations"` // push registrations removed by blocks and wipes
+}
+
+// GateRegistry is the gate's device registry as the admin API and the import
+// command use it. gate.Service implements it: it normalises and hashes, makes
+// a change visible to the very next request, and removes the push
+// registrations of blocked and wiped devices.
+type GateRegistry interface {
+	// SetDevice creates or updates a device and returns it with how many push
+	// registrations a block or wipe removed.
+	SetDevice(ctx context.Context, tenantID string, u GateDeviceUpdate) (*GateDevice, int, error)
+	Device(ctx context.Context, tenantID, deviceID string) (*GateDevice, error)
+	DeleteDevice(ctx context.Context, tenantID, deviceID string) error
+	// Import reads CSV (header: deviceId,user,deviceType,state) and applies
+	// every row; progress, when not nil, is called after each row. A
+	// malformed row stops the import with an EInvalid error naming the line;
+	// the rows before it stay applied.
+	Import(ctx context.Context, tenantID string, csv io.Reader, progress func(GateImportResult)) (GateImportResult, error)
+}

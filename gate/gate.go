@@ -1,0 +1,219 @@
+package gate
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mailpush/mailpush"
+)
+
+// Defaults of Config.
+const (
+	DefaultCacheTTL  = 10 * time.Second
+	DefaultCacheSize = 100_000
+	// touchEvery bounds how often one device's last-seen time is written.
+	touchEvery = time.Minute
+	// touchQueue bounds the last-seen writes waiting for the flusher; when
+	// it is full a touch is dropped (last seen is advisory) and counted.
+	touchQueue = 4096
+	// lookupTimeout bounds a registry lookup: a slow store is a failed one.
+	lookupTimeout = 2 * time.Second
+)
+
+// Deps are what a Gate needs from outside.
+type Deps struct {
+	Store    mailpush.Store
+	Hasher   mailpush.AddressHasher
+	TenantID string // the resolved Config.Tenant
+	Logger   *slog.Logger
+	Clock    mailpush.Clock
+}
+
+// Gate decides, for every ActiveSync request a reverse proxy asks about,
+// whether it may pass. Start runs its last-seen writer; Close stops it.
+type Gate struct {
+	deps    Deps
+	policy  *Policy
+	cache   *cache
+	trusted []netip.Prefix
+	audit   string
+
+	touches   chan string
+	stop      chan struct{}
+	done      chan struct{}
+	started   atomic.Bool
+	closeOnce sync.Once
+
+	allowed, denied, touchDrops atomic.Uint64
+}
+
+// New validates cfg and returns a Gate for deps.TenantID.
+func New(cfg Config, deps Deps) (*Gate, error) {
+	p, err := Compile(cfg, deps.Hasher, deps.TenantID)
+	var errs []error
+	if err != nil {
+		errs = append(errs, err)
+	}
+	g := &Gate{deps: deps, policy: p, audit: cfg.Audit,
+		touches: make(chan string, touchQueue), stop: make(chan struct{}), done: make(chan struct{})}
+	if g.audit == "" {
+		g.audit = "all"
+	}
+	if g.audit != "all" && g.audit != "deny" && g.audit != "off" {
+		errs = append(errs, errors.New(`config key gate.audit: must be all, deny or off`))
+	}
+	proxies := cfg.TrustedProxies
+	if proxies == nil {
+		proxies = []string{"127.0.0.0/8", "::1/128"}
+	}
+	for _, s := range proxies {
+		pfx, err := netip.ParsePrefix(s)
+		if err != nil {
+			errs = append(errs, errors.New("config key gate.trustedProxies: "+s+" is not a CIDR network such as 127.0.0.1/32"))
+			continue
+		}
+		g.trusted = append(g.trusted, pfx.Masked())
+	}
+	ttl, size := cfg.CacheTTL, cfg.CacheSize
+	if ttl == 0 {
+		ttl = DefaultCacheTTL
+	}
+	if size == 0 {
+		size = DefaultCacheSize
+	}
+	if ttl < 0 || size < 0 {
+		errs = append(errs, errors.New("config key gate.cacheTtl / gate.cacheSize: must not be negative"))
+	}
+	g.cache = newCache(ttl, size)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// Invalidate drops the cached registry answer for a device, so that a
+// change takes effect on the next request. Registry.OnChange calls it.
+func (g *Gate) Invalidate(tenantID, deviceID string) {
+	if tenantID == g.deps.TenantID {
+		g.cache.invalidate(mailpush.NormalizeDeviceID(deviceID))
+	}
+}
+
+// Stats are the gate's counters since start.
+type Stats struct {
+	Allowed, Denied        uint64
+	CacheHits, CacheMisses uint64
+	CacheEntries           int
+	LastSeenDropped        uint64
+}
+
+// Stats returns the counters.
+func (g *Gate) Stats() Stats {
+	return Stats{Allowed: g.allowed.Load(), Denied: g.denied.Load(), CacheHits: g.cache.hits.Load(), CacheMisses: g.cache.misses.Load(),
+		CacheEntries: g.cache.len(), LastSeenDropped: g.touchDrops.Load()}
+}
+
+// Start runs the last-seen writer until Close.
+func (g *Gate) Start() {
+	if g.started.CompareAndSwap(false, true) {
+		go g.flushLoop()
+	}
+}
+
+// Close stops the last-seen writer after a final flush. It is safe to call
+// more than once, and without Start.
+func (g *Gate) Close() {
+	g.closeOnce.Do(func() {
+		close(g.stop)
+		if !g.started.CompareAndSwap(false, true) { // a later Start does nothing
+			<-g.done
+		}
+		s := g.Stats()
+		g.deps.Logger.Info("gate stopped", "allowed", s.Allowed, "denied", s.Denied, "cacheHits", s.CacheHits, "cacheMisses", s.CacheMisses, "lastSeenDropped", s.LastSeenDropped)
+	})
+}
+
+func (g *Gate) flushLoop() {
+	defer close(g.done)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	seen := map[string]time.Time{}
+	flush := func() {
+		if len(seen) == 0 {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := g.deps.Store.TouchGateDevices(ctx, g.deps.TenantID, seen); err != nil {
+			g.deps.Logger.Warn("gate: could not record last-seen times", "devices", len(seen), "err", err)
+		}
+		clear(seen)
+	}
+	for {
+		select {
+		case id := <-g.touches:
+			seen[id] = g.deps.Clock.Now()
+		case <-tick.C:
+			flush()
+		case <-g.stop:
+			for {
+				select {
+				case id := <-g.touches:
+					seen[id] = g.deps.Clock.Now()
+				default:
+					flush()
+					return
+				}
+			}
+		}
+	}
+}
+
+func (g *Gate) touch(e *cacheEntry, now time.Time) {
+	if e.dev == nil {
+		return
+	}
+	last := e.touched.Load()
+	if now.UnixNano()-last < int64(touchEvery) && last != 0 {
+		return
+	}
+	if !e.touched.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	select {
+	case g.touches <- e.dev.DeviceID:
+	default:
+		g.touchDrops.Add(1)
+	}
+}
+
+// lookup returns the registry's answer for a device, from the cache when it
+// is fresh.
+func (g *Gate) lookup(ctx context.Context, id string) (dev *mailpush.GateDevice, hit bool, err error) {
+	now := g.deps.Clock.Now()
+	e, gen := g.cache.get(id, now) // gen: the generation before the store is asked
+	if e != nil {
+		g.touch(e, now)
+		return e.dev, true, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	dev, err = g.deps.Store.GateDevice(ctx, g.deps.TenantID, id)
+	if mailpush.ErrorCode(err) == mailpush.ENotFound {
+		dev, err = nil, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	e = g.cache.put(id, dev, gen, now)
+	if dev != nil {
+		e.touched.Store(0)
+		g.touch(e, now)
+	}
+	return dev, false, nil
+}

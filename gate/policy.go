@@ -1,0 +1,295 @@
+package gate
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/mailpush/mailpush"
+)
+
+// Modes: what the registry's state means once no rule matched.
+const (
+	// ModeCompliantOnly admits only devices the MDM reported compliant.
+	ModeCompliantOnly = "compliantOnly"
+	// ModeAllButBlocked admits every device that is not blocked or wiped
+	// (non-compliant ones included; add a rule to refine).
+	ModeAllButBlocked = "allButBlocked"
+)
+
+// Config is the gate's configuration (the gate: key of mailpush.yaml).
+type Config struct {
+	// Tenant is the name of the tenant whose registry decides; the gate
+	// serves one tenant, the one behind this reverse proxy.
+	Tenant string `yaml:"tenant"`
+	// Mode is compliantOnly (default) or allButBlocked.
+	Mode string `yaml:"mode"`
+	// DefaultAction (allow or deny) decides devices that no rule matched and
+	// that the registry does not know (not registered, or state unknown).
+	// Default: deny in compliantOnly mode, allow in allButBlocked mode.
+	DefaultAction string `yaml:"defaultAction"`
+	// FailMode (open or closed, default closed) decides when the registry
+	// cannot answer and no rule matched. Every such decision is logged.
+	FailMode string `yaml:"failMode"`
+	// UserMustMatch denies a registered device used with another user than
+	// the one the MDM reported (when both are known). Default true.
+	UserMustMatch *bool `yaml:"userMustMatch"`
+	// TrustedProxies are the addresses (CIDR) whose X-Forwarded-For and
+	// Authorize ip= are believed. Default: loopback only.
+	TrustedProxies []string `yaml:"trustedProxies"`
+	// Rules are tried in order; the first that matches decides.
+	Rules []Rule `yaml:"rules"`
+	// CacheTTL bounds how long a registry answer is reused (default 10s).
+	// Changes made through this process invalidate it at once.
+	CacheTTL time.Duration `yaml:"cacheTtl"`
+	// CacheSize caps the cached devices (default 100000).
+	CacheSize int `yaml:"cacheSize"`
+	// Audit is which decisions are logged: all (default), deny or off.
+	Audit string `yaml:"audit"`
+}
+
+// Rule is one allow or block rule. It matches when every field that is set
+// matches (a list matches when any of its entries does).
+type Rule struct {
+	Name        string   `yaml:"name"`
+	Action      string   `yaml:"action"` // allow or deny
+	Users       []string `yaml:"users"`
+	DeviceIDs   []string `yaml:"deviceIds"`
+	DeviceTypes []string `yaml:"deviceTypes"`
+	UserAgent   string   `yaml:"userAgent"` // RE2 regular expression, unanchored
+	Commands    []string `yaml:"commands"`
+	Networks    []string `yaml:"networks"` // CIDR
+}
+
+// Policy is a validated, compiled Config. It is immutable and safe for
+// concurrent use.
+type Policy struct {
+	compliantOnly bool
+	defaultAllow  bool
+	failOpen      bool
+	userMustMatch bool
+	rules         []rule
+}
+
+type rule struct {
+	name        string
+	allow       bool
+	users       map[string]bool // the keyed hashes, as strings
+	deviceIDs   map[string]bool
+	deviceTypes map[string]bool // lower case
+	userAgent   *regexp.Regexp
+	commands    map[string]bool
+	networks    []netip.Prefix
+}
+
+// Compile validates cfg; user names in rules are hashed with h for tenantID,
+// so that the compiled policy holds no address in clear. Errors name the key.
+func Compile(cfg Config, h mailpush.AddressHasher, tenantID string) (*Policy, error) {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("config key gate.%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	p := &Policy{userMustMatch: cfg.UserMustMatch == nil || *cfg.UserMustMatch}
+	switch cfg.Mode {
+	case "", ModeCompliantOnly:
+		p.compliantOnly = true
+	case ModeAllButBlocked:
+	default:
+		bad("mode", "%q must be %s or %s", cfg.Mode, ModeCompliantOnly, ModeAllButBlocked)
+	}
+	switch cfg.DefaultAction {
+	case "":
+		p.defaultAllow = !p.compliantOnly
+	case "allow", "deny":
+		p.defaultAllow = cfg.DefaultAction == "allow"
+	default:
+		bad("defaultAction", "%q must be allow or deny", cfg.DefaultAction)
+	}
+	switch cfg.FailMode {
+	case "", "closed":
+	case "open":
+		p.failOpen = true
+	default:
+		bad("failMode", "%q must be open or closed", cfg.FailMode)
+	}
+	for i, rc := range cfg.Rules {
+		key := fmt.Sprintf("rules[%d]", i)
+		r := rule{name: rc.Name}
+		if r.name == "" {
+			r.name = key
+		}
+		switch rc.Action {
+		case "allow", "deny":
+			r.allow = rc.Action == "allow"
+		default:
+			bad(key+".action", "%q must be allow or deny", rc.Action)
+		}
+		if len(rc.Users) > 0 {
+			r.users = map[string]bool{}
+			for _, u := range rc.Users {
+				r.users[string(h.HashAddress(tenantID, u))] = true
+			}
+		}
+		r.deviceIDs = set(rc.DeviceIDs, mailpush.NormalizeDeviceID)
+		r.deviceTypes = set(rc.DeviceTypes, strings.ToLower)
+		if rc.UserAgent != "" {
+			re, err := regexp.Compile(rc.UserAgent)
+			if err != nil {
+				bad(key+".userAgent", "%q is not a regular expression: %v", rc.UserAgent, err)
+			}
+			r.userAgent = re
+		}
+		for _, c := range rc.Commands {
+			if CanonicalCommand(c) == "" {
+				bad(key+".commands", "%q is not an ActiveSync command", c)
+			}
+		}
+		r.commands = set(rc.Commands, CanonicalCommand)
+		for _, n := range rc.Networks {
+			pfx, err := netip.ParsePrefix(n)
+			if err != nil {
+				bad(key+".networks", "%q is not a CIDR network such as 10.0.0.0/8", n)
+				continue
+			}
+			r.networks = append(r.networks, pfx.Masked())
+		}
+		if r.users == nil && r.deviceIDs == nil && r.deviceTypes == nil && r.userAgent == nil && r.commands == nil && r.networks == nil {
+			bad(key, "matches every request: give users, deviceIds, deviceTypes, userAgent, commands or networks (use defaultAction for a catch-all)")
+		}
+		p.rules = append(p.rules, r)
+	}
+	return p, errors.Join(errs...)
+}
+
+func set(list []string, norm func(string) string) map[string]bool {
+	if len(list) == 0 {
+		return nil
+	}
+	m := make(map[string]bool, len(list))
+	for _, v := range list {
+		m[norm(v)] = true
+	}
+	return m
+}
+
+// Input is everything a decision may depend on.
+type Input struct {
+	// Malformed, when set, is why the request could not be read: it is denied.
+	Malformed error
+	Query     Query
+	UserAgent string
+	IP        netip.Addr // zero when unknown
+	UserHash  []byte     // keyed hash of the user; nil when unknown
+	// Device is the registry's entry; nil when the device is not registered.
+	Device *mailpush.GateDevice
+	// StoreErr is set when the registry could not answer.
+	StoreErr error
+}
+
+// Decision is the gate's answer.
+type Decision struct {
+	Allow  bool
+	Reason string // a short sentence for X-Mailpush-Reason and the audit log
+	Rule   string // the rule that decided, if one did
+}
+
+// Decide applies, in order: malformed input is denied; a blocked or wiped
+// device is denied (the MDM's word beats any rule); a device used by another
+// user than its registered one is denied (UserMustMatch); the first matching
+// rule decides; a registry failure decides by FailMode; then the mode:
+//
+//	state          compliantOnly   allButBlocked
+//	compliant      allow           allow
+//	non-compliant  deny            allow
+//	unknown / none defaultAction   defaultAction
+func (p *Policy) Decide(in Input) Decision {
+	if in.Malformed != nil {
+		return Decision{Reason: "malformed request: " + mailpush.ErrorMessage(in.Malformed)}
+	}
+	if in.Query.DeviceID == "" {
+		return Decision{Reason: "malformed request: no DeviceId"}
+	}
+	d := in.Device
+	if d != nil {
+		switch {
+		case d.State == mailpush.DeviceBlocked:
+			return Decision{Reason: "device is blocked"}
+		case d.State == mailpush.DeviceWiped:
+			return Decision{Reason: "device is wiped"}
+		case p.userMustMatch && d.UserHash != nil && in.UserHash != nil && !bytes.Equal(d.UserHash, in.UserHash):
+			return Decision{Reason: "device is registered to another user"}
+		}
+	}
+	for i := range p.rules {
+		if r := &p.rules[i]; r.matches(&in) {
+			verb := "denied"
+			if r.allow {
+				verb = "allowed"
+			}
+			return Decision{Allow: r.allow, Rule: r.name, Reason: verb + " by rule " + r.name}
+		}
+	}
+	if in.StoreErr != nil {
+		if p.failOpen {
+			return Decision{Allow: true, Reason: "device registry unavailable: fail-open"}
+		}
+		return Decision{Reason: "device registry unavailable: fail-closed"}
+	}
+	state := mailpush.DeviceUnknown
+	if d != nil {
+		state = d.State
+	}
+	switch {
+	case state == mailpush.DeviceCompliant:
+		return Decision{Allow: true, Reason: "device is compliant"}
+	case state == mailpush.DeviceNonCompliant && p.compliantOnly:
+		return Decision{Reason: "device is not compliant"}
+	case state == mailpush.DeviceNonCompliant:
+		return Decision{Allow: true, Reason: "device is not blocked (allButBlocked mode)"}
+	case d == nil && p.defaultAllow:
+		return Decision{Allow: true, Reason: "device is not registered: default allow"}
+	case d == nil:
+		return Decision{Reason: "device is not registered: default deny"}
+	case p.defaultAllow:
+		return Decision{Allow: true, Reason: "device state is unknown: default allow"}
+	}
+	return Decision{Reason: "device state is unknown: default deny"}
+}
+
+func (r *rule) matches(in *Input) bool {
+	if r.users != nil && (in.UserHash == nil || !r.users[string(in.UserHash)]) {
+		return false
+	}
+	if r.deviceIDs != nil && !r.deviceIDs[in.Query.DeviceID] {
+		return false
+	}
+	if r.deviceTypes != nil && !r.deviceTypes[strings.ToLower(in.Query.DeviceType)] {
+		return false
+	}
+	if r.userAgent != nil && !r.userAgent.MatchString(in.UserAgent) {
+		return false
+	}
+	if r.commands != nil && !r.commands[in.Query.Cmd] {
+		return false
+	}
+	if r.networks != nil {
+		if !in.IP.IsValid() {
+			return false
+		}
+		ok := false
+		for _, n := range r.networks {
+			if n.Contains(in.IP.Unmap()) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}

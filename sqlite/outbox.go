@@ -1,0 +1,246 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/mailpush/mailpush"
+)
+
+// outboxContent is what of a push is secret; it is stored sealed.
+type outboxContent struct {
+	Subject string `json:"s,omitempty"`
+	Sender  string `json:"f,omitempty"`
+	Sealed  string `json:"e,omitempty"`
+}
+
+// EnqueuePushes stores pushes in one transaction, coalescing badge and sync
+// pushes with the queued ones of the same registration: an older one is
+// replaced, and one older than a queued one is not stored.
+func (s *Store) EnqueuePushes(ctx context.Context, pushes []*mailpush.Push) error {
+	if len(pushes) == 0 {
+		return nil
+	}
+	now := s.now()
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return dbError("enqueue", err)
+	}
+	defer tx.Rollback()
+	del, err := tx.PrepareContext(ctx, `DELETE FROM outbox WHERE registration_id = ? AND kind = ? AND seq <= ?`)
+	if err != nil {
+		return dbError("enqueue", err)
+	}
+	defer del.Close()
+	newer, err := tx.PrepareContext(ctx, `SELECT count(*) FROM outbox WHERE registration_id = ? AND kind = ? AND seq > ?`)
+	if err != nil {
+		return dbError("enqueue", err)
+	}
+	defer newer.Close()
+	ins, err := tx.PrepareContext(ctx, `INSERT INTO outbox (push_id, tenant_id, registration_id, mailbox_id, kind, badge, seq, collapse_id, content, due_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	if err != nil {
+		return dbError("enqueue", err)
+	}
+	defer ins.Close()
+	for _, p := range pushes {
+		if p.Kind == mailpush.PushBadge || p.Kind == mailpush.PushSync {
+			// A newer push of the kind is queued: this one is already stale.
+			var n int
+			if err := newer.QueryRowContext(ctx, p.RegistrationID, string(p.Kind), p.Seq).Scan(&n); err != nil {
+				return dbError("coalesce", err)
+			}
+			if n > 0 {
+				continue
+			}
+			if _, err := del.ExecContext(ctx, p.RegistrationID, string(p.Kind), p.Seq); err != nil {
+				return dbError("coalesce", err)
+			}
+		}
+		var content []byte
+		if c := (outboxContent{p.Subject, p.Sender, p.Sealed}); c != (outboxContent{}) {
+			plain, _ := json.Marshal(c)
+			content, err = s.cipher.SealField(plain)
+			clear(plain)
+			if err != nil {
+				return fmt.Errorf("sqlite: enqueue: %w", err)
+			}
+		}
+		created := ms(p.CreatedAt)
+		if created == 0 {
+			created = now
+		}
+		if _, err := ins.ExecContext(ctx, p.ID, p.TenantID, p.RegistrationID, p.MailboxID, string(p.Kind), p.Badge, p.Seq, p.CollapseID, content, now, created); err != nil {
+			return dbError("enqueue", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return dbError("enqueue", err)
+	}
+	return nil
+}
+
+// ClaimPushes leases the oldest due pushes.
+func (s *Store) ClaimPushes(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]*mailpush.QueuedPush, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, dbError("claim", err)
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, `SELECT o.id, o.push_id, o.tenant_id, o.registration_id, o.mailbox_id, o.kind, o.badge, o.seq, o.collapse_id, o.content, o.attempts, o.created_at,
+		r.platform, r.environment, r.token_sealed, r.content_key, r.status, r.last_seq, r.updated_at
+		FROM outbox o LEFT JOIN registrations r ON r.id = o.registration_id
+		WHERE o.due_at <= ? ORDER BY o.id LIMIT ?`, ms(now), limit)
+	if err != nil {
+		return nil, dbError("claim", err)
+	}
+	var out []*mailpush.QueuedPush
+	var claimed, orphans []any
+	for rows.Next() {
+		var q mailpush.QueuedPush
+		p := &q.Push
+		var kind string
+		var content, sealed []byte
+		var created int64
+		var platform, env, status sql.NullString
+		var lastSeq, updated sql.NullInt64
+		if err := rows.Scan(&q.OutboxID, &p.ID, &p.TenantID, &p.RegistrationID, &p.MailboxID, &kind, &p.Badge, &p.Seq, &p.CollapseID, &content, &q.Attempts, &created,
+			&platform, &env, &sealed, &p.Device.ContentKey, &status, &lastSeq, &updated); err != nil {
+			rows.Close()
+			return nil, dbError("claim", err)
+		}
+		if !status.Valid || mailpush.Status(status.String) == mailpush.StatusInactive {
+			orphans = append(orphans, q.OutboxID)
+			continue
+		}
+		tok, err := s.cipher.OpenField(sealed)
+		if err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("sqlite: claim: registration %s: %w", p.RegistrationID, err)
+		}
+		if len(content) > 0 {
+			plain, err := s.cipher.OpenField(content)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("sqlite: claim: push %s: %w", p.ID, err)
+			}
+			var c outboxContent
+			err = json.Unmarshal(plain, &c)
+			clear(plain)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("sqlite: claim: push %s: %w", p.ID, err)
+			}
+			p.Subject, p.Sender, p.Sealed = c.Subject, c.Sender, c.Sealed
+		}
+		p.Kind = mailpush.PushKind(kind)
+		p.CreatedAt = fromMS(created)
+		p.Device.Platform, p.Device.Environment, p.Device.Token = mailpush.Platform(platform.String), mailpush.Environment(env.String), string(tok)
+		q.Attempts++
+		q.LastSeq, q.RegUpdatedAt = lastSeq.Int64, fromMS(updated.Int64)
+		out = append(out, &q)
+		claimed = append(claimed, q.OutboxID)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, dbError("claim", err)
+	}
+	if len(orphans) > 0 {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE id IN (`+placeholders(len(orphans))+`)`, orphans...); err != nil {
+			return nil, dbError("claim", err)
+		}
+	}
+	if len(claimed) > 0 {
+		args := append([]any{ms(now.Add(lease))}, claimed...)
+		if _, err := tx.ExecContext(ctx, `UPDATE outbox SET due_at = ?, attempts = attempts + 1 WHERE id IN (`+placeholders(len(claimed))+`)`, args...); err != nil {
+			return nil, dbError("claim", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, dbError("claim", err)
+	}
+	return out, nil
+}
+
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
+}
+
+// SettlePushes applies the fate of claimed pushes in one transaction.
+func (s *Store) SettlePushes(ctx context.Context, settlements []mailpush.PushSettlement) error {
+	if len(settlements) == 0 {
+		return nil
+	}
+	now := s.now()
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return dbError("settle", err)
+	}
+	defer tx.Rollback()
+	for _, st := range settlements {
+		switch st.Action {
+		case mailpush.SettleDone:
+			_, err = tx.ExecContext(ctx, `DELETE FROM outbox WHERE id = ?`, st.OutboxID)
+			if err == nil && st.Seq > 0 {
+				_, err = tx.ExecContext(ctx, `UPDATE registrations SET last_seq = ? WHERE id = ? AND last_seq < ?`, st.Seq, st.RegistrationID, st.Seq)
+			}
+		case mailpush.SettleRetry:
+			undo := 0
+			if st.Undo {
+				undo = 1
+			}
+			_, err = tx.ExecContext(ctx, `UPDATE outbox SET due_at = ?, attempts = max(0, attempts - ?), last_error = ? WHERE id = ?`, ms(st.DueAt), undo, st.Reason, st.OutboxID)
+		case mailpush.SettleDead:
+			_, err = tx.ExecContext(ctx, `INSERT INTO outbox_dead (push_id, tenant_id, registration_id, mailbox_id, kind, seq, attempts, reason, created_at, dead_at)
+				SELECT push_id, tenant_id, registration_id, mailbox_id, kind, seq, attempts, ?, created_at, ? FROM outbox WHERE id = ?`, st.Reason, now, st.OutboxID)
+			if err == nil {
+				_, err = tx.ExecContext(ctx, `DELETE FROM outbox WHERE id = ?`, st.OutboxID)
+			}
+		default:
+			return fmt.Errorf("sqlite: settle: unknown action %d", st.Action)
+		}
+		if err != nil {
+			return dbError("settle", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return dbError("settle", err)
+	}
+	return nil
+}
+
+// OutboxDepth counts the queued pushes.
+func (s *Store) OutboxDepth(ctx context.Context) (int, error) {
+	var n int
+	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM outbox`).Scan(&n); err != nil {
+		return 0, dbError("outbox depth", err)
+	}
+	return n, nil
+}
+
+// DeadLetters lists the newest dead letters.
+func (s *Store) DeadLetters(ctx context.Context, limit int) ([]mailpush.DeadLetter, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT push_id, tenant_id, registration_id, mailbox_id, kind, seq, attempts, reason, created_at, dead_at FROM outbox_dead ORDER BY id DESC LIMIT ?`, limit)
+	if err != nil {
+		return nil, dbError("dead letters", err)
+	}
+	defer rows.Close()
+	var out []mailpush.DeadLetter
+	for rows.Next() {
+		var d mailpush.DeadLetter
+		var kind string
+		var created, dead int64
+		if err := rows.Scan(&d.PushID, &d.TenantID, &d.RegistrationID, &d.MailboxID, &kind, &d.Seq, &d.Attempts, &d.Reason, &created, &dead); err != nil {
+			return nil, dbError("dead letters", err)
+		}
+		d.Kind, d.CreatedAt, d.DeadAt = mailpush.PushKind(kind), fromMS(created), fromMS(dead)
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
