@@ -64,23 +64,7 @@ type world struct {
 // newWorld starts the world; extraYAML is appended to the configuration.
 func newWorld(t testing.TB, logLevel string, extraYAML ...string) *world {
 	t.Helper()
-	w := &world{dir: t.TempDir(), logs: &syncBuffer{}}
-	w.exchange, w.apple = newFakes(t)
-	w.configPath = writeConfig(t, w.dir, w.exchange, w.apple, "127.0.0.1:0", logLevel, strings.Join(extraYAML, ""))
-	c, err := LoadConfig(w.configPath, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.main = NewMain(c, w.logs)
-	if err := w.main.Run(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := w.main.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return w
+	return newWorldWith(t, logLevel, worldOptions{extraConfig: strings.Join(extraYAML, "")})
 }
 
 // worldOptions change newWorld's defaults.

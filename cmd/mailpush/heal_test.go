@@ -505,17 +505,11 @@ func TestForeignTenantSubscriptionIgnored(t *testing.T) {
 		}
 	}
 	before := hw.mailboxes(t)
-	body := `<?xml version="1.0"?><soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages" xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types"><soap:Body><m:SendNotification><m:ResponseMessages><m:SendNotificationResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode><m:Notification><t:SubscriptionId>` +
-		theirs.ID + `</t:SubscriptionId><t:PreviousWatermark>w</t:PreviousWatermark><t:MoreEvents>false</t:MoreEvents><t:NewMailEvent><t:Watermark>w2</t:Watermark><t:TimeStamp>2026-11-22T08:00:00Z</t:TimeStamp><t:ItemId Id="x"/><t:ParentFolderId Id="y"/></t:NewMailEvent></m:Notification></m:SendNotificationResponseMessage></m:ResponseMessages></m:SendNotification></soap:Body></soap:Envelope>`
 	// Tenant acme's callback URL, tenant globex's subscription ID.
-	resp, err := http.Post(mine.URL, "text/xml", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	answer, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(answer), "Unsubscribe") {
-		t.Errorf("answer = %d %s, want 200 Unsubscribe", resp.StatusCode, answer)
+	status, answer := postNotification(t, mine.URL, theirs.ID, "w", false,
+		`<t:NewMailEvent><t:Watermark>w2</t:Watermark><t:TimeStamp>2026-11-22T08:00:00Z</t:TimeStamp><t:ItemId Id="x"/><t:ParentFolderId Id="y"/></t:NewMailEvent>`)
+	if status != 200 || !strings.Contains(answer, "Unsubscribe") {
+		t.Errorf("answer = %d %s, want 200 Unsubscribe", status, answer)
 	}
 	if after := hw.mailboxes(t); after != before {
 		t.Errorf("state changed:\nbefore %s\nafter  %s", before, after)
@@ -629,19 +623,27 @@ func (hw *healWorld) notify(t *testing.T, u *healUser, prevWM string, more bool,
 	if !ok {
 		t.Fatal("no active subscription")
 	}
+	status, answer := postNotification(t, s.URL, s.ID, prevWM, more, events)
+	if status != 200 {
+		t.Fatalf("notification answered %d %s", status, answer)
+	}
+	return answer
+}
+
+// postNotification posts a SendNotification, as Exchange words it, to a
+// callback URL and returns the answer.
+func postNotification(t *testing.T, callback, subscriptionID, prevWM string, more bool, events string) (int, string) {
+	t.Helper()
 	body := `<?xml version="1.0"?><soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages" xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types"><soap:Body><m:SendNotification><m:ResponseMessages><m:SendNotificationResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode><m:Notification><t:SubscriptionId>` +
-		s.ID + `</t:SubscriptionId><t:PreviousWatermark>` + prevWM + `</t:PreviousWatermark><t:MoreEvents>` + fmt.Sprint(more) + `</t:MoreEvents>` + events +
+		subscriptionID + `</t:SubscriptionId><t:PreviousWatermark>` + prevWM + `</t:PreviousWatermark><t:MoreEvents>` + fmt.Sprint(more) + `</t:MoreEvents>` + events +
 		`</m:Notification></m:SendNotificationResponseMessage></m:ResponseMessages></m:SendNotification></soap:Body></soap:Envelope>`
-	resp, err := http.Post(s.URL, "text/xml", strings.NewReader(body))
+	resp, err := http.Post(callback, "text/xml", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	answer, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("notification answered %d %s", resp.StatusCode, answer)
-	}
-	return string(answer)
+	return resp.StatusCode, string(answer)
 }
 
 func inboxModified(wm string, unread int) string {
