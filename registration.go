@@ -133,6 +133,10 @@ type Mailbox struct {
 	LastEventAt    time.Time // last notification of any kind (incl. status)
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
+
+	// Address is the mailbox's address while a request that carried it is
+	// handled (service mode impersonates it). Never stored.
+	Address string
 }
 
 // NoBadge marks an unknown unread count.

@@ -40,6 +40,10 @@ type Store interface {
 	// UpdateMailbox applies fn to the mailbox inside a transaction, so that
 	// concurrent notifications for one mailbox do not lose each other's writes.
 	UpdateMailbox(ctx context.Context, id string, fn func(*Mailbox) error) (*Mailbox, error)
+	// StaleMailboxes lists up to limit mailboxes of source, status active or
+	// pending, whose LastEventAt is before the given time, oldest first: the
+	// subscriptions that a health monitor must look at.
+	StaleMailboxes(ctx context.Context, source Source, before time.Time, limit int) ([]*Mailbox, error)
 
 	// PutGateDevice creates or replaces the gate device (d.TenantID,
 	// d.DeviceID), keeping its CreatedAt and LastSeen; it sets d's times.
@@ -87,6 +91,7 @@ type CallbackToken struct {
 	TenantID    string      `json:"t"`
 	MailboxID   string      `json:"m"`
 	ServerURL   string      `json:"u,omitempty"`
+	Address     string      `json:"a,omitempty"` // service mode: the mailbox to impersonate
 	Credentials Credentials `json:"c,omitzero"`
 	IssuedAt    int64       `json:"i"` // Unix seconds
 }
@@ -110,6 +115,9 @@ type WatchResult struct {
 	// Status is StatusActive when the mail server confirmed the subscription,
 	// StatusPending while the first notification is awaited.
 	Status Status
+	// Mode is the mode the watcher chose when it differs from the one asked
+	// (service mode when the tenant has a service account); empty otherwise.
+	Mode Mode
 }
 
 // Watcher sets up the mail-server side of a mailbox: a subscription made by
@@ -117,4 +125,11 @@ type WatchResult struct {
 // (device-subscribed mode). It updates the mailbox in the store itself.
 type Watcher interface {
 	Watch(ctx context.Context, t *Tenant, mb *Mailbox, creds Credentials) (WatchResult, error)
+}
+
+// EWSLocator finds a mailbox's EWS URL from its address (autodiscover). The
+// URL it returns lies on one of t's allowed hosts, and it sends no request
+// to any other host. creds, when not empty, may authenticate the lookup.
+type EWSLocator interface {
+	LocateEWS(ctx context.Context, t *Tenant, address string, creds Credentials) (string, error)
 }

@@ -33,8 +33,11 @@ type Server struct {
 	Store    mailpush.Store
 	Keys     Keys
 	Watchers map[mailpush.Source]mailpush.Watcher
-	Logger   *slog.Logger
-	Clock    mailpush.Clock
+	// Autodiscover finds the EWS URL when a registration has no ewsUrl;
+	// nil means ewsUrl is required.
+	Autodiscover mailpush.EWSLocator
+	Logger       *slog.Logger
+	Clock        mailpush.Clock
 	// RegistrationTTL is how long a registration lives without a check-in.
 	RegistrationTTL time.Duration
 	// AllowInsecureEWS permits http:// EWS URLs (tests and labs only).

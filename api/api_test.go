@@ -55,6 +55,12 @@ type env struct {
 
 func setup(t *testing.T) *env {
 	t.Helper()
+	return setupWith(t, nil)
+}
+
+// setupWith is setup with an autodiscover locator.
+func setupWith(t *testing.T, locator mailpush.EWSLocator) *env {
+	t.Helper()
 	ctx := context.Background()
 	keys := storetest.Keyring(t)
 	store, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "api.db"), keys, storetest.NewClock())
@@ -73,7 +79,7 @@ func setup(t *testing.T) *env {
 	e.tenant, e.token = mk("acme")
 	_, e.other = mk("globex")
 	srv := &api.Server{Store: store, Keys: keys, Logger: slog.New(slog.DiscardHandler), Clock: storetest.NewClock(),
-		Watchers: map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: e.watcher}, RegistrationTTL: 24 * time.Hour}
+		Watchers: map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: e.watcher}, RegistrationTTL: 24 * time.Hour, Autodiscover: locator}
 	mux := http.NewServeMux()
 	srv.Routes(mux)
 	ts := httptest.NewServer(mux)

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"context"
+	"crypto/hmac"
 	"net/http"
 	"net/mail"
 	"net/url"
@@ -39,7 +41,10 @@ type checkinRequest struct {
 		Token string `json:"token"`
 	} `json:"device,omitempty"`
 	Mailbox *struct {
-		SealedCredentials string `json:"sealedCredentials"`
+		SealedCredentials string `json:"sealedCredentials,omitempty"`
+		// Address lets a service-mode subscription be renewed after a
+		// restart (mailpush keeps only its hash).
+		Address string `json:"address,omitempty"`
 	} `json:"mailbox,omitempty"`
 }
 
@@ -76,7 +81,7 @@ func (s *Server) createRegistration(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	mb, creds, err := s.parseMailbox(t, req.Mailbox)
+	mb, creds, err := s.parseMailbox(r.Context(), t, req.Mailbox)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -106,6 +111,7 @@ func (s *Server) createRegistration(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	stored.Address = mb.Address // in memory only
 	res, err := s.watch(r, t, stored, mb.Mode, creds)
 	if err != nil {
 		// A rejected request changes nothing: take the registration back.
@@ -125,7 +131,7 @@ func (s *Server) createRegistration(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.Logger.Info("registration created", "tenant", t.Name, "registration", reg.ID, "mailbox", stored.ID, "mode", mb.Mode, "platform", dev.Platform)
-	writeJSON(w, http.StatusCreated, s.response(reg, mb.Mode, res))
+	writeJSON(w, http.StatusCreated, s.response(reg, chosen(mb.Mode, res), res))
 }
 
 // watch asks the source to (re)subscribe unless the mailbox is already
@@ -139,6 +145,10 @@ func (s *Server) watch(r *http.Request, t *mailpush.Tenant, mb *mailpush.Mailbox
 	// them on the mail server before the device is attached.
 	if mb.Status == mailpush.StatusActive && mb.Mode == mode && mode != mailpush.ModeDeviceSubscribed && creds.Empty() {
 		return mailpush.WatchResult{Status: mailpush.StatusActive}, nil
+	}
+	// A tenant's service account already watches this mailbox.
+	if mb.Status == mailpush.StatusActive && mb.Mode == mailpush.ModeService && mode == mailpush.ModeDeviceSubscribed && creds.Empty() {
+		return mailpush.WatchResult{Status: mailpush.StatusActive, Mode: mailpush.ModeService}, nil
 	}
 	mb.Mode = mode
 	return s.Watchers[mb.Source].Watch(r.Context(), t, mb, creds)
@@ -182,7 +192,7 @@ func (s *Server) checkin(w http.ResponseWriter, r *http.Request) {
 		newToken = d.Token
 	}
 	var creds mailpush.Credentials
-	if req.Mailbox != nil {
+	if req.Mailbox != nil && req.Mailbox.SealedCredentials != "" {
 		if creds, err = s.Keys.OpenCredentials(req.Mailbox.SealedCredentials); err != nil {
 			s.writeError(w, r, err)
 			return
@@ -192,6 +202,18 @@ func (s *Server) checkin(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	if req.Mailbox != nil && req.Mailbox.Address != "" {
+		addr, err := parseAddress(req.Mailbox.Address)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if !hmac.Equal(s.Keys.HashAddress(t.ID, addr), mb.AddressHash) {
+			s.writeError(w, r, mailpush.Errorf(mailpush.EInvalid, "mailbox.address is not the address of this registration's mailbox"))
+			return
+		}
+		mb.Address = addr
 	}
 	mode := mb.Mode
 	if !creds.Empty() {
@@ -225,7 +247,7 @@ func (s *Server) checkin(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.response(reg, mode, res))
+	writeJSON(w, http.StatusOK, s.response(reg, chosen(mode, res), res))
 }
 
 func (s *Server) deleteRegistration(w http.ResponseWriter, r *http.Request) {
@@ -237,6 +259,15 @@ func (s *Server) deleteRegistration(w http.ResponseWriter, r *http.Request) {
 	}
 	s.Logger.Info("registration deleted", "tenant", t.Name, "registration", id)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// chosen is the mode a watcher settled on: the one asked unless it chose
+// another (service mode for a tenant with a service account).
+func chosen(asked mailpush.Mode, res mailpush.WatchResult) mailpush.Mode {
+	if res.Mode != "" {
+		return res.Mode
+	}
+	return asked
 }
 
 func (s *Server) response(reg *mailpush.Registration, mode mailpush.Mode, res mailpush.WatchResult) registrationResponse {
@@ -253,7 +284,7 @@ func (s *Server) response(reg *mailpush.Registration, mode mailpush.Mode, res ma
 // parseMailbox validates the mailbox part of a registration. It makes no
 // outbound request: a server URL outside the tenant's allowed hosts is
 // refused here, before any source sees it.
-func (s *Server) parseMailbox(t *mailpush.Tenant, in mailboxJSON) (*mailpush.Mailbox, mailpush.Credentials, error) {
+func (s *Server) parseMailbox(ctx context.Context, t *mailpush.Tenant, in mailboxJSON) (*mailpush.Mailbox, mailpush.Credentials, error) {
 	var creds mailpush.Credentials
 	addr, err := parseAddress(in.Address)
 	if err != nil {
@@ -267,11 +298,8 @@ func (s *Server) parseMailbox(t *mailpush.Tenant, in mailboxJSON) (*mailpush.Mai
 	default:
 		return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.source must be ews, graph or dovecot, not %q", in.Source)
 	}
-	mb := &mailpush.Mailbox{TenantID: t.ID, AddressHash: s.Keys.HashAddress(t.ID, addr), Source: src, Badge: mailpush.NoBadge, Status: mailpush.StatusPending}
-	if src == mailpush.SourceEWS {
-		if in.EWSURL == "" {
-			return nil, creds, mailpush.Errorf(mailpush.EUnsupported, "mailbox.ewsUrl is required: this server does not autodiscover EWS yet")
-		}
+	mb := &mailpush.Mailbox{TenantID: t.ID, AddressHash: s.Keys.HashAddress(t.ID, addr), Source: src, Badge: mailpush.NoBadge, Status: mailpush.StatusPending, Address: addr}
+	if src == mailpush.SourceEWS && in.EWSURL != "" {
 		u, err := s.checkServerURL(t, in.EWSURL, "mailbox.ewsUrl")
 		if err != nil {
 			return nil, creds, err
@@ -294,6 +322,20 @@ func (s *Server) parseMailbox(t *mailpush.Tenant, in mailboxJSON) (*mailpush.Mai
 			return nil, creds, err
 		}
 		mb.Mode = mailpush.ModeSealed
+	}
+	if src == mailpush.SourceEWS && mb.ServerURL == "" {
+		if s.Autodiscover == nil {
+			return nil, creds, mailpush.Errorf(mailpush.EUnsupported, "mailbox.ewsUrl is required: autodiscover is off on this server")
+		}
+		// Autodiscover checks every host against the tenant's list before
+		// it sends anything; checkServerURL checks the result again.
+		raw, err := s.Autodiscover.LocateEWS(ctx, t, addr, creds)
+		if err != nil {
+			return nil, creds, err
+		}
+		if mb.ServerURL, err = s.checkServerURL(t, raw, "mailbox.ewsUrl"); err != nil {
+			return nil, creds, err
+		}
 	}
 	return mb, creds, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -31,13 +32,23 @@ const serverVersion = "Exchange2013"
 type Client struct {
 	HTTP      *http.Client // nil means http.DefaultClient
 	UserAgent string       // empty means "mailpush/<version>"
+
+	auth authState // NTLM hosts and connections, affinity cookies
 }
 
 // Endpoint is an EWS URL and the credentials to use there: a bearer token
-// when AccessToken is set, otherwise basic auth with Username and Password.
+// when AccessToken is set, otherwise Username and Password with Basic, or
+// NTLM when the host asks for it (see auth.go).
 type Endpoint struct {
 	URL         string // e.g. https://mail.example.com/EWS/Exchange.asmx
 	Credentials mailpush.Credentials
+	// Impersonate is the SMTP address of the mailbox to act on as a service
+	// account holding the ApplicationImpersonation role: it goes into
+	// t:ExchangeImpersonation and X-AnchorMailbox.
+	Impersonate string
+	// Affinity names whose server-affinity cookie (X-BackEndOverrideCookie)
+	// the request sends and keeps, e.g. a mailbox ID; empty means none.
+	Affinity string
 }
 
 // SubscribeRequest describes a push subscription.
@@ -179,33 +190,38 @@ func (c *Client) call(ctx context.Context, ep Endpoint, op, body string) (int, s
 	env.Grow(len(body) + 512)
 	env.WriteString(`<?xml version="1.0" encoding="utf-8"?>`)
 	env.WriteString(`<soap:Envelope xmlns:soap="` + NamespaceSOAP + `" xmlns:m="` + NamespaceMessages + `" xmlns:t="` + NamespaceTypes + `">`)
-	env.WriteString(`<soap:Header><t:RequestServerVersion Version="` + serverVersion + `"/></soap:Header>`)
+	env.WriteString(`<soap:Header><t:RequestServerVersion Version="` + serverVersion + `"/>`)
+	if ep.Impersonate != "" {
+		env.WriteString(`<t:ExchangeImpersonation><t:ConnectingSID><t:SmtpAddress>` + escape(ep.Impersonate) + `</t:SmtpAddress></t:ConnectingSID></t:ExchangeImpersonation>`)
+	}
+	env.WriteString(`</soap:Header>`)
 	env.WriteString(`<soap:Body>` + body + `</soap:Body></soap:Envelope>`)
 
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), &env)
-	if err != nil {
-		return 0, "", nil, mailpush.WrapError(mailpush.EInternal, "cannot build the EWS request", err)
-	}
-	req.Header.Set("Content-Type", "text/xml; charset=utf-8")
-	req.Header.Set("Accept", "text/xml")
-	req.Header.Set("SOAPAction", `"`+NamespaceMessages+`/`+op+`"`)
 	ua := c.UserAgent
 	if ua == "" {
 		ua = "mailpush/" + mailpush.Version
 	}
-	req.Header.Set("User-Agent", ua)
-	if cred.AccessToken != "" {
-		req.Header.Set("Authorization", "Bearer "+cred.AccessToken)
-	} else {
-		req.SetBasicAuth(cred.Username, cred.Password)
+	newRequest := func() (*http.Request, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(env.Bytes()))
+		if err != nil {
+			return nil, mailpush.WrapError(mailpush.EInternal, "cannot build the EWS request", err)
+		}
+		req.Header.Set("Content-Type", "text/xml; charset=utf-8")
+		req.Header.Set("Accept", "text/xml")
+		req.Header.Set("SOAPAction", `"`+NamespaceMessages+`/`+op+`"`)
+		req.Header.Set("User-Agent", ua)
+		if ep.Impersonate != "" {
+			req.Header.Set("X-AnchorMailbox", ep.Impersonate)
+		}
+		c.auth.addAffinity(req, ep.Affinity)
+		return req, nil
 	}
-
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
+	resp, err := c.do(u, cred, newRequest)
 	if err != nil {
+		var me *mailpush.Error
+		if errors.As(err, &me) {
+			return 0, "", nil, err
+		}
 		// *url.Error names the URL (net/http strips any password from it)
 		// and never the Authorization header.
 		if ctx.Err() != nil {
@@ -213,6 +229,7 @@ func (c *Client) call(ctx context.Context, ep Endpoint, op, body string) (int, s
 		}
 		return 0, "", nil, mailpush.WrapError(mailpush.EUnavailable, "mail server unreachable", fmt.Errorf("ews: %s: %w", op, err))
 	}
+	c.auth.keepAffinity(resp, ep.Affinity)
 	defer resp.Body.Close()
 
 	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {

@@ -43,6 +43,47 @@
 //     in MessageXml as t:Value Name="BackOffMilliseconds". Wrong credentials give
 //     HTTP 401 with no SOAP body.
 //
+// Authentication (auth.go): OAuth bearer tokens, Basic, NTLM (through
+// github.com/Azure/go-ntlmssp, switched on per host when Exchange offers it,
+// with one connection pool per identity because IIS binds NTLM to the
+// connection), and a tenant's service account impersonating the mailbox
+// (ExchangeImpersonation + X-AnchorMailbox; mode "service"). Each mailbox's
+// X-BackEndOverrideCookie is kept in memory so that its requests stay on one
+// mailbox server.
+//
+// Subscriptions that heal themselves (health.go). Source.Run starts a monitor
+// that every HealthInterval runs Check: a mailbox not heard of (not even a
+// StatusEvent) for 2×StatusFrequency has a dead subscription. Check claims it
+// (moves LastEventAt to now, so a failed attempt is retried one period later
+// and another sweep leaves it alone) and heals it by mode:
+//
+//   - Sealed mode resubscribes from the last stored watermark, so Exchange
+//     replays what was missed; on ErrorInvalidWatermark it subscribes afresh
+//     and recomputes the badge with GetFolder. Credentials never go to the
+//     database (DESIGN.md's promise), so the ones to resubscribe with come from
+//     an in-memory cache filled whenever a callback token is opened (bounded by
+//     CredentialCacheSize, never logged or persisted). After a restart the
+//     cache is empty: such mailboxes fall back to what device-subscribed mode
+//     does.
+//   - Device-subscribed mode, and sealed mode without credentials in memory,
+//     send the devices a background push asking the app to check in, and mark
+//     the registrations and the mailbox pending (a pending device is not woken
+//     again). The check-in (api: POST …/checkin → Watch) renews either mode: a
+//     new sealed subscription, or the callback URL for the app's own Subscribe;
+//     an unbound mailbox binds the first subscription that reaches its URL.
+//
+// Resubscriptions start at most ResubscribeRate per second with random
+// spacing (no thundering herd after an Exchange restart), at most
+// ResubscribeWorkers at once, MaxPerHost per Exchange host and MaxPerAccount
+// per account (EWS allows 27 concurrent requests per account; a shared service
+// account is one account). ErrorServerBusy pauses the whole host for its
+// BackOffMilliseconds before the request is retried.
+//
+// A notification whose PreviousWatermark differs from the stored watermark
+// means missed events: the badge is recomputed (GetFolder in sealed mode, a
+// sync push otherwise). A batch with MoreEvents is stored but not pushed:
+// its changes are merged into the push of the last batch.
+//
 // Errors returned by this package are *mailpush.Error values with a stable
 // code; the Exchange detail, when there is one, is a *ResponseError in the
 // chain. Credentials never appear in an error.

@@ -32,6 +32,21 @@ type Source struct {
 	StatusFrequency int
 	Logger          *slog.Logger
 	Clock           mailpush.Clock
+
+	// The health monitor (Run, Check); zero values mean the defaults.
+	HealthInterval      time.Duration // between Checks; default StatusFrequency/2
+	ResubscribeRate     float64       // resubscriptions started per second, at most
+	ResubscribeWorkers  int           // resubscriptions in flight, at most
+	MaxPerHost          int           // EWS requests in flight per Exchange host
+	MaxPerAccount       int           // EWS requests in flight per account
+	CredentialCacheSize int           // mailboxes whose credentials stay in memory
+
+	// ServiceAccounts are the tenants' EWS service accounts (holding the
+	// ApplicationImpersonation role), by tenant name: registrations of such
+	// a tenant without sealed credentials use service mode.
+	ServiceAccounts map[string]mailpush.Credentials
+
+	st state
 }
 
 var _ mailpush.Watcher = (*Source)(nil)
@@ -41,9 +56,27 @@ var _ mailpush.Watcher = (*Source)(nil)
 // returns the callback URL for the app to subscribe with; the first
 // notification binds the subscription.
 func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mailbox, creds mailpush.Credentials) (mailpush.WatchResult, error) {
+	s.init()
+	asked := mb.Mode
+	if mb.Mode == mailpush.ModeDeviceSubscribed && creds.Empty() {
+		if _, ok := s.ServiceAccounts[t.Name]; ok {
+			mb.Mode = mailpush.ModeService
+		}
+	}
 	tok := mailpush.CallbackToken{TenantID: mb.TenantID, MailboxID: mb.ID, IssuedAt: s.Clock.Now().Unix()}
-	if mb.Mode == mailpush.ModeSealed {
-		tok.ServerURL, tok.Credentials = mb.ServerURL, creds
+	cached := cachedCreds{serverURL: mb.ServerURL, address: mb.Address}
+	switch mb.Mode {
+	case mailpush.ModeSealed:
+		cached.address, cached.creds = "", creds
+	case mailpush.ModeService:
+		if cached.address == "" {
+			if c, ok := s.st.creds.get(mb.ID); ok {
+				cached.address = c.address
+			}
+		}
+	}
+	if mb.Mode != mailpush.ModeDeviceSubscribed {
+		tok.ServerURL, tok.Credentials, tok.Address = cached.serverURL, cached.creds, cached.address
 	}
 	sealed, err := s.Sealer.SealCallback(tok)
 	if err != nil {
@@ -56,6 +89,8 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 			if m.Mode != mailpush.ModeDeviceSubscribed || m.Status == mailpush.StatusInactive {
 				m.Mode, m.Status, m.SubscriptionID, m.Watermark = mailpush.ModeDeviceSubscribed, mailpush.StatusPending, "", ""
 			}
+			// A check-in restarts the health clock: the app is subscribing now.
+			m.LastEventAt = s.Clock.Now()
 			return nil
 		})
 		if err != nil {
@@ -64,19 +99,23 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 		return mailpush.WatchResult{CallbackURL: callback, Status: stored.Status}, nil
 	}
 
-	// Sealed mode: forget the old subscription first, so that its next
-	// notification is answered Unsubscribe, then subscribe anew.
+	ep, err := s.endpoint(ctx, mb, cached)
+	if err != nil {
+		return mailpush.WatchResult{}, err
+	}
+	// Forget the old subscription first, so that its next notification is
+	// answered Unsubscribe, then subscribe anew.
 	if _, err := s.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error {
-		m.Mode, m.ServerURL, m.Status, m.SubscriptionID = mailpush.ModeSealed, mb.ServerURL, mailpush.StatusPending, ""
+		m.Mode, m.ServerURL, m.Status, m.SubscriptionID = mb.Mode, mb.ServerURL, mailpush.StatusPending, ""
 		return nil
 	}); err != nil {
 		return mailpush.WatchResult{}, err
 	}
-	res, err := s.Client.Subscribe(ctx, Endpoint{URL: mb.ServerURL, Credentials: creds}, SubscribeRequest{
+	res, err := s.Client.Subscribe(ctx, ep, SubscribeRequest{
 		Folder: "inbox", StatusFrequency: s.StatusFrequency, URL: callback,
 	})
 	if err != nil {
-		s.Logger.Warn("subscribe failed", "mailbox", mb.ID, "err", err)
+		s.Logger.Warn("subscribe failed", "mailbox", mb.ID, "mode", mb.Mode, "err", err)
 		return mailpush.WatchResult{}, subscribeError(err)
 	}
 	now := s.Clock.Now()
@@ -86,8 +125,16 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 	}); err != nil {
 		return mailpush.WatchResult{}, err
 	}
+	s.st.creds.put(mb.ID, cached)
+	if err := s.activate(ctx, mb.ID); err != nil {
+		return mailpush.WatchResult{}, err
+	}
 	s.Logger.Info("subscribed", "mailbox", mb.ID, "mode", mb.Mode)
-	return mailpush.WatchResult{Status: mailpush.StatusActive}, nil
+	out := mailpush.WatchResult{Status: mailpush.StatusActive}
+	if mb.Mode != asked {
+		out.Mode = mb.Mode
+	}
+	return out, nil
 }
 
 func subscribeError(err error) error {
@@ -142,6 +189,7 @@ func (s *Source) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Notification) (SubscriptionStatus, error) {
+	st := s.init()
 	log := s.Logger.With("mailbox", tok.MailboxID)
 	mb, err := s.Store.Mailbox(ctx, tok.MailboxID)
 	if mailpush.ErrorCode(err) == mailpush.ENotFound {
@@ -159,12 +207,16 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		log.Info("unsubscribing: mailbox has no registration left")
 		return StatusUnsubscribe, nil
 	}
-	if mb.SubscriptionID != "" && mb.SubscriptionID != n.SubscriptionID {
-		log.Info("unsubscribing: subscription replaced by a newer one")
+	if owner, err := s.Store.MailboxBySubscription(ctx, n.SubscriptionID); err == nil && owner.ID != mb.ID {
+		if owner.TenantID != mb.TenantID {
+			log.Warn("notification ignored: its subscription ID belongs to another tenant's mailbox; answering Unsubscribe, nothing changed")
+		} else {
+			log.Warn("notification ignored: its subscription ID belongs to another mailbox; answering Unsubscribe, nothing changed")
+		}
 		return StatusUnsubscribe, nil
 	}
-	if owner, err := s.Store.MailboxBySubscription(ctx, n.SubscriptionID); err == nil && owner.ID != mb.ID {
-		log.Warn("unsubscribing: subscription ID belongs to another mailbox")
+	if mb.SubscriptionID != "" && mb.SubscriptionID != n.SubscriptionID {
+		log.Info("unsubscribing: subscription replaced by a newer one")
 		return StatusUnsubscribe, nil
 	}
 	regs, err := s.Store.ActiveRegistrations(ctx, mb.ID)
@@ -175,9 +227,38 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		log.Info("unsubscribing: no active registration")
 		return StatusUnsubscribe, nil
 	}
+	cached := cachedCreds{serverURL: tok.ServerURL, creds: tok.Credentials, address: tok.Address}
+	if tok.ServerURL != "" && (mb.Mode == mailpush.ModeSealed && !tok.Credentials.Empty() || mb.Mode == mailpush.ModeService && tok.Address != "") {
+		// Kept in memory only, so that a dead subscription can be made again.
+		st.creds.put(mb.ID, cached)
+	}
 
-	ev, changed := s.reduce(ctx, tok, mb, n, regs)
-	bind := mb.SubscriptionID == "" && mb.Mode == mailpush.ModeDeviceSubscribed
+	// An unbound mailbox takes the first subscription that reaches its
+	// callback URL: the device's own in device-subscribed mode, or the one
+	// mailpush is making right now.
+	bind := mb.SubscriptionID == ""
+	sum := summarize(n)
+	sum.missed = !bind && mb.Watermark != "" && n.PreviousWatermark != "" && n.PreviousWatermark != mb.Watermark
+	if sum.missed {
+		sum.changed = true
+		log.Info("events were missed (PreviousWatermark differs): recomputing the badge")
+	}
+	st.mu.Lock()
+	if prev, ok := st.more[mb.ID]; ok {
+		delete(st.more, mb.ID)
+		sum = prev.then(sum)
+	}
+	deferred := n.MoreEvents && sum.changed && len(st.more) < maxDeferred
+	if deferred {
+		// Exchange sends the rest at once: push once, with the last batch.
+		st.more[mb.ID] = sum
+	}
+	st.mu.Unlock()
+	changed := sum.changed && !deferred
+	var ev mailpush.Event
+	if changed {
+		ev = s.reduce(ctx, cached, mb, sum, regs)
+	}
 	now := s.Clock.Now()
 	updated, err := s.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error {
 		if bind {
@@ -196,17 +277,10 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		return "", err
 	}
 	if bind {
-		for _, reg := range regs {
-			if reg.Status == mailpush.StatusPending {
-				if _, err := s.Store.UpdateRegistration(ctx, reg.TenantID, reg.ID, func(r *mailpush.Registration) error {
-					r.Status = mailpush.StatusActive
-					return nil
-				}); err != nil {
-					return "", err
-				}
-			}
+		if err := s.setStatus(ctx, regs, mailpush.StatusPending, mailpush.StatusActive); err != nil {
+			return "", err
 		}
-		log.Info("device subscription bound")
+		log.Info("subscription bound", "mode", mb.Mode)
 	}
 	if !changed {
 		return StatusOK, nil
@@ -218,44 +292,76 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 	return StatusOK, nil
 }
 
-// reduce turns a notification into at most one Event: the latest unread
-// count (from the Inbox's ModifiedEvent, or GetFolder in sealed mode) and, for
-// new mail when some device may show it, the newest message's subject and
-// sender from GetItem. changed is false for notifications with only status
-// events.
-func (s *Source) reduce(ctx context.Context, tok mailpush.CallbackToken, mb *mailpush.Mailbox, n *Notification, regs []*mailpush.Registration) (ev mailpush.Event, changed bool) {
-	ev = mailpush.Event{TenantID: mb.TenantID, MailboxID: mb.ID, Kind: mailpush.EventChanged, Badge: mailpush.NoBadge, At: s.Clock.Now()}
-	var newItems []string
+// summary is what a notification (or a run of MoreEvents batches) changed.
+type summary struct {
+	changed bool   // some event other than a status event
+	newMail bool   // a NewMailEvent
+	newest  string // the newest new item's ID
+	badge   int    // the last Inbox UnreadCount carried, or NoBadge
+	missed  bool   // PreviousWatermark showed a gap
+}
+
+func summarize(n *Notification) summary {
+	sum := summary{badge: mailpush.NoBadge}
 	for _, e := range n.Events {
 		switch e.Type {
 		case StatusEvent, FreeBusyChangedEvent:
 			continue
 		case NewMailEvent:
-			ev.Kind = mailpush.EventNewMail
+			sum.newMail = true
 			if e.ItemID != "" {
-				newItems = append(newItems, e.ItemID)
+				sum.newest = e.ItemID
 			}
 		case ModifiedEvent:
 			if e.FolderID != "" && e.UnreadCount >= 0 {
-				ev.Badge = e.UnreadCount
+				sum.badge = e.UnreadCount
 			}
 		}
-		changed = true
+		sum.changed = true
 	}
-	if !changed {
-		return ev, false
+	return sum
+}
+
+// then merges a later summary into an earlier one.
+func (a summary) then(b summary) summary {
+	out := b
+	out.changed = a.changed || b.changed || b.missed
+	out.newMail = a.newMail || b.newMail
+	out.missed = a.missed || b.missed
+	if out.newest == "" {
+		out.newest = a.newest
 	}
-	sealed := mb.Mode == mailpush.ModeSealed && !tok.Credentials.Empty() && tok.ServerURL != ""
-	ep := Endpoint{URL: tok.ServerURL, Credentials: tok.Credentials}
-	if ev.Badge == mailpush.NoBadge && sealed {
+	if out.badge == mailpush.NoBadge {
+		out.badge = a.badge
+	}
+	return out
+}
+
+// reduce turns a summary into one Event: the latest unread count (from the
+// Inbox's ModifiedEvent, or GetFolder in sealed mode) and, for new mail when
+// some device may show it, the newest message's subject and sender from
+// GetItem. After missed events without a count, device-subscribed mode
+// pushes a sync signal.
+func (s *Source) reduce(ctx context.Context, c cachedCreds, mb *mailpush.Mailbox, sum summary, regs []*mailpush.Registration) mailpush.Event {
+	ev := mailpush.Event{TenantID: mb.TenantID, MailboxID: mb.ID, Kind: mailpush.EventChanged, Badge: sum.badge, At: s.Clock.Now()}
+	if sum.newMail {
+		ev.Kind = mailpush.EventNewMail
+	}
+	// mailpush reads the mailbox only in sealed and service mode.
+	ep, err := s.endpoint(ctx, mb, c)
+	sealed := err == nil && c.serverURL != "" && mb.Mode != mailpush.ModeDeviceSubscribed && !ep.Credentials.Empty()
+	if (ev.Badge == mailpush.NoBadge || sum.missed) && sealed {
 		if unread, err := s.Client.GetInboxUnread(ctx, ep); err != nil {
 			s.Logger.Warn("GetFolder failed: pushing a sync signal instead of a badge", "mailbox", mb.ID, "err", err)
 		} else {
 			ev.Badge = unread
 		}
 	}
-	if len(newItems) > 0 && sealed && mailpush.WantsContent(regs) {
-		items, err := s.Client.GetItems(ctx, ep, newItems[len(newItems)-1:])
+	if sum.missed && !sum.newMail && ev.Badge == mailpush.NoBadge {
+		ev.Kind = mailpush.EventResync // no count to trust: the device syncs
+	}
+	if sum.newest != "" && sealed && mailpush.WantsContent(regs) {
+		items, err := s.Client.GetItems(ctx, ep, []string{sum.newest})
 		if err != nil {
 			s.Logger.Warn("GetItem failed: pushing the badge without content", "mailbox", mb.ID, "err", err)
 		} else if len(items) > 0 {
@@ -266,7 +372,7 @@ func (s *Source) reduce(ctx context.Context, tok mailpush.CallbackToken, mb *mai
 			}
 		}
 	}
-	return ev, true
+	return ev
 }
 
 func lastWatermark(n *Notification) string {
@@ -277,5 +383,3 @@ func lastWatermark(n *Notification) string {
 	}
 	return ""
 }
-
-var _ = time.Second

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/mailpush/mailpush"
 )
@@ -276,4 +277,30 @@ func (s *Store) UpdateMailbox(ctx context.Context, id string, fn func(*mailpush.
 		return nil, dbError("update mailbox", err)
 	}
 	return m, nil
+}
+
+// StaleMailboxes lists live mailboxes of source silent since before.
+func (s *Store) StaleMailboxes(ctx context.Context, source mailpush.Source, before time.Time, limit int) ([]*mailpush.Mailbox, error) {
+	if limit <= 0 {
+		return nil, mailpush.Errorf(mailpush.EInvalid, "StaleMailboxes: limit must be positive")
+	}
+	// The status list is written as in the partial index so that SQLite uses it.
+	rows, err := s.r.QueryContext(ctx, `SELECT `+mailboxCols+` FROM mailboxes WHERE source = ? AND status IN ('active', 'pending') AND last_event_at < ? ORDER BY last_event_at, id LIMIT ?`,
+		string(source), ms(before), limit)
+	if err != nil {
+		return nil, dbError("stale mailboxes", err)
+	}
+	defer rows.Close()
+	var out []*mailpush.Mailbox
+	for rows.Next() {
+		m, err := scanMailbox(rows)
+		if err != nil {
+			return nil, dbError("stale mailboxes", err)
+		}
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, dbError("stale mailboxes", err)
+	}
+	return out, nil
 }

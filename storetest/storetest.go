@@ -60,6 +60,7 @@ func Run(t *testing.T, open Factory) {
 		{"DeleteRegistration", testDeleteRegistration},
 		{"Mailboxes", testMailboxes},
 		{"ConcurrentMailboxUpdates", testConcurrentMailboxUpdates},
+		{"StaleMailboxes", testStaleMailboxes},
 		{"GateDevices", testGateDevices},
 		{"DeleteRegistrationsByActiveSyncDevice", testDeleteRegistrationsByActiveSyncDevice},
 		{"OutboxClaimAndLease", testOutboxClaimAndLease},
@@ -412,3 +413,59 @@ func testMailboxByAddress(t *testing.T, s mailpush.Store, e *env) {
 
 // String keeps fmt from printing stores in failures.
 func (c *Clock) String() string { return fmt.Sprintf("Clock(%v)", c.Now()) }
+
+func testStaleMailboxes(t *testing.T, s mailpush.Store, e *env) {
+	ctx := context.Background()
+	tn := mustTenant(t, s, "acme")
+	t0 := e.clock.Now()
+	// Five mailboxes, last heard of at t0+1s … t0+5s.
+	var ids []string
+	for i := range 5 {
+		r, mb := newReg(e, tn.ID, fmt.Sprintf("user%d@example.com", i), fmt.Sprintf("aa%02d", i))
+		m, err := s.Register(ctx, r, mb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := t0.Add(time.Duration(i+1) * time.Second)
+		if _, err := s.UpdateMailbox(ctx, m.ID, func(m *mailpush.Mailbox) error {
+			m.LastEventAt, m.Status = at, mailpush.StatusActive
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, m.ID)
+	}
+	// Inactive ones and other sources are never stale.
+	s.UpdateMailbox(ctx, ids[0], func(m *mailpush.Mailbox) error { m.Status = mailpush.StatusInactive; return nil })
+	r, mb := newReg(e, tn.ID, "graph@example.com", "bb01")
+	mb.Source = mailpush.SourceGraph
+	if _, err := s.Register(ctx, r, mb); err != nil {
+		t.Fatal(err)
+	}
+	s.UpdateMailbox(ctx, ids[2], func(m *mailpush.Mailbox) error { m.Status = mailpush.StatusPending; return nil })
+
+	got, err := s.StaleMailboxes(ctx, mailpush.SourceEWS, t0.Add(4*time.Second), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gotIDs []string
+	for _, m := range got {
+		gotIDs = append(gotIDs, m.ID)
+	}
+	if want := []string{ids[1], ids[2]}; fmt.Sprint(gotIDs) != fmt.Sprint(want) {
+		t.Errorf("StaleMailboxes(before t0+4s) = %v, want %v (oldest first, pending included, inactive left out)", gotIDs, want)
+	}
+	if len(got) > 0 && (got[0].Status != mailpush.StatusActive || !got[0].LastEventAt.Equal(t0.Add(2*time.Second))) {
+		t.Errorf("stale mailbox fields = %+v", got[0])
+	}
+	got, _ = s.StaleMailboxes(ctx, mailpush.SourceEWS, t0.Add(time.Hour), 2)
+	if len(got) != 2 || got[0].ID != ids[1] {
+		t.Errorf("limit 2: got %d mailboxes", len(got))
+	}
+	got, _ = s.StaleMailboxes(ctx, mailpush.SourceGraph, t0.Add(time.Hour), 10)
+	if len(got) != 1 || got[0].Source != mailpush.SourceGraph {
+		t.Errorf("source graph: got %d mailboxes", len(got))
+	}
+	_, err = s.StaleMailboxes(ctx, mailpush.SourceEWS, t0, 0)
+	wantCode(t, "limit 0", err, mailpush.EInvalid)
+}

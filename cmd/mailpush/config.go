@@ -53,6 +53,16 @@ type Config struct {
 		// AllowInsecureHTTP permits http:// EWS URLs. Never in production:
 		// credentials would cross the network in clear.
 		AllowInsecureHTTP bool `yaml:"allowInsecureHttp"`
+		// HealthInterval is how often silent subscriptions are looked for
+		// (default: half the status frequency).
+		HealthInterval time.Duration `yaml:"healthInterval"`
+		// ResubscribeRate caps resubscriptions started per second (default 100).
+		ResubscribeRate int `yaml:"resubscribeRate"`
+		// MaxPerHost and MaxPerAccount cap concurrent EWS requests of
+		// resubscription per Exchange host (default 32) and per account
+		// (default 8; Exchange allows 27).
+		MaxPerHost    int `yaml:"maxPerHost"`
+		MaxPerAccount int `yaml:"maxPerAccount"`
 	} `yaml:"ews"`
 	// APNs and FCM are the push credentials of every tenant that has none
 	// of its own in Tenants.
@@ -222,6 +232,13 @@ func (c *Config) Validate() error {
 		default:
 			bad(key+".userMapping", "%q must be address or login", d.UserMapping)
 		}
+	}
+	c.validateTenants(bad)
+	if c.EWS.MaxPerAccount > 27 {
+		bad("ews.maxPerAccount", "%d is over Exchange's 27 concurrent requests per account", c.EWS.MaxPerAccount)
+	}
+	if c.EWS.HealthInterval < 0 || c.EWS.ResubscribeRate < 0 || c.EWS.MaxPerHost < 0 || c.EWS.MaxPerAccount < 0 {
+		bad("ews", "healthInterval, resubscribeRate, maxPerHost and maxPerAccount must not be negative (0 means the default)")
 	}
 	return errors.Join(errs...)
 }

@@ -64,26 +64,45 @@ type world struct {
 // newWorld starts the world; extraYAML is appended to the configuration.
 func newWorld(t testing.TB, logLevel string, extraYAML ...string) *world {
 	t.Helper()
-	return newWorldWith(t, logLevel, func(*world) (string, []*x509.Certificate) { return strings.Join(extraYAML, ""), nil })
+	return newWorldWith(t, logLevel, worldOptions{extraConfig: strings.Join(extraYAML, "")})
 }
 
-// newWorldWith is newWorld with more configuration: extra returns YAML to
-// append, given the world's directory and fakes; extraCAs are trusted too.
-func newWorldWith(t testing.TB, logLevel string, extra func(w *world) (string, []*x509.Certificate)) *world {
+// worldOptions change newWorld's defaults.
+type worldOptions struct {
+	clock       mailpush.Clock // nil means the system clock
+	extraConfig string         // YAML appended to the config file
+	timeScale   float64        // the fake Exchange's; 0 means 0.001
+	configure   func(*Config)  // changes the loaded configuration
+	// extra returns more YAML and CAs to trust, given the world's
+	// directory and fakes (for tenants with credentials of their own).
+	extra func(w *world) (string, []*x509.Certificate)
+}
+
+// newWorldWith is newWorld with options.
+func newWorldWith(t testing.TB, logLevel string, o worldOptions) *world {
 	t.Helper()
+	if o.timeScale == 0 {
+		o.timeScale = 0.001
+	}
 	w := &world{dir: t.TempDir(), logs: &syncBuffer{}}
-	w.exchange, w.apple = newFakes(t)
-	var yaml string
-	var cas []*x509.Certificate
-	if extra != nil {
-		yaml, cas = extra(w)
+	w.exchange, w.apple = newFakesScaled(t, o.timeScale)
+	yaml, cas := o.extraConfig, []*x509.Certificate(nil)
+	if o.extra != nil {
+		more, moreCAs := o.extra(w)
+		yaml, cas = yaml+more, moreCAs
 	}
 	w.configPath = writeConfig(t, w.dir, w.exchange, w.apple, "127.0.0.1:0", logLevel, yaml, cas...)
 	c, err := LoadConfig(w.configPath, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if o.configure != nil {
+		o.configure(&c)
+	}
 	w.main = NewMain(c, w.logs)
+	if o.clock != nil {
+		w.main.Clock = o.clock
+	}
 	if err := w.main.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +118,13 @@ func newWorldWith(t testing.TB, logLevel string, extra func(w *world) (string, [
 // trusts the test key and topic.
 func newFakes(t testing.TB) (*ewsfake.Server, *apnsfake.Server) {
 	t.Helper()
-	exchange := ewsfake.New(ewsfake.Options{TimeScale: 0.001})
+	return newFakesScaled(t, 0.001)
+}
+
+// newFakesScaled is newFakes with the fake Exchange's TimeScale.
+func newFakesScaled(t testing.TB, timeScale float64) (*ewsfake.Server, *apnsfake.Server) {
+	t.Helper()
+	exchange := ewsfake.New(ewsfake.Options{TimeScale: timeScale})
 	t.Cleanup(exchange.Close)
 	exchange.AddUser(address, username, password)
 	apple := apnsfake.New(apnsfake.Options{})

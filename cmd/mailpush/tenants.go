@@ -43,6 +43,8 @@ type TenantConfig struct {
 	FCM  FCMConfig  `yaml:"fcm"`
 	// Dovecot lets the tenant's Dovecot post to /dovecot/notify.
 	Dovecot *DovecotConfig `yaml:"dovecot"`
+	// EWS holds the tenant's Exchange settings (config_ews.go).
+	EWS TenantEWSConfig `yaml:"ews"`
 }
 
 func (a APNsConfig) enabled() bool { return a.KeyFile != "" || a.CertFile != "" }

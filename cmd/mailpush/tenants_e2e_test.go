@@ -33,7 +33,7 @@ func (w *world) register(t *testing.T, token string, device map[string]any) {
 // topic and sandbox default. One mail reaches each tenant's device with the
 // tenant's topic and credentials.
 func TestTenantsHaveTheirOwnCredentials(t *testing.T) {
-	w := newWorldWith(t, "info", func(w *world) (string, []*x509.Certificate) {
+	w := newWorldWith(t, "info", worldOptions{extra: func(w *world) (string, []*x509.Certificate) {
 		w.apple.AllowTopic("com.other.mail")
 		p12, err := w.apple.IssueCertificate("s3cret", "com.certco.mail")
 		if err != nil {
@@ -53,7 +53,7 @@ func TestTenantsHaveTheirOwnCredentials(t *testing.T) {
       topic: com.certco.mail
       environment: sandbox
 `, certFile, pwFile), nil
-	})
+	}})
 	devices := map[string]string{"acme": deviceToken(21), "otherapp": deviceToken(22), "certco": deviceToken(23)}
 	for name, dev := range devices {
 		w.register(t, w.addTenant(t, name), map[string]any{"platform": "ios", "token": dev})
@@ -107,7 +107,7 @@ func TestTenantsHaveTheirOwnCredentials(t *testing.T) {
 func TestEndToEndFCM(t *testing.T) {
 	google := fcmfake.New()
 	t.Cleanup(google.Close)
-	w := newWorldWith(t, "info", func(w *world) (string, []*x509.Certificate) {
+	w := newWorldWith(t, "info", worldOptions{extra: func(w *world) (string, []*x509.Certificate) {
 		creds, err := google.NewServiceAccount("droid-project")
 		if err != nil {
 			t.Fatal(err)
@@ -122,7 +122,7 @@ func TestEndToEndFCM(t *testing.T) {
       endpoint: %s
       tokenUrl: %s
 `, file, google.URL(), google.TokenURL()), google.Certificates()
-	})
+	}})
 	fcmToken := strings.Repeat("dRoId_tOkEn-", 12)
 	w.register(t, w.addTenant(t, "droid"), map[string]any{"platform": "android", "token": fcmToken})
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/mailpush/mailpush"
 	"github.com/mailpush/mailpush/api"
+	"github.com/mailpush/mailpush/autodiscover"
 	"github.com/mailpush/mailpush/dovecot"
 	"github.com/mailpush/mailpush/ews"
 	"github.com/mailpush/mailpush/gate"
@@ -125,12 +126,19 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 		publicURL = scheme + "://" + m.listener.Addr().String()
 	}
+	serviceAccounts, err := cfg.ewsServiceAccounts()
+	if err != nil {
+		return err
+	}
 	m.EWS = &ews.Source{
-		Store: m.Store, Sealer: m.Keys, Sink: m.Pipeline,
+		ServiceAccounts: serviceAccounts,
+		Store:           m.Store, Sealer: m.Keys, Sink: m.Pipeline,
 		Client:          &ews.Client{HTTP: &http.Client{Transport: outbound, Timeout: 30 * time.Second}, UserAgent: "mailpush/" + mailpush.Version},
 		PublicURL:       strings.TrimSuffix(publicURL, "/"),
 		StatusFrequency: cfg.EWS.StatusFrequency,
-		Logger:          m.Logger.With("source", "ews"), Clock: m.Clock,
+		HealthInterval:  cfg.EWS.HealthInterval, ResubscribeRate: float64(cfg.EWS.ResubscribeRate),
+		MaxPerHost: cfg.EWS.MaxPerHost, MaxPerAccount: cfg.EWS.MaxPerAccount,
+		Logger: m.Logger.With("source", "ews"), Clock: m.Clock,
 	}
 
 	m.GateRegistry = &gate.Registry{Store: m.Store, Hasher: m.Keys, Logger: m.Logger.With("component", "gate")}
@@ -143,10 +151,17 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
+	m.EWS.Run(context.Background()) // stopped by Close
+
 	srv := &api.Server{
 		Store: m.Store, Keys: m.Keys, Logger: m.Logger.With("component", "api"), Clock: m.Clock,
-		Watchers:         map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS, mailpush.SourceDovecot: m.Dovecot},
-		RegistrationTTL:  cfg.RegistrationTTL,
+		Watchers:        map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS, mailpush.SourceDovecot: m.Dovecot},
+		RegistrationTTL: cfg.RegistrationTTL,
+		Autodiscover: &autodiscover.Client{
+			HTTP: &http.Client{Transport: outbound, Timeout: 15 * time.Second,
+				CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+			Logger: m.Logger.With("component", "autodiscover"), Clock: m.Clock,
+		},
 		Platforms:        m.providers.platforms,
 		AllowInsecureEWS: cfg.EWS.AllowInsecureHTTP,
 		Gate:             m.GateRegistry,
@@ -236,6 +251,9 @@ func (m *Main) Close() error {
 	var errs []error
 	if m.server != nil {
 		errs = append(errs, m.server.Shutdown(ctx))
+	}
+	if m.EWS != nil {
+		m.EWS.Close()
 	}
 	if m.Pipeline != nil {
 		errs = append(errs, m.Pipeline.Shutdown(ctx))

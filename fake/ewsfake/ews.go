@@ -53,18 +53,57 @@ func (s *Server) popFailure(op string) (failure, bool) {
 	return f, true
 }
 
-func (s *Server) authenticate(r *http.Request) *mailbox {
-	user, pass, ok := r.BasicAuth()
-	if !ok {
+// authenticate returns the user of the request: Basic (unless the user is
+// NTLM-only), NTLM or Negotiate (NTLMSSP inside), or the user an earlier
+// NTLM handshake authenticated on this connection. When it returns nil it
+// has answered 401 itself.
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) *mailbox {
+	st, _ := r.Context().Value(connKey{}).(*connState)
+	scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	switch {
+	case strings.EqualFold(scheme, "NTLM") || strings.EqualFold(scheme, "Negotiate"):
+		if st == nil {
+			s.unauthorized(w, "no connection state")
+			return nil
+		}
+		return s.ntlmAuth(w, r, st, scheme, token)
+	case strings.EqualFold(scheme, "Basic"):
+		user, pass, ok := r.BasicAuth()
+		s.mu.Lock()
+		mb := s.logins[lower(user)]
+		s.mu.Unlock()
+		if ok && mb != nil && !mb.ntlmOnly && mb.checkPassword(pass) {
+			return mb
+		}
+	case scheme == "":
+		if st != nil {
+			st.mu.Lock()
+			mb := st.user
+			st.mu.Unlock()
+			if mb != nil {
+				return mb
+			}
+		}
+		// An anonymous probe is a protocol step, not a refused credential.
+		s.challenge(w)
 		return nil
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	mb := s.logins[lower(user)]
-	if mb == nil || !mb.checkPassword(pass) {
-		return nil
-	}
-	return mb
+	s.unauthorized(w, "invalid credentials")
+	return nil
+}
+
+// unauthorized answers 401 offering Negotiate, NTLM and Basic, as IIS does.
+func (s *Server) unauthorized(w http.ResponseWriter, why string) {
+	s.count("Unauthorized")
+	s.log.Debug("ewsfake: 401", "why", why)
+	s.challenge(w)
+}
+
+func (s *Server) challenge(w http.ResponseWriter) {
+	w.Header().Add("WWW-Authenticate", "Negotiate")
+	w.Header().Add("WWW-Authenticate", "NTLM")
+	w.Header().Add("WWW-Authenticate", `Basic realm="ewsfake"`)
+	http.Error(w, "401 - Unauthorized: Access is denied due to invalid credentials.", http.StatusUnauthorized)
 }
 
 // handleEWS serves /EWS/Exchange.asmx (IIS matches the path without case).
@@ -78,11 +117,8 @@ func (s *Server) handleEWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	mb := s.authenticate(r)
+	mb := s.authenticate(w, r)
 	if mb == nil {
-		s.count("Unauthorized")
-		w.Header().Set("WWW-Authenticate", `Basic realm="ewsfake"`)
-		http.Error(w, "401 - Unauthorized: Access is denied due to invalid credentials.", http.StatusUnauthorized)
 		return
 	}
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "text/xml" && mt != "application/soap+xml" {
@@ -95,13 +131,40 @@ func (s *Server) handleEWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := xml.NewDecoder(bytes.NewReader(body))
-	op, start, err := findOperation(d)
+	op, start, impersonate, err := findOperationAs(d)
 	if err != nil {
 		s.count("Invalid")
 		writeFault(w, "ErrorSchemaValidation", "The request failed schema validation: "+err.Error(), 0)
 		return
 	}
 	s.count(op)
+	s.mu.Lock()
+	s.inflight[op]++
+	s.maxInflight[op] = max(s.maxInflight[op], s.inflight[op])
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.inflight[op]--
+		s.mu.Unlock()
+	}()
+	s.affinity(w, r)
+	if impersonate != "" {
+		s.mu.Lock()
+		allowed := mb.impersonator
+		target, _ := s.mailboxLocked(impersonate)
+		s.mu.Unlock()
+		switch {
+		case !allowed:
+			s.count("ImpersonationDenied")
+			writeFault(w, "ErrorImpersonateUserDenied", "The account does not have permission to impersonate the requested user.", 0)
+			return
+		case target == nil:
+			writeFault(w, "ErrorNonExistentMailbox", "The SMTP address has no mailbox associated with it.", 0)
+			return
+		}
+		s.count("Impersonated")
+		mb = target
+	}
 	if action := soapAction(r); action != "" && action != op {
 		writeFault(w, "ErrorInvalidRequest", fmt.Sprintf("The request is invalid: SOAPAction names %s but the body holds %s.", truncate(action), op), 0)
 		return
@@ -134,6 +197,35 @@ func soapAction(r *http.Request) string {
 // findOperation reads up to the first element of the SOAP body and returns
 // its local name, the EWS operation.
 func findOperation(d *xml.Decoder) (string, xml.StartElement, error) {
+	op, start, _, err := findOperationAs(d)
+	return op, start, err
+}
+
+// findOperationAs is findOperation that also returns the address of
+// t:ExchangeImpersonation/t:ConnectingSID/t:SmtpAddress from the SOAP header.
+func findOperationAs(d *xml.Decoder) (string, xml.StartElement, string, error) {
+	var impersonate string
+	op, start, err := findOperationHeader(d, func(se xml.StartElement) error {
+		var h struct {
+			SMTP string `xml:"ConnectingSID>SmtpAddress"`
+			UPN  string `xml:"ConnectingSID>PrincipalName"`
+		}
+		if se.Name.Space != nsTypes || se.Name.Local != "ExchangeImpersonation" {
+			return d.Skip()
+		}
+		if err := d.DecodeElement(&h, &se); err != nil {
+			return errors.New("malformed ExchangeImpersonation")
+		}
+		impersonate = strings.TrimSpace(h.SMTP + h.UPN)
+		if impersonate == "" {
+			return errors.New("ExchangeImpersonation without ConnectingSID/SmtpAddress")
+		}
+		return nil
+	})
+	return op, start, impersonate, err
+}
+
+func findOperationHeader(d *xml.Decoder, header func(xml.StartElement) error) (string, xml.StartElement, error) {
 	var root xml.StartElement
 	for {
 		tok, err := d.Token()
@@ -155,6 +247,12 @@ func findOperation(d *xml.Decoder) (string, xml.StartElement, error) {
 		}
 		switch t := tok.(type) {
 		case xml.StartElement:
+			if t.Name.Space == nsSOAP && t.Name.Local == "Header" {
+				if err := children(d, header); err != nil {
+					return "", root, err
+				}
+				continue
+			}
 			if t.Name.Space != nsSOAP || t.Name.Local != "Body" {
 				if err := d.Skip(); err != nil {
 					return "", root, errors.New("malformed XML")
@@ -523,4 +621,21 @@ func esc(s string) string {
 	var b strings.Builder
 	xml.EscapeText(&b, []byte(s)) // a strings.Builder never fails
 	return b.String()
+}
+
+// affinityCookie is the server-affinity cookie Exchange 2013+ hands out to a
+// client that asks with X-PreferServerAffinity: true; sending it back pins
+// the client's requests (and its subscriptions) to one mailbox server.
+const affinityCookie = "X-BackEndOverrideCookie"
+
+// affinity counts requests that carried the fake's affinity cookie under
+// "AffinityCookie", and hands the cookie to those that ask for affinity.
+func (s *Server) affinity(w http.ResponseWriter, r *http.Request) {
+	if c, err := r.Cookie(affinityCookie); err == nil && strings.HasPrefix(c.Value, "EWSFAKE-MBX01~") {
+		s.count("AffinityCookie")
+		return
+	}
+	if strings.EqualFold(r.Header.Get("X-PreferServerAffinity"), "true") {
+		http.SetCookie(w, &http.Cookie{Name: affinityCookie, Value: "EWSFAKE-MBX01~1941962752~" + randomID("", 6), Path: "/EWS/", HttpOnly: true, Secure: true})
+	}
 }

@@ -30,6 +30,8 @@ type mailbox struct {
 	n                          uint32 // number in watermarks
 	address, username          string
 	password                   string
+	ntlmOnly                   bool // Basic refused: NTLM only, the on-premises default
+	impersonator               bool // holds the ApplicationImpersonation role
 	rootID, inboxID, deletedID string
 	items                      map[string]*item
 	unread                     int
@@ -270,4 +272,39 @@ func (s *Server) recordLocked(mb *mailbox, evs ...event) {
 		}
 	}
 	s.notifyLocked()
+}
+
+// Unread returns the Inbox unread count of address, -1 when there is no such
+// mailbox.
+func (s *Server) Unread(address string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	mb, err := s.mailboxLocked(address)
+	if err != nil {
+		return -1
+	}
+	return mb.unread
+}
+
+// AddNTLMUser is AddUser for a user who can log in with NTLM only, as on an
+// Exchange whose EWS virtual directory has Basic authentication off.
+func (s *Server) AddNTLMUser(address, username, password string) {
+	s.AddUser(address, username, password)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mailboxes[lower(address)].ntlmOnly = true
+}
+
+// AllowImpersonation gives the user (an address or username) the
+// ApplicationImpersonation role: its requests may carry
+// ExchangeImpersonation for any mailbox of the server.
+func (s *Server) AllowImpersonation(login string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	mb := s.logins[lower(login)]
+	if mb == nil {
+		return fmt.Errorf("user %q: %w", login, ErrNotFound)
+	}
+	mb.impersonator = true
+	return nil
 }

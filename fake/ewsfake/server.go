@@ -2,7 +2,11 @@
 // loopback, for tests and for the load tool.
 //
 // It serves Subscribe (push subscriptions on the Inbox), GetFolder (the Inbox
-// unread count) and GetItem (subject and sender) with Basic authentication,
+// unread count) and GetItem (subject and sender) with Basic or NTLMv2
+// authentication (ntlm.go: NTLM bound to the TCP connection, as IIS does;
+// AddNTLMUser makes a user NTLM-only), ExchangeImpersonation for users given
+// the role with AllowImpersonation, and the X-BackEndOverrideCookie
+// server-affinity cookie,
 // and pushes SendNotification requests to subscribers the way Exchange does:
 // a StatusEvent right after Subscribe, the events of every mail change in
 // order by one goroutine per subscription, a StatusEvent every
@@ -115,6 +119,8 @@ type Server struct {
 	subSeq        int
 	callbacks     []Callback
 	requests      map[string]int
+	inflight      map[string]int // requests of an operation being answered
+	maxInflight   map[string]int
 	failures      map[string][]failure
 	callbackDelay time.Duration
 }
@@ -132,6 +138,8 @@ func New(opts Options) *Server {
 		logins:       make(map[string]*mailbox),
 		subs:         make(map[string]*subscription),
 		requests:     make(map[string]int),
+		inflight:     make(map[string]int),
+		maxInflight:  make(map[string]int),
 		failures:     make(map[string][]failure),
 	}
 	if s.scale <= 0 {
@@ -165,6 +173,7 @@ func New(opts Options) *Server {
 	mux.HandleFunc("/", s.handleEWS)
 	s.ts = httptest.NewUnstartedServer(mux)
 	s.ts.Config.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
+	s.ts.Config.ConnContext = connContext
 	s.ts.StartTLS()
 	return s
 }
@@ -303,6 +312,14 @@ func (s *Server) Requests(op string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.requests[op]
+}
+
+// MaxConcurrent returns the most requests of the EWS operation op that the
+// fake answered at the same time: how a client keeps its concurrency limits.
+func (s *Server) MaxConcurrent(op string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.maxInflight[op]
 }
 
 // DropSubscription silently stops the subscription, as a crashed or
