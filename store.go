@@ -88,12 +88,16 @@ type CredentialOpener interface {
 // service can read or forge it. In sealed mode it holds the user's credentials:
 // they then live only in the URL that the mail server holds.
 type CallbackToken struct {
-	TenantID    string      `json:"t"`
-	MailboxID   string      `json:"m"`
-	ServerURL   string      `json:"u,omitempty"`
-	Address     string      `json:"a,omitempty"` // service mode: the mailbox to impersonate
-	Credentials Credentials `json:"c,omitzero"`
-	IssuedAt    int64       `json:"i"` // Unix seconds
+	TenantID  string `json:"t"`
+	MailboxID string `json:"m"`
+	ServerURL string `json:"u,omitempty"`
+	Address   string `json:"a,omitempty"` // service mode: the mailbox to impersonate
+	// RegistrationID names the one registration whose device was given this
+	// URL (device-subscribed mode): only a notification through it proves
+	// that this device subscribed, so only it activates that registration.
+	RegistrationID string      `json:"r,omitempty"`
+	Credentials    Credentials `json:"c,omitzero"`
+	IssuedAt       int64       `json:"i"` // Unix seconds
 }
 
 // CallbackSealer seals and opens callback tokens.
@@ -120,11 +124,12 @@ type WatchResult struct {
 	Mode Mode
 }
 
-// Watcher sets up the mail-server side of a mailbox: a subscription made by
-// mailpush (sealed or service mode) or a callback URL for the device to use
-// (device-subscribed mode). It updates the mailbox in the store itself.
+// Watcher sets up the mail-server side of a mailbox for a registration: a
+// subscription made by mailpush (sealed or service mode) or a callback URL
+// for the registration's device to use (device-subscribed mode). It updates
+// the mailbox in the store itself.
 type Watcher interface {
-	Watch(ctx context.Context, t *Tenant, mb *Mailbox, creds Credentials) (WatchResult, error)
+	Watch(ctx context.Context, t *Tenant, mb *Mailbox, reg *Registration, creds Credentials) (WatchResult, error)
 }
 
 // EWSLocator finds a mailbox's EWS URL from its address (autodiscover). The

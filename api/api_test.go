@@ -30,7 +30,7 @@ type fakeWatcher struct {
 	err   error
 }
 
-func (f *fakeWatcher) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mailbox, creds mailpush.Credentials) (mailpush.WatchResult, error) {
+func (f *fakeWatcher) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mailbox, reg *mailpush.Registration, creds mailpush.Credentials) (mailpush.WatchResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++

@@ -98,6 +98,10 @@ func (s *Server) createRegistration(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, mailpush.Errorf(mailpush.EUnsupported, "source %q is not enabled on this server", mb.Source))
 		return
 	}
+	if err := s.checkJoin(r.Context(), mb); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	now := s.Clock.Now().UTC()
 	reg := &mailpush.Registration{
 		Device:    dev,
@@ -112,7 +116,7 @@ func (s *Server) createRegistration(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	stored.Address = mb.Address // in memory only
-	res, err := s.watch(r, t, stored, mb.Mode, creds)
+	res, err := s.watch(r, t, stored, reg, mb.Mode, creds)
 	if err != nil {
 		// A rejected request changes nothing: take the registration back.
 		if derr := s.Store.DeleteRegistration(ctx, t.ID, reg.ID); derr != nil {
@@ -136,7 +140,7 @@ func (s *Server) createRegistration(w http.ResponseWriter, r *http.Request) {
 
 // watch asks the source to (re)subscribe unless the mailbox is already
 // watched in the requested mode and no new credentials came with the request.
-func (s *Server) watch(r *http.Request, t *mailpush.Tenant, mb *mailpush.Mailbox, mode mailpush.Mode, creds mailpush.Credentials) (mailpush.WatchResult, error) {
+func (s *Server) watch(r *http.Request, t *mailpush.Tenant, mb *mailpush.Mailbox, reg *mailpush.Registration, mode mailpush.Mode, creds mailpush.Credentials) (mailpush.WatchResult, error) {
 	// Device-subscribed mode always goes to the source: the device needs its
 	// callback URL. New sealed credentials always go to the source too, even
 	// for a mailbox that is already watched: they are what proves that the
@@ -151,7 +155,28 @@ func (s *Server) watch(r *http.Request, t *mailpush.Tenant, mb *mailpush.Mailbox
 		return mailpush.WatchResult{Status: mailpush.StatusActive, Mode: mailpush.ModeService}, nil
 	}
 	mb.Mode = mode
-	return s.Watchers[mb.Source].Watch(r.Context(), t, mb, creds)
+	return s.Watchers[mb.Source].Watch(r.Context(), t, mb, reg, creds)
+}
+
+// checkJoin refuses a registration without credentials for a mailbox that is
+// watched with a user's sealed credentials: a device-subscribed registration
+// proves nothing about the mailbox (the tenant token is the app's, not the
+// user's), so it may neither join that subscription nor replace it.
+func (s *Server) checkJoin(ctx context.Context, mb *mailpush.Mailbox) error {
+	if mb.Mode != mailpush.ModeDeviceSubscribed {
+		return nil
+	}
+	existing, err := s.Store.MailboxByAddress(ctx, mb.TenantID, mb.AddressHash, mb.Source)
+	if mailpush.ErrorCode(err) == mailpush.ENotFound {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if existing.Mode == mailpush.ModeSealed && existing.Status != mailpush.StatusInactive {
+		return mailpush.Errorf(mailpush.EConflict, "this mailbox is watched with a user's sealed credentials: register with mailbox.sealedCredentials")
+	}
+	return nil
 }
 
 func (s *Server) getRegistration(w http.ResponseWriter, r *http.Request) {
@@ -227,7 +252,7 @@ func (s *Server) checkin(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		mb.Mode = mode
-		if res, err = watcher.Watch(ctx, t, mb, creds); err != nil {
+		if res, err = watcher.Watch(ctx, t, mb, reg, creds); err != nil {
 			s.writeError(w, r, err)
 			return
 		}

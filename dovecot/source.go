@@ -136,7 +136,7 @@ func (s *Source) authenticate(r *http.Request) *tenantSecret {
 // Watch makes a mailbox watched in service mode: Dovecot reports every user
 // whose push METADATA is set, so nothing is subscribed; the tenant only needs
 // a Dovecot configuration. Dovecot needs no user credential.
-func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mailbox, creds mailpush.Credentials) (mailpush.WatchResult, error) {
+func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mailbox, reg *mailpush.Registration, creds mailpush.Credentials) (mailpush.WatchResult, error) {
 	if !creds.Empty() {
 		return mailpush.WatchResult{}, mailpush.Errorf(mailpush.EInvalid, "source dovecot takes no user credentials: mailpush uses the tenant's Dovecot shared secret")
 	}

@@ -53,9 +53,11 @@ var _ mailpush.Watcher = (*Source)(nil)
 
 // Watch sets up the Exchange side of a mailbox. Sealed mode subscribes now,
 // with the credentials inside the callback URL. Device-subscribed mode only
-// returns the callback URL for the app to subscribe with; the first
-// notification binds the subscription.
-func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mailbox, creds mailpush.Credentials) (mailpush.WatchResult, error) {
+// returns a callback URL for the registration's app to subscribe with; the
+// URL names the registration, and only a notification through it activates
+// that registration (and binds its subscription to the mailbox): a device
+// proves it may see a mailbox only by subscribing on Exchange itself.
+func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mailbox, reg *mailpush.Registration, creds mailpush.Credentials) (mailpush.WatchResult, error) {
 	s.init()
 	asked := mb.Mode
 	if mb.Mode == mailpush.ModeDeviceSubscribed && creds.Empty() {
@@ -77,6 +79,8 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 	}
 	if mb.Mode != mailpush.ModeDeviceSubscribed {
 		tok.ServerURL, tok.Credentials, tok.Address = cached.serverURL, cached.creds, cached.address
+	} else {
+		tok.RegistrationID = reg.ID
 	}
 	sealed, err := s.Sealer.SealCallback(tok)
 	if err != nil {
@@ -86,6 +90,11 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 
 	if mb.Mode == mailpush.ModeDeviceSubscribed {
 		stored, err := s.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error {
+			if m.Mode == mailpush.ModeSealed && m.Status != mailpush.StatusInactive {
+				// Never let a registration without credentials replace a
+				// subscription made with a user's credentials.
+				return mailpush.Errorf(mailpush.EConflict, "this mailbox is watched with a user's sealed credentials: register with mailbox.sealedCredentials")
+			}
 			if m.Mode != mailpush.ModeDeviceSubscribed || m.Status == mailpush.StatusInactive {
 				m.Mode, m.Status, m.SubscriptionID, m.Watermark = mailpush.ModeDeviceSubscribed, mailpush.StatusPending, "", ""
 			}
@@ -96,7 +105,13 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 		if err != nil {
 			return mailpush.WatchResult{}, err
 		}
-		return mailpush.WatchResult{CallbackURL: callback, Status: stored.Status}, nil
+		// The registration stays pending until its own subscription reaches
+		// the callback URL; a check-in of an active device keeps it active.
+		status := mailpush.StatusPending
+		if reg.Status == mailpush.StatusActive && stored.Status == mailpush.StatusActive {
+			status = mailpush.StatusActive
+		}
+		return mailpush.WatchResult{CallbackURL: callback, Status: status}, nil
 	}
 
 	ep, err := s.endpoint(ctx, mb, cached)
@@ -215,9 +230,29 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		}
 		return StatusUnsubscribe, nil
 	}
+	// A device-subscribed URL names its registration: it must still exist.
+	var tokReg *mailpush.Registration
+	if tok.RegistrationID != "" {
+		tokReg, err = s.Store.Registration(ctx, tok.TenantID, tok.RegistrationID)
+		if mailpush.ErrorCode(err) == mailpush.ENotFound || err == nil && tokReg.MailboxID != mb.ID {
+			log.Info("unsubscribing: the registration this callback URL was made for is gone")
+			return StatusUnsubscribe, nil
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+	// A pending device that subscribed through its own URL replaces the
+	// mailbox's older device subscription (one subscription per mailbox is
+	// enough: every active device gets its pushes); the older one is
+	// answered Unsubscribe at its next notification.
+	rebind := false
 	if mb.SubscriptionID != "" && mb.SubscriptionID != n.SubscriptionID {
-		log.Info("unsubscribing: subscription replaced by a newer one")
-		return StatusUnsubscribe, nil
+		if tokReg == nil || tokReg.Status != mailpush.StatusPending || mb.Mode != mailpush.ModeDeviceSubscribed {
+			log.Info("unsubscribing: subscription replaced by a newer one")
+			return StatusUnsubscribe, nil
+		}
+		rebind = true
 	}
 	regs, err := s.Store.ActiveRegistrations(ctx, mb.ID)
 	if err != nil {
@@ -236,7 +271,7 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 	// An unbound mailbox takes the first subscription that reaches its
 	// callback URL: the device's own in device-subscribed mode, or the one
 	// mailpush is making right now.
-	bind := mb.SubscriptionID == ""
+	bind := mb.SubscriptionID == "" || rebind
 	sum := summarize(n)
 	sum.missed = !bind && mb.Watermark != "" && n.PreviousWatermark != "" && n.PreviousWatermark != mb.Watermark
 	if sum.missed {
@@ -277,7 +312,12 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		return "", err
 	}
 	if bind {
-		if err := s.setStatus(ctx, regs, mailpush.StatusPending, mailpush.StatusActive); err != nil {
+		activate := regs
+		if tokReg != nil {
+			// Only the device that subscribed through this URL has proved anything.
+			activate = []*mailpush.Registration{tokReg}
+		}
+		if err := s.setStatus(ctx, activate, mailpush.StatusPending, mailpush.StatusActive); err != nil {
 			return "", err
 		}
 		log.Info("subscription bound", "mode", mb.Mode)

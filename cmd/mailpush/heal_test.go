@@ -689,3 +689,102 @@ func TestMoreEventsPushOnce(t *testing.T) {
 		})
 	})
 }
+
+// TestDeviceSubscribedNeedsItsOwnSubscription checks what the tenant token
+// alone cannot do: a registration without credentials may not join or
+// replace a mailbox watched with a user's sealed credentials, and a second
+// device-subscribed device gets nothing until its own subscription reaches
+// its own callback URL.
+func TestDeviceSubscribedNeedsItsOwnSubscription(t *testing.T) {
+	hw := newHealWorld(t, 1)
+	alice := hw.users[0] // sealed mode
+	before := hw.mailbox(t, alice)
+	st, body := hw.call(t, "POST", "/api/v1/registrations", hw.token, map[string]any{
+		"device":  map[string]any{"platform": "ios", "token": deviceToken(66)},
+		"mailbox": map[string]any{"address": alice.address, "source": "ews", "ewsUrl": hw.exchange.URL()},
+	})
+	if st != 409 || !strings.Contains(fmt.Sprint(body), "sealed credentials") {
+		t.Fatalf("device-subscribed registration for a sealed mailbox = %d %v, want 409", st, body)
+	}
+	if after := hw.mailbox(t, alice); after.Mode != mailpush.ModeSealed || after.SubscriptionID != before.SubscriptionID || after.Status != mailpush.StatusActive {
+		t.Fatalf("refused registration changed the mailbox: %+v", after)
+	}
+	hw.exchange.Deliver(alice.address, "Still watched", "Bob", "bob@example.com")
+	hw.waitBadge(t, alice)
+	if ps := hw.apple.PushesFor(deviceToken(66)); len(ps) != 0 {
+		t.Fatalf("the refused device got pushes: %+v", ps)
+	}
+
+	// Two devices of one user in device-subscribed mode.
+	dora := &healUser{address: "dora@example.com", username: "EXAMPLE\\dora", password: "dora's password", device: deviceToken(70)}
+	hw.exchange.AddUser(dora.address, dora.username, dora.password)
+	app := &ews.Client{HTTP: hw.exchange.HTTPClient()}
+	ep := ews.Endpoint{URL: hw.exchange.URL(), Credentials: mailpush.Credentials{Username: dora.username, Password: dora.password}}
+	register := func(device string) (id, callback string) {
+		t.Helper()
+		st, reg := hw.call(t, "POST", "/api/v1/registrations", hw.token, map[string]any{
+			"device":  map[string]any{"platform": "ios", "token": device},
+			"mailbox": map[string]any{"address": dora.address, "source": "ews", "ewsUrl": hw.exchange.URL()},
+		})
+		if st != 201 || reg["status"] != "pending" || reg["callbackUrl"] == nil {
+			t.Fatalf("register %s = %d %v, want 201 pending with a callbackUrl", device[:8], st, reg)
+		}
+		return reg["id"].(string), reg["callbackUrl"].(string)
+	}
+	status := func(id string) mailpush.Status {
+		r, err := hw.main.Store.Registration(context.Background(), hw.tenant, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Status
+	}
+	waitActive := func(id string) {
+		t.Helper()
+		waitFor(t, "registration "+id+" active", func(ctx context.Context) error {
+			return hw.exchange.WaitFor(ctx, func(*ewsfake.Server) bool { return status(id) == mailpush.StatusActive })
+		})
+	}
+	idA, urlA := register(dora.device)
+	r, _ := hw.main.Store.Registration(context.Background(), hw.tenant, idA)
+	dora.regID, dora.mailboxID = idA, r.MailboxID
+	subA, err := app.Subscribe(context.Background(), ep, ews.SubscribeRequest{StatusFrequency: 1, URL: urlA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitActive(idA)
+
+	deviceB := deviceToken(71)
+	idB, urlB := register(deviceB)
+	hw.exchange.Deliver(dora.address, "First", "Bob", "bob@example.com")
+	hw.waitBadge(t, dora)
+	if got := status(idB); got != mailpush.StatusPending {
+		t.Fatalf("device B without its own subscription is %s, want pending", got)
+	}
+	if ps := hw.apple.PushesFor(deviceB); len(ps) != 0 {
+		t.Fatalf("device B got pushes before it subscribed: %+v", ps)
+	}
+
+	// B subscribes through its own URL: it becomes active and its
+	// subscription replaces A's, which is answered Unsubscribe.
+	if _, err := app.Subscribe(context.Background(), ep, ews.SubscribeRequest{StatusFrequency: 1, URL: urlB}); err != nil {
+		t.Fatal(err)
+	}
+	waitActive(idB)
+	if got := status(idA); got != mailpush.StatusActive {
+		t.Errorf("device A is %s after B subscribed, want active", got)
+	}
+	hw.exchange.Deliver(dora.address, "Second", "Bob", "bob@example.com")
+	want := hw.exchange.Unread(dora.address)
+	waitFor(t, "both devices' badge", func(ctx context.Context) error {
+		return hw.apple.WaitFor(ctx, func(all []apnsfake.Push) bool {
+			a, b := pushesTo(all, dora.device), pushesTo(all, deviceB)
+			return len(a) > 0 && a[len(a)-1].Badge == want && len(b) > 0 && b[len(b)-1].Badge == want
+		})
+	})
+	waitFor(t, "A's subscription to end", func(ctx context.Context) error {
+		return hw.exchange.WaitFor(ctx, func(srv *ewsfake.Server) bool {
+			s, _ := srv.Subscription(subA.SubscriptionID)
+			return s.EndReason == ewsfake.EndUnsubscribed
+		})
+	})
+}
