@@ -58,12 +58,8 @@ func runGate(ctx context.Context, args []string, stdout, stderr io.Writer, envir
 	if err != nil {
 		return err
 	}
-	cfg, err := LoadConfig(*path, environ)
+	m, err := openAdmin(ctx, *path, environ, stderr)
 	if err != nil {
-		return err
-	}
-	m := NewMain(cfg, stderr)
-	if err := m.openStore(ctx); err != nil {
 		return err
 	}
 	defer m.Close()

@@ -130,12 +130,8 @@ func runTenant(ctx context.Context, verb string, args []string, stdout, stderr i
 	if *maxContent != "" && mailpush.ContentMode(*maxContent).Rank() < 0 {
 		return usageError{fmt.Sprintf("--max-content must be badge, subject or subject_sender, not %q", *maxContent)}
 	}
-	cfg, err := LoadConfig(*path, environ)
+	m, err := openAdmin(ctx, *path, environ, stderr)
 	if err != nil {
-		return err
-	}
-	m := NewMain(cfg, stderr)
-	if err := m.openStore(ctx); err != nil {
 		return err
 	}
 	defer m.Close()
@@ -193,4 +189,20 @@ func parseWithArg(fs *flag.FlagSet, args []string) (string, error) {
 		return "", usageError{usage}
 	}
 	return arg, nil
+}
+
+// openAdmin loads the configuration and opens the keyring and the store for
+// an admin command (the server may be running beside it: SQLite's WAL lets
+// both write).
+func openAdmin(ctx context.Context, path string, environ []string, stderr io.Writer) (*Main, error) {
+	cfg, err := LoadConfig(path, environ)
+	if err != nil {
+		return nil, err
+	}
+	m := NewMain(cfg, stderr)
+	if err := m.openStore(ctx); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
 }
