@@ -80,3 +80,22 @@ func TestSnake(t *testing.T) {
 		}
 	}
 }
+
+// TestREADMEConfigLoads keeps the README's configuration block honest: it
+// must load and validate as it stands.
+func TestREADMEConfigLoads(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "The keys, with their defaults:\n\n```yaml\n")
+	block, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("README has no configuration block")
+	}
+	path := filepath.Join(t.TempDir(), "readme.yaml")
+	os.WriteFile(path, []byte(block), 0o600)
+	if _, err := LoadConfig(path, nil); err != nil {
+		t.Errorf("the README's configuration does not load: %v", err)
+	}
+}
