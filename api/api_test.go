@@ -286,3 +286,29 @@ func TestCheckinBadInput(t *testing.T) {
 		t.Errorf("unknown id: %d", st)
 	}
 }
+
+// TestRefusedReRegistrationRestoresThePrevious checks that a device that
+// registers again and is refused by the mail server keeps the registration
+// it had, as it was.
+func TestRefusedReRegistrationRestoresThePrevious(t *testing.T) {
+	e := setup(t)
+	body := regBody(iosToken, "https://mail.example.com/EWS/Exchange.asmx", e.sealed(t))
+	st, out := e.do(t, "POST", "/api/v1/registrations", e.token, "", strings.NewReader(body))
+	if st != 201 {
+		t.Fatalf("register = %d %v", st, out)
+	}
+	id := out["id"].(string)
+	before, _ := e.store.Registration(context.Background(), e.tenant.ID, id)
+	e.watcher.err = mailpush.Errorf(mailpush.ECredentials, "Exchange refused the sealed credentials")
+	again := strings.Replace(body, `"subject_sender"`, `"badge"`, 1)
+	if st, out := e.do(t, "POST", "/api/v1/registrations", e.token, "", strings.NewReader(again)); st != 422 {
+		t.Fatalf("refused re-registration = %d %v", st, out)
+	}
+	after, err := e.store.Registration(context.Background(), e.tenant.ID, id)
+	if err != nil {
+		t.Fatalf("the device's registration was lost: %v", err)
+	}
+	if after.Status != before.Status || after.Content != before.Content || !after.ExpiresAt.Equal(before.ExpiresAt) || after.Device.Token != before.Device.Token {
+		t.Errorf("registration changed by a refused request:\nbefore %+v\nafter  %+v", before, after)
+	}
+}

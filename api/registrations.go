@@ -98,7 +98,8 @@ func (s *Server) createRegistration(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, mailpush.Errorf(mailpush.EUnsupported, "source %q is not enabled on this server", mb.Source))
 		return
 	}
-	if err := s.checkJoin(r.Context(), mb); err != nil {
+	previous, err := s.checkJoin(r.Context(), mb, dev)
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -118,8 +119,9 @@ func (s *Server) createRegistration(w http.ResponseWriter, r *http.Request) {
 	stored.Address = mb.Address // in memory only
 	res, err := s.watch(r, t, stored, reg, mb.Mode, creds)
 	if err != nil {
-		// A rejected request changes nothing: take the registration back.
-		if derr := s.Store.DeleteRegistration(ctx, t.ID, reg.ID); derr != nil {
+		// A rejected request changes nothing: take the registration back,
+		// or restore the one this device had.
+		if derr := s.takeBack(ctx, t.ID, reg.ID, previous); derr != nil {
 			s.Logger.Error("could not take back a failed registration", "registration", reg.ID, "err", derr)
 		}
 		s.writeError(w, r, err)
@@ -158,25 +160,47 @@ func (s *Server) watch(r *http.Request, t *mailpush.Tenant, mb *mailpush.Mailbox
 	return s.Watchers[mb.Source].Watch(r.Context(), t, mb, reg, creds)
 }
 
-// checkJoin refuses a registration without credentials for a mailbox that is
-// watched with a user's sealed credentials: a device-subscribed registration
-// proves nothing about the mailbox (the tenant token is the app's, not the
-// user's), so it may neither join that subscription nor replace it.
-func (s *Server) checkJoin(ctx context.Context, mb *mailpush.Mailbox) error {
-	if mb.Mode != mailpush.ModeDeviceSubscribed {
-		return nil
-	}
+// checkJoin looks at the mailbox the registration would join. It refuses a
+// registration without credentials for a mailbox that is watched with a
+// user's sealed credentials: a device-subscribed registration proves nothing
+// about the mailbox (the tenant token is the app's, not the user's), so it
+// may neither join that subscription nor replace it. It returns the
+// registration this device already has there, if any, so that a refused
+// request can restore it.
+func (s *Server) checkJoin(ctx context.Context, mb *mailpush.Mailbox, dev mailpush.Device) (*mailpush.Registration, error) {
 	existing, err := s.Store.MailboxByAddress(ctx, mb.TenantID, mb.AddressHash, mb.Source)
 	if mailpush.ErrorCode(err) == mailpush.ENotFound {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if existing.Mode == mailpush.ModeSealed && existing.Status != mailpush.StatusInactive {
-		return mailpush.Errorf(mailpush.EConflict, "this mailbox is watched with a user's sealed credentials: register with mailbox.sealedCredentials")
+	if mb.Mode == mailpush.ModeDeviceSubscribed && existing.Mode == mailpush.ModeSealed && existing.Status != mailpush.StatusInactive {
+		return nil, mailpush.Errorf(mailpush.EConflict, "this mailbox is watched with a user's sealed credentials: register with mailbox.sealedCredentials")
 	}
-	return nil
+	regs, err := s.Store.ActiveRegistrations(ctx, existing.ID)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range regs {
+		if r.Device.Token == dev.Token {
+			return r, nil
+		}
+	}
+	return nil, nil
+}
+
+// takeBack undoes Register after the source refused: it deletes a new
+// registration, or puts back the device's previous one as it was.
+func (s *Server) takeBack(ctx context.Context, tenantID, id string, previous *mailpush.Registration) error {
+	if previous == nil || previous.ID != id {
+		return s.Store.DeleteRegistration(ctx, tenantID, id)
+	}
+	_, err := s.Store.UpdateRegistration(ctx, tenantID, id, func(r *mailpush.Registration) error {
+		r.Device, r.Content, r.Status, r.ExpiresAt = previous.Device, previous.Content, previous.Status, previous.ExpiresAt
+		return nil
+	})
+	return err
 }
 
 func (s *Server) getRegistration(w http.ResponseWriter, r *http.Request) {
