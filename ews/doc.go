@@ -72,6 +72,34 @@
 //     new sealed subscription, or the callback URL for the app's own Subscribe;
 //     an unbound mailbox binds the first subscription that reaches its URL.
 //
+// Dead Exchange servers are found faster, per host (hosts.go). The Source
+// sees every notification; it keeps in memory, per Exchange host (the EWS
+// URL's host), when the host last sent anything and when each of its
+// mailboxes did. A live Exchange sends every subscription a notification at
+// least every StatusFrequency (a StatusEvent when idle), so a subscription
+// silent for StatusFrequency + HostSilence missed its status event. When a
+// host with at least HostMinSubscriptions (config ews.hostMinSubscriptions,
+// default 20) active subscriptions has sent nothing for HostSilence
+// (ews.hostSilence, default 1 min) and at least HostOverdue
+// (ews.hostOverdue, default 5) of its subscriptions missed their status
+// event that way, the host has lost them all (restarted, or cannot reach
+// us): CheckHosts, run every HostCheckInterval (ews.hostCheckInterval,
+// default 10 s), claims and heals every active subscription of that host
+// at once, through the same pacing and limits as Check. With status events
+// spread over the StatusFrequency (mailboxes that subscribed at different
+// times) this finds a restart after about HostSilence instead of
+// 2×StatusFrequency; at worst (every status event of the host in one burst
+// just before the restart) after StatusFrequency + HostSilence. A rule on
+// the host's notification rate alone (silence ≫ StatusFrequency / N) was
+// rejected: subscriptions made in a burst (a registration wave, a mass
+// resubscription at ResubscribeRate) send their status events in a burst
+// too, and a healthy host is then silent for most of every StatusFrequency,
+// which such a rule would take for death again and again. Hosts with fewer
+// subscriptions, and single dead subscriptions on a live host, are left to
+// the per-subscription rule. The book is bounded by CredentialCacheSize
+// mailboxes and starts empty after a restart (a host's clock starts with
+// its first notification).
+//
 // Resubscriptions start at most ResubscribeRate per second with random
 // spacing (no thundering herd after an Exchange restart), at most
 // ResubscribeWorkers at once, MaxPerHost per Exchange host and MaxPerAccount

@@ -31,7 +31,9 @@ type state struct {
 	once   sync.Once
 	creds  *credCache
 	limit  *limiter
+	hosts  *hostBook
 	mu     sync.Mutex
+	next   time.Time          // when the next claim may start (pacing, shared by Check and CheckHosts)
 	more   map[string]summary // changes of MoreEvents batches, pushed with the last batch
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -46,6 +48,7 @@ func (s *Source) init() *state {
 		s.st.creds = newCredCache(size)
 		s.st.limit = newLimiter(orDefault(s.MaxPerHost, DefaultMaxPerHost), orDefault(s.MaxPerAccount, DefaultMaxPerAccount))
 		s.st.more = map[string]summary{}
+		s.st.hosts = newHostBook(size)
 	})
 	return &s.st
 }
@@ -78,24 +81,28 @@ func (s *Source) Run(ctx context.Context) {
 	if every <= 0 {
 		every = s.statusFrequency() / 2
 	}
-	st.wg.Add(1)
-	go func() {
-		defer st.wg.Done()
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			if res, err := s.Check(ctx); err != nil && ctx.Err() == nil {
-				s.Logger.Error("health check failed", "err", err)
-			} else if res.Stale > 0 {
-				s.Logger.Info("health check", "stale", res.Stale, "resubscribed", res.Resubscribed, "askedDevices", res.AskedDevices, "failed", res.Failed)
-			}
+	st.wg.Add(2)
+	go s.every(ctx, every, "health check", s.Check)
+	go s.every(ctx, orDefaultDuration(s.HostCheckInterval, DefaultHostCheckInterval), "host check", s.CheckHosts)
+}
+
+// every runs check every d until ctx ends; Run owns it (st.wg).
+func (s *Source) every(ctx context.Context, d time.Duration, name string, check func(context.Context) (CheckResult, error)) {
+	defer s.st.wg.Done()
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
-	}()
+		if res, err := check(ctx); err != nil && ctx.Err() == nil {
+			s.Logger.Error(name+" failed", "err", err)
+		} else if res.Stale > 0 {
+			s.Logger.Info(name, "stale", res.Stale, "resubscribed", res.Resubscribed, "askedDevices", res.AskedDevices, "failed", res.Failed)
+		}
+	}
 }
 
 // Close stops the health monitor and waits for it. It is safe to call more
@@ -130,6 +137,12 @@ type CheckResult struct {
 func (s *Source) Check(ctx context.Context) (CheckResult, error) {
 	s.init()
 	before := s.Clock.Now().Add(-2 * s.statusFrequency())
+	return s.sweep(ctx, func(jobs chan<- *mailpush.Mailbox) (int, error) { return s.claimStale(ctx, before, jobs) })
+}
+
+// sweep heals, with ResubscribeWorkers workers, the mailboxes that feed
+// claims, and returns when all are done.
+func (s *Source) sweep(ctx context.Context, feed func(jobs chan<- *mailpush.Mailbox) (int, error)) (CheckResult, error) {
 	workers := orDefault(s.ResubscribeWorkers, DefaultResubscribeWorkers)
 	jobs := make(chan *mailpush.Mailbox, workers)
 	var resubscribed, asked, failed atomic.Int64
@@ -150,7 +163,7 @@ func (s *Source) Check(ctx context.Context) (CheckResult, error) {
 			}
 		}()
 	}
-	stale, err := s.claimStale(ctx, before, jobs)
+	stale, err := feed(jobs)
 	close(jobs)
 	wg.Wait()
 	return CheckResult{Stale: stale, Resubscribed: int(resubscribed.Load()), AskedDevices: int(asked.Load()), Failed: int(failed.Load())}, err
@@ -163,11 +176,6 @@ var errNotStale = errors.New("ews: mailbox is no longer stale")
 // alone for 2×StatusFrequency, which is also when a failed attempt is
 // retried.
 func (s *Source) claimStale(ctx context.Context, before time.Time, jobs chan<- *mailpush.Mailbox) (int, error) {
-	rate := s.ResubscribeRate
-	if rate <= 0 {
-		rate = DefaultResubscribeRate
-	}
-	next := time.Now()
 	n := 0
 	for {
 		mbs, err := s.Store.StaleMailboxes(ctx, mailpush.SourceEWS, before, staleBatch)
@@ -176,42 +184,73 @@ func (s *Source) claimStale(ctx context.Context, before time.Time, jobs chan<- *
 		}
 		claimed := 0
 		for _, mb := range mbs {
-			if wait := time.Until(next); wait > 0 {
-				t := time.NewTimer(wait)
-				select {
-				case <-t.C:
-				case <-ctx.Done():
-					t.Stop()
-					return n, ctx.Err()
-				}
-			}
-			// Uniform spacing in [0, 2/rate): rate on average, never in lock step.
-			next = later(next, time.Now()).Add(time.Duration(rand.Float64() * 2 * float64(time.Second) / rate))
-			now := s.Clock.Now()
-			c, err := s.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error {
-				if m.Status == mailpush.StatusInactive || !m.LastEventAt.Before(before) {
-					return errNotStale
-				}
-				m.LastEventAt = now
-				return nil
-			})
-			if errors.Is(err, errNotStale) || mailpush.ErrorCode(err) == mailpush.ENotFound {
-				continue
-			}
+			ok, err := s.claim(ctx, mb.ID, before, jobs)
 			if err != nil {
 				return n, err
 			}
-			claimed++
-			n++
-			select {
-			case jobs <- c:
-			case <-ctx.Done():
-				return n, ctx.Err()
+			if ok {
+				claimed++
+				n++
 			}
 		}
 		if len(mbs) < staleBatch || claimed == 0 {
 			return n, nil
 		}
+	}
+}
+
+// claim waits for its turn (at most ResubscribeRate per second, shared by
+// every sweep), then claims the mailbox if it is still live and silent
+// since before, and hands it to jobs. It reports whether it did.
+func (s *Source) claim(ctx context.Context, mailboxID string, before time.Time, jobs chan<- *mailpush.Mailbox) (bool, error) {
+	if err := s.pace(ctx); err != nil {
+		return false, err
+	}
+	now := s.Clock.Now()
+	c, err := s.Store.UpdateMailbox(ctx, mailboxID, func(m *mailpush.Mailbox) error {
+		if m.Status == mailpush.StatusInactive || !m.LastEventAt.Before(before) {
+			return errNotStale
+		}
+		m.LastEventAt = now
+		return nil
+	})
+	if errors.Is(err, errNotStale) || mailpush.ErrorCode(err) == mailpush.ENotFound {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	select {
+	case jobs <- c:
+		return true, nil
+	case <-ctx.Done():
+		return true, ctx.Err()
+	}
+}
+
+// pace waits for the next start slot: uniform spacing in [0, 2/rate), rate
+// on average, never in lock step.
+func (s *Source) pace(ctx context.Context) error {
+	rate := s.ResubscribeRate
+	if rate <= 0 {
+		rate = DefaultResubscribeRate
+	}
+	st := &s.st
+	st.mu.Lock()
+	at := later(st.next, time.Now())
+	st.next = at.Add(time.Duration(rand.Float64() * 2 * float64(time.Second) / rate))
+	st.mu.Unlock()
+	wait := time.Until(at)
+	if wait <= 0 {
+		return nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

@@ -41,6 +41,13 @@ type Source struct {
 	MaxPerAccount       int           // EWS requests in flight per account
 	CredentialCacheSize int           // mailboxes whose credentials stay in memory
 
+	// Host-level dead-server detection (hosts.go, CheckHosts); zero values
+	// mean the defaults.
+	HostMinSubscriptions int           // active subscriptions a host needs for the rule
+	HostSilence          time.Duration // host silence (and status-event lateness) that means dead
+	HostOverdue          int           // late status events needed besides the silence
+	HostCheckInterval    time.Duration // between CheckHosts
+
 	// ServiceAccounts are the tenants' EWS service accounts (holding the
 	// ApplicationImpersonation role), by tenant name: registrations of such
 	// a tenant without sealed credentials use service mode.
@@ -311,6 +318,7 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 	if err != nil {
 		return "", err
 	}
+	s.heard(mb, tok.ServerURL, now)
 	if bind {
 		activate := regs
 		if tokReg != nil {

@@ -63,6 +63,15 @@ type Config struct {
 		// (default 8; Exchange allows 27).
 		MaxPerHost    int `yaml:"maxPerHost"`
 		MaxPerAccount int `yaml:"maxPerAccount"`
+		// Host-level dead-server detection: a host with at least
+		// HostMinSubscriptions active subscriptions that sent nothing for
+		// HostSilence while HostOverdue of its subscriptions are that late
+		// with their status event has lost them all; they are resubscribed
+		// at once. Checked every HostCheckInterval.
+		HostMinSubscriptions int           `yaml:"hostMinSubscriptions"`
+		HostSilence          time.Duration `yaml:"hostSilence"`
+		HostOverdue          int           `yaml:"hostOverdue"`
+		HostCheckInterval    time.Duration `yaml:"hostCheckInterval"`
 	} `yaml:"ews"`
 	// APNs and FCM are the push credentials of every tenant that has none
 	// of its own in Tenants.
@@ -111,6 +120,10 @@ func DefaultConfig() Config {
 	c.Log.Format = "text"
 	c.RegistrationTTL = 30 * 24 * time.Hour
 	c.EWS.StatusFrequency = 5
+	c.EWS.HostMinSubscriptions = 20
+	c.EWS.HostSilence = time.Minute
+	c.EWS.HostOverdue = 5
+	c.EWS.HostCheckInterval = 10 * time.Second
 	c.APNs.ProductionURL = "https://api.push.apple.com"
 	c.APNs.SandboxURL = "https://api.sandbox.push.apple.com"
 	c.Push.Workers = 64
@@ -240,7 +253,25 @@ func (c *Config) Validate() error {
 	if c.EWS.HealthInterval < 0 || c.EWS.ResubscribeRate < 0 || c.EWS.MaxPerHost < 0 || c.EWS.MaxPerAccount < 0 {
 		bad("ews", "healthInterval, resubscribeRate, maxPerHost and maxPerAccount must not be negative (0 means the default)")
 	}
+	c.validateHostRule(bad)
 	return errors.Join(errs...)
+}
+
+// validateHostRule checks the keys of host-level dead-server detection.
+func (c *Config) validateHostRule(bad func(key, format string, args ...any)) {
+	e := &c.EWS
+	if e.HostMinSubscriptions < 1 {
+		bad("ews.hostMinSubscriptions", "%d must be at least 1", e.HostMinSubscriptions)
+	}
+	if e.HostOverdue < 1 || e.HostOverdue > e.HostMinSubscriptions {
+		bad("ews.hostOverdue", "%d must be 1 to ews.hostMinSubscriptions (%d)", e.HostOverdue, e.HostMinSubscriptions)
+	}
+	if sf := time.Duration(e.StatusFrequency) * time.Minute; e.HostSilence < 10*time.Second || e.HostSilence >= 2*sf && sf > 0 {
+		bad("ews.hostSilence", "%v must be at least 10s and less than twice ews.statusFrequency (%v)", e.HostSilence, 2*sf)
+	}
+	if e.HostCheckInterval < time.Second || e.HostCheckInterval > e.HostSilence && e.HostSilence > 0 {
+		bad("ews.hostCheckInterval", "%v must be at least 1s and at most ews.hostSilence (%v)", e.HostCheckInterval, e.HostSilence)
+	}
 }
 
 // applyEnv sets every field that has a MAILPUSH_… variable.

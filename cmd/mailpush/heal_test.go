@@ -55,8 +55,15 @@ func newHealWorld(t *testing.T, users int) *healWorld {
 
 func newHealWorldConfig(t *testing.T, users int, extraConfig string) *healWorld {
 	t.Helper()
+	return newHealWorldOptions(t, users, worldOptions{extraConfig: extraConfig})
+}
+
+// newHealWorldOptions is newHealWorld with world options (its clock is set).
+func newHealWorldOptions(t *testing.T, users int, o worldOptions) *healWorld {
+	t.Helper()
 	clock := &fakeClock{t: time.Now()}
-	hw := &healWorld{world: newWorldWith(t, "debug", worldOptions{clock: clock, extraConfig: extraConfig}), clock: clock}
+	o.clock = clock
+	hw := &healWorld{world: newWorldWith(t, "debug", o), clock: clock}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("server logs:\n%s", hw.logs.String())

@@ -138,6 +138,8 @@ func (m *Main) Run(ctx context.Context) error {
 		StatusFrequency: cfg.EWS.StatusFrequency,
 		HealthInterval:  cfg.EWS.HealthInterval, ResubscribeRate: float64(cfg.EWS.ResubscribeRate),
 		MaxPerHost: cfg.EWS.MaxPerHost, MaxPerAccount: cfg.EWS.MaxPerAccount,
+		HostMinSubscriptions: cfg.EWS.HostMinSubscriptions, HostSilence: cfg.EWS.HostSilence,
+		HostOverdue: cfg.EWS.HostOverdue, HostCheckInterval: cfg.EWS.HostCheckInterval,
 		Logger: m.Logger.With("source", "ews"), Clock: m.Clock,
 	}
 

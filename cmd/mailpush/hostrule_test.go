@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/mailpush/mailpush/ews"
+)
+
+// Host-level dead-server detection, with the default statusFrequency of 5
+// minutes (2×StatusFrequency = 10 min) and a fake clock. The thresholds are
+// lowered to fit a handful of users: a host needs 5 active subscriptions,
+// and 3 of them late by hostSilence (1 min) with their status event. The
+// background checks are off: the tests call Check and CheckHosts.
+func newHostRuleWorld(t *testing.T, users int) *healWorld {
+	t.Helper()
+	return newHealWorldOptions(t, users, worldOptions{configure: func(c *Config) {
+		c.EWS.StatusFrequency = 5
+		c.EWS.HostMinSubscriptions, c.EWS.HostOverdue = 5, 3
+		c.EWS.HealthInterval, c.EWS.HostCheckInterval = time.Hour, time.Hour
+	}})
+}
+
+// lateBy is how far past every subscription's last status event the clock
+// must go for the host rule: StatusFrequency + hostSilence, well before
+// 2×StatusFrequency.
+const lateBy = 5*time.Minute + time.Minute + time.Second
+
+func (hw *healWorld) checkHosts(t *testing.T) ews.CheckResult {
+	t.Helper()
+	res, err := hw.main.EWS.CheckHosts(context.Background())
+	if err != nil {
+		t.Fatalf("CheckHosts: %v", err)
+	}
+	return res
+}
+
+func TestHostRuleResubscribesASilentHostAtOnce(t *testing.T) {
+	hw := newHostRuleWorld(t, 6)
+	hw.waitHeard(t, hw.users...)
+	hw.exchange.Restart()
+	hw.clock.Add(lateBy)
+	if res := hw.check(t); res.Stale != 0 {
+		t.Fatalf("Check = %+v: the per-subscription rule must not fire before 2×StatusFrequency", res)
+	}
+	// A notification in flight at the restart may land after the clock
+	// moved: the host then looks live for one more period.
+	var sum ews.CheckResult
+	for range 5 {
+		res := hw.checkHosts(t)
+		sum.Stale += res.Stale
+		sum.Resubscribed += res.Resubscribed
+		if hw.healed(t) {
+			break
+		}
+		hw.clock.Add(lateBy)
+	}
+	if sum.Stale != 6 || sum.Resubscribed != 6 || !hw.healed(t) {
+		t.Fatalf("CheckHosts = %+v, healed %v; want all 6 resubscribed", sum, hw.healed(t))
+	}
+	// Each resubscribed exactly once, and it works as before.
+	if n := hw.exchange.Requests("Subscribe"); n != 12 {
+		t.Errorf("%d Subscribe requests, want 6 + 6", n)
+	}
+	for _, u := range hw.users {
+		hw.exchange.Deliver(u.address, "After", "Bob", "bob@example.com")
+		hw.waitBadge(t, u)
+	}
+}
+
+func TestHostRuleLeavesSmallHostsToThePerSubscriptionRule(t *testing.T) {
+	hw := newHostRuleWorld(t, 3) // fewer than hostMinSubscriptions (5)
+	hw.waitHeard(t, hw.users...)
+	hw.exchange.Restart()
+	hw.clock.Add(lateBy)
+	if res := hw.checkHosts(t); res.Stale != 0 {
+		t.Fatalf("CheckHosts = %+v on a host with 3 subscriptions, want nothing", res)
+	}
+	if hw.healed(t) {
+		t.Fatal("healed before any rule fired")
+	}
+	hw.clock.Add(10*time.Minute - lateBy + time.Second) // past 2×StatusFrequency
+	if res := hw.check(t); res.Stale != 3 || res.Resubscribed != 3 {
+		t.Fatalf("Check = %+v, want 3 resubscribed by the per-subscription rule", res)
+	}
+	if !hw.healed(t) {
+		t.Fatalf("not healed: %+v", hw.exchange.Subscriptions())
+	}
+}
+
+func TestHostRuleLeavesALiveHostsSilentMailboxToItsOwnRule(t *testing.T) {
+	hw := newHostRuleWorld(t, 6)
+	hw.waitHeard(t, hw.users...)
+	dead, _ := hw.activeSub(hw.users[0])
+	if err := hw.exchange.DropSubscription(dead.ID); err != nil {
+		t.Fatal(err)
+	}
+	hw.clock.Add(lateBy)
+	hw.waitHeard(t, hw.users[1:]...) // the host lives: the others' status events
+	if res := hw.checkHosts(t); res.Stale != 0 {
+		t.Fatalf("CheckHosts = %+v on a live host, want nothing", res)
+	}
+	hw.clock.Add(10*time.Minute - lateBy + time.Second)
+	hw.waitHeard(t, hw.users[1:]...)
+	if res := hw.checkHosts(t); res.Stale != 0 {
+		t.Fatalf("CheckHosts = %+v on a live host, want nothing", res)
+	}
+	if res := hw.check(t); res.Stale != 1 || res.Resubscribed != 1 {
+		t.Fatalf("Check = %+v, want only the dropped one resubscribed", res)
+	}
+	if !hw.healed(t) {
+		t.Fatalf("not healed: %+v", hw.exchange.Subscriptions())
+	}
+}
