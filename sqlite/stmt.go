@@ -13,9 +13,15 @@ import (
 // small one, and the outbox runs the same few thousands of times a second.
 // Statements are prepared on the single writer connection, so a
 // transaction's tx.StmtContext reuses them as they are.
+//
+// The reader's hot statements (the pipeline's lookup of a mailbox's
+// devices for every event) are kept prepared too, on the reader pool:
+// database/sql prepares such a statement again on each connection it runs
+// on, once.
 type stmtCache struct {
 	mu    sync.Mutex
 	stmts map[string]*sql.Stmt
+	reads map[string]*sql.Stmt
 }
 
 // prepare prepares queries on the writer. It must run outside any
@@ -36,6 +42,35 @@ func (c *stmtCache) prepare(ctx context.Context, w *sql.DB, queries ...string) e
 	return nil
 }
 
+// prepareReads prepares queries on the reader pool.
+func (c *stmtCache) prepareReads(ctx context.Context, r *sql.DB, queries ...string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reads == nil {
+		c.reads = map[string]*sql.Stmt{}
+	}
+	for _, q := range queries {
+		st, err := r.PrepareContext(ctx, q)
+		if err != nil {
+			return err
+		}
+		c.reads[q] = st
+	}
+	return nil
+}
+
+// read runs a read-only query on the reader pool, prepared once when Open
+// prepared it.
+func (s *Store) read(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	s.cache.mu.Lock()
+	st, ok := s.cache.reads[query]
+	s.cache.mu.Unlock()
+	if !ok {
+		return s.r.QueryContext(ctx, query, args...)
+	}
+	return st.QueryContext(ctx, args...)
+}
+
 // stmt returns query prepared for tx: the cached statement when Open
 // prepared it, otherwise one prepared in tx (closed with it).
 func (s *Store) stmt(ctx context.Context, tx *sql.Tx, query string) (*sql.Stmt, error) {
@@ -54,7 +89,10 @@ func (c *stmtCache) close() {
 	for _, st := range c.stmts {
 		st.Close()
 	}
-	c.stmts = nil
+	for _, st := range c.reads {
+		st.Close()
+	}
+	c.stmts, c.reads = nil, nil
 }
 
 // idList encodes IDs as a JSON array, for "IN (SELECT value FROM
