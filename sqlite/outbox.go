@@ -257,18 +257,8 @@ func (s *Store) SettlePushes(ctx context.Context, settlements []mailpush.PushSet
 	if len(settlements) == 0 {
 		return nil
 	}
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return dbError("settle", err)
-	}
-	defer tx.Rollback()
-	if err := s.settleTx(ctx, tx, settlements); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return dbError("settle", err)
-	}
-	return nil
+	_, err := s.SettleAndClaim(ctx, settlements, time.Time{}, 0, 0)
+	return err
 }
 
 // settleTx is SettlePushes in tx.

@@ -27,34 +27,26 @@ type stmtCache struct {
 // prepare prepares queries on the writer. It must run outside any
 // transaction: the writer has one connection, which a transaction holds.
 func (c *stmtCache) prepare(ctx context.Context, w *sql.DB, queries ...string) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.stmts == nil {
-		c.stmts = map[string]*sql.Stmt{}
-	}
-	for _, q := range queries {
-		st, err := w.PrepareContext(ctx, q)
-		if err != nil {
-			return err
-		}
-		c.stmts[q] = st
-	}
-	return nil
+	return c.prepareOn(ctx, w, &c.stmts, queries)
 }
 
 // prepareReads prepares queries on the reader pool.
 func (c *stmtCache) prepareReads(ctx context.Context, r *sql.DB, queries ...string) error {
+	return c.prepareOn(ctx, r, &c.reads, queries)
+}
+
+func (c *stmtCache) prepareOn(ctx context.Context, db *sql.DB, into *map[string]*sql.Stmt, queries []string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.reads == nil {
-		c.reads = map[string]*sql.Stmt{}
+	if *into == nil {
+		*into = map[string]*sql.Stmt{}
 	}
 	for _, q := range queries {
-		st, err := r.PrepareContext(ctx, q)
+		st, err := db.PrepareContext(ctx, q)
 		if err != nil {
 			return err
 		}
-		c.reads[q] = st
+		(*into)[q] = st
 	}
 	return nil
 }
