@@ -110,11 +110,18 @@ func (p *Pipeline) settleAndClaim(ctx context.Context, b *batch, next bool) ([]*
 			limit = p.cfg.BatchSize
 		}
 		pushes, err = sc.SettleAndClaim(sctx, all, p.cfg.Clock.Now(), limit, p.cfg.Lease)
-		if err != nil {
+		if err == nil {
+			p.cfg.Metrics.settled(all)
+			return pushes, nil
+		}
+		if !next {
 			return nil, err
 		}
-		p.cfg.Metrics.settled(all)
-		return pushes, nil
+		// The claim may be what failed (a row it cannot read): do not let
+		// it take the settlement down with it, or the batch would be sent
+		// again after its lease.
+		p.cfg.Logger.Error("outbox: cannot settle and claim in one transaction; settling alone", "err", err)
+		next = false
 	}
 	if err := p.cfg.Store.SettlePushes(sctx, all); err != nil {
 		return nil, err
