@@ -10,9 +10,12 @@
 //
 // The dispatcher claims due pushes in batches (one write transaction per
 // batch) and keeps several batches in flight: the next batch is claimed while
-// the previous ones are being sent, and each is settled in one more
-// transaction when its sends are done. Sends run with bounded concurrency,
-// one goroutine per registration and batch: a registration's pushes reach
+// the previous ones are being sent, and when a batch's sends are done its
+// settlement and the claim of the following batch share one transaction
+// (when the store can: sqlite.Store.SettleAndClaim). Sends run on Workers
+// long-lived goroutines, one registration's group of a batch at a time
+// (a goroutine per group grew a fresh stack through the HTTP/2 client for
+// every push): a registration's pushes reach
 // the provider one after another in outbox order, and the outbox never hands
 // out a push while an earlier one of its registration is in flight or
 // waiting for a retry, so each device sees its mailbox's events in order

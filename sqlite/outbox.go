@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/mailpush/mailpush"
@@ -23,10 +24,14 @@ const (
 		ORDER BY o.id LIMIT ?`
 	qLeaseIDs  = `UPDATE outbox SET due_at = ?, attempts = attempts + 1 WHERE id IN (SELECT value FROM json_each(?))`
 	qDeleteIDs = `DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))`
-	qRaiseSeq  = `UPDATE registrations SET last_seq = ?1 WHERE id = ?2 AND last_seq < ?1`
+	// qRaiseSeqs raises the last delivered sequence of every registration
+	// of a batch in one statement; its argument is [["reg-id",seq],...].
+	qRaiseSeqs = `UPDATE registrations SET last_seq = s.seq
+		FROM (SELECT value->>0 AS id, max(value->>1) AS seq FROM json_each(?) GROUP BY 1) AS s
+		WHERE registrations.id = s.id AND registrations.last_seq < s.seq`
 )
 
-var outboxStatements = []string{qCoalesceNewer, qCoalesceDelete, qEnqueue, qClaim, qLeaseIDs, qDeleteIDs, qRaiseSeq}
+var outboxStatements = []string{qCoalesceNewer, qCoalesceDelete, qEnqueue, qClaim, qLeaseIDs, qDeleteIDs, qRaiseSeqs}
 
 // outboxContent is what of a push is secret; it is stored sealed.
 type outboxContent struct {
@@ -111,6 +116,45 @@ func (s *Store) ClaimPushes(ctx context.Context, now time.Time, limit int, lease
 		return nil, dbError("claim", err)
 	}
 	defer tx.Rollback()
+	out, err := s.claimTx(ctx, tx, now, limit, lease)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, dbError("claim", err)
+	}
+	return out, nil
+}
+
+// SettleAndClaim settles a batch and claims the next one in one write
+// transaction: what SettlePushes then ClaimPushes would do, for one commit
+// (one WAL append) instead of two. The claim sees the settlement, so a
+// registration's next push can be claimed as soon as the earlier one is
+// settled, and a failure leaves both undone (the settled pushes stay leased
+// and are sent again after the lease: at least once).
+func (s *Store) SettleAndClaim(ctx context.Context, settlements []mailpush.PushSettlement, now time.Time, limit int, lease time.Duration) ([]*mailpush.QueuedPush, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, dbError("settle", err)
+	}
+	defer tx.Rollback()
+	if err := s.settleTx(ctx, tx, settlements); err != nil {
+		return nil, err
+	}
+	var out []*mailpush.QueuedPush
+	if limit > 0 {
+		if out, err = s.claimTx(ctx, tx, now, limit, lease); err != nil {
+			return nil, err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, dbError("settle", err)
+	}
+	return out, nil
+}
+
+// claimTx is ClaimPushes in tx.
+func (s *Store) claimTx(ctx context.Context, tx *sql.Tx, now time.Time, limit int, lease time.Duration) ([]*mailpush.QueuedPush, error) {
 	sel, err := s.stmt(ctx, tx, qClaim)
 	if err != nil {
 		return nil, dbError("claim", err)
@@ -180,10 +224,20 @@ func (s *Store) ClaimPushes(ctx context.Context, now time.Time, limit int, lease
 			return nil, dbError("claim", err)
 		}
 	}
-	if err := tx.Commit(); err != nil {
-		return nil, dbError("claim", err)
-	}
 	return out, nil
+}
+
+// appendJSONString appends v as a JSON string.
+func appendJSONString(b []byte, v string) []byte {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			j, _ := json.Marshal(v)
+			return append(b, j...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, v...)
+	return append(b, '"')
 }
 
 // exec runs a cached statement in tx.
@@ -196,39 +250,52 @@ func (s *Store) exec(ctx context.Context, tx *sql.Tx, query string, args ...any)
 }
 
 // SettlePushes applies the fate of claimed pushes in one transaction: the
-// delivered ones go in one DELETE, each registration's last
-// sequence is raised once, retries and dead letters one by one (they are
-// the rare case).
+// delivered ones go in one DELETE, the registrations' last sequences are
+// raised in one UPDATE, retries and dead letters one by one (they are the
+// rare case).
 func (s *Store) SettlePushes(ctx context.Context, settlements []mailpush.PushSettlement) error {
+	if len(settlements) == 0 {
+		return nil
+	}
+	_, err := s.SettleAndClaim(ctx, settlements, time.Time{}, 0, 0)
+	return err
+}
+
+// settleTx is SettlePushes in tx.
+func (s *Store) settleTx(ctx context.Context, tx *sql.Tx, settlements []mailpush.PushSettlement) error {
 	if len(settlements) == 0 {
 		return nil
 	}
 	now := s.now()
 	var done []int64
-	seqs := map[string]int64{}
+	seqs := []byte{'['}
 	for _, st := range settlements {
 		if st.Action == mailpush.SettleDone {
 			done = append(done, st.OutboxID)
-			if st.Seq > seqs[st.RegistrationID] {
-				seqs[st.RegistrationID] = st.Seq
+			if st.Seq > 0 {
+				if len(seqs) > 1 {
+					seqs = append(seqs, ',')
+				}
+				seqs = append(seqs, '[')
+				seqs = appendJSONString(seqs, st.RegistrationID)
+				seqs = append(seqs, ',')
+				seqs = strconv.AppendInt(seqs, st.Seq, 10)
+				seqs = append(seqs, ']')
 			}
 		}
 	}
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return dbError("settle", err)
-	}
-	defer tx.Rollback()
+	seqs = append(seqs, ']')
 	if len(done) > 0 {
 		if err := s.exec(ctx, tx, qDeleteIDs, idList(done)); err != nil {
 			return dbError("settle", err)
 		}
 	}
-	for reg, seq := range seqs {
-		if err := s.exec(ctx, tx, qRaiseSeq, seq, reg); err != nil {
+	if len(seqs) > 2 {
+		if err := s.exec(ctx, tx, qRaiseSeqs, string(seqs)); err != nil {
 			return dbError("settle", err)
 		}
 	}
+	var err error
 	for _, st := range settlements {
 		switch st.Action {
 		case mailpush.SettleDone:
@@ -250,9 +317,6 @@ func (s *Store) SettlePushes(ctx context.Context, settlements []mailpush.PushSet
 		if err != nil {
 			return dbError("settle", err)
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return dbError("settle", err)
 	}
 	return nil
 }

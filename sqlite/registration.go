@@ -14,6 +14,10 @@ const mailboxCols = `id, tenant_id, address_hash, source, mode, server_url, subs
 
 const registrationCols = `id, tenant_id, mailbox_id, platform, environment, token_sealed, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash`
 
+// qActiveRegistrations is prepared once at Open: the pipeline runs it for
+// every event, and parsing it cost more than running it.
+const qActiveRegistrations = `SELECT ` + registrationCols + ` FROM registrations WHERE mailbox_id = ? AND status IN (?, ?) ORDER BY created_at, id`
+
 type scanner interface{ Scan(dest ...any) error }
 
 type querier interface {
@@ -200,8 +204,7 @@ func (s *Store) DeleteRegistration(ctx context.Context, tenantID, id string) err
 
 // ActiveRegistrations lists a mailbox's active and pending registrations.
 func (s *Store) ActiveRegistrations(ctx context.Context, mailboxID string) ([]*mailpush.Registration, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+registrationCols+` FROM registrations WHERE mailbox_id = ? AND status IN (?, ?) ORDER BY created_at, id`,
-		mailboxID, string(mailpush.StatusActive), string(mailpush.StatusPending))
+	rows, err := s.read(ctx, qActiveRegistrations, mailboxID, string(mailpush.StatusActive), string(mailpush.StatusPending))
 	if err != nil {
 		return nil, dbError("list registrations", err)
 	}

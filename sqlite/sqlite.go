@@ -72,6 +72,10 @@ func Open(ctx context.Context, path string, cipher mailpush.FieldCipher, clock m
 		s.Close()
 		return nil, err
 	}
+	if err := s.cache.prepareReads(ctx, s.r, qActiveRegistrations); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("sqlite: prepare: %w", err)
+	}
 	if err := s.cache.prepare(ctx, s.w, outboxStatements...); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("sqlite: prepare: %w", err)

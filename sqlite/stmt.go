@@ -13,27 +13,54 @@ import (
 // small one, and the outbox runs the same few thousands of times a second.
 // Statements are prepared on the single writer connection, so a
 // transaction's tx.StmtContext reuses them as they are.
+//
+// The reader's hot statements (the pipeline's lookup of a mailbox's
+// devices for every event) are kept prepared too, on the reader pool:
+// database/sql prepares such a statement again on each connection it runs
+// on, once.
 type stmtCache struct {
 	mu    sync.Mutex
 	stmts map[string]*sql.Stmt
+	reads map[string]*sql.Stmt
 }
 
 // prepare prepares queries on the writer. It must run outside any
 // transaction: the writer has one connection, which a transaction holds.
 func (c *stmtCache) prepare(ctx context.Context, w *sql.DB, queries ...string) error {
+	return c.prepareOn(ctx, w, &c.stmts, queries)
+}
+
+// prepareReads prepares queries on the reader pool.
+func (c *stmtCache) prepareReads(ctx context.Context, r *sql.DB, queries ...string) error {
+	return c.prepareOn(ctx, r, &c.reads, queries)
+}
+
+func (c *stmtCache) prepareOn(ctx context.Context, db *sql.DB, into *map[string]*sql.Stmt, queries []string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.stmts == nil {
-		c.stmts = map[string]*sql.Stmt{}
+	if *into == nil {
+		*into = map[string]*sql.Stmt{}
 	}
 	for _, q := range queries {
-		st, err := w.PrepareContext(ctx, q)
+		st, err := db.PrepareContext(ctx, q)
 		if err != nil {
 			return err
 		}
-		c.stmts[q] = st
+		(*into)[q] = st
 	}
 	return nil
+}
+
+// read runs a read-only query on the reader pool, prepared once when Open
+// prepared it.
+func (s *Store) read(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	s.cache.mu.Lock()
+	st, ok := s.cache.reads[query]
+	s.cache.mu.Unlock()
+	if !ok {
+		return s.r.QueryContext(ctx, query, args...)
+	}
+	return st.QueryContext(ctx, args...)
 }
 
 // stmt returns query prepared for tx: the cached statement when Open
@@ -54,7 +81,10 @@ func (c *stmtCache) close() {
 	for _, st := range c.stmts {
 		st.Close()
 	}
-	c.stmts = nil
+	for _, st := range c.reads {
+		st.Close()
+	}
+	c.stmts, c.reads = nil, nil
 }
 
 // idList encodes IDs as a JSON array, for "IN (SELECT value FROM

@@ -70,6 +70,7 @@ func Run(t *testing.T, open Factory) {
 		{"OutboxSettleAfterCoalesce", testOutboxSettleAfterCoalesce},
 		{"MailboxByAddress", testMailboxByAddress},
 		{"OutboxClaimKeepsDeviceOrder", testOutboxClaimKeepsDeviceOrder},
+		{"OutboxSettleAndClaim", testOutboxSettleAndClaim},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
