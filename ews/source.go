@@ -275,12 +275,18 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		st.creds.put(mb.ID, cached)
 	}
 
-	// An unbound mailbox takes the first subscription that reaches its
-	// callback URL: the device's own in device-subscribed mode, or the one
-	// mailpush is making right now.
-	bind := mb.SubscriptionID == "" || rebind
+	// In device-subscribed mode an unbound mailbox takes the first
+	// subscription that reaches its callback URL: only the device knows its
+	// ID. In sealed and service mode mailpush learns the ID from Subscribe;
+	// a notification that arrives while the mailbox is unbound (the new
+	// subscription's first status event, or an old one's last words during a
+	// resubscription) is handled but binds nothing, or an old subscription
+	// could win the race against the new one and take the mailbox back.
+	bind := mb.SubscriptionID == "" && mb.Mode == mailpush.ModeDeviceSubscribed || rebind
 	sum := summarize(n)
-	sum.missed = !bind && mb.Watermark != "" && n.PreviousWatermark != "" && n.PreviousWatermark != mb.Watermark
+	// Missed events show only within one subscription's chain of watermarks.
+	sum.missed = mb.SubscriptionID != "" && mb.SubscriptionID == n.SubscriptionID &&
+		mb.Watermark != "" && n.PreviousWatermark != "" && n.PreviousWatermark != mb.Watermark
 	if sum.missed {
 		sum.changed = true
 		log.Info("events were missed (PreviousWatermark differs): recomputing the badge")
@@ -304,6 +310,11 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 	now := s.Clock.Now()
 	updated, err := s.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error {
 		if bind {
+			if m.SubscriptionID != mb.SubscriptionID {
+				// Another notification bound the mailbox since it was read:
+				// fail, so that Exchange retries and the retry sees it.
+				return mailpush.Errorf(mailpush.EUnavailable, "the mailbox's subscription changed while this notification was handled")
+			}
 			m.SubscriptionID, m.Status = n.SubscriptionID, mailpush.StatusActive
 		}
 		if wm := lastWatermark(n); wm != "" {

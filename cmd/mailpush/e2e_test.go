@@ -85,6 +85,11 @@ func newWorldWith(t testing.TB, logLevel string, o worldOptions) *world {
 		o.timeScale = 0.001
 	}
 	w := &world{dir: t.TempDir(), logs: &syncBuffer{}}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("server logs:\n%s", w.logs.String())
+		}
+	})
 	w.exchange, w.apple = newFakesScaled(t, o.timeScale)
 	yaml, cas := o.extraConfig, []*x509.Certificate(nil)
 	if o.extra != nil {

@@ -373,8 +373,10 @@ func TestHealWithoutCredentialsAsksTheDevice(t *testing.T) {
 	u := hw.users[0]
 	hw.exchange.Deliver(u.address, "Hello", "Bob", "bob@example.com")
 	hw.waitBadge(t, u)
-	hw.restartMain(t)
+	// Exchange forgets first, then mailpush restarts: a status event that
+	// reached the new process would hand it the credentials again.
 	hw.exchange.Restart()
+	hw.restartMain(t)
 
 	hw.silence()
 	if res := hw.check(t); res.AskedDevices != 1 || res.Resubscribed != 0 {
