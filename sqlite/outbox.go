@@ -165,6 +165,7 @@ func (s *Store) claimTx(ctx context.Context, tx *sql.Tx, now time.Time, limit in
 	}
 	var out []*mailpush.QueuedPush
 	var claimed, orphans []int64
+	var unreadable []deadRow
 	for rows.Next() {
 		var q mailpush.QueuedPush
 		p := &q.Push
@@ -182,23 +183,26 @@ func (s *Store) claimTx(ctx context.Context, tx *sql.Tx, now time.Time, limit in
 			orphans = append(orphans, q.OutboxID)
 			continue
 		}
+		// A row that cannot be opened (damaged, or sealed with a key this
+		// service no longer has) goes to the dead letters: it must not stop
+		// every other push behind it.
 		tok, err := s.cipher.OpenField(sealed)
 		if err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("sqlite: claim: registration %s: %w", p.RegistrationID, err)
+			unreadable = append(unreadable, deadRow{q.OutboxID, "the registration's stored push token cannot be opened"})
+			continue
 		}
 		if len(content) > 0 {
 			plain, err := s.cipher.OpenField(content)
 			if err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("sqlite: claim: push %s: %w", p.ID, err)
+				unreadable = append(unreadable, deadRow{q.OutboxID, "the stored push content cannot be opened"})
+				continue
 			}
 			var c outboxContent
 			err = json.Unmarshal(plain, &c)
 			clear(plain)
 			if err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("sqlite: claim: push %s: %w", p.ID, err)
+				unreadable = append(unreadable, deadRow{q.OutboxID, "the stored push content is not valid JSON"})
+				continue
 			}
 			p.Subject, p.Sender, p.Sealed = c.Subject, c.Sender, c.Sealed
 		}
@@ -216,6 +220,11 @@ func (s *Store) claimTx(ctx context.Context, tx *sql.Tx, now time.Time, limit in
 	}
 	if len(orphans) > 0 {
 		if err := s.exec(ctx, tx, qDeleteIDs, idList(orphans)); err != nil {
+			return nil, dbError("claim", err)
+		}
+	}
+	for _, d := range unreadable {
+		if err := s.bury(ctx, tx, d.id, d.reason, now); err != nil {
 			return nil, dbError("claim", err)
 		}
 	}
@@ -306,11 +315,7 @@ func (s *Store) settleTx(ctx context.Context, tx *sql.Tx, settlements []mailpush
 			}
 			_, err = tx.ExecContext(ctx, `UPDATE outbox SET due_at = ?, attempts = max(0, attempts - ?), last_error = ? WHERE id = ?`, ms(st.DueAt), undo, st.Reason, st.OutboxID)
 		case mailpush.SettleDead:
-			_, err = tx.ExecContext(ctx, `INSERT INTO outbox_dead (push_id, tenant_id, registration_id, mailbox_id, kind, seq, attempts, reason, created_at, dead_at)
-				SELECT push_id, tenant_id, registration_id, mailbox_id, kind, seq, attempts, ?, created_at, ? FROM outbox WHERE id = ?`, st.Reason, now, st.OutboxID)
-			if err == nil {
-				_, err = tx.ExecContext(ctx, `DELETE FROM outbox WHERE id = ?`, st.OutboxID)
-			}
+			err = s.bury(ctx, tx, st.OutboxID, st.Reason, fromMS(now))
 		default:
 			return fmt.Errorf("sqlite: settle: unknown action %d", st.Action)
 		}
@@ -349,4 +354,20 @@ func (s *Store) DeadLetters(ctx context.Context, limit int) ([]mailpush.DeadLett
 		out = append(out, d)
 	}
 	return out, rows.Err()
+}
+
+type deadRow struct {
+	id     int64
+	reason string
+}
+
+// bury moves an outbox row to the dead letters (which keep no content and
+// no token).
+func (s *Store) bury(ctx context.Context, tx *sql.Tx, id int64, reason string, now time.Time) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO outbox_dead (push_id, tenant_id, registration_id, mailbox_id, kind, seq, attempts, reason, created_at, dead_at)
+		SELECT push_id, tenant_id, registration_id, mailbox_id, kind, seq, attempts, ?, created_at, ? FROM outbox WHERE id = ?`, reason, ms(now), id)
+	if err == nil {
+		_, err = tx.ExecContext(ctx, `DELETE FROM outbox WHERE id = ?`, id)
+	}
+	return err
 }
