@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"os"
 	"time"
@@ -104,4 +105,23 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// registerGateMetrics exposes the gate's counters on /metrics. They carry no
+// device, user or address: only totals.
+func registerGateMetrics(reg prometheus.Registerer, g *gate.Gate) {
+	counter := func(name, help string, v func(gate.Stats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v(g.Stats())) })
+	}
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mailpush_gate_decisions_total", Help: "ActiveSync gate decisions, by decision.", ConstLabels: prometheus.Labels{"decision": "allow"}},
+			func() float64 { return float64(g.Stats().Allowed) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mailpush_gate_decisions_total", Help: "ActiveSync gate decisions, by decision.", ConstLabels: prometheus.Labels{"decision": "deny"}},
+			func() float64 { return float64(g.Stats().Denied) }),
+		counter("mailpush_gate_cache_hits_total", "Gate decisions answered from the device cache.", func(s gate.Stats) uint64 { return s.CacheHits }),
+		counter("mailpush_gate_cache_misses_total", "Gate decisions that looked the device up in the store.", func(s gate.Stats) uint64 { return s.CacheMisses }),
+		counter("mailpush_gate_last_seen_dropped_total", "Last-seen updates dropped because their queue was full.", func(s gate.Stats) uint64 { return s.LastSeenDropped }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mailpush_gate_cache_entries", Help: "Devices in the gate's cache."},
+			func() float64 { return float64(g.Stats().CacheEntries) }),
+	)
 }

@@ -313,6 +313,28 @@ func TestGateBehindRealProxies(t *testing.T) {
 	if !strings.Contains(logs.String(), "gate decision") {
 		t.Error("no audit log line")
 	}
+	// The counters reach /metrics, and nothing that names a device or user.
+	resp, err := http.Get(m.URL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	st2 := m.Gate.Stats()
+	for _, want := range []string{
+		fmt.Sprintf("mailpush_gate_decisions_total{decision=\"allow\"} %d", st2.Allowed),
+		fmt.Sprintf("mailpush_gate_decisions_total{decision=\"deny\"} %d", st2.Denied),
+		"mailpush_gate_cache_hits_total", "mailpush_gate_cache_entries",
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	for _, secret := range []string{"APPLGOOD001", "alice.wonder"} {
+		if strings.Contains(string(metrics), secret) {
+			t.Errorf("/metrics holds %q", secret)
+		}
+	}
 }
 
 // TestGateDocsShowTheTestedTemplates keeps docs/gate.md's copy-paste

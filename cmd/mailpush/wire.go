@@ -173,6 +173,7 @@ func (m *Main) Run(ctx context.Context) error {
 	mux.Handle("POST "+ews.CallbackPath+"{token}", m.EWS)
 	if m.Gate != nil {
 		m.Gate.Routes(mux)
+		registerGateMetrics(registry, m.Gate)
 	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn)}))
 	mux.Handle("POST "+dovecot.NotifyPath, m.Dovecot)
