@@ -281,7 +281,16 @@ func (s *Server) checkin(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	} else {
-		res.Status = mailpush.StatusActive
+		// A renewal keeps the registration's status: a pending registration
+		// becomes active only by proving itself (sealed credentials, or its
+		// own subscription in device-subscribed mode), never by a check-in
+		// that carries neither. An inactive one (its push token died) was
+		// active before, so it proved itself then: the check-in, usually with
+		// a rotated token, revives it.
+		res.Status = reg.Status
+		if reg.Status == mailpush.StatusInactive {
+			res.Status = mailpush.StatusActive
+		}
 	}
 	now := s.Clock.Now().UTC()
 	reg, err = s.Store.UpdateRegistration(ctx, t.ID, reg.ID, func(r *mailpush.Registration) error {

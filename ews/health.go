@@ -373,9 +373,9 @@ func (s *Source) resubscribe(ctx context.Context, mb *mailpush.Mailbox, c cached
 	if err != nil {
 		return err
 	}
-	if err := s.activate(ctx, mb.ID); err != nil {
-		return err
-	}
+	// Registrations that are pending stay so: a device asked to check in
+	// proves itself again with its check-in, and one that never proved
+	// anything must not be woken by someone else's subscription.
 	s.Logger.Info("resubscribed", "mailbox", mb.ID, "fromWatermark", !fresh)
 	if !fresh {
 		return nil // Exchange replays the missed events; they carry the badge
@@ -406,15 +406,6 @@ func (s *Source) emit(ctx context.Context, mailboxID string, ev mailpush.Event) 
 	}
 	ev.Seq = updated.Seq
 	return s.Sink.HandleEvent(ctx, ev)
-}
-
-// activate makes the mailbox's pending registrations active again.
-func (s *Source) activate(ctx context.Context, mailboxID string) error {
-	regs, err := s.Store.ActiveRegistrations(ctx, mailboxID)
-	if err != nil {
-		return err
-	}
-	return s.setStatus(ctx, regs, mailpush.StatusPending, mailpush.StatusActive)
 }
 
 func (s *Source) setStatus(ctx context.Context, regs []*mailpush.Registration, from, to mailpush.Status) error {

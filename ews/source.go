@@ -148,9 +148,9 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 		return mailpush.WatchResult{}, err
 	}
 	s.st.creds.put(mb.ID, cached)
-	if err := s.activate(ctx, mb.ID); err != nil {
-		return mailpush.WatchResult{}, err
-	}
+	// Only the registration being watched becomes active (the API does it):
+	// the mailbox's other pending registrations must prove themselves, each
+	// with its own credentials or its own subscription.
 	s.Logger.Info("subscribed", "mailbox", mb.ID, "mode", mb.Mode)
 	out := mailpush.WatchResult{Status: mailpush.StatusActive}
 	if mb.Mode != asked {
@@ -331,12 +331,8 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 	}
 	s.heard(mb, tok.ServerURL, now)
 	if bind {
-		activate := regs
-		if tokReg != nil {
-			// Only the device that subscribed through this URL has proved anything.
-			activate = []*mailpush.Registration{tokReg}
-		}
-		if err := s.setStatus(ctx, activate, mailpush.StatusPending, mailpush.StatusActive); err != nil {
+		// Only the device that subscribed through this URL has proved anything.
+		if err := s.setStatus(ctx, []*mailpush.Registration{tokReg}, mailpush.StatusPending, mailpush.StatusActive); err != nil {
 			return "", err
 		}
 		log.Info("subscription bound", "mode", mb.Mode)

@@ -797,3 +797,33 @@ func TestDeviceSubscribedNeedsItsOwnSubscription(t *testing.T) {
 		})
 	})
 }
+
+// TestUnprovenRegistrationStaysPending: a device-subscribed registration
+// made for an address before its owner registers with sealed credentials
+// never subscribed on Exchange, so neither the owner's subscription nor a
+// check-in without credentials may make it active.
+func TestUnprovenRegistrationStaysPending(t *testing.T) {
+	hw := newHealWorld(t, 0)
+	victim := &healUser{address: "victim@example.com", username: "EXAMPLE\\victim", password: "victim's password", device: deviceToken(80)}
+	hw.exchange.AddUser(victim.address, victim.username, victim.password)
+	intruder := deviceToken(81)
+	st, reg := hw.call(t, "POST", "/api/v1/registrations", hw.token, map[string]any{
+		"device":  map[string]any{"platform": "ios", "token": intruder},
+		"mailbox": map[string]any{"address": victim.address, "source": "ews", "ewsUrl": hw.exchange.URL()},
+		"content": "subject_sender",
+	})
+	if st != 201 || reg["status"] != "pending" {
+		t.Fatalf("intruder's registration = %d %v", st, reg)
+	}
+	intruderID := reg["id"].(string)
+	hw.register(t, victim) // sealed credentials: the mailbox becomes sealed and active
+	hw.users = append(hw.users, victim)
+	if st, reg := hw.call(t, "POST", "/api/v1/registrations/"+intruderID+"/checkin", hw.token, nil); st != 200 || reg["status"] != "pending" {
+		t.Fatalf("intruder's plain check-in = %d %v, want it still pending", st, reg)
+	}
+	hw.exchange.Deliver(victim.address, "Confidential merger", "CEO", "ceo@example.com")
+	hw.waitBadge(t, victim)
+	if ps := hw.apple.PushesFor(intruder); len(ps) != 0 {
+		t.Fatalf("the unproven device got pushes: %+v", ps)
+	}
+}
