@@ -69,8 +69,19 @@
 //     send the devices a background push asking the app to check in, and mark
 //     the registrations and the mailbox pending (a pending device is not woken
 //     again). The check-in (api: POST …/checkin → Watch) renews either mode: a
-//     new sealed subscription, or the callback URL for the app's own Subscribe;
-//     an unbound mailbox binds the first subscription that reaches its URL.
+//     new sealed subscription, or the callback URL for the app's own Subscribe.
+//
+// Who may receive pushes: a registration is active only once it proved that
+// its device may see the mailbox. In sealed mode that is credentials Exchange
+// accepted for that registration's Watch. In device-subscribed mode the
+// callback URL names its registration, and only a notification through that
+// URL activates it; the subscription then becomes the mailbox's (a pending
+// device's newer subscription replaces an older one, which is answered
+// Unsubscribe). Only device-subscribed mailboxes bind a subscription from a
+// notification: sealed and service mode learn the ID from Subscribe, so an old
+// subscription's late notification cannot take the mailbox back. Nothing
+// else — another device's subscription, a resubscription, a check-in without
+// credentials — activates a pending registration.
 //
 // Dead Exchange servers are found faster, per host (hosts.go). The Source
 // sees every notification; it keeps in memory, per Exchange host (the EWS
