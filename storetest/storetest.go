@@ -13,23 +13,18 @@ import (
 	"time"
 
 	"github.com/mailpush/mailpush"
+	"github.com/mailpush/mailpush/clocktest"
 	"github.com/mailpush/mailpush/seal"
 )
 
-// Clock is a settable clock for stores under test.
-type Clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+// Clock is the manual clock of stores under test (clocktest.Clock).
+type Clock struct{ *clocktest.Clock }
 
 // NewClock returns a clock set to a fixed instant.
-func NewClock() *Clock { return &Clock{t: time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)} }
+func NewClock() *Clock { return &Clock{clocktest.New(time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC))} }
 
-// Now returns the clock's time.
-func (c *Clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-
-// Add moves the clock forward.
-func (c *Clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+// Add moves the clock forward (clocktest.Clock.Advance).
+func (c *Clock) Add(d time.Duration) { c.Advance(d) }
 
 // Keyring returns a fresh service keyring in a temporary directory, to serve
 // as the store's FieldCipher.
