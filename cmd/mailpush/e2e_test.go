@@ -212,11 +212,13 @@ func (w *world) waitMetrics(t testing.TB, wants ...string) []byte {
 	}
 }
 
-// addTenant runs the real CLI command and returns the printed token.
+// addTenant runs the real CLI command and returns the printed app token.
+// The tenant accepts device-subscribed registrations (new tenants do not by
+// default: TestDeviceSubscribedIsATenantSetting).
 func (w *world) addTenant(t testing.TB, name string) string {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	if err := run(context.Background(), []string{"tenant", "add", name, "--config", w.configPath, "--allow-host", "127.0.0.1"}, &out, &errOut, nil); err != nil {
+	if err := run(context.Background(), []string{"tenant", "add", name, "--config", w.configPath, "--allow-host", "127.0.0.1", "--device-subscribed", "on"}, &out, &errOut, nil); err != nil {
 		t.Fatalf("tenant add: %v (%s)", err, errOut.String())
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")

@@ -1,8 +1,8 @@
 // Command mailpush is the mailpush server and its admin commands:
 //
 //	mailpush serve  [--config FILE]   run every configured service
-//	mailpush tenant add NAME [--allow-host HOST]... [--max-content MODE]
-//	mailpush tenant set NAME [--allow-host HOST]... [--max-content MODE]
+//	mailpush tenant add NAME [--allow-host HOST]... [--max-content MODE] [--device-subscribed on|off]
+//	mailpush tenant set NAME [--allow-host HOST]... [--max-content MODE] [--device-subscribed on|off]
 //	mailpush token add --tenant NAME --scope app|backend|admin
 //	mailpush token list --tenant NAME
 //	mailpush token revoke ID --tenant NAME
@@ -47,8 +47,8 @@ func (e usageError) Error() string { return e.msg }
 
 const usage = `usage:
   mailpush serve [--config FILE]
-  mailpush tenant add NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]
-  mailpush tenant set NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]
+  mailpush tenant add NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender] [--device-subscribed on|off]
+  mailpush tenant set NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender] [--device-subscribed on|off]
   mailpush token add --tenant NAME --scope app|backend|admin [--config FILE]
   mailpush token list --tenant NAME [--config FILE]
   mailpush token revoke ID --tenant NAME [--config FILE]
@@ -135,6 +135,7 @@ func runTenant(ctx context.Context, verb string, args []string, stdout, stderr i
 	var hosts stringList
 	fs.Var(&hosts, "allow-host", "mail-server host the tenant may use (repeatable; *.example.com for a domain)")
 	maxContent := fs.String("max-content", "", "the most a push may carry: badge, subject or subject_sender")
+	deviceSubscribed := fs.String("device-subscribed", "", "on: accept device-subscribed registrations (they prove only that the app can POST to its callback URL); off (default for new tenants)")
 	name, err := parseWithArg(fs, args)
 	if err != nil {
 		return err
@@ -142,20 +143,29 @@ func runTenant(ctx context.Context, verb string, args []string, stdout, stderr i
 	if *maxContent != "" && mailpush.ContentMode(*maxContent).Rank() < 0 {
 		return usageError{fmt.Sprintf("--max-content must be badge, subject or subject_sender, not %q", *maxContent)}
 	}
+	set := TenantSettings{Hosts: hosts, MaxContent: mailpush.ContentMode(*maxContent)}
+	switch *deviceSubscribed {
+	case "":
+	case "on", "off":
+		on := *deviceSubscribed == "on"
+		set.DeviceSubscribed = &on
+	default:
+		return usageError{fmt.Sprintf("--device-subscribed must be on or off, not %q", *deviceSubscribed)}
+	}
 	m, err := openAdmin(ctx, *path, environ, stderr)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
 	if verb == "add" {
-		tok, err := m.AddTenant(ctx, name, hosts, mailpush.ContentMode(*maxContent))
+		tok, err := m.AddTenant(ctx, name, set)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "tenant %s created. Its API token, shown only this once:\n%s\n", name, tok)
 		return nil
 	}
-	return m.SetTenant(ctx, name, hosts, mailpush.ContentMode(*maxContent))
+	return m.SetTenant(ctx, name, set)
 }
 
 // runToken adds, lists or revokes a tenant's API tokens. A token's secret is

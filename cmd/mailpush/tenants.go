@@ -45,6 +45,8 @@ type TenantConfig struct {
 	Dovecot *DovecotConfig `yaml:"dovecot"`
 	// EWS holds the tenant's Exchange settings (config_ews.go).
 	EWS TenantEWSConfig `yaml:"ews"`
+	// Registrations overrides the top-level registrations quotas.
+	Registrations RegistrationQuotas `yaml:"registrations"`
 }
 
 func (a APNsConfig) enabled() bool { return a.KeyFile != "" || a.CertFile != "" }
