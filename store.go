@@ -15,6 +15,11 @@ type Store interface {
 	Tenant(ctx context.Context, id string) (*Tenant, error)
 	TenantByName(ctx context.Context, name string) (*Tenant, error)
 	UpdateTenant(ctx context.Context, t *Tenant) error
+	// Tenants lists every tenant by name.
+	Tenants(ctx context.Context) ([]*Tenant, error)
+	// DeleteTenant removes a tenant with everything that is its own:
+	// registrations, mailboxes, gate devices, queued pushes and dead letters.
+	DeleteTenant(ctx context.Context, id string) error
 
 	// Register stores reg for the mailbox of (mb.TenantID, mb.AddressHash,
 	// mb.Source), creating the mailbox from mb when there is none yet. It

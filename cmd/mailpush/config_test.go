@@ -42,7 +42,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		env        []string
 		want       string
 	}{
-		{"unknown key", "lisen: x\n", nil, "field lisen not found"},
+		{"unknown key", "lisen: x\n", nil, "line 1: lisen: unknown key; did you mean `listen`?"},
 		{"bad listen", "listen: nowhere\n", nil, "config key listen"},
 		{"status frequency", "ews:\n  statusFrequency: 2000\n", nil, "config key ews.statusFrequency"},
 		{"apns incomplete", "apns:\n  keyFile: k.p8\n", nil, "config key apns.teamId"},
