@@ -17,20 +17,12 @@ import (
 	"time"
 
 	"github.com/mailpush/mailpush"
+	"github.com/mailpush/mailpush/clocktest"
 	"github.com/mailpush/mailpush/directory"
 	"github.com/mailpush/mailpush/directory/slapdtest"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-
-func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+func newClock() *clocktest.Clock { return clocktest.New(time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)) }
 
 // certBytes is binary on purpose: NUL, 0xff and bytes that are not UTF-8.
 var certBytes = []byte{0x30, 0x82, 0x00, 0xff, 0xfe, 0x00, 0x7f, 0x80, '(', '*', ')', '\\'}
@@ -105,7 +97,7 @@ func passwordFile(t *testing.T, pw string) string {
 	return p
 }
 
-func newDir(t *testing.T, cfg directory.Config, logs io.Writer) (*directory.Directory, *clock) {
+func newDir(t *testing.T, cfg directory.Config, logs io.Writer) (*directory.Directory, *clocktest.Clock) {
 	t.Helper()
 	if logs == nil {
 		logs = io.Discard
@@ -298,14 +290,14 @@ func TestCache(t *testing.T) {
 		t.Errorf("cache holds %d values after a failed lookup, want 2 (failures are not cached)", n)
 	}
 
-	clk.Add(time.Minute) // the negative entry expires, the positive one not
+	clk.Advance(time.Minute) // the negative entry expires, the positive one not
 	if _, err := d.Lookup(ctx, "nobody@example.com"); !errors.Is(err, directory.ErrUnavailable) {
 		t.Errorf("expired negative entry: %v, want ErrUnavailable", err)
 	}
 	if _, err := d.Lookup(ctx, "alice@example.com"); err != nil {
 		t.Errorf("positive entry within its TTL: %v", err)
 	}
-	clk.Add(9 * time.Minute)
+	clk.Advance(9 * time.Minute)
 	if _, err := d.Lookup(ctx, "alice@example.com"); !errors.Is(err, directory.ErrUnavailable) {
 		t.Errorf("expired positive entry: %v, want ErrUnavailable", err)
 	}
