@@ -162,7 +162,7 @@ func TestEveryCommandHasHelp(t *testing.T) {
 		{"--help"}, {"help"}, {"serve", "--help"}, {"serve", "-h"}, {"config", "--help"}, {"config", "check", "--help"},
 		{"tenant", "--help"}, {"tenant", "add", "--help"}, {"tenant", "set", "--help"}, {"tenant", "list", "--help"},
 		{"tenant", "delete", "--help"}, {"keys", "--help"}, {"keys", "rotate", "--help"}, {"gate", "--help"},
-		{"gate", "import", "--help"}, {"version", "--help"},
+		{"gate", "import", "--help"}, {"version", "--help"}, {"token", "--help"}, {"token", "add", "--help"}, {"token", "revoke", "--help"},
 	} {
 		var out bytes.Buffer
 		err := run(context.Background(), args, &out, io.Discard, nil)
@@ -189,6 +189,9 @@ func TestEveryCommandHasHelp(t *testing.T) {
 		{[]string{"config", "check"}, "config check: missing FILE"},
 		{[]string{"serve", "--nope"}, "serve: flag provided but not defined: -nope"},
 		{[]string{"gate", "import", "f.csv"}, "--tenant NAME is required"},
+		{[]string{"token", "list"}, "token list: --tenant NAME is required"},
+		{[]string{"token", "revoke"}, "token revoke: missing ID"},
+		{[]string{"token", "frob"}, `token: unknown subcommand "frob"`},
 	} {
 		err := run(context.Background(), tc.args, io.Discard, io.Discard, nil)
 		var u usageError

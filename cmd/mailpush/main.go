@@ -3,6 +3,7 @@
 //	mailpush serve  [--config FILE]   run every configured service
 //	mailpush config check FILE        validate a configuration without starting
 //	mailpush tenant add|set|list|delete …
+//	mailpush token add|list|revoke --tenant NAME …
 //	mailpush keys rotate [--config FILE]
 //	mailpush gate import FILE --tenant NAME
 //	mailpush version
@@ -50,6 +51,9 @@ const usage = `usage:
   mailpush tenant set NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]
   mailpush tenant list [--config FILE]
   mailpush tenant delete NAME --yes [--config FILE]
+  mailpush token add --tenant NAME --scope app|backend|admin [--config FILE]
+  mailpush token list --tenant NAME [--config FILE]
+  mailpush token revoke ID --tenant NAME [--config FILE]
   mailpush keys rotate [--config FILE]
   mailpush gate import FILE --tenant NAME [--config FILE]   (CSV: deviceId,user,deviceType,state)
   mailpush version
@@ -73,6 +77,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 			return subcommandError(stdout, "tenant", args[1:], "add", "set", "list", "delete")
 		}
 		return runTenant(ctx, args[1], args[2:], stdout, stderr, environ)
+	case "token":
+		if len(args) < 2 || isHelp(args[1]) {
+			return subcommandError(stdout, "token", args[1:], "add", "list", "revoke")
+		}
+		return runToken(ctx, args[1], args[2:], stdout, stderr, environ)
 	case "keys":
 		if len(args) < 2 || args[1] != "rotate" {
 			return subcommandError(stdout, "keys", args[1:], "rotate")
@@ -317,6 +326,74 @@ func runTenant(ctx context.Context, verb string, args []string, stdout, stderr i
 		return fmt.Errorf("tenant %s: %w", pos[0], err)
 	}
 	fmt.Fprintf(stdout, "tenant %s deleted\n", pos[0])
+	return nil
+}
+
+// runToken adds, lists or revokes a tenant's API tokens. A token's secret is
+// printed once by add and never again: only its hash is stored.
+func runToken(ctx context.Context, verb string, args []string, stdout, stderr io.Writer, environ []string) error {
+	synopsis, ok := map[string]string{
+		"add":    "token add --tenant NAME --scope app|backend|admin [--config FILE]",
+		"list":   "token list --tenant NAME [--config FILE]",
+		"revoke": "token revoke ID --tenant NAME [--config FILE]",
+	}[verb]
+	if !ok {
+		return subcommandError(stdout, "token", []string{verb}, "add", "list", "revoke")
+	}
+	fs := newFlags("token "+verb, synopsis, stdout, stderr)
+	path := configFlag(fs, environ)
+	tenant := fs.String("tenant", "", "the tenant's name (required)")
+	scope := fs.String("scope", "", "add: app (inside the mail app), backend (the tenant's own server) or admin (MDM and operators)")
+	var names []string
+	if verb == "revoke" {
+		names = []string{"ID"}
+	}
+	pos, err := parseFlags(fs, args, names...)
+	if err != nil {
+		return err
+	}
+	var id string
+	if verb == "revoke" {
+		id = pos[0]
+	}
+	if *tenant == "" {
+		return usageError{fmt.Sprintf("token %s: --tenant NAME is required (see mailpush token %s --help)", verb, verb)}
+	}
+	if verb == "add" && !mailpush.Scope(*scope).Valid() {
+		return usageError{fmt.Sprintf("token add: --scope must be app, backend or admin, not %q", *scope)}
+	}
+	if verb != "add" && *scope != "" {
+		return usageError{fmt.Sprintf("token %s: --scope is only for token add", verb)}
+	}
+	m, err := openAdmin(ctx, *path, environ, stderr)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	switch verb {
+	case "add":
+		bearer, err := m.AddToken(ctx, *tenant, mailpush.Scope(*scope))
+		if err != nil {
+			return fmt.Errorf("token add: tenant %s: %w", *tenant, err)
+		}
+		fmt.Fprintf(stdout, "%s token for tenant %s, shown only this once:\n%s\n", *scope, *tenant, bearer)
+	case "list":
+		toks, err := m.Tokens(ctx, *tenant)
+		if err != nil {
+			return fmt.Errorf("token list: tenant %s: %w", *tenant, err)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tSCOPE\tCREATED")
+		for _, t := range toks {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", t.ID, t.Scope, t.CreatedAt.UTC().Format(time.RFC3339))
+		}
+		return tw.Flush()
+	case "revoke":
+		if err := m.RevokeToken(ctx, *tenant, id); err != nil {
+			return fmt.Errorf("token revoke %s: tenant %s: %w", id, *tenant, err)
+		}
+		fmt.Fprintf(stdout, "token %s of tenant %s revoked\n", id, *tenant)
+	}
 	return nil
 }
 
