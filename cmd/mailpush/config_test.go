@@ -86,6 +86,17 @@ func TestSnake(t *testing.T) {
 // TestREADMEConfigLoads keeps the README's configuration block honest: it
 // must load and validate as it stands.
 func TestREADMEConfigLoads(t *testing.T) {
+	block := readmeConfigBlock(t)
+	path := filepath.Join(t.TempDir(), "readme.yaml")
+	os.WriteFile(path, []byte(block), 0o600)
+	if _, err := LoadConfig(path, nil); err != nil {
+		t.Errorf("the README's configuration does not load: %v", err)
+	}
+}
+
+// readmeConfigBlock is the README's configuration block.
+func readmeConfigBlock(t *testing.T) string {
+	t.Helper()
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
@@ -95,9 +106,5 @@ func TestREADMEConfigLoads(t *testing.T) {
 	if !ok || !ok2 {
 		t.Fatal("README has no configuration block")
 	}
-	path := filepath.Join(t.TempDir(), "readme.yaml")
-	os.WriteFile(path, []byte(block), 0o600)
-	if _, err := LoadConfig(path, nil); err != nil {
-		t.Errorf("the README's configuration does not load: %v", err)
-	}
+	return block
 }
