@@ -65,7 +65,11 @@ func newHealWorldOptions(t *testing.T, users int, o worldOptions) *healWorld {
 		}
 	})
 	hw.token = hw.addTenant(t, "acme")
-	hw.tenant, _, _ = strings.Cut(hw.token, ".")
+	tn, err := hw.main.Store.TenantByName(context.Background(), "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hw.tenant = tn.ID
 	for i := range users {
 		u := &healUser{address: fmt.Sprintf("user%d@example.com", i), username: fmt.Sprintf("EXAMPLE\\user%d", i),
 			password: fmt.Sprintf("secret password %d", i), device: deviceToken(100 + i)}
