@@ -45,6 +45,8 @@ type TenantConfig struct {
 	Dovecot *DovecotConfig `yaml:"dovecot"`
 	// EWS holds the tenant's Exchange settings (config_ews.go).
 	EWS TenantEWSConfig `yaml:"ews"`
+	// Autodiscover makes the responder answer for the tenant's mail domains.
+	Autodiscover *AutodiscoverConfig `yaml:"autodiscover"`
 }
 
 func (a APNsConfig) enabled() bool { return a.KeyFile != "" || a.CertFile != "" }
