@@ -1,8 +1,8 @@
 // Command mailpush is the mailpush server and its admin commands:
 //
 //	mailpush serve  [--config FILE]   run every configured service
-//	mailpush tenant add NAME [--allow-host HOST]... [--max-content MODE]
-//	mailpush tenant set NAME [--allow-host HOST]... [--max-content MODE]
+//	mailpush tenant add NAME [--allow-host HOST[:PORT]]... [--max-content MODE]
+//	mailpush tenant set NAME [--allow-host HOST[:PORT]]... [--max-content MODE]
 //	mailpush keys rotate [--config FILE]
 //	mailpush gate import FILE --tenant NAME
 //	mailpush version
@@ -43,8 +43,8 @@ func (e usageError) Error() string { return e.msg }
 
 const usage = `usage:
   mailpush serve [--config FILE]
-  mailpush tenant add NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]
-  mailpush tenant set NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]
+  mailpush tenant add NAME [--config FILE] [--allow-host HOST[:PORT]]... [--max-content badge|subject|subject_sender]
+  mailpush tenant set NAME [--config FILE] [--allow-host HOST[:PORT]]... [--max-content badge|subject|subject_sender]
   mailpush keys rotate [--config FILE]
   mailpush gate import FILE --tenant NAME [--config FILE]   (CSV: deviceId,user,deviceType,state)
   mailpush version`
@@ -121,11 +121,16 @@ func runTenant(ctx context.Context, verb string, args []string, stdout, stderr i
 	fs.SetOutput(stderr)
 	path := configFlag(fs, environ)
 	var hosts stringList
-	fs.Var(&hosts, "allow-host", "mail-server host the tenant may use (repeatable; *.example.com for a domain)")
+	fs.Var(&hosts, "allow-host", "mail-server host[:port] the tenant may use (repeatable; no port means 443; *.example.com for a domain)")
 	maxContent := fs.String("max-content", "", "the most a push may carry: badge, subject or subject_sender")
 	name, err := parseWithArg(fs, args)
 	if err != nil {
 		return err
+	}
+	for _, h := range hosts {
+		if err := mailpush.ValidAllowedHost(h); err != nil {
+			return usageError{"--allow-host: " + mailpush.ErrorMessage(err)}
+		}
 	}
 	if *maxContent != "" && mailpush.ContentMode(*maxContent).Rank() < 0 {
 		return usageError{fmt.Sprintf("--max-content must be badge, subject or subject_sender, not %q", *maxContent)}
