@@ -19,23 +19,14 @@ type acceptCounter struct {
 	accepts atomic.Int32
 }
 
-type countingListener struct {
-	net.Listener
-	n *atomic.Int32
-}
-
-func (l countingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err == nil {
-		l.n.Add(1)
-	}
-	return c, err
-}
-
 func newAcceptCounter(t testing.TB, h http.Handler, tls bool) *acceptCounter {
 	t.Helper()
 	a := &acceptCounter{Server: httptest.NewUnstartedServer(h)}
-	a.Listener = countingListener{a.Listener, &a.accepts}
+	a.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			a.accepts.Add(1)
+		}
+	}
 	if tls {
 		a.StartTLS()
 	} else {
