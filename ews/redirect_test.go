@@ -32,7 +32,9 @@ func (l countingListener) Accept() (net.Conn, error) {
 	return c, err
 }
 
-func newCountingServer(t *testing.T, tls bool) *countingServer {
+// newCountingServer starts the server with start: (*httptest.Server).Start
+// or StartTLS.
+func newCountingServer(t *testing.T, start func(*httptest.Server)) *countingServer {
 	t.Helper()
 	cs := &countingServer{}
 	cs.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -40,11 +42,7 @@ func newCountingServer(t *testing.T, tls bool) *countingServer {
 		w.Write([]byte(subscribeOK))
 	}))
 	cs.Listener = countingListener{cs.Listener, &cs.accepts}
-	if tls {
-		cs.StartTLS()
-	} else {
-		cs.Start()
-	}
+	start(cs.Server)
 	t.Cleanup(cs.Close)
 	return cs
 }
@@ -55,8 +53,8 @@ func newCountingServer(t *testing.T, tls bool) *countingServer {
 // with code upstream_redirect that names the target, and the target never
 // sees a connection, whatever the HTTP client's own redirect policy.
 func TestClientNeverFollowsRedirects(t *testing.T) {
-	other := newCountingServer(t, true)  // another origin, https
-	plain := newCountingServer(t, false) // plain http on the same host (127.0.0.1)
+	other := newCountingServer(t, (*httptest.Server).StartTLS) // another origin, https
+	plain := newCountingServer(t, (*httptest.Server).Start)    // plain http on the same host (127.0.0.1)
 	_, plainPort, _ := net.SplitHostPort(plain.Listener.Addr().String())
 	cases := []struct {
 		name, location string
