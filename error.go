@@ -15,6 +15,7 @@ const (
 	EScope        = "insufficient_scope"     // the token's scope does not cover the request
 	ENotFound     = "not_found"              // no such object (or not the caller's)
 	EConflict     = "conflict"               // state does not allow the change
+	EMethod       = "method_not_allowed"     // the path exists, not with this method
 	EUnsupported  = "unsupported"            // valid but not offered by this server or tenant
 	EMediaType    = "unsupported_media_type" // body is not JSON
 	EBadSealed    = "invalid_sealed_value"   // sealed credentials cannot be opened
