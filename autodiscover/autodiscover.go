@@ -28,6 +28,12 @@
 // to an https URL on an allowed host and port, re-checked at every hop. Answers are size-capped; results are cached per tenant and
 // address for TTL in a bounded map. The resolver, the ports and the HTTP
 // client are injectable so that tests point "domain" at loopback servers.
+//
+// The package also holds the other side, the Responder (responder.go): it
+// answers these protocols (and Thunderbird autoconfig and Apple
+// configuration profiles) for the tenants' own domains. Client and
+// responder share the schemas and message shapes, and each is tested
+// against the other, which is why they are one package.
 package autodiscover
 
 import (

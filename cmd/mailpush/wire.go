@@ -172,6 +172,15 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	mux := http.NewServeMux()
 	srv.Routes(mux)
+	sites, err := cfg.autodiscoverSites(true)
+	if err != nil {
+		return err
+	}
+	responder, err := autodiscover.NewResponder(sites, m.Logger.With("component", "autodiscover"))
+	if err != nil {
+		return err
+	}
+	responder.Routes(mux)
 	mux.Handle("POST "+ews.CallbackPath+"{token}", m.EWS)
 	if m.Gate != nil {
 		m.Gate.Routes(mux)
