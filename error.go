@@ -16,10 +16,12 @@ const (
 	ENotFound      = "not_found"              // no such object (or not the caller's)
 	EConflict      = "conflict"               // state does not allow the change
 	EQuota         = "quota_exceeded"         // a configured limit (registrations per tenant or mailbox) is reached
+	EMethod        = "method_not_allowed"     // the path exists, not with this method
 	EUnsupported   = "unsupported"            // valid but not offered by this server or tenant
 	EMediaType     = "unsupported_media_type" // body is not JSON
 	EBadSealed     = "invalid_sealed_value"   // sealed credentials cannot be opened
 	EUpstream      = "upstream_error"         // the mail server refused or failed
+	ERedirect      = "upstream_redirect"      // the mail server redirected; credentials never follow a redirect
 	ECredentials   = "credentials_refused"    // the mail server refused the user's credentials
 	EMailboxDenied = "mailbox_access_denied"  // the credentials are valid but do not open the mailbox named
 	EUnavailable   = "unavailable"            // a dependency is down; retry later

@@ -98,7 +98,7 @@ func setup(t *testing.T) *fixture {
 	}
 	t.Cleanup(func() { store.Close() })
 	f := &fixture{store: store, keys: keys, ews: &watcher{store: store}, dovecot: &watcher{store: store}}
-	f.tenant = &mailpush.Tenant{Name: "acme", AllowedHosts: []string{"mail.example.com"}, MaxContent: mailpush.ContentSubjectSender, DeviceSubscribed: true}
+	f.tenant = &mailpush.Tenant{Name: "acme", AllowedHosts: []string{"mail.example.com", "mail.example.com:8443"}, MaxContent: mailpush.ContentSubjectSender, DeviceSubscribed: true}
 	if err := store.CreateTenant(ctx, f.tenant); err != nil {
 		t.Fatal(err)
 	}

@@ -78,7 +78,7 @@ func TestDeviceSubscribedIsATenantSetting(t *testing.T) {
 		}
 		return out.String()
 	}
-	lines := strings.Split(strings.TrimSpace(cli("tenant", "add", "fresh", "--allow-host", "127.0.0.1")), "\n")
+	lines := strings.Split(strings.TrimSpace(cli("tenant", "add", "fresh", "--allow-host", hostOf(w.exchange.URL()))), "\n")
 	token := lines[len(lines)-1]
 	reg := func() (int, map[string]any) {
 		return w.call(t, "POST", "/api/v1/registrations", token, map[string]any{
