@@ -47,6 +47,7 @@ const usage = `usage:
   mailpush tenant set NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]
   mailpush keys rotate [--config FILE]
   mailpush gate import FILE --tenant NAME [--config FILE]   (CSV: deviceId,user,deviceType,state)
+  mailpush bench [-scenario fanout|realworld|overload|raw|registrations] [flags]   (load test, in-process; -h for flags)
   mailpush version`
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) error {
@@ -68,6 +69,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 		return runKeysRotate(args[2:], stdout, stderr, environ)
 	case "gate":
 		return runGate(ctx, args[1:], stdout, stderr, environ)
+	case "bench":
+		return runBench(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "mailpush", mailpush.Version)
 		return nil
