@@ -7,7 +7,6 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"encoding/pem"
-	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -38,7 +37,7 @@ import (
 // same fake in the same run, so the ratios hold on a shared, noisy machine
 // even when the absolute figures move.
 
-const benchUsage = `mailpush bench [flags]: start mailpush in-process with a fake APNs and measure it
+const benchUsage = `Starts mailpush in-process with a fake APNs and measures it (see docs/PERFORMANCE.md).
 
 scenarios (-scenario):
   fanout         N mailboxes x M devices, one Dovecot MessageNew per mailbox as fast
@@ -84,9 +83,9 @@ func benchDevices(s string) (lo, hi int, err error) {
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, benchUsage, "\nflags:\n"); fs.PrintDefaults() }
+	fs := newFlags("bench", "bench [-scenario fanout|realworld|overload|raw|registrations] [flags]", stdout, stderr)
+	synopsis := fs.Usage
+	fs.Usage = func() { synopsis(); fmt.Fprint(stdout, "\n", benchUsage) }
 	var f benchFlags
 	fs.StringVar(&f.scenario, "scenario", "fanout", "fanout, realworld, overload, raw or registrations")
 	fs.IntVar(&f.mailboxes, "mailboxes", 0, "mailboxes (default: scenario's)")
@@ -99,8 +98,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.dir, "dir", "", "working directory for the database and keys (default: a temporary one, removed after)")
 	fs.IntVar(&f.rssLimit, "rss-limit", 512, "overload: the RSS bound in MiB that the run is checked against")
 	fs.StringVar(&f.contentMode, "content", "badge", "content mode of the devices: badge, subject or subject_sender")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	defaults := map[string]struct {
 		mailboxes int

@@ -95,7 +95,7 @@ func newKillWorld(t *testing.T, devices int) *killWorld {
   lease: 3s
 `)
 	var out, errOut bytes.Buffer
-	if err := run(context.Background(), []string{"tenant", "add", "acme", "--config", config, "--allow-host", "127.0.0.1"}, &out, &errOut, nil); err != nil {
+	if err := run(context.Background(), []string{"tenant", "add", "acme", "--config", config, "--allow-host", hostOf(exchange.URL()), "--max-content", "subject_sender"}, &out, &errOut, nil); err != nil {
 		t.Fatalf("tenant add: %v (%s)", err, errOut.String())
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
@@ -136,8 +136,11 @@ func newKillWorld(t *testing.T, devices int) *killWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tenantID, _, _ := strings.Cut(token, ".")
-	first, err := store.Registration(context.Background(), tenantID, reg["id"].(string))
+	tn, err := store.TenantByName(context.Background(), "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := store.Registration(context.Background(), tn.ID, reg["id"].(string))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -85,6 +84,9 @@ func (m *Main) openStore(ctx context.Context) error {
 func (m *Main) Run(ctx context.Context) error {
 	cfg := m.Config
 	if err := m.openStore(ctx); err != nil {
+		return err
+	}
+	if err := m.checkTenantNames(ctx); err != nil {
 		return err
 	}
 	outbound, err := m.outboundClient()
@@ -170,6 +172,15 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	mux := http.NewServeMux()
 	srv.Routes(mux)
+	sites, err := cfg.autodiscoverSites(true)
+	if err != nil {
+		return err
+	}
+	responder, err := autodiscover.NewResponder(sites, m.Logger.With("component", "autodiscover"))
+	if err != nil {
+		return err
+	}
+	responder.Routes(mux)
 	mux.Handle("POST "+ews.CallbackPath+"{token}", m.EWS)
 	if m.Gate != nil {
 		m.Gate.Routes(mux)
@@ -180,7 +191,7 @@ func (m *Main) Run(ctx context.Context) error {
 	mux.Handle("PUT "+dovecot.NotifyPath, m.Dovecot)
 
 	m.server = &http.Server{
-		Handler:           logRequests(m.Logger, mux),
+		Handler:           logRequests(m.Logger, api.JSONErrors(mux, m.Logger.With("component", "api"))),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -293,22 +304,92 @@ func (m *Main) outboundClient() (*http.Transport, error) {
 	return t, nil
 }
 
-// AddTenant creates a tenant and returns its API token, "<id>.<secret>".
+// AddTenant creates a tenant and returns its first API token, of scope
+// app: the one to build into the mail app.
 func (m *Main) AddTenant(ctx context.Context, name string, hosts []string, maxContent mailpush.ContentMode) (string, error) {
 	if name == "" || len(name) > 64 || strings.ContainsAny(name, " \t\r\n") {
 		return "", fmt.Errorf("tenant name must be 1 to 64 characters without spaces")
 	}
 	if maxContent == "" {
-		maxContent = mailpush.ContentSubjectSender
+		maxContent = mailpush.ContentBadge // the most private
 	}
-	secret := make([]byte, 32)
-	rand.Read(secret)
-	s := base64.RawURLEncoding.EncodeToString(secret)
-	t := &mailpush.Tenant{Name: name, TokenHash: api.HashTokenSecret(s), AllowedHosts: hosts, MaxContent: maxContent}
+	t := &mailpush.Tenant{Name: name, AllowedHosts: hosts, MaxContent: maxContent}
 	if err := m.Store.CreateTenant(ctx, t); err != nil {
 		return "", err
 	}
-	return t.ID + "." + s, nil
+	tok, bearer := mailpush.NewToken(t.ID, mailpush.ScopeApp)
+	if err := m.Store.CreateToken(ctx, tok); err != nil {
+		return "", fmt.Errorf("tenant %s was created but its token was not (run mailpush token add --tenant %s --scope app): %w", name, name, err)
+	}
+	return bearer, nil
+}
+
+// AddToken makes a new token of the given scope for the named tenant and
+// returns its bearer value, which is shown only this once.
+func (m *Main) AddToken(ctx context.Context, tenant string, scope mailpush.Scope) (string, error) {
+	if !scope.Valid() {
+		return "", fmt.Errorf("scope must be app, backend or admin, not %q", scope)
+	}
+	t, err := m.Store.TenantByName(ctx, tenant)
+	if err != nil {
+		return "", err
+	}
+	tok, bearer := mailpush.NewToken(t.ID, scope)
+	if err := m.Store.CreateToken(ctx, tok); err != nil {
+		return "", err
+	}
+	return bearer, nil
+}
+
+// Tokens lists the named tenant's tokens (without secrets: only their
+// hashes are stored).
+func (m *Main) Tokens(ctx context.Context, tenant string) ([]*mailpush.Token, error) {
+	t, err := m.Store.TenantByName(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	return m.Store.Tokens(ctx, t.ID)
+}
+
+// RevokeToken deletes one of the named tenant's tokens; requests carrying
+// it are refused from then on, on every server sharing the store.
+func (m *Main) RevokeToken(ctx context.Context, tenant, id string) error {
+	t, err := m.Store.TenantByName(ctx, tenant)
+	if err != nil {
+		return err
+	}
+	return m.Store.DeleteToken(ctx, t.ID, id)
+}
+
+// checkTenantNames refuses a configuration whose tenants.<name> blocks name
+// a tenant that does not exist: a misspelled block would otherwise be
+// silently ignored (and its tenant pushed with the defaults).
+func (m *Main) checkTenantNames(ctx context.Context) error {
+	if len(m.Config.Tenants) == 0 {
+		return nil
+	}
+	ts, err := m.Store.Tenants(ctx)
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, t := range ts {
+		names = append(names, t.Name)
+	}
+	var errs []error
+	for _, name := range m.Config.tenantNames() {
+		if slices.Contains(names, name) {
+			continue
+		}
+		hint := "create it with `mailpush tenant add " + name + "` (in the same working directory or with the same --config)"
+		if best := closest(name, names); best != "" {
+			hint = "did you mean `tenants." + best + "`?"
+		} else if len(names) > 0 {
+			hint += "; the tenants are " + strings.Join(names, ", ")
+		}
+		errs = append(errs, fmt.Errorf("config key tenants.%s: no tenant named %q in %s; %s", name, name, m.Config.Database.Path, hint))
+	}
+	return errors.Join(errs...)
 }
 
 // SetTenant changes a tenant's allowed hosts (when hosts is not empty) and
