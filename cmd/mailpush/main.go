@@ -54,6 +54,7 @@ const usage = `usage:
   mailpush token revoke ID --tenant NAME [--config FILE]
   mailpush keys rotate [--config FILE]
   mailpush gate import FILE --tenant NAME [--config FILE]   (CSV: deviceId,user,deviceType,state)
+  mailpush smime classify FILE [--password-file F]   (PEM, DER or PKCS#12: signing-only, encryption-only or both)
   mailpush version`
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) error {
@@ -80,6 +81,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 		return runKeysRotate(args[2:], stdout, stderr, environ)
 	case "gate":
 		return runGate(ctx, args[1:], stdout, stderr, environ)
+	case "smime":
+		return runSMIME(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "mailpush", mailpush.Version)
 		return nil
