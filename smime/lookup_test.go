@@ -30,7 +30,7 @@ import (
 type user struct {
 	uid   string
 	mail  string
-	certs []*x509.Certificate // userCertificate;binary values
+	certs []*x509.Certificate   // userCertificate;binary values
 	p7    [][]*x509.Certificate // userSMIMECertificate values (PKCS#7 bundles)
 }
 
@@ -78,7 +78,7 @@ type world struct {
 	// elsewhere counts requests to a server that only certificates name
 	// (their CRL distribution point): it must stay 0.
 	elsewhere *atomic.Int64
-	slapd   *slapdtest.Server
+	slapd     *slapdtest.Server
 }
 
 var emailEnc = []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,6 +60,9 @@ type world struct {
 	main       *Main
 	exchange   *ewsfake.Server
 	apple      *apnsfake.Server
+	// tokens holds the tokens of the tenants created before the server
+	// started (those the configuration names: serve refuses unknown ones).
+	tokens map[string]string
 }
 
 // newWorld starts the world; extraYAML is appended to the configuration.
@@ -103,6 +107,10 @@ func newWorldWith(t testing.TB, logLevel string, o worldOptions) *world {
 	}
 	if o.configure != nil {
 		o.configure(&c)
+	}
+	w.tokens = map[string]string{}
+	for _, name := range c.tenantNames() {
+		w.tokens[name] = w.runTenantAdd(t, name)
 	}
 	w.main = NewMain(c, w.logs)
 	if o.clock != nil {
@@ -212,15 +220,34 @@ func (w *world) waitMetrics(t testing.TB, wants ...string) []byte {
 	}
 }
 
-// addTenant runs the real CLI command and returns the printed token.
+// addTenant runs the real CLI command and returns the printed token (or
+// the token of the tenant the configuration named, created before the
+// server started).
 func (w *world) addTenant(t testing.TB, name string) string {
 	t.Helper()
+	if tok, ok := w.tokens[name]; ok {
+		return tok
+	}
+	return w.runTenantAdd(t, name)
+}
+
+func (w *world) runTenantAdd(t testing.TB, name string) string {
+	t.Helper()
 	var out, errOut bytes.Buffer
-	if err := run(context.Background(), []string{"tenant", "add", name, "--config", w.configPath, "--allow-host", "127.0.0.1"}, &out, &errOut, nil); err != nil {
+	if err := run(context.Background(), []string{"tenant", "add", name, "--config", w.configPath, "--allow-host", hostOf(w.exchange.URL()), "--max-content", "subject_sender"}, &out, &errOut, nil); err != nil {
 		t.Fatalf("tenant add: %v (%s)", err, errOut.String())
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	return lines[len(lines)-1]
+}
+
+// hostOf is the host:port of a URL: what a tenant allows.
+func hostOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		panic(err)
+	}
+	return u.Host
 }
 
 // addToken runs `mailpush token add` and returns the printed token.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -66,26 +65,13 @@ func (m *Main) openSMIME(outbound http.RoundTripper) (*smime.Service, error) {
 // runSMIME is `mailpush smime classify FILE [--password-file F]`: what each
 // certificate of a PEM, DER or PKCS#12 file may do, as JSON.
 func runSMIME(args []string, stdout, stderr io.Writer) error {
-	if len(args) < 1 || args[0] != "classify" {
-		return usageError{usage}
-	}
-	fs := flag.NewFlagSet("smime classify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("smime classify", "smime classify FILE [--password-file F]   (PEM, DER or PKCS#12: signing-only, encryption-only or both)", stdout, stderr)
 	pwFile := fs.String("password-file", "", "file holding the PKCS#12 password")
-	// The file may come before or after the flag.
-	rest := args[1:]
-	var file string
-	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
-		file, rest = rest[0], rest[1:]
+	pos, err := parseFlags(fs, args, "FILE")
+	if err != nil {
+		return err
 	}
-	if err := fs.Parse(rest); err != nil {
-		return usageError{err.Error()}
-	}
-	if file == "" && fs.NArg() == 1 {
-		file = fs.Arg(0)
-	} else if file == "" || fs.NArg() != 0 {
-		return usageError{"usage: mailpush smime classify FILE [--password-file F]"}
-	}
+	file := pos[0]
 	data, err := os.ReadFile(file)
 	if err != nil {
 		return err

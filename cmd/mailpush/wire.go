@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -89,6 +90,9 @@ func (m *Main) openStore(ctx context.Context) error {
 func (m *Main) Run(ctx context.Context) error {
 	cfg := m.Config
 	if err := m.openStore(ctx); err != nil {
+		return err
+	}
+	if err := m.checkTenantNames(ctx); err != nil {
 		return err
 	}
 	outbound, err := m.outboundClient()
@@ -184,6 +188,15 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	mux := http.NewServeMux()
 	srv.Routes(mux)
+	sites, err := cfg.autodiscoverSites(true)
+	if err != nil {
+		return err
+	}
+	responder, err := autodiscover.NewResponder(sites, m.Logger.With("component", "autodiscover"))
+	if err != nil {
+		return err
+	}
+	responder.Routes(mux)
 	mux.Handle("POST "+ews.CallbackPath+"{token}", m.EWS)
 	if m.Gate != nil {
 		m.Gate.Routes(mux)
@@ -194,7 +207,7 @@ func (m *Main) Run(ctx context.Context) error {
 	mux.Handle("PUT "+dovecot.NotifyPath, m.Dovecot)
 
 	m.server = &http.Server{
-		Handler:           logRequests(m.Logger, mux),
+		Handler:           logRequests(m.Logger, api.JSONErrors(mux, m.Logger.With("component", "api"))),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -317,7 +330,7 @@ func (m *Main) AddTenant(ctx context.Context, name string, hosts []string, maxCo
 		return "", fmt.Errorf("tenant name must be 1 to 64 characters without spaces")
 	}
 	if maxContent == "" {
-		maxContent = mailpush.ContentSubjectSender
+		maxContent = mailpush.ContentBadge // the most private
 	}
 	t := &mailpush.Tenant{Name: name, AllowedHosts: hosts, MaxContent: maxContent}
 	if err := m.Store.CreateTenant(ctx, t); err != nil {
@@ -365,6 +378,37 @@ func (m *Main) RevokeToken(ctx context.Context, tenant, id string) error {
 		return err
 	}
 	return m.Store.DeleteToken(ctx, t.ID, id)
+}
+
+// checkTenantNames refuses a configuration whose tenants.<name> blocks name
+// a tenant that does not exist: a misspelled block would otherwise be
+// silently ignored (and its tenant pushed with the defaults).
+func (m *Main) checkTenantNames(ctx context.Context) error {
+	if len(m.Config.Tenants) == 0 {
+		return nil
+	}
+	ts, err := m.Store.Tenants(ctx)
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, t := range ts {
+		names = append(names, t.Name)
+	}
+	var errs []error
+	for _, name := range m.Config.tenantNames() {
+		if slices.Contains(names, name) {
+			continue
+		}
+		hint := "create it with `mailpush tenant add " + name + "` (in the same working directory or with the same --config)"
+		if best := closest(name, names); best != "" {
+			hint = "did you mean `tenants." + best + "`?"
+		} else if len(names) > 0 {
+			hint += "; the tenants are " + strings.Join(names, ", ")
+		}
+		errs = append(errs, fmt.Errorf("config key tenants.%s: no tenant named %q in %s; %s", name, name, m.Config.Database.Path, hint))
+	}
+	return errors.Join(errs...)
 }
 
 // SetTenant changes a tenant's allowed hosts (when hosts is not empty) and
