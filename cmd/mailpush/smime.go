@@ -24,10 +24,7 @@ func (c *Config) validateSMIME(bad func(key, format string, args ...any)) {
 		}
 		prefix := "tenants." + name + ".smime"
 		sc := tc.SMIME.Defaults()
-		if err := sc.Validate(); err != nil {
-			key, msg, _ := strings.Cut(err.Error(), ": ")
-			bad(prefix+"."+key, "%s", msg)
-		}
+		badBlock(bad, prefix, sc.Validate())
 		if tc.Directory == nil {
 			bad(prefix, "needs tenants.%s.directory: the certificates come from the directory", name)
 			continue
