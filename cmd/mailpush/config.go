@@ -29,7 +29,7 @@ type Config struct {
 	// built on it. Default: http://<listen>.
 	PublicURL string `yaml:"publicUrl"`
 	// TLS serves HTTPS when both files are set (config_tls.go).
-	TLS TLSConfig `yaml:"tls"`
+	TLS      TLSConfig `yaml:"tls"`
 	Database struct {
 		// Path of the SQLite file.
 		Path string `yaml:"path"`
