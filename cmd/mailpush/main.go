@@ -57,6 +57,7 @@ const usage = `usage:
   mailpush keys rotate [--config FILE]
   mailpush gate import FILE --tenant NAME [--config FILE]   (CSV: deviceId,user,deviceType,state)
   mailpush smime classify FILE [--password-file F]   (PEM, DER or PKCS#12: signing-only, encryption-only or both)
+  mailpush bench [-scenario fanout|realworld|overload|raw|registrations] [flags]   (load test, in-process)
   mailpush version
 
 Every command takes --help.`
@@ -98,6 +99,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 			return subcommandError(stdout, "smime", args[1:], "classify")
 		}
 		return runSMIME(args[2:], stdout, stderr)
+	case "bench":
+		return runBench(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		if len(args) > 1 && !isHelp(args[1]) {
 			return usageError{fmt.Sprintf("version takes no arguments, got %q", args[1])}

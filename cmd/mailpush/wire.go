@@ -231,10 +231,16 @@ func (m *Main) Run(ctx context.Context) error {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn),
 	}
+	if cfg.TLS.CertFile != "" {
+		// Loaded now, so that a bad file stops the start with the key named.
+		if m.server.TLSConfig, err = cfg.TLS.serverConfig(); err != nil {
+			return err
+		}
+	}
 	go func() {
 		var err error
 		if cfg.TLS.CertFile != "" {
-			err = m.server.ServeTLS(m.listener, cfg.TLS.CertFile, cfg.TLS.KeyFile)
+			err = m.server.ServeTLS(m.listener, "", "")
 		} else {
 			err = m.server.Serve(m.listener)
 		}
