@@ -25,6 +25,7 @@ const (
 	ECredentials   = "credentials_refused"    // the mail server refused the user's credentials
 	EMailboxDenied = "mailbox_access_denied"  // the credentials are valid but do not open the mailbox named
 	EUnavailable   = "unavailable"            // a dependency is down; retry later
+	EBadPassword   = "wrong_password"         // a file's password (e.g. a PKCS#12's) does not open it
 	EInternal      = "internal"               // a bug or an unexpected failure
 )
 

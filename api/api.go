@@ -38,6 +38,8 @@ type Server struct {
 	// Gate is the ActiveSync gate's device registry; nil turns its routes
 	// into unsupported errors.
 	Gate mailpush.GateRegistry
+	// SMIME serves /api/v1/smime/…; nil turns them into unsupported errors.
+	SMIME mailpush.SMIME
 	// Ready reports whether the service can take traffic (for /readyz);
 	// nil means Store.Ping.
 	Ready func(ctx context.Context) error
@@ -56,6 +58,7 @@ func (s *Server) Routes(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	s.gateRoutes(mux)
+	s.smimeRoutes(mux)
 }
 
 func (s *Server) alive(w http.ResponseWriter, r *http.Request) {

@@ -54,6 +54,7 @@ type env struct {
 	backend string // its backend token
 	tenant  *mailpush.Tenant
 	other   string // another tenant's app token
+	srv     *api.Server
 }
 
 func (e *env) addToken(t *testing.T, tn *mailpush.Tenant, scope mailpush.Scope) string {
@@ -96,6 +97,7 @@ func setupWith(t *testing.T, locator mailpush.EWSLocator) *env {
 	reg := &registrar.Service{Store: store, Keys: keys, Logger: log, Clock: storetest.NewClock(),
 		Watchers: map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: e.watcher}, RegistrationTTL: 24 * time.Hour, Autodiscover: locator}
 	srv := &api.Server{Store: store, Keys: keys, Registrar: reg, Logger: log}
+	e.srv = srv
 	mux := http.NewServeMux()
 	srv.Routes(mux)
 	ts := httptest.NewServer(mux)
