@@ -17,8 +17,8 @@ func (s *Store) CreateTenant(ctx context.Context, t *mailpush.Tenant) error {
 	if t.CreatedAt.IsZero() {
 		t.CreatedAt = s.clock.Now().UTC()
 	}
-	_, err := s.w.ExecContext(ctx, `INSERT INTO tenants (id, name, token_hash, allowed_hosts, max_content, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		t.ID, t.Name, t.TokenHash, strings.Join(t.AllowedHosts, "\n"), string(t.MaxContent), ms(t.CreatedAt))
+	_, err := s.w.ExecContext(ctx, `INSERT INTO tenants (id, name, allowed_hosts, max_content, created_at) VALUES (?, ?, ?, ?, ?)`,
+		t.ID, t.Name, strings.Join(t.AllowedHosts, "\n"), string(t.MaxContent), ms(t.CreatedAt))
 	if err != nil {
 		if isUnique(err) {
 			return mailpush.Errorf(mailpush.EConflict, "a tenant named %q already exists", t.Name)
@@ -28,7 +28,7 @@ func (s *Store) CreateTenant(ctx context.Context, t *mailpush.Tenant) error {
 	return nil
 }
 
-const tenantCols = `id, name, token_hash, allowed_hosts, max_content, created_at`
+const tenantCols = `id, name, allowed_hosts, max_content, created_at`
 
 // Tenant returns the tenant with the given ID.
 func (s *Store) Tenant(ctx context.Context, id string) (*mailpush.Tenant, error) {
@@ -45,7 +45,7 @@ func (s *Store) tenantWhere(ctx context.Context, where string, arg any) (*mailpu
 	var hosts, content string
 	var created int64
 	err := s.r.QueryRowContext(ctx, `SELECT `+tenantCols+` FROM tenants WHERE `+where, arg).
-		Scan(&t.ID, &t.Name, &t.TokenHash, &hosts, &content, &created)
+		Scan(&t.ID, &t.Name, &hosts, &content, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound("tenant")
 	}
@@ -60,15 +60,76 @@ func (s *Store) tenantWhere(ctx context.Context, where string, arg any) (*mailpu
 	return &t, nil
 }
 
-// UpdateTenant stores a tenant's name, token hash and policy.
+// UpdateTenant stores a tenant's name and policy.
 func (s *Store) UpdateTenant(ctx context.Context, t *mailpush.Tenant) error {
-	res, err := s.w.ExecContext(ctx, `UPDATE tenants SET name = ?, token_hash = ?, allowed_hosts = ?, max_content = ? WHERE id = ?`,
-		t.Name, t.TokenHash, strings.Join(t.AllowedHosts, "\n"), string(t.MaxContent), t.ID)
+	res, err := s.w.ExecContext(ctx, `UPDATE tenants SET name = ?, allowed_hosts = ?, max_content = ? WHERE id = ?`,
+		t.Name, strings.Join(t.AllowedHosts, "\n"), string(t.MaxContent), t.ID)
 	if err != nil {
 		return dbError("update tenant", err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return notFound("tenant")
+	}
+	return nil
+}
+
+// Tenants lists every tenant by name.
+func (s *Store) Tenants(ctx context.Context) ([]*mailpush.Tenant, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT id FROM tenants ORDER BY name`)
+	if err != nil {
+		return nil, dbError("list tenants", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, dbError("list tenants", err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, dbError("list tenants", err)
+	}
+	// One scan function for every tenant read (tenantWhere); tenants are few.
+	out := make([]*mailpush.Tenant, 0, len(ids))
+	for _, id := range ids {
+		t, err := s.Tenant(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// tenantOwned lists the tables whose rows belong to a tenant, children
+// before parents, for DeleteTenant.
+var tenantOwned = []string{"outbox", "outbox_dead", "gate_devices", "registrations", "mailboxes", "tokens"}
+
+// DeleteTenant removes a tenant and every row that is its own, in one
+// transaction.
+func (s *Store) DeleteTenant(ctx context.Context, id string) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return dbError("delete tenant", err)
+	}
+	defer tx.Rollback()
+	for _, table := range tenantOwned {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE tenant_id = ?`, id); err != nil {
+			return dbError("delete tenant: "+table, err)
+		}
+	}
+	res, err := tx.ExecContext(ctx, `DELETE FROM tenants WHERE id = ?`, id)
+	if err != nil {
+		return dbError("delete tenant", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return notFound("tenant")
+	}
+	if err := tx.Commit(); err != nil {
+		return dbError("delete tenant", err)
 	}
 	return nil
 }

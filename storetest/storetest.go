@@ -13,23 +13,18 @@ import (
 	"time"
 
 	"github.com/mailpush/mailpush"
+	"github.com/mailpush/mailpush/clocktest"
 	"github.com/mailpush/mailpush/seal"
 )
 
-// Clock is a settable clock for stores under test.
-type Clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+// Clock is the manual clock of stores under test (clocktest.Clock).
+type Clock struct{ *clocktest.Clock }
 
 // NewClock returns a clock set to a fixed instant.
-func NewClock() *Clock { return &Clock{t: time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)} }
+func NewClock() *Clock { return &Clock{clocktest.New(time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC))} }
 
-// Now returns the clock's time.
-func (c *Clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-
-// Add moves the clock forward.
-func (c *Clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+// Add moves the clock forward (clocktest.Clock.Advance).
+func (c *Clock) Add(d time.Duration) { c.Advance(d) }
 
 // Keyring returns a fresh service keyring in a temporary directory, to serve
 // as the store's FieldCipher.
@@ -53,6 +48,8 @@ func Run(t *testing.T, open Factory) {
 		fn   func(t *testing.T, s mailpush.Store, env *env)
 	}{
 		{"Tenants", testTenants},
+		{"ListAndDeleteTenants", testListAndDeleteTenants},
+		{"Tokens", testTokens},
 		{"RegisterSharesMailbox", testRegisterSharesMailbox},
 		{"RegisterSameTokenReplaces", testRegisterSameTokenReplaces},
 		{"TenantIsolation", testTenantIsolation},
@@ -71,6 +68,11 @@ func Run(t *testing.T, open Factory) {
 		{"MailboxByAddress", testMailboxByAddress},
 		{"OutboxClaimKeepsDeviceOrder", testOutboxClaimKeepsDeviceOrder},
 		{"OutboxSettleAndClaim", testOutboxSettleAndClaim},
+		{"OutboxEventsClaimAndLease", testOutboxEventsClaimAndLease},
+		{"OutboxEventsCoalesce", testOutboxEventsCoalesce},
+		{"OutboxEventsMailboxOrder", testOutboxEventsMailboxOrder},
+		{"OutboxRecipients", testOutboxRecipients},
+		{"OutboxSettleEvents", testOutboxSettleEvents},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -99,7 +101,7 @@ func wantCode(t *testing.T, what string, err error, code string) {
 
 func mustTenant(t *testing.T, s mailpush.Store, name string) *mailpush.Tenant {
 	t.Helper()
-	tn := &mailpush.Tenant{Name: name, TokenHash: []byte("hash-" + name), AllowedHosts: []string{"mail.example.com", "*.corp.example"}, MaxContent: mailpush.ContentSubject}
+	tn := &mailpush.Tenant{Name: name, AllowedHosts: []string{"mail.example.com", "*.corp.example"}, MaxContent: mailpush.ContentSubject}
 	if err := s.CreateTenant(context.Background(), tn); err != nil {
 		t.Fatalf("CreateTenant(%s): %v", name, err)
 	}
@@ -128,27 +130,79 @@ func testTenants(t *testing.T, s mailpush.Store, e *env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Name != "acme" || string(got.TokenHash) != "hash-acme" || len(got.AllowedHosts) != 2 || got.AllowedHosts[1] != "*.corp.example" || got.MaxContent != mailpush.ContentSubject {
+	if got.Name != "acme" || len(got.AllowedHosts) != 2 || got.AllowedHosts[1] != "*.corp.example" || got.MaxContent != mailpush.ContentSubject {
 		t.Errorf("Tenant = %+v", got)
 	}
 	if got, err := s.TenantByName(ctx, "acme"); err != nil || got.ID != tn.ID {
 		t.Errorf("TenantByName = %v, %v", got, err)
 	}
-	wantCode(t, "duplicate name", s.CreateTenant(ctx, &mailpush.Tenant{Name: "acme", TokenHash: []byte("x"), MaxContent: mailpush.ContentBadge}), mailpush.EConflict)
+	wantCode(t, "duplicate name", s.CreateTenant(ctx, &mailpush.Tenant{Name: "acme", MaxContent: mailpush.ContentBadge}), mailpush.EConflict)
 	_, err = s.Tenant(ctx, "nope")
 	wantCode(t, "missing tenant", err, mailpush.ENotFound)
 	_, err = s.TenantByName(ctx, "nope")
 	wantCode(t, "missing tenant by name", err, mailpush.ENotFound)
 
 	got.AllowedHosts = nil
-	got.TokenHash = []byte("rotated")
 	if err := s.UpdateTenant(ctx, got); err != nil {
 		t.Fatal(err)
 	}
-	if again, _ := s.Tenant(ctx, tn.ID); len(again.AllowedHosts) != 0 || string(again.TokenHash) != "rotated" {
+	if again, _ := s.Tenant(ctx, tn.ID); len(again.AllowedHosts) != 0 {
 		t.Errorf("after UpdateTenant: %+v", again)
 	}
 	wantCode(t, "update missing tenant", s.UpdateTenant(ctx, &mailpush.Tenant{ID: "nope", Name: "x"}), mailpush.ENotFound)
+}
+
+// testListAndDeleteTenants: deleting a tenant removes what is its own and
+// nothing of another tenant's.
+func testListAndDeleteTenants(t *testing.T, s mailpush.Store, e *env) {
+	ctx := context.Background()
+	globex, acme := mustTenant(t, s, "globex"), mustTenant(t, s, "acme")
+	ts, err := s.Tenants(ctx)
+	if err != nil || len(ts) != 2 || ts[0].Name != "acme" || ts[1].Name != "globex" || ts[0].MaxContent != mailpush.ContentSubject {
+		t.Fatalf("Tenants = %v, %v: want acme, globex by name", ts, err)
+	}
+	var regs []*mailpush.Registration
+	for _, tn := range []*mailpush.Tenant{acme, globex} {
+		reg, mb := newReg(e, tn.ID, "alice@example.com", "aa01")
+		if _, err := s.Register(ctx, reg, mb); err != nil {
+			t.Fatal(err)
+		}
+		regs = append(regs, reg)
+		if err := s.PutGateDevice(ctx, &mailpush.GateDevice{TenantID: tn.ID, DeviceID: "DEV1", State: mailpush.DeviceCompliant}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.EnqueuePushes(ctx, []*mailpush.Push{pushFor(reg, mailpush.PushBadge, 1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tok, _ := mailpush.NewToken(acme.ID, mailpush.ScopeAdmin)
+	if err := s.CreateToken(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteTenant(ctx, acme.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Token(ctx, tok.ID)
+	wantCode(t, "deleted tenant's token", err, mailpush.ENotFound)
+	_, err = s.Tenant(ctx, acme.ID)
+	wantCode(t, "deleted tenant", err, mailpush.ENotFound)
+	_, err = s.Registration(ctx, acme.ID, regs[0].ID)
+	wantCode(t, "deleted tenant's registration", err, mailpush.ENotFound)
+	_, err = s.GateDevice(ctx, acme.ID, "DEV1")
+	wantCode(t, "deleted tenant's gate device", err, mailpush.ENotFound)
+	if _, err := s.Registration(ctx, globex.ID, regs[1].ID); err != nil {
+		t.Errorf("the other tenant's registration: %v", err)
+	}
+	if _, err := s.GateDevice(ctx, globex.ID, "DEV1"); err != nil {
+		t.Errorf("the other tenant's gate device: %v", err)
+	}
+	if n, err := s.OutboxDepth(ctx); err != nil || n != 1 {
+		t.Errorf("outbox depth after deleting acme = %d, %v; want globex's 1 push", n, err)
+	}
+	wantCode(t, "delete missing tenant", s.DeleteTenant(ctx, acme.ID), mailpush.ENotFound)
+	if ts, _ := s.Tenants(ctx); len(ts) != 1 || ts[0].Name != "globex" {
+		t.Errorf("Tenants after delete = %v", ts)
+	}
 }
 
 func testRegisterSharesMailbox(t *testing.T, s mailpush.Store, e *env) {

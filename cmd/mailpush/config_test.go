@@ -42,7 +42,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		env        []string
 		want       string
 	}{
-		{"unknown key", "lisen: x\n", nil, "field lisen not found"},
+		{"unknown key", "lisen: x\n", nil, "line 1: lisen: unknown key; did you mean `listen`?"},
 		{"bad listen", "listen: nowhere\n", nil, "config key listen"},
 		{"status frequency", "ews:\n  statusFrequency: 2000\n", nil, "config key ews.statusFrequency"},
 		{"apns incomplete", "apns:\n  keyFile: k.p8\n", nil, "config key apns.teamId"},
@@ -54,6 +54,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"log level", "log:\n  level: loud\n", nil, "config key log.level"},
 		{"dovecot no secret", "tenants:\n  acme:\n    dovecot:\n      username: d\n", nil, "config key tenants.acme.dovecot.password"},
 		{"dovecot two secrets", "tenants:\n  acme:\n    dovecot:\n      username: d\n      password: p\n      passwordFile: f\n", nil, "config key tenants.acme.dovecot.password"},
+		{"directory no base", "tenants:\n  acme:\n    directory: {url: ldap://dc.example.com, attributes: [mail]}\n", nil, "config key tenants.acme.directory.baseDn"},
+		{"directory filter", "tenants:\n  acme:\n    directory: {url: ldap://dc, baseDn: dc=x, attributes: [mail], filter: (mail=x)}\n", nil, "config key tenants.acme.directory.filter"},
 		{"dovecot no user", "tenants:\n  acme:\n    dovecot:\n      password: p\n", nil, "config key tenants.acme.dovecot.username"},
 		{"dovecot mapping", "tenants:\n  acme:\n    dovecot:\n      username: d\n      password: p\n      userMapping: uid\n", nil, "config key tenants.acme.dovecot.userMapping"},
 		{"dovecot login domain", "tenants:\n  acme:\n    dovecot:\n      username: d\n      password: p\n      userMapping: login\n", nil, "config key tenants.acme.dovecot.domain"},
@@ -84,6 +86,17 @@ func TestSnake(t *testing.T) {
 // TestREADMEConfigLoads keeps the README's configuration block honest: it
 // must load and validate as it stands.
 func TestREADMEConfigLoads(t *testing.T) {
+	block := readmeConfigBlock(t)
+	path := filepath.Join(t.TempDir(), "readme.yaml")
+	os.WriteFile(path, []byte(block), 0o600)
+	if _, err := LoadConfig(path, nil); err != nil {
+		t.Errorf("the README's configuration does not load: %v", err)
+	}
+}
+
+// readmeConfigBlock is the README's configuration block.
+func readmeConfigBlock(t *testing.T) string {
+	t.Helper()
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
@@ -93,9 +106,5 @@ func TestREADMEConfigLoads(t *testing.T) {
 	if !ok || !ok2 {
 		t.Fatal("README has no configuration block")
 	}
-	path := filepath.Join(t.TempDir(), "readme.yaml")
-	os.WriteFile(path, []byte(block), 0o600)
-	if _, err := LoadConfig(path, nil); err != nil {
-		t.Errorf("the README's configuration does not load: %v", err)
-	}
+	return block
 }

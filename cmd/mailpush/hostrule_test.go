@@ -1,11 +1,10 @@
 package main
 
 import (
-	"context"
 	"testing"
 	"time"
 
-	"github.com/mailpush/mailpush/ews"
+	"github.com/mailpush/mailpush/subscription"
 )
 
 // Host-level dead-server detection, with the default statusFrequency of 5
@@ -18,7 +17,6 @@ func newHostRuleWorld(t *testing.T, users int) *healWorld {
 	return newHealWorldOptions(t, users, worldOptions{configure: func(c *Config) {
 		c.EWS.StatusFrequency = 5
 		c.EWS.HostMinSubscriptions, c.EWS.HostOverdue = 5, 3
-		c.EWS.HealthInterval, c.EWS.HostCheckInterval = time.Hour, time.Hour
 	}})
 }
 
@@ -27,26 +25,22 @@ func newHostRuleWorld(t *testing.T, users int) *healWorld {
 // 2×StatusFrequency.
 const lateBy = 5*time.Minute + time.Minute + time.Second
 
-func (hw *healWorld) checkHosts(t *testing.T) ews.CheckResult {
+func (hw *healWorld) checkHosts(t *testing.T) subscription.CheckResult {
 	t.Helper()
-	res, err := hw.main.EWS.CheckHosts(context.Background())
-	if err != nil {
-		t.Fatalf("CheckHosts: %v", err)
-	}
-	return res
+	return hw.drive(t, hw.main.EWSEngine.CheckHosts)
 }
 
 func TestHostRuleResubscribesASilentHostAtOnce(t *testing.T) {
 	hw := newHostRuleWorld(t, 6)
 	hw.waitHeard(t, hw.users...)
 	hw.exchange.Restart()
-	hw.clock.Add(lateBy)
+	hw.clock.Advance(lateBy)
 	if res := hw.check(t); res.Stale != 0 {
 		t.Fatalf("Check = %+v: the per-subscription rule must not fire before 2×StatusFrequency", res)
 	}
 	// A notification in flight at the restart may land after the clock
 	// moved: the host then looks live for one more period.
-	var sum ews.CheckResult
+	var sum subscription.CheckResult
 	for range 5 {
 		res := hw.checkHosts(t)
 		sum.Stale += res.Stale
@@ -54,7 +48,7 @@ func TestHostRuleResubscribesASilentHostAtOnce(t *testing.T) {
 		if hw.healed(t) {
 			break
 		}
-		hw.clock.Add(lateBy)
+		hw.clock.Advance(lateBy)
 	}
 	if sum.Stale != 6 || sum.Resubscribed != 6 || !hw.healed(t) {
 		t.Fatalf("CheckHosts = %+v, healed %v; want all 6 resubscribed", sum, hw.healed(t))
@@ -73,14 +67,14 @@ func TestHostRuleLeavesSmallHostsToThePerSubscriptionRule(t *testing.T) {
 	hw := newHostRuleWorld(t, 3) // fewer than hostMinSubscriptions (5)
 	hw.waitHeard(t, hw.users...)
 	hw.exchange.Restart()
-	hw.clock.Add(lateBy)
+	hw.clock.Advance(lateBy)
 	if res := hw.checkHosts(t); res.Stale != 0 {
 		t.Fatalf("CheckHosts = %+v on a host with 3 subscriptions, want nothing", res)
 	}
 	if hw.healed(t) {
 		t.Fatal("healed before any rule fired")
 	}
-	hw.clock.Add(10*time.Minute - lateBy + time.Second) // past 2×StatusFrequency
+	hw.clock.Advance(10*time.Minute - lateBy + time.Second) // past 2×StatusFrequency
 	if res := hw.check(t); res.Stale != 3 || res.Resubscribed != 3 {
 		t.Fatalf("Check = %+v, want 3 resubscribed by the per-subscription rule", res)
 	}
@@ -96,13 +90,15 @@ func TestHostRuleLeavesALiveHostsSilentMailboxToItsOwnRule(t *testing.T) {
 	if err := hw.exchange.DropSubscription(dead.ID); err != nil {
 		t.Fatal(err)
 	}
-	hw.clock.Add(lateBy)
-	hw.waitHeard(t, hw.users[1:]...) // the host lives: the others' status events
+	t0 := hw.clock.Advance(0)
+	hw.clock.Advance(lateBy)
+	// The host lives: the others' status events fell due at +5 min.
+	hw.waitHeardSince(t, t0.Add(5*time.Minute), hw.users[1:]...)
 	if res := hw.checkHosts(t); res.Stale != 0 {
 		t.Fatalf("CheckHosts = %+v on a live host, want nothing", res)
 	}
-	hw.clock.Add(10*time.Minute - lateBy + time.Second)
-	hw.waitHeard(t, hw.users[1:]...)
+	hw.clock.Advance(10*time.Minute - lateBy + time.Second)
+	hw.waitHeardSince(t, t0.Add(10*time.Minute), hw.users[1:]...) // and at +10 min
 	if res := hw.checkHosts(t); res.Stale != 0 {
 		t.Fatalf("CheckHosts = %+v on a live host, want nothing", res)
 	}

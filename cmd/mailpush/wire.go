@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -29,6 +28,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mailpush/mailpush/subscription"
 )
 
 // Main is the running program: configuration in, wired services out. The
@@ -43,6 +44,8 @@ type Main struct {
 	Keys     *seal.Keyring
 	Pipeline *pipeline.Pipeline
 	EWS      *ews.Source
+	// EWSEngine keeps the EWS subscriptions alive (Check, CheckHosts).
+	EWSEngine *subscription.Engine
 	// GateRegistry is the ActiveSync gate's device registry (always on);
 	// Gate decides for gate.tenant (nil when no tenant is configured).
 	GateRegistry *gate.Registry
@@ -85,6 +88,9 @@ func (m *Main) openStore(ctx context.Context) error {
 func (m *Main) Run(ctx context.Context) error {
 	cfg := m.Config
 	if err := m.openStore(ctx); err != nil {
+		return err
+	}
+	if err := m.checkTenantNames(ctx); err != nil {
 		return err
 	}
 	outbound, err := m.outboundClient()
@@ -136,12 +142,25 @@ func (m *Main) Run(ctx context.Context) error {
 		Client:          &ews.Client{HTTP: &http.Client{Transport: outbound, Timeout: 30 * time.Second}, UserAgent: "mailpush/" + mailpush.Version},
 		PublicURL:       strings.TrimSuffix(publicURL, "/"),
 		StatusFrequency: cfg.EWS.StatusFrequency,
-		HealthInterval:  cfg.EWS.HealthInterval, ResubscribeRate: float64(cfg.EWS.ResubscribeRate),
-		MaxPerHost: cfg.EWS.MaxPerHost, MaxPerAccount: cfg.EWS.MaxPerAccount,
-		HostMinSubscriptions: cfg.EWS.HostMinSubscriptions, HostSilence: cfg.EWS.HostSilence,
-		HostOverdue: cfg.EWS.HostOverdue, HostCheckInterval: cfg.EWS.HostCheckInterval,
-		Logger: m.Logger.With("source", "ews"), Clock: m.Clock,
+		Logger:          m.Logger.With("source", "ews"), Clock: m.Clock,
 	}
+	// The engine that keeps the EWS subscriptions alive: silent for
+	// 2×StatusFrequency means dead; so does a host whose status events are late.
+	m.EWSEngine = &subscription.Engine{
+		Store: m.Store, Source: mailpush.SourceEWS, Healer: m.EWS,
+		Logger: m.Logger.With("source", "ews", "component", "subscription"), Clock: m.Clock,
+		DueAfter: 2 * m.EWS.StatusFrequencyDuration(),
+		Interval: cfg.EWS.HealthInterval, Rate: float64(cfg.EWS.ResubscribeRate),
+		MaxPerHost: cfg.EWS.MaxPerHost, MaxPerAccount: cfg.EWS.MaxPerAccount,
+		HostRule: subscription.HostRule{
+			MinSubscriptions: orDefault(cfg.EWS.HostMinSubscriptions, subscription.DefaultHostMinSubscriptions),
+			Silence:          orDefault(cfg.EWS.HostSilence, subscription.DefaultHostSilence),
+			Overdue:          orDefault(cfg.EWS.HostOverdue, subscription.DefaultHostOverdue),
+			Frequency:        m.EWS.StatusFrequencyDuration(),
+		},
+		HostCheckInterval: cfg.EWS.HostCheckInterval,
+	}
+	m.EWS.Engine = m.EWSEngine
 
 	m.GateRegistry = newGateRegistry(m)
 	if cfg.Gate.Tenant != "" {
@@ -153,7 +172,7 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
-	m.EWS.Run(context.Background()) // stopped by Close
+	m.EWSEngine.Run(context.Background()) // stopped by Close
 
 	srv := &api.Server{
 		Store: m.Store, Keys: m.Keys, Logger: m.Logger.With("component", "api"), Clock: m.Clock,
@@ -170,6 +189,15 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	mux := http.NewServeMux()
 	srv.Routes(mux)
+	sites, err := cfg.autodiscoverSites(true)
+	if err != nil {
+		return err
+	}
+	responder, err := autodiscover.NewResponder(sites, m.Logger.With("component", "autodiscover"))
+	if err != nil {
+		return err
+	}
+	responder.Routes(mux)
 	mux.Handle("POST "+ews.CallbackPath+"{token}", m.EWS)
 	if m.Gate != nil {
 		m.Gate.Routes(mux)
@@ -180,17 +208,23 @@ func (m *Main) Run(ctx context.Context) error {
 	mux.Handle("PUT "+dovecot.NotifyPath, m.Dovecot)
 
 	m.server = &http.Server{
-		Handler:           logRequests(m.Logger, mux),
+		Handler:           logRequests(m.Logger, api.JSONErrors(mux, m.Logger.With("component", "api"))),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn),
 	}
+	if cfg.TLS.CertFile != "" {
+		// Loaded now, so that a bad file stops the start with the key named.
+		if m.server.TLSConfig, err = cfg.TLS.serverConfig(); err != nil {
+			return err
+		}
+	}
 	go func() {
 		var err error
 		if cfg.TLS.CertFile != "" {
-			err = m.server.ServeTLS(m.listener, cfg.TLS.CertFile, cfg.TLS.KeyFile)
+			err = m.server.ServeTLS(m.listener, "", "")
 		} else {
 			err = m.server.Serve(m.listener)
 		}
@@ -255,8 +289,8 @@ func (m *Main) Close() error {
 	if m.server != nil {
 		errs = append(errs, m.server.Shutdown(ctx))
 	}
-	if m.EWS != nil {
-		m.EWS.Close()
+	if m.EWSEngine != nil {
+		m.EWSEngine.Close()
 	}
 	if m.Pipeline != nil {
 		errs = append(errs, m.Pipeline.Shutdown(ctx))
@@ -293,22 +327,92 @@ func (m *Main) outboundClient() (*http.Transport, error) {
 	return t, nil
 }
 
-// AddTenant creates a tenant and returns its API token, "<id>.<secret>".
+// AddTenant creates a tenant and returns its first API token, of scope
+// app: the one to build into the mail app.
 func (m *Main) AddTenant(ctx context.Context, name string, hosts []string, maxContent mailpush.ContentMode) (string, error) {
 	if name == "" || len(name) > 64 || strings.ContainsAny(name, " \t\r\n") {
 		return "", fmt.Errorf("tenant name must be 1 to 64 characters without spaces")
 	}
 	if maxContent == "" {
-		maxContent = mailpush.ContentSubjectSender
+		maxContent = mailpush.ContentBadge // the most private
 	}
-	secret := make([]byte, 32)
-	rand.Read(secret)
-	s := base64.RawURLEncoding.EncodeToString(secret)
-	t := &mailpush.Tenant{Name: name, TokenHash: api.HashTokenSecret(s), AllowedHosts: hosts, MaxContent: maxContent}
+	t := &mailpush.Tenant{Name: name, AllowedHosts: hosts, MaxContent: maxContent}
 	if err := m.Store.CreateTenant(ctx, t); err != nil {
 		return "", err
 	}
-	return t.ID + "." + s, nil
+	tok, bearer := mailpush.NewToken(t.ID, mailpush.ScopeApp)
+	if err := m.Store.CreateToken(ctx, tok); err != nil {
+		return "", fmt.Errorf("tenant %s was created but its token was not (run mailpush token add --tenant %s --scope app): %w", name, name, err)
+	}
+	return bearer, nil
+}
+
+// AddToken makes a new token of the given scope for the named tenant and
+// returns its bearer value, which is shown only this once.
+func (m *Main) AddToken(ctx context.Context, tenant string, scope mailpush.Scope) (string, error) {
+	if !scope.Valid() {
+		return "", fmt.Errorf("scope must be app, backend or admin, not %q", scope)
+	}
+	t, err := m.Store.TenantByName(ctx, tenant)
+	if err != nil {
+		return "", err
+	}
+	tok, bearer := mailpush.NewToken(t.ID, scope)
+	if err := m.Store.CreateToken(ctx, tok); err != nil {
+		return "", err
+	}
+	return bearer, nil
+}
+
+// Tokens lists the named tenant's tokens (without secrets: only their
+// hashes are stored).
+func (m *Main) Tokens(ctx context.Context, tenant string) ([]*mailpush.Token, error) {
+	t, err := m.Store.TenantByName(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	return m.Store.Tokens(ctx, t.ID)
+}
+
+// RevokeToken deletes one of the named tenant's tokens; requests carrying
+// it are refused from then on, on every server sharing the store.
+func (m *Main) RevokeToken(ctx context.Context, tenant, id string) error {
+	t, err := m.Store.TenantByName(ctx, tenant)
+	if err != nil {
+		return err
+	}
+	return m.Store.DeleteToken(ctx, t.ID, id)
+}
+
+// checkTenantNames refuses a configuration whose tenants.<name> blocks name
+// a tenant that does not exist: a misspelled block would otherwise be
+// silently ignored (and its tenant pushed with the defaults).
+func (m *Main) checkTenantNames(ctx context.Context) error {
+	if len(m.Config.Tenants) == 0 {
+		return nil
+	}
+	ts, err := m.Store.Tenants(ctx)
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, t := range ts {
+		names = append(names, t.Name)
+	}
+	var errs []error
+	for _, name := range m.Config.tenantNames() {
+		if slices.Contains(names, name) {
+			continue
+		}
+		hint := "create it with `mailpush tenant add " + name + "` (in the same working directory or with the same --config)"
+		if best := closest(name, names); best != "" {
+			hint = "did you mean `tenants." + best + "`?"
+		} else if len(names) > 0 {
+			hint += "; the tenants are " + strings.Join(names, ", ")
+		}
+		errs = append(errs, fmt.Errorf("config key tenants.%s: no tenant named %q in %s; %s", name, name, m.Config.Database.Path, hint))
+	}
+	return errors.Join(errs...)
 }
 
 // SetTenant changes a tenant's allowed hosts (when hosts is not empty) and
@@ -347,4 +451,11 @@ type statusWriter struct {
 func (w *statusWriter) WriteHeader(code int) {
 	w.status = code
 	w.ResponseWriter.WriteHeader(code)
+}
+
+func orDefault[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
