@@ -18,11 +18,13 @@ import (
 	"github.com/mailpush/mailpush"
 	"github.com/mailpush/mailpush/api"
 	"github.com/mailpush/mailpush/autodiscover"
+	"github.com/mailpush/mailpush/directory"
 	"github.com/mailpush/mailpush/dovecot"
 	"github.com/mailpush/mailpush/ews"
 	"github.com/mailpush/mailpush/gate"
 	"github.com/mailpush/mailpush/pipeline"
 	"github.com/mailpush/mailpush/seal"
+	"github.com/mailpush/mailpush/smime"
 	"github.com/mailpush/mailpush/sqlite"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,6 +53,10 @@ type Main struct {
 	GateRegistry *gate.Registry
 	Gate         *gate.Gate
 	Dovecot      *dovecot.Source
+	// Directories are the tenants' directories by tenant name (only those
+	// that configure tenants.<name>.directory).
+	Directories map[string]*directory.Directory
+	SMIME       *smime.Service // nil when no tenant configures smime
 
 	providers *providers
 	listener  net.Listener
@@ -172,6 +178,13 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
+	if m.Directories, err = cfg.openDirectories(m.Logger.With("component", "directory"), m.Clock); err != nil {
+		return fmt.Errorf("config key %w", err)
+	}
+	if m.SMIME, err = m.openSMIME(outbound); err != nil {
+		return err
+	}
+
 	m.EWSEngine.Run(context.Background()) // stopped by Close
 
 	srv := &api.Server{
@@ -186,6 +199,9 @@ func (m *Main) Run(ctx context.Context) error {
 		Platforms:        m.providers.platforms,
 		AllowInsecureEWS: cfg.EWS.AllowInsecureHTTP,
 		Gate:             m.GateRegistry,
+	}
+	if m.SMIME != nil {
+		srv.SMIME = m.SMIME
 	}
 	mux := http.NewServeMux()
 	srv.Routes(mux)
@@ -300,6 +316,9 @@ func (m *Main) Close() error {
 	}
 	if m.providers != nil {
 		m.providers.close()
+	}
+	for _, d := range m.Directories {
+		d.Close()
 	}
 	if m.Store != nil {
 		errs = append(errs, m.Store.Close())
