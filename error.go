@@ -12,6 +12,7 @@ const (
 	ETooLarge     = "request_too_large"      // body over the size cap
 	EUnauthorized = "unauthorized"           // missing or wrong credential
 	EForbidden    = "forbidden"              // authenticated but not allowed (e.g. host not allowed)
+	EScope        = "insufficient_scope"     // the token's scope does not cover the request
 	ENotFound     = "not_found"              // no such object (or not the caller's)
 	EConflict     = "conflict"               // state does not allow the change
 	EUnsupported  = "unsupported"            // valid but not offered by this server or tenant

@@ -11,23 +11,11 @@ package mailpush
 
 import (
 	"context"
-	"time"
 )
 
 // Version is the server version, set at build time with
 // -ldflags "-X github.com/mailpush/mailpush.Version=…".
 var Version = "0.1.0-dev"
-
-// Clock tells the time. It is injected so that tests never sleep.
-type Clock interface {
-	Now() time.Time
-}
-
-// SystemClock is the real clock.
-type SystemClock struct{}
-
-// Now returns the current time.
-func (SystemClock) Now() time.Time { return time.Now() }
 
 // EventSink receives the events that sources produce. The pipeline is the
 // production sink; it returns once the event is safely accepted.

@@ -71,12 +71,10 @@ const (
 	StatusInactive Status = "inactive" // ended: deleted, dead token, expired
 )
 
-// Tenant is an organisation using the server. Its API token is stored only as
-// a hash; the token itself is "<tenant ID>.<secret>".
+// Tenant is an organisation using the server. Its API credentials are Tokens.
 type Tenant struct {
 	ID           string
 	Name         string
-	TokenHash    []byte      // SHA-256 of the token's secret part
 	AllowedHosts []string    // mail-server hosts: exact names, or "*.example.com"
 	MaxContent   ContentMode // the most a push of this tenant may carry
 	CreatedAt    time.Time

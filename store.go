@@ -16,6 +16,16 @@ type Store interface {
 	TenantByName(ctx context.Context, name string) (*Tenant, error)
 	UpdateTenant(ctx context.Context, t *Tenant) error
 
+	// CreateToken stores a tenant's API token (its ID and secret hash are
+	// set; CreatedAt is set when zero).
+	CreateToken(ctx context.Context, tok *Token) error
+	// Token returns the token with the given ID, of any tenant.
+	Token(ctx context.Context, id string) (*Token, error)
+	// Tokens lists a tenant's tokens, oldest first.
+	Tokens(ctx context.Context, tenantID string) ([]*Token, error)
+	// DeleteToken revokes a tenant's token; it stops working at once.
+	DeleteToken(ctx context.Context, tenantID, id string) error
+
 	// Register stores reg for the mailbox of (mb.TenantID, mb.AddressHash,
 	// mb.Source), creating the mailbox from mb when there is none yet. It
 	// returns the stored mailbox (which may be an existing one: then mb's

@@ -58,10 +58,10 @@ type Server struct {
 func (s *Server) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/alive", s.alive)
 	mux.HandleFunc("GET /api/v1/key", s.key)
-	mux.Handle("POST /api/v1/registrations", s.tenantOnly(s.createRegistration))
-	mux.Handle("GET /api/v1/registrations/{id}", s.tenantOnly(s.getRegistration))
-	mux.Handle("POST /api/v1/registrations/{id}/checkin", s.tenantOnly(s.checkin))
-	mux.Handle("DELETE /api/v1/registrations/{id}", s.tenantOnly(s.deleteRegistration))
+	mux.Handle("POST /api/v1/registrations", s.scoped(s.createRegistration, mailpush.ScopeApp, mailpush.ScopeBackend))
+	mux.Handle("GET /api/v1/registrations/{id}", s.scoped(s.getRegistration, mailpush.ScopeApp, mailpush.ScopeBackend))
+	mux.Handle("POST /api/v1/registrations/{id}/checkin", s.scoped(s.checkin, mailpush.ScopeApp, mailpush.ScopeBackend))
+	mux.Handle("DELETE /api/v1/registrations/{id}", s.scoped(s.deleteRegistration, mailpush.ScopeApp, mailpush.ScopeBackend))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

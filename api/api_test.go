@@ -48,9 +48,20 @@ type env struct {
 	store   mailpush.Store
 	keys    *seal.Keyring
 	watcher *fakeWatcher
-	token   string
+	token   string // the tenant's app token
+	admin   string // its admin token
+	backend string // its backend token
 	tenant  *mailpush.Tenant
-	other   string // another tenant's token
+	other   string // another tenant's app token
+}
+
+func (e *env) addToken(t *testing.T, tn *mailpush.Tenant, scope mailpush.Scope) string {
+	t.Helper()
+	tok, bearer := mailpush.NewToken(tn.ID, scope)
+	if err := e.store.CreateToken(context.Background(), tok); err != nil {
+		t.Fatal(err)
+	}
+	return bearer
 }
 
 func setup(t *testing.T) *env {
@@ -70,13 +81,15 @@ func setupWith(t *testing.T, locator mailpush.EWSLocator) *env {
 	t.Cleanup(func() { store.Close() })
 	e := &env{store: store, keys: keys, watcher: &fakeWatcher{}}
 	mk := func(name string) (*mailpush.Tenant, string) {
-		tn := &mailpush.Tenant{Name: name, TokenHash: api.HashTokenSecret("secret-" + name), AllowedHosts: []string{"mail.example.com"}, MaxContent: mailpush.ContentSubject}
+		tn := &mailpush.Tenant{Name: name, AllowedHosts: []string{"mail.example.com"}, MaxContent: mailpush.ContentSubject}
 		if err := store.CreateTenant(ctx, tn); err != nil {
 			t.Fatal(err)
 		}
-		return tn, tn.ID + ".secret-" + name
+		return tn, e.addToken(t, tn, mailpush.ScopeApp)
 	}
 	e.tenant, e.token = mk("acme")
+	e.admin = e.addToken(t, e.tenant, mailpush.ScopeAdmin)
+	e.backend = e.addToken(t, e.tenant, mailpush.ScopeBackend)
 	_, e.other = mk("globex")
 	srv := &api.Server{Store: store, Keys: keys, Logger: slog.New(slog.DiscardHandler), Clock: storetest.NewClock(),
 		Watchers: map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: e.watcher}, RegistrationTTL: 24 * time.Hour, Autodiscover: locator}
@@ -310,5 +323,44 @@ func TestRefusedReRegistrationRestoresThePrevious(t *testing.T) {
 	}
 	if after.Status != before.Status || after.Content != before.Content || !after.ExpiresAt.Equal(before.ExpiresAt) || after.Device.Token != before.Device.Token {
 		t.Errorf("registration changed by a refused request:\nbefore %+v\nafter  %+v", before, after)
+	}
+}
+
+// TestScopes: each route admits only its scopes; a token of another scope
+// gets 403 insufficient_scope, a wrong, unknown or revoked one 401.
+func TestScopes(t *testing.T) {
+	e := setup(t)
+	reg := regBody(iosToken, "https://mail.example.com/EWS/Exchange.asmx", "")
+	for _, tc := range []struct {
+		name, method, path, token, body string
+		status                          int
+		code                            string
+	}{
+		{"app registers", "POST", "/api/v1/registrations", e.token, reg, 201, ""},
+		{"backend registers", "POST", "/api/v1/registrations", e.backend, reg, 201, ""},
+		{"admin cannot register", "POST", "/api/v1/registrations", e.admin, reg, 403, mailpush.EScope},
+		{"app cannot read the gate", "GET", "/api/v1/gate/devices/d1", e.token, "", 403, mailpush.EScope},
+		{"backend cannot write the gate", "PUT", "/api/v1/gate/devices/d1", e.backend, `{"state":"compliant"}`, 403, mailpush.EScope},
+		{"app cannot delete from the gate", "DELETE", "/api/v1/gate/devices/d1", e.token, "", 403, mailpush.EScope},
+		{"admin passes the scope check", "GET", "/api/v1/gate/devices/d1", e.admin, "", 422, mailpush.EUnsupported}, // no gate in this server
+		{"unknown token id", "GET", "/api/v1/registrations/x", "nosuch.secret", "", 401, mailpush.EUnauthorized},
+		{"wrong secret", "GET", "/api/v1/registrations/x", strings.Split(e.token, ".")[0] + ".wrong", "", 401, mailpush.EUnauthorized},
+		{"no secret", "GET", "/api/v1/registrations/x", strings.Split(e.token, ".")[0], "", 401, mailpush.EUnauthorized},
+	} {
+		var body io.Reader
+		if tc.body != "" {
+			body = strings.NewReader(tc.body)
+		}
+		st, out := e.do(t, tc.method, tc.path, tc.token, "", body)
+		if st != tc.status || (tc.code != "" && out["error"].(map[string]any)["code"] != tc.code) {
+			t.Errorf("%s: %d %v, want %d %s", tc.name, st, out, tc.status, tc.code)
+		}
+	}
+	id, _, _ := mailpush.SplitToken(e.token)
+	if err := e.store.DeleteToken(context.Background(), e.tenant.ID, id); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := e.do(t, "POST", "/api/v1/registrations", e.token, "", strings.NewReader(reg)); st != 401 {
+		t.Errorf("revoked token = %d, want 401 at once", st)
 	}
 }

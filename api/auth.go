@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/mailpush/mailpush"
@@ -15,62 +16,88 @@ var b64 = base64.RawURLEncoding
 
 type ctxKey int
 
-const tenantKey ctxKey = 0
+const (
+	tenantKey ctxKey = iota
+	scopeKey
+)
 
-// HashTokenSecret is how a tenant token's secret is stored.
-func HashTokenSecret(secret string) []byte {
-	h := sha256.Sum256([]byte(secret))
-	return h[:]
-}
-
-// SplitToken splits "<tenantID>.<secret>".
-func SplitToken(tok string) (tenantID, secret string, ok bool) {
-	tenantID, secret, ok = strings.Cut(tok, ".")
-	return tenantID, secret, ok && tenantID != "" && secret != "" && len(tok) <= 256
-}
-
-// tenantOnly authenticates the bearer token and puts the tenant in the
-// request context. The secret is compared in constant time with its hash.
-func (s *Server) tenantOnly(h http.HandlerFunc) http.Handler {
+// scoped authenticates the bearer token and admits the request only when
+// the token's scope is one of scopes; it puts the tenant and the scope in
+// the request context (tenantFrom, scopeFrom). A wrong or revoked token is
+// 401 unauthorized; a valid token of another scope is 403
+// insufficient_scope, so that an app token can never administer the tenant.
+func (s *Server) scoped(h http.HandlerFunc, scopes ...mailpush.Scope) http.Handler {
+	if len(scopes) == 0 {
+		panic("api: scoped needs at least one scope")
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		t, err := s.authenticate(r)
+		t, tok, err := s.authenticate(r)
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="mailpush"`)
 			s.writeError(w, r, err)
 			return
 		}
-		h(w, r.WithContext(context.WithValue(r.Context(), tenantKey, t)))
+		if !slices.Contains(scopes, tok.Scope) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="mailpush", error="insufficient_scope"`)
+			s.writeError(w, r, mailpush.Errorf(mailpush.EScope, "this request needs a token of scope %s; the token given has scope %s", scopeList(scopes), tok.Scope))
+			return
+		}
+		ctx := context.WithValue(r.Context(), tenantKey, t)
+		h(w, r.WithContext(context.WithValue(ctx, scopeKey, tok.Scope)))
 	})
 }
 
-func (s *Server) authenticate(r *http.Request) (*mailpush.Tenant, error) {
+func scopeList(scopes []mailpush.Scope) string {
+	s := make([]string, len(scopes))
+	for i, sc := range scopes {
+		s[i] = string(sc)
+	}
+	return strings.Join(s, " or ")
+}
+
+// authenticate finds the bearer token and its tenant. The token is read
+// from the store on every request: a revoke takes effect at once. The
+// secret is compared in constant time with its stored hash.
+func (s *Server) authenticate(r *http.Request) (*mailpush.Tenant, *mailpush.Token, error) {
 	auth := r.Header.Get("Authorization")
 	if auth == "" {
-		return nil, mailpush.Errorf(mailpush.EUnauthorized, "missing Authorization: Bearer <tenant API token>")
+		return nil, nil, mailpush.Errorf(mailpush.EUnauthorized, "missing Authorization: Bearer <tenant API token>")
 	}
-	scheme, tok, _ := strings.Cut(auth, " ")
+	scheme, bearer, _ := strings.Cut(auth, " ")
 	if !strings.EqualFold(scheme, "Bearer") {
-		return nil, mailpush.Errorf(mailpush.EUnauthorized, "Authorization must use the Bearer scheme with the tenant API token")
+		return nil, nil, mailpush.Errorf(mailpush.EUnauthorized, "Authorization must use the Bearer scheme with the tenant API token")
 	}
-	id, secret, ok := SplitToken(strings.TrimSpace(tok))
+	id, secret, ok := mailpush.SplitToken(strings.TrimSpace(bearer))
 	if !ok {
-		return nil, mailpush.Errorf(mailpush.EUnauthorized, "the API token is malformed: it is \"<tenant>.<secret>\" as printed by mailpush tenant add")
+		return nil, nil, mailpush.Errorf(mailpush.EUnauthorized, "the API token is malformed: it is \"<id>.<secret>\" as printed by mailpush tenant add or mailpush token add")
 	}
-	t, err := s.Store.Tenant(r.Context(), id)
+	invalid := mailpush.Errorf(mailpush.EUnauthorized, "the API token is not valid")
+	tok, err := s.Store.Token(r.Context(), id)
 	if mailpush.ErrorCode(err) == mailpush.ENotFound {
-		// Compare anyway so that unknown tenants take as long as wrong secrets.
-		subtle.ConstantTimeCompare(HashTokenSecret(secret), make([]byte, sha256.Size))
-		return nil, mailpush.Errorf(mailpush.EUnauthorized, "the API token is not valid")
+		// Compare anyway so that unknown tokens take as long as wrong secrets.
+		subtle.ConstantTimeCompare(mailpush.HashTokenSecret(secret), make([]byte, sha256.Size))
+		return nil, nil, invalid
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if subtle.ConstantTimeCompare(HashTokenSecret(secret), t.TokenHash) != 1 {
-		return nil, mailpush.Errorf(mailpush.EUnauthorized, "the API token is not valid")
+	if subtle.ConstantTimeCompare(mailpush.HashTokenSecret(secret), tok.SecretHash) != 1 {
+		return nil, nil, invalid
 	}
-	return t, nil
+	t, err := s.Store.Tenant(r.Context(), tok.TenantID)
+	if mailpush.ErrorCode(err) == mailpush.ENotFound {
+		return nil, nil, invalid
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return t, tok, nil
 }
 
 func tenantFrom(ctx context.Context) *mailpush.Tenant {
 	return ctx.Value(tenantKey).(*mailpush.Tenant)
+}
+
+func scopeFrom(ctx context.Context) mailpush.Scope {
+	return ctx.Value(scopeKey).(mailpush.Scope)
 }

@@ -19,7 +19,7 @@ func statusOf(code string) int {
 		return http.StatusBadRequest
 	case mailpush.EUnauthorized:
 		return http.StatusUnauthorized
-	case mailpush.EForbidden:
+	case mailpush.EForbidden, mailpush.EScope:
 		return http.StatusForbidden
 	case mailpush.ENotFound:
 		return http.StatusNotFound

@@ -10,12 +10,14 @@ import (
 )
 
 // Gate device registry routes: how an MDM (or an admin) tells the gate what
-// it knows about ActiveSync devices. They use the tenant's bearer token.
+// it knows about ActiveSync devices. They need an admin token: the app token
+// ships inside every app, and whoever holds it must not turn a blocked device
+// compliant or block anyone else's.
 func (s *Server) gateRoutes(mux *http.ServeMux) {
-	mux.Handle("PUT /api/v1/gate/devices/{deviceId}", s.tenantOnly(s.putGateDevice))
-	mux.Handle("GET /api/v1/gate/devices/{deviceId}", s.tenantOnly(s.getGateDevice))
-	mux.Handle("DELETE /api/v1/gate/devices/{deviceId}", s.tenantOnly(s.deleteGateDevice))
-	mux.Handle("POST /api/v1/gate/import", s.tenantOnly(s.importGateDevices))
+	mux.Handle("PUT /api/v1/gate/devices/{deviceId}", s.scoped(s.putGateDevice, mailpush.ScopeAdmin))
+	mux.Handle("GET /api/v1/gate/devices/{deviceId}", s.scoped(s.getGateDevice, mailpush.ScopeAdmin))
+	mux.Handle("DELETE /api/v1/gate/devices/{deviceId}", s.scoped(s.deleteGateDevice, mailpush.ScopeAdmin))
+	mux.Handle("POST /api/v1/gate/import", s.scoped(s.importGateDevices, mailpush.ScopeAdmin))
 }
 
 type gateDeviceRequest struct {

@@ -136,7 +136,7 @@ func (s *Server) createRegistration(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s.Logger.Info("registration created", "tenant", t.Name, "registration", reg.ID, "mailbox", stored.ID, "mode", mb.Mode, "platform", dev.Platform)
+	s.Logger.Info("registration created", "tenant", t.Name, "registration", reg.ID, "mailbox", stored.ID, "mode", mb.Mode, "platform", dev.Platform, "scope", scopeFrom(ctx))
 	writeJSON(w, http.StatusCreated, s.response(reg, chosen(mb.Mode, res), res))
 }
 

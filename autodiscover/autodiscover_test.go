@@ -26,11 +26,8 @@ import (
 
 	"github.com/mailpush/mailpush"
 	"github.com/mailpush/mailpush/autodiscover"
+	"github.com/mailpush/mailpush/clocktest"
 )
-
-type clock struct{ t time.Time }
-
-func (c *clock) Now() time.Time { return c.t }
 
 // env is a small internet on loopback: one HTTPS server and one HTTP server
 // answering for every host name by the Host header, a DNS server for SRV,
@@ -42,11 +39,11 @@ type env struct {
 	mu          sync.Mutex
 	dialed      []string
 	client      *autodiscover.Client
-	clock       *clock
+	clock       *clocktest.Clock
 }
 
 func newEnv(t *testing.T) *env {
-	e := &env{handlers: map[string]http.HandlerFunc{}, srv: map[string]*net.SRV{}, clock: &clock{t: time.Now()}}
+	e := &env{handlers: map[string]http.HandlerFunc{}, srv: map[string]*net.SRV{}, clock: clocktest.New(time.Now())}
 	route := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host, _, _ := net.SplitHostPort(r.Host)
 		e.mu.Lock()
@@ -328,7 +325,7 @@ func TestLocateEWSCache(t *testing.T) {
 	if requests.Load() != 1 {
 		t.Errorf("%d POX requests for 3 lookups, want 1 (cached)", requests.Load())
 	}
-	e.clock.t = e.clock.t.Add(2 * time.Hour)
+	e.clock.Advance(2 * time.Hour)
 	e.client.LocateEWS(context.Background(), tn, "alice@example.com", mailpush.Credentials{})
 	if requests.Load() != 2 {
 		t.Errorf("%d POX requests after the TTL, want 2", requests.Load())

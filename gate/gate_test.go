@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/mailpush/mailpush"
+	"github.com/mailpush/mailpush/clocktest"
 )
 
 // memStore is the part of mailpush.Store the gate uses, in memory; the real
@@ -90,22 +91,18 @@ func (hasher) HashAddress(tenantID, a string) []byte {
 	return m.Sum(nil)[:16]
 }
 
-type clock struct{ t time.Time }
-
-func (c *clock) Now() time.Time { return c.t }
-
 type fixture struct {
 	store *memStore
 	reg   *Registry
 	gate  *Gate
-	clock *clock
+	clock *clocktest.Clock
 	log   *bytes.Buffer
 	srv   *httptest.Server
 }
 
 func newFixture(t *testing.T, cfg Config) *fixture {
 	t.Helper()
-	f := &fixture{store: newMemStore(), clock: &clock{t: time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)}, log: &bytes.Buffer{}}
+	f := &fixture{store: newMemStore(), clock: clocktest.New(time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)), log: &bytes.Buffer{}}
 	logger := slog.New(slog.NewTextHandler(&lockedWriter{w: f.log}, nil))
 	g, err := New(cfg, Deps{Store: f.store, Hasher: hasher{}, TenantID: "t1", Logger: logger, Clock: f.clock})
 	if err != nil {
@@ -198,7 +195,7 @@ func TestForwardAuthStateChangesTakeEffectAtOnce(t *testing.T) {
 	f.store.devices["t1/DEV2"] = mailpush.GateDevice{TenantID: "t1", DeviceID: "DEV2", State: mailpush.DeviceCompliant}
 	f.auth(t, uri("dev2"))
 	f.store.devices["t1/DEV2"] = mailpush.GateDevice{TenantID: "t1", DeviceID: "DEV2", State: mailpush.DeviceWiped}
-	f.clock.t = f.clock.t.Add(DefaultCacheTTL + time.Second)
+	f.clock.Advance(DefaultCacheTTL + time.Second)
 	if code, reason := f.auth(t, uri("dev2")); code != 403 || reason != "device is wiped" {
 		t.Errorf("after the TTL: %d %q", code, reason)
 	}
@@ -344,8 +341,8 @@ func TestLastSeenIsWrittenInBatches(t *testing.T) {
 	f.auth(t, uri("dev1"))
 	f.gate.Close()
 	f.gate.Close() // twice is fine
-	if got := f.store.seen["DEV1"]; !got.Equal(f.clock.t) {
-		t.Errorf("last seen = %v, want %v", got, f.clock.t)
+	if got := f.store.seen["DEV1"]; !got.Equal(f.clock.Now()) {
+		t.Errorf("last seen = %v, want %v", got, f.clock.Now())
 	}
 	if _, ok := f.store.seen["UNKNOWN"]; ok {
 		t.Error("an unregistered device was touched")

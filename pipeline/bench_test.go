@@ -100,7 +100,7 @@ func openTenantStore(tb testing.TB) (*sqlite.Store, *seal.Keyring, *mailpush.Ten
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { store.Close() })
-	tn := &mailpush.Tenant{Name: "acme", TokenHash: []byte("h"), MaxContent: mailpush.ContentSubjectSender}
+	tn := &mailpush.Tenant{Name: "acme", MaxContent: mailpush.ContentSubjectSender}
 	if err := store.CreateTenant(context.Background(), tn); err != nil {
 		tb.Fatal(err)
 	}

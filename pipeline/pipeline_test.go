@@ -71,7 +71,7 @@ func newFixture(t *testing.T, cfg pipeline.Config) *fixture {
 	}
 	t.Cleanup(func() { s.Close() })
 	f.store = s
-	f.tenant = &mailpush.Tenant{Name: "acme", TokenHash: []byte("h"), MaxContent: mailpush.ContentSubjectSender}
+	f.tenant = &mailpush.Tenant{Name: "acme", MaxContent: mailpush.ContentSubjectSender}
 	if err := s.CreateTenant(context.Background(), f.tenant); err != nil {
 		t.Fatal(err)
 	}

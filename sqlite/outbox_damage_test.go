@@ -26,7 +26,7 @@ func TestDamagedOutboxRowIsBuried(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	tn := &mailpush.Tenant{Name: "acme", TokenHash: []byte("h"), MaxContent: mailpush.ContentSubjectSender}
+	tn := &mailpush.Tenant{Name: "acme", MaxContent: mailpush.ContentSubjectSender}
 	if err := s.CreateTenant(ctx, tn); err != nil {
 		t.Fatal(err)
 	}

@@ -27,7 +27,7 @@ func BenchmarkRegistrationSize(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	tn := &mailpush.Tenant{Name: "acme", TokenHash: make([]byte, 32), MaxContent: mailpush.ContentSubjectSender}
+	tn := &mailpush.Tenant{Name: "acme", MaxContent: mailpush.ContentSubjectSender}
 	if err := s.CreateTenant(ctx, tn); err != nil {
 		b.Fatal(err)
 	}

@@ -30,7 +30,7 @@ func TestReopenKeepsDataAndMigratesOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tn := &mailpush.Tenant{Name: "acme", TokenHash: []byte("h"), MaxContent: mailpush.ContentBadge}
+	tn := &mailpush.Tenant{Name: "acme", MaxContent: mailpush.ContentBadge}
 	if err := s.CreateTenant(ctx, tn); err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func TestTokensAndAddressesNotInFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tn := &mailpush.Tenant{Name: "acme", TokenHash: []byte("h"), MaxContent: mailpush.ContentBadge}
+	tn := &mailpush.Tenant{Name: "acme", MaxContent: mailpush.ContentBadge}
 	s.CreateTenant(ctx, tn)
 	const token = "5f1c9a0e7d3b42a8e6c0f1d2b3a4958677a8b9c0d1e2f30415263748596a7b8c"
 	const addr = "carol.secret@example.com"

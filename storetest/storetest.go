@@ -13,23 +13,18 @@ import (
 	"time"
 
 	"github.com/mailpush/mailpush"
+	"github.com/mailpush/mailpush/clocktest"
 	"github.com/mailpush/mailpush/seal"
 )
 
-// Clock is a settable clock for stores under test.
-type Clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+// Clock is the manual clock of stores under test (clocktest.Clock).
+type Clock struct{ *clocktest.Clock }
 
 // NewClock returns a clock set to a fixed instant.
-func NewClock() *Clock { return &Clock{t: time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)} }
+func NewClock() *Clock { return &Clock{clocktest.New(time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC))} }
 
-// Now returns the clock's time.
-func (c *Clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-
-// Add moves the clock forward.
-func (c *Clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+// Add moves the clock forward (clocktest.Clock.Advance).
+func (c *Clock) Add(d time.Duration) { c.Advance(d) }
 
 // Keyring returns a fresh service keyring in a temporary directory, to serve
 // as the store's FieldCipher.
@@ -53,6 +48,7 @@ func Run(t *testing.T, open Factory) {
 		fn   func(t *testing.T, s mailpush.Store, env *env)
 	}{
 		{"Tenants", testTenants},
+		{"Tokens", testTokens},
 		{"RegisterSharesMailbox", testRegisterSharesMailbox},
 		{"RegisterSameTokenReplaces", testRegisterSameTokenReplaces},
 		{"TenantIsolation", testTenantIsolation},
@@ -99,7 +95,7 @@ func wantCode(t *testing.T, what string, err error, code string) {
 
 func mustTenant(t *testing.T, s mailpush.Store, name string) *mailpush.Tenant {
 	t.Helper()
-	tn := &mailpush.Tenant{Name: name, TokenHash: []byte("hash-" + name), AllowedHosts: []string{"mail.example.com", "*.corp.example"}, MaxContent: mailpush.ContentSubject}
+	tn := &mailpush.Tenant{Name: name, AllowedHosts: []string{"mail.example.com", "*.corp.example"}, MaxContent: mailpush.ContentSubject}
 	if err := s.CreateTenant(context.Background(), tn); err != nil {
 		t.Fatalf("CreateTenant(%s): %v", name, err)
 	}
@@ -128,24 +124,23 @@ func testTenants(t *testing.T, s mailpush.Store, e *env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Name != "acme" || string(got.TokenHash) != "hash-acme" || len(got.AllowedHosts) != 2 || got.AllowedHosts[1] != "*.corp.example" || got.MaxContent != mailpush.ContentSubject {
+	if got.Name != "acme" || len(got.AllowedHosts) != 2 || got.AllowedHosts[1] != "*.corp.example" || got.MaxContent != mailpush.ContentSubject {
 		t.Errorf("Tenant = %+v", got)
 	}
 	if got, err := s.TenantByName(ctx, "acme"); err != nil || got.ID != tn.ID {
 		t.Errorf("TenantByName = %v, %v", got, err)
 	}
-	wantCode(t, "duplicate name", s.CreateTenant(ctx, &mailpush.Tenant{Name: "acme", TokenHash: []byte("x"), MaxContent: mailpush.ContentBadge}), mailpush.EConflict)
+	wantCode(t, "duplicate name", s.CreateTenant(ctx, &mailpush.Tenant{Name: "acme", MaxContent: mailpush.ContentBadge}), mailpush.EConflict)
 	_, err = s.Tenant(ctx, "nope")
 	wantCode(t, "missing tenant", err, mailpush.ENotFound)
 	_, err = s.TenantByName(ctx, "nope")
 	wantCode(t, "missing tenant by name", err, mailpush.ENotFound)
 
 	got.AllowedHosts = nil
-	got.TokenHash = []byte("rotated")
 	if err := s.UpdateTenant(ctx, got); err != nil {
 		t.Fatal(err)
 	}
-	if again, _ := s.Tenant(ctx, tn.ID); len(again.AllowedHosts) != 0 || string(again.TokenHash) != "rotated" {
+	if again, _ := s.Tenant(ctx, tn.ID); len(again.AllowedHosts) != 0 {
 		t.Errorf("after UpdateTenant: %+v", again)
 	}
 	wantCode(t, "update missing tenant", s.UpdateTenant(ctx, &mailpush.Tenant{ID: "nope", Name: "x"}), mailpush.ENotFound)

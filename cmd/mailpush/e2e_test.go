@@ -223,6 +223,17 @@ func (w *world) addTenant(t testing.TB, name string) string {
 	return lines[len(lines)-1]
 }
 
+// addToken runs `mailpush token add` and returns the printed token.
+func (w *world) addToken(t testing.TB, tenant string, scope mailpush.Scope) string {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"token", "add", "--tenant", tenant, "--scope", string(scope), "--config", w.configPath}, &out, &errOut, nil); err != nil {
+		t.Fatalf("token add: %v (%s)", err, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	return lines[len(lines)-1]
+}
+
 func (w *world) call(t testing.TB, method, path, token string, body any) (int, map[string]any) {
 	t.Helper()
 	return apiCall(t, w.main.URL(), method, path, token, body)

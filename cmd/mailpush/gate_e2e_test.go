@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"github.com/mailpush/mailpush"
 	"github.com/mailpush/mailpush/fake/apnsfake"
 	"io"
 	"net"
@@ -179,8 +180,9 @@ func binaryQuery(cmd byte, deviceID []byte, deviceType, user string) string {
 }
 
 // newGateWorld runs mailpush with the gate on for tenant acme and returns it
-// with acme's token.
-func newGateWorld(t *testing.T) (*world, string) {
+// with acme's app token (the one inside the mail app) and an admin token
+// (the MDM's).
+func newGateWorld(t *testing.T) (w *world, app, admin string) {
 	dir := t.TempDir()
 	logs := &syncBuffer{}
 	cfgPath := filepath.Join(dir, "mailpush.yaml")
@@ -217,17 +219,18 @@ gate:
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	return &world{main: m, logs: logs, dir: dir, configPath: cfgPath}, token
+	w = &world{main: m, logs: logs, dir: dir, configPath: cfgPath}
+	return w, token, w.addToken(t, "acme", mailpush.ScopeAdmin)
 }
 
 func TestGateBehindRealProxies(t *testing.T) {
-	w, token := newGateWorld(t)
+	w, token, admin := newGateWorld(t)
 	m, logs := w.main, w.logs
 
 	// The MDM reports three devices; the binary one as Exchange shows it (hex).
 	binDev := []byte{0xf2, 0x4c, 0x11, 0x00, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89, 0x0a, 0xbc, 0xde, 0xf0}
 	for id, state := range map[string]string{"ApplGOOD001": "compliant", "ApplBAD0002": "blocked", "f24c1100abcdef01234567890abcdef0": "compliant"} {
-		if st, body := w.call(t, "PUT", "/api/v1/gate/devices/"+id, token, map[string]string{"user": "alice.wonder@example.com", "deviceType": "iPhone", "state": state}); st != 200 {
+		if st, body := w.call(t, "PUT", "/api/v1/gate/devices/"+id, admin, map[string]string{"user": "alice.wonder@example.com", "deviceType": "iPhone", "state": state}); st != 200 {
 			t.Fatalf("PUT device %s = %d %v", id, st, body)
 		}
 	}
@@ -275,13 +278,13 @@ func TestGateBehindRealProxies(t *testing.T) {
 				}
 			}
 			// A block takes effect on the very next request.
-			if st, _ := w.call(t, "PUT", "/api/v1/gate/devices/applgood001", token, map[string]string{"user": "alice.wonder@example.com", "state": "blocked"}); st != 200 {
+			if st, _ := w.call(t, "PUT", "/api/v1/gate/devices/applgood001", admin, map[string]string{"user": "alice.wonder@example.com", "state": "blocked"}); st != 200 {
 				t.Fatalf("block = %d", st)
 			}
 			if code, _ := post(good+"&after=block", "Apple-iPhone/1"); code != 403 {
 				t.Errorf("blocked device's next request: %d, want 403", code)
 			}
-			w.call(t, "PUT", "/api/v1/gate/devices/applgood001", token, map[string]string{"user": "alice.wonder@example.com", "state": "compliant"})
+			w.call(t, "PUT", "/api/v1/gate/devices/applgood001", admin, map[string]string{"user": "alice.wonder@example.com", "state": "compliant"})
 			if code, _ := post(good+"&after=unblock", "Apple-iPhone/1"); code != 200 {
 				t.Errorf("unblocked device's next request: %d, want 200", code)
 			}
@@ -295,7 +298,7 @@ func TestGateBehindRealProxies(t *testing.T) {
 	if st != 201 {
 		t.Fatalf("registration = %d %v", st, reg)
 	}
-	st, dev := w.call(t, "PUT", "/api/v1/gate/devices/ApplGOOD001", token, map[string]string{"state": "wiped"})
+	st, dev := w.call(t, "PUT", "/api/v1/gate/devices/ApplGOOD001", admin, map[string]string{"state": "wiped"})
 	if st != 200 || dev["removedRegistrations"] != float64(1) {
 		t.Errorf("wipe = %d %v, want 1 registration removed", st, dev)
 	}
@@ -356,7 +359,7 @@ func TestGateDocsShowTheTestedTemplates(t *testing.T) {
 }
 
 func TestGateAdminAPIRefusals(t *testing.T) {
-	w, token := newGateWorld(t)
+	w, app, token := newGateWorld(t)
 	put := map[string]string{"state": "compliant"}
 	for _, tc := range []struct {
 		name, method, path, token string
@@ -370,7 +373,7 @@ func TestGateAdminAPIRefusals(t *testing.T) {
 		{"bad DeviceId", "PUT", "/api/v1/gate/devices/a,b", token, put, 400, "invalid_request"},
 		{"missing device", "GET", "/api/v1/gate/devices/nosuch", token, nil, 404, "not_found"},
 		{"delete missing", "DELETE", "/api/v1/gate/devices/nosuch", token, nil, 404, "not_found"},
-		{"bad activeSyncDeviceId", "POST", "/api/v1/registrations", token, map[string]any{
+		{"bad activeSyncDeviceId", "POST", "/api/v1/registrations", app, map[string]any{
 			"device":  map[string]string{"platform": "ios", "token": deviceToken(1), "activeSyncDeviceId": "has space"},
 			"mailbox": map[string]string{"address": "a@example.com", "source": "ews", "ewsUrl": "https://mail.example.com/EWS/Exchange.asmx"}}, 400, "invalid_request"},
 	} {

@@ -9,35 +9,20 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/mailpush/mailpush"
+	"github.com/mailpush/mailpush/clocktest"
 	"github.com/mailpush/mailpush/ews"
 	"github.com/mailpush/mailpush/fake/apnsfake"
 	"github.com/mailpush/mailpush/fake/ewsfake"
 )
 
-// fakeClock is a settable clock that starts at the real time (APNs tokens
-// and sealed values keep real timestamps).
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) Add(d time.Duration) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-	return c.t
-}
-
 // healWorld is a world with a fake clock and a few sealed-mode users.
 type healWorld struct {
 	*world
-	clock  *fakeClock
+	clock  *clocktest.Clock
 	token  string
 	tenant string
 	users  []*healUser
@@ -61,7 +46,7 @@ func newHealWorldConfig(t *testing.T, users int, extraConfig string) *healWorld 
 // newHealWorldOptions is newHealWorld with world options (its clock is set).
 func newHealWorldOptions(t *testing.T, users int, o worldOptions) *healWorld {
 	t.Helper()
-	clock := &fakeClock{t: time.Now()}
+	clock := clocktest.New(time.Now()) // APNs tokens and sealed values keep real timestamps
 	o.clock = clock
 	hw := &healWorld{world: newWorldWith(t, "debug", o), clock: clock}
 	t.Cleanup(func() {
@@ -70,7 +55,11 @@ func newHealWorldOptions(t *testing.T, users int, o worldOptions) *healWorld {
 		}
 	})
 	hw.token = hw.addTenant(t, "acme")
-	hw.tenant, _, _ = strings.Cut(hw.token, ".")
+	tn, err := hw.main.Store.TenantByName(context.Background(), "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hw.tenant = tn.ID
 	for i := range users {
 		u := &healUser{address: fmt.Sprintf("user%d@example.com", i), username: fmt.Sprintf("EXAMPLE\\user%d", i),
 			password: fmt.Sprintf("secret password %d", i), device: deviceToken(100 + i)}
@@ -148,7 +137,7 @@ func (hw *healWorld) waitHeard(t *testing.T, users ...*healUser) {
 }
 
 // silence moves the clock past 2×StatusFrequency (1 minute in these tests).
-func (hw *healWorld) silence() { hw.clock.Add(2*time.Minute + time.Second) }
+func (hw *healWorld) silence() { hw.clock.Advance(2*time.Minute + time.Second) }
 
 // healed reports whether every user's mailbox is bound to an active
 // subscription on Exchange.

@@ -40,7 +40,7 @@ func TestHostRuleResubscribesASilentHostAtOnce(t *testing.T) {
 	hw := newHostRuleWorld(t, 6)
 	hw.waitHeard(t, hw.users...)
 	hw.exchange.Restart()
-	hw.clock.Add(lateBy)
+	hw.clock.Advance(lateBy)
 	if res := hw.check(t); res.Stale != 0 {
 		t.Fatalf("Check = %+v: the per-subscription rule must not fire before 2×StatusFrequency", res)
 	}
@@ -54,7 +54,7 @@ func TestHostRuleResubscribesASilentHostAtOnce(t *testing.T) {
 		if hw.healed(t) {
 			break
 		}
-		hw.clock.Add(lateBy)
+		hw.clock.Advance(lateBy)
 	}
 	if sum.Stale != 6 || sum.Resubscribed != 6 || !hw.healed(t) {
 		t.Fatalf("CheckHosts = %+v, healed %v; want all 6 resubscribed", sum, hw.healed(t))
@@ -73,14 +73,14 @@ func TestHostRuleLeavesSmallHostsToThePerSubscriptionRule(t *testing.T) {
 	hw := newHostRuleWorld(t, 3) // fewer than hostMinSubscriptions (5)
 	hw.waitHeard(t, hw.users...)
 	hw.exchange.Restart()
-	hw.clock.Add(lateBy)
+	hw.clock.Advance(lateBy)
 	if res := hw.checkHosts(t); res.Stale != 0 {
 		t.Fatalf("CheckHosts = %+v on a host with 3 subscriptions, want nothing", res)
 	}
 	if hw.healed(t) {
 		t.Fatal("healed before any rule fired")
 	}
-	hw.clock.Add(10*time.Minute - lateBy + time.Second) // past 2×StatusFrequency
+	hw.clock.Advance(10*time.Minute - lateBy + time.Second) // past 2×StatusFrequency
 	if res := hw.check(t); res.Stale != 3 || res.Resubscribed != 3 {
 		t.Fatalf("Check = %+v, want 3 resubscribed by the per-subscription rule", res)
 	}
@@ -96,12 +96,12 @@ func TestHostRuleLeavesALiveHostsSilentMailboxToItsOwnRule(t *testing.T) {
 	if err := hw.exchange.DropSubscription(dead.ID); err != nil {
 		t.Fatal(err)
 	}
-	hw.clock.Add(lateBy)
+	hw.clock.Advance(lateBy)
 	hw.waitHeard(t, hw.users[1:]...) // the host lives: the others' status events
 	if res := hw.checkHosts(t); res.Stale != 0 {
 		t.Fatalf("CheckHosts = %+v on a live host, want nothing", res)
 	}
-	hw.clock.Add(10*time.Minute - lateBy + time.Second)
+	hw.clock.Advance(10*time.Minute - lateBy + time.Second)
 	hw.waitHeard(t, hw.users[1:]...)
 	if res := hw.checkHosts(t); res.Stale != 0 {
 		t.Fatalf("CheckHosts = %+v on a live host, want nothing", res)

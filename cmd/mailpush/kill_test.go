@@ -131,8 +131,11 @@ func TestKill9LosesNoPush(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tenantID, _, _ := strings.Cut(token, ".")
-	first, err := store.Registration(context.Background(), tenantID, reg["id"].(string))
+	tn, err := store.TenantByName(context.Background(), "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := store.Registration(context.Background(), tn.ID, reg["id"].(string))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,9 @@
 //	mailpush serve  [--config FILE]   run every configured service
 //	mailpush tenant add NAME [--allow-host HOST]... [--max-content MODE]
 //	mailpush tenant set NAME [--allow-host HOST]... [--max-content MODE]
+//	mailpush token add --tenant NAME --scope app|backend|admin
+//	mailpush token list --tenant NAME
+//	mailpush token revoke ID --tenant NAME
 //	mailpush keys rotate [--config FILE]
 //	mailpush gate import FILE --tenant NAME
 //	mailpush version
@@ -20,6 +23,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/mailpush/mailpush"
@@ -45,6 +49,9 @@ const usage = `usage:
   mailpush serve [--config FILE]
   mailpush tenant add NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]
   mailpush tenant set NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]
+  mailpush token add --tenant NAME --scope app|backend|admin [--config FILE]
+  mailpush token list --tenant NAME [--config FILE]
+  mailpush token revoke ID --tenant NAME [--config FILE]
   mailpush keys rotate [--config FILE]
   mailpush gate import FILE --tenant NAME [--config FILE]   (CSV: deviceId,user,deviceType,state)
   mailpush version`
@@ -61,6 +68,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 			return usageError{usage}
 		}
 		return runTenant(ctx, args[1], args[2:], stdout, stderr, environ)
+	case "token":
+		if len(args) < 2 {
+			return usageError{usage}
+		}
+		return runToken(ctx, args[1], args[2:], stdout, stderr, environ)
 	case "keys":
 		if len(args) < 2 || args[1] != "rotate" {
 			return usageError{usage}
@@ -144,6 +156,71 @@ func runTenant(ctx context.Context, verb string, args []string, stdout, stderr i
 		return nil
 	}
 	return m.SetTenant(ctx, name, hosts, mailpush.ContentMode(*maxContent))
+}
+
+// runToken adds, lists or revokes a tenant's API tokens. A token's secret is
+// printed once by add and never again: only its hash is stored.
+func runToken(ctx context.Context, verb string, args []string, stdout, stderr io.Writer, environ []string) error {
+	fs := flag.NewFlagSet("token "+verb, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := configFlag(fs, environ)
+	tenant := fs.String("tenant", "", "the tenant's name (required)")
+	scope := fs.String("scope", "", "add: app (inside the mail app), backend (the tenant's own server) or admin (MDM and operators)")
+	var id string
+	var err error
+	switch verb {
+	case "add", "list":
+		err = fs.Parse(args)
+		if err == nil && fs.NArg() > 0 {
+			err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		}
+	case "revoke":
+		id, err = parseWithArg(fs, args)
+	default:
+		return usageError{fmt.Sprintf("unknown token command %q\n%s", verb, usage)}
+	}
+	if err != nil {
+		return usageError{err.Error() + "\n" + usage}
+	}
+	if *tenant == "" {
+		return usageError{"--tenant NAME is required"}
+	}
+	if verb == "add" && !mailpush.Scope(*scope).Valid() {
+		return usageError{fmt.Sprintf("--scope must be app, backend or admin, not %q", *scope)}
+	}
+	if verb != "add" && *scope != "" {
+		return usageError{"--scope is only for token add"}
+	}
+	m, err := openAdmin(ctx, *path, environ, stderr)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	switch verb {
+	case "add":
+		bearer, err := m.AddToken(ctx, *tenant, mailpush.Scope(*scope))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s token for tenant %s, shown only this once:\n%s\n", *scope, *tenant, bearer)
+	case "list":
+		toks, err := m.Tokens(ctx, *tenant)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tSCOPE\tCREATED")
+		for _, t := range toks {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", t.ID, t.Scope, t.CreatedAt.UTC().Format(time.RFC3339))
+		}
+		return tw.Flush()
+	case "revoke":
+		if err := m.RevokeToken(ctx, *tenant, id); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "token %s of tenant %s revoked\n", id, *tenant)
+	}
+	return nil
 }
 
 // runKeysRotate makes new current sealing and callback keys. Old keys stay in

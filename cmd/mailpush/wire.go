@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -293,7 +291,8 @@ func (m *Main) outboundClient() (*http.Transport, error) {
 	return t, nil
 }
 
-// AddTenant creates a tenant and returns its API token, "<id>.<secret>".
+// AddTenant creates a tenant and returns its first API token, of scope
+// app: the one to build into the mail app.
 func (m *Main) AddTenant(ctx context.Context, name string, hosts []string, maxContent mailpush.ContentMode) (string, error) {
 	if name == "" || len(name) > 64 || strings.ContainsAny(name, " \t\r\n") {
 		return "", fmt.Errorf("tenant name must be 1 to 64 characters without spaces")
@@ -301,14 +300,52 @@ func (m *Main) AddTenant(ctx context.Context, name string, hosts []string, maxCo
 	if maxContent == "" {
 		maxContent = mailpush.ContentSubjectSender
 	}
-	secret := make([]byte, 32)
-	rand.Read(secret)
-	s := base64.RawURLEncoding.EncodeToString(secret)
-	t := &mailpush.Tenant{Name: name, TokenHash: api.HashTokenSecret(s), AllowedHosts: hosts, MaxContent: maxContent}
+	t := &mailpush.Tenant{Name: name, AllowedHosts: hosts, MaxContent: maxContent}
 	if err := m.Store.CreateTenant(ctx, t); err != nil {
 		return "", err
 	}
-	return t.ID + "." + s, nil
+	tok, bearer := mailpush.NewToken(t.ID, mailpush.ScopeApp)
+	if err := m.Store.CreateToken(ctx, tok); err != nil {
+		return "", fmt.Errorf("tenant %s was created but its token was not (run mailpush token add --tenant %s --scope app): %w", name, name, err)
+	}
+	return bearer, nil
+}
+
+// AddToken makes a new token of the given scope for the named tenant and
+// returns its bearer value, which is shown only this once.
+func (m *Main) AddToken(ctx context.Context, tenant string, scope mailpush.Scope) (string, error) {
+	if !scope.Valid() {
+		return "", fmt.Errorf("scope must be app, backend or admin, not %q", scope)
+	}
+	t, err := m.Store.TenantByName(ctx, tenant)
+	if err != nil {
+		return "", err
+	}
+	tok, bearer := mailpush.NewToken(t.ID, scope)
+	if err := m.Store.CreateToken(ctx, tok); err != nil {
+		return "", err
+	}
+	return bearer, nil
+}
+
+// Tokens lists the named tenant's tokens (without secrets: only their
+// hashes are stored).
+func (m *Main) Tokens(ctx context.Context, tenant string) ([]*mailpush.Token, error) {
+	t, err := m.Store.TenantByName(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	return m.Store.Tokens(ctx, t.ID)
+}
+
+// RevokeToken deletes one of the named tenant's tokens; requests carrying
+// it are refused from then on, on every server sharing the store.
+func (m *Main) RevokeToken(ctx context.Context, tenant, id string) error {
+	t, err := m.Store.TenantByName(ctx, tenant)
+	if err != nil {
+		return err
+	}
+	return m.Store.DeleteToken(ctx, t.ID, id)
 }
 
 // SetTenant changes a tenant's allowed hosts (when hosts is not empty) and

@@ -17,6 +17,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v4"
 
+	"github.com/mailpush/mailpush/clocktest"
 	"github.com/mailpush/mailpush/fake/apnsfake"
 )
 
@@ -390,7 +391,7 @@ func TestTokensSeenAndConnections(t *testing.T) {
 }
 
 func TestExpiredByClock(t *testing.T) {
-	clock := &fakeClock{now: time.Now()}
+	clock := clocktest.New(time.Now())
 	f := newFixture(t, apnsfake.Options{Clock: clock})
 	auth := "bearer " + sign(t, f.key, kid, team, clock.Now())
 	if a := f.do(t, request{auth: auth}); a.status != 200 {
@@ -446,23 +447,6 @@ func TestLatencyHonoursClientCancel(t *testing.T) {
 		t.Errorf("slow answer: err = %v, want DeadlineExceeded", err)
 	}
 	// Close (in Cleanup) must not wait an hour for the handler.
-}
-
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
 }
 
 func TestMaxRecorded(t *testing.T) {

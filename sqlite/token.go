@@ -1,0 +1,87 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+
+	"github.com/mailpush/mailpush"
+)
+
+// CreateToken stores a tenant's API token.
+func (s *Store) CreateToken(ctx context.Context, tok *mailpush.Token) error {
+	if tok.CreatedAt.IsZero() {
+		tok.CreatedAt = s.clock.Now().UTC()
+	}
+	_, err := s.w.ExecContext(ctx, `INSERT INTO tokens (id, tenant_id, scope, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)`,
+		tok.ID, tok.TenantID, string(tok.Scope), tok.SecretHash, ms(tok.CreatedAt))
+	if err != nil {
+		if isUnique(err) {
+			return mailpush.Errorf(mailpush.EConflict, "a token with this ID already exists")
+		}
+		if isForeignKey(err) {
+			return notFound("tenant")
+		}
+		return dbError("create token", err)
+	}
+	return nil
+}
+
+// Token returns the token with the given ID. It reads the database every
+// time: a revoked token must stop working at once, on every node.
+func (s *Store) Token(ctx context.Context, id string) (*mailpush.Token, error) {
+	tok, err := scanToken(s.r.QueryRowContext(ctx, `SELECT `+tokenCols+` FROM tokens WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, notFound("token")
+	}
+	if err != nil {
+		return nil, dbError("get token", err)
+	}
+	return tok, nil
+}
+
+const tokenCols = `id, tenant_id, scope, secret_hash, created_at`
+
+func scanToken(row interface{ Scan(...any) error }) (*mailpush.Token, error) {
+	var tok mailpush.Token
+	var scope string
+	var created int64
+	if err := row.Scan(&tok.ID, &tok.TenantID, &scope, &tok.SecretHash, &created); err != nil {
+		return nil, err
+	}
+	tok.Scope, tok.CreatedAt = mailpush.Scope(scope), fromMS(created)
+	return &tok, nil
+}
+
+// Tokens lists a tenant's tokens, oldest first.
+func (s *Store) Tokens(ctx context.Context, tenantID string) ([]*mailpush.Token, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+tokenCols+` FROM tokens WHERE tenant_id = ? ORDER BY created_at, id`, tenantID)
+	if err != nil {
+		return nil, dbError("list tokens", err)
+	}
+	defer rows.Close()
+	var out []*mailpush.Token
+	for rows.Next() {
+		tok, err := scanToken(rows)
+		if err != nil {
+			return nil, dbError("list tokens", err)
+		}
+		out = append(out, tok)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, dbError("list tokens", err)
+	}
+	return out, nil
+}
+
+// DeleteToken revokes a tenant's token.
+func (s *Store) DeleteToken(ctx context.Context, tenantID, id string) error {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM tokens WHERE tenant_id = ? AND id = ?`, tenantID, id)
+	if err != nil {
+		return dbError("delete token", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return notFound("token")
+	}
+	return nil
+}
