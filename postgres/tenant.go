@@ -18,8 +18,8 @@ func (s *Store) CreateTenant(ctx context.Context, t *mailpush.Tenant) error {
 	if t.CreatedAt.IsZero() {
 		t.CreatedAt = s.clock.Now().UTC()
 	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO tenants (id, name, token_hash, allowed_hosts, max_content, created_at) VALUES ($1, $2, $3, $4, $5, $6)`,
-		t.ID, t.Name, t.TokenHash, strings.Join(t.AllowedHosts, "\n"), string(t.MaxContent), ms(t.CreatedAt))
+	_, err := s.pool.Exec(ctx, `INSERT INTO tenants (id, name, allowed_hosts, max_content, created_at) VALUES ($1, $2, $3, $4, $5)`,
+		t.ID, t.Name, strings.Join(t.AllowedHosts, "\n"), string(t.MaxContent), ms(t.CreatedAt))
 	if err != nil {
 		if isUnique(err) {
 			return mailpush.Errorf(mailpush.EConflict, "a tenant named %q already exists", t.Name)
@@ -29,7 +29,7 @@ func (s *Store) CreateTenant(ctx context.Context, t *mailpush.Tenant) error {
 	return nil
 }
 
-const tenantCols = `id, name, token_hash, allowed_hosts, max_content, created_at`
+const tenantCols = `id, name, allowed_hosts, max_content, created_at`
 
 // Tenant returns the tenant with the given ID.
 func (s *Store) Tenant(ctx context.Context, id string) (*mailpush.Tenant, error) {
@@ -46,7 +46,7 @@ func (s *Store) tenantWhere(ctx context.Context, where string, arg any) (*mailpu
 	var hosts, content string
 	var created int64
 	err := s.pool.QueryRow(ctx, `SELECT `+tenantCols+` FROM tenants WHERE `+where, arg).
-		Scan(&t.ID, &t.Name, &t.TokenHash, &hosts, &content, &created)
+		Scan(&t.ID, &t.Name, &hosts, &content, &created)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound("tenant")
 	}
@@ -61,10 +61,10 @@ func (s *Store) tenantWhere(ctx context.Context, where string, arg any) (*mailpu
 	return &t, nil
 }
 
-// UpdateTenant stores a tenant's name, token hash and policy.
+// UpdateTenant stores a tenant's name and policy.
 func (s *Store) UpdateTenant(ctx context.Context, t *mailpush.Tenant) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE tenants SET name = $1, token_hash = $2, allowed_hosts = $3, max_content = $4 WHERE id = $5`,
-		t.Name, t.TokenHash, strings.Join(t.AllowedHosts, "\n"), string(t.MaxContent), t.ID)
+	tag, err := s.pool.Exec(ctx, `UPDATE tenants SET name = $1, allowed_hosts = $2, max_content = $3 WHERE id = $4`,
+		t.Name, strings.Join(t.AllowedHosts, "\n"), string(t.MaxContent), t.ID)
 	if err != nil {
 		if isUnique(err) {
 			return mailpush.Errorf(mailpush.EConflict, "a tenant named %q already exists", t.Name)
@@ -73,6 +73,75 @@ func (s *Store) UpdateTenant(ctx context.Context, t *mailpush.Tenant) error {
 	}
 	if tag.RowsAffected() == 0 {
 		return notFound("tenant")
+	}
+	return nil
+}
+
+// CreateToken stores a tenant's API token.
+func (s *Store) CreateToken(ctx context.Context, tok *mailpush.Token) error {
+	if tok.CreatedAt.IsZero() {
+		tok.CreatedAt = s.clock.Now().UTC()
+	}
+	_, err := s.pool.Exec(ctx, `INSERT INTO tokens (`+tokenCols+`) VALUES ($1, $2, $3, $4, $5)`,
+		tok.ID, tok.TenantID, string(tok.Scope), tok.SecretHash, ms(tok.CreatedAt))
+	switch {
+	case isUnique(err):
+		return mailpush.Errorf(mailpush.EConflict, "a token with this ID already exists")
+	case isForeignKey(err):
+		return notFound("tenant")
+	case err != nil:
+		return dbError("create token", err)
+	}
+	return nil
+}
+
+const tokenCols = `id, tenant_id, scope, secret_hash, created_at`
+
+func scanToken(row pgx.Row) (*mailpush.Token, error) {
+	var tok mailpush.Token
+	var scope string
+	var created int64
+	if err := row.Scan(&tok.ID, &tok.TenantID, &scope, &tok.SecretHash, &created); err != nil {
+		return nil, err
+	}
+	tok.Scope, tok.CreatedAt = mailpush.Scope(scope), fromMS(created)
+	return &tok, nil
+}
+
+// Token returns the token with the given ID. It reads the database every
+// time: a revoked token must stop working at once, on every node.
+func (s *Store) Token(ctx context.Context, id string) (*mailpush.Token, error) {
+	tok, err := scanToken(s.pool.QueryRow(ctx, `SELECT `+tokenCols+` FROM tokens WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, notFound("token")
+	}
+	if err != nil {
+		return nil, dbError("get token", err)
+	}
+	return tok, nil
+}
+
+// Tokens lists a tenant's tokens, oldest first.
+func (s *Store) Tokens(ctx context.Context, tenantID string) ([]*mailpush.Token, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+tokenCols+` FROM tokens WHERE tenant_id = $1 ORDER BY created_at, id`, tenantID)
+	if err != nil {
+		return nil, dbError("list tokens", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*mailpush.Token, error) { return scanToken(r) })
+	if err != nil {
+		return nil, dbError("list tokens", err)
+	}
+	return out, nil
+}
+
+// DeleteToken revokes a tenant's token.
+func (s *Store) DeleteToken(ctx context.Context, tenantID, id string) error {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM tokens WHERE tenant_id = $1 AND id = $2`, tenantID, id)
+	if err != nil {
+		return dbError("revoke token", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return notFound("token")
 	}
 	return nil
 }

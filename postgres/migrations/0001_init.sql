@@ -5,11 +5,21 @@
 CREATE TABLE tenants (
 	id            text PRIMARY KEY,
 	name          text NOT NULL UNIQUE,
-	token_hash    bytea NOT NULL,
 	allowed_hosts text NOT NULL DEFAULT '',
 	max_content   text NOT NULL,
 	created_at    bigint NOT NULL
 );
+
+-- A tenant's API tokens, one scope each; only the SHA-256 of the 256-bit
+-- secret is kept.
+CREATE TABLE tokens (
+	id          text PRIMARY KEY,
+	tenant_id   text NOT NULL REFERENCES tenants(id),
+	scope       text NOT NULL,
+	secret_hash bytea NOT NULL,
+	created_at  bigint NOT NULL
+);
+CREATE INDEX tokens_tenant ON tokens (tenant_id, created_at);
 
 CREATE TABLE mailboxes (
 	id              text PRIMARY KEY,
