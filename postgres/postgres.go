@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"sort"
 	"strings"
 	"time"
@@ -51,6 +52,9 @@ type Config struct {
 	Schema string
 	// MaxConns bounds the pool; 0 means pgx's default (4 or the number of CPUs).
 	MaxConns int32
+	// Logger receives the store's operator-worthy events (lost broadcast
+	// connection, leadership); nil discards them.
+	Logger *slog.Logger
 }
 
 // Store is the PostgreSQL implementation of mailpush.Store.
@@ -58,6 +62,8 @@ type Store struct {
 	pool   *pgxpool.Pool
 	cipher mailpush.FieldCipher
 	clock  mailpush.Clock
+	schema string
+	logger *slog.Logger
 }
 
 // Open connects to the database and migrates it.
@@ -79,7 +85,11 @@ func Open(ctx context.Context, cfg Config, cipher mailpush.FieldCipher, clock ma
 	if err != nil {
 		return nil, fmt.Errorf("postgres: connect: %w", err)
 	}
-	s := &Store{pool: pool, cipher: cipher, clock: clock}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{pool: pool, cipher: cipher, clock: clock, schema: cfg.Schema, logger: logger}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err
