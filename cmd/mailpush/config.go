@@ -247,6 +247,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateTenants(bad)
+	c.validateDirectories(bad)
 	if c.EWS.MaxPerAccount > 27 {
 		bad("ews.maxPerAccount", "%d is over Exchange's 27 concurrent requests per account", c.EWS.MaxPerAccount)
 	}

@@ -54,6 +54,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"log level", "log:\n  level: loud\n", nil, "config key log.level"},
 		{"dovecot no secret", "tenants:\n  acme:\n    dovecot:\n      username: d\n", nil, "config key tenants.acme.dovecot.password"},
 		{"dovecot two secrets", "tenants:\n  acme:\n    dovecot:\n      username: d\n      password: p\n      passwordFile: f\n", nil, "config key tenants.acme.dovecot.password"},
+		{"directory no base", "tenants:\n  acme:\n    directory: {url: ldap://dc.example.com, attributes: [mail]}\n", nil, "config key tenants.acme.directory.baseDn"},
+		{"directory filter", "tenants:\n  acme:\n    directory: {url: ldap://dc, baseDn: dc=x, attributes: [mail], filter: (mail=x)}\n", nil, "config key tenants.acme.directory.filter"},
 		{"dovecot no user", "tenants:\n  acme:\n    dovecot:\n      password: p\n", nil, "config key tenants.acme.dovecot.username"},
 		{"dovecot mapping", "tenants:\n  acme:\n    dovecot:\n      username: d\n      password: p\n      userMapping: uid\n", nil, "config key tenants.acme.dovecot.userMapping"},
 		{"dovecot login domain", "tenants:\n  acme:\n    dovecot:\n      username: d\n      password: p\n      userMapping: login\n", nil, "config key tenants.acme.dovecot.domain"},

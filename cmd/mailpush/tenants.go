@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+
+	"github.com/mailpush/mailpush/directory"
 )
 
 // APNsConfig holds APNs credentials and defaults: the top-level apns block,
@@ -45,6 +47,9 @@ type TenantConfig struct {
 	Dovecot *DovecotConfig `yaml:"dovecot"`
 	// EWS holds the tenant's Exchange settings (config_ews.go).
 	EWS TenantEWSConfig `yaml:"ews"`
+	// Directory is the tenant's LDAP / Active Directory, read by the
+	// S/MIME lookup and managed app configuration (config_directory.go).
+	Directory *directory.Config `yaml:"directory"`
 }
 
 func (a APNsConfig) enabled() bool { return a.KeyFile != "" || a.CertFile != "" }

@@ -1,0 +1,26 @@
+package directory
+
+import (
+	"testing"
+
+	"github.com/go-ldap/ldap/v3"
+)
+
+// TestFillEscapes: whatever the value, the filled filter parses to the
+// template's shape with the value as the exact assertion value.
+func TestFillEscapes(t *testing.T) {
+	for _, v := range []string{"alice@example.com", "*", "*)(uid=*", `a\b`, "\x00", "(", ")", "a*b(c)d\\e\x00f", "Ålice"} {
+		f, err := ldap.CompileFilter(fill("(mail={value})", v))
+		if err != nil {
+			t.Errorf("fill(%q) does not parse: %v", v, err)
+			continue
+		}
+		if f.Tag != ldap.FilterEqualityMatch || len(f.Children) != 2 {
+			t.Errorf("fill(%q) changed the filter's shape: tag %d", v, f.Tag)
+			continue
+		}
+		if got := string(f.Children[1].Data.Bytes()); got != v {
+			t.Errorf("fill(%q) asserts %q", v, got)
+		}
+	}
+}
