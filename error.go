@@ -15,10 +15,12 @@ const (
 	EScope        = "insufficient_scope"     // the token's scope does not cover the request
 	ENotFound     = "not_found"              // no such object (or not the caller's)
 	EConflict     = "conflict"               // state does not allow the change
+	EMethod       = "method_not_allowed"     // the path exists, not with this method
 	EUnsupported  = "unsupported"            // valid but not offered by this server or tenant
 	EMediaType    = "unsupported_media_type" // body is not JSON
 	EBadSealed    = "invalid_sealed_value"   // sealed credentials cannot be opened
 	EUpstream     = "upstream_error"         // the mail server refused or failed
+	ERedirect     = "upstream_redirect"      // the mail server redirected; credentials never follow a redirect
 	ECredentials  = "credentials_refused"    // the mail server refused the user's credentials
 	EUnavailable  = "unavailable"            // a dependency is down; retry later
 	EInternal     = "internal"               // a bug or an unexpected failure

@@ -15,6 +15,11 @@ type Store interface {
 	Tenant(ctx context.Context, id string) (*Tenant, error)
 	TenantByName(ctx context.Context, name string) (*Tenant, error)
 	UpdateTenant(ctx context.Context, t *Tenant) error
+	// Tenants lists every tenant by name.
+	Tenants(ctx context.Context) ([]*Tenant, error)
+	// DeleteTenant removes a tenant with everything that is its own:
+	// registrations, mailboxes, gate devices, queued pushes and dead letters.
+	DeleteTenant(ctx context.Context, id string) error
 
 	// CreateToken stores a tenant's API token (its ID and secret hash are
 	// set; CreatedAt is set when zero).

@@ -23,6 +23,8 @@ func statusOf(code string) int {
 		return http.StatusForbidden
 	case mailpush.ENotFound:
 		return http.StatusNotFound
+	case mailpush.EMethod:
+		return http.StatusMethodNotAllowed
 	case mailpush.EConflict:
 		return http.StatusConflict
 	case mailpush.ETooLarge:
@@ -31,7 +33,7 @@ func statusOf(code string) int {
 		return http.StatusUnsupportedMediaType
 	case mailpush.EUnsupported, mailpush.ECredentials:
 		return http.StatusUnprocessableEntity
-	case mailpush.EUpstream:
+	case mailpush.EUpstream, mailpush.ERedirect:
 		return http.StatusBadGateway
 	case mailpush.EUnavailable:
 		return http.StatusServiceUnavailable
@@ -128,3 +130,37 @@ func jsonKind(goKind string) string {
 	}
 	return "number"
 }
+
+// JSONErrors wraps the service's mux so that a request under /api/ that no
+// route takes gets the API's JSON error body (404 not_found, or 405
+// method_not_allowed with its Allow header) instead of ServeMux's plain
+// text, which clients of a JSON API cannot parse.
+func JSONErrors(mux *http.ServeMux, log *slog.Logger) http.Handler {
+	s := &Server{Logger: log}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, pattern := mux.Handler(r)
+		if pattern != "" || !strings.HasPrefix(r.URL.Path, "/api/") {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		// ServeMux's own answer tells 404 from 405 and fills Allow.
+		probe := &statusProbe{header: http.Header{}}
+		h.ServeHTTP(probe, r)
+		if probe.status == http.StatusMethodNotAllowed {
+			w.Header().Set("Allow", probe.header.Get("Allow"))
+			s.writeError(w, r, mailpush.Errorf(mailpush.EMethod, "%s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, probe.header.Get("Allow")))
+			return
+		}
+		s.writeError(w, r, mailpush.Errorf(mailpush.ENotFound, "no API endpoint %s %s (see docs/openapi.yaml)", r.Method, r.URL.Path))
+	})
+}
+
+// statusProbe records the status and headers a handler would send.
+type statusProbe struct {
+	header http.Header
+	status int
+}
+
+func (p *statusProbe) Header() http.Header         { return p.header }
+func (p *statusProbe) Write(b []byte) (int, error) { return len(b), nil }
+func (p *statusProbe) WriteHeader(code int)        { p.status = code }

@@ -18,7 +18,9 @@
 // Config.BaseDN and returns the one matching entry with the configured
 // attributes, values kept as raw bytes (certificates are binary).
 //
-// Outcomes are stable conditions that callers test with errors.Is:
+// Outcomes are stable conditions that callers test with errors.Is, or,
+// outside this package (adapters do not import each other), by their
+// mailpush error code, as mailpush.Directory documents:
 //
 //   - ErrNotFound: no entry matches (a mailpush.Error with code not_found);
 //   - ErrInvalid: the value holds NUL, is not UTF-8 or is longer than
@@ -214,34 +216,12 @@ func unavailable(cause error) error {
 	return mailpush.WrapError(mailpush.EUnavailable, "directory unavailable", fmt.Errorf("%w: %w", ErrUnavailable, cause))
 }
 
-// Entry is one directory entry: its DN and the attributes read, each a
-// list of raw values (binary-safe: certificates come as DER).
-type Entry struct {
-	DN         string
-	Attributes map[string][][]byte // by the attribute name as the server returned it
-}
+// Entry is the domain's directory entry (mailpush.DirectoryEntry): the
+// DN and the attributes read, values as raw bytes.
+type Entry = mailpush.DirectoryEntry
 
-// Values returns the values of attribute name, compared case-insensitively
-// and with or without a ";binary" option: Values("userCertificate") finds
-// "userCertificate;binary" too.
-func (e Entry) Values(name string) [][]byte {
-	base := strings.TrimSuffix(strings.ToLower(name), ";binary")
-	for k, v := range e.Attributes {
-		if strings.TrimSuffix(strings.ToLower(k), ";binary") == base {
-			return v
-		}
-	}
-	return nil
-}
-
-// Value returns the first value of attribute name as a string, "" when the
-// entry has none.
-func (e Entry) Value(name string) string {
-	if v := e.Values(name); len(v) > 0 {
-		return string(v[0])
-	}
-	return ""
-}
+// Directory implements mailpush.Directory.
+var _ mailpush.Directory = (*Directory)(nil)
 
 // Directory looks entries up in one tenant's directory. It is safe for
 // concurrent use; Close releases its connections.

@@ -72,3 +72,64 @@ func (s *Store) UpdateTenant(ctx context.Context, t *mailpush.Tenant) error {
 	}
 	return nil
 }
+
+// Tenants lists every tenant by name.
+func (s *Store) Tenants(ctx context.Context) ([]*mailpush.Tenant, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT id FROM tenants ORDER BY name`)
+	if err != nil {
+		return nil, dbError("list tenants", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, dbError("list tenants", err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, dbError("list tenants", err)
+	}
+	// One scan function for every tenant read (tenantWhere); tenants are few.
+	out := make([]*mailpush.Tenant, 0, len(ids))
+	for _, id := range ids {
+		t, err := s.Tenant(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// tenantOwned lists the tables whose rows belong to a tenant, children
+// before parents, for DeleteTenant.
+var tenantOwned = []string{"outbox", "outbox_dead", "gate_devices", "registrations", "mailboxes", "tokens"}
+
+// DeleteTenant removes a tenant and every row that is its own, in one
+// transaction.
+func (s *Store) DeleteTenant(ctx context.Context, id string) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return dbError("delete tenant", err)
+	}
+	defer tx.Rollback()
+	for _, table := range tenantOwned {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE tenant_id = ?`, id); err != nil {
+			return dbError("delete tenant: "+table, err)
+		}
+	}
+	res, err := tx.ExecContext(ctx, `DELETE FROM tenants WHERE id = ?`, id)
+	if err != nil {
+		return dbError("delete tenant", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return notFound("tenant")
+	}
+	if err := tx.Commit(); err != nil {
+		return dbError("delete tenant", err)
+	}
+	return nil
+}

@@ -48,6 +48,7 @@ func Run(t *testing.T, open Factory) {
 		fn   func(t *testing.T, s mailpush.Store, env *env)
 	}{
 		{"Tenants", testTenants},
+		{"ListAndDeleteTenants", testListAndDeleteTenants},
 		{"Tokens", testTokens},
 		{"RegisterSharesMailbox", testRegisterSharesMailbox},
 		{"RegisterSameTokenReplaces", testRegisterSameTokenReplaces},
@@ -144,6 +145,59 @@ func testTenants(t *testing.T, s mailpush.Store, e *env) {
 		t.Errorf("after UpdateTenant: %+v", again)
 	}
 	wantCode(t, "update missing tenant", s.UpdateTenant(ctx, &mailpush.Tenant{ID: "nope", Name: "x"}), mailpush.ENotFound)
+}
+
+// testListAndDeleteTenants: deleting a tenant removes what is its own and
+// nothing of another tenant's.
+func testListAndDeleteTenants(t *testing.T, s mailpush.Store, e *env) {
+	ctx := context.Background()
+	globex, acme := mustTenant(t, s, "globex"), mustTenant(t, s, "acme")
+	ts, err := s.Tenants(ctx)
+	if err != nil || len(ts) != 2 || ts[0].Name != "acme" || ts[1].Name != "globex" || ts[0].MaxContent != mailpush.ContentSubject {
+		t.Fatalf("Tenants = %v, %v: want acme, globex by name", ts, err)
+	}
+	var regs []*mailpush.Registration
+	for _, tn := range []*mailpush.Tenant{acme, globex} {
+		reg, mb := newReg(e, tn.ID, "alice@example.com", "aa01")
+		if _, err := s.Register(ctx, reg, mb); err != nil {
+			t.Fatal(err)
+		}
+		regs = append(regs, reg)
+		if err := s.PutGateDevice(ctx, &mailpush.GateDevice{TenantID: tn.ID, DeviceID: "DEV1", State: mailpush.DeviceCompliant}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.EnqueuePushes(ctx, []*mailpush.Push{pushFor(reg, mailpush.PushBadge, 1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tok, _ := mailpush.NewToken(acme.ID, mailpush.ScopeAdmin)
+	if err := s.CreateToken(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteTenant(ctx, acme.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Token(ctx, tok.ID)
+	wantCode(t, "deleted tenant's token", err, mailpush.ENotFound)
+	_, err = s.Tenant(ctx, acme.ID)
+	wantCode(t, "deleted tenant", err, mailpush.ENotFound)
+	_, err = s.Registration(ctx, acme.ID, regs[0].ID)
+	wantCode(t, "deleted tenant's registration", err, mailpush.ENotFound)
+	_, err = s.GateDevice(ctx, acme.ID, "DEV1")
+	wantCode(t, "deleted tenant's gate device", err, mailpush.ENotFound)
+	if _, err := s.Registration(ctx, globex.ID, regs[1].ID); err != nil {
+		t.Errorf("the other tenant's registration: %v", err)
+	}
+	if _, err := s.GateDevice(ctx, globex.ID, "DEV1"); err != nil {
+		t.Errorf("the other tenant's gate device: %v", err)
+	}
+	if n, err := s.OutboxDepth(ctx); err != nil || n != 1 {
+		t.Errorf("outbox depth after deleting acme = %d, %v; want globex's 1 push", n, err)
+	}
+	wantCode(t, "delete missing tenant", s.DeleteTenant(ctx, acme.ID), mailpush.ENotFound)
+	if ts, _ := s.Tenants(ctx); len(ts) != 1 || ts[0].Name != "globex" {
+		t.Errorf("Tenants after delete = %v", ts)
+	}
 }
 
 func testRegisterSharesMailbox(t *testing.T, s mailpush.Store, e *env) {

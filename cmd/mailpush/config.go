@@ -145,16 +145,39 @@ func LoadConfig(path string, environ []string) (Config, error) {
 		if err != nil {
 			return c, fmt.Errorf("config: %w", err)
 		}
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true)
-		if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-			return c, fmt.Errorf("config %s: %w", path, err)
+		if err := decodeConfig(path, data, &c); err != nil {
+			return c, err
 		}
 	}
 	if err := applyEnv(&c, environ); err != nil {
 		return c, err
 	}
 	return c, c.Validate()
+}
+
+// decodeConfig checks the YAML document against Config (checkYAML: every
+// mistake named by line and key path) and only then decodes it over c.
+func decodeConfig(path string, data []byte, c *Config) error {
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil // an empty file: the defaults
+		}
+		return fmt.Errorf("config %s: not valid YAML: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	var more yaml.Node
+	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config %s line %d: a second YAML document: the configuration is one document", path, more.Line)
+	}
+	if errs := checkYAML(path, &doc, reflect.TypeFor[Config]()); len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	if err := doc.Decode(c); err != nil {
+		// checkYAML accepts only what decodes; this is a safety net.
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
 }
 
 // APNsEnabled reports whether APNs credentials are configured.
@@ -247,6 +270,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateTenants(bad)
+	c.validateAutodiscover(bad)
 	c.validateDirectories(bad)
 	if c.EWS.MaxPerAccount > 27 {
 		bad("ews.maxPerAccount", "%d is over Exchange's 27 concurrent requests per account", c.EWS.MaxPerAccount)

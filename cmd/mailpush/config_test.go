@@ -42,7 +42,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		env        []string
 		want       string
 	}{
-		{"unknown key", "lisen: x\n", nil, "field lisen not found"},
+		{"unknown key", "lisen: x\n", nil, "line 1: lisen: unknown key; did you mean `listen`?"},
 		{"bad listen", "listen: nowhere\n", nil, "config key listen"},
 		{"status frequency", "ews:\n  statusFrequency: 2000\n", nil, "config key ews.statusFrequency"},
 		{"apns incomplete", "apns:\n  keyFile: k.p8\n", nil, "config key apns.teamId"},
@@ -86,6 +86,17 @@ func TestSnake(t *testing.T) {
 // TestREADMEConfigLoads keeps the README's configuration block honest: it
 // must load and validate as it stands.
 func TestREADMEConfigLoads(t *testing.T) {
+	block := readmeConfigBlock(t)
+	path := filepath.Join(t.TempDir(), "readme.yaml")
+	os.WriteFile(path, []byte(block), 0o600)
+	if _, err := LoadConfig(path, nil); err != nil {
+		t.Errorf("the README's configuration does not load: %v", err)
+	}
+}
+
+// readmeConfigBlock is the README's configuration block.
+func readmeConfigBlock(t *testing.T) string {
+	t.Helper()
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
@@ -95,9 +106,5 @@ func TestREADMEConfigLoads(t *testing.T) {
 	if !ok || !ok2 {
 		t.Fatal("README has no configuration block")
 	}
-	path := filepath.Join(t.TempDir(), "readme.yaml")
-	os.WriteFile(path, []byte(block), 0o600)
-	if _, err := LoadConfig(path, nil); err != nil {
-		t.Errorf("the README's configuration does not load: %v", err)
-	}
+	return block
 }

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,6 +60,9 @@ type world struct {
 	main       *Main
 	exchange   *ewsfake.Server
 	apple      *apnsfake.Server
+	// tokens holds the tokens of the tenants created before the server
+	// started (those the configuration names: serve refuses unknown ones).
+	tokens map[string]string
 }
 
 // newWorld starts the world; extraYAML is appended to the configuration.
@@ -69,9 +73,9 @@ func newWorld(t testing.TB, logLevel string, extraYAML ...string) *world {
 
 // worldOptions change newWorld's defaults.
 type worldOptions struct {
-	clock       mailpush.Clock // nil means the system clock
+	clock       mailpush.Clock // mailpush's and the fake Exchange's; nil means the system clock
 	extraConfig string         // YAML appended to the config file
-	timeScale   float64        // the fake Exchange's; 0 means 0.001
+	timeScale   float64        // the fake Exchange's; 0 means 0.001 (1 with a clock)
 	configure   func(*Config)  // changes the loaded configuration
 	// extra returns more YAML and CAs to trust, given the world's
 	// directory and fakes (for tenants with credentials of their own).
@@ -83,6 +87,9 @@ func newWorldWith(t testing.TB, logLevel string, o worldOptions) *world {
 	t.Helper()
 	if o.timeScale == 0 {
 		o.timeScale = 0.001
+		if o.clock != nil {
+			o.timeScale = 1 // the test moves the clock: Exchange's minutes are minutes
+		}
 	}
 	w := &world{dir: t.TempDir(), logs: &syncBuffer{}}
 	t.Cleanup(func() {
@@ -90,7 +97,7 @@ func newWorldWith(t testing.TB, logLevel string, o worldOptions) *world {
 			t.Logf("server logs:\n%s", w.logs.String())
 		}
 	})
-	w.exchange, w.apple = newFakesScaled(t, o.timeScale)
+	w.exchange, w.apple = newFakesOptions(t, ewsfake.Options{TimeScale: o.timeScale, Clock: o.clock})
 	yaml, cas := o.extraConfig, []*x509.Certificate(nil)
 	if o.extra != nil {
 		more, moreCAs := o.extra(w)
@@ -103,6 +110,10 @@ func newWorldWith(t testing.TB, logLevel string, o worldOptions) *world {
 	}
 	if o.configure != nil {
 		o.configure(&c)
+	}
+	w.tokens = map[string]string{}
+	for _, name := range c.tenantNames() {
+		w.tokens[name] = w.runTenantAdd(t, name)
 	}
 	w.main = NewMain(c, w.logs)
 	if o.clock != nil {
@@ -129,7 +140,13 @@ func newFakes(t testing.TB) (*ewsfake.Server, *apnsfake.Server) {
 // newFakesScaled is newFakes with the fake Exchange's TimeScale.
 func newFakesScaled(t testing.TB, timeScale float64) (*ewsfake.Server, *apnsfake.Server) {
 	t.Helper()
-	exchange := ewsfake.New(ewsfake.Options{TimeScale: timeScale})
+	return newFakesOptions(t, ewsfake.Options{TimeScale: timeScale})
+}
+
+// newFakesOptions is newFakes with the fake Exchange's options.
+func newFakesOptions(t testing.TB, opts ewsfake.Options) (*ewsfake.Server, *apnsfake.Server) {
+	t.Helper()
+	exchange := ewsfake.New(opts)
 	t.Cleanup(exchange.Close)
 	exchange.AddUser(address, username, password)
 	apple := apnsfake.New(apnsfake.Options{})
@@ -212,15 +229,34 @@ func (w *world) waitMetrics(t testing.TB, wants ...string) []byte {
 	}
 }
 
-// addTenant runs the real CLI command and returns the printed token.
+// addTenant runs the real CLI command and returns the printed token (or
+// the token of the tenant the configuration named, created before the
+// server started).
 func (w *world) addTenant(t testing.TB, name string) string {
 	t.Helper()
+	if tok, ok := w.tokens[name]; ok {
+		return tok
+	}
+	return w.runTenantAdd(t, name)
+}
+
+func (w *world) runTenantAdd(t testing.TB, name string) string {
+	t.Helper()
 	var out, errOut bytes.Buffer
-	if err := run(context.Background(), []string{"tenant", "add", name, "--config", w.configPath, "--allow-host", "127.0.0.1"}, &out, &errOut, nil); err != nil {
+	if err := run(context.Background(), []string{"tenant", "add", name, "--config", w.configPath, "--allow-host", hostOf(w.exchange.URL()), "--max-content", "subject_sender"}, &out, &errOut, nil); err != nil {
 		t.Fatalf("tenant add: %v (%s)", err, errOut.String())
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	return lines[len(lines)-1]
+}
+
+// hostOf is the host:port of a URL: what a tenant allows.
+func hostOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		panic(err)
+	}
+	return u.Host
 }
 
 // addToken runs `mailpush token add` and returns the printed token.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"github.com/prometheus/client_golang/prometheus"
 	"io"
@@ -36,23 +35,20 @@ func (m *Main) startGate(ctx context.Context) error {
 // running server sees the changes within gate.cacheTtl; for immediate effect
 // use POST /api/v1/gate/import.
 func runGate(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) error {
-	if len(args) < 1 || args[0] != "import" {
-		return usageError{usage}
-	}
-	fs := flag.NewFlagSet("gate import", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("gate import", "gate import FILE --tenant NAME [--config FILE]   (CSV: deviceId,user,deviceType,state)", stdout, stderr)
 	path := configFlag(fs, environ)
 	tenant := fs.String("tenant", "", "the tenant whose registry receives the devices")
-	file, err := parseWithArg(fs, args[1:])
+	pos, err := parseFlags(fs, args[1:], "FILE")
 	if err != nil {
 		return err
 	}
+	file := pos[0]
 	if *tenant == "" {
-		return usageError{"gate import needs --tenant NAME\n" + usage}
+		return usageError{"gate import: --tenant NAME is required (see mailpush gate import --help)"}
 	}
 	f, err := os.Open(file)
 	if err != nil {
-		return err
+		return fmt.Errorf("gate import: %w", err)
 	}
 	defer f.Close()
 	st, err := f.Stat()

@@ -1,11 +1,9 @@
 // Command mailpush is the mailpush server and its admin commands:
 //
 //	mailpush serve  [--config FILE]   run every configured service
-//	mailpush tenant add NAME [--allow-host HOST]... [--max-content MODE]
-//	mailpush tenant set NAME [--allow-host HOST]... [--max-content MODE]
-//	mailpush token add --tenant NAME --scope app|backend|admin
-//	mailpush token list --tenant NAME
-//	mailpush token revoke ID --tenant NAME
+//	mailpush config check FILE        validate a configuration without starting
+//	mailpush tenant add|set|list|delete …
+//	mailpush token add|list|revoke --tenant NAME …
 //	mailpush keys rotate [--config FILE]
 //	mailpush gate import FILE --tenant NAME
 //	mailpush version
@@ -21,6 +19,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -31,7 +30,7 @@ import (
 )
 
 func main() {
-	if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr, os.Environ()); err != nil {
+	if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr, os.Environ()); err != nil && !errors.Is(err, errHelpShown) {
 		fmt.Fprintln(os.Stderr, "mailpush:", err)
 		var u usageError
 		if errors.As(err, &u) {
@@ -47,14 +46,19 @@ func (e usageError) Error() string { return e.msg }
 
 const usage = `usage:
   mailpush serve [--config FILE]
-  mailpush tenant add NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]
-  mailpush tenant set NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]
+  mailpush config check FILE
+  mailpush tenant add NAME [--config FILE] [--allow-host HOST[:PORT]]... [--max-content badge|subject|subject_sender]
+  mailpush tenant set NAME [--config FILE] [--allow-host HOST[:PORT]]... [--max-content badge|subject|subject_sender]
+  mailpush tenant list [--config FILE]
+  mailpush tenant delete NAME --yes [--config FILE]
   mailpush token add --tenant NAME --scope app|backend|admin [--config FILE]
   mailpush token list --tenant NAME [--config FILE]
   mailpush token revoke ID --tenant NAME [--config FILE]
   mailpush keys rotate [--config FILE]
   mailpush gate import FILE --tenant NAME [--config FILE]   (CSV: deviceId,user,deviceType,state)
-  mailpush version`
+  mailpush version
+
+Every command takes --help.`
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) error {
 	if len(args) == 0 {
@@ -62,32 +66,112 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 	}
 	switch args[0] {
 	case "serve":
-		return runServe(ctx, args[1:], stderr, environ)
+		return runServe(ctx, args[1:], stdout, stderr, environ)
+	case "config":
+		if len(args) < 2 || args[1] != "check" {
+			return subcommandError(stdout, "config", args[1:], "check")
+		}
+		return runConfigCheck(ctx, args[2:], stdout, stderr, environ)
 	case "tenant":
-		if len(args) < 2 || (args[1] != "add" && args[1] != "set") {
-			return usageError{usage}
+		if len(args) < 2 || !slices.Contains([]string{"add", "set", "list", "delete"}, args[1]) {
+			return subcommandError(stdout, "tenant", args[1:], "add", "set", "list", "delete")
 		}
 		return runTenant(ctx, args[1], args[2:], stdout, stderr, environ)
 	case "token":
-		if len(args) < 2 {
-			return usageError{usage}
+		if len(args) < 2 || isHelp(args[1]) {
+			return subcommandError(stdout, "token", args[1:], "add", "list", "revoke")
 		}
 		return runToken(ctx, args[1], args[2:], stdout, stderr, environ)
 	case "keys":
 		if len(args) < 2 || args[1] != "rotate" {
-			return usageError{usage}
+			return subcommandError(stdout, "keys", args[1:], "rotate")
 		}
 		return runKeysRotate(args[2:], stdout, stderr, environ)
 	case "gate":
+		if len(args) < 2 || args[1] != "import" {
+			return subcommandError(stdout, "gate", args[1:], "import")
+		}
 		return runGate(ctx, args[1:], stdout, stderr, environ)
 	case "version", "--version", "-v":
+		if len(args) > 1 && !isHelp(args[1]) {
+			return usageError{fmt.Sprintf("version takes no arguments, got %q", args[1])}
+		}
 		fmt.Fprintln(stdout, "mailpush", mailpush.Version)
 		return nil
-	case "help", "--help", "-h":
+	case "help", "--help", "-h", "-help":
 		fmt.Fprintln(stdout, usage)
 		return nil
 	}
 	return usageError{fmt.Sprintf("unknown command %q\n%s", args[0], usage)}
+}
+
+func isHelp(arg string) bool {
+	return arg == "--help" || arg == "-h" || arg == "-help" || arg == "help"
+}
+
+// subcommandError answers "mailpush tenant" without a known verb: the help
+// (exit 0) when asked for, otherwise a usage error naming what was given.
+func subcommandError(stdout io.Writer, cmd string, rest []string, verbs ...string) error {
+	if len(rest) > 0 && isHelp(rest[0]) {
+		for line := range strings.SplitSeq(usage, "\n") {
+			if strings.HasPrefix(line, "  mailpush "+cmd+" ") {
+				fmt.Fprintln(stdout, "usage: "+strings.TrimSpace(line))
+			}
+		}
+		return errHelpShown
+	}
+	if len(rest) == 0 {
+		return usageError{fmt.Sprintf("%s needs a subcommand: %s\n%s", cmd, strings.Join(verbs, ", "), usage)}
+	}
+	return usageError{fmt.Sprintf("%s: unknown subcommand %q (want %s)\n%s", cmd, rest[0], strings.Join(verbs, ", "), usage)}
+}
+
+// errHelpShown is returned after --help printed a command's usage: the
+// command did what was asked, so the program exits 0.
+var errHelpShown = errors.New("help shown")
+
+// newFlags makes a command's flag set: --help prints the command's usage
+// line and its flags to stdout.
+func newFlags(name, synopsis string, stdout, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stdout, "usage: mailpush %s\n", synopsis)
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		fs.SetOutput(stderr)
+	}
+	return fs
+}
+
+// parseFlags parses args around exactly len(names) positional arguments
+// (which may come before, between or after the flags) and returns them.
+// Missing and stray arguments are usage errors that say which.
+func parseFlags(fs *flag.FlagSet, args []string, names ...string) ([]string, error) {
+	var pos []string
+	for {
+		// flag stops at the first non-flag: take it and parse the rest.
+		err := fs.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, errHelpShown
+		}
+		if err != nil {
+			return nil, usageError{fmt.Sprintf("%s: %v (see mailpush %s --help)", fs.Name(), err, fs.Name())}
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(pos) > len(names) {
+		extra := pos[len(names):]
+		return nil, usageError{fmt.Sprintf("%s: unexpected argument %q (see mailpush %s --help)", fs.Name(), extra[0], fs.Name())}
+	}
+	if len(pos) < len(names) {
+		return nil, usageError{fmt.Sprintf("%s: missing %s (see mailpush %s --help)", fs.Name(), names[len(pos)], fs.Name())}
+	}
+	return pos, nil
 }
 
 func configFlag(fs *flag.FlagSet, environ []string) *string {
@@ -100,12 +184,11 @@ func configFlag(fs *flag.FlagSet, environ []string) *string {
 	return fs.String("config", def, "YAML configuration file (default: none, or $MAILPUSH_CONFIG)")
 }
 
-func runServe(ctx context.Context, args []string, stderr io.Writer, environ []string) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) error {
+	fs := newFlags("serve", "serve [--config FILE]", stdout, stderr)
 	path := configFlag(fs, environ)
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	cfg, err := LoadConfig(*path, environ)
 	if err != nil {
@@ -123,73 +206,169 @@ func runServe(ctx context.Context, args []string, stderr io.Writer, environ []st
 	return m.Close()
 }
 
+// runConfigCheck validates a configuration file without starting anything.
+// When the file's database and key directory exist it also checks that every
+// tenants.<name> block names a tenant that exists.
+func runConfigCheck(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) error {
+	fs := newFlags("config check", "config check FILE", stdout, stderr)
+	pos, err := parseFlags(fs, args, "FILE")
+	if err != nil {
+		return err
+	}
+	cfg, err := LoadConfig(pos[0], environ)
+	if err != nil {
+		return err
+	}
+	_, dbErr := os.Stat(cfg.Database.Path)
+	_, keyErr := os.Stat(cfg.KeyDir)
+	if dbErr == nil && keyErr == nil {
+		m := NewMain(cfg, stderr)
+		defer m.Close()
+		if err := m.openStore(ctx); err != nil {
+			return err
+		}
+		if err := m.checkTenantNames(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s is valid; its tenants exist in %s\n", pos[0], cfg.Database.Path)
+		return nil
+	}
+	fmt.Fprintf(stdout, "%s is valid (tenant names not checked: no database at %s yet)\n", pos[0], cfg.Database.Path)
+	return nil
+}
+
 type stringList []string
 
 func (l *stringList) String() string     { return strings.Join(*l, ",") }
 func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 func runTenant(ctx context.Context, verb string, args []string, stdout, stderr io.Writer, environ []string) error {
-	fs := flag.NewFlagSet("tenant "+verb, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	synopsis := map[string]string{
+		"add":    "tenant add NAME [--config FILE] [--allow-host HOST[:PORT]]... [--max-content badge|subject|subject_sender]",
+		"set":    "tenant set NAME [--config FILE] [--allow-host HOST[:PORT]]... [--max-content badge|subject|subject_sender]",
+		"list":   "tenant list [--config FILE]",
+		"delete": "tenant delete NAME --yes [--config FILE]",
+	}[verb]
+	fs := newFlags("tenant "+verb, synopsis, stdout, stderr)
 	path := configFlag(fs, environ)
 	var hosts stringList
-	fs.Var(&hosts, "allow-host", "mail-server host the tenant may use (repeatable; *.example.com for a domain)")
-	maxContent := fs.String("max-content", "", "the most a push may carry: badge, subject or subject_sender")
-	name, err := parseWithArg(fs, args)
+	var maxContent *string
+	var confirmed *bool
+	names := []string{"NAME"}
+	switch verb {
+	case "add", "set":
+		fs.Var(&hosts, "allow-host", "mail-server host[:port] the tenant may use (repeatable; no port means 443; *.example.com for a domain)")
+		help := "the most a push may carry: badge, subject or subject_sender"
+		if verb == "add" {
+			help += " (default badge, the most private)"
+		}
+		maxContent = fs.String("max-content", "", help)
+	case "list":
+		names = nil
+	case "delete":
+		confirmed = fs.Bool("yes", false, "confirm: the tenant, its registrations, mailboxes, gate devices and queued pushes are deleted")
+	}
+	pos, err := parseFlags(fs, args, names...)
 	if err != nil {
 		return err
 	}
-	if *maxContent != "" && mailpush.ContentMode(*maxContent).Rank() < 0 {
-		return usageError{fmt.Sprintf("--max-content must be badge, subject or subject_sender, not %q", *maxContent)}
+	for _, h := range hosts {
+		if err := mailpush.ValidAllowedHost(h); err != nil {
+			return usageError{fmt.Sprintf("tenant %s: --allow-host: %s", verb, mailpush.ErrorMessage(err))}
+		}
+	}
+	if maxContent != nil && *maxContent != "" && mailpush.ContentMode(*maxContent).Rank() < 0 {
+		return usageError{fmt.Sprintf("tenant %s: --max-content must be badge, subject or subject_sender, not %q", verb, *maxContent)}
+	}
+	if confirmed != nil && !*confirmed {
+		return usageError{fmt.Sprintf("tenant delete %s: deleting a tenant removes its registrations, mailboxes, gate devices and queued pushes; add --yes to confirm", pos[0])}
 	}
 	m, err := openAdmin(ctx, *path, environ, stderr)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	if verb == "add" {
-		tok, err := m.AddTenant(ctx, name, hosts, mailpush.ContentMode(*maxContent))
+	switch verb {
+	case "add":
+		content := mailpush.ContentMode(*maxContent)
+		note := ""
+		if content == "" {
+			content = mailpush.ContentBadge
+			note = " (the default and most private: pass --max-content subject or subject_sender to show more)"
+		}
+		tok, err := m.AddTenant(ctx, pos[0], hosts, content)
+		if err != nil {
+			return fmt.Errorf("tenant %s: %w", pos[0], err)
+		}
+		fmt.Fprintf(stdout, "tenant %s created; its pushes carry at most: %s%s\n", pos[0], content, note)
+		if len(hosts) == 0 {
+			fmt.Fprintf(stdout, "it may use no mail-server host yet: add them with mailpush tenant set %s --allow-host HOST\n", pos[0])
+		}
+		fmt.Fprintf(stdout, "Its API token, shown only this once:\n%s\n", tok)
+		return nil
+	case "set":
+		if err := m.SetTenant(ctx, pos[0], hosts, mailpush.ContentMode(*maxContent)); err != nil {
+			return fmt.Errorf("tenant %s: %w", pos[0], err)
+		}
+		return nil
+	case "list":
+		ts, err := m.Store.Tenants(ctx)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "tenant %s created. Its API token, shown only this once:\n%s\n", name, tok)
-		return nil
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tID\tMAX CONTENT\tALLOWED HOSTS\tCREATED")
+		for _, t := range ts {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.Name, t.ID, t.MaxContent, strings.Join(t.AllowedHosts, ","), t.CreatedAt.UTC().Format(time.RFC3339))
+		}
+		return tw.Flush()
 	}
-	return m.SetTenant(ctx, name, hosts, mailpush.ContentMode(*maxContent))
+	t, err := m.Store.TenantByName(ctx, pos[0])
+	if err != nil {
+		return fmt.Errorf("tenant %s: %w", pos[0], err)
+	}
+	if err := m.Store.DeleteTenant(ctx, t.ID); err != nil {
+		return fmt.Errorf("tenant %s: %w", pos[0], err)
+	}
+	fmt.Fprintf(stdout, "tenant %s deleted\n", pos[0])
+	return nil
 }
 
 // runToken adds, lists or revokes a tenant's API tokens. A token's secret is
 // printed once by add and never again: only its hash is stored.
 func runToken(ctx context.Context, verb string, args []string, stdout, stderr io.Writer, environ []string) error {
-	fs := flag.NewFlagSet("token "+verb, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	synopsis, ok := map[string]string{
+		"add":    "token add --tenant NAME --scope app|backend|admin [--config FILE]",
+		"list":   "token list --tenant NAME [--config FILE]",
+		"revoke": "token revoke ID --tenant NAME [--config FILE]",
+	}[verb]
+	if !ok {
+		return subcommandError(stdout, "token", []string{verb}, "add", "list", "revoke")
+	}
+	fs := newFlags("token "+verb, synopsis, stdout, stderr)
 	path := configFlag(fs, environ)
 	tenant := fs.String("tenant", "", "the tenant's name (required)")
 	scope := fs.String("scope", "", "add: app (inside the mail app), backend (the tenant's own server) or admin (MDM and operators)")
-	var id string
-	var err error
-	switch verb {
-	case "add", "list":
-		err = fs.Parse(args)
-		if err == nil && fs.NArg() > 0 {
-			err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
-		}
-	case "revoke":
-		id, err = parseWithArg(fs, args)
-	default:
-		return usageError{fmt.Sprintf("unknown token command %q\n%s", verb, usage)}
+	var names []string
+	if verb == "revoke" {
+		names = []string{"ID"}
 	}
+	pos, err := parseFlags(fs, args, names...)
 	if err != nil {
-		return usageError{err.Error() + "\n" + usage}
+		return err
+	}
+	var id string
+	if verb == "revoke" {
+		id = pos[0]
 	}
 	if *tenant == "" {
-		return usageError{"--tenant NAME is required"}
+		return usageError{fmt.Sprintf("token %s: --tenant NAME is required (see mailpush token %s --help)", verb, verb)}
 	}
 	if verb == "add" && !mailpush.Scope(*scope).Valid() {
-		return usageError{fmt.Sprintf("--scope must be app, backend or admin, not %q", *scope)}
+		return usageError{fmt.Sprintf("token add: --scope must be app, backend or admin, not %q", *scope)}
 	}
 	if verb != "add" && *scope != "" {
-		return usageError{"--scope is only for token add"}
+		return usageError{fmt.Sprintf("token %s: --scope is only for token add", verb)}
 	}
 	m, err := openAdmin(ctx, *path, environ, stderr)
 	if err != nil {
@@ -200,13 +379,13 @@ func runToken(ctx context.Context, verb string, args []string, stdout, stderr io
 	case "add":
 		bearer, err := m.AddToken(ctx, *tenant, mailpush.Scope(*scope))
 		if err != nil {
-			return err
+			return fmt.Errorf("token add: tenant %s: %w", *tenant, err)
 		}
 		fmt.Fprintf(stdout, "%s token for tenant %s, shown only this once:\n%s\n", *scope, *tenant, bearer)
 	case "list":
 		toks, err := m.Tokens(ctx, *tenant)
 		if err != nil {
-			return err
+			return fmt.Errorf("token list: tenant %s: %w", *tenant, err)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tSCOPE\tCREATED")
@@ -216,7 +395,7 @@ func runToken(ctx context.Context, verb string, args []string, stdout, stderr io
 		return tw.Flush()
 	case "revoke":
 		if err := m.RevokeToken(ctx, *tenant, id); err != nil {
-			return err
+			return fmt.Errorf("token revoke %s: tenant %s: %w", id, *tenant, err)
 		}
 		fmt.Fprintf(stdout, "token %s of tenant %s revoked\n", id, *tenant)
 	}
@@ -227,11 +406,10 @@ func runToken(ctx context.Context, verb string, args []string, stdout, stderr io
 // the keyring, so credentials sealed and callback URLs issued before keep
 // working; servers pick the new keys up at their next start.
 func runKeysRotate(args []string, stdout, stderr io.Writer, environ []string) error {
-	fs := flag.NewFlagSet("keys rotate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("keys rotate", "keys rotate [--config FILE]", stdout, stderr)
 	path := configFlag(fs, environ)
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
-		return usageError{usage}
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	cfg, err := LoadConfig(*path, environ)
 	if err != nil {
@@ -248,24 +426,6 @@ func runKeysRotate(args []string, stdout, stderr io.Writer, environ []string) er
 	id, _ := keys.PublicKey()
 	fmt.Fprintf(stdout, "sealing key %s is now current (was %s); restart every server to use it\n", id, old)
 	return nil
-}
-
-// parseWithArg parses flags around the one positional argument (NAME or
-// FILE), which may come before or after them.
-func parseWithArg(fs *flag.FlagSet, args []string) (string, error) {
-	var arg string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		arg, args = args[0], args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
-		return "", usageError{err.Error()}
-	}
-	if arg == "" && fs.NArg() == 1 {
-		arg = fs.Arg(0)
-	} else if fs.NArg() > 0 || arg == "" {
-		return "", usageError{usage}
-	}
-	return arg, nil
 }
 
 // openAdmin loads the configuration and opens the keyring and the store for

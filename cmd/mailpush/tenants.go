@@ -47,6 +47,8 @@ type TenantConfig struct {
 	Dovecot *DovecotConfig `yaml:"dovecot"`
 	// EWS holds the tenant's Exchange settings (config_ews.go).
 	EWS TenantEWSConfig `yaml:"ews"`
+	// Autodiscover makes the responder answer for the tenant's mail domains.
+	Autodiscover *AutodiscoverConfig `yaml:"autodiscover"`
 	// Directory is the tenant's LDAP / Active Directory, read by the
 	// S/MIME lookup and managed app configuration (config_directory.go).
 	Directory *directory.Config `yaml:"directory"`

@@ -62,7 +62,7 @@ func TestTenantConfigErrorsNameTheKey(t *testing.T) {
 		{"two passwords", "tenants:\n  a:\n    apns:\n      certFile: c.p12\n      topic: t\n      certPassword: x\n      certPasswordFile: f\n", "config key tenants.a.apns.certPasswordFile"},
 		{"environment", "tenants:\n  a:\n    apns:\n      certFile: c.p12\n      topic: t\n      environment: staging\n", "config key tenants.a.apns.environment"},
 		{"fcm half", "tenants:\n  a:\n    fcm:\n      projectId: p\n", "config key tenants.a.fcm"},
-		{"unknown tenant key", "tenants:\n  a:\n    apnz: {}\n", "field apnz not found"},
+		{"unknown tenant key", "tenants:\n  a:\n    apnz: {}\n", "line 3: tenants.a.apnz: unknown key; did you mean `tenants.a.apns`?"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "c.yaml")

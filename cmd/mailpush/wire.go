@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,6 +28,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mailpush/mailpush/subscription"
 )
 
 // Main is the running program: configuration in, wired services out. The
@@ -41,6 +44,8 @@ type Main struct {
 	Keys     *seal.Keyring
 	Pipeline *pipeline.Pipeline
 	EWS      *ews.Source
+	// EWSEngine keeps the EWS subscriptions alive (Check, CheckHosts).
+	EWSEngine *subscription.Engine
 	// GateRegistry is the ActiveSync gate's device registry (always on);
 	// Gate decides for gate.tenant (nil when no tenant is configured).
 	GateRegistry *gate.Registry
@@ -83,6 +88,9 @@ func (m *Main) openStore(ctx context.Context) error {
 func (m *Main) Run(ctx context.Context) error {
 	cfg := m.Config
 	if err := m.openStore(ctx); err != nil {
+		return err
+	}
+	if err := m.checkTenantNames(ctx); err != nil {
 		return err
 	}
 	outbound, err := m.outboundClient()
@@ -134,12 +142,25 @@ func (m *Main) Run(ctx context.Context) error {
 		Client:          &ews.Client{HTTP: &http.Client{Transport: outbound, Timeout: 30 * time.Second}, UserAgent: "mailpush/" + mailpush.Version},
 		PublicURL:       strings.TrimSuffix(publicURL, "/"),
 		StatusFrequency: cfg.EWS.StatusFrequency,
-		HealthInterval:  cfg.EWS.HealthInterval, ResubscribeRate: float64(cfg.EWS.ResubscribeRate),
-		MaxPerHost: cfg.EWS.MaxPerHost, MaxPerAccount: cfg.EWS.MaxPerAccount,
-		HostMinSubscriptions: cfg.EWS.HostMinSubscriptions, HostSilence: cfg.EWS.HostSilence,
-		HostOverdue: cfg.EWS.HostOverdue, HostCheckInterval: cfg.EWS.HostCheckInterval,
-		Logger: m.Logger.With("source", "ews"), Clock: m.Clock,
+		Logger:          m.Logger.With("source", "ews"), Clock: m.Clock,
 	}
+	// The engine that keeps the EWS subscriptions alive: silent for
+	// 2×StatusFrequency means dead; so does a host whose status events are late.
+	m.EWSEngine = &subscription.Engine{
+		Store: m.Store, Source: mailpush.SourceEWS, Healer: m.EWS,
+		Logger: m.Logger.With("source", "ews", "component", "subscription"), Clock: m.Clock,
+		DueAfter: 2 * m.EWS.StatusFrequencyDuration(),
+		Interval: cfg.EWS.HealthInterval, Rate: float64(cfg.EWS.ResubscribeRate),
+		MaxPerHost: cfg.EWS.MaxPerHost, MaxPerAccount: cfg.EWS.MaxPerAccount,
+		HostRule: subscription.HostRule{
+			MinSubscriptions: orDefault(cfg.EWS.HostMinSubscriptions, subscription.DefaultHostMinSubscriptions),
+			Silence:          orDefault(cfg.EWS.HostSilence, subscription.DefaultHostSilence),
+			Overdue:          orDefault(cfg.EWS.HostOverdue, subscription.DefaultHostOverdue),
+			Frequency:        m.EWS.StatusFrequencyDuration(),
+		},
+		HostCheckInterval: cfg.EWS.HostCheckInterval,
+	}
+	m.EWS.Engine = m.EWSEngine
 
 	m.GateRegistry = &gate.Registry{Store: m.Store, Hasher: m.Keys, Logger: m.Logger.With("component", "gate")}
 	if cfg.Gate.Tenant != "" {
@@ -151,7 +172,7 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
-	m.EWS.Run(context.Background()) // stopped by Close
+	m.EWSEngine.Run(context.Background()) // stopped by Close
 
 	srv := &api.Server{
 		Store: m.Store, Keys: m.Keys, Logger: m.Logger.With("component", "api"), Clock: m.Clock,
@@ -168,6 +189,15 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	mux := http.NewServeMux()
 	srv.Routes(mux)
+	sites, err := cfg.autodiscoverSites(true)
+	if err != nil {
+		return err
+	}
+	responder, err := autodiscover.NewResponder(sites, m.Logger.With("component", "autodiscover"))
+	if err != nil {
+		return err
+	}
+	responder.Routes(mux)
 	mux.Handle("POST "+ews.CallbackPath+"{token}", m.EWS)
 	if m.Gate != nil {
 		m.Gate.Routes(mux)
@@ -178,7 +208,7 @@ func (m *Main) Run(ctx context.Context) error {
 	mux.Handle("PUT "+dovecot.NotifyPath, m.Dovecot)
 
 	m.server = &http.Server{
-		Handler:           logRequests(m.Logger, mux),
+		Handler:           logRequests(m.Logger, api.JSONErrors(mux, m.Logger.With("component", "api"))),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -253,8 +283,8 @@ func (m *Main) Close() error {
 	if m.server != nil {
 		errs = append(errs, m.server.Shutdown(ctx))
 	}
-	if m.EWS != nil {
-		m.EWS.Close()
+	if m.EWSEngine != nil {
+		m.EWSEngine.Close()
 	}
 	if m.Pipeline != nil {
 		errs = append(errs, m.Pipeline.Shutdown(ctx))
@@ -298,7 +328,7 @@ func (m *Main) AddTenant(ctx context.Context, name string, hosts []string, maxCo
 		return "", fmt.Errorf("tenant name must be 1 to 64 characters without spaces")
 	}
 	if maxContent == "" {
-		maxContent = mailpush.ContentSubjectSender
+		maxContent = mailpush.ContentBadge // the most private
 	}
 	t := &mailpush.Tenant{Name: name, AllowedHosts: hosts, MaxContent: maxContent}
 	if err := m.Store.CreateTenant(ctx, t); err != nil {
@@ -348,6 +378,37 @@ func (m *Main) RevokeToken(ctx context.Context, tenant, id string) error {
 	return m.Store.DeleteToken(ctx, t.ID, id)
 }
 
+// checkTenantNames refuses a configuration whose tenants.<name> blocks name
+// a tenant that does not exist: a misspelled block would otherwise be
+// silently ignored (and its tenant pushed with the defaults).
+func (m *Main) checkTenantNames(ctx context.Context) error {
+	if len(m.Config.Tenants) == 0 {
+		return nil
+	}
+	ts, err := m.Store.Tenants(ctx)
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, t := range ts {
+		names = append(names, t.Name)
+	}
+	var errs []error
+	for _, name := range m.Config.tenantNames() {
+		if slices.Contains(names, name) {
+			continue
+		}
+		hint := "create it with `mailpush tenant add " + name + "` (in the same working directory or with the same --config)"
+		if best := closest(name, names); best != "" {
+			hint = "did you mean `tenants." + best + "`?"
+		} else if len(names) > 0 {
+			hint += "; the tenants are " + strings.Join(names, ", ")
+		}
+		errs = append(errs, fmt.Errorf("config key tenants.%s: no tenant named %q in %s; %s", name, name, m.Config.Database.Path, hint))
+	}
+	return errors.Join(errs...)
+}
+
 // SetTenant changes a tenant's allowed hosts (when hosts is not empty) and
 // content cap (when maxContent is set).
 func (m *Main) SetTenant(ctx context.Context, name string, hosts []string, maxContent mailpush.ContentMode) error {
@@ -384,4 +445,11 @@ type statusWriter struct {
 func (w *statusWriter) WriteHeader(code int) {
 	w.status = code
 	w.ResponseWriter.WriteHeader(code)
+}
+
+func orDefault[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
