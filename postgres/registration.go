@@ -145,11 +145,19 @@ func (s *Store) UpdateRegistration(ctx context.Context, tenantID, id string, fn 
 		if r, err = s.registration(ctx, tx, tenantID, id, " FOR UPDATE"); err != nil {
 			return err
 		}
+		wasActive := r.Status == mailpush.StatusActive
 		if fnErr = fn(r); fnErr != nil {
 			return fnErr
 		}
 		r.ID, r.TenantID = id, tenantID // not changeable
 		r.UpdatedAt = s.clock.Now().UTC()
+		if wasActive && r.Status != mailpush.StatusActive {
+			// The pushes of events accepted until now were decided while it
+			// was active (see Recipients).
+			if _, err := tx.Exec(ctx, `UPDATE registrations SET left_active_at = $1 WHERE id = $2`, ms(r.UpdatedAt), id); err != nil {
+				return err
+			}
+		}
 		sealed, err := s.cipher.SealField([]byte(r.Device.Token))
 		if err != nil {
 			return err

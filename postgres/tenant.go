@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -144,4 +145,50 @@ func (s *Store) DeleteToken(ctx context.Context, tenantID, id string) error {
 		return notFound("token")
 	}
 	return nil
+}
+
+// Tenants lists every tenant by name.
+func (s *Store) Tenants(ctx context.Context) ([]*mailpush.Tenant, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id FROM tenants ORDER BY name`)
+	if err != nil {
+		return nil, dbError("list tenants", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, dbError("list tenants", err)
+	}
+	// One scan function for every tenant read (tenantWhere); tenants are few.
+	out := make([]*mailpush.Tenant, 0, len(ids))
+	for _, id := range ids {
+		t, err := s.Tenant(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// tenantOwned lists the tables whose rows belong to a tenant, children
+// before parents, for DeleteTenant.
+var tenantOwned = []string{"outbox_events", "outbox", "outbox_dead", "gate_devices", "registrations", "mailboxes", "tokens"}
+
+// DeleteTenant removes a tenant and every row that is its own, in one
+// transaction.
+func (s *Store) DeleteTenant(ctx context.Context, id string) error {
+	return s.inTx(ctx, "delete tenant", func(tx pgx.Tx) error {
+		for _, table := range tenantOwned {
+			if _, err := tx.Exec(ctx, `DELETE FROM `+table+` WHERE tenant_id = $1`, id); err != nil {
+				return fmt.Errorf("%s: %w", table, err)
+			}
+		}
+		tag, err := tx.Exec(ctx, `DELETE FROM tenants WHERE id = $1`, id)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return notFound("tenant")
+		}
+		return nil
+	})
 }
