@@ -82,7 +82,7 @@ func sendBatch(ctx context.Context, tx pgx.Tx, b *pgx.Batch) error {
 
 // qEnqueueEvent stores one event unless a newer event of its coalescing
 // class is queued, and deletes the older unclaimed ones of the class
-// ($5 = ” means the event does not coalesce).
+// (an empty $5 means the event does not coalesce).
 const qEnqueueEvent = `WITH newer AS (
 		SELECT 1 FROM outbox_events WHERE $5 <> '' AND mailbox_id = $3 AND class = $5 AND seq > $7 LIMIT 1),
 	del AS (
