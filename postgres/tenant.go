@@ -19,8 +19,8 @@ func (s *Store) CreateTenant(ctx context.Context, t *mailpush.Tenant) error {
 	if t.CreatedAt.IsZero() {
 		t.CreatedAt = s.clock.Now().UTC()
 	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO tenants (id, name, allowed_hosts, max_content, created_at) VALUES ($1, $2, $3, $4, $5)`,
-		t.ID, t.Name, strings.Join(t.AllowedHosts, "\n"), string(t.MaxContent), ms(t.CreatedAt))
+	_, err := s.pool.Exec(ctx, `INSERT INTO tenants (id, name, allowed_hosts, max_content, device_subscribed, created_at) VALUES ($1, $2, $3, $4, $5, $6)`,
+		t.ID, t.Name, strings.Join(t.AllowedHosts, "\n"), string(t.MaxContent), t.DeviceSubscribed, ms(t.CreatedAt))
 	if err != nil {
 		if isUnique(err) {
 			return mailpush.Errorf(mailpush.EConflict, "a tenant named %q already exists", t.Name)
@@ -30,7 +30,7 @@ func (s *Store) CreateTenant(ctx context.Context, t *mailpush.Tenant) error {
 	return nil
 }
 
-const tenantCols = `id, name, allowed_hosts, max_content, created_at`
+const tenantCols = `id, name, allowed_hosts, max_content, device_subscribed, created_at`
 
 // Tenant returns the tenant with the given ID.
 func (s *Store) Tenant(ctx context.Context, id string) (*mailpush.Tenant, error) {
@@ -47,7 +47,7 @@ func (s *Store) tenantWhere(ctx context.Context, where string, arg any) (*mailpu
 	var hosts, content string
 	var created int64
 	err := s.pool.QueryRow(ctx, `SELECT `+tenantCols+` FROM tenants WHERE `+where, arg).
-		Scan(&t.ID, &t.Name, &hosts, &content, &created)
+		Scan(&t.ID, &t.Name, &hosts, &content, &t.DeviceSubscribed, &created)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound("tenant")
 	}
@@ -64,8 +64,8 @@ func (s *Store) tenantWhere(ctx context.Context, where string, arg any) (*mailpu
 
 // UpdateTenant stores a tenant's name and policy.
 func (s *Store) UpdateTenant(ctx context.Context, t *mailpush.Tenant) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE tenants SET name = $1, allowed_hosts = $2, max_content = $3 WHERE id = $4`,
-		t.Name, strings.Join(t.AllowedHosts, "\n"), string(t.MaxContent), t.ID)
+	tag, err := s.pool.Exec(ctx, `UPDATE tenants SET name = $1, allowed_hosts = $2, max_content = $3, device_subscribed = $4 WHERE id = $5`,
+		t.Name, strings.Join(t.AllowedHosts, "\n"), string(t.MaxContent), t.DeviceSubscribed, t.ID)
 	if err != nil {
 		if isUnique(err) {
 			return mailpush.Errorf(mailpush.EConflict, "a tenant named %q already exists", t.Name)

@@ -32,7 +32,7 @@ type Config struct {
 	// built on it. Default: http://<listen>.
 	PublicURL string `yaml:"publicUrl"`
 	// TLS serves HTTPS when both files are set (config_tls.go).
-	TLS      TLSConfig `yaml:"tls"`
+	TLS TLSConfig `yaml:"tls"`
 	// Database is the store: the embedded SQLite file (default), or a
 	// PostgreSQL database that several nodes share (docs/cluster.md).
 	Database struct {
