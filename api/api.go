@@ -45,6 +45,9 @@ type Server struct {
 	// Gate is the ActiveSync gate's device registry; nil turns its routes
 	// into unsupported errors.
 	Gate mailpush.GateRegistry
+	// AppConfigs expands managed app configuration; nil turns its routes
+	// into unsupported errors.
+	AppConfigs mailpush.AppConfigs
 	// Platforms lists the push platforms a tenant has credentials for;
 	// registering a device of another platform is refused (422
 	// unsupported). nil accepts every platform.
@@ -67,6 +70,7 @@ func (s *Server) Routes(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	s.gateRoutes(mux)
+	s.appConfigRoutes(mux)
 }
 
 func (s *Server) alive(w http.ResponseWriter, r *http.Request) {

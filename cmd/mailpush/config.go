@@ -271,6 +271,7 @@ func (c *Config) Validate() error {
 	}
 	c.validateTenants(bad)
 	c.validateAutodiscover(bad)
+	c.validateAppConfigs(bad)
 	c.validateDirectories(bad)
 	if c.EWS.MaxPerAccount > 27 {
 		bad("ews.maxPerAccount", "%d is over Exchange's 27 concurrent requests per account", c.EWS.MaxPerAccount)

@@ -17,7 +17,9 @@ import (
 
 	"github.com/mailpush/mailpush"
 	"github.com/mailpush/mailpush/api"
+	"github.com/mailpush/mailpush/appconfig"
 	"github.com/mailpush/mailpush/autodiscover"
+	"github.com/mailpush/mailpush/directory"
 	"github.com/mailpush/mailpush/dovecot"
 	"github.com/mailpush/mailpush/ews"
 	"github.com/mailpush/mailpush/gate"
@@ -47,7 +49,11 @@ type Main struct {
 	GateRegistry *gate.Registry
 	Gate         *gate.Gate
 	Dovecot      *dovecot.Source
+	// AppConfigs expands managed app configuration from the tenants'
+	// directories (appDirs, closed by Close).
+	AppConfigs *appconfig.Service
 
+	appDirs   []*directory.Directory
 	providers *providers
 	listener  net.Listener
 	server    *http.Server
@@ -155,6 +161,10 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
+	if m.AppConfigs, m.appDirs, err = cfg.openAppConfigs(publicURL, m.Logger.With("component", "directory"), m.Clock); err != nil {
+		return err
+	}
+
 	m.EWS.Run(context.Background()) // stopped by Close
 
 	srv := &api.Server{
@@ -169,6 +179,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Platforms:        m.providers.platforms,
 		AllowInsecureEWS: cfg.EWS.AllowInsecureHTTP,
 		Gate:             m.GateRegistry,
+		AppConfigs:       m.AppConfigs,
 	}
 	mux := http.NewServeMux()
 	srv.Routes(mux)
@@ -277,6 +288,9 @@ func (m *Main) Close() error {
 	}
 	if m.providers != nil {
 		m.providers.close()
+	}
+	for _, d := range m.appDirs {
+		d.Close()
 	}
 	if m.Store != nil {
 		errs = append(errs, m.Store.Close())
