@@ -20,6 +20,7 @@ const (
 	EMediaType    = "unsupported_media_type" // body is not JSON
 	EBadSealed    = "invalid_sealed_value"   // sealed credentials cannot be opened
 	EUpstream     = "upstream_error"         // the mail server refused or failed
+	ERedirect     = "upstream_redirect"      // the mail server redirected; credentials never follow a redirect
 	ECredentials  = "credentials_refused"    // the mail server refused the user's credentials
 	EUnavailable  = "unavailable"            // a dependency is down; retry later
 	EInternal     = "internal"               // a bug or an unexpected failure

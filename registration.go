@@ -2,6 +2,8 @@ package mailpush
 
 import (
 	"net"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -75,34 +77,88 @@ const (
 type Tenant struct {
 	ID           string
 	Name         string
-	AllowedHosts []string    // mail-server hosts: exact names, or "*.example.com"
+	AllowedHosts []string    // mail-server hosts: "host[:port]" or "*.example.com[:port]"; no port means 443
 	MaxContent   ContentMode // the most a push of this tenant may carry
 	CreatedAt    time.Time
 }
 
-// HostAllowed reports whether host (a host name or host:port) is one of the
-// tenant's allowed mail-server hosts. Matching ignores case and the port.
-func (t *Tenant) HostAllowed(host string) bool {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.ToLower(host), ".")
-	if host == "" {
+// HostAllowed reports whether hostport (a host name or IP, optionally with
+// ":port"; no port means 443, https's) is one of the tenant's allowed
+// mail-server hosts. Entries are "host" (port 443 only), "host:port" (that
+// port only), "*.example.com" or "*.example.com:port" (any name under
+// example.com, not example.com itself). Matching ignores case and a trailing
+// dot. The port matters: credentials go to whatever listens there, and an
+// admin who allowed https://mail.example.com did not allow port 22.
+func (t *Tenant) HostAllowed(hostport string) bool {
+	host, port, ok := splitHostPort(hostport)
+	if !ok {
 		return false
 	}
 	for _, a := range t.AllowedHosts {
-		a = strings.ToLower(a)
-		if suffix, ok := strings.CutPrefix(a, "*."); ok {
+		ah, ap, ok := splitHostPort(a)
+		if !ok || ap != port {
+			continue
+		}
+		if suffix, wild := strings.CutPrefix(ah, "*."); wild {
 			if strings.HasSuffix(host, "."+suffix) {
 				return true
 			}
 			continue
 		}
-		if host == a {
+		if host == ah {
 			return true
 		}
 	}
 	return false
+}
+
+// URLAllowed reports whether u is an http(s) URL whose host and port (the
+// scheme's default when u names none) the tenant allows. Whether plain http
+// is acceptable at all is the caller's decision.
+func (t *Tenant) URLAllowed(u *url.URL) bool {
+	port := u.Port()
+	switch {
+	case port != "":
+	case u.Scheme == "https":
+		port = "443"
+	case u.Scheme == "http":
+		port = "80"
+	default:
+		return false
+	}
+	return u.Hostname() != "" && t.HostAllowed(net.JoinHostPort(u.Hostname(), port))
+}
+
+// ValidAllowedHost checks one entry of a tenant's allowed mail-server hosts
+// and says what is wrong with it.
+func ValidAllowedHost(entry string) error {
+	host, _, ok := splitHostPort(entry)
+	if !ok || strings.ContainsAny(entry, "/@?#") {
+		return Errorf(EInvalid, "allowed host %q must be host, host:port or *.domain[:port] (port 1 to 65535; no scheme or path)", entry)
+	}
+	name := strings.TrimPrefix(host, "*.")
+	if strings.Contains(name, "*") || name == "" {
+		return Errorf(EInvalid, "allowed host %q: a wildcard is only allowed as the leading label, as in *.example.com", entry)
+	}
+	return nil
+}
+
+// splitHostPort lower-cases host, drops a trailing dot and IPv6 brackets,
+// and gives port 443 when there is none. ok is false for an empty host or a
+// port outside 1..65535.
+func splitHostPort(s string) (host, port string, ok bool) {
+	host, port = s, "443"
+	if h, p, err := net.SplitHostPort(s); err == nil {
+		host, port = h, p
+	} else if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+		host = s[1 : len(s)-1]
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	n, err := strconv.Atoi(port)
+	if host == "" || err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != port {
+		return "", "", false
+	}
+	return host, port, true
 }
 
 // CapContent lowers c to the tenant's maximum.

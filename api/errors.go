@@ -33,7 +33,7 @@ func statusOf(code string) int {
 		return http.StatusUnsupportedMediaType
 	case mailpush.EUnsupported, mailpush.ECredentials:
 		return http.StatusUnprocessableEntity
-	case mailpush.EUpstream:
+	case mailpush.EUpstream, mailpush.ERedirect:
 		return http.StatusBadGateway
 	case mailpush.EUnavailable:
 		return http.StatusServiceUnavailable

@@ -412,8 +412,8 @@ func (s *Server) checkServerURL(t *mailpush.Tenant, raw, field string) (string, 
 	default:
 		return "", mailpush.Errorf(mailpush.EInvalid, "%s must use https (credentials travel to it)", field)
 	}
-	if !t.HostAllowed(u.Host) {
-		return "", mailpush.Errorf(mailpush.EForbidden, "%s host %q is not one of the tenant's allowed mail-server hosts", field, u.Hostname())
+	if !t.URLAllowed(u) {
+		return "", mailpush.Errorf(mailpush.EForbidden, "%s host %q (with its port; none means the scheme's default) is not one of the tenant's allowed mail-server hosts", field, u.Host)
 	}
 	return u.String(), nil
 }

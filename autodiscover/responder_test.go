@@ -461,7 +461,11 @@ func TestClientFindsResponder(t *testing.T) {
 				mux.ServeHTTP(w, req)
 			}
 			e.mu.Unlock()
-			got, err := e.client.LocateEWS(context.Background(), tenant("example.com", "*.example.com"), "alice@example.com", mailpush.Credentials{})
+			// The candidates answer at the test's https port; the EWS URL
+			// found is on port 443.
+			tn := e.tenantAt("example.com", "*.example.com")
+			tn.AllowedHosts = append(tn.AllowedHosts, "mail.example.com")
+			got, err := e.client.LocateEWS(context.Background(), tn, "alice@example.com", mailpush.Credentials{})
 			if err != nil || got != "https://mail.example.com/EWS/Exchange.asmx" {
 				t.Fatalf("LocateEWS = %q, %v", got, err)
 			}

@@ -165,6 +165,8 @@ func subscribeError(err error) error {
 		return mailpush.WrapError(mailpush.ECredentials, "Exchange refused the sealed credentials", err)
 	case mailpush.ErrorCode(err) == mailpush.EUnavailable:
 		return mailpush.WrapError(mailpush.EUnavailable, "Exchange is busy or unavailable: try again later", err)
+	case mailpush.ErrorCode(err) == mailpush.ERedirect:
+		return err // names where the redirect pointed
 	}
 	var re *ResponseError
 	if errors.As(err, &re) {

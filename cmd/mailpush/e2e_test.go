@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -233,11 +234,20 @@ func (w *world) addTenant(t testing.TB, name string) string {
 func (w *world) runTenantAdd(t testing.TB, name string) string {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	if err := run(context.Background(), []string{"tenant", "add", name, "--config", w.configPath, "--allow-host", "127.0.0.1", "--max-content", "subject_sender"}, &out, &errOut, nil); err != nil {
+	if err := run(context.Background(), []string{"tenant", "add", name, "--config", w.configPath, "--allow-host", hostOf(w.exchange.URL()), "--max-content", "subject_sender"}, &out, &errOut, nil); err != nil {
 		t.Fatalf("tenant add: %v (%s)", err, errOut.String())
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	return lines[len(lines)-1]
+}
+
+// hostOf is the host:port of a URL: what a tenant allows.
+func hostOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		panic(err)
+	}
+	return u.Host
 }
 
 // addToken runs `mailpush token add` and returns the printed token.

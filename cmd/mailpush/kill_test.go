@@ -90,7 +90,7 @@ func TestKill9LosesNoPush(t *testing.T) {
   lease: 3s
 `)
 	var out, errOut bytes.Buffer
-	if err := run(context.Background(), []string{"tenant", "add", "acme", "--config", config, "--allow-host", "127.0.0.1", "--max-content", "subject_sender"}, &out, &errOut, nil); err != nil {
+	if err := run(context.Background(), []string{"tenant", "add", "acme", "--config", config, "--allow-host", hostOf(exchange.URL()), "--max-content", "subject_sender"}, &out, &errOut, nil); err != nil {
 		t.Fatalf("tenant add: %v (%s)", err, errOut.String())
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")

@@ -47,8 +47,8 @@ func (e usageError) Error() string { return e.msg }
 const usage = `usage:
   mailpush serve [--config FILE]
   mailpush config check FILE
-  mailpush tenant add NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]
-  mailpush tenant set NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]
+  mailpush tenant add NAME [--config FILE] [--allow-host HOST[:PORT]]... [--max-content badge|subject|subject_sender]
+  mailpush tenant set NAME [--config FILE] [--allow-host HOST[:PORT]]... [--max-content badge|subject|subject_sender]
   mailpush tenant list [--config FILE]
   mailpush tenant delete NAME --yes [--config FILE]
   mailpush token add --tenant NAME --scope app|backend|admin [--config FILE]
@@ -244,8 +244,8 @@ func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 func runTenant(ctx context.Context, verb string, args []string, stdout, stderr io.Writer, environ []string) error {
 	synopsis := map[string]string{
-		"add":    "tenant add NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]",
-		"set":    "tenant set NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]",
+		"add":    "tenant add NAME [--config FILE] [--allow-host HOST[:PORT]]... [--max-content badge|subject|subject_sender]",
+		"set":    "tenant set NAME [--config FILE] [--allow-host HOST[:PORT]]... [--max-content badge|subject|subject_sender]",
 		"list":   "tenant list [--config FILE]",
 		"delete": "tenant delete NAME --yes [--config FILE]",
 	}[verb]
@@ -257,7 +257,7 @@ func runTenant(ctx context.Context, verb string, args []string, stdout, stderr i
 	names := []string{"NAME"}
 	switch verb {
 	case "add", "set":
-		fs.Var(&hosts, "allow-host", "mail-server host the tenant may use (repeatable; *.example.com for a domain)")
+		fs.Var(&hosts, "allow-host", "mail-server host[:port] the tenant may use (repeatable; no port means 443; *.example.com for a domain)")
 		help := "the most a push may carry: badge, subject or subject_sender"
 		if verb == "add" {
 			help += " (default badge, the most private)"
@@ -271,6 +271,11 @@ func runTenant(ctx context.Context, verb string, args []string, stdout, stderr i
 	pos, err := parseFlags(fs, args, names...)
 	if err != nil {
 		return err
+	}
+	for _, h := range hosts {
+		if err := mailpush.ValidAllowedHost(h); err != nil {
+			return usageError{fmt.Sprintf("tenant %s: --allow-host: %s", verb, mailpush.ErrorMessage(err))}
+		}
 	}
 	if maxContent != nil && *maxContent != "" && mailpush.ContentMode(*maxContent).Rank() < 0 {
 		return usageError{fmt.Sprintf("tenant %s: --max-content must be badge, subject or subject_sender, not %q", verb, *maxContent)}
