@@ -30,6 +30,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mailpush/mailpush/subscription"
 )
 
 // Main is the running program: configuration in, wired services out. The
@@ -44,6 +46,8 @@ type Main struct {
 	Keys     *seal.Keyring
 	Pipeline *pipeline.Pipeline
 	EWS      *ews.Source
+	// EWSEngine keeps the EWS subscriptions alive (Check, CheckHosts).
+	EWSEngine *subscription.Engine
 	// GateRegistry is the ActiveSync gate's device registry (always on);
 	// Gate decides for gate.tenant (nil when no tenant is configured).
 	GateRegistry *gate.Registry
@@ -144,12 +148,25 @@ func (m *Main) Run(ctx context.Context) error {
 		Client:          &ews.Client{HTTP: &http.Client{Transport: outbound, Timeout: 30 * time.Second}, UserAgent: "mailpush/" + mailpush.Version},
 		PublicURL:       strings.TrimSuffix(publicURL, "/"),
 		StatusFrequency: cfg.EWS.StatusFrequency,
-		HealthInterval:  cfg.EWS.HealthInterval, ResubscribeRate: float64(cfg.EWS.ResubscribeRate),
-		MaxPerHost: cfg.EWS.MaxPerHost, MaxPerAccount: cfg.EWS.MaxPerAccount,
-		HostMinSubscriptions: cfg.EWS.HostMinSubscriptions, HostSilence: cfg.EWS.HostSilence,
-		HostOverdue: cfg.EWS.HostOverdue, HostCheckInterval: cfg.EWS.HostCheckInterval,
-		Logger: m.Logger.With("source", "ews"), Clock: m.Clock,
+		Logger:          m.Logger.With("source", "ews"), Clock: m.Clock,
 	}
+	// The engine that keeps the EWS subscriptions alive: silent for
+	// 2×StatusFrequency means dead; so does a host whose status events are late.
+	m.EWSEngine = &subscription.Engine{
+		Store: m.Store, Source: mailpush.SourceEWS, Healer: m.EWS,
+		Logger: m.Logger.With("source", "ews", "component", "subscription"), Clock: m.Clock,
+		DueAfter: 2 * m.EWS.StatusFrequencyDuration(),
+		Interval: cfg.EWS.HealthInterval, Rate: float64(cfg.EWS.ResubscribeRate),
+		MaxPerHost: cfg.EWS.MaxPerHost, MaxPerAccount: cfg.EWS.MaxPerAccount,
+		HostRule: subscription.HostRule{
+			MinSubscriptions: orDefault(cfg.EWS.HostMinSubscriptions, subscription.DefaultHostMinSubscriptions),
+			Silence:          orDefault(cfg.EWS.HostSilence, subscription.DefaultHostSilence),
+			Overdue:          orDefault(cfg.EWS.HostOverdue, subscription.DefaultHostOverdue),
+			Frequency:        m.EWS.StatusFrequencyDuration(),
+		},
+		HostCheckInterval: cfg.EWS.HostCheckInterval,
+	}
+	m.EWS.Engine = m.EWSEngine
 
 	m.GateRegistry = &gate.Registry{Store: m.Store, Hasher: m.Keys, Logger: m.Logger.With("component", "gate")}
 	if cfg.Gate.Tenant != "" {
@@ -165,7 +182,7 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
-	m.EWS.Run(context.Background()) // stopped by Close
+	m.EWSEngine.Run(context.Background()) // stopped by Close
 
 	srv := &api.Server{
 		Store: m.Store, Keys: m.Keys, Logger: m.Logger.With("component", "api"), Clock: m.Clock,
@@ -209,10 +226,16 @@ func (m *Main) Run(ctx context.Context) error {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn),
 	}
+	if cfg.TLS.CertFile != "" {
+		// Loaded now, so that a bad file stops the start with the key named.
+		if m.server.TLSConfig, err = cfg.TLS.serverConfig(); err != nil {
+			return err
+		}
+	}
 	go func() {
 		var err error
 		if cfg.TLS.CertFile != "" {
-			err = m.server.ServeTLS(m.listener, cfg.TLS.CertFile, cfg.TLS.KeyFile)
+			err = m.server.ServeTLS(m.listener, "", "")
 		} else {
 			err = m.server.Serve(m.listener)
 		}
@@ -277,8 +300,8 @@ func (m *Main) Close() error {
 	if m.server != nil {
 		errs = append(errs, m.server.Shutdown(ctx))
 	}
-	if m.EWS != nil {
-		m.EWS.Close()
+	if m.EWSEngine != nil {
+		m.EWSEngine.Close()
 	}
 	if m.Pipeline != nil {
 		errs = append(errs, m.Pipeline.Shutdown(ctx))
@@ -442,4 +465,11 @@ type statusWriter struct {
 func (w *statusWriter) WriteHeader(code int) {
 	w.status = code
 	w.ResponseWriter.WriteHeader(code)
+}
+
+func orDefault[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
