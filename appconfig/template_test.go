@@ -173,3 +173,23 @@ func TestService(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkExpand is the expander alone (no directory): the seed's
+// SEND_LDAP_ATTRIBUTES value and four other keys. Run:
+//
+//	go test -run XXX -bench Expand ./appconfig
+func BenchmarkExpand(b *testing.B) {
+	tmpl, err := appconfig.Parse(map[string]any{
+		"SEND_LDAP_ATTRIBUTES": "userPrincipalName=${user.userprincipalname},sAMAccountNAme=${user.samaccountname}, displayName= ${ user.displayName} ,mail= ${ user.mail}",
+		"user":                 "${user.userPrincipalName}", "phone": "${user.mobile:-none}", "pushEnabled": true, "url": "https://push.example.com/api/v1",
+	}, appconfig.Options{Attributes: []string{"mobile"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	get := lookup(alice)
+	for b.Loop() {
+		if _, err := tmpl.Expand(get); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

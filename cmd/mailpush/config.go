@@ -274,6 +274,7 @@ func (c *Config) Validate() error {
 	c.validateAutodiscover(bad)
 	c.validateAppConfigs(bad)
 	c.validateDirectories(bad)
+	c.validateSMIME(bad)
 	if c.EWS.MaxPerAccount > 27 {
 		bad("ews.maxPerAccount", "%d is over Exchange's 27 concurrent requests per account", c.EWS.MaxPerAccount)
 	}
@@ -281,6 +282,7 @@ func (c *Config) Validate() error {
 		bad("ews", "healthInterval, resubscribeRate, maxPerHost and maxPerAccount must not be negative (0 means the default)")
 	}
 	c.validateHostRule(bad)
+	errs = append(errs, c.validateGate()...)
 	return errors.Join(errs...)
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/mailpush/mailpush/gate"
 	"github.com/mailpush/mailpush/pipeline"
 	"github.com/mailpush/mailpush/seal"
+	"github.com/mailpush/mailpush/smime"
 	"github.com/mailpush/mailpush/sqlite"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,8 +54,13 @@ type Main struct {
 	GateRegistry *gate.Registry
 	Gate         *gate.Gate
 	Dovecot      *dovecot.Source
+	// Directories are the tenants' directories by tenant name (only those
+	// that configure tenants.<name>.directory).
+	Directories map[string]*directory.Directory
+	SMIME       *smime.Service // nil when no tenant configures smime
 	// AppConfigs expands managed app configuration from the tenants'
-	// directories (appDirs, closed by Close).
+	// directories (appDirs: the directory blocks with the app
+	// configuration's filter and attributes; closed by Close).
 	AppConfigs *appconfig.Service
 
 	appDirs   []*directory.Directory
@@ -168,7 +174,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.EWS.Engine = m.EWSEngine
 
-	m.GateRegistry = &gate.Registry{Store: m.Store, Hasher: m.Keys, Logger: m.Logger.With("component", "gate")}
+	m.GateRegistry = newGateRegistry(m)
 	if cfg.Gate.Tenant != "" {
 		if err := m.startGate(ctx); err != nil {
 			return err
@@ -178,6 +184,12 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
+	if m.Directories, err = cfg.openDirectories(m.Logger.With("component", "directory"), m.Clock); err != nil {
+		return fmt.Errorf("config key %w", err)
+	}
+	if m.SMIME, err = m.openSMIME(outbound); err != nil {
+		return err
+	}
 	if m.AppConfigs, m.appDirs, err = cfg.openAppConfigs(publicURL, m.Logger.With("component", "directory"), m.Clock); err != nil {
 		return err
 	}
@@ -197,6 +209,9 @@ func (m *Main) Run(ctx context.Context) error {
 		AllowInsecureEWS: cfg.EWS.AllowInsecureHTTP,
 		Gate:             m.GateRegistry,
 		AppConfigs:       m.AppConfigs,
+	}
+	if m.SMIME != nil {
+		srv.SMIME = m.SMIME
 	}
 	mux := http.NewServeMux()
 	srv.Routes(mux)
@@ -311,6 +326,9 @@ func (m *Main) Close() error {
 	}
 	if m.providers != nil {
 		m.providers.close()
+	}
+	for _, d := range m.Directories {
+		d.Close()
 	}
 	for _, d := range m.appDirs {
 		d.Close()
