@@ -196,7 +196,12 @@ func binaryQuery(cmd byte, deviceID []byte, deviceType, user string) string {
 // with acme's app token (the one inside the mail app) and an admin token
 // (the MDM's). gateYAML, when given, replaces the gate section's
 // default rules (it is indented by two spaces, under gate:).
-func newGateWorld(t *testing.T, proxy string, gateYAML ...string) (w *world, app, admin string) {
+func newGateWorld(t *testing.T) (w *world, app, admin string) {
+	return newGateWorldFor(t, "nginx")
+}
+
+// newGateWorldFor is newGateWorld with gate.proxy set to proxy.
+func newGateWorldFor(t *testing.T, proxy string, gateYAML ...string) (w *world, app, admin string) {
 	gateSection := "  rules:\n    - {name: no-old-clients, action: deny, userAgent: \"^OldMail/\"}\n"
 	if len(gateYAML) > 0 {
 		gateSection = strings.Join(gateYAML, "")
@@ -247,7 +252,7 @@ func TestGateBehindRealProxies(t *testing.T) {
 }
 
 func gateBehindRealProxy(t *testing.T, kind string) {
-	w, token, admin := newGateWorld(t, gateProxyName[kind])
+	w, token, admin := newGateWorldFor(t, gateProxyName[kind])
 	m, logs := w.main, w.logs
 
 	// The MDM reports three devices; the binary one as Exchange shows it (hex).
@@ -378,7 +383,7 @@ func TestGateDocsShowTheTestedTemplates(t *testing.T) {
 }
 
 func TestGateAdminAPIRefusals(t *testing.T) {
-	w, app, token := newGateWorld(t, "nginx")
+	w, app, token := newGateWorld(t)
 	put := map[string]string{"state": "compliant"}
 	for _, tc := range []struct {
 		name, method, path, token string

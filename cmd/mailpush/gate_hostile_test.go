@@ -170,7 +170,7 @@ func TestGateHostileClientsThroughRealProxies(t *testing.T) {
 }
 
 func hostileClientsThroughRealProxy(t *testing.T, kind string) {
-	w, _, token := newGateWorld(t, gateProxyName[kind], gateHostileConfig)
+	w, _, token := newGateWorldFor(t, gateProxyName[kind], gateHostileConfig)
 	m := w.main
 	binDev := []byte{0xf2, 0x4c, 0x11, 0x00, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89, 0x0a, 0xbc, 0xde, 0xf0}
 	for id, state := range map[string]string{"GOODDEV01": "compliant", "GOODDEVI": "compliant", "GOODDEVS": "compliant", "BLOCKED": "blocked",
