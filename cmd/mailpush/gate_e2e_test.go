@@ -204,7 +204,11 @@ func binaryQuery(cmd byte, deviceID []byte, deviceType, user string) string {
 // with acme's app token (the one inside the mail app) and an admin token
 // (the MDM's). gateYAML, when given, replaces the gate section's
 // default rules (it is indented by two spaces, under gate:).
-func newGateWorld(t *testing.T) (w *world, app, admin string) {
+// The proxy is nginx unless one is named.
+func newGateWorld(t *testing.T, proxy ...string) (w *world, app, admin string) {
+	if len(proxy) == 1 {
+		return newGateWorldFor(t, proxy[0])
+	}
 	return newGateWorldFor(t, "nginx")
 }
 
