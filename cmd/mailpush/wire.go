@@ -17,12 +17,14 @@ import (
 
 	"github.com/mailpush/mailpush"
 	"github.com/mailpush/mailpush/api"
+	"github.com/mailpush/mailpush/appconfig"
 	"github.com/mailpush/mailpush/autodiscover"
 	"github.com/mailpush/mailpush/directory"
 	"github.com/mailpush/mailpush/dovecot"
 	"github.com/mailpush/mailpush/ews"
 	"github.com/mailpush/mailpush/gate"
 	"github.com/mailpush/mailpush/pipeline"
+	"github.com/mailpush/mailpush/postgres"
 	"github.com/mailpush/mailpush/registrar"
 	"github.com/mailpush/mailpush/seal"
 	"github.com/mailpush/mailpush/smime"
@@ -43,7 +45,7 @@ type Main struct {
 	Logger *slog.Logger
 	Clock  mailpush.Clock
 
-	Store    *sqlite.Store
+	Store    mailpush.Store
 	Keys     *seal.Keyring
 	Pipeline *pipeline.Pipeline
 	EWS      *ews.Source
@@ -59,7 +61,12 @@ type Main struct {
 	// that configure tenants.<name>.directory).
 	Directories map[string]*directory.Directory
 	SMIME       *smime.Service // nil when no tenant configures smime
+	// AppConfigs expands managed app configuration from the tenants'
+	// directories (appDirs: the directory blocks with the app
+	// configuration's filter and attributes; closed by Close).
+	AppConfigs *appconfig.Service
 
+	appDirs   []*directory.Directory
 	providers *providers
 	listener  net.Listener
 	server    *http.Server
@@ -84,7 +91,12 @@ func (m *Main) openStore(ctx context.Context) error {
 		return err
 	}
 	m.Keys = keys
-	store, err := sqlite.Open(ctx, m.Config.Database.Path, keys, m.Clock)
+	var store mailpush.Store
+	if db := m.Config.Database; db.Driver == "postgres" {
+		store, err = postgres.Open(ctx, postgres.Config{URL: db.URL, Schema: db.Schema, MaxConns: int32(db.MaxConns), Logger: m.Logger.With("component", "postgres")}, keys, m.Clock)
+	} else {
+		store, err = sqlite.Open(ctx, db.Path, keys, m.Clock)
+	}
 	if err != nil {
 		return err
 	}
@@ -186,6 +198,9 @@ func (m *Main) Run(ctx context.Context) error {
 	if m.SMIME, err = m.openSMIME(outbound); err != nil {
 		return err
 	}
+	if m.AppConfigs, m.appDirs, err = cfg.openAppConfigs(publicURL, m.Logger.With("component", "directory"), m.Clock); err != nil {
+		return err
+	}
 
 	m.EWSEngine.Run(context.Background()) // stopped by Close
 
@@ -210,6 +225,7 @@ func (m *Main) Run(ctx context.Context) error {
 	srv := &api.Server{
 		Store: m.Store, Keys: m.Keys, Registrar: m.Registrar,
 		Logger: m.Logger.With("component", "api"), Gate: m.GateRegistry,
+		AppConfigs: m.AppConfigs,
 	}
 	if m.SMIME != nil {
 		srv.SMIME = m.SMIME
@@ -260,7 +276,7 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 	}()
 	m.Logger.Info("mailpush serving", "version", mailpush.Version, "listen", m.listener.Addr().String(), "publicUrl", publicURL,
-		"database", cfg.Database.Path, "apns", cfg.APNsEnabled())
+		"database", cfg.databaseName(), "apns", cfg.APNsEnabled())
 	return nil
 }
 
@@ -331,6 +347,9 @@ func (m *Main) Close() error {
 		m.providers.close()
 	}
 	for _, d := range m.Directories {
+		d.Close()
+	}
+	for _, d := range m.appDirs {
 		d.Close()
 	}
 	if m.Store != nil {
@@ -463,7 +482,7 @@ func (m *Main) checkTenantNames(ctx context.Context) error {
 		} else if len(names) > 0 {
 			hint += "; the tenants are " + strings.Join(names, ", ")
 		}
-		errs = append(errs, fmt.Errorf("config key tenants.%s: no tenant named %q in %s; %s", name, name, m.Config.Database.Path, hint))
+		errs = append(errs, fmt.Errorf("config key tenants.%s: no tenant named %q in %s; %s", name, name, m.Config.databaseName(), hint))
 	}
 	return errors.Join(errs...)
 }
