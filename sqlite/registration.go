@@ -73,14 +73,26 @@ func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *ma
 		return nil, err
 	}
 	tokenHash := s.cipher.HashField([]byte(reg.Device.Token))
-	tx, err := s.w.BeginTx(ctx, nil)
+	// Concurrent registrations share a transaction (group commit); the
+	// caller's reg and mb change only once its write is committed.
+	r, m := *reg, *mb
+	var stored *mailpush.Mailbox
+	err = s.grouped(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var err error
+		r = *reg
+		stored, err = s.registerTx(ctx, tx, &r, &m, sealed, tokenHash, now)
+		return err
+	})
 	if err != nil {
-		return nil, dbError("register", err)
+		return nil, err
 	}
-	defer tx.Rollback()
+	*reg = r
+	return stored, nil
+}
 
-	stored, err := scanMailbox(tx.QueryRowContext(ctx, `SELECT `+mailboxCols+` FROM mailboxes WHERE tenant_id = ? AND address_hash = ? AND source = ?`,
-		mb.TenantID, mb.AddressHash, string(mb.Source)))
+// registerTx is Register's writes in tx.
+func (s *Store) registerTx(ctx context.Context, tx *sql.Tx, reg *mailpush.Registration, mb *mailpush.Mailbox, sealed, tokenHash []byte, now time.Time) (*mailpush.Mailbox, error) {
+	stored, err := scanMailbox(s.txStmt(ctx, tx, qFindMailbox).QueryRowContext(ctx, mb.TenantID, mb.AddressHash, string(mb.Source)))
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		m := *mb
@@ -88,7 +100,7 @@ func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *ma
 			m.ID = newID()
 		}
 		m.CreatedAt, m.UpdatedAt = now, now
-		if _, err := tx.ExecContext(ctx, `INSERT INTO mailboxes (`+mailboxCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		if _, err := s.txStmt(ctx, tx, qInsertMailbox).ExecContext(ctx,
 			m.ID, m.TenantID, m.AddressHash, string(m.Source), string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark,
 			m.Badge, m.Seq, string(m.Status), ms(m.LastEventAt), ms(m.CreatedAt), ms(m.UpdatedAt)); err != nil {
 			return nil, dbError("create mailbox", err)
@@ -102,32 +114,40 @@ func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *ma
 	reg.UpdatedAt = now
 	var existingID string
 	var existingCreated int64
-	err = tx.QueryRowContext(ctx, `SELECT id, created_at FROM registrations WHERE mailbox_id = ? AND token_hash = ?`, stored.ID, tokenHash).Scan(&existingID, &existingCreated)
+	err = s.txStmt(ctx, tx, qFindRegistration).QueryRowContext(ctx, stored.ID, tokenHash).Scan(&existingID, &existingCreated)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		if reg.ID == "" {
 			reg.ID = newID()
 		}
 		reg.CreatedAt = now
-		_, err = tx.ExecContext(ctx, `INSERT INTO registrations (id, tenant_id, mailbox_id, platform, environment, token_sealed, token_hash, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		_, err = s.txStmt(ctx, tx, qInsertRegistration).ExecContext(ctx,
 			reg.ID, reg.TenantID, reg.MailboxID, string(reg.Device.Platform), string(reg.Device.Environment), sealed, tokenHash,
 			reg.Device.ContentKey, string(reg.Content), string(reg.Status), ms(reg.CreatedAt), ms(reg.UpdatedAt), ms(reg.ExpiresAt), reg.Device.ActiveSyncDeviceHash)
 	case err != nil:
 		return nil, dbError("find registration", err)
 	default:
 		reg.ID, reg.CreatedAt = existingID, fromMS(existingCreated)
-		_, err = tx.ExecContext(ctx, `UPDATE registrations SET platform = ?, environment = ?, token_sealed = ?, content_key = ?, content = ?, status = ?, updated_at = ?, expires_at = ?, activesync_device_hash = ? WHERE id = ?`,
+		_, err = s.txStmt(ctx, tx, qUpdateRegistration).ExecContext(ctx,
 			string(reg.Device.Platform), string(reg.Device.Environment), sealed, reg.Device.ContentKey, string(reg.Content), string(reg.Status),
 			ms(reg.UpdatedAt), ms(reg.ExpiresAt), reg.Device.ActiveSyncDeviceHash, reg.ID)
 	}
 	if err != nil {
 		return nil, dbError("store registration", err)
 	}
-	if err := tx.Commit(); err != nil {
-		return nil, dbError("register", err)
-	}
 	return stored, nil
 }
+
+// Register's statements, prepared once at Open (registerStatements).
+const (
+	qFindMailbox        = `SELECT ` + mailboxCols + ` FROM mailboxes WHERE tenant_id = ? AND address_hash = ? AND source = ?`
+	qInsertMailbox      = `INSERT INTO mailboxes (` + mailboxCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	qFindRegistration   = `SELECT id, created_at FROM registrations WHERE mailbox_id = ? AND token_hash = ?`
+	qInsertRegistration = `INSERT INTO registrations (id, tenant_id, mailbox_id, platform, environment, token_sealed, token_hash, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	qUpdateRegistration = `UPDATE registrations SET platform = ?, environment = ?, token_sealed = ?, content_key = ?, content = ?, status = ?, updated_at = ?, expires_at = ?, activesync_device_hash = ? WHERE id = ?`
+)
+
+var registerStatements = []string{qFindMailbox, qInsertMailbox, qFindRegistration, qInsertRegistration, qUpdateRegistration}
 
 // Registration returns a tenant's registration.
 func (s *Store) Registration(ctx context.Context, tenantID, id string) (*mailpush.Registration, error) {
@@ -156,11 +176,19 @@ func (s *Store) UpdateRegistration(ctx context.Context, tenantID, id string, fn 
 	if err != nil {
 		return nil, err
 	}
+	wasActive := r.Status == mailpush.StatusActive
 	if err := fn(r); err != nil {
 		return nil, err
 	}
 	r.ID, r.TenantID = id, tenantID // not changeable
 	r.UpdatedAt = s.clock.Now().UTC()
+	if wasActive && r.Status != mailpush.StatusActive {
+		// The pushes of events accepted until now were decided while it
+		// was active (see Recipients).
+		if _, err := tx.ExecContext(ctx, `UPDATE registrations SET left_active_at = ? WHERE id = ?`, ms(r.UpdatedAt), id); err != nil {
+			return nil, dbError("update registration", err)
+		}
+	}
 	sealed, err := s.cipher.SealField([]byte(r.Device.Token))
 	if err != nil {
 		return nil, err

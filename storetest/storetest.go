@@ -68,6 +68,11 @@ func Run(t *testing.T, open Factory) {
 		{"MailboxByAddress", testMailboxByAddress},
 		{"OutboxClaimKeepsDeviceOrder", testOutboxClaimKeepsDeviceOrder},
 		{"OutboxSettleAndClaim", testOutboxSettleAndClaim},
+		{"OutboxEventsClaimAndLease", testOutboxEventsClaimAndLease},
+		{"OutboxEventsCoalesce", testOutboxEventsCoalesce},
+		{"OutboxEventsMailboxOrder", testOutboxEventsMailboxOrder},
+		{"OutboxRecipients", testOutboxRecipients},
+		{"OutboxSettleEvents", testOutboxSettleEvents},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -56,6 +56,7 @@ const usage = `usage:
   mailpush token revoke ID --tenant NAME [--config FILE]
   mailpush keys rotate [--config FILE]
   mailpush gate import FILE --tenant NAME [--config FILE]   (CSV: deviceId,user,deviceType,state)
+  mailpush bench [-scenario fanout|realworld|overload|raw|registrations] [flags]   (load test, in-process)
   mailpush version
 
 Every command takes --help.`
@@ -92,6 +93,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 			return subcommandError(stdout, "gate", args[1:], "import")
 		}
 		return runGate(ctx, args[1:], stdout, stderr, environ)
+	case "bench":
+		return runBench(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		if len(args) > 1 && !isHelp(args[1]) {
 			return usageError{fmt.Sprintf("version takes no arguments, got %q", args[1])}
