@@ -28,6 +28,10 @@ type mailboxJSON struct {
 	Source            string `json:"source"`
 	EWSURL            string `json:"ewsUrl,omitempty"`
 	SealedCredentials string `json:"sealedCredentials,omitempty"`
+	// UserToken is the user's Entra ID token for the tenant's mailpush app
+	// (source graph): an app-scope registration proves the mailbox with it.
+	// Checked in memory, never stored.
+	UserToken string `json:"userToken,omitempty"`
 }
 
 type registrationRequest struct {
@@ -96,6 +100,13 @@ func (s *Server) createRegistration(w http.ResponseWriter, r *http.Request) {
 	}
 	if _, ok := s.Watchers[mb.Source]; !ok {
 		s.writeError(w, r, mailpush.Errorf(mailpush.EUnsupported, "source %q is not enabled on this server", mb.Source))
+		return
+	}
+	// mailpush subscribes on Graph as the tenant's app: who may see the
+	// mailbox is proved by the user's own token, or vouched for by the
+	// tenant's backend.
+	if mb.Source == mailpush.SourceGraph && creds.AccessToken == "" && scopeFrom(r.Context()) != mailpush.ScopeBackend {
+		s.writeError(w, r, mailpush.Errorf(mailpush.EScope, "an app token registers a graph mailbox only with mailbox.userToken (the user's Entra ID token for this app); without one, use a backend token"))
 		return
 	}
 	previous, err := s.checkJoin(r.Context(), mb, dev)
@@ -311,12 +322,33 @@ func (s *Server) checkin(w http.ResponseWriter, r *http.Request) {
 func (s *Server) deleteRegistration(w http.ResponseWriter, r *http.Request) {
 	t := tenantFrom(r.Context())
 	id := r.PathValue("id")
+	reg, err := s.Store.Registration(r.Context(), t.ID, id)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	if err := s.Store.DeleteRegistration(r.Context(), t.ID, id); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	s.Logger.Info("registration deleted", "tenant", t.Name, "registration", id)
+	s.unwatch(r.Context(), reg.MailboxID)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// unwatch lets the source end the mailbox's subscription when the
+// registration just deleted was its last (the store made it inactive). A
+// failure is logged: the subscription then expires on its own.
+func (s *Server) unwatch(ctx context.Context, mailboxID string) {
+	mb, err := s.Store.Mailbox(ctx, mailboxID)
+	if err != nil || mb.Status != mailpush.StatusInactive {
+		return
+	}
+	if u, ok := s.Watchers[mb.Source].(mailpush.Unwatcher); ok {
+		if err := u.Unwatch(ctx, mb); err != nil {
+			s.Logger.Warn("could not end the subscription of a mailbox without registrations", "mailbox", mb.ID, "err", err)
+		}
+	}
 }
 
 // chosen is the mode a watcher settled on: the one asked unless it chose
@@ -365,6 +397,21 @@ func (s *Server) parseMailbox(ctx context.Context, t *mailpush.Tenant, in mailbo
 		mb.ServerURL = u
 	} else if in.EWSURL != "" {
 		return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.ewsUrl is only for source ews")
+	}
+	if in.UserToken != "" && src != mailpush.SourceGraph {
+		return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.userToken is only for source graph")
+	}
+	if src == mailpush.SourceGraph {
+		// mailpush subscribes as the tenant's Entra ID app: no user credential.
+		if in.SealedCredentials != "" {
+			return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.sealedCredentials is not for source graph: send mailbox.userToken")
+		}
+		if len(in.UserToken) > 16<<10 {
+			return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.userToken is longer than 16 KiB")
+		}
+		creds.AccessToken = in.UserToken
+		mb.Mode = mailpush.ModeService
+		return mb, creds, nil
 	}
 	if src == mailpush.SourceDovecot {
 		// Dovecot reports with the tenant's shared secret: no user credential.

@@ -47,6 +47,8 @@ type TenantConfig struct {
 	Dovecot *DovecotConfig `yaml:"dovecot"`
 	// EWS holds the tenant's Exchange settings (config_ews.go).
 	EWS TenantEWSConfig `yaml:"ews"`
+	// Graph is the tenant's Entra ID app for Microsoft Graph (config_graph.go).
+	Graph *TenantGraphConfig `yaml:"graph"`
 	// Autodiscover makes the responder answer for the tenant's mail domains.
 	Autodiscover *AutodiscoverConfig `yaml:"autodiscover"`
 	// Directory is the tenant's LDAP / Active Directory, read by the
