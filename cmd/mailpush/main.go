@@ -56,6 +56,7 @@ const usage = `usage:
   mailpush token revoke ID --tenant NAME [--config FILE]
   mailpush keys rotate [--config FILE]
   mailpush gate import FILE --tenant NAME [--config FILE]   (CSV: deviceId,user,deviceType,state)
+  mailpush smime classify FILE [--password-file F]   (PEM, DER or PKCS#12: signing-only, encryption-only or both)
   mailpush bench [-scenario fanout|realworld|overload|raw|registrations] [flags]   (load test, in-process)
   mailpush version
 
@@ -93,6 +94,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 			return subcommandError(stdout, "gate", args[1:], "import")
 		}
 		return runGate(ctx, args[1:], stdout, stderr, environ)
+	case "smime":
+		if len(args) < 2 || args[1] != "classify" {
+			return subcommandError(stdout, "smime", args[1:], "classify")
+		}
+		return runSMIME(args[2:], stdout, stderr)
 	case "bench":
 		return runBench(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v":

@@ -18,11 +18,13 @@ import (
 	"github.com/mailpush/mailpush"
 	"github.com/mailpush/mailpush/api"
 	"github.com/mailpush/mailpush/autodiscover"
+	"github.com/mailpush/mailpush/directory"
 	"github.com/mailpush/mailpush/dovecot"
 	"github.com/mailpush/mailpush/ews"
 	"github.com/mailpush/mailpush/gate"
 	"github.com/mailpush/mailpush/pipeline"
 	"github.com/mailpush/mailpush/seal"
+	"github.com/mailpush/mailpush/smime"
 	"github.com/mailpush/mailpush/sqlite"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -56,6 +58,10 @@ type Main struct {
 	GateRegistry *gate.Registry
 	Gate         *gate.Gate
 	Dovecot      *dovecot.Source
+	// Directories are the tenants' directories by tenant name (only those
+	// that configure tenants.<name>.directory).
+	Directories map[string]*directory.Directory
+	SMIME       *smime.Service // nil when no tenant configures smime
 
 	providers *providers
 	listener  net.Listener
@@ -167,13 +173,20 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.EWS.Engine = m.EWSEngine
 
-	m.GateRegistry = &gate.Registry{Store: m.Store, Hasher: m.Keys, Logger: m.Logger.With("component", "gate")}
+	m.GateRegistry = newGateRegistry(m)
 	if cfg.Gate.Tenant != "" {
 		if err := m.startGate(ctx); err != nil {
 			return err
 		}
 	}
 	if m.Dovecot, err = m.dovecotSource(); err != nil {
+		return err
+	}
+
+	if m.Directories, err = cfg.openDirectories(m.Logger.With("component", "directory"), m.Clock); err != nil {
+		return fmt.Errorf("config key %w", err)
+	}
+	if m.SMIME, err = m.openSMIME(outbound); err != nil {
 		return err
 	}
 
@@ -198,6 +211,9 @@ func (m *Main) Run(ctx context.Context) error {
 		Platforms:        m.providers.platforms,
 		AllowInsecureEWS: cfg.EWS.AllowInsecureHTTP,
 		Gate:             m.GateRegistry,
+	}
+	if m.SMIME != nil {
+		srv.SMIME = m.SMIME
 	}
 	mux := http.NewServeMux()
 	srv.Routes(mux)
@@ -231,10 +247,16 @@ func (m *Main) Run(ctx context.Context) error {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn),
 	}
+	if cfg.TLS.CertFile != "" {
+		// Loaded now, so that a bad file stops the start with the key named.
+		if m.server.TLSConfig, err = cfg.TLS.serverConfig(); err != nil {
+			return err
+		}
+	}
 	go func() {
 		var err error
 		if cfg.TLS.CertFile != "" {
-			err = m.server.ServeTLS(m.listener, cfg.TLS.CertFile, cfg.TLS.KeyFile)
+			err = m.server.ServeTLS(m.listener, "", "")
 		} else {
 			err = m.server.Serve(m.listener)
 		}
@@ -314,6 +336,9 @@ func (m *Main) Close() error {
 	}
 	if m.providers != nil {
 		m.providers.close()
+	}
+	for _, d := range m.Directories {
+		d.Close()
 	}
 	if m.Store != nil {
 		errs = append(errs, m.Store.Close())
