@@ -477,11 +477,7 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, string) {
 // creating right now (a handshake for a subscription we never asked for is
 // refused, so Graph refuses to create it).
 func (s *Source) validation(w http.ResponseWriter, r *http.Request, tok mailpush.CallbackToken, token string) {
-	st := s.init()
-	st.mu.Lock()
-	expected := st.expecting[tok.MailboxID] > 0
-	st.mu.Unlock()
-	if !expected {
+	if !s.creating(tok.MailboxID) {
 		s.Logger.Warn("validation refused: mailpush is not creating a subscription for this mailbox", "mailbox", tok.MailboxID)
 		http.Error(w, "no subscription is being created for this URL", http.StatusForbidden)
 		return
@@ -557,10 +553,11 @@ func (s *Source) accept(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 	mb, err := s.Store.MailboxBySubscription(ctx, n.SubscriptionID)
 	if mailpush.ErrorCode(err) == mailpush.ENotFound {
 		// A new subscription's first notification may beat Graph's answer
-		// to the creation: its clientState, derived from the nonce stored
-		// before the creation, is what proves it ours.
+		// to the creation: while mailpush creates one for the URL's mailbox,
+		// its clientState, derived from the nonce stored before the
+		// creation, is what proves it ours.
 		mb, err = s.Store.Mailbox(ctx, tok.MailboxID)
-		if mailpush.ErrorCode(err) == mailpush.ENotFound || err == nil && (mb.Watermark == "" || mb.SubscriptionID == n.SubscriptionID ||
+		if mailpush.ErrorCode(err) == mailpush.ENotFound || err == nil && (!s.creating(mb.ID) || mb.Watermark == "" ||
 			subtle.ConstantTimeCompare([]byte(n.ClientState), []byte(s.clientState(mb, mb.Watermark))) != 1) {
 			log.Warn("Graph notification ignored: unknown subscription")
 			return job{}, false, nil
@@ -588,6 +585,14 @@ func (s *Source) accept(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 	}
 	s.rememberAddress(mb.ID, tok.Address)
 	return j, true, nil
+}
+
+// creating reports whether mailpush is creating a subscription for the mailbox.
+func (s *Source) creating(mailboxID string) bool {
+	st := s.init()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.expecting[mailboxID] > 0
 }
 
 // job is the work a notification leaves for the workers.
