@@ -179,27 +179,43 @@ func (s *Source) clientState(mb *mailpush.Mailbox, nonce string) string {
 	return base64.RawURLEncoding.EncodeToString(s.Hasher.HashAddress(mb.TenantID, "graph-client-state\x00"+mb.ID+"\x00"+nonce))
 }
 
-// Watch subscribes the mailbox's Inbox unless a live subscription exists,
-// which the registration then shares. An app-scope registration proves the
-// user with creds.AccessToken, the user's Entra ID token for the tenant's
-// app: its signature (the authority's JWKS), issuer, audience and expiry are
-// checked, and its user must be the mailbox's address. Without one the API
-// admits only backend-scope callers, which vouch for the user.
+var _ mailpush.CredentialVerifier = (*Source)(nil)
+
+// VerifyCredentials checks the proof of an app-scope registration:
+// creds.AccessToken is the user's Entra ID token for the tenant's app; its
+// signature (the authority's JWKS), issuer, audience and expiry are checked,
+// and its user must be the address. (Without one, the registrar admits only
+// backend-scope callers, which vouch for the user.)
+func (s *Source) VerifyCredentials(ctx context.Context, t *mailpush.Tenant, address string, creds mailpush.Credentials) error {
+	ta, err := s.app(t.Name)
+	if err != nil {
+		return err
+	}
+	if creds.AccessToken == "" {
+		return mailpush.Errorf(mailpush.EInvalid, "source graph takes mailbox.userToken, the user's Entra ID token for this app")
+	}
+	c, err := ta.keys.verify(ctx, creds.AccessToken, ta.app.Issuer(), ta.app.ClientID)
+	if err != nil {
+		s.Logger.Warn("registration refused: user token", "err", err)
+		return mailpush.WrapError(mailpush.ECredentials, "mailbox.userToken is not a valid Entra ID token for this app: "+err.Error(), err)
+	}
+	if !c.userMatches(address) {
+		s.Logger.Warn("registration refused: the user token names another user")
+		return mailpush.Errorf(mailpush.ECredentials, "mailbox.userToken belongs to another user than mailbox.address")
+	}
+	return nil
+}
+
+// Watch subscribes the mailbox's Inbox as the tenant's app unless a live
+// subscription exists, which the registration then shares. The registrar
+// has checked the proof (VerifyCredentials, or a backend token) before.
 func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mailbox, reg *mailpush.Registration, creds mailpush.Credentials) (mailpush.WatchResult, error) {
 	ta, err := s.app(t.Name)
 	if err != nil {
 		return mailpush.WatchResult{}, err
 	}
-	if creds.AccessToken != "" {
-		c, err := ta.keys.verify(ctx, creds.AccessToken, ta.app.Issuer(), ta.app.ClientID)
-		if err != nil {
-			s.Logger.Warn("registration refused: user token", "mailbox", mb.ID, "err", err)
-			return mailpush.WatchResult{}, mailpush.WrapError(mailpush.ECredentials, "mailbox.userToken is not a valid Entra ID token for this app: "+err.Error(), err)
-		}
-		if !c.userMatches(mb.Address) {
-			s.Logger.Warn("registration refused: the user token names another user", "mailbox", mb.ID)
-			return mailpush.WatchResult{}, mailpush.Errorf(mailpush.ECredentials, "mailbox.userToken belongs to another user than mailbox.address")
-		}
+	if mb.Address == "" {
+		return mailpush.WatchResult{}, mailpush.Errorf(mailpush.EInvalid, "the graph mailbox's subscription must be made again: send mailbox.address with the check-in")
 	}
 	s.rememberAddress(mb.ID, mb.Address)
 	mb.Mode = mailpush.ModeService

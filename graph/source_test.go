@@ -122,6 +122,9 @@ func (f *fixture) logText() string {
 func (f *fixture) register(t *testing.T, device int, token string) (*mailpush.Mailbox, error) {
 	t.Helper()
 	ctx := context.Background()
+	if err := f.src.VerifyCredentials(ctx, f.tenant, user, mailpush.Credentials{AccessToken: token}); err != nil {
+		return nil, err
+	}
 	keys := f.src.Hasher
 	mb := &mailpush.Mailbox{TenantID: f.tenant.ID, AddressHash: keys.HashAddress(f.tenant.ID, user), Source: mailpush.SourceGraph, Mode: mailpush.ModeService, Badge: mailpush.NoBadge, Status: mailpush.StatusPending, Address: user}
 	reg := &mailpush.Registration{Device: mailpush.Device{Platform: mailpush.PlatformIOS, Token: fmt.Sprintf("%064x", device)}, Content: mailpush.ContentSubjectSender, Status: mailpush.StatusPending, ExpiresAt: time.Now().Add(time.Hour)}
@@ -130,7 +133,7 @@ func (f *fixture) register(t *testing.T, device int, token string) (*mailpush.Ma
 		t.Fatal(err)
 	}
 	stored.Address = user
-	res, err := f.src.Watch(ctx, f.tenant, stored, reg, mailpush.Credentials{AccessToken: token})
+	res, err := f.src.Watch(ctx, f.tenant, stored, reg, mailpush.Credentials{})
 	if err != nil {
 		return nil, err
 	}

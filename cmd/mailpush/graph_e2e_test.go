@@ -231,3 +231,41 @@ func (gw *graphWorld) registrationOf(t *testing.T, device string) string {
 	}
 	return reg["id"].(string)
 }
+
+// TestGraphRegistrationNeedsAProof plays the holder of the app token (it
+// ships in every copy of the app): it cannot register someone else's
+// Microsoft 365 mailbox, with no token, a forged one, or another user's.
+func TestGraphRegistrationNeedsAProof(t *testing.T) {
+	gw := newGraphWorld(t)
+	other := graphfake.New(graphfake.Options{TenantID: gw.graph.TenantID()})
+	t.Cleanup(other.Close)
+	for _, tc := range []struct {
+		name, token string
+		status      int
+		code        string
+	}{
+		{"no user token", "", 403, mailpush.EScope},
+		{"another user's token", gw.graph.UserToken("mallory@contoso.example", graphClientID, time.Hour, nil), 422, mailpush.ECredentials},
+		{"another app's token", gw.graph.UserToken(graphUser, "another-app", time.Hour, nil), 422, mailpush.ECredentials},
+		{"expired", gw.graph.UserToken(graphUser, graphClientID, -time.Hour, nil), 422, mailpush.ECredentials},
+		{"signed by another key", other.UserToken(graphUser, graphClientID, time.Hour, nil), 422, mailpush.ECredentials},
+	} {
+		st, out := gw.register(t, gw.app, deviceToken(710), tc.token)
+		if e, _ := out["error"].(map[string]any); st != tc.status || e["code"] != tc.code {
+			t.Errorf("%s: %d %v, want %d %s", tc.name, st, out, tc.status, tc.code)
+		}
+	}
+	if n := gw.graph.Requests("create"); n != 0 {
+		t.Fatalf("%d subscriptions created for refused registrations", n)
+	}
+	// The tenant's backend vouches for the user without a token.
+	if st, reg := gw.register(t, gw.backend, deviceToken(711), ""); st != 201 || reg["status"] != "active" {
+		t.Fatalf("backend registration = %d %v", st, reg)
+	}
+	if st, out := gw.call(t, "POST", "/api/v1/registrations", gw.app, map[string]any{
+		"device":  map[string]any{"platform": "ios", "token": deviceToken(712)},
+		"mailbox": map[string]any{"address": address, "source": "ews", "ewsUrl": gw.exchange.URL(), "userToken": gw.userToken(nil)},
+	}); st != 400 {
+		t.Errorf("userToken with source ews = %d %v, want 400", st, out)
+	}
+}

@@ -50,6 +50,8 @@ type TenantConfig struct {
 	EWS TenantEWSConfig `yaml:"ews"`
 	// Graph is the tenant's Entra ID app for Microsoft Graph (config_graph.go).
 	Graph *TenantGraphConfig `yaml:"graph"`
+	// Registrations overrides the top-level registrations quotas.
+	Registrations RegistrationQuotas `yaml:"registrations"`
 	// Autodiscover makes the responder answer for the tenant's mail domains.
 	Autodiscover *AutodiscoverConfig `yaml:"autodiscover"`
 	// Directory is the tenant's LDAP / Active Directory, read by the
