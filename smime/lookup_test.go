@@ -91,6 +91,7 @@ func newWorld(t testing.TB) *world {
 	root := smimetest.NewRoot(t, "Acme Root")
 	inter := root.Intermediate(t, "Acme Mail CA")
 	other := smimetest.NewRoot(t, "Evil Root")
+	shortCA := root.IntermediateUntil(t, "Acme Short CA", time.Now().Add(48*time.Hour))
 	now := time.Now()
 	w := &world{root: root, inter: inter, certs: map[string]smimetest.Issued{}, crlHits: new(atomic.Int64), crlFail: new(atomic.Bool), elsewhere: new(atomic.Int64)}
 	attacker := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) { w.elsewhere.Add(1) }))
@@ -132,6 +133,9 @@ func newWorld(t testing.TB) *world {
 			issue("renew-dead", inter, smimetest.Leaf{Emails: []string{"renew@example.com"}, NotBefore: now.Add(-800 * 24 * time.Hour), NotAfter: now.Add(-400 * 24 * time.Hour)}),
 			inter.Cert}},
 		{uid: "nocert", mail: "nocert@example.com"},
+		// Its intermediate expires in two days, the certificate in a year.
+		{uid: "shortca", mail: "shortca@example.com", certs: []*x509.Certificate{
+			issue("shortca", shortCA, smimetest.Leaf{Emails: []string{"shortca@example.com"}}), shortCA.Cert}},
 	}
 	w.slapd = slapdtest.Start(t, ldif(t, users), slapdtest.Options{Anonymous: true})
 
@@ -349,5 +353,24 @@ func TestCRLUnavailable(t *testing.T) {
 	}
 	if n := w.elsewhere.Load(); n != 0 {
 		t.Errorf("the certificate's own CRL distribution point was fetched %d times", n)
+	}
+}
+
+// TestCachedChainExpires: a chain verified once is reused only while every
+// certificate in it is valid: once the intermediate expires, the
+// certificate is untrusted although it is itself still valid.
+func TestCachedChainExpires(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	for range 2 {
+		res, _ := w.svc.LookupCertificates(ctx, w.tenant, []string{"shortca@example.com"})
+		if res.Verdict != mailpush.SMIMEVerdictEncryptAll {
+			t.Fatalf("before the intermediate expires: %+v", res.Recipients[0])
+		}
+	}
+	w.clock.Advance(72 * time.Hour)
+	res, _ := w.svc.LookupCertificates(ctx, w.tenant, []string{"shortca@example.com"})
+	if r := res.Recipients[0]; r.Reason != mailpush.SMIMEUntrustedChain {
+		t.Errorf("after the intermediate expired: %q %q, want untrusted_chain", r.Reason, r.Detail)
 	}
 }
