@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -372,5 +373,60 @@ func TestCachedChainExpires(t *testing.T) {
 	res, _ := w.svc.LookupCertificates(ctx, w.tenant, []string{"shortca@example.com"})
 	if r := res.Recipients[0]; r.Reason != mailpush.SMIMEUntrustedChain {
 		t.Errorf("after the intermediate expired: %q %q, want untrusted_chain", r.Reason, r.Detail)
+	}
+}
+
+// TestDirectorySlow: a directory that accepts connections and never
+// answers costs a lookup the directory timeout, then directory_unavailable.
+func TestDirectorySlow(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		<-done
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	root := smimetest.NewRoot(t, "Slow Root")
+	rootsFile := filepath.Join(t.TempDir(), "roots.pem")
+	os.WriteFile(rootsFile, smimetest.PEM(root.Cert), 0o600)
+	log := slog.New(slog.DiscardHandler)
+	clock := clocktest.New(time.Now())
+	d, err := directory.New(directory.Config{URL: "ldap://" + l.Addr().String(), BaseDN: slapdtest.BaseDN,
+		Attributes: []string{"userCertificate;binary", "userSMIMECertificate"}, Timeout: 300 * time.Millisecond}, log, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	svc, err := smime.New(smime.Options{Logger: log, Clock: clock}, map[string]smime.Tenant{"acme": {Directory: d, Config: smime.Config{RootsFile: rootsFile}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := svc.LookupCertificates(context.Background(), &mailpush.Tenant{ID: "t", Name: "acme"}, []string{"a@example.com", "b@example.com", "c@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res.Recipients {
+		if r.Reason != mailpush.SMIMEDirectoryUnavailable {
+			t.Errorf("%s: %q", r.Address, r.Reason)
+		}
+	}
+	if res.Verdict != mailpush.SMIMEVerdictCannotEncrypt || len(res.Blocking) != 3 {
+		t.Errorf("%+v", res)
 	}
 }
