@@ -377,7 +377,9 @@ func TestCachedChainExpires(t *testing.T) {
 }
 
 // TestDirectorySlow: a directory that accepts connections and never
-// answers costs a lookup the directory timeout, then directory_unavailable.
+// answers costs a lookup no more than the lookup's timeout (here shorter
+// than the directory's, with more recipients than lookups run at once),
+// then directory_unavailable for every recipient.
 func TestDirectorySlow(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -408,16 +410,21 @@ func TestDirectorySlow(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 	clock := clocktest.New(time.Now())
 	d, err := directory.New(directory.Config{URL: "ldap://" + l.Addr().String(), BaseDN: slapdtest.BaseDN,
-		Attributes: []string{"userCertificate;binary", "userSMIMECertificate"}, Timeout: 300 * time.Millisecond}, log, clock)
+		Attributes: []string{"userCertificate;binary", "userSMIMECertificate"}, Timeout: time.Hour, DialTimeout: time.Hour}, log, clock) // without the lookup timeout: a hang
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	svc, err := smime.New(smime.Options{Logger: log, Clock: clock}, map[string]smime.Tenant{"acme": {Directory: d, Config: smime.Config{RootsFile: rootsFile}}})
+	svc, err := smime.New(smime.Options{Logger: log, Clock: clock}, map[string]smime.Tenant{"acme": {Directory: d,
+		Config: smime.Config{RootsFile: rootsFile, Timeout: 300 * time.Millisecond}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := svc.LookupCertificates(context.Background(), &mailpush.Tenant{ID: "t", Name: "acme"}, []string{"a@example.com", "b@example.com", "c@example.com"})
+	var many []string
+	for i := range 20 {
+		many = append(many, fmt.Sprintf("u%d@example.com", i))
+	}
+	res, err := svc.LookupCertificates(context.Background(), &mailpush.Tenant{ID: "t", Name: "acme"}, many)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -426,7 +433,7 @@ func TestDirectorySlow(t *testing.T) {
 			t.Errorf("%s: %q", r.Address, r.Reason)
 		}
 	}
-	if res.Verdict != mailpush.SMIMEVerdictCannotEncrypt || len(res.Blocking) != 3 {
+	if res.Verdict != mailpush.SMIMEVerdictCannotEncrypt || len(res.Blocking) != 20 {
 		t.Errorf("%+v", res)
 	}
 }

@@ -96,6 +96,10 @@ type Config struct {
 	CertificateAttributes []string `yaml:"certificateAttributes"`
 	// MaxRecipients caps a lookup's recipient list; default 100.
 	MaxRecipients int `yaml:"maxRecipients"`
+	// Timeout bounds a whole lookup, however many recipients and however
+	// slow the directory: recipients not answered by then are
+	// directory_unavailable. Default 10s.
+	Timeout time.Duration `yaml:"timeout"`
 	// CRLs are the URLs (http or https) of the CRLs to check revocation
 	// against; the only URLs mailpush fetches for S/MIME.
 	CRLs       []string      `yaml:"crls"`
@@ -120,6 +124,9 @@ func (c Config) Defaults() Config {
 	if c.CRLRefresh == 0 {
 		c.CRLRefresh = time.Hour
 	}
+	if c.Timeout == 0 {
+		c.Timeout = 10 * time.Second
+	}
 	if c.CRLTimeout == 0 {
 		c.CRLTimeout = 5 * time.Second
 	}
@@ -138,6 +145,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("crlRefresh: %v is too short: at least 1m", c.CRLRefresh)
 	case c.CRLTimeout <= 0:
 		return errors.New("crlTimeout: must be positive")
+	case c.Timeout <= 0:
+		return errors.New("timeout: must be positive")
 	}
 	for _, u := range c.CRLs {
 		p, err := url.Parse(u)
@@ -329,6 +338,8 @@ func (s *Service) LookupCertificates(ctx context.Context, t *mailpush.Tenant, re
 	if err != nil {
 		return mailpush.SMIMELookup{}, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, tn.cfg.Timeout)
+	defer cancel()
 	res := mailpush.SMIMELookup{Recipients: make([]mailpush.SMIMERecipient, len(addrs)), Verdict: mailpush.SMIMEVerdictEncryptAll}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, lookupWorkers)
