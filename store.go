@@ -45,6 +45,9 @@ type Store interface {
 	// ActiveRegistrations lists a mailbox's registrations with status active
 	// or pending.
 	ActiveRegistrations(ctx context.Context, mailboxID string) ([]*Registration, error)
+	// CountRegistrations counts a tenant's registrations with status active
+	// or pending (for its quota).
+	CountRegistrations(ctx context.Context, tenantID string) (int, error)
 
 	Mailbox(ctx context.Context, id string) (*Mailbox, error)
 	MailboxBySubscription(ctx context.Context, subscriptionID string) (*Mailbox, error)
