@@ -316,6 +316,7 @@ func (c *Config) Validate() error {
 	}
 	c.validateTenants(bad)
 	c.validateAutodiscover(bad)
+	c.validateAppConfigs(bad)
 	c.validateDirectories(bad)
 	c.validateSMIME(bad)
 	if c.EWS.MaxPerAccount > 27 {

@@ -52,6 +52,8 @@ type TenantConfig struct {
 	Registrations RegistrationQuotas `yaml:"registrations"`
 	// Autodiscover makes the responder answer for the tenant's mail domains.
 	Autodiscover *AutodiscoverConfig `yaml:"autodiscover"`
+	// AppConfig is the managed app configuration (config_appconfig.go).
+	AppConfig *AppConfigConfig `yaml:"appConfig"`
 	// Directory is the tenant's LDAP / Active Directory, read by the
 	// S/MIME lookup and managed app configuration (config_directory.go).
 	Directory *directory.Config `yaml:"directory"`

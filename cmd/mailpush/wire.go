@@ -17,6 +17,7 @@ import (
 
 	"github.com/mailpush/mailpush"
 	"github.com/mailpush/mailpush/api"
+	"github.com/mailpush/mailpush/appconfig"
 	"github.com/mailpush/mailpush/autodiscover"
 	"github.com/mailpush/mailpush/directory"
 	"github.com/mailpush/mailpush/dovecot"
@@ -59,7 +60,12 @@ type Main struct {
 	// that configure tenants.<name>.directory).
 	Directories map[string]*directory.Directory
 	SMIME       *smime.Service // nil when no tenant configures smime
+	// AppConfigs expands managed app configuration from the tenants'
+	// directories (appDirs: the directory blocks with the app
+	// configuration's filter and attributes; closed by Close).
+	AppConfigs *appconfig.Service
 
+	appDirs   []*directory.Directory
 	providers *providers
 	listener  net.Listener
 	server    *http.Server
@@ -186,6 +192,9 @@ func (m *Main) Run(ctx context.Context) error {
 	if m.SMIME, err = m.openSMIME(outbound); err != nil {
 		return err
 	}
+	if m.AppConfigs, m.appDirs, err = cfg.openAppConfigs(publicURL, m.Logger.With("component", "directory"), m.Clock); err != nil {
+		return err
+	}
 
 	m.EWSEngine.Run(context.Background()) // stopped by Close
 
@@ -210,6 +219,7 @@ func (m *Main) Run(ctx context.Context) error {
 	srv := &api.Server{
 		Store: m.Store, Keys: m.Keys, Registrar: m.Registrar,
 		Logger: m.Logger.With("component", "api"), Gate: m.GateRegistry,
+		AppConfigs: m.AppConfigs,
 	}
 	if m.SMIME != nil {
 		srv.SMIME = m.SMIME
@@ -331,6 +341,9 @@ func (m *Main) Close() error {
 		m.providers.close()
 	}
 	for _, d := range m.Directories {
+		d.Close()
+	}
+	for _, d := range m.appDirs {
 		d.Close()
 	}
 	if m.Store != nil {
