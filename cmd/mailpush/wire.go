@@ -24,6 +24,7 @@ import (
 	"github.com/mailpush/mailpush/ews"
 	"github.com/mailpush/mailpush/gate"
 	"github.com/mailpush/mailpush/pipeline"
+	"github.com/mailpush/mailpush/postgres"
 	"github.com/mailpush/mailpush/registrar"
 	"github.com/mailpush/mailpush/seal"
 	"github.com/mailpush/mailpush/smime"
@@ -44,7 +45,7 @@ type Main struct {
 	Logger *slog.Logger
 	Clock  mailpush.Clock
 
-	Store    *sqlite.Store
+	Store    mailpush.Store
 	Keys     *seal.Keyring
 	Pipeline *pipeline.Pipeline
 	EWS      *ews.Source
@@ -90,7 +91,12 @@ func (m *Main) openStore(ctx context.Context) error {
 		return err
 	}
 	m.Keys = keys
-	store, err := sqlite.Open(ctx, m.Config.Database.Path, keys, m.Clock)
+	var store mailpush.Store
+	if db := m.Config.Database; db.Driver == "postgres" {
+		store, err = postgres.Open(ctx, postgres.Config{URL: db.URL, Schema: db.Schema, MaxConns: int32(db.MaxConns), Logger: m.Logger.With("component", "postgres")}, keys, m.Clock)
+	} else {
+		store, err = sqlite.Open(ctx, db.Path, keys, m.Clock)
+	}
 	if err != nil {
 		return err
 	}
@@ -270,7 +276,7 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 	}()
 	m.Logger.Info("mailpush serving", "version", mailpush.Version, "listen", m.listener.Addr().String(), "publicUrl", publicURL,
-		"database", cfg.Database.Path, "apns", cfg.APNsEnabled())
+		"database", cfg.databaseName(), "apns", cfg.APNsEnabled())
 	return nil
 }
 
@@ -476,7 +482,7 @@ func (m *Main) checkTenantNames(ctx context.Context) error {
 		} else if len(names) > 0 {
 			hint += "; the tenants are " + strings.Join(names, ", ")
 		}
-		errs = append(errs, fmt.Errorf("config key tenants.%s: no tenant named %q in %s; %s", name, name, m.Config.Database.Path, hint))
+		errs = append(errs, fmt.Errorf("config key tenants.%s: no tenant named %q in %s; %s", name, name, m.Config.databaseName(), hint))
 	}
 	return errors.Join(errs...)
 }
