@@ -94,6 +94,8 @@ type Config struct {
 	APNs APNsConfig `yaml:"apns"`
 	// FCM pushes to Android devices (Firebase Cloud Messaging HTTP v1).
 	FCM FCMConfig `yaml:"fcm"`
+	// Graph tunes the Microsoft Graph source (config_graph.go).
+	Graph GraphConfig `yaml:"graph"`
 	// Tenants holds per-tenant settings by tenant name (see tenants.go).
 	Tenants map[string]TenantConfig `yaml:"tenants"`
 	// Push tunes the durable outbox and its delivery (see package pipeline).
@@ -343,6 +345,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateTenants(bad)
+	c.validateGraph(bad)
 	c.validateAutodiscover(bad)
 	c.validateAppConfigs(bad)
 	c.validateDirectories(bad)

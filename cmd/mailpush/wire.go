@@ -34,6 +34,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/mailpush/mailpush/graph"
 	"github.com/mailpush/mailpush/subscription"
 )
 
@@ -51,6 +52,10 @@ type Main struct {
 	EWS      *ews.Source
 	// EWSEngine keeps the EWS subscriptions alive (Check, CheckHosts).
 	EWSEngine *subscription.Engine
+	// Graph is the Microsoft Graph source, when a tenant has a Graph app;
+	// GraphEngine renews its subscriptions.
+	Graph       *graph.Source
+	GraphEngine *subscription.Engine
 	// GateRegistry is the ActiveSync gate's device registry (always on);
 	// Gate decides for gate.tenant (nil when no tenant is configured).
 	GateRegistry *gate.Registry
@@ -203,11 +208,19 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 
 	m.EWSEngine.Run(context.Background()) // stopped by Close
+	watchers := map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS, mailpush.SourceDovecot: m.Dovecot}
+	if err := m.startGraph(&cfg, outbound, strings.TrimSuffix(publicURL, "/")); err != nil {
+		return err
+	}
+	verifiers := map[mailpush.Source]mailpush.CredentialVerifier{mailpush.SourceDovecot: m.Dovecot}
+	if m.Graph != nil {
+		watchers[mailpush.SourceGraph], verifiers[mailpush.SourceGraph] = m.Graph, m.Graph
+	}
 
 	m.Registrar = &registrar.Service{
 		Store: m.Store, Keys: m.Keys, Logger: m.Logger.With("component", "registrar"), Clock: m.Clock,
-		Watchers:        map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS, mailpush.SourceDovecot: m.Dovecot},
-		Verifiers:       map[mailpush.Source]mailpush.CredentialVerifier{mailpush.SourceDovecot: m.Dovecot},
+		Watchers:        watchers,
+		Verifiers:       verifiers,
 		RegistrationTTL: cfg.RegistrationTTL,
 		Autodiscover: &autodiscover.Client{
 			HTTP: &http.Client{Transport: outbound, Timeout: 15 * time.Second,
@@ -242,6 +255,10 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	responder.Routes(mux)
 	mux.Handle("POST "+ews.CallbackPath+"{token}", m.EWS)
+	if m.Graph != nil {
+		mux.Handle("POST "+graph.NotifyPath+"{token}", m.Graph)
+		mux.Handle("POST "+graph.LifecyclePath+"{token}", m.Graph)
+	}
 	if m.Gate != nil {
 		m.Gate.Routes(mux)
 		registerGateMetrics(registry, m.Gate)
@@ -336,6 +353,10 @@ func (m *Main) Close() error {
 	}
 	if m.EWSEngine != nil {
 		m.EWSEngine.Close()
+	}
+	if m.GraphEngine != nil {
+		m.GraphEngine.Close()
+		m.Graph.Close()
 	}
 	if m.Pipeline != nil {
 		errs = append(errs, m.Pipeline.Shutdown(ctx))
@@ -524,4 +545,32 @@ func orDefault[T int | time.Duration](v, def T) T {
 		return def
 	}
 	return v
+}
+
+// startGraph makes the Graph source and its engine when a tenant has a
+// Graph app, and starts them (Close stops them).
+func (m *Main) startGraph(cfg *Config, outbound *http.Transport, publicURL string) error {
+	apps, err := cfg.graphApps()
+	if err != nil || len(apps) == 0 {
+		return err
+	}
+	m.Graph = &graph.Source{
+		Store: m.Store, Sealer: m.Keys, Hasher: m.Keys, Sink: m.Pipeline, Apps: apps,
+		HTTP:      &http.Client{Transport: outbound, Timeout: 30 * time.Second},
+		PublicURL: publicURL, Lifetime: cfg.Graph.SubscriptionLifetime,
+		QueueSize: cfg.Graph.QueueSize, Workers: cfg.Graph.Workers,
+		Logger: m.Logger.With("source", "graph"), Clock: m.Clock,
+	}
+	// Renewal at half the lifetime, paced: a wave of registrations never
+	// becomes a wave of PATCHes. Graph allows 4 requests at once per app and
+	// mailbox (the engine's account is the mailbox).
+	m.GraphEngine = &subscription.Engine{
+		Store: m.Store, Source: mailpush.SourceGraph, Healer: m.Graph,
+		Logger: m.Logger.With("source", "graph", "component", "subscription"), Clock: m.Clock,
+		DueAfter: m.Graph.RenewAfter(), Interval: time.Minute, Rate: float64(orDefault(cfg.Graph.RenewRate, 20)), MaxPerAccount: 4,
+	}
+	m.Graph.Engine = m.GraphEngine
+	m.Graph.Run(context.Background())
+	m.GraphEngine.Run(context.Background())
+	return nil
 }
