@@ -59,6 +59,7 @@ type Source struct {
 	Workers   int // fetches in flight
 	Logger    *slog.Logger
 	Clock     mailpush.Clock
+	Metrics   *Metrics // nil: none
 
 	st state
 }
@@ -526,6 +527,23 @@ func (s *Source) validation(w http.ResponseWriter, r *http.Request, tok mailpush
 // is ignored with a log line (never an error that Graph would retry).
 func (s *Source) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := s.Clock.Now()
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	defer func() { s.Metrics.observe(s.Clock.Now().Sub(start), rec.status >= 500) }()
+	s.serve(rec, r, start)
+}
+
+// statusRecorder keeps the status of the answer, for the slow-answer ratio.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (s *Source) serve(w http.ResponseWriter, r *http.Request, start time.Time) {
 	tok, err := s.Sealer.OpenCallback(r.PathValue("token"))
 	if err != nil {
 		s.Logger.Warn("Graph notification refused: bad URL token", "err", mailpush.ErrorMessage(err))

@@ -211,7 +211,7 @@ func (m *Main) Run(ctx context.Context) error {
 
 	m.EWSEngine.Run(context.Background()) // stopped by Close
 	watchers := map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS, mailpush.SourceDovecot: m.Dovecot}
-	if err := m.startGraph(&cfg, outbound, strings.TrimSuffix(publicURL, "/")); err != nil {
+	if err := m.startGraph(&cfg, outbound, strings.TrimSuffix(publicURL, "/"), registry); err != nil {
 		return err
 	}
 	verifiers := map[mailpush.Source]mailpush.CredentialVerifier{mailpush.SourceDovecot: m.Dovecot}
@@ -551,7 +551,7 @@ func orDefault[T int | time.Duration](v, def T) T {
 
 // startGraph makes the Graph source and its engine when a tenant has a
 // Graph app, and starts them (Close stops them).
-func (m *Main) startGraph(cfg *Config, outbound *http.Transport, publicURL string) error {
+func (m *Main) startGraph(cfg *Config, outbound *http.Transport, publicURL string, registry prometheus.Registerer) error {
 	apps, err := cfg.graphApps()
 	if err != nil || len(apps) == 0 {
 		return err
@@ -562,6 +562,7 @@ func (m *Main) startGraph(cfg *Config, outbound *http.Transport, publicURL strin
 		PublicURL: publicURL, Lifetime: cfg.Graph.SubscriptionLifetime,
 		QueueSize: cfg.Graph.QueueSize, Workers: cfg.Graph.Workers,
 		Logger: m.Logger.With("source", "graph"), Clock: m.Clock,
+		Metrics: graph.NewMetrics(registry, m.Clock, m.Logger.With("source", "graph")),
 	}
 	// Renewal at half the lifetime, paced: a wave of registrations never
 	// becomes a wave of PATCHes. Graph allows 4 requests at once per app and
