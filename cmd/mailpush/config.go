@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailpush/mailpush/ews"
 	"github.com/mailpush/mailpush/gate"
 	"go.yaml.in/yaml/v3"
 )
@@ -70,6 +71,16 @@ type Config struct {
 		HostSilence          time.Duration `yaml:"hostSilence"`
 		HostOverdue          int           `yaml:"hostOverdue"`
 		HostCheckInterval    time.Duration `yaml:"hostCheckInterval"`
+		// FetchRate and FetchBurst bound, per mailbox, the GetFolder and
+		// GetItem calls that notifications trigger: per minute, and at once
+		// (default 20 and 10), so replayed or forged notifications cannot
+		// become a fetch storm against Exchange.
+		FetchRate  int `yaml:"fetchRate"`
+		FetchBurst int `yaml:"fetchBurst"`
+		// CallbackMaxAge is how long a callback URL is honoured after it was
+		// issued (default 2160h, 90 days); then it is answered Unsubscribe
+		// and the mailbox resubscribed with a fresh URL.
+		CallbackMaxAge time.Duration `yaml:"callbackMaxAge"`
 	} `yaml:"ews"`
 	// APNs and FCM are the push credentials of every tenant that has none
 	// of its own in Tenants.
@@ -120,6 +131,9 @@ func DefaultConfig() Config {
 	c.Log.Format = "text"
 	c.RegistrationTTL = 30 * 24 * time.Hour
 	c.EWS.StatusFrequency = 5
+	c.EWS.FetchRate = ews.DefaultFetchRate
+	c.EWS.FetchBurst = ews.DefaultFetchBurst
+	c.EWS.CallbackMaxAge = ews.DefaultCallbackMaxAge
 	c.EWS.HostMinSubscriptions = 20
 	c.EWS.HostSilence = time.Minute
 	c.EWS.HostOverdue = 5
@@ -280,6 +294,12 @@ func (c *Config) Validate() error {
 		bad("ews", "healthInterval, resubscribeRate, maxPerHost and maxPerAccount must not be negative (0 means the default)")
 	}
 	c.validateHostRule(bad)
+	if c.EWS.FetchRate < 1 || c.EWS.FetchBurst < 1 {
+		bad("ews.fetchRate", "fetchRate (%d per minute) and fetchBurst (%d) must be at least 1", c.EWS.FetchRate, c.EWS.FetchBurst)
+	}
+	if c.EWS.CallbackMaxAge < time.Hour {
+		bad("ews.callbackMaxAge", "%v is too short: use at least 1h (default 2160h); callback URLs are renewed at every resubscription", c.EWS.CallbackMaxAge)
+	}
 	return errors.Join(errs...)
 }
 

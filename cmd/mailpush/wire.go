@@ -53,6 +53,7 @@ type Main struct {
 	Dovecot      *dovecot.Source
 
 	providers *providers
+	keysWatch keysWatch // keys.go
 	listener  net.Listener
 	server    *http.Server
 	closed    bool
@@ -142,7 +143,8 @@ func (m *Main) Run(ctx context.Context) error {
 		Client:          &ews.Client{HTTP: &http.Client{Transport: outbound, Timeout: 30 * time.Second}, UserAgent: "mailpush/" + mailpush.Version},
 		PublicURL:       strings.TrimSuffix(publicURL, "/"),
 		StatusFrequency: cfg.EWS.StatusFrequency,
-		Logger:          m.Logger.With("source", "ews"), Clock: m.Clock,
+		FetchRate:       float64(cfg.EWS.FetchRate), FetchBurst: cfg.EWS.FetchBurst, CallbackMaxAge: cfg.EWS.CallbackMaxAge,
+		Logger: m.Logger.With("source", "ews"), Clock: m.Clock,
 	}
 	// The engine that keeps the EWS subscriptions alive: silent for
 	// 2×StatusFrequency means dead; so does a host whose status events are late.
@@ -173,6 +175,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 
 	m.EWSEngine.Run(context.Background()) // stopped by Close
+	m.watchKeys()                         // stopped by Close
 
 	srv := &api.Server{
 		Store: m.Store, Keys: m.Keys, Logger: m.Logger.With("component", "api"), Clock: m.Clock,
@@ -292,6 +295,7 @@ func (m *Main) Close() error {
 	if m.EWSEngine != nil {
 		m.EWSEngine.Close()
 	}
+	m.stopWatchingKeys()
 	if m.Pipeline != nil {
 		errs = append(errs, m.Pipeline.Shutdown(ctx))
 	}
