@@ -65,7 +65,6 @@ func TestReplayed(t *testing.T) {
 	}
 }
 
-
 func TestCallbackExpiry(t *testing.T) {
 	now := time.Now()
 	s := &Source{Clock: mailpush.SystemClock{}}
