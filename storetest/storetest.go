@@ -50,6 +50,7 @@ func Run(t *testing.T, open Factory) {
 		{"Tenants", testTenants},
 		{"ListAndDeleteTenants", testListAndDeleteTenants},
 		{"Tokens", testTokens},
+		{"RegistrationBindingAndCount", testRegistrationBindingAndCount},
 		{"RegisterSharesMailbox", testRegisterSharesMailbox},
 		{"RegisterSameTokenReplaces", testRegisterSameTokenReplaces},
 		{"TenantIsolation", testTenantIsolation},
@@ -142,11 +143,15 @@ func testTenants(t *testing.T, s mailpush.Store, e *env) {
 	_, err = s.TenantByName(ctx, "nope")
 	wantCode(t, "missing tenant by name", err, mailpush.ENotFound)
 
+	if got.DeviceSubscribed {
+		t.Errorf("a new tenant accepts device-subscribed registrations: it was created without")
+	}
 	got.AllowedHosts = nil
+	got.DeviceSubscribed = true
 	if err := s.UpdateTenant(ctx, got); err != nil {
 		t.Fatal(err)
 	}
-	if again, _ := s.Tenant(ctx, tn.ID); len(again.AllowedHosts) != 0 {
+	if again, _ := s.Tenant(ctx, tn.ID); len(again.AllowedHosts) != 0 || !again.DeviceSubscribed {
 		t.Errorf("after UpdateTenant: %+v", again)
 	}
 	wantCode(t, "update missing tenant", s.UpdateTenant(ctx, &mailpush.Tenant{ID: "nope", Name: "x"}), mailpush.ENotFound)
@@ -174,6 +179,9 @@ func testListAndDeleteTenants(t *testing.T, s mailpush.Store, e *env) {
 		if err := s.EnqueuePushes(ctx, []*mailpush.Push{pushFor(reg, mailpush.PushBadge, 1)}); err != nil {
 			t.Fatal(err)
 		}
+		if err := s.EnqueueEvents(ctx, []*mailpush.OutboxEvent{eventFor(reg, mailpush.EventNewMail, 1, 1)}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	tok, _ := mailpush.NewToken(acme.ID, mailpush.ScopeAdmin)
 	if err := s.CreateToken(ctx, tok); err != nil {
@@ -196,8 +204,8 @@ func testListAndDeleteTenants(t *testing.T, s mailpush.Store, e *env) {
 	if _, err := s.GateDevice(ctx, globex.ID, "DEV1"); err != nil {
 		t.Errorf("the other tenant's gate device: %v", err)
 	}
-	if n, err := s.OutboxDepth(ctx); err != nil || n != 1 {
-		t.Errorf("outbox depth after deleting acme = %d, %v; want globex's 1 push", n, err)
+	if n, err := s.OutboxDepth(ctx); err != nil || n != 2 {
+		t.Errorf("outbox depth after deleting acme = %d, %v; want globex's push and event", n, err)
 	}
 	wantCode(t, "delete missing tenant", s.DeleteTenant(ctx, acme.ID), mailpush.ENotFound)
 	if ts, _ := s.Tenants(ctx); len(ts) != 1 || ts[0].Name != "globex" {
