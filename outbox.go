@@ -44,9 +44,10 @@ type Outbox interface {
 	// queue behind them).
 	Recipients(ctx context.Context, mailboxIDs []string, since time.Time) ([]*Recipient, error)
 	// SettleEvents records a fanned-out batch in one transaction (the
-	// events leave the outbox; delivered sequences are raised; device pushes
-	// and dead letters are written) and, when limit > 0, claims the next
-	// batch of events in the same transaction, as ClaimEvents would.
+	// events leave the outbox and raise their mailboxes' fanned-out
+	// sequence; delivered sequences are raised; device pushes and dead
+	// letters are written) and, when limit > 0, claims the next batch of
+	// events in the same transaction, as ClaimEvents would.
 	SettleEvents(ctx context.Context, st EventSettlement, now time.Time, limit int, lease time.Duration) ([]*OutboxEvent, error)
 
 	// EnqueuePushes stores pushes in one transaction. A badge or sync push
@@ -141,8 +142,11 @@ type Recipient struct {
 	MailboxID      string
 	Device         Device // token opened
 	Content        ContentMode
-	LastSeq        int64     // highest sequence delivered to it so far
-	UpdatedAt      time.Time // when the registration last changed
+	// LastSeq is the highest sequence delivered to it so far: the higher of
+	// its mailbox's last fanned-out event and what the device tier
+	// delivered to it.
+	LastSeq   int64
+	UpdatedAt time.Time // when the registration last changed
 	// LeftActiveAt is zero for an active registration; for a pending one,
 	// when it stopped being active: it still gets the pushes of events
 	// accepted before then (they were decided while it was active).
@@ -158,10 +162,13 @@ type Recipient struct {
 
 // EventSettlement is what a batch of fanned-out events leaves behind.
 type EventSettlement struct {
-	Events    []int64          // OutboxIDs of the events fanned out: they leave the outbox
-	Delivered []PushSettlement // SettleDone with RegistrationID and Seq: raise last sequences
-	Queue     []DevicePush     // pushes that must wait: stored as device pushes
-	Dead      []DeadLetter     // pushes given up on
+	Events []int64 // OutboxIDs of the events fanned out: they leave the outbox
+	// Delivered raises registrations' last sequences (SettleDone with
+	// RegistrationID and Seq); the events' own sequences count for every
+	// device of their mailbox without it.
+	Delivered []PushSettlement
+	Queue     []DevicePush // pushes that must wait: stored as device pushes
+	Dead      []DeadLetter // pushes given up on
 }
 
 // DevicePush is a push stored in the device tier, with its queue state.

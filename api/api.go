@@ -52,6 +52,9 @@ type Server struct {
 	// Ready reports whether the service can take traffic (for /readyz);
 	// nil means Store.Ping.
 	Ready func(ctx context.Context) error
+	// Metrics counts routine API events that are not logged at the default
+	// level; nil counts nothing.
+	Metrics *Metrics
 }
 
 // Routes registers the API's routes on mux.

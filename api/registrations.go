@@ -136,7 +136,10 @@ func (s *Server) createRegistration(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s.Logger.Info("registration created", "tenant", t.Name, "registration", reg.ID, "mailbox", stored.ID, "mode", mb.Mode, "platform", dev.Platform, "scope", scopeFrom(ctx))
+	// Routine: counted, logged only at debug (a million registrations must
+	// not write a million lines at the default level).
+	s.Metrics.registered()
+	s.Logger.Debug("registration created", "tenant", t.Name, "registration", reg.ID, "mailbox", stored.ID, "mode", mb.Mode, "platform", dev.Platform, "scope", scopeFrom(ctx))
 	writeJSON(w, http.StatusCreated, s.response(reg, chosen(mb.Mode, res), res))
 }
 
@@ -178,16 +181,13 @@ func (s *Server) checkJoin(ctx context.Context, mb *mailpush.Mailbox, dev mailpu
 	if mb.Mode == mailpush.ModeDeviceSubscribed && existing.Mode == mailpush.ModeSealed && existing.Status != mailpush.StatusInactive {
 		return nil, mailpush.Errorf(mailpush.EConflict, "this mailbox is watched with a user's sealed credentials: register with mailbox.sealedCredentials")
 	}
-	regs, err := s.Store.ActiveRegistrations(ctx, existing.ID)
-	if err != nil {
-		return nil, err
+	// By the token's hash: registering the n-th device of a mailbox must
+	// not load and open the n-1 others.
+	reg, err := s.Store.RegistrationByToken(ctx, existing.ID, dev.Token)
+	if mailpush.ErrorCode(err) == mailpush.ENotFound {
+		return nil, nil
 	}
-	for _, r := range regs {
-		if r.Device.Token == dev.Token {
-			return r, nil
-		}
-	}
-	return nil, nil
+	return reg, err
 }
 
 // takeBack undoes Register after the source refused: it deletes a new
@@ -315,7 +315,8 @@ func (s *Server) deleteRegistration(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.Logger.Info("registration deleted", "tenant", t.Name, "registration", id)
+	s.Metrics.deleted()
+	s.Logger.Debug("registration deleted", "tenant", t.Name, "registration", id)
 	w.WriteHeader(http.StatusNoContent)
 }
 

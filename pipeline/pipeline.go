@@ -421,9 +421,13 @@ func (p *Pipeline) send(ctx context.Context, q *mailpush.QueuedPush) mailpush.Pu
 		}
 	}
 	pusher := p.pusher(push.TenantID, push.Device.Platform)
-	log := p.cfg.Logger.With("registration", push.RegistrationID, "platform", push.Device.Platform, "kind", push.Kind)
+	// Built only when something is logged: With allocates, and the common
+	// case logs nothing.
+	log := func() *slog.Logger {
+		return p.cfg.Logger.With("registration", push.RegistrationID, "platform", push.Device.Platform, "kind", push.Kind)
+	}
 	if pusher == nil {
-		log.Warn("push dead: no provider configured for the tenant's platform")
+		log().Warn("push dead: no provider configured for the tenant's platform")
 		p.cfg.Metrics.result(q, "failed", "no_provider")
 		s.Action, s.Reason = mailpush.SettleDead, "no provider for platform "+string(push.Device.Platform)
 		return s
@@ -448,7 +452,7 @@ func (p *Pipeline) send(ctx context.Context, q *mailpush.QueuedPush) mailpush.Pu
 		s.Action = mailpush.SettleDone
 		return s
 	case mailpush.PushFailed:
-		log.Warn("push refused by provider", "status", res.Status, "reason", res.Reason, "err", err)
+		log().Warn("push refused by provider", "status", res.Status, "reason", res.Reason, "err", err)
 		p.cfg.Metrics.result(q, "failed", reason)
 		s.Action, s.Reason = mailpush.SettleDead, fmt.Sprintf("refused: %d %s", res.Status, res.Reason)
 		return s
@@ -462,7 +466,7 @@ func (p *Pipeline) send(ctx context.Context, q *mailpush.QueuedPush) mailpush.Pu
 		return s
 	}
 	if q.Attempts >= p.cfg.MaxAttempts {
-		log.Warn("push dead after retries", "attempts", q.Attempts, "status", res.Status, "reason", res.Reason, "err", err)
+		log().Warn("push dead after retries", "attempts", q.Attempts, "status", res.Status, "reason", res.Reason, "err", err)
 		p.cfg.Metrics.result(q, "dead", reason)
 		s.Action, s.Reason = mailpush.SettleDead, fmt.Sprintf("gave up after %d attempts: %s", q.Attempts, reason)
 		return s
@@ -472,7 +476,7 @@ func (p *Pipeline) send(ctx context.Context, q *mailpush.QueuedPush) mailpush.Pu
 	if res.RetryAfter > wait {
 		wait = res.RetryAfter
 	}
-	log.Debug("push will be retried", "attempts", q.Attempts, "in", wait, "status", res.Status, "reason", res.Reason, "err", err)
+	log().Debug("push will be retried", "attempts", q.Attempts, "in", wait, "status", res.Status, "reason", res.Reason, "err", err)
 	s.Action, s.DueAt, s.Reason = mailpush.SettleRetry, p.cfg.Clock.Now().Add(wait), reason
 	return s
 }

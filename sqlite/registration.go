@@ -18,6 +18,11 @@ const registrationCols = `id, tenant_id, mailbox_id, platform, environment, toke
 // every event, and parsing it cost more than running it.
 const qActiveRegistrations = `SELECT ` + registrationCols + ` FROM registrations WHERE mailbox_id = ? AND status IN (?, ?) ORDER BY created_at, id`
 
+const (
+	qRegistrationByToken = `SELECT ` + registrationCols + ` FROM registrations WHERE mailbox_id = ? AND token_hash = ? AND status IN (?, ?)`
+	qMailboxAudience     = `SELECT count(*), coalesce(max(content IN (?4, ?5)), 0) FROM registrations WHERE mailbox_id = ?1 AND status IN (?2, ?3)`
+)
+
 type scanner interface{ Scan(dest ...any) error }
 
 type querier interface {
@@ -228,6 +233,45 @@ func (s *Store) DeleteRegistration(ctx context.Context, tenantID, id string) err
 		return dbError("delete registration", err)
 	}
 	return nil
+}
+
+// RegistrationByToken finds the mailbox's active or pending registration of
+// a push token through the (mailbox_id, token_hash) index.
+func (s *Store) RegistrationByToken(ctx context.Context, mailboxID, token string) (*mailpush.Registration, error) {
+	rows, err := s.read(ctx, qRegistrationByToken, mailboxID, s.cipher.HashField([]byte(token)), string(mailpush.StatusActive), string(mailpush.StatusPending))
+	if err != nil {
+		return nil, dbError("get registration", err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return nil, dbError("get registration", err)
+		}
+		return nil, notFound("registration")
+	}
+	r, err := s.scanRegistration(rows)
+	if err != nil {
+		return nil, dbError("get registration", err)
+	}
+	return r, nil
+}
+
+// MailboxAudience counts the mailbox's active and pending registrations and
+// whether one may show content, in one indexed read.
+func (s *Store) MailboxAudience(ctx context.Context, mailboxID string) (mailpush.Audience, error) {
+	var a mailpush.Audience
+	rows, err := s.read(ctx, qMailboxAudience, mailboxID, string(mailpush.StatusActive), string(mailpush.StatusPending),
+		string(mailpush.ContentSubject), string(mailpush.ContentSubjectSender))
+	if err != nil {
+		return a, dbError("mailbox audience", err)
+	}
+	defer rows.Close()
+	if rows.Next() {
+		if err := rows.Scan(&a.Registrations, &a.WantsContent); err != nil {
+			return a, dbError("mailbox audience", err)
+		}
+	}
+	return a, rows.Err()
 }
 
 // ActiveRegistrations lists a mailbox's active and pending registrations.

@@ -169,6 +169,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Platforms:        m.providers.platforms,
 		AllowInsecureEWS: cfg.EWS.AllowInsecureHTTP,
 		Gate:             m.GateRegistry,
+		Metrics:          api.NewMetrics(registry),
 	}
 	mux := http.NewServeMux()
 	srv.Routes(mux)
