@@ -260,8 +260,6 @@ tenants:
 	if err := run(ctx, []string{"tenant", "add", "bench", "--config", cfgPath, "--max-content", "subject_sender"}, &out, b.progress, nil); err != nil {
 		return fmt.Errorf("tenant add: %w", err)
 	}
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	apiToken := lines[len(lines)-1]
 	cfg, err := LoadConfig(cfgPath, nil)
 	if err != nil {
 		return err
@@ -275,7 +273,14 @@ tenants:
 		return err
 	}
 	if b.f.scenario == "registrations" {
-		b.secret = apiToken // the API's bearer token
+		// Dovecot registrations are service mode: the tenant's backend
+		// vouches for the user, so the API wants a backend token.
+		out.Reset()
+		if err := run(ctx, []string{"token", "add", "--tenant", "bench", "--scope", "backend", "--config", cfgPath}, &out, b.progress, nil); err != nil {
+			return fmt.Errorf("token add: %w", err)
+		}
+		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+		b.secret = lines[len(lines)-1] // the API's bearer token
 		return nil
 	}
 	return b.seed(ctx)

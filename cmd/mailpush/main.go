@@ -56,6 +56,7 @@ const usage = `usage:
   mailpush token revoke ID --tenant NAME [--config FILE]
   mailpush keys rotate [--config FILE]
   mailpush gate import FILE --tenant NAME [--config FILE]   (CSV: deviceId,user,deviceType,state)
+  mailpush registrations import FILE --tenant NAME [--config FILE]   (CSV: platform,token,address[,content[,environment]]; source dovecot)
   mailpush bench [-scenario fanout|realworld|overload|raw|registrations] [flags]   (load test, in-process)
   mailpush version
 
@@ -93,6 +94,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 			return subcommandError(stdout, "gate", args[1:], "import")
 		}
 		return runGate(ctx, args[1:], stdout, stderr, environ)
+	case "registrations":
+		if len(args) < 2 || args[1] != "import" {
+			return subcommandError(stdout, "registrations", args[1:], "import")
+		}
+		return runRegistrationsImport(ctx, args[2:], stdout, stderr, environ)
 	case "bench":
 		return runBench(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v":
