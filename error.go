@@ -23,6 +23,7 @@ const (
 	ERedirect     = "upstream_redirect"      // the mail server redirected; credentials never follow a redirect
 	ECredentials  = "credentials_refused"    // the mail server refused the user's credentials
 	EUnavailable  = "unavailable"            // a dependency is down; retry later
+	EBadPassword  = "wrong_password"         // a file's password (e.g. a PKCS#12's) does not open it
 	EInternal     = "internal"               // a bug or an unexpected failure
 )
 

@@ -49,6 +49,8 @@ type Server struct {
 	// registering a device of another platform is refused (422
 	// unsupported). nil accepts every platform.
 	Platforms func(t *mailpush.Tenant) []mailpush.Platform
+	// SMIME serves /api/v1/smime/…; nil turns them into unsupported errors.
+	SMIME mailpush.SMIME
 	// Ready reports whether the service can take traffic (for /readyz);
 	// nil means Store.Ping.
 	Ready func(ctx context.Context) error
@@ -70,6 +72,7 @@ func (s *Server) Routes(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	s.gateRoutes(mux)
+	s.smimeRoutes(mux)
 }
 
 func (s *Server) alive(w http.ResponseWriter, r *http.Request) {

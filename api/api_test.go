@@ -53,6 +53,7 @@ type env struct {
 	backend string // its backend token
 	tenant  *mailpush.Tenant
 	other   string // another tenant's app token
+	srv     *api.Server
 }
 
 func (e *env) addToken(t *testing.T, tn *mailpush.Tenant, scope mailpush.Scope) string {
@@ -93,6 +94,7 @@ func setupWith(t *testing.T, locator mailpush.EWSLocator) *env {
 	_, e.other = mk("globex")
 	srv := &api.Server{Store: store, Keys: keys, Logger: slog.New(slog.DiscardHandler), Clock: storetest.NewClock(),
 		Watchers: map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: e.watcher}, RegistrationTTL: 24 * time.Hour, Autodiscover: locator}
+	e.srv = srv
 	mux := http.NewServeMux()
 	srv.Routes(mux)
 	ts := httptest.NewServer(mux)

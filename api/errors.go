@@ -15,7 +15,7 @@ import (
 // statusOf maps an error code to its HTTP status. It is the only such mapping.
 func statusOf(code string) int {
 	switch code {
-	case mailpush.EInvalid, mailpush.EBadSealed:
+	case mailpush.EInvalid, mailpush.EBadSealed, mailpush.EBadPassword:
 		return http.StatusBadRequest
 	case mailpush.EUnauthorized:
 		return http.StatusUnauthorized

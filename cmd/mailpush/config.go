@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -27,11 +28,8 @@ type Config struct {
 	// PublicURL is how mail servers reach this service; callback URLs are
 	// built on it. Default: http://<listen>.
 	PublicURL string `yaml:"publicUrl"`
-	// TLS serves HTTPS when both files are set.
-	TLS struct {
-		CertFile string `yaml:"certFile"`
-		KeyFile  string `yaml:"keyFile"`
-	} `yaml:"tls"`
+	// TLS serves HTTPS when both files are set (config_tls.go).
+	TLS      TLSConfig `yaml:"tls"`
 	Database struct {
 		// Path of the SQLite file.
 		Path string `yaml:"path"`
@@ -114,6 +112,8 @@ type DovecotConfig struct {
 func DefaultConfig() Config {
 	var c Config
 	c.Listen = "127.0.0.1:8080"
+	c.TLS.MinVersion = "1.2"
+	c.TLS.CipherSuites = slices.Clone(defaultCipherSuites)
 	c.Database.Path = "mailpush.db"
 	c.KeyDir = "mailpush-keys"
 	c.Log.Level = "info"
@@ -201,6 +201,7 @@ func (c *Config) Validate() error {
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		bad("tls", "set both certFile and keyFile, or neither")
 	}
+	c.TLS.validate(bad)
 	if c.Database.Path == "" {
 		bad("database.path", "is empty: give the SQLite file, e.g. mailpush.db")
 	}
@@ -272,6 +273,7 @@ func (c *Config) Validate() error {
 	c.validateTenants(bad)
 	c.validateAutodiscover(bad)
 	c.validateDirectories(bad)
+	c.validateSMIME(bad)
 	if c.EWS.MaxPerAccount > 27 {
 		bad("ews.maxPerAccount", "%d is over Exchange's 27 concurrent requests per account", c.EWS.MaxPerAccount)
 	}

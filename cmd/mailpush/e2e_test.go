@@ -73,9 +73,9 @@ func newWorld(t testing.TB, logLevel string, extraYAML ...string) *world {
 
 // worldOptions change newWorld's defaults.
 type worldOptions struct {
-	clock       mailpush.Clock // nil means the system clock
+	clock       mailpush.Clock // mailpush's and the fake Exchange's; nil means the system clock
 	extraConfig string         // YAML appended to the config file
-	timeScale   float64        // the fake Exchange's; 0 means 0.001
+	timeScale   float64        // the fake Exchange's; 0 means 0.001 (1 with a clock)
 	configure   func(*Config)  // changes the loaded configuration
 	// extra returns more YAML and CAs to trust, given the world's
 	// directory and fakes (for tenants with credentials of their own).
@@ -87,6 +87,9 @@ func newWorldWith(t testing.TB, logLevel string, o worldOptions) *world {
 	t.Helper()
 	if o.timeScale == 0 {
 		o.timeScale = 0.001
+		if o.clock != nil {
+			o.timeScale = 1 // the test moves the clock: Exchange's minutes are minutes
+		}
 	}
 	w := &world{dir: t.TempDir(), logs: &syncBuffer{}}
 	t.Cleanup(func() {
@@ -94,7 +97,7 @@ func newWorldWith(t testing.TB, logLevel string, o worldOptions) *world {
 			t.Logf("server logs:\n%s", w.logs.String())
 		}
 	})
-	w.exchange, w.apple = newFakesScaled(t, o.timeScale)
+	w.exchange, w.apple = newFakesOptions(t, ewsfake.Options{TimeScale: o.timeScale, Clock: o.clock})
 	yaml, cas := o.extraConfig, []*x509.Certificate(nil)
 	if o.extra != nil {
 		more, moreCAs := o.extra(w)
@@ -137,7 +140,13 @@ func newFakes(t testing.TB) (*ewsfake.Server, *apnsfake.Server) {
 // newFakesScaled is newFakes with the fake Exchange's TimeScale.
 func newFakesScaled(t testing.TB, timeScale float64) (*ewsfake.Server, *apnsfake.Server) {
 	t.Helper()
-	exchange := ewsfake.New(ewsfake.Options{TimeScale: timeScale})
+	return newFakesOptions(t, ewsfake.Options{TimeScale: timeScale})
+}
+
+// newFakesOptions is newFakes with the fake Exchange's options.
+func newFakesOptions(t testing.TB, opts ewsfake.Options) (*ewsfake.Server, *apnsfake.Server) {
+	t.Helper()
+	exchange := ewsfake.New(opts)
 	t.Cleanup(exchange.Close)
 	exchange.AddUser(address, username, password)
 	apple := apnsfake.New(apnsfake.Options{})

@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	"github.com/mailpush/mailpush/directory"
+	"github.com/mailpush/mailpush/smime"
 )
 
 // APNsConfig holds APNs credentials and defaults: the top-level apns block,
@@ -52,6 +53,8 @@ type TenantConfig struct {
 	// Directory is the tenant's LDAP / Active Directory, read by the
 	// S/MIME lookup and managed app configuration (config_directory.go).
 	Directory *directory.Config `yaml:"directory"`
+	// SMIME serves the tenant's recipients' certificates (cmd/mailpush/smime.go).
+	SMIME *smime.Config `yaml:"smime"`
 }
 
 func (a APNsConfig) enabled() bool { return a.KeyFile != "" || a.CertFile != "" }

@@ -18,16 +18,20 @@ import (
 	"github.com/mailpush/mailpush"
 	"github.com/mailpush/mailpush/api"
 	"github.com/mailpush/mailpush/autodiscover"
+	"github.com/mailpush/mailpush/directory"
 	"github.com/mailpush/mailpush/dovecot"
 	"github.com/mailpush/mailpush/ews"
 	"github.com/mailpush/mailpush/gate"
 	"github.com/mailpush/mailpush/pipeline"
 	"github.com/mailpush/mailpush/seal"
+	"github.com/mailpush/mailpush/smime"
 	"github.com/mailpush/mailpush/sqlite"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mailpush/mailpush/subscription"
 )
 
 // Main is the running program: configuration in, wired services out. The
@@ -42,11 +46,17 @@ type Main struct {
 	Keys     *seal.Keyring
 	Pipeline *pipeline.Pipeline
 	EWS      *ews.Source
+	// EWSEngine keeps the EWS subscriptions alive (Check, CheckHosts).
+	EWSEngine *subscription.Engine
 	// GateRegistry is the ActiveSync gate's device registry (always on);
 	// Gate decides for gate.tenant (nil when no tenant is configured).
 	GateRegistry *gate.Registry
 	Gate         *gate.Gate
 	Dovecot      *dovecot.Source
+	// Directories are the tenants' directories by tenant name (only those
+	// that configure tenants.<name>.directory).
+	Directories map[string]*directory.Directory
+	SMIME       *smime.Service // nil when no tenant configures smime
 
 	providers *providers
 	listener  net.Listener
@@ -138,12 +148,25 @@ func (m *Main) Run(ctx context.Context) error {
 		Client:          &ews.Client{HTTP: &http.Client{Transport: outbound, Timeout: 30 * time.Second}, UserAgent: "mailpush/" + mailpush.Version},
 		PublicURL:       strings.TrimSuffix(publicURL, "/"),
 		StatusFrequency: cfg.EWS.StatusFrequency,
-		HealthInterval:  cfg.EWS.HealthInterval, ResubscribeRate: float64(cfg.EWS.ResubscribeRate),
-		MaxPerHost: cfg.EWS.MaxPerHost, MaxPerAccount: cfg.EWS.MaxPerAccount,
-		HostMinSubscriptions: cfg.EWS.HostMinSubscriptions, HostSilence: cfg.EWS.HostSilence,
-		HostOverdue: cfg.EWS.HostOverdue, HostCheckInterval: cfg.EWS.HostCheckInterval,
-		Logger: m.Logger.With("source", "ews"), Clock: m.Clock,
+		Logger:          m.Logger.With("source", "ews"), Clock: m.Clock,
 	}
+	// The engine that keeps the EWS subscriptions alive: silent for
+	// 2×StatusFrequency means dead; so does a host whose status events are late.
+	m.EWSEngine = &subscription.Engine{
+		Store: m.Store, Source: mailpush.SourceEWS, Healer: m.EWS,
+		Logger: m.Logger.With("source", "ews", "component", "subscription"), Clock: m.Clock,
+		DueAfter: 2 * m.EWS.StatusFrequencyDuration(),
+		Interval: cfg.EWS.HealthInterval, Rate: float64(cfg.EWS.ResubscribeRate),
+		MaxPerHost: cfg.EWS.MaxPerHost, MaxPerAccount: cfg.EWS.MaxPerAccount,
+		HostRule: subscription.HostRule{
+			MinSubscriptions: orDefault(cfg.EWS.HostMinSubscriptions, subscription.DefaultHostMinSubscriptions),
+			Silence:          orDefault(cfg.EWS.HostSilence, subscription.DefaultHostSilence),
+			Overdue:          orDefault(cfg.EWS.HostOverdue, subscription.DefaultHostOverdue),
+			Frequency:        m.EWS.StatusFrequencyDuration(),
+		},
+		HostCheckInterval: cfg.EWS.HostCheckInterval,
+	}
+	m.EWS.Engine = m.EWSEngine
 
 	m.GateRegistry = &gate.Registry{Store: m.Store, Hasher: m.Keys, Logger: m.Logger.With("component", "gate")}
 	if cfg.Gate.Tenant != "" {
@@ -155,7 +178,14 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
-	m.EWS.Run(context.Background()) // stopped by Close
+	if m.Directories, err = cfg.openDirectories(m.Logger.With("component", "directory"), m.Clock); err != nil {
+		return fmt.Errorf("config key %w", err)
+	}
+	if m.SMIME, err = m.openSMIME(outbound); err != nil {
+		return err
+	}
+
+	m.EWSEngine.Run(context.Background()) // stopped by Close
 
 	srv := &api.Server{
 		Store: m.Store, Keys: m.Keys, Logger: m.Logger.With("component", "api"), Clock: m.Clock,
@@ -170,6 +200,9 @@ func (m *Main) Run(ctx context.Context) error {
 		AllowInsecureEWS: cfg.EWS.AllowInsecureHTTP,
 		Gate:             m.GateRegistry,
 		Metrics:          api.NewMetrics(registry),
+	}
+	if m.SMIME != nil {
+		srv.SMIME = m.SMIME
 	}
 	mux := http.NewServeMux()
 	srv.Routes(mux)
@@ -199,10 +232,16 @@ func (m *Main) Run(ctx context.Context) error {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn),
 	}
+	if cfg.TLS.CertFile != "" {
+		// Loaded now, so that a bad file stops the start with the key named.
+		if m.server.TLSConfig, err = cfg.TLS.serverConfig(); err != nil {
+			return err
+		}
+	}
 	go func() {
 		var err error
 		if cfg.TLS.CertFile != "" {
-			err = m.server.ServeTLS(m.listener, cfg.TLS.CertFile, cfg.TLS.KeyFile)
+			err = m.server.ServeTLS(m.listener, "", "")
 		} else {
 			err = m.server.Serve(m.listener)
 		}
@@ -267,8 +306,8 @@ func (m *Main) Close() error {
 	if m.server != nil {
 		errs = append(errs, m.server.Shutdown(ctx))
 	}
-	if m.EWS != nil {
-		m.EWS.Close()
+	if m.EWSEngine != nil {
+		m.EWSEngine.Close()
 	}
 	if m.Pipeline != nil {
 		errs = append(errs, m.Pipeline.Shutdown(ctx))
@@ -278,6 +317,9 @@ func (m *Main) Close() error {
 	}
 	if m.providers != nil {
 		m.providers.close()
+	}
+	for _, d := range m.Directories {
+		d.Close()
 	}
 	if m.Store != nil {
 		errs = append(errs, m.Store.Close())
@@ -429,4 +471,11 @@ type statusWriter struct {
 func (w *statusWriter) WriteHeader(code int) {
 	w.status = code
 	w.ResponseWriter.WriteHeader(code)
+}
+
+func orDefault[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
