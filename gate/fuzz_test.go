@@ -47,7 +47,7 @@ func FuzzForwardAuth(f *testing.F) {
 	f.Add("/Microsoft-Server-ActiveSync?DeviceId=blocked", "", "", "")
 	st := newMemStore()
 	st.devices["t1/BLOCKED"] = mailpush.GateDevice{TenantID: "t1", DeviceID: "BLOCKED", State: mailpush.DeviceBlocked}
-	g, err := New(Config{Mode: ModeAllButBlocked, CacheSize: 64}, Deps{Store: st, Hasher: hasher{}, TenantID: "t1", Logger: discardLogger(), Clock: clocktest.New(time.Time{})})
+	g, err := New(Config{Proxy: "nginx", Mode: ModeAllButBlocked, CacheSize: 64}, Deps{Store: st, Hasher: hasher{}, TenantID: "t1", Logger: discardLogger(), Clock: clocktest.New(time.Time{})})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -41,7 +41,10 @@ type Gate struct {
 	policy  *Policy
 	cache   *cache
 	trusted []netip.Prefix
+	proxy   Proxy
 	audit   string
+	// clearIDs: the audit log holds DeviceIds and addresses in clear.
+	clearIDs bool
 
 	touches   chan string
 	stop      chan struct{}
@@ -66,6 +69,18 @@ func New(cfg Config, deps Deps) (*Gate, error) {
 	}
 	if g.audit != "all" && g.audit != "deny" && g.audit != "off" {
 		errs = append(errs, errors.New(`config key gate.audit: must be all, deny or off`))
+	}
+	switch cfg.AuditIdentifiers {
+	case "", "hashed":
+	case "clear":
+		g.clearIDs = true
+	default:
+		errs = append(errs, errors.New(`config key gate.auditIdentifiers: must be hashed or clear`))
+	}
+	if px, ok := Proxies[cfg.Proxy]; ok {
+		g.proxy = px
+	} else {
+		errs = append(errs, errors.New(`config key gate.proxy: must name the reverse proxy that asks the gate: nginx, caddy, traefik, haproxy or netscaler (it says which headers carry the original request)`))
 	}
 	proxies := cfg.TrustedProxies
 	if proxies == nil {
@@ -92,6 +107,9 @@ func New(cfg Config, deps Deps) (*Gate, error) {
 	g.cache = newCache(ttl, size)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
+	}
+	if g.clearIDs && g.audit != "off" {
+		deps.Logger.Warn("gate: the audit log holds ActiveSync DeviceIds and client IP addresses in clear (gate.auditIdentifiers: clear)")
 	}
 	return g, nil
 }

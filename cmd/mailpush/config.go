@@ -281,6 +281,7 @@ func (c *Config) Validate() error {
 		bad("ews", "healthInterval, resubscribeRate, maxPerHost and maxPerAccount must not be negative (0 means the default)")
 	}
 	c.validateHostRule(bad)
+	errs = append(errs, c.validateGate()...)
 	return errors.Join(errs...)
 }
 

@@ -168,7 +168,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.EWS.Engine = m.EWSEngine
 
-	m.GateRegistry = &gate.Registry{Store: m.Store, Hasher: m.Keys, Logger: m.Logger.With("component", "gate")}
+	m.GateRegistry = newGateRegistry(m)
 	if cfg.Gate.Tenant != "" {
 		if err := m.startGate(ctx); err != nil {
 			return err
