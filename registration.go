@@ -79,7 +79,12 @@ type Tenant struct {
 	Name         string
 	AllowedHosts []string    // mail-server hosts: "host[:port]" or "*.example.com[:port]"; no port means 443
 	MaxContent   ContentMode // the most a push of this tenant may carry
-	CreatedAt    time.Time
+	// DeviceSubscribed says whether the tenant accepts device-subscribed
+	// registrations. Such a registration proves only that someone could
+	// POST to its callback URL, so its pushes are confined to it; tenants
+	// created after this setting existed have it off.
+	DeviceSubscribed bool
+	CreatedAt        time.Time
 }
 
 // HostAllowed reports whether hostport (a host name or IP, optionally with
@@ -208,6 +213,28 @@ type Device struct {
 	ActiveSyncDeviceHash []byte
 }
 
+// NormalizeDeviceToken validates a push token of platform p and returns it
+// as stored: an APNs token is 64 to 200 hex digits (lower-cased); an FCM
+// token is 32 to 4096 characters of [A-Za-z0-9_:-].
+func NormalizeDeviceToken(p Platform, tok string) (string, error) {
+	switch p {
+	case PlatformIOS:
+		tok = strings.ToLower(tok)
+		if len(tok) < 64 || len(tok) > 200 || len(tok)%2 != 0 || strings.Trim(tok, "0123456789abcdef") != "" {
+			return "", Errorf(EInvalid, "device.token is not an APNs device token: it must be 64 to 200 hexadecimal digits")
+		}
+	case PlatformAndroid:
+		if len(tok) < 32 || len(tok) > 4096 || strings.IndexFunc(tok, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == ':')
+		}) >= 0 {
+			return "", Errorf(EInvalid, "device.token is not an FCM registration token: 32 to 4096 characters of letters, digits, '_', '-' and ':'")
+		}
+	default:
+		return "", Errorf(EInvalid, "device.platform must be ios or android, not %q", p)
+	}
+	return tok, nil
+}
+
 // Registration binds one device to one mailbox.
 type Registration struct {
 	ID        string
@@ -216,9 +243,13 @@ type Registration struct {
 	Device    Device
 	Content   ContentMode // already capped by tenant policy
 	Status    Status
-	CreatedAt time.Time
-	UpdatedAt time.Time
-	ExpiresAt time.Time
+	// SubscriptionID is, in device-subscribed mode, the subscription that
+	// this registration's own callback URL bound: each such registration
+	// owns its binding, and its notifications reach only it.
+	SubscriptionID string
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+	ExpiresAt      time.Time
 }
 
 // Credentials are a user's mail-server credentials, opened from a sealed value

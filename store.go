@@ -53,6 +53,9 @@ type Store interface {
 	// registrations without loading them (no token is opened): what a source
 	// needs to decide about an event before it acknowledges it.
 	MailboxAudience(ctx context.Context, mailboxID string) (Audience, error)
+	// CountRegistrations counts a tenant's registrations with status active
+	// or pending (for its quota).
+	CountRegistrations(ctx context.Context, tenantID string) (int, error)
 
 	Mailbox(ctx context.Context, id string) (*Mailbox, error)
 	MailboxBySubscription(ctx context.Context, subscriptionID string) (*Mailbox, error)

@@ -19,7 +19,7 @@ func statusOf(code string) int {
 		return http.StatusBadRequest
 	case mailpush.EUnauthorized:
 		return http.StatusUnauthorized
-	case mailpush.EForbidden, mailpush.EScope:
+	case mailpush.EForbidden, mailpush.EScope, mailpush.EMailboxDenied:
 		return http.StatusForbidden
 	case mailpush.ENotFound:
 		return http.StatusNotFound
@@ -37,6 +37,8 @@ func statusOf(code string) int {
 		return http.StatusBadGateway
 	case mailpush.EUnavailable:
 		return http.StatusServiceUnavailable
+	case mailpush.EQuota:
+		return http.StatusTooManyRequests
 	}
 	return http.StatusInternalServerError
 }

@@ -7,8 +7,3 @@ import "github.com/mailpush/mailpush"
 func ParseDevice(platform, token, environment string) (mailpush.Device, error) {
 	return parseDevice(deviceJSON{Platform: platform, Token: token, Environment: environment})
 }
-
-// ParseAddress validates a mailbox address as the registration API does.
-func ParseAddress(address string) (string, error) {
-	return parseAddress(address)
-}

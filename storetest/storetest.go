@@ -50,6 +50,7 @@ func Run(t *testing.T, open Factory) {
 		{"Tenants", testTenants},
 		{"ListAndDeleteTenants", testListAndDeleteTenants},
 		{"Tokens", testTokens},
+		{"RegistrationBindingAndCount", testRegistrationBindingAndCount},
 		{"RegisterSharesMailbox", testRegisterSharesMailbox},
 		{"RegisterSameTokenReplaces", testRegisterSameTokenReplaces},
 		{"TenantIsolation", testTenantIsolation},
@@ -144,11 +145,15 @@ func testTenants(t *testing.T, s mailpush.Store, e *env) {
 	_, err = s.TenantByName(ctx, "nope")
 	wantCode(t, "missing tenant by name", err, mailpush.ENotFound)
 
+	if got.DeviceSubscribed {
+		t.Errorf("a new tenant accepts device-subscribed registrations: it was created without")
+	}
 	got.AllowedHosts = nil
+	got.DeviceSubscribed = true
 	if err := s.UpdateTenant(ctx, got); err != nil {
 		t.Fatal(err)
 	}
-	if again, _ := s.Tenant(ctx, tn.ID); len(again.AllowedHosts) != 0 {
+	if again, _ := s.Tenant(ctx, tn.ID); len(again.AllowedHosts) != 0 || !again.DeviceSubscribed {
 		t.Errorf("after UpdateTenant: %+v", again)
 	}
 	wantCode(t, "update missing tenant", s.UpdateTenant(ctx, &mailpush.Tenant{ID: "nope", Name: "x"}), mailpush.ENotFound)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -14,7 +15,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailpush/mailpush"
 	"github.com/mailpush/mailpush/gate"
+	"github.com/mailpush/mailpush/registrar"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -45,7 +48,10 @@ type Config struct {
 	CAFile string `yaml:"caFile"`
 	// RegistrationTTL is how long a registration lives without a check-in.
 	RegistrationTTL time.Duration `yaml:"registrationTtl"`
-	EWS             struct {
+	// Registrations bounds every tenant's live registrations; a tenant's
+	// own tenants.<name>.registrations overrides it.
+	Registrations RegistrationQuotas `yaml:"registrations"`
+	EWS           struct {
 		// StatusFrequency is the minutes between Exchange's status events.
 		StatusFrequency int `yaml:"statusFrequency"`
 		// AllowInsecureHTTP permits http:// EWS URLs. Never in production:
@@ -97,6 +103,23 @@ type Config struct {
 	Gate gate.Config `yaml:"gate"`
 }
 
+// RegistrationQuotas are the registrations.* keys: beyond them a new
+// registration gets 429 quota_exceeded, naming the key.
+type RegistrationQuotas struct {
+	MaxPerTenant  int `yaml:"maxPerTenant"`  // live registrations of a tenant (default 100000)
+	MaxPerMailbox int `yaml:"maxPerMailbox"` // live registrations (devices) of one mailbox (default 20)
+}
+
+// quotas are the limits that apply to a tenant.
+func (c *Config) quotas(t *mailpush.Tenant) registrar.Quotas {
+	q := registrar.Quotas{PerTenant: c.Registrations.MaxPerTenant, PerMailbox: c.Registrations.MaxPerMailbox}
+	if own := c.Tenants[t.Name].Registrations; own.MaxPerTenant > 0 || own.MaxPerMailbox > 0 {
+		q.PerTenant = cmp.Or(own.MaxPerTenant, q.PerTenant)
+		q.PerMailbox = cmp.Or(own.MaxPerMailbox, q.PerMailbox)
+	}
+	return q
+}
+
 // DovecotConfig is a tenant's Dovecot push_notification endpoint: the basic
 // auth secret its Dovecot sends, and how a Dovecot user names a mailbox.
 type DovecotConfig struct {
@@ -105,6 +128,13 @@ type DovecotConfig struct {
 	PasswordFile string `yaml:"passwordFile"` // instead of password; one line
 	UserMapping  string `yaml:"userMapping"`  // address (default) or login
 	Domain       string `yaml:"domain"`       // appended to users without "@"
+	// IMAP is where an app's sealed IMAP password is checked by a LOGIN
+	// (then forgotten): the per-user proof that lets the app token
+	// register that user. Without it, service mode needs a backend token.
+	IMAP struct {
+		Address string `yaml:"address"` // host:port
+		TLS     string `yaml:"tls"`     // tls (default), starttls, or none (labs only)
+	} `yaml:"imap"`
 }
 
 // DefaultConfig is the configuration with no file and no environment: SQLite
@@ -119,6 +149,8 @@ func DefaultConfig() Config {
 	c.Log.Level = "info"
 	c.Log.Format = "text"
 	c.RegistrationTTL = 30 * 24 * time.Hour
+	c.Registrations.MaxPerTenant = registrar.DefaultMaxPerTenant
+	c.Registrations.MaxPerMailbox = registrar.DefaultMaxPerMailbox
 	c.EWS.StatusFrequency = 5
 	c.EWS.HostMinSubscriptions = 20
 	c.EWS.HostSilence = time.Minute
@@ -215,6 +247,18 @@ func (c *Config) Validate() error {
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		bad("log.format", "%q must be text or json", c.Log.Format)
+	}
+	checkQuotas := func(prefix string, q RegistrationQuotas) {
+		if q.MaxPerTenant < 0 {
+			bad(prefix+"maxPerTenant", "%d must not be negative", q.MaxPerTenant)
+		}
+		if q.MaxPerMailbox < 0 {
+			bad(prefix+"maxPerMailbox", "%d must not be negative", q.MaxPerMailbox)
+		}
+	}
+	checkQuotas("registrations.", c.Registrations)
+	for name, tc := range c.Tenants {
+		checkQuotas("tenants."+name+".registrations.", tc.Registrations)
 	}
 	if c.RegistrationTTL < time.Hour {
 		bad("registrationTtl", "%v is too short: use at least 1h (default 720h)", c.RegistrationTTL)

@@ -243,7 +243,7 @@ func (w *world) addTenant(t testing.TB, name string) string {
 func (w *world) runTenantAdd(t testing.TB, name string) string {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	if err := run(context.Background(), []string{"tenant", "add", name, "--config", w.configPath, "--allow-host", hostOf(w.exchange.URL()), "--max-content", "subject_sender"}, &out, &errOut, nil); err != nil {
+	if err := run(context.Background(), []string{"tenant", "add", name, "--config", w.configPath, "--allow-host", hostOf(w.exchange.URL()), "--max-content", "subject_sender", "--device-subscribed", "on"}, &out, &errOut, nil); err != nil {
 		t.Fatalf("tenant add: %v (%s)", err, errOut.String())
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")

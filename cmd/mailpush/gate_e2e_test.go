@@ -222,7 +222,7 @@ gate:
   proxy: %s
 %s`, filepath.Join(dir, "m.db"), filepath.Join(dir, "keys"), keyFile, proxy, gateSection)), 0o600)
 	var out, errOut bytes.Buffer
-	if err := run(context.Background(), []string{"tenant", "add", "acme", "--config", cfgPath, "--allow-host", "mail.example.com"}, &out, &errOut, nil); err != nil {
+	if err := run(context.Background(), []string{"tenant", "add", "acme", "--config", cfgPath, "--allow-host", "mail.example.com", "--device-subscribed", "on"}, &out, &errOut, nil); err != nil {
 		t.Fatalf("tenant add: %v %s", err, errOut.String())
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")

@@ -435,7 +435,7 @@ func TestHealWithoutCredentialsAsksTheDevice(t *testing.T) {
 
 	// The app checks in with fresh sealed credentials: subscribed again.
 	st, reg := hw.call(t, "POST", "/api/v1/registrations/"+u.regID+"/checkin", hw.token, map[string]any{
-		"mailbox": map[string]any{"sealedCredentials": hw.sealCredentials(t, u.username, u.password)}})
+		"mailbox": map[string]any{"address": u.address, "sealedCredentials": hw.sealCredentials(t, u.username, u.password)}})
 	if st != 200 || reg["status"] != "active" {
 		t.Fatalf("checkin = %d %v", st, reg)
 	}
@@ -591,8 +591,16 @@ func TestServiceMode(t *testing.T) {
 	}
 	u := &healUser{address: "carol@example.com", username: `EXAMPLE\carol`, password: "carol's own password", device: deviceToken(11)}
 	hw.exchange.AddUser(u.address, u.username, u.password)
-	// No sealed credentials: the tenant's service account subscribes.
-	st, reg := hw.call(t, "POST", "/api/v1/registrations", hw.token, map[string]any{
+	// No sealed credentials: the tenant's service account subscribes, for
+	// the tenant's backend (an app token alone gets 403).
+	backend := hw.addToken(t, "acme", mailpush.ScopeBackend)
+	if st, body := hw.call(t, "POST", "/api/v1/registrations", hw.token, map[string]any{
+		"device":  map[string]any{"platform": "ios", "token": u.device},
+		"mailbox": map[string]any{"address": u.address, "source": "ews", "ewsUrl": hw.exchange.URL()},
+	}); st != 403 || errCode(body) != mailpush.EScope {
+		t.Fatalf("service-mode register with the app token = %d %v, want 403 %s", st, body, mailpush.EScope)
+	}
+	st, reg := hw.call(t, "POST", "/api/v1/registrations", backend, map[string]any{
 		"device":  map[string]any{"platform": "ios", "token": u.device},
 		"mailbox": map[string]any{"address": u.address, "source": "ews", "ewsUrl": hw.exchange.URL()},
 	})
@@ -623,7 +631,7 @@ func TestServiceMode(t *testing.T) {
 		t.Error("no request carried the server-affinity cookie")
 	}
 	// A second device of the same mailbox joins the service subscription.
-	st, reg = hw.call(t, "POST", "/api/v1/registrations", hw.token, map[string]any{
+	st, reg = hw.call(t, "POST", "/api/v1/registrations", backend, map[string]any{
 		"device":  map[string]any{"platform": "ios", "token": deviceToken(12)},
 		"mailbox": map[string]any{"address": u.address, "source": "ews", "ewsUrl": hw.exchange.URL()},
 	})

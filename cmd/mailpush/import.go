@@ -14,6 +14,7 @@ import (
 
 	"github.com/mailpush/mailpush"
 	"github.com/mailpush/mailpush/api"
+	"github.com/mailpush/mailpush/registrar"
 )
 
 // importRow is one valid line of a registrations import.
@@ -192,7 +193,7 @@ func parseImportRow(line int, rec []string, t *mailpush.Tenant) (importRow, erro
 	if err != nil {
 		return importRow{}, err
 	}
-	addr, err := api.ParseAddress(field(2))
+	addr, err := registrar.ParseAddress(field(2))
 	if err != nil {
 		return importRow{}, err
 	}

@@ -47,8 +47,8 @@ func (e usageError) Error() string { return e.msg }
 const usage = `usage:
   mailpush serve [--config FILE]
   mailpush config check FILE
-  mailpush tenant add NAME [--config FILE] [--allow-host HOST[:PORT]]... [--max-content badge|subject|subject_sender]
-  mailpush tenant set NAME [--config FILE] [--allow-host HOST[:PORT]]... [--max-content badge|subject|subject_sender]
+  mailpush tenant add NAME [--config FILE] [--allow-host HOST[:PORT]]... [--max-content badge|subject|subject_sender] [--device-subscribed on|off]
+  mailpush tenant set NAME [--config FILE] [--allow-host HOST[:PORT]]... [--max-content badge|subject|subject_sender] [--device-subscribed on|off]
   mailpush tenant list [--config FILE]
   mailpush tenant delete NAME --yes [--config FILE]
   mailpush token add --tenant NAME --scope app|backend|admin [--config FILE]
@@ -259,15 +259,15 @@ func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 func runTenant(ctx context.Context, verb string, args []string, stdout, stderr io.Writer, environ []string) error {
 	synopsis := map[string]string{
-		"add":    "tenant add NAME [--config FILE] [--allow-host HOST[:PORT]]... [--max-content badge|subject|subject_sender]",
-		"set":    "tenant set NAME [--config FILE] [--allow-host HOST[:PORT]]... [--max-content badge|subject|subject_sender]",
+		"add":    "tenant add NAME [--config FILE] [--allow-host HOST[:PORT]]... [--max-content badge|subject|subject_sender] [--device-subscribed on|off]",
+		"set":    "tenant set NAME [--config FILE] [--allow-host HOST[:PORT]]... [--max-content badge|subject|subject_sender] [--device-subscribed on|off]",
 		"list":   "tenant list [--config FILE]",
 		"delete": "tenant delete NAME --yes [--config FILE]",
 	}[verb]
 	fs := newFlags("tenant "+verb, synopsis, stdout, stderr)
 	path := configFlag(fs, environ)
 	var hosts stringList
-	var maxContent *string
+	var maxContent, deviceSubscribed *string
 	var confirmed *bool
 	names := []string{"NAME"}
 	switch verb {
@@ -278,6 +278,7 @@ func runTenant(ctx context.Context, verb string, args []string, stdout, stderr i
 			help += " (default badge, the most private)"
 		}
 		maxContent = fs.String("max-content", "", help)
+		deviceSubscribed = fs.String("device-subscribed", "", "on: accept device-subscribed registrations, which prove only that the app can POST to its callback URL (their pushes reach only themselves); off: refuse them (default for new tenants)")
 	case "list":
 		names = nil
 	case "delete":
@@ -295,6 +296,18 @@ func runTenant(ctx context.Context, verb string, args []string, stdout, stderr i
 	if maxContent != nil && *maxContent != "" && mailpush.ContentMode(*maxContent).Rank() < 0 {
 		return usageError{fmt.Sprintf("tenant %s: --max-content must be badge, subject or subject_sender, not %q", verb, *maxContent)}
 	}
+	var set TenantSettings
+	if maxContent != nil {
+		set = TenantSettings{Hosts: hosts, MaxContent: mailpush.ContentMode(*maxContent)}
+		switch *deviceSubscribed {
+		case "":
+		case "on", "off":
+			on := *deviceSubscribed == "on"
+			set.DeviceSubscribed = &on
+		default:
+			return usageError{fmt.Sprintf("tenant %s: --device-subscribed must be on or off, not %q", verb, *deviceSubscribed)}
+		}
+	}
 	if confirmed != nil && !*confirmed {
 		return usageError{fmt.Sprintf("tenant delete %s: deleting a tenant removes its registrations, mailboxes, gate devices and queued pushes; add --yes to confirm", pos[0])}
 	}
@@ -311,7 +324,8 @@ func runTenant(ctx context.Context, verb string, args []string, stdout, stderr i
 			content = mailpush.ContentBadge
 			note = " (the default and most private: pass --max-content subject or subject_sender to show more)"
 		}
-		tok, err := m.AddTenant(ctx, pos[0], hosts, content)
+		set.MaxContent = content
+		tok, err := m.AddTenant(ctx, pos[0], set)
 		if err != nil {
 			return fmt.Errorf("tenant %s: %w", pos[0], err)
 		}
@@ -322,7 +336,7 @@ func runTenant(ctx context.Context, verb string, args []string, stdout, stderr i
 		fmt.Fprintf(stdout, "Its API token, shown only this once:\n%s\n", tok)
 		return nil
 	case "set":
-		if err := m.SetTenant(ctx, pos[0], hosts, mailpush.ContentMode(*maxContent)); err != nil {
+		if err := m.SetTenant(ctx, pos[0], set); err != nil {
 			return fmt.Errorf("tenant %s: %w", pos[0], err)
 		}
 		return nil

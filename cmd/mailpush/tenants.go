@@ -48,6 +48,8 @@ type TenantConfig struct {
 	Dovecot *DovecotConfig `yaml:"dovecot"`
 	// EWS holds the tenant's Exchange settings (config_ews.go).
 	EWS TenantEWSConfig `yaml:"ews"`
+	// Registrations overrides the top-level registrations quotas.
+	Registrations RegistrationQuotas `yaml:"registrations"`
 	// Autodiscover makes the responder answer for the tenant's mail domains.
 	Autodiscover *AutodiscoverConfig `yaml:"autodiscover"`
 	// Directory is the tenant's LDAP / Active Directory, read by the

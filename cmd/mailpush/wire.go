@@ -23,6 +23,7 @@ import (
 	"github.com/mailpush/mailpush/ews"
 	"github.com/mailpush/mailpush/gate"
 	"github.com/mailpush/mailpush/pipeline"
+	"github.com/mailpush/mailpush/registrar"
 	"github.com/mailpush/mailpush/seal"
 	"github.com/mailpush/mailpush/smime"
 	"github.com/mailpush/mailpush/sqlite"
@@ -53,6 +54,7 @@ type Main struct {
 	GateRegistry *gate.Registry
 	Gate         *gate.Gate
 	Dovecot      *dovecot.Source
+	Registrar    *registrar.Service
 	// Directories are the tenants' directories by tenant name (only those
 	// that configure tenants.<name>.directory).
 	Directories map[string]*directory.Directory
@@ -174,7 +176,7 @@ func (m *Main) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	if m.Dovecot, err = m.dovecotSource(); err != nil {
+	if m.Dovecot, err = m.dovecotSource(outbound.TLSClientConfig); err != nil {
 		return err
 	}
 
@@ -187,19 +189,28 @@ func (m *Main) Run(ctx context.Context) error {
 
 	m.EWSEngine.Run(context.Background()) // stopped by Close
 
-	srv := &api.Server{
-		Store: m.Store, Keys: m.Keys, Logger: m.Logger.With("component", "api"), Clock: m.Clock,
+	m.Registrar = &registrar.Service{
+		Store: m.Store, Keys: m.Keys, Logger: m.Logger.With("component", "registrar"), Clock: m.Clock,
 		Watchers:        map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS, mailpush.SourceDovecot: m.Dovecot},
+		Verifiers:       map[mailpush.Source]mailpush.CredentialVerifier{mailpush.SourceDovecot: m.Dovecot},
 		RegistrationTTL: cfg.RegistrationTTL,
 		Autodiscover: &autodiscover.Client{
 			HTTP: &http.Client{Transport: outbound, Timeout: 15 * time.Second,
 				CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 			Logger: m.Logger.With("component", "autodiscover"), Clock: m.Clock,
 		},
+		ServiceMode: func(t *mailpush.Tenant, src mailpush.Source) bool {
+			_, ok := serviceAccounts[t.Name]
+			return src == mailpush.SourceEWS && ok
+		},
 		Platforms:        m.providers.platforms,
 		AllowInsecureEWS: cfg.EWS.AllowInsecureHTTP,
-		Gate:             m.GateRegistry,
-		Metrics:          api.NewMetrics(registry),
+		Quotas:           cfg.quotas,
+		Metrics:          registrar.NewMetrics(registry),
+	}
+	srv := &api.Server{
+		Store: m.Store, Keys: m.Keys, Registrar: m.Registrar,
+		Logger: m.Logger.With("component", "api"), Gate: m.GateRegistry,
 	}
 	if m.SMIME != nil {
 		srv.SMIME = m.SMIME
@@ -254,8 +265,9 @@ func (m *Main) Run(ctx context.Context) error {
 	return nil
 }
 
-// dovecotSource builds the Dovecot source from the tenants' dovecot settings.
-func (m *Main) dovecotSource() (*dovecot.Source, error) {
+// dovecotSource builds the Dovecot source from the tenants' dovecot
+// settings; tlsConfig (the outbound roots) checks their IMAP servers.
+func (m *Main) dovecotSource(tlsConfig *tls.Config) (*dovecot.Source, error) {
 	var tenants []dovecot.Tenant
 	for name, tc := range m.Config.Tenants {
 		d := tc.Dovecot
@@ -276,7 +288,8 @@ func (m *Main) dovecotSource() (*dovecot.Source, error) {
 		if mapping == "" {
 			mapping = dovecot.MapAddress
 		}
-		tenants = append(tenants, dovecot.Tenant{Name: name, Username: d.Username, Password: pass, UserMapping: mapping, Domain: d.Domain})
+		imap := dovecot.IMAP{Address: d.IMAP.Address, TLS: d.IMAP.TLS, TLSConfig: tlsConfig}
+		tenants = append(tenants, dovecot.Tenant{Name: name, Username: d.Username, Password: pass, UserMapping: mapping, Domain: d.Domain, IMAP: imap})
 	}
 	return dovecot.New(dovecot.Config{
 		Store: m.Store, Hasher: m.Keys, Sink: m.Pipeline, Tenants: tenants,
@@ -347,16 +360,37 @@ func (m *Main) outboundClient() (*http.Transport, error) {
 	return t, nil
 }
 
+// TenantSettings are what `tenant add` and `tenant set` change; zero
+// values leave a setting alone (add: the default).
+type TenantSettings struct {
+	Hosts      []string
+	MaxContent mailpush.ContentMode
+	// DeviceSubscribed turns device-subscribed registrations on or off.
+	// New tenants have it off: such a registration proves only that its
+	// app could POST to its callback URL.
+	DeviceSubscribed *bool
+}
+
+func (set TenantSettings) apply(t *mailpush.Tenant) {
+	if len(set.Hosts) > 0 {
+		t.AllowedHosts = set.Hosts
+	}
+	if set.MaxContent != "" {
+		t.MaxContent = set.MaxContent
+	}
+	if set.DeviceSubscribed != nil {
+		t.DeviceSubscribed = *set.DeviceSubscribed
+	}
+}
+
 // AddTenant creates a tenant and returns its first API token, of scope
 // app: the one to build into the mail app.
-func (m *Main) AddTenant(ctx context.Context, name string, hosts []string, maxContent mailpush.ContentMode) (string, error) {
+func (m *Main) AddTenant(ctx context.Context, name string, set TenantSettings) (string, error) {
 	if name == "" || len(name) > 64 || strings.ContainsAny(name, " \t\r\n") {
 		return "", fmt.Errorf("tenant name must be 1 to 64 characters without spaces")
 	}
-	if maxContent == "" {
-		maxContent = mailpush.ContentBadge // the most private
-	}
-	t := &mailpush.Tenant{Name: name, AllowedHosts: hosts, MaxContent: maxContent}
+	t := &mailpush.Tenant{Name: name, MaxContent: mailpush.ContentBadge} // the most private by default
+	set.apply(t)
 	if err := m.Store.CreateTenant(ctx, t); err != nil {
 		return "", err
 	}
@@ -435,19 +469,13 @@ func (m *Main) checkTenantNames(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// SetTenant changes a tenant's allowed hosts (when hosts is not empty) and
-// content cap (when maxContent is set).
-func (m *Main) SetTenant(ctx context.Context, name string, hosts []string, maxContent mailpush.ContentMode) error {
+// SetTenant changes a tenant's settings.
+func (m *Main) SetTenant(ctx context.Context, name string, set TenantSettings) error {
 	t, err := m.Store.TenantByName(ctx, name)
 	if err != nil {
 		return err
 	}
-	if len(hosts) > 0 {
-		t.AllowedHosts = hosts
-	}
-	if maxContent != "" {
-		t.MaxContent = maxContent
-	}
+	set.apply(t)
 	return m.Store.UpdateTenant(ctx, t)
 }
 

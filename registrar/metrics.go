@@ -1,15 +1,15 @@
-package api
+package registrar
 
 import "github.com/prometheus/client_golang/prometheus"
 
-// Metrics are the API's counters for routine events: registrations come by
+// Metrics are the registrar's counters for routine events: registrations come by
 // the thousand, so they are counted, not logged one line each at the
 // default level (they are logged at debug).
 type Metrics struct {
 	createdTotal, deletedTotal prometheus.Counter
 }
 
-// NewMetrics registers the API's metrics on reg.
+// NewMetrics registers the registrar's metrics on reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	regs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mailpush_registrations_total",
 		Help: "Registrations created (or renewed) and deleted through the device API."}, []string{"action"})
