@@ -2,6 +2,7 @@ package mailpush
 
 import (
 	"context"
+	"sync"
 	"time"
 )
 
@@ -192,4 +193,34 @@ func (e *OutboxEvent) CoalesceClass() PushKind {
 		return PushSync
 	}
 	return PushBadge
+}
+
+// SharedPayload holds a provider's encoding of a payload that several pushes
+// carry (see Push.Shared). The zero value is ready; a nil one builds every
+// time.
+type SharedPayload struct {
+	mu     sync.Mutex
+	bodies map[string][]byte // by provider
+}
+
+// Payload returns the provider's payload, building it on first use. A build
+// that fails is not kept (each push then reports the error).
+func (s *SharedPayload) Payload(provider string, build func() ([]byte, error)) ([]byte, error) {
+	if s == nil {
+		return build()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if b, ok := s.bodies[provider]; ok {
+		return b, nil
+	}
+	b, err := build()
+	if err != nil {
+		return nil, err
+	}
+	if s.bodies == nil {
+		s.bodies = map[string][]byte{}
+	}
+	s.bodies[provider] = b
+	return b, nil
 }

@@ -190,6 +190,7 @@ func (p *Pipeline) eventSettlement(b *batch) mailpush.EventSettlement {
 						continue // stale before it was queued
 					}
 					q.Push.Badge = mailpush.NoBadge
+					q.Push.Shared = nil
 				}
 				st.Queue = append(st.Queue, mailpush.DevicePush{Push: &q.Push, DueAt: now, Reason: "behind an earlier push of the device"})
 			}
