@@ -21,7 +21,10 @@ type RegisterRequest struct {
 	Source             Source
 	EWSURL             string
 	SealedCredentials  string
-	Content            ContentMode // empty: badge
+	// UserToken is the user's Entra ID token for the tenant's app (source
+	// graph): the proof of a service-mode registration, checked in memory.
+	UserToken string
+	Content   ContentMode // empty: badge
 }
 
 // CheckInRequest is a check-in; every field is optional.

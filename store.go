@@ -166,6 +166,13 @@ type Watcher interface {
 	Watch(ctx context.Context, t *Tenant, mb *Mailbox, reg *Registration, creds Credentials) (WatchResult, error)
 }
 
+// Unwatcher is a Watcher that ends a mailbox's subscription itself when its
+// last registration goes (Graph deletes it; EWS needs no call: its next
+// notification is answered Unsubscribe).
+type Unwatcher interface {
+	Unwatch(ctx context.Context, mb *Mailbox) error
+}
+
 // EWSLocator finds a mailbox's EWS URL from its address (autodiscover). The
 // URL it returns lies on one of t's allowed hosts, and it sends no request
 // to any other host. creds, when not empty, may authenticate the lookup.

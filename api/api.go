@@ -38,6 +38,9 @@ type Server struct {
 	// Gate is the ActiveSync gate's device registry; nil turns its routes
 	// into unsupported errors.
 	Gate mailpush.GateRegistry
+	// AppConfigs expands managed app configuration; nil turns its routes
+	// into unsupported errors.
+	AppConfigs mailpush.AppConfigs
 	// SMIME serves /api/v1/smime/…; nil turns them into unsupported errors.
 	SMIME mailpush.SMIME
 	// Ready reports whether the service can take traffic (for /readyz);
@@ -58,6 +61,7 @@ func (s *Server) Routes(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	s.gateRoutes(mux)
+	s.appConfigRoutes(mux)
 	s.smimeRoutes(mux)
 }
 

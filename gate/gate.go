@@ -40,6 +40,7 @@ type Gate struct {
 	deps    Deps
 	policy  *Policy
 	cache   *cache
+	hashes  *memo // keyed hashes of users, DeviceIds and IPs
 	trusted []netip.Prefix
 	proxy   Proxy
 	audit   string
@@ -105,6 +106,7 @@ func New(cfg Config, deps Deps) (*Gate, error) {
 		errs = append(errs, errors.New("config key gate.cacheTtl / gate.cacheSize: must not be negative"))
 	}
 	g.cache = newCache(ttl, size)
+	g.hashes = newMemo(min(size, 100_000))
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -112,6 +114,19 @@ func New(cfg Config, deps Deps) (*Gate, error) {
 		deps.Logger.Warn("gate: the audit log holds ActiveSync DeviceIds and client IP addresses in clear (gate.auditIdentifiers: clear)")
 	}
 	return g, nil
+}
+
+// hash is the tenant's keyed hash of a value, remembered.
+func (g *Gate) hash(kind, value string) []byte {
+	return g.hashes.get(kind+"\x00"+value, func() []byte {
+		switch kind {
+		case "user":
+			return g.deps.Hasher.HashAddress(g.deps.TenantID, value)
+		case "device":
+			return mailpush.ActiveSyncDeviceHash(g.deps.Hasher, g.deps.TenantID, value)
+		}
+		return g.deps.Hasher.HashAddress(g.deps.TenantID, "gate-client-ip\x00"+value)
+	})
 }
 
 // Invalidate drops the cached registry answer for a device, so that a

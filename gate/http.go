@@ -328,7 +328,7 @@ func (g *Gate) input(req request) Input {
 	}
 	switch {
 	case canon != "":
-		in.UserHash = g.deps.Hasher.HashAddress(g.deps.TenantID, canon)
+		in.UserHash = g.hash("user", canon)
 	case cred.challenge:
 		in.Creds = CredsChallenge
 	case req.auth != "":
@@ -481,7 +481,7 @@ func (g *Gate) auditLog(r *http.Request, in Input, d Decision, hit bool) {
 	if in.IP.IsValid() {
 		ip := in.IP.String()
 		if !g.clearIDs {
-			ip = userID(g.deps.Hasher.HashAddress(g.deps.TenantID, "gate-client-ip\x00"+ip))
+			ip = userID(g.hash("ip", ip))
 		}
 		attrs = append(attrs, slog.String("ip", ip))
 	}
@@ -494,7 +494,7 @@ func (g *Gate) deviceLogID(id string) string {
 	if id == "" || g.clearIDs {
 		return headerSafe(id)
 	}
-	return userID(mailpush.ActiveSyncDeviceHash(g.deps.Hasher, g.deps.TenantID, id))
+	return userID(g.hash("device", id))
 }
 
 func decisionWord(d Decision) string {

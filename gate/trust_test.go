@@ -6,9 +6,11 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf16"
 
 	"github.com/mailpush/mailpush"
+	"github.com/mailpush/mailpush/clocktest"
 )
 
 func TestIdentityCanonical(t *testing.T) {
@@ -242,14 +244,14 @@ func TestProtocolFloor(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"16", "x.y", "16.1.1", "0.0"} {
-		if _, err := New(Config{Proxy: "nginx", MinProtocolVersion: bad}, Deps{Store: newMemStore(), Hasher: hasher{}, TenantID: "t1", Logger: discardLogger(), Clock: &clock{}}); err == nil || !strings.Contains(err.Error(), "gate.minProtocolVersion") {
+		if _, err := New(Config{Proxy: "nginx", MinProtocolVersion: bad}, Deps{Store: newMemStore(), Hasher: hasher{}, TenantID: "t1", Logger: discardLogger(), Clock: clocktest.New(time.Time{})}); err == nil || !strings.Contains(err.Error(), "gate.minProtocolVersion") {
 			t.Errorf("minProtocolVersion %q: %v", bad, err)
 		}
 	}
 }
 
 func TestConfigNamesTheProxy(t *testing.T) {
-	deps := Deps{Store: newMemStore(), Hasher: hasher{}, TenantID: "t1", Logger: discardLogger(), Clock: &clock{}}
+	deps := Deps{Store: newMemStore(), Hasher: hasher{}, TenantID: "t1", Logger: discardLogger(), Clock: clocktest.New(time.Time{})}
 	for _, p := range []string{"", "apache", "NGINX"} {
 		if _, err := New(Config{Proxy: p}, deps); err == nil || !strings.Contains(err.Error(), "gate.proxy") {
 			t.Errorf("proxy %q: %v", p, err)

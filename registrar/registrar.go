@@ -262,14 +262,27 @@ func (s *Service) Get(ctx context.Context, t *mailpush.Tenant, id string) (*mail
 	return s.result(reg, mb.Mode, mailpush.WatchResult{}), nil
 }
 
-// Delete removes a tenant's registration; the mail-server subscription
-// ends at its next notification (answered Unsubscribe).
+// Delete removes a tenant's registration. When it was the mailbox's last,
+// a source that ends subscriptions itself (mailpush.Unwatcher: Graph)
+// deletes it now; EWS ends it at its next notification (Unsubscribe).
 func (s *Service) Delete(ctx context.Context, t *mailpush.Tenant, id string) error {
+	reg, err := s.Store.Registration(ctx, t.ID, id)
+	if err != nil {
+		return err
+	}
 	if err := s.Store.DeleteRegistration(ctx, t.ID, id); err != nil {
 		return err
 	}
 	s.Metrics.deleted()
 	s.Logger.Debug("registration deleted", "tenant", t.Name, "registration", id)
+	if mb, err := s.Store.Mailbox(ctx, reg.MailboxID); err == nil && mb.Status == mailpush.StatusInactive {
+		if u, ok := s.Watchers[mb.Source].(mailpush.Unwatcher); ok {
+			if err := u.Unwatch(ctx, mb); err != nil {
+				// It expires on its own; its notifications are ignored.
+				s.Logger.Warn("could not end the subscription of a mailbox without registrations", "mailbox", mb.ID, "err", err)
+			}
+		}
+	}
 	return nil
 }
 
@@ -394,6 +407,9 @@ func (s *Service) mailbox(ctx context.Context, t *mailpush.Tenant, req mailpush.
 	default:
 		return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.source must be ews, graph or dovecot, not %q", req.Source)
 	}
+	if _, ok := s.Watchers[req.Source]; !ok {
+		return nil, creds, mailpush.Errorf(mailpush.EUnsupported, "source %q is not enabled on this server", req.Source)
+	}
 	mb := &mailpush.Mailbox{TenantID: t.ID, AddressHash: s.Keys.HashAddress(t.ID, addr), Source: req.Source, Badge: mailpush.NoBadge, Status: mailpush.StatusPending, Address: addr}
 	if req.Source == mailpush.SourceEWS && req.EWSURL != "" {
 		if mb.ServerURL, err = s.checkServerURL(t, req.EWSURL, "mailbox.ewsUrl"); err != nil {
@@ -402,19 +418,33 @@ func (s *Service) mailbox(ctx context.Context, t *mailpush.Tenant, req mailpush.
 	} else if req.EWSURL != "" {
 		return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.ewsUrl is only for source ews")
 	}
+	if req.UserToken != "" && req.Source != mailpush.SourceGraph {
+		return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.userToken is only for source graph")
+	}
+	if req.Source == mailpush.SourceGraph {
+		// mailpush subscribes as the tenant's Entra ID app: the user proves
+		// the mailbox with their own Entra ID token, never a password.
+		if req.SealedCredentials != "" {
+			return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.sealedCredentials is not for source graph: send mailbox.userToken")
+		}
+		if len(req.UserToken) > 16<<10 {
+			return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.userToken is longer than 16 KiB")
+		}
+		creds.AccessToken = req.UserToken
+	}
 	if req.SealedCredentials != "" {
 		if creds, err = s.Keys.OpenCredentials(req.SealedCredentials); err != nil {
 			return nil, creds, err
 		}
 	}
 	switch {
-	case req.Source == mailpush.SourceDovecot || creds.Empty() && s.ServiceMode != nil && s.ServiceMode(t, req.Source):
+	case req.Source == mailpush.SourceDovecot || req.Source == mailpush.SourceGraph || creds.Empty() && s.ServiceMode != nil && s.ServiceMode(t, req.Source):
 		mb.Mode = mailpush.ModeService
 		if err := s.checkService(ctx, t, req.Scope, mb, creds); err != nil {
 			return nil, creds, err
 		}
-		if req.Source == mailpush.SourceDovecot {
-			// The user's password was a proof only: forgotten now.
+		if req.Source == mailpush.SourceDovecot || req.Source == mailpush.SourceGraph {
+			// The user's password or token was a proof only: forgotten now.
 			creds = mailpush.Credentials{}
 		}
 	case !creds.Empty():

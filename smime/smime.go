@@ -96,6 +96,10 @@ type Config struct {
 	CertificateAttributes []string `yaml:"certificateAttributes"`
 	// MaxRecipients caps a lookup's recipient list; default 100.
 	MaxRecipients int `yaml:"maxRecipients"`
+	// Timeout bounds a whole lookup, however many recipients and however
+	// slow the directory: recipients not answered by then are
+	// directory_unavailable. Default 10s.
+	Timeout time.Duration `yaml:"timeout"`
 	// CRLs are the URLs (http or https) of the CRLs to check revocation
 	// against; the only URLs mailpush fetches for S/MIME.
 	CRLs       []string      `yaml:"crls"`
@@ -120,6 +124,9 @@ func (c Config) Defaults() Config {
 	if c.CRLRefresh == 0 {
 		c.CRLRefresh = time.Hour
 	}
+	if c.Timeout == 0 {
+		c.Timeout = 10 * time.Second
+	}
 	if c.CRLTimeout == 0 {
 		c.CRLTimeout = 5 * time.Second
 	}
@@ -138,6 +145,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("crlRefresh: %v is too short: at least 1m", c.CRLRefresh)
 	case c.CRLTimeout <= 0:
 		return errors.New("crlTimeout: must be positive")
+	case c.Timeout <= 0:
+		return errors.New("timeout: must be positive")
 	}
 	for _, u := range c.CRLs {
 		p, err := url.Parse(u)
@@ -182,6 +191,52 @@ type tenant struct {
 	roots         *x509.CertPool
 	intermediates []*x509.Certificate
 	crls          *crlSet
+	chains        chainCache
+}
+
+// chainCache keeps the chains verified per certificate (by SHA-256): a
+// chain that verified stays valid while now is within the validity of all
+// its certificates (the roots are fixed for the process), and ECDSA/RSA
+// verification is most of a lookup's CPU. Bounded: when full it is
+// emptied.
+type chainCache struct {
+	mu sync.Mutex
+	m  map[[32]byte]verifiedChain
+}
+
+type verifiedChain struct {
+	chain       []*x509.Certificate
+	from, until time.Time
+}
+
+const maxChainCache = 10000
+
+func (c *chainCache) get(sum [32]byte, now time.Time) ([]*x509.Certificate, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.m[sum]
+	if !ok || now.Before(v.from) || !now.Before(v.until) {
+		return nil, false
+	}
+	return v.chain, true
+}
+
+func (c *chainCache) put(sum [32]byte, chain []*x509.Certificate) {
+	v := verifiedChain{chain: chain, until: chain[0].NotAfter, from: chain[0].NotBefore}
+	for _, ct := range chain[1:] {
+		if ct.NotBefore.After(v.from) {
+			v.from = ct.NotBefore
+		}
+		if ct.NotAfter.Before(v.until) {
+			v.until = ct.NotAfter
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxChainCache {
+		c.m = make(map[[32]byte]verifiedChain)
+	}
+	c.m[sum] = v
 }
 
 var _ mailpush.SMIME = (*Service)(nil)
@@ -283,6 +338,8 @@ func (s *Service) LookupCertificates(ctx context.Context, t *mailpush.Tenant, re
 	if err != nil {
 		return mailpush.SMIMELookup{}, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, tn.cfg.Timeout)
+	defer cancel()
 	res := mailpush.SMIMELookup{Recipients: make([]mailpush.SMIMERecipient, len(addrs)), Verdict: mailpush.SMIMEVerdictEncryptAll}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, lookupWorkers)
@@ -371,7 +428,7 @@ func (s *Service) recipient(ctx context.Context, tn *tenant, addr string) mailpu
 			continue
 		}
 		seen[sum] = true
-		stage, reason, detail := tn.check(ctx, c, addr, inter, now)
+		stage, reason, detail := tn.check(ctx, c, sum, addr, inter, now)
 		if reason == "" {
 			r.Certificates = append(r.Certificates, mailpush.SMIMECertificate{
 				DER: c.Raw, SHA256: hex.EncodeToString(sum[:]), Subject: c.Subject.String(), NotBefore: c.NotBefore, NotAfter: c.NotAfter,
@@ -402,7 +459,7 @@ func certsOf(v []byte) []*x509.Certificate {
 
 // check runs the checks of the package doc on c; it returns how many it
 // passed and, when one failed, the reason and a sentence.
-func (tn *tenant) check(ctx context.Context, c *x509.Certificate, addr string, inter *x509.CertPool, now time.Time) (int, string, string) {
+func (tn *tenant) check(ctx context.Context, c *x509.Certificate, sum [32]byte, addr string, inter *x509.CertPool, now time.Time) (int, string, string) {
 	u := usageOf(c)
 	if !u.email {
 		return 0, mailpush.SMIMENoCertificate, "the certificate's extended key usage does not include emailProtection"
@@ -419,17 +476,22 @@ func (tn *tenant) check(ctx context.Context, c *x509.Certificate, addr string, i
 	if now.After(c.NotAfter) {
 		return 3, mailpush.SMIMEExpired, "the certificate expired on " + c.NotAfter.UTC().Format(time.RFC3339)
 	}
-	chains, err := c.Verify(x509.VerifyOptions{
-		Roots: tn.roots, Intermediates: inter, CurrentTime: now,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection},
-	})
-	if err != nil {
-		return 4, mailpush.SMIMEUntrustedChain, "the certificate does not chain to the tenant's trusted roots"
+	chain, ok := tn.chains.get(sum, now)
+	if !ok {
+		chains, err := c.Verify(x509.VerifyOptions{
+			Roots: tn.roots, Intermediates: inter, CurrentTime: now,
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection},
+		})
+		if err != nil {
+			return 4, mailpush.SMIMEUntrustedChain, "the certificate does not chain to the tenant's trusted roots"
+		}
+		chain = chains[0]
+		tn.chains.put(sum, chain)
 	}
 	if len(tn.cfg.CRLs) == 0 {
 		return 6, "", ""
 	}
-	revoked, err := tn.crls.revoked(ctx, chains[0])
+	revoked, err := tn.crls.revoked(ctx, chain)
 	if err != nil {
 		return 5, mailpush.SMIMEUntrustedChain, "the certificate's revocation status is unknown: a configured CRL cannot be had"
 	}

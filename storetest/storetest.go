@@ -181,6 +181,9 @@ func testListAndDeleteTenants(t *testing.T, s mailpush.Store, e *env) {
 		if err := s.EnqueuePushes(ctx, []*mailpush.Push{pushFor(reg, mailpush.PushBadge, 1)}); err != nil {
 			t.Fatal(err)
 		}
+		if err := s.EnqueueEvents(ctx, []*mailpush.OutboxEvent{eventFor(reg, mailpush.EventNewMail, 1, 1)}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	tok, _ := mailpush.NewToken(acme.ID, mailpush.ScopeAdmin)
 	if err := s.CreateToken(ctx, tok); err != nil {
@@ -203,8 +206,8 @@ func testListAndDeleteTenants(t *testing.T, s mailpush.Store, e *env) {
 	if _, err := s.GateDevice(ctx, globex.ID, "DEV1"); err != nil {
 		t.Errorf("the other tenant's gate device: %v", err)
 	}
-	if n, err := s.OutboxDepth(ctx); err != nil || n != 1 {
-		t.Errorf("outbox depth after deleting acme = %d, %v; want globex's 1 push", n, err)
+	if n, err := s.OutboxDepth(ctx); err != nil || n != 2 {
+		t.Errorf("outbox depth after deleting acme = %d, %v; want globex's push and event", n, err)
 	}
 	wantCode(t, "delete missing tenant", s.DeleteTenant(ctx, acme.ID), mailpush.ENotFound)
 	if ts, _ := s.Tenants(ctx); len(ts) != 1 || ts[0].Name != "globex" {

@@ -32,10 +32,22 @@ type Config struct {
 	// built on it. Default: http://<listen>.
 	PublicURL string `yaml:"publicUrl"`
 	// TLS serves HTTPS when both files are set (config_tls.go).
-	TLS      TLSConfig `yaml:"tls"`
+	TLS TLSConfig `yaml:"tls"`
+	// Database is the store: the embedded SQLite file (default), or a
+	// PostgreSQL database that several nodes share (docs/cluster.md).
 	Database struct {
+		Driver string `yaml:"driver"` // sqlite (default) or postgres
 		// Path of the SQLite file.
 		Path string `yaml:"path"`
+		// URL of the PostgreSQL database (driver postgres), a libpq URL
+		// or key=value string; a password belongs in a .pgpass file or
+		// PGPASSWORD, not here.
+		URL string `yaml:"url"`
+		// Schema is the PostgreSQL schema (search_path); empty: the
+		// server's default (public).
+		Schema string `yaml:"schema"`
+		// MaxConns bounds each node's PostgreSQL pool; 0: pgx's default.
+		MaxConns int `yaml:"maxConns"`
 	} `yaml:"database"`
 	// KeyDir holds the service keyring (created on first start, mode 0700).
 	KeyDir string `yaml:"keyDir"`
@@ -82,6 +94,8 @@ type Config struct {
 	APNs APNsConfig `yaml:"apns"`
 	// FCM pushes to Android devices (Firebase Cloud Messaging HTTP v1).
 	FCM FCMConfig `yaml:"fcm"`
+	// Graph tunes the Microsoft Graph source (config_graph.go).
+	Graph GraphConfig `yaml:"graph"`
 	// Tenants holds per-tenant settings by tenant name (see tenants.go).
 	Tenants map[string]TenantConfig `yaml:"tenants"`
 	// Push tunes the durable outbox and its delivery (see package pipeline).
@@ -144,6 +158,7 @@ func DefaultConfig() Config {
 	c.Listen = "127.0.0.1:8080"
 	c.TLS.MinVersion = "1.2"
 	c.TLS.CipherSuites = slices.Clone(defaultCipherSuites)
+	c.Database.Driver = "sqlite"
 	c.Database.Path = "mailpush.db"
 	c.KeyDir = "mailpush-keys"
 	c.Log.Level = "info"
@@ -234,8 +249,23 @@ func (c *Config) Validate() error {
 		bad("tls", "set both certFile and keyFile, or neither")
 	}
 	c.TLS.validate(bad)
-	if c.Database.Path == "" {
-		bad("database.path", "is empty: give the SQLite file, e.g. mailpush.db")
+	switch c.Database.Driver {
+	case "sqlite":
+		if c.Database.Path == "" {
+			bad("database.path", "is empty: give the SQLite file, e.g. mailpush.db")
+		}
+	case "postgres":
+		if c.Database.URL == "" {
+			bad("database.url", "is empty: give the PostgreSQL URL, e.g. postgres://mailpush@db.example.com/mailpush")
+		}
+		if c.Database.Schema != "" && !validSchema(c.Database.Schema) {
+			bad("database.schema", "%q must be a plain identifier: lower-case letters, digits and _", c.Database.Schema)
+		}
+		if c.Database.MaxConns < 0 {
+			bad("database.maxConns", "must not be negative")
+		}
+	default:
+		bad("database.driver", "%q must be sqlite or postgres", c.Database.Driver)
 	}
 	if c.KeyDir == "" {
 		bad("keyDir", "is empty: give a directory for the service keys")
@@ -315,7 +345,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateTenants(bad)
+	c.validateGraph(bad)
 	c.validateAutodiscover(bad)
+	c.validateAppConfigs(bad)
 	c.validateDirectories(bad)
 	c.validateSMIME(bad)
 	if c.EWS.MaxPerAccount > 27 {
@@ -447,4 +479,29 @@ func setFromString(v reflect.Value, s string) error {
 		return fmt.Errorf("unsupported setting type %s", v.Type())
 	}
 	return nil
+}
+
+// validSchema reports whether name is a plain lower-case SQL identifier.
+func validSchema(name string) bool {
+	if name == "" || len(name) > 63 || name[0] >= '0' && name[0] <= '9' {
+		return false
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// databaseName says where the store is, for messages: the SQLite file, or
+// the PostgreSQL database without its password.
+func (c *Config) databaseName() string {
+	if c.Database.Driver != "postgres" {
+		return c.Database.Path
+	}
+	if u, err := url.Parse(c.Database.URL); err == nil && u.Host != "" {
+		return "postgres://" + u.Host + u.Path
+	}
+	return "the PostgreSQL database"
 }

@@ -80,6 +80,29 @@ type worldOptions struct {
 	// extra returns more YAML and CAs to trust, given the world's
 	// directory and fakes (for tenants with credentials of their own).
 	extra func(w *world) (string, []*x509.Certificate)
+	// database replaces the configuration's database block (the SQLite
+	// file in the world's directory) for the server and the commands.
+	database string
+}
+
+// useDatabase replaces the database block of a configuration file written
+// by writeConfig.
+func useDatabase(t testing.TB, path, block string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	for i, l := range lines {
+		if l == "database:" {
+			lines[i], lines[i+1] = block, ""
+			break
+		}
+	}
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // newWorldWith is newWorld with options.
@@ -104,6 +127,9 @@ func newWorldWith(t testing.TB, logLevel string, o worldOptions) *world {
 		yaml, cas = yaml+more, moreCAs
 	}
 	w.configPath = writeConfig(t, w.dir, w.exchange, w.apple, "127.0.0.1:0", logLevel, yaml, cas...)
+	if o.database != "" {
+		useDatabase(t, w.configPath, o.database)
+	}
 	c, err := LoadConfig(w.configPath, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -234,7 +234,10 @@ func runConfigCheck(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	_, dbErr := os.Stat(cfg.Database.Path)
+	dbErr := error(nil)
+	if cfg.Database.Driver == "sqlite" {
+		_, dbErr = os.Stat(cfg.Database.Path)
+	}
 	_, keyErr := os.Stat(cfg.KeyDir)
 	if dbErr == nil && keyErr == nil {
 		m := NewMain(cfg, stderr)
@@ -245,10 +248,10 @@ func runConfigCheck(ctx context.Context, args []string, stdout, stderr io.Writer
 		if err := m.checkTenantNames(ctx); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "%s is valid; its tenants exist in %s\n", pos[0], cfg.Database.Path)
+		fmt.Fprintf(stdout, "%s is valid; its tenants exist in %s\n", pos[0], cfg.databaseName())
 		return nil
 	}
-	fmt.Fprintf(stdout, "%s is valid (tenant names not checked: no database at %s yet)\n", pos[0], cfg.Database.Path)
+	fmt.Fprintf(stdout, "%s is valid (tenant names not checked: no database at %s yet)\n", pos[0], cfg.databaseName())
 	return nil
 }
 

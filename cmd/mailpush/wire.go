@@ -17,12 +17,14 @@ import (
 
 	"github.com/mailpush/mailpush"
 	"github.com/mailpush/mailpush/api"
+	"github.com/mailpush/mailpush/appconfig"
 	"github.com/mailpush/mailpush/autodiscover"
 	"github.com/mailpush/mailpush/directory"
 	"github.com/mailpush/mailpush/dovecot"
 	"github.com/mailpush/mailpush/ews"
 	"github.com/mailpush/mailpush/gate"
 	"github.com/mailpush/mailpush/pipeline"
+	"github.com/mailpush/mailpush/postgres"
 	"github.com/mailpush/mailpush/registrar"
 	"github.com/mailpush/mailpush/seal"
 	"github.com/mailpush/mailpush/smime"
@@ -32,6 +34,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/mailpush/mailpush/graph"
 	"github.com/mailpush/mailpush/subscription"
 )
 
@@ -43,12 +46,16 @@ type Main struct {
 	Logger *slog.Logger
 	Clock  mailpush.Clock
 
-	Store    *sqlite.Store
+	Store    mailpush.Store
 	Keys     *seal.Keyring
 	Pipeline *pipeline.Pipeline
 	EWS      *ews.Source
 	// EWSEngine keeps the EWS subscriptions alive (Check, CheckHosts).
 	EWSEngine *subscription.Engine
+	// Graph is the Microsoft Graph source, when a tenant has a Graph app;
+	// GraphEngine renews its subscriptions.
+	Graph       *graph.Source
+	GraphEngine *subscription.Engine
 	// GateRegistry is the ActiveSync gate's device registry (always on);
 	// Gate decides for gate.tenant (nil when no tenant is configured).
 	GateRegistry *gate.Registry
@@ -59,7 +66,12 @@ type Main struct {
 	// that configure tenants.<name>.directory).
 	Directories map[string]*directory.Directory
 	SMIME       *smime.Service // nil when no tenant configures smime
+	// AppConfigs expands managed app configuration from the tenants'
+	// directories (appDirs: the directory blocks with the app
+	// configuration's filter and attributes; closed by Close).
+	AppConfigs *appconfig.Service
 
+	appDirs   []*directory.Directory
 	providers *providers
 	listener  net.Listener
 	server    *http.Server
@@ -84,7 +96,12 @@ func (m *Main) openStore(ctx context.Context) error {
 		return err
 	}
 	m.Keys = keys
-	store, err := sqlite.Open(ctx, m.Config.Database.Path, keys, m.Clock)
+	var store mailpush.Store
+	if db := m.Config.Database; db.Driver == "postgres" {
+		store, err = postgres.Open(ctx, postgres.Config{URL: db.URL, Schema: db.Schema, MaxConns: int32(db.MaxConns), Logger: m.Logger.With("component", "postgres")}, keys, m.Clock)
+	} else {
+		store, err = sqlite.Open(ctx, db.Path, keys, m.Clock)
+	}
 	if err != nil {
 		return err
 	}
@@ -186,13 +203,24 @@ func (m *Main) Run(ctx context.Context) error {
 	if m.SMIME, err = m.openSMIME(outbound); err != nil {
 		return err
 	}
+	if m.AppConfigs, m.appDirs, err = cfg.openAppConfigs(publicURL, m.Logger.With("component", "directory"), m.Clock); err != nil {
+		return err
+	}
 
 	m.EWSEngine.Run(context.Background()) // stopped by Close
+	watchers := map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS, mailpush.SourceDovecot: m.Dovecot}
+	if err := m.startGraph(&cfg, outbound, strings.TrimSuffix(publicURL, "/")); err != nil {
+		return err
+	}
+	verifiers := map[mailpush.Source]mailpush.CredentialVerifier{mailpush.SourceDovecot: m.Dovecot}
+	if m.Graph != nil {
+		watchers[mailpush.SourceGraph], verifiers[mailpush.SourceGraph] = m.Graph, m.Graph
+	}
 
 	m.Registrar = &registrar.Service{
 		Store: m.Store, Keys: m.Keys, Logger: m.Logger.With("component", "registrar"), Clock: m.Clock,
-		Watchers:        map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS, mailpush.SourceDovecot: m.Dovecot},
-		Verifiers:       map[mailpush.Source]mailpush.CredentialVerifier{mailpush.SourceDovecot: m.Dovecot},
+		Watchers:        watchers,
+		Verifiers:       verifiers,
 		RegistrationTTL: cfg.RegistrationTTL,
 		Autodiscover: &autodiscover.Client{
 			HTTP: &http.Client{Transport: outbound, Timeout: 15 * time.Second,
@@ -211,6 +239,7 @@ func (m *Main) Run(ctx context.Context) error {
 	srv := &api.Server{
 		Store: m.Store, Keys: m.Keys, Registrar: m.Registrar,
 		Logger: m.Logger.With("component", "api"), Gate: m.GateRegistry,
+		AppConfigs: m.AppConfigs,
 	}
 	if m.SMIME != nil {
 		srv.SMIME = m.SMIME
@@ -227,6 +256,10 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	responder.Routes(mux)
 	mux.Handle("POST "+ews.CallbackPath+"{token}", m.EWS)
+	if m.Graph != nil {
+		mux.Handle("POST "+graph.NotifyPath+"{token}", m.Graph)
+		mux.Handle("POST "+graph.LifecyclePath+"{token}", m.Graph)
+	}
 	if m.Gate != nil {
 		m.Gate.Routes(mux)
 		registerGateMetrics(registry, m.Gate)
@@ -261,7 +294,7 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 	}()
 	m.Logger.Info("mailpush serving", "version", mailpush.Version, "listen", m.listener.Addr().String(), "publicUrl", publicURL,
-		"database", cfg.Database.Path, "apns", cfg.APNsEnabled())
+		"database", cfg.databaseName(), "apns", cfg.APNsEnabled())
 	return nil
 }
 
@@ -322,6 +355,10 @@ func (m *Main) Close() error {
 	if m.EWSEngine != nil {
 		m.EWSEngine.Close()
 	}
+	if m.GraphEngine != nil {
+		m.GraphEngine.Close()
+		m.Graph.Close()
+	}
 	if m.Pipeline != nil {
 		errs = append(errs, m.Pipeline.Shutdown(ctx))
 	}
@@ -332,6 +369,9 @@ func (m *Main) Close() error {
 		m.providers.close()
 	}
 	for _, d := range m.Directories {
+		d.Close()
+	}
+	for _, d := range m.appDirs {
 		d.Close()
 	}
 	if m.Store != nil {
@@ -464,7 +504,7 @@ func (m *Main) checkTenantNames(ctx context.Context) error {
 		} else if len(names) > 0 {
 			hint += "; the tenants are " + strings.Join(names, ", ")
 		}
-		errs = append(errs, fmt.Errorf("config key tenants.%s: no tenant named %q in %s; %s", name, name, m.Config.Database.Path, hint))
+		errs = append(errs, fmt.Errorf("config key tenants.%s: no tenant named %q in %s; %s", name, name, m.Config.databaseName(), hint))
 	}
 	return errors.Join(errs...)
 }
@@ -506,4 +546,32 @@ func orDefault[T int | time.Duration](v, def T) T {
 		return def
 	}
 	return v
+}
+
+// startGraph makes the Graph source and its engine when a tenant has a
+// Graph app, and starts them (Close stops them).
+func (m *Main) startGraph(cfg *Config, outbound *http.Transport, publicURL string) error {
+	apps, err := cfg.graphApps()
+	if err != nil || len(apps) == 0 {
+		return err
+	}
+	m.Graph = &graph.Source{
+		Store: m.Store, Sealer: m.Keys, Hasher: m.Keys, Sink: m.Pipeline, Apps: apps,
+		HTTP:      &http.Client{Transport: outbound, Timeout: 30 * time.Second},
+		PublicURL: publicURL, Lifetime: cfg.Graph.SubscriptionLifetime,
+		QueueSize: cfg.Graph.QueueSize, Workers: cfg.Graph.Workers,
+		Logger: m.Logger.With("source", "graph"), Clock: m.Clock,
+	}
+	// Renewal at half the lifetime, paced: a wave of registrations never
+	// becomes a wave of PATCHes. Graph allows 4 requests at once per app and
+	// mailbox (the engine's account is the mailbox).
+	m.GraphEngine = &subscription.Engine{
+		Store: m.Store, Source: mailpush.SourceGraph, Healer: m.Graph,
+		Logger: m.Logger.With("source", "graph", "component", "subscription"), Clock: m.Clock,
+		DueAfter: m.Graph.RenewAfter(), Interval: time.Minute, Rate: float64(orDefault(cfg.Graph.RenewRate, 20)), MaxPerAccount: 4,
+	}
+	m.Graph.Engine = m.GraphEngine
+	m.Graph.Run(context.Background())
+	m.GraphEngine.Run(context.Background())
+	return nil
 }
