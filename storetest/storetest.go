@@ -50,7 +50,7 @@ func Run(t *testing.T, open Factory) {
 		{"Tenants", testTenants},
 		{"ListAndDeleteTenants", testListAndDeleteTenants},
 		{"Tokens", testTokens},
-		{"RegistrationBindingAndCount", testRegistrationBindingAndCount},
+		{"CountRegistrations", testCountRegistrations},
 		{"RegisterSharesMailbox", testRegisterSharesMailbox},
 		{"RegisterSameTokenReplaces", testRegisterSameTokenReplaces},
 		{"TenantIsolation", testTenantIsolation},

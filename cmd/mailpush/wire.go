@@ -236,6 +236,8 @@ func (m *Main) Run(ctx context.Context) error {
 		Quotas:           cfg.quotas,
 		Metrics:          registrar.NewMetrics(registry),
 	}
+	// The sources ask the registrar what a notification may change.
+	m.EWS.Rules = m.Registrar
 	srv := &api.Server{
 		Store: m.Store, Keys: m.Keys, Registrar: m.Registrar,
 		Logger: m.Logger.With("component", "api"), Gate: m.GateRegistry,
