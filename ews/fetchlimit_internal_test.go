@@ -85,3 +85,22 @@ func TestCallbackExpiry(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkFetchLimiter is the cost a notification pays for the per-mailbox
+// fetch bucket, over 100,000 mailboxes, from parallel goroutines.
+func BenchmarkFetchLimiter(b *testing.B) {
+	l := newFetchLimiter(DefaultFetchRate, DefaultFetchBurst)
+	ids := make([]string, 100_000)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("mailbox-%06d", i)
+	}
+	t0 := time.Now()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			l.allow(ids[i%len(ids)], t0.Add(time.Duration(i)*time.Millisecond))
+			i += 7919
+		}
+	})
+}
