@@ -56,6 +56,7 @@ type Main struct {
 	// GraphEngine renews its subscriptions.
 	Graph       *graph.Source
 	GraphEngine *subscription.Engine
+	resolver    resolver // the pipeline's, made before the sources
 	// GateRegistry is the ActiveSync gate's device registry (always on);
 	// Gate decides for gate.tenant (nil when no tenant is configured).
 	GateRegistry *gate.Registry
@@ -73,6 +74,7 @@ type Main struct {
 
 	appDirs   []*directory.Directory
 	providers *providers
+	keysWatch keysWatch // keys.go
 	listener  net.Listener
 	server    *http.Server
 	closed    bool
@@ -142,6 +144,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Workers: cfg.Push.Workers, BatchSize: cfg.Push.BatchSize, MaxAttempts: cfg.Push.MaxAttempts,
 		RetryBase: cfg.Push.RetryBase, RetryMax: cfg.Push.RetryMax, SyncPerHour: cfg.Push.SyncPerHour,
 		TenantRate: float64(cfg.Push.TenantRate), TenantBurst: cfg.Push.TenantBurst, Lease: cfg.Push.Lease,
+		Resolver: &m.resolver,
 	})
 	m.Pipeline.Start()
 
@@ -167,7 +170,8 @@ func (m *Main) Run(ctx context.Context) error {
 		Client:          &ews.Client{HTTP: &http.Client{Transport: outbound, Timeout: 30 * time.Second}, UserAgent: "mailpush/" + mailpush.Version},
 		PublicURL:       strings.TrimSuffix(publicURL, "/"),
 		StatusFrequency: cfg.EWS.StatusFrequency,
-		Logger:          m.Logger.With("source", "ews"), Clock: m.Clock,
+		FetchRate:       float64(cfg.EWS.FetchRate), FetchBurst: cfg.EWS.FetchBurst, CallbackMaxAge: cfg.EWS.CallbackMaxAge,
+		Logger: m.Logger.With("source", "ews"), Clock: m.Clock,
 	}
 	// The engine that keeps the EWS subscriptions alive: silent for
 	// 2×StatusFrequency means dead; so does a host whose status events are late.
@@ -208,8 +212,9 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 
 	m.EWSEngine.Run(context.Background()) // stopped by Close
+	m.watchKeys()                         // stopped by Close
 	watchers := map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS, mailpush.SourceDovecot: m.Dovecot}
-	if err := m.startGraph(&cfg, outbound, strings.TrimSuffix(publicURL, "/")); err != nil {
+	if err := m.startGraph(&cfg, outbound, strings.TrimSuffix(publicURL, "/"), registry); err != nil {
 		return err
 	}
 	verifiers := map[mailpush.Source]mailpush.CredentialVerifier{mailpush.SourceDovecot: m.Dovecot}
@@ -234,6 +239,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Platforms:        m.providers.platforms,
 		AllowInsecureEWS: cfg.EWS.AllowInsecureHTTP,
 		Quotas:           cfg.quotas,
+		Metrics:          registrar.NewMetrics(registry),
 	}
 	// The sources ask the registrar what a notification may change.
 	m.EWS.Rules = m.Registrar
@@ -356,6 +362,7 @@ func (m *Main) Close() error {
 	if m.EWSEngine != nil {
 		m.EWSEngine.Close()
 	}
+	m.stopWatchingKeys()
 	if m.GraphEngine != nil {
 		m.GraphEngine.Close()
 		m.Graph.Close()
@@ -551,7 +558,7 @@ func orDefault[T int | time.Duration](v, def T) T {
 
 // startGraph makes the Graph source and its engine when a tenant has a
 // Graph app, and starts them (Close stops them).
-func (m *Main) startGraph(cfg *Config, outbound *http.Transport, publicURL string) error {
+func (m *Main) startGraph(cfg *Config, outbound *http.Transport, publicURL string, registry prometheus.Registerer) error {
 	apps, err := cfg.graphApps()
 	if err != nil || len(apps) == 0 {
 		return err
@@ -562,6 +569,7 @@ func (m *Main) startGraph(cfg *Config, outbound *http.Transport, publicURL strin
 		PublicURL: publicURL, Lifetime: cfg.Graph.SubscriptionLifetime,
 		QueueSize: cfg.Graph.QueueSize, Workers: cfg.Graph.Workers,
 		Logger: m.Logger.With("source", "graph"), Clock: m.Clock,
+		Metrics: graph.NewMetrics(registry, m.Clock, m.Logger.With("source", "graph")),
 	}
 	// Renewal at half the lifetime, paced: a wave of registrations never
 	// becomes a wave of PATCHes. Graph allows 4 requests at once per app and
@@ -572,7 +580,21 @@ func (m *Main) startGraph(cfg *Config, outbound *http.Transport, publicURL strin
 		DueAfter: m.Graph.RenewAfter(), Interval: time.Minute, Rate: float64(orDefault(cfg.Graph.RenewRate, 20)), MaxPerAccount: 4,
 	}
 	m.Graph.Engine = m.GraphEngine
+	m.resolver.graph = m.Graph
 	m.Graph.Run(context.Background())
 	m.GraphEngine.Run(context.Background())
 	return nil
+}
+
+// resolver completes the pipeline's unresolved events (only Graph stores
+// them: it acknowledges before fetching). The pipeline is made before the
+// sources, so the source is set once it exists.
+type resolver struct{ graph *graph.Source }
+
+func (r *resolver) Resolve(ctx context.Context, ev *mailpush.OutboxEvent) error {
+	if r.graph == nil {
+		ev.Event.Badge = mailpush.NoBadge
+		return nil
+	}
+	return r.graph.Resolve(ctx, ev)
 }
