@@ -2,6 +2,7 @@ package mailpush
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -116,7 +117,15 @@ type CallbackToken struct {
 	RegistrationID string      `json:"r,omitempty"`
 	Credentials    Credentials `json:"c,omitzero"`
 	IssuedAt       int64       `json:"i"` // Unix seconds
+	// KeyID is the key the token was sealed with, set by OpenCallback;
+	// not part of the sealed content.
+	KeyID string `json:"-"`
 }
+
+// ErrRetiredKey is in the chain of the error for a value sealed with a key
+// that was retired (`mailpush keys retire`): it was genuine once, and can no
+// longer be opened.
+var ErrRetiredKey = errors.New("sealed with a retired key")
 
 // CallbackSealer seals and opens callback tokens.
 type CallbackSealer interface {
