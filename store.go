@@ -46,6 +46,14 @@ type Store interface {
 	// ActiveRegistrations lists a mailbox's registrations with status active
 	// or pending.
 	ActiveRegistrations(ctx context.Context, mailboxID string) ([]*Registration, error)
+	// RegistrationByToken returns the mailbox's registration (active or
+	// pending) of the device with this push token, by its keyed hash: the
+	// cost does not grow with the mailbox's devices.
+	RegistrationByToken(ctx context.Context, mailboxID, token string) (*Registration, error)
+	// MailboxAudience summarizes the mailbox's active and pending
+	// registrations without loading them (no token is opened): what a source
+	// needs to decide about an event before it acknowledges it.
+	MailboxAudience(ctx context.Context, mailboxID string) (Audience, error)
 	// CountRegistrations counts a tenant's registrations with status active
 	// or pending (for its quota).
 	CountRegistrations(ctx context.Context, tenantID string) (int, error)
@@ -82,6 +90,14 @@ type Store interface {
 	// Ping reports whether the store can answer.
 	Ping(ctx context.Context) error
 	Close() error
+}
+
+// Audience is what a mailbox's active and pending registrations add up to.
+type Audience struct {
+	Registrations int
+	// WantsContent: some registration may show subject or sender (as
+	// WantsContent of the registrations).
+	WantsContent bool
 }
 
 // FieldCipher protects values that the store must keep but must not keep in

@@ -158,7 +158,7 @@ func TestEveryCommandHasHelp(t *testing.T) {
 		{"tenant", "delete", "--help"}, {"keys", "--help"}, {"keys", "rotate", "--help"}, {"gate", "--help"},
 		{"gate", "import", "--help"}, {"version", "--help"}, {"token", "--help"}, {"token", "add", "--help"}, {"token", "revoke", "--help"},
 		{"smime", "--help"}, {"smime", "classify", "--help"},
-		{"bench", "--help"},
+		{"bench", "--help"}, {"registrations", "--help"}, {"registrations", "import", "--help"},
 	} {
 		var out bytes.Buffer
 		err := run(context.Background(), args, &out, io.Discard, nil)

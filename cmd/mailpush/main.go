@@ -58,6 +58,7 @@ const usage = `usage:
   mailpush keys list [--config FILE]
   mailpush keys retire KEYID [--config FILE]
   mailpush gate import FILE --tenant NAME [--config FILE]   (CSV: deviceId,user,deviceType,state)
+  mailpush registrations import FILE --tenant NAME [--config FILE]   (CSV: platform,token,address[,content[,environment]]; source dovecot)
   mailpush smime classify FILE [--password-file F]   (PEM, DER or PKCS#12: signing-only, encryption-only or both)
   mailpush bench [-scenario fanout|realworld|overload|raw|registrations] [flags]   (load test, in-process)
   mailpush version
@@ -96,6 +97,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 			return subcommandError(stdout, "gate", args[1:], "import")
 		}
 		return runGate(ctx, args[1:], stdout, stderr, environ)
+	case "registrations":
+		if len(args) < 2 || args[1] != "import" {
+			return subcommandError(stdout, "registrations", args[1:], "import")
+		}
+		return runRegistrationsImport(ctx, args[2:], stdout, stderr, environ)
 	case "smime":
 		if len(args) < 2 || args[1] != "classify" {
 			return subcommandError(stdout, "smime", args[1:], "classify")

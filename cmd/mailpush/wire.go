@@ -239,6 +239,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Platforms:        m.providers.platforms,
 		AllowInsecureEWS: cfg.EWS.AllowInsecureHTTP,
 		Quotas:           cfg.quotas,
+		Metrics:          registrar.NewMetrics(registry),
 	}
 	// The sources ask the registrar what a notification may change.
 	m.EWS.Rules = m.Registrar
