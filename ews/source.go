@@ -262,8 +262,10 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 	sum.missed = mb.SubscriptionID != "" && mb.SubscriptionID == n.SubscriptionID &&
 		mb.Watermark != "" && n.PreviousWatermark != "" && n.PreviousWatermark != mb.Watermark
 	if replayed(mb, n) {
+		if sum.changed || sum.missed {
+			log.Info("notification already handled (its watermark is the mailbox's last): a sign of life only")
+		}
 		sum = summary{badge: mailpush.NoBadge} // handled before: no fetch, no push (fetchlimit.go)
-		log.Info("notification already handled (its watermark is the mailbox's last): a sign of life only")
 	}
 	if sum.missed {
 		sum.changed = true
