@@ -97,6 +97,8 @@ type Config struct {
 	// Gate is the ActiveSync access gate; it is on when gate.tenant is set
 	// (see docs/gate.md). Its rules are set in the file only.
 	Gate gate.Config `yaml:"gate"`
+	// Console is the admin console at /admin/ (console.go).
+	Console ConsoleConfig `yaml:"console"`
 }
 
 // DovecotConfig is a tenant's Dovecot push_notification endpoint: the basic
@@ -133,6 +135,8 @@ func DefaultConfig() Config {
 	c.Push.RetryMax = 15 * time.Minute
 	c.Push.SyncPerHour = 3
 	c.Push.Lease = 2 * time.Minute
+	c.Console.IdleTimeout = 30 * time.Minute
+	c.Console.MaxAge = 12 * time.Hour
 	return c
 }
 
@@ -278,6 +282,7 @@ func (c *Config) Validate() error {
 		bad("ews", "healthInterval, resubscribeRate, maxPerHost and maxPerAccount must not be negative (0 means the default)")
 	}
 	c.validateHostRule(bad)
+	c.validateConsole(bad)
 	return errors.Join(errs...)
 }
 

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -108,7 +109,11 @@ func newWorldWith(t testing.TB, logLevel string, o worldOptions) *world {
 		o.configure(&c)
 	}
 	w.tokens = map[string]string{}
-	for _, name := range c.tenantNames() {
+	names := c.tenantNames()
+	if c.Gate.Tenant != "" && !slices.Contains(names, c.Gate.Tenant) {
+		names = append(names, c.Gate.Tenant)
+	}
+	for _, name := range names {
 		w.tokens[name] = w.runTenantAdd(t, name)
 	}
 	w.main = NewMain(c, w.logs)

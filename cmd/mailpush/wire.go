@@ -18,6 +18,7 @@ import (
 	"github.com/mailpush/mailpush"
 	"github.com/mailpush/mailpush/api"
 	"github.com/mailpush/mailpush/autodiscover"
+	"github.com/mailpush/mailpush/console"
 	"github.com/mailpush/mailpush/dovecot"
 	"github.com/mailpush/mailpush/ews"
 	"github.com/mailpush/mailpush/gate"
@@ -51,7 +52,10 @@ type Main struct {
 	providers *providers
 	listener  net.Listener
 	server    *http.Server
-	closed    bool
+	console   *console.Console
+	// gateTenantID is the ID of gate.tenant while the gate is on.
+	gateTenantID string
+	closed       bool
 }
 
 // NewMain returns a Main that logs to logOutput.
@@ -180,6 +184,9 @@ func (m *Main) Run(ctx context.Context) error {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn)}))
 	mux.Handle("POST "+dovecot.NotifyPath, m.Dovecot)
 	mux.Handle("PUT "+dovecot.NotifyPath, m.Dovecot)
+	if err := m.startConsole(ctx, mux, publicURL, registry); err != nil {
+		return err
+	}
 
 	m.server = &http.Server{
 		Handler:           logRequests(m.Logger, api.JSONErrors(mux, m.Logger.With("component", "api"))),
@@ -256,6 +263,9 @@ func (m *Main) Close() error {
 	var errs []error
 	if m.server != nil {
 		errs = append(errs, m.server.Shutdown(ctx))
+	}
+	if m.console != nil {
+		m.console.Close()
 	}
 	if m.EWS != nil {
 		m.EWS.Close()
