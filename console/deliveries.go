@@ -40,12 +40,26 @@ type sampler struct {
 func newSampler(n int) *sampler { return &sampler{n: n} }
 
 func (s *sampler) take(g prometheus.Gatherer, now time.Time) {
-	if g == nil {
+	sm, ok := read(g, now)
+	if !ok {
 		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ring = append(s.ring, sm)
+	if len(s.ring) > s.n {
+		s.ring = s.ring[len(s.ring)-s.n:]
+	}
+}
+
+// read gathers the counters now.
+func read(g prometheus.Gatherer, now time.Time) (sample, bool) {
+	if g == nil {
+		return sample{}, false
 	}
 	mfs, err := g.Gather()
 	if err != nil {
-		return
+		return sample{}, false
 	}
 	sm := sample{at: now, byReason: map[string]float64{}}
 	for _, mf := range mfs {
@@ -92,12 +106,7 @@ func (s *sampler) take(g prometheus.Gatherer, now time.Time) {
 			}
 		}
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.ring = append(s.ring, sm)
-	if len(s.ring) > s.n {
-		s.ring = s.ring[len(s.ring)-s.n:]
-	}
+	return sm, true
 }
 
 func (s *sampler) snapshot() []sample {
@@ -157,7 +166,11 @@ type deliveriesData struct {
 }
 
 func (c *Console) deliveriesPage(w http.ResponseWriter, r *http.Request, sess *session) {
+	// The figures are read now; the charts add this reading to the samples.
 	ss := c.samples.snapshot()
+	if now, ok := read(c.cfg.Metrics, c.cfg.Clock.Now()); ok && (len(ss) == 0 || now.at.After(ss[len(ss)-1].at)) {
+		ss = append(ss, now)
+	}
 	d := deliveriesData{Samples: len(ss), SampleEvery: c.cfg.SampleEvery, Rate: "–", P50: "–", P95: "–"}
 	if n := len(ss); n > 0 {
 		last := ss[n-1]

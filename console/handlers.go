@@ -98,7 +98,9 @@ func (c *Console) render(w http.ResponseWriter, status int, name string, p page)
 	// SVG charts are inline).
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
+	// same-origin, not no-referrer: under no-referrer browsers send
+	// "Origin: null" with form posts, which the CSRF check refuses.
+	h.Set("Referrer-Policy", "same-origin")
 	w.WriteHeader(status)
 	fmt.Fprint(w, b.String())
 }

@@ -19,6 +19,8 @@ type ConsoleConfig struct {
 	Enabled     *bool         `yaml:"enabled"`
 	IdleTimeout time.Duration `yaml:"idleTimeout"` // default 30m
 	MaxAge      time.Duration `yaml:"maxAge"`      // default 12h
+	// SampleEvery is how often the deliveries page's charts are sampled.
+	SampleEvery time.Duration `yaml:"sampleEvery"` // default 10s
 	OIDC        struct {
 		Issuer           string   `yaml:"issuer"`
 		ClientID         string   `yaml:"clientId"`
@@ -32,6 +34,9 @@ func (c *ConsoleConfig) on() bool { return c.Enabled == nil || *c.Enabled }
 
 func (c *Config) validateConsole(bad func(key, format string, args ...any)) {
 	k := &c.Console
+	if k.SampleEvery != 0 && k.SampleEvery < 100*time.Millisecond {
+		bad("console.sampleEvery", "%v is too short: use at least 100ms (default 10s)", k.SampleEvery)
+	}
 	if k.IdleTimeout < 0 || k.MaxAge < 0 || (k.MaxAge > 0 && k.IdleTimeout > k.MaxAge) {
 		bad("console.idleTimeout", "%v must be positive and at most console.maxAge (%v)", k.IdleTimeout, k.MaxAge)
 	}
@@ -62,7 +67,7 @@ func (m *Main) startConsole(ctx context.Context, mux *http.ServeMux, publicURL s
 	cc := console.Config{
 		Store: m.Store, Hasher: m.Keys, Registry: m.GateRegistry, Metrics: registry,
 		Secure:      strings.HasPrefix(publicURL, "https://") || m.Config.TLS.CertFile != "",
-		IdleTimeout: cfg.IdleTimeout, MaxAge: cfg.MaxAge,
+		IdleTimeout: cfg.IdleTimeout, MaxAge: cfg.MaxAge, SampleEvery: cfg.SampleEvery,
 		Logger: m.Logger.With("component", "console"), Clock: m.Clock,
 	}
 	if m.Gate != nil {
