@@ -8,21 +8,25 @@ import (
 // Error codes are stable: apps and proxies match on them. The HTTP status for
 // each is chosen in exactly one place, the api package.
 const (
-	EInvalid      = "invalid_request"        // malformed or semantically wrong input
-	ETooLarge     = "request_too_large"      // body over the size cap
-	EUnauthorized = "unauthorized"           // missing or wrong credential
-	EForbidden    = "forbidden"              // authenticated but not allowed (e.g. host not allowed)
-	EScope        = "insufficient_scope"     // the token's scope does not cover the request
-	ENotFound     = "not_found"              // no such object (or not the caller's)
-	EConflict     = "conflict"               // state does not allow the change
-	EMethod       = "method_not_allowed"     // the path exists, not with this method
-	EUnsupported  = "unsupported"            // valid but not offered by this server or tenant
-	EMediaType    = "unsupported_media_type" // body is not JSON
-	EBadSealed    = "invalid_sealed_value"   // sealed credentials cannot be opened
-	EUpstream     = "upstream_error"         // the mail server refused or failed
-	ECredentials  = "credentials_refused"    // the mail server refused the user's credentials
-	EUnavailable  = "unavailable"            // a dependency is down; retry later
-	EInternal     = "internal"               // a bug or an unexpected failure
+	EInvalid       = "invalid_request"        // malformed or semantically wrong input
+	ETooLarge      = "request_too_large"      // body over the size cap
+	EUnauthorized  = "unauthorized"           // missing or wrong credential
+	EForbidden     = "forbidden"              // authenticated but not allowed (e.g. host not allowed)
+	EScope         = "insufficient_scope"     // the token's scope does not cover the request
+	ENotFound      = "not_found"              // no such object (or not the caller's)
+	EConflict      = "conflict"               // state does not allow the change
+	EQuota         = "quota_exceeded"         // a configured limit (registrations per tenant or mailbox) is reached
+	EMethod        = "method_not_allowed"     // the path exists, not with this method
+	EUnsupported   = "unsupported"            // valid but not offered by this server or tenant
+	EMediaType     = "unsupported_media_type" // body is not JSON
+	EBadSealed     = "invalid_sealed_value"   // sealed credentials cannot be opened
+	EUpstream      = "upstream_error"         // the mail server refused or failed
+	ERedirect      = "upstream_redirect"      // the mail server redirected; credentials never follow a redirect
+	ECredentials   = "credentials_refused"    // the mail server refused the user's credentials
+	EMailboxDenied = "mailbox_access_denied"  // the credentials are valid but do not open the mailbox named
+	EUnavailable   = "unavailable"            // a dependency is down; retry later
+	EBadPassword   = "wrong_password"         // a file's password (e.g. a PKCS#12's) does not open it
+	EInternal      = "internal"               // a bug or an unexpected failure
 )
 
 // Error is the domain error with a stable code and a message that is safe to

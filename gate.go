@@ -37,20 +37,38 @@ const MaxDeviceIDLen = 128
 
 // NormalizeDeviceID is the form in which DeviceIds are stored and compared:
 // MDMs report them with arbitrary case and stray spaces, Exchange compares
-// them without case.
+// them without case. Only ASCII spaces and tabs are trimmed and only ASCII
+// letters change case: a Unicode case mapping or space class would let a
+// look-alike (a dotless ı, a no-break space) match a registered device.
 func NormalizeDeviceID(id string) string {
-	return strings.ToUpper(strings.TrimSpace(id))
+	return asciiUpper(strings.Trim(id, " \t"))
 }
 
-// ValidDeviceID reports whether a normalised DeviceId is 1 to
-// MaxDeviceIDLen printable ASCII characters without spaces or commas
-// (MS-ASHTTP forbids commas and special characters).
+func asciiUpper(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'a' <= c && c <= 'z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if 'a' <= b[j] && b[j] <= 'z' {
+					b[j] -= 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}
+
+// ValidDeviceID reports whether a DeviceId is 1 to MaxDeviceIDLen ASCII
+// letters and digits: MS-ASHTTP forbids commas and special characters, and
+// the base64 query form's binary DeviceIds are written as hexadecimal.
 func ValidDeviceID(id string) bool {
 	if id == "" || len(id) > MaxDeviceIDLen {
 		return false
 	}
 	for i := 0; i < len(id); i++ {
-		if c := id[i]; c <= ' ' || c >= 0x7f || c == ',' {
+		c := id[i]
+		if !('0' <= c && c <= '9' || 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z') {
 			return false
 		}
 	}

@@ -22,3 +22,11 @@ var Version = "0.1.0-dev"
 type EventSink interface {
 	HandleEvent(ctx context.Context, ev Event) error
 }
+
+// CredentialVerifier checks a user's own credentials against the tenant's
+// mail server (Dovecot: an IMAP LOGIN) without keeping them: a per-user
+// proof that the holder of an app token may register that address in
+// service mode.
+type CredentialVerifier interface {
+	VerifyCredentials(ctx context.Context, t *Tenant, address string, creds Credentials) error
+}

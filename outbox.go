@@ -5,10 +5,20 @@ import (
 	"time"
 )
 
-// Outbox is the durable queue of pushes between the pipeline and the
-// providers. A push accepted from a source is in the outbox before the source
-// acknowledges the mail server, and leaves it only when a provider answered
-// for good, so delivery is at least once across crashes.
+// Outbox is the durable queue between the sources and the providers. It has
+// two tiers (the pipeline package doc has the whole design):
+//
+//   - Events: one row per accepted event, whatever the number of devices of
+//     its mailbox. A source acknowledges the mail server once the event row
+//     is durable; the pipeline claims events in batches, fans each out to the
+//     mailbox's active devices in memory and sends. An event leaves the
+//     outbox in the same transaction that records what its fan-out left
+//     behind, so a crash in the middle of a fan-out sends the whole event
+//     again (at least once).
+//   - Device pushes: one row per push that carries state the event row
+//     cannot: a retry after a failure, a push held behind an earlier one of
+//     its device (order), a push waiting for a rate limit. When every device
+//     answers 200, the event tier writes nothing per device.
 //
 // Rows are claimed with a lease: a claimed row is invisible to other claims
 // until the lease ends, and a process that dies while holding it simply lets
@@ -16,6 +26,29 @@ import (
 // FOR UPDATE SKIP LOCKED from several nodes; SQLite has one writer and
 // batches instead.
 type Outbox interface {
+	// EnqueueEvents stores events in one transaction. An event whose every
+	// push would be a badge (or every push a sync) replaces the queued,
+	// unclaimed events of the same mailbox and class with a lower or equal
+	// sequence, and is not stored when one with a higher sequence is queued
+	// (coalescing). Subject and sender are stored sealed.
+	EnqueueEvents(ctx context.Context, events []*OutboxEvent) error
+	// ClaimEvents leases up to limit events due at now, oldest first, until
+	// now+lease, counting one more attempt on each. An event is not claimed
+	// while an older event of its mailbox is leased, so a mailbox's events
+	// are fanned out in order.
+	ClaimEvents(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]*OutboxEvent, error)
+	// Recipients lists the registrations of the given mailboxes that are
+	// active, or pending but active at since or later (LeftActiveAt), with
+	// their push tokens opened, grouped by mailbox in registration order,
+	// and for each whether device pushes of it are queued (then new pushes
+	// queue behind them).
+	Recipients(ctx context.Context, mailboxIDs []string, since time.Time) ([]*Recipient, error)
+	// SettleEvents records a fanned-out batch in one transaction (the
+	// events leave the outbox; delivered sequences are raised; device pushes
+	// and dead letters are written) and, when limit > 0, claims the next
+	// batch of events in the same transaction, as ClaimEvents would.
+	SettleEvents(ctx context.Context, st EventSettlement, now time.Time, limit int, lease time.Duration) ([]*OutboxEvent, error)
+
 	// EnqueuePushes stores pushes in one transaction. A badge or sync push
 	// replaces the pushes of the same kind for the same registration that
 	// are still queued with a lower or equal sequence (coalescing). Push
@@ -32,7 +65,7 @@ type Outbox interface {
 	ClaimPushes(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]*QueuedPush, error)
 	// SettlePushes records what became of claimed pushes, in one transaction.
 	SettlePushes(ctx context.Context, settlements []PushSettlement) error
-	// OutboxDepth counts the queued pushes (leased or not).
+	// OutboxDepth counts the queued events and device pushes (leased or not).
 	OutboxDepth(ctx context.Context) (int, error)
 	// DeadLetters lists the most recent dead letters, newest first.
 	DeadLetters(ctx context.Context, limit int) ([]DeadLetter, error)
@@ -83,4 +116,73 @@ type DeadLetter struct {
 	Reason         string
 	CreatedAt      time.Time
 	DeadAt         time.Time
+}
+
+// OutboxEvent is an accepted event in the outbox, waiting for its fan-out.
+type OutboxEvent struct {
+	OutboxID int64
+	// ID is unique; the IDs of the event's pushes derive from it (PushID), so
+	// a fan-out sent again after a crash carries the same apns-id.
+	ID    string
+	Event Event // Subject and Sender in clear in memory, sealed at rest
+	// Unresolved marks an event stored before its badge and content were
+	// known (a source that acknowledges before fetching from the mail
+	// server): the pipeline's Resolver completes it after the claim, before
+	// the fan-out. It never carries credentials.
+	Unresolved bool
+	Attempts   int       // including the one this claim starts
+	CreatedAt  time.Time // when the event was accepted
+}
+
+// Recipient is one active device of a mailbox, as the fan-out needs it.
+type Recipient struct {
+	RegistrationID string
+	TenantID       string
+	MailboxID      string
+	Device         Device // token opened
+	Content        ContentMode
+	LastSeq        int64     // highest sequence delivered to it so far
+	UpdatedAt      time.Time // when the registration last changed
+	// LeftActiveAt is zero for an active registration; for a pending one,
+	// when it stopped being active: it still gets the pushes of events
+	// accepted before then (they were decided while it was active).
+	LeftActiveAt time.Time
+	// Held: device pushes of this registration are queued (a retry, a rate
+	// limit): the event's push must queue behind them, not overtake them.
+	Held bool
+	// Unreadable is why the stored token cannot be used (damaged, or sealed
+	// with a key the service no longer has); then Device.Token is empty and
+	// the push goes to the dead letters.
+	Unreadable string
+}
+
+// EventSettlement is what a batch of fanned-out events leaves behind.
+type EventSettlement struct {
+	Events    []int64          // OutboxIDs of the events fanned out: they leave the outbox
+	Delivered []PushSettlement // SettleDone with RegistrationID and Seq: raise last sequences
+	Queue     []DevicePush     // pushes that must wait: stored as device pushes
+	Dead      []DeadLetter     // pushes given up on
+}
+
+// DevicePush is a push stored in the device tier, with its queue state.
+type DevicePush struct {
+	Push     *Push
+	DueAt    time.Time
+	Attempts int    // already made
+	Reason   string // why it waits (provider status, rate limit, order)
+}
+
+// CoalesceClass is the kind of every push the event becomes, when all are of
+// one kind that coalesces (PushBadge or PushSync): a newer event of the same
+// mailbox and class makes it redundant. It is empty for an event that may
+// become an alert, and for an unresolved one.
+func (e *OutboxEvent) CoalesceClass() PushKind {
+	ev := &e.Event
+	switch {
+	case e.Unresolved || ev.Kind == EventNewMail && ev.Subject != "":
+		return ""
+	case ev.Kind == EventResync || ev.Badge == NoBadge:
+		return PushSync
+	}
+	return PushBadge
 }

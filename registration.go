@@ -2,6 +2,8 @@ package mailpush
 
 import (
 	"net"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -75,34 +77,93 @@ const (
 type Tenant struct {
 	ID           string
 	Name         string
-	AllowedHosts []string    // mail-server hosts: exact names, or "*.example.com"
+	AllowedHosts []string    // mail-server hosts: "host[:port]" or "*.example.com[:port]"; no port means 443
 	MaxContent   ContentMode // the most a push of this tenant may carry
-	CreatedAt    time.Time
+	// DeviceSubscribed says whether the tenant accepts device-subscribed
+	// registrations. Such a registration proves only that someone could
+	// POST to its callback URL, so its pushes are confined to it; tenants
+	// created after this setting existed have it off.
+	DeviceSubscribed bool
+	CreatedAt        time.Time
 }
 
-// HostAllowed reports whether host (a host name or host:port) is one of the
-// tenant's allowed mail-server hosts. Matching ignores case and the port.
-func (t *Tenant) HostAllowed(host string) bool {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.ToLower(host), ".")
-	if host == "" {
+// HostAllowed reports whether hostport (a host name or IP, optionally with
+// ":port"; no port means 443, https's) is one of the tenant's allowed
+// mail-server hosts. Entries are "host" (port 443 only), "host:port" (that
+// port only), "*.example.com" or "*.example.com:port" (any name under
+// example.com, not example.com itself). Matching ignores case and a trailing
+// dot. The port matters: credentials go to whatever listens there, and an
+// admin who allowed https://mail.example.com did not allow port 22.
+func (t *Tenant) HostAllowed(hostport string) bool {
+	host, port, ok := splitHostPort(hostport)
+	if !ok {
 		return false
 	}
 	for _, a := range t.AllowedHosts {
-		a = strings.ToLower(a)
-		if suffix, ok := strings.CutPrefix(a, "*."); ok {
+		ah, ap, ok := splitHostPort(a)
+		if !ok || ap != port {
+			continue
+		}
+		if suffix, wild := strings.CutPrefix(ah, "*."); wild {
 			if strings.HasSuffix(host, "."+suffix) {
 				return true
 			}
 			continue
 		}
-		if host == a {
+		if host == ah {
 			return true
 		}
 	}
 	return false
+}
+
+// URLAllowed reports whether u is an http(s) URL whose host and port (the
+// scheme's default when u names none) the tenant allows. Whether plain http
+// is acceptable at all is the caller's decision.
+func (t *Tenant) URLAllowed(u *url.URL) bool {
+	port := u.Port()
+	switch {
+	case port != "":
+	case u.Scheme == "https":
+		port = "443"
+	case u.Scheme == "http":
+		port = "80"
+	default:
+		return false
+	}
+	return u.Hostname() != "" && t.HostAllowed(net.JoinHostPort(u.Hostname(), port))
+}
+
+// ValidAllowedHost checks one entry of a tenant's allowed mail-server hosts
+// and says what is wrong with it.
+func ValidAllowedHost(entry string) error {
+	host, _, ok := splitHostPort(entry)
+	if !ok || strings.ContainsAny(entry, "/@?#") {
+		return Errorf(EInvalid, "allowed host %q must be host, host:port or *.domain[:port] (port 1 to 65535; no scheme or path)", entry)
+	}
+	name := strings.TrimPrefix(host, "*.")
+	if strings.Contains(name, "*") || name == "" {
+		return Errorf(EInvalid, "allowed host %q: a wildcard is only allowed as the leading label, as in *.example.com", entry)
+	}
+	return nil
+}
+
+// splitHostPort lower-cases host, drops a trailing dot and IPv6 brackets,
+// and gives port 443 when there is none. ok is false for an empty host or a
+// port outside 1..65535.
+func splitHostPort(s string) (host, port string, ok bool) {
+	host, port = s, "443"
+	if h, p, err := net.SplitHostPort(s); err == nil {
+		host, port = h, p
+	} else if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+		host = s[1 : len(s)-1]
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	n, err := strconv.Atoi(port)
+	if host == "" || err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != port {
+		return "", "", false
+	}
+	return host, port, true
 }
 
 // CapContent lowers c to the tenant's maximum.
@@ -152,6 +213,28 @@ type Device struct {
 	ActiveSyncDeviceHash []byte
 }
 
+// NormalizeDeviceToken validates a push token of platform p and returns it
+// as stored: an APNs token is 64 to 200 hex digits (lower-cased); an FCM
+// token is 32 to 4096 characters of [A-Za-z0-9_:-].
+func NormalizeDeviceToken(p Platform, tok string) (string, error) {
+	switch p {
+	case PlatformIOS:
+		tok = strings.ToLower(tok)
+		if len(tok) < 64 || len(tok) > 200 || len(tok)%2 != 0 || strings.Trim(tok, "0123456789abcdef") != "" {
+			return "", Errorf(EInvalid, "device.token is not an APNs device token: it must be 64 to 200 hexadecimal digits")
+		}
+	case PlatformAndroid:
+		if len(tok) < 32 || len(tok) > 4096 || strings.IndexFunc(tok, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == ':')
+		}) >= 0 {
+			return "", Errorf(EInvalid, "device.token is not an FCM registration token: 32 to 4096 characters of letters, digits, '_', '-' and ':'")
+		}
+	default:
+		return "", Errorf(EInvalid, "device.platform must be ios or android, not %q", p)
+	}
+	return tok, nil
+}
+
 // Registration binds one device to one mailbox.
 type Registration struct {
 	ID        string
@@ -160,9 +243,13 @@ type Registration struct {
 	Device    Device
 	Content   ContentMode // already capped by tenant policy
 	Status    Status
-	CreatedAt time.Time
-	UpdatedAt time.Time
-	ExpiresAt time.Time
+	// SubscriptionID is, in device-subscribed mode, the subscription that
+	// this registration's own callback URL bound: each such registration
+	// owns its binding, and its notifications reach only it.
+	SubscriptionID string
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+	ExpiresAt      time.Time
 }
 
 // Credentials are a user's mail-server credentials, opened from a sealed value

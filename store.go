@@ -45,6 +45,9 @@ type Store interface {
 	// ActiveRegistrations lists a mailbox's registrations with status active
 	// or pending.
 	ActiveRegistrations(ctx context.Context, mailboxID string) ([]*Registration, error)
+	// CountRegistrations counts a tenant's registrations with status active
+	// or pending (for its quota).
+	CountRegistrations(ctx context.Context, tenantID string) (int, error)
 
 	Mailbox(ctx context.Context, id string) (*Mailbox, error)
 	MailboxBySubscription(ctx context.Context, subscriptionID string) (*Mailbox, error)
@@ -74,6 +77,10 @@ type Store interface {
 	DeleteRegistrationsByActiveSyncDevice(ctx context.Context, tenantID string, hash []byte) (int, error)
 	// Outbox is the durable push queue (see Outbox).
 	Outbox
+
+	// AdminReader and AuditLog serve the admin console (admin.go).
+	AdminReader
+	AuditLog
 
 	// Ping reports whether the store can answer.
 	Ping(ctx context.Context) error
@@ -145,6 +152,13 @@ type WatchResult struct {
 // the mailbox in the store itself.
 type Watcher interface {
 	Watch(ctx context.Context, t *Tenant, mb *Mailbox, reg *Registration, creds Credentials) (WatchResult, error)
+}
+
+// Unwatcher is a Watcher that ends a mailbox's subscription itself when its
+// last registration goes (Graph deletes it; EWS needs no call: its next
+// notification is answered Unsubscribe).
+type Unwatcher interface {
+	Unwatch(ctx context.Context, mb *Mailbox) error
 }
 
 // EWSLocator finds a mailbox's EWS URL from its address (autodiscover). The

@@ -21,34 +21,28 @@ import (
 // MaxBodySize caps every request body.
 const MaxBodySize = 1 << 20
 
-// Keys is what the API needs of the service keyring.
+// Keys is what the API needs of the service keyring: the public key that
+// devices seal their credentials to.
 type Keys interface {
-	mailpush.CredentialOpener
-	mailpush.AddressHasher
 	PublicKey() (keyID string, pub []byte)
 }
 
 // Server holds the API's dependencies.
 type Server struct {
-	Store    mailpush.Store
-	Keys     Keys
-	Watchers map[mailpush.Source]mailpush.Watcher
-	// Autodiscover finds the EWS URL when a registration has no ewsUrl;
-	// nil means ewsUrl is required.
-	Autodiscover mailpush.EWSLocator
-	Logger       *slog.Logger
-	Clock        mailpush.Clock
-	// RegistrationTTL is how long a registration lives without a check-in.
-	RegistrationTTL time.Duration
-	// AllowInsecureEWS permits http:// EWS URLs (tests and labs only).
-	AllowInsecureEWS bool
+	Store mailpush.Store // tokens, tenants, readiness
+	Keys  Keys
+	// Registrar is the registration lifecycle; the API only translates
+	// HTTP to it.
+	Registrar mailpush.Registrar
+	Logger    *slog.Logger
 	// Gate is the ActiveSync gate's device registry; nil turns its routes
 	// into unsupported errors.
 	Gate mailpush.GateRegistry
-	// Platforms lists the push platforms a tenant has credentials for;
-	// registering a device of another platform is refused (422
-	// unsupported). nil accepts every platform.
-	Platforms func(t *mailpush.Tenant) []mailpush.Platform
+	// AppConfigs expands managed app configuration; nil turns its routes
+	// into unsupported errors.
+	AppConfigs mailpush.AppConfigs
+	// SMIME serves /api/v1/smime/…; nil turns them into unsupported errors.
+	SMIME mailpush.SMIME
 	// Ready reports whether the service can take traffic (for /readyz);
 	// nil means Store.Ping.
 	Ready func(ctx context.Context) error
@@ -67,6 +61,8 @@ func (s *Server) Routes(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	s.gateRoutes(mux)
+	s.appConfigRoutes(mux)
+	s.smimeRoutes(mux)
 }
 
 func (s *Server) alive(w http.ResponseWriter, r *http.Request) {

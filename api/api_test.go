@@ -16,6 +16,7 @@ import (
 
 	"github.com/mailpush/mailpush"
 	"github.com/mailpush/mailpush/api"
+	"github.com/mailpush/mailpush/registrar"
 	"github.com/mailpush/mailpush/seal"
 	"github.com/mailpush/mailpush/sqlite"
 	"github.com/mailpush/mailpush/storetest"
@@ -53,6 +54,7 @@ type env struct {
 	backend string // its backend token
 	tenant  *mailpush.Tenant
 	other   string // another tenant's app token
+	srv     *api.Server
 }
 
 func (e *env) addToken(t *testing.T, tn *mailpush.Tenant, scope mailpush.Scope) string {
@@ -81,7 +83,7 @@ func setupWith(t *testing.T, locator mailpush.EWSLocator) *env {
 	t.Cleanup(func() { store.Close() })
 	e := &env{store: store, keys: keys, watcher: &fakeWatcher{}}
 	mk := func(name string) (*mailpush.Tenant, string) {
-		tn := &mailpush.Tenant{Name: name, AllowedHosts: []string{"mail.example.com"}, MaxContent: mailpush.ContentSubject}
+		tn := &mailpush.Tenant{Name: name, AllowedHosts: []string{"mail.example.com"}, MaxContent: mailpush.ContentSubject, DeviceSubscribed: true}
 		if err := store.CreateTenant(ctx, tn); err != nil {
 			t.Fatal(err)
 		}
@@ -91,8 +93,11 @@ func setupWith(t *testing.T, locator mailpush.EWSLocator) *env {
 	e.admin = e.addToken(t, e.tenant, mailpush.ScopeAdmin)
 	e.backend = e.addToken(t, e.tenant, mailpush.ScopeBackend)
 	_, e.other = mk("globex")
-	srv := &api.Server{Store: store, Keys: keys, Logger: slog.New(slog.DiscardHandler), Clock: storetest.NewClock(),
+	log := slog.New(slog.DiscardHandler)
+	reg := &registrar.Service{Store: store, Keys: keys, Logger: log, Clock: storetest.NewClock(),
 		Watchers: map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: e.watcher}, RegistrationTTL: 24 * time.Hour, Autodiscover: locator}
+	srv := &api.Server{Store: store, Keys: keys, Registrar: reg, Logger: log}
+	e.srv = srv
 	mux := http.NewServeMux()
 	srv.Routes(mux)
 	ts := httptest.NewServer(mux)

@@ -15,11 +15,11 @@ import (
 // statusOf maps an error code to its HTTP status. It is the only such mapping.
 func statusOf(code string) int {
 	switch code {
-	case mailpush.EInvalid, mailpush.EBadSealed:
+	case mailpush.EInvalid, mailpush.EBadSealed, mailpush.EBadPassword:
 		return http.StatusBadRequest
 	case mailpush.EUnauthorized:
 		return http.StatusUnauthorized
-	case mailpush.EForbidden, mailpush.EScope:
+	case mailpush.EForbidden, mailpush.EScope, mailpush.EMailboxDenied:
 		return http.StatusForbidden
 	case mailpush.ENotFound:
 		return http.StatusNotFound
@@ -33,10 +33,12 @@ func statusOf(code string) int {
 		return http.StatusUnsupportedMediaType
 	case mailpush.EUnsupported, mailpush.ECredentials:
 		return http.StatusUnprocessableEntity
-	case mailpush.EUpstream:
+	case mailpush.EUpstream, mailpush.ERedirect:
 		return http.StatusBadGateway
 	case mailpush.EUnavailable:
 		return http.StatusServiceUnavailable
+	case mailpush.EQuota:
+		return http.StatusTooManyRequests
 	}
 	return http.StatusInternalServerError
 }

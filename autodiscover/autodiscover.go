@@ -17,13 +17,23 @@
 // redirectUrl (or an HTTP 301/302 to the POX POST) names another POX URL.
 // At most MaxHops redirections are followed and a loop is refused.
 //
-// No SSRF: every host (candidates, redirect targets, SRV targets, the EWS URL
-// found) is checked against the tenant's allowed mail-server hosts BEFORE
-// any request is sent to it; a refused host is logged and skipped. Only
-// https is ever POSTed to (the redirect method's GET over http carries
-// nothing). Answers are size-capped; results are cached per tenant and
+// No SSRF: every host and port (candidates, redirect targets, SRV targets,
+// the EWS URL found) is checked against the tenant's allowed mail-server
+// hosts (host[:port], no port meaning 443) BEFORE any request is sent to
+// it; a refused host is logged and skipped. Only https is ever POSTed to:
+// the redirect method's GET over http carries nothing, and is sent only to a
+// host whose https origin the tenant allows. HTTP redirects are never
+// followed by net/http (Client turns them off whatever its HTTP client
+// says): a POX POST answered 301/302 is followed by discovery itself, only
+// to an https URL on an allowed host and port, re-checked at every hop. Answers are size-capped; results are cached per tenant and
 // address for TTL in a bounded map. The resolver, the ports and the HTTP
 // client are injectable so that tests point "domain" at loopback servers.
+//
+// The package also holds the other side, the Responder (responder.go): it
+// answers these protocols (and Thunderbird autoconfig and Apple
+// configuration profiles) for the tenants' own domains. Client and
+// responder share the schemas and message shapes, and each is tested
+// against the other, which is why they are one package.
 package autodiscover
 
 import (
@@ -59,8 +69,8 @@ type Resolver interface {
 	LookupSRV(ctx context.Context, service, proto, name string) (string, []*net.SRV, error)
 }
 
-// Client discovers EWS URLs. The zero value is not usable: set HTTP (it must
-// not follow redirects: Client checks every hop itself) and Logger and Clock.
+// Client discovers EWS URLs. The zero value is not usable: set HTTP, Logger
+// and Clock. HTTP's CheckRedirect is ignored: Client checks every hop itself.
 type Client struct {
 	HTTP     *http.Client
 	Resolver Resolver // nil means net.DefaultResolver
@@ -74,6 +84,21 @@ type Client struct {
 
 	mu    sync.Mutex
 	cache map[string]cached
+	hc    *http.Client // HTTP without redirects
+}
+
+// httpClient is HTTP with redirects turned off: a redirect is an answer
+// that discovery checks, never something net/http follows with the
+// request's credentials.
+func (c *Client) httpClient() *http.Client {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.hc == nil {
+		hc := *c.HTTP
+		hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		c.hc = &hc
+	}
+	return c.hc
 }
 
 type cached struct {
@@ -157,7 +182,8 @@ func (r *run) discover(ctx context.Context, address string) (string, error) {
 			return u, err
 		}
 	}
-	// The HTTP redirect method.
+	// The HTTP redirect method: a GET over http that carries nothing, to a
+	// host whose https origin the tenant allows.
 	if host := "autodiscover." + domain; r.candidate(host) {
 		if target, err := r.redirectMethod(ctx, "http://"+r.hostPort(host, r.c.HTTPPort, 80)+"/autodiscover/autodiscover.xml"); err == nil {
 			if u, err := r.pox(ctx, target, address); err == nil || r.hopErr != nil {
@@ -172,11 +198,11 @@ func (r *run) discover(ctx context.Context, address string) (string, error) {
 	}
 	if _, srvs, err := res.LookupSRV(ctx, "autodiscover", "tcp", domain); err == nil {
 		for _, srv := range srvs {
-			host := strings.TrimSuffix(srv.Target, ".")
-			if !r.allowed(host) {
+			hostPort := net.JoinHostPort(strings.TrimSuffix(srv.Target, "."), strconv.Itoa(int(srv.Port)))
+			if !r.allowed(hostPort) {
 				continue
 			}
-			target := "https://" + net.JoinHostPort(host, strconv.Itoa(int(srv.Port))) + "/autodiscover/autodiscover.xml"
+			target := "https://" + hostPort + "/autodiscover/autodiscover.xml"
 			if u, err := r.pox(ctx, target, address); err == nil || r.hopErr != nil {
 				return u, err
 			}
@@ -204,34 +230,40 @@ func (r *run) hostPort(host string, port, def int) string {
 	return net.JoinHostPort(host, strconv.Itoa(port))
 }
 
-// allowed checks a host before any request goes to it.
-func (r *run) allowed(host string) bool {
-	if r.t.HostAllowed(host) {
+// allowed checks a host and port before any request goes to it.
+func (r *run) allowed(hostPort string) bool {
+	if r.t.HostAllowed(hostPort) {
 		return true
 	}
-	r.c.Logger.Warn("autodiscover: host not allowed for the tenant; skipped", "tenant", r.t.Name, "host", host)
-	r.forbidden = append(r.forbidden, host)
+	r.c.Logger.Warn("autodiscover: host not allowed for the tenant; skipped", "tenant", r.t.Name, "host", hostPort)
+	r.forbidden = append(r.forbidden, hostPort)
 	return false
 }
 
-// candidate checks a host that discovery guesses from the domain; a guess
-// outside the tenant's hosts is skipped quietly (it is no one's answer).
+// candidate checks a host that discovery guesses from the domain, at the
+// https port it will be asked on; a guess outside the tenant's hosts is
+// skipped quietly (it is no one's answer).
 func (r *run) candidate(host string) bool {
-	if r.t.HostAllowed(host) {
+	if r.t.HostAllowed(r.hostPort(host, r.c.HTTPSPort, 443)) {
 		return true
 	}
 	r.c.Logger.Debug("autodiscover: candidate host not allowed for the tenant; skipped", "tenant", r.t.Name, "host", host)
 	return false
 }
 
-// allowedURL checks an absolute https URL's host.
+// allowedURL checks an absolute https URL's host and port (443 when it
+// names none).
 func (r *run) allowedURL(raw string) (*url.URL, bool) {
 	u, err := url.Parse(raw)
 	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
 		r.c.Logger.Warn("autodiscover: ignoring a URL that is not an absolute https URL", "tenant", r.t.Name)
 		return nil, false
 	}
-	return u, r.allowed(u.Hostname())
+	port := u.Port()
+	if port == "" {
+		port = "443"
+	}
+	return u, r.allowed(net.JoinHostPort(u.Hostname(), port))
 }
 
 // hop counts a redirection; it fails on a loop or past MaxHops.
@@ -264,7 +296,7 @@ func (r *run) get(ctx context.Context, method, target string, body []byte, conte
 	} else if r.creds.AccessToken != "" && method == http.MethodPost {
 		req.Header.Set("Authorization", "Bearer "+r.creds.AccessToken)
 	}
-	resp, err := r.c.HTTP.Do(req)
+	resp, err := r.c.httpClient().Do(req)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -370,7 +402,7 @@ func (r *run) pox(ctx context.Context, target, address string) (string, error) {
 	}
 	switch resp.StatusCode {
 	case http.StatusOK:
-	case http.StatusFound, http.StatusMovedPermanently:
+	case http.StatusFound, http.StatusMovedPermanently, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
 		loc := resp.Header.Get("Location")
 		if _, ok := r.allowedURL(loc); !ok {
 			return "", errNotFound

@@ -71,7 +71,7 @@ func newEnv(t *testing.T) *env {
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			host, port, _ := net.SplitHostPort(addr)
 			e.mu.Lock()
-			e.dialed = append(e.dialed, host)
+			e.dialed = append(e.dialed, host, addr)
 			e.mu.Unlock()
 			var d net.Dialer
 			return d.DialContext(ctx, network, net.JoinHostPort("127.0.0.1", port))
@@ -203,6 +203,16 @@ func tenant(hosts ...string) *mailpush.Tenant {
 	return &mailpush.Tenant{ID: "t1", Name: "acme", AllowedHosts: hosts}
 }
 
+// tenantAt is tenant with every host allowed at the test's https port (the
+// fake internet's 443).
+func (e *env) tenantAt(hosts ...string) *mailpush.Tenant {
+	var out []string
+	for _, h := range hosts {
+		out = append(out, net.JoinHostPort(h, strconv.Itoa(port(e.https))))
+	}
+	return tenant(out...)
+}
+
 func TestLocateEWS(t *testing.T) {
 	const addr = "alice@example.com"
 	cases := []struct {
@@ -210,7 +220,7 @@ func TestLocateEWS(t *testing.T) {
 		hosts  []string
 		setup  func(e *env)
 		want   string // EWS URL host, or "error:<code>"
-		noDial string // a host that must never be dialled
+		noDial string // a host, or host:port, that must never be dialled
 	}{
 		{"json v2 at the domain", []string{"example.com", "*.example.com"}, func(e *env) {
 			e.handlers["example.com"] = func(w http.ResponseWriter, r *http.Request) {
@@ -258,6 +268,27 @@ func TestLocateEWS(t *testing.T) {
 				http.Redirect(w, r, "http://adfs.example.com/autodiscover/autodiscover.xml", http.StatusFound)
 			}
 		}, "error:" + mailpush.EUnsupported, "adfs.example.com"},
+		// Finding 1: an allowed host name at a port the tenant did not allow.
+		{"redirectUrl to an allowed host at another port", []string{"*.example.com"}, func(e *env) {
+			e.handlers["autodiscover.example.com"] = redirectURL("https://ad2.example.com:" + strconv.Itoa(port(e.http)) + "/autodiscover/autodiscover.xml")
+			e.handlers["ad2.example.com"] = settings(e.httpsURL("mail.example.com", "/EWS/Exchange.asmx"))
+		}, "error:" + mailpush.EForbidden, "ad2.example.com"},
+		{"EwsUrl on an allowed host at another port", []string{"*.example.com"}, func(e *env) {
+			e.handlers["autodiscover.example.com"] = settings("https://mail.example.com:22/EWS/Exchange.asmx")
+		}, "error:" + mailpush.EForbidden, "mail.example.com"},
+		{"POX 307 to plain http is not followed", []string{"*.example.com"}, func(e *env) {
+			e.handlers["autodiscover.example.com"] = func(w http.ResponseWriter, r *http.Request) {
+				http.Redirect(w, r, "http://adfs.example.com:"+strconv.Itoa(port(e.http))+"/autodiscover/autodiscover.xml", http.StatusTemporaryRedirect)
+			}
+			e.handlers["adfs.example.com"] = settings(e.httpsURL("mail.example.com", "/EWS/Exchange.asmx"))
+		}, "error:" + mailpush.EUnsupported, "adfs.example.com"},
+		{"an HTTP client that follows redirects still does not", []string{"*.example.com"}, func(e *env) {
+			e.client.HTTP.CheckRedirect = nil // net/http's default: follow
+			e.handlers["autodiscover.example.com"] = func(w http.ResponseWriter, r *http.Request) {
+				http.Redirect(w, r, "https://evil.example:"+strconv.Itoa(port(e.https))+"/autodiscover/autodiscover.xml", http.StatusTemporaryRedirect)
+			}
+			e.handlers["evil.example"] = settings(e.httpsURL("mail.example.com", "/EWS/Exchange.asmx"))
+		}, "error:" + mailpush.EForbidden, "evil.example"},
 		{"loop", []string{"*.example.com"}, func(e *env) {
 			e.handlers["autodiscover.example.com"] = redirectURL(e.httpsURL("a.example.com", "/autodiscover/autodiscover.xml"))
 			e.handlers["a.example.com"] = redirectURL(e.httpsURL("b.example.com", "/autodiscover/autodiscover.xml"))
@@ -285,7 +316,7 @@ func TestLocateEWS(t *testing.T) {
 			e.mu.Lock()
 			tc.setup(e)
 			e.mu.Unlock()
-			got, err := e.client.LocateEWS(context.Background(), tenant(tc.hosts...), addr, mailpush.Credentials{})
+			got, err := e.client.LocateEWS(context.Background(), e.tenantAt(tc.hosts...), addr, mailpush.Credentials{})
 			if code, ok := strings.CutPrefix(tc.want, "error:"); ok {
 				if mailpush.ErrorCode(err) != code || mailpush.ErrorMessage(err) == "" {
 					t.Errorf("LocateEWS = %q, %v; want an error with code %s", got, err, code)
@@ -316,7 +347,7 @@ func TestLocateEWSCache(t *testing.T) {
 	}
 	e.mu.Unlock()
 	e.client.TTL = time.Hour
-	tn := tenant("*.example.com")
+	tn := e.tenantAt("*.example.com")
 	for range 3 {
 		if _, err := e.client.LocateEWS(context.Background(), tn, "alice@example.com", mailpush.Credentials{}); err != nil {
 			t.Fatal(err)

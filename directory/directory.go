@@ -140,12 +140,11 @@ func (c Config) Defaults() Config {
 
 var placeholders = []string{"{value}", "{address}", "{user}"}
 
+// fill replaces the placeholders in one pass: a value that itself reads
+// "{user}" is not expanded again.
 func fill(template, value string) string {
 	esc := ldap.EscapeFilter(value)
-	for _, p := range placeholders {
-		template = strings.ReplaceAll(template, p, esc)
-	}
-	return template
+	return strings.NewReplacer("{value}", esc, "{address}", esc, "{user}", esc).Replace(template)
 }
 
 // Validate reports the first problem of c (after Defaults), naming the key

@@ -9,7 +9,7 @@ import (
 // TestFillEscapes: whatever the value, the filled filter parses to the
 // template's shape with the value as the exact assertion value.
 func TestFillEscapes(t *testing.T) {
-	for _, v := range []string{"alice@example.com", "*", "*)(uid=*", `a\b`, "\x00", "(", ")", "a*b(c)d\\e\x00f", "Ålice"} {
+	for _, v := range []string{"alice@example.com", "*", "*)(uid=*", `a\b`, "\x00", "(", ")", "a*b(c)d\\e\x00f", "Ålice", "{user}{user}", "{value}", "{address}x"} {
 		f, err := ldap.CompileFilter(fill("(mail={value})", v))
 		if err != nil {
 			t.Errorf("fill(%q) does not parse: %v", v, err)
@@ -21,6 +21,22 @@ func TestFillEscapes(t *testing.T) {
 		}
 		if got := string(f.Children[1].Data.Bytes()); got != v {
 			t.Errorf("fill(%q) asserts %q", v, got)
+		}
+	}
+}
+
+// TestFillOnePass: a value that reads like a placeholder stays itself in
+// every placeholder of the template.
+func TestFillOnePass(t *testing.T) {
+	for _, v := range []string{"{user}{user}", "{value}", "{address}x"} {
+		f, err := ldap.CompileFilter(fill("(|(mail={value})(uid={user})(cn={address}))", v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range f.Children {
+			if got := string(c.Children[1].Data.Bytes()); got != v {
+				t.Errorf("fill(%q) asserts %q", v, got)
+			}
 		}
 	}
 }

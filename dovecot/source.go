@@ -35,6 +35,9 @@ type Tenant struct {
 	Password    string
 	UserMapping UserMapping
 	Domain      string
+	// IMAP is where a user's own password is checked (VerifyCredentials);
+	// empty Address: service mode needs the tenant's backend token.
+	IMAP IMAP
 }
 
 // Address turns a Dovecot user into the mailbox address, or "" when the user
@@ -99,6 +102,8 @@ func New(cfg Config) (*Source, error) {
 			return nil, fmt.Errorf("dovecot: tenant %s: userMapping must be address or login, not %q", t.Name, t.UserMapping)
 		case t.UserMapping == MapLogin && t.Domain == "":
 			return nil, fmt.Errorf("dovecot: tenant %s: userMapping login needs a domain", t.Name)
+		case t.IMAP.TLS != "" && t.IMAP.TLS != "tls" && t.IMAP.TLS != "starttls" && t.IMAP.TLS != "none":
+			return nil, fmt.Errorf("dovecot: tenant %s: imap tls must be tls, starttls or none, not %q", t.Name, t.IMAP.TLS)
 		}
 		users[t.Username] = true
 		s.tenants = append(s.tenants, tenantSecret{Tenant: t, user: sha256.Sum256([]byte(t.Username)), pass: sha256.Sum256([]byte(t.Password))})

@@ -49,10 +49,7 @@ type authState struct {
 // do sends the request that newRequest builds with the credentials, and
 // switches the host to NTLM when it asks for it.
 func (c *Client) do(u *url.URL, cred mailpush.Credentials, newRequest func() (*http.Request, error)) (*http.Response, error) {
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
+	hc := c.httpClient()
 	req, err := newRequest()
 	if err != nil {
 		return nil, err
@@ -141,7 +138,7 @@ func (a *authState) ntlmClient(base *http.Client, cred mailpush.Credentials, hos
 			break
 		}
 	}
-	nc := &http.Client{Transport: ntlmssp.Negotiator{RoundTripper: tr}, Timeout: base.Timeout, CheckRedirect: base.CheckRedirect}
+	nc := &http.Client{Transport: ntlmssp.Negotiator{RoundTripper: tr}, Timeout: base.Timeout, CheckRedirect: noRedirects}
 	a.ntlm[key] = nc
 	return nc, nil
 }

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/mailpush/mailpush"
 )
@@ -29,11 +30,51 @@ const serverVersion = "Exchange2013"
 // usable; set HTTP to a client with timeouts (and the right TLS roots) in
 // production. Client has no Unsubscribe: EWS cannot end a push subscription
 // by request; answer StatusUnsubscribe to its next notification instead.
+//
+// Client never follows an HTTP redirect, whatever HTTP.CheckRedirect says:
+// every request carries the user's credentials (Basic, NTLM or a bearer
+// token), and a redirect could take them to a host or a port the tenant
+// never allowed, or down to plain http. Exchange answers EWS requests
+// itself; a 3xx means a misconfigured or hostile server, and is an error
+// with code ERedirect that names where it pointed, so that the admin can
+// allow that URL and the app send it as its ewsUrl.
 type Client struct {
-	HTTP      *http.Client // nil means http.DefaultClient
+	HTTP      *http.Client // nil means http.DefaultClient; its CheckRedirect is ignored
 	UserAgent string       // empty means "mailpush/<version>"
 
-	auth authState // NTLM hosts and connections, affinity cookies
+	once sync.Once
+	hc   *http.Client // HTTP without redirects
+	auth authState    // NTLM hosts and connections, affinity cookies
+}
+
+// httpClient is HTTP with redirects turned off.
+func (c *Client) httpClient() *http.Client {
+	c.once.Do(func() {
+		base := c.HTTP
+		if base == nil {
+			base = http.DefaultClient
+		}
+		hc := *base
+		hc.CheckRedirect = noRedirects
+		c.hc = &hc
+	})
+	return c.hc
+}
+
+// noRedirects makes net/http hand back the 3xx answer itself.
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+// redirectError describes a 3xx answer: where it pointed, without any user
+// info or query (they could carry secrets), and that it was not followed.
+func redirectError(op string, resp *http.Response) error {
+	where := "nowhere (no Location)"
+	if loc, err := resp.Location(); err == nil {
+		loc.User, loc.RawQuery, loc.Fragment = nil, "", ""
+		where = loc.String()
+	}
+	return mailpush.WrapError(mailpush.ERedirect,
+		fmt.Sprintf("the mail server answered HTTP %d redirecting to %s; mailpush never follows a mail server's redirect (credentials would go with it): use the final EWS URL, on an allowed host", resp.StatusCode, where),
+		fmt.Errorf("ews: %s: HTTP %d redirect not followed", op, resp.StatusCode))
 }
 
 // Endpoint is an EWS URL and the credentials to use there: a bearer token
@@ -232,6 +273,10 @@ func (c *Client) call(ctx context.Context, ep Endpoint, op, body string) (int, s
 	c.auth.keepAffinity(resp, ep.Affinity)
 	defer resp.Body.Close()
 
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		return 0, "", nil, redirectError(op, resp)
+	}
 	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused
 		return 0, "", nil, mailpush.WrapError(mailpush.EUnauthorized, "the mail server refused the credentials",

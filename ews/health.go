@@ -3,40 +3,28 @@ package ews
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/mailpush/mailpush"
 )
 
-// Defaults of the health monitor and of resubscription.
+// Defaults of healing.
 const (
-	DefaultResubscribeRate     = 100     // resubscriptions started per second, at most
-	DefaultResubscribeWorkers  = 64      // resubscriptions in flight, at most
-	DefaultMaxPerHost          = 32      // requests in flight per Exchange host
-	DefaultMaxPerAccount       = 8       // requests in flight per account (EWS allows 27)
 	DefaultCredentialCacheSize = 100_000 // mailboxes whose sealed credentials stay in memory
 	defaultBusyBackOff         = 5 * time.Second
-	staleBatch                 = 500
 	maxSubscribeAttempts       = 5
 	maxDeferred                = 10_000 // mailboxes with a MoreEvents batch waiting for the rest
 )
 
 // state is the Source's in-memory state, made on first use.
 type state struct {
-	once   sync.Once
-	creds  *credCache
-	limit  *limiter
-	hosts  *hostBook
-	mu     sync.Mutex
-	next   time.Time          // when the next claim may start (pacing, shared by Check and CheckHosts)
-	more   map[string]summary // changes of MoreEvents batches, pushed with the last batch
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	once  sync.Once
+	creds *credCache
+	mu    sync.Mutex
+	more  map[string]summary // changes of MoreEvents batches, pushed with the last batch
 }
 
 func (s *Source) init() *state {
@@ -46,231 +34,31 @@ func (s *Source) init() *state {
 			size = DefaultCredentialCacheSize
 		}
 		s.st.creds = newCredCache(size)
-		s.st.limit = newLimiter(orDefault(s.MaxPerHost, DefaultMaxPerHost), orDefault(s.MaxPerAccount, DefaultMaxPerAccount))
 		s.st.more = map[string]summary{}
-		s.st.hosts = newHostBook(size)
 	})
 	return &s.st
 }
 
-func orDefault(v, def int) int {
-	if v <= 0 {
-		return def
-	}
-	return v
-}
-
-func (s *Source) statusFrequency() time.Duration {
+// StatusFrequencyDuration is the interval of Exchange's status events: a
+// subscription silent for twice as long is dead (the subscription engine's
+// DueAfter), and so is a host whose status events are late (its HostRule).
+func (s *Source) StatusFrequencyDuration() time.Duration {
 	return time.Duration(max(s.StatusFrequency, 1)) * time.Minute
 }
 
-// Run starts the health monitor: every HealthInterval (default half the
-// StatusFrequency) it runs Check. It returns at once; Close stops it.
-func (s *Source) Run(ctx context.Context) {
-	st := s.init()
-	ctx, cancel := context.WithCancel(ctx)
-	st.mu.Lock()
-	if st.cancel != nil {
-		st.mu.Unlock()
-		cancel()
-		return // already running
-	}
-	st.cancel = cancel
-	st.mu.Unlock()
-	every := s.HealthInterval
-	if every <= 0 {
-		every = s.statusFrequency() / 2
-	}
-	st.wg.Add(2)
-	go s.every(ctx, every, "health check", s.Check)
-	go s.every(ctx, orDefaultDuration(s.HostCheckInterval, DefaultHostCheckInterval), "host check", s.CheckHosts)
-}
+var _ mailpush.Healer = (*Source)(nil)
 
-// every runs check every d until ctx ends; Run owns it (st.wg).
-func (s *Source) every(ctx context.Context, d time.Duration, name string, check func(context.Context) (CheckResult, error)) {
-	defer s.st.wg.Done()
-	t := time.NewTicker(d)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if res, err := check(ctx); err != nil && ctx.Err() == nil {
-			s.Logger.Error(name+" failed", "err", err)
-		} else if res.Stale > 0 {
-			s.Logger.Info(name, "stale", res.Stale, "resubscribed", res.Resubscribed, "askedDevices", res.AskedDevices, "failed", res.Failed)
-		}
-	}
-}
-
-// Close stops the health monitor and waits for it. It is safe to call more
-// than once, and without Run.
-func (s *Source) Close() {
-	st := s.init()
-	st.mu.Lock()
-	cancel := st.cancel
-	st.mu.Unlock()
-	if cancel != nil {
-		cancel()
-	}
-	st.wg.Wait()
-}
-
-// CheckResult counts what one Check did.
-type CheckResult struct {
-	Stale        int // silent subscriptions found (and claimed)
-	Resubscribed int // made again by mailpush (sealed mode, service mode)
-	AskedDevices int // devices asked to check in (device-subscribed mode, or no credentials in memory)
-	Failed       int // resubscriptions that failed; tried again after another 2×StatusFrequency
-}
-
-// Check finds every subscription silent for more than 2×StatusFrequency and
-// heals it: sealed mode resubscribes from the last watermark with the
-// credentials kept in memory (a fresh subscription on ErrorInvalidWatermark,
-// then the badge is recomputed with GetFolder); without them, and in
-// device-subscribed mode, the devices get a background push asking them to
-// check in and their registrations become pending. Resubscriptions start at
-// most ResubscribeRate per second with random spacing, and run within the
-// per-host and per-account limits. Check returns when all are done.
-func (s *Source) Check(ctx context.Context) (CheckResult, error) {
+// Heal heals one mailbox whose subscription the subscription engine found
+// silent for 2×StatusFrequency (or on a host silent as a whole): sealed mode
+// resubscribes from the last watermark with the credentials kept in memory
+// (a fresh subscription on ErrorInvalidWatermark, then the badge is
+// recomputed with GetFolder), service mode does so as the tenant's service
+// account; without them, and in device-subscribed mode, the devices get a
+// background push asking them to check in and their registrations become
+// pending. Every EWS request runs within the engine's per-host and
+// per-account limits.
+func (s *Source) Heal(ctx context.Context, mb *mailpush.Mailbox) mailpush.HealOutcome {
 	s.init()
-	before := s.Clock.Now().Add(-2 * s.statusFrequency())
-	return s.sweep(ctx, func(jobs chan<- *mailpush.Mailbox) (int, error) { return s.claimStale(ctx, before, jobs) })
-}
-
-// sweep heals, with ResubscribeWorkers workers, the mailboxes that feed
-// claims, and returns when all are done.
-func (s *Source) sweep(ctx context.Context, feed func(jobs chan<- *mailpush.Mailbox) (int, error)) (CheckResult, error) {
-	workers := orDefault(s.ResubscribeWorkers, DefaultResubscribeWorkers)
-	jobs := make(chan *mailpush.Mailbox, workers)
-	var resubscribed, asked, failed atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for mb := range jobs {
-				switch s.heal(ctx, mb) {
-				case healResubscribed:
-					resubscribed.Add(1)
-				case healAsked:
-					asked.Add(1)
-				case healFailed:
-					failed.Add(1)
-				}
-			}
-		}()
-	}
-	stale, err := feed(jobs)
-	close(jobs)
-	wg.Wait()
-	return CheckResult{Stale: stale, Resubscribed: int(resubscribed.Load()), AskedDevices: int(asked.Load()), Failed: int(failed.Load())}, err
-}
-
-var errNotStale = errors.New("ews: mailbox is no longer stale")
-
-// claimStale feeds jobs with the stale mailboxes, paced, each claimed first
-// by moving its LastEventAt to now: another sweep (or node) then leaves it
-// alone for 2×StatusFrequency, which is also when a failed attempt is
-// retried.
-func (s *Source) claimStale(ctx context.Context, before time.Time, jobs chan<- *mailpush.Mailbox) (int, error) {
-	n := 0
-	for {
-		mbs, err := s.Store.StaleMailboxes(ctx, mailpush.SourceEWS, before, staleBatch)
-		if err != nil {
-			return n, err
-		}
-		claimed := 0
-		for _, mb := range mbs {
-			ok, err := s.claim(ctx, mb.ID, before, jobs)
-			if err != nil {
-				return n, err
-			}
-			if ok {
-				claimed++
-				n++
-			}
-		}
-		if len(mbs) < staleBatch || claimed == 0 {
-			return n, nil
-		}
-	}
-}
-
-// claim waits for its turn (at most ResubscribeRate per second, shared by
-// every sweep), then claims the mailbox if it is still live and silent
-// since before, and hands it to jobs. It reports whether it did.
-func (s *Source) claim(ctx context.Context, mailboxID string, before time.Time, jobs chan<- *mailpush.Mailbox) (bool, error) {
-	if err := s.pace(ctx); err != nil {
-		return false, err
-	}
-	now := s.Clock.Now()
-	c, err := s.Store.UpdateMailbox(ctx, mailboxID, func(m *mailpush.Mailbox) error {
-		if m.Status == mailpush.StatusInactive || !m.LastEventAt.Before(before) {
-			return errNotStale
-		}
-		m.LastEventAt = now
-		return nil
-	})
-	if errors.Is(err, errNotStale) || mailpush.ErrorCode(err) == mailpush.ENotFound {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	select {
-	case jobs <- c:
-		return true, nil
-	case <-ctx.Done():
-		return true, ctx.Err()
-	}
-}
-
-// pace waits for the next start slot: uniform spacing in [0, 2/rate), rate
-// on average, never in lock step.
-func (s *Source) pace(ctx context.Context) error {
-	rate := s.ResubscribeRate
-	if rate <= 0 {
-		rate = DefaultResubscribeRate
-	}
-	st := &s.st
-	st.mu.Lock()
-	at := later(st.next, time.Now())
-	st.next = at.Add(time.Duration(rand.Float64() * 2 * float64(time.Second) / rate))
-	st.mu.Unlock()
-	wait := time.Until(at)
-	if wait <= 0 {
-		return nil
-	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func later(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
-}
-
-type healOutcome int
-
-const (
-	healNothing healOutcome = iota
-	healResubscribed
-	healAsked
-	healFailed
-)
-
-func (s *Source) heal(ctx context.Context, mb *mailpush.Mailbox) healOutcome {
 	log := s.Logger.With("mailbox", mb.ID, "mode", mb.Mode)
 	switch mb.Mode {
 	case mailpush.ModeSealed:
@@ -281,11 +69,11 @@ func (s *Source) heal(ctx context.Context, mb *mailpush.Mailbox) healOutcome {
 		}
 		err := s.resubscribe(ctx, mb, c)
 		if err == nil {
-			return healResubscribed
+			return mailpush.HealResubscribed
 		}
 		if !errors.Is(err, ErrUnauthorized) {
 			log.Warn("resubscription failed; trying again later", "err", err)
-			return healFailed
+			return mailpush.HealFailed
 		}
 		s.st.creds.drop(mb.ID)
 		log.Info("Exchange refused the credentials in memory: asking the devices to check in")
@@ -297,15 +85,15 @@ func (s *Source) heal(ctx context.Context, mb *mailpush.Mailbox) healOutcome {
 		}
 		if err := s.resubscribe(ctx, mb, c); err != nil {
 			log.Warn("resubscription failed; trying again later", "err", err)
-			return healFailed
+			return mailpush.HealFailed
 		}
-		return healResubscribed
+		return mailpush.HealResubscribed
 	}
 	if err := s.askDevices(ctx, mb); err != nil {
 		log.Warn("could not ask the devices to check in", "err", err)
-		return healFailed
+		return mailpush.HealFailed
 	}
-	return healAsked
+	return mailpush.HealAsked
 }
 
 // resubscribe makes the mailbox's subscription again, from its last
@@ -334,7 +122,7 @@ func (s *Source) resubscribe(ctx context.Context, mb *mailpush.Mailbox, c cached
 	wm, fresh := mb.Watermark, mb.Watermark == ""
 	var res SubscribeResult
 	for attempt := 1; ; attempt++ {
-		release, err := s.st.limit.acquire(ctx, host, account)
+		release, err := s.Engine.Acquire(ctx, host, account)
 		if err != nil {
 			return err
 		}
@@ -357,7 +145,7 @@ func (s *Source) resubscribe(ctx context.Context, mb *mailpush.Mailbox, c cached
 				d = defaultBusyBackOff
 			}
 			s.Logger.Info("Exchange is busy: backing off", "mailbox", mb.ID, "host", host, "backOff", d)
-			s.st.limit.busy(host, d)
+			s.Engine.Busy(host, d)
 		default:
 			return err
 		}
@@ -381,7 +169,7 @@ func (s *Source) resubscribe(ctx context.Context, mb *mailpush.Mailbox, c cached
 		return nil // Exchange replays the missed events; they carry the badge
 	}
 	ev := mailpush.Event{TenantID: mb.TenantID, MailboxID: mb.ID, Kind: mailpush.EventResync, Badge: mailpush.NoBadge, At: now}
-	release, err := s.st.limit.acquire(ctx, host, account)
+	release, err := s.Engine.Acquire(ctx, host, account)
 	if err != nil {
 		return err
 	}
@@ -446,6 +234,16 @@ func (s *Source) askDevices(ctx context.Context, mb *mailpush.Mailbox) error {
 		return err
 	}
 	return s.setStatus(ctx, regs, mailpush.StatusActive, mailpush.StatusPending)
+}
+
+// heard tells the engine of a handled notification, for the host-level rule.
+func (s *Source) heard(mb *mailpush.Mailbox, serverURL string, now time.Time) {
+	if mb.ServerURL != "" {
+		serverURL = mb.ServerURL
+	}
+	if serverURL != "" {
+		s.Engine.Heard(hostOf(serverURL), mb.ID, now)
+	}
 }
 
 // hostOf returns the lower-cased host:port of an EWS URL.

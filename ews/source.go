@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"time"
 
 	"github.com/mailpush/mailpush"
 )
@@ -33,20 +32,11 @@ type Source struct {
 	Logger          *slog.Logger
 	Clock           mailpush.Clock
 
-	// The health monitor (Run, Check); zero values mean the defaults.
-	HealthInterval      time.Duration // between Checks; default StatusFrequency/2
-	ResubscribeRate     float64       // resubscriptions started per second, at most
-	ResubscribeWorkers  int           // resubscriptions in flight, at most
-	MaxPerHost          int           // EWS requests in flight per Exchange host
-	MaxPerAccount       int           // EWS requests in flight per account
-	CredentialCacheSize int           // mailboxes whose credentials stay in memory
-
-	// Host-level dead-server detection (hosts.go, CheckHosts); zero values
-	// mean the defaults.
-	HostMinSubscriptions int           // active subscriptions a host needs for the rule
-	HostSilence          time.Duration // host silence (and status-event lateness) that means dead
-	HostOverdue          int           // late status events needed besides the silence
-	HostCheckInterval    time.Duration // between CheckHosts
+	// Engine keeps the subscriptions alive (package subscription): it calls
+	// Heal for the silent ones, and Source asks it for places within its
+	// limits and tells it what it heard.
+	Engine              mailpush.SubscriptionEngine
+	CredentialCacheSize int // mailboxes whose credentials stay in memory; 0: the default
 
 	// ServiceAccounts are the tenants' EWS service accounts (holding the
 	// ApplicationImpersonation role), by tenant name: registrations of such
@@ -165,6 +155,8 @@ func subscribeError(err error) error {
 		return mailpush.WrapError(mailpush.ECredentials, "Exchange refused the sealed credentials", err)
 	case mailpush.ErrorCode(err) == mailpush.EUnavailable:
 		return mailpush.WrapError(mailpush.EUnavailable, "Exchange is busy or unavailable: try again later", err)
+	case mailpush.ErrorCode(err) == mailpush.ERedirect:
+		return err // names where the redirect pointed
 	}
 	var re *ResponseError
 	if errors.As(err, &re) {

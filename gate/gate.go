@@ -40,8 +40,12 @@ type Gate struct {
 	deps    Deps
 	policy  *Policy
 	cache   *cache
+	hashes  *memo // keyed hashes of users, DeviceIds and IPs
 	trusted []netip.Prefix
+	proxy   Proxy
 	audit   string
+	// clearIDs: the audit log holds DeviceIds and addresses in clear.
+	clearIDs bool
 
 	touches   chan string
 	stop      chan struct{}
@@ -67,6 +71,18 @@ func New(cfg Config, deps Deps) (*Gate, error) {
 	if g.audit != "all" && g.audit != "deny" && g.audit != "off" {
 		errs = append(errs, errors.New(`config key gate.audit: must be all, deny or off`))
 	}
+	switch cfg.AuditIdentifiers {
+	case "", "hashed":
+	case "clear":
+		g.clearIDs = true
+	default:
+		errs = append(errs, errors.New(`config key gate.auditIdentifiers: must be hashed or clear`))
+	}
+	if px, ok := Proxies[cfg.Proxy]; ok {
+		g.proxy = px
+	} else {
+		errs = append(errs, errors.New(`config key gate.proxy: must name the reverse proxy that asks the gate: nginx, caddy, traefik, haproxy or netscaler (it says which headers carry the original request)`))
+	}
 	proxies := cfg.TrustedProxies
 	if proxies == nil {
 		proxies = []string{"127.0.0.0/8", "::1/128"}
@@ -90,10 +106,27 @@ func New(cfg Config, deps Deps) (*Gate, error) {
 		errs = append(errs, errors.New("config key gate.cacheTtl / gate.cacheSize: must not be negative"))
 	}
 	g.cache = newCache(ttl, size)
+	g.hashes = newMemo(min(size, 100_000))
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	if g.clearIDs && g.audit != "off" {
+		deps.Logger.Warn("gate: the audit log holds ActiveSync DeviceIds and client IP addresses in clear (gate.auditIdentifiers: clear)")
+	}
 	return g, nil
+}
+
+// hash is the tenant's keyed hash of a value, remembered.
+func (g *Gate) hash(kind, value string) []byte {
+	return g.hashes.get(kind+"\x00"+value, func() []byte {
+		switch kind {
+		case "user":
+			return g.deps.Hasher.HashAddress(g.deps.TenantID, value)
+		case "device":
+			return mailpush.ActiveSyncDeviceHash(g.deps.Hasher, g.deps.TenantID, value)
+		}
+		return g.deps.Hasher.HashAddress(g.deps.TenantID, "gate-client-ip\x00"+value)
+	})
 }
 
 // Invalidate drops the cached registry answer for a device, so that a

@@ -104,12 +104,15 @@ func newFixture(t *testing.T, cfg Config) *fixture {
 	t.Helper()
 	f := &fixture{store: newMemStore(), clock: clocktest.New(time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)), log: &bytes.Buffer{}}
 	logger := slog.New(slog.NewTextHandler(&lockedWriter{w: f.log}, nil))
+	if cfg.Proxy == "" {
+		cfg.Proxy = "nginx"
+	}
 	g, err := New(cfg, Deps{Store: f.store, Hasher: hasher{}, TenantID: "t1", Logger: logger, Clock: f.clock})
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.gate = g
-	f.reg = &Registry{Store: f.store, Hasher: hasher{}, Logger: logger, OnChange: g.Invalidate}
+	f.reg = &Registry{Store: f.store, Hasher: hasher{}, Logger: logger, OnChange: g.Invalidate, Identity: g.policy.id, ClearIDs: g.clearIDs}
 	mux := http.NewServeMux()
 	g.Routes(mux)
 	f.srv = httptest.NewServer(mux)
@@ -155,7 +158,8 @@ func (f *fixture) auth(t *testing.T, headers map[string]string) (int, string) {
 }
 
 func uri(dev string) map[string]string {
-	return map[string]string{"X-Original-URI": "/Microsoft-Server-ActiveSync?Cmd=Sync&User=alice&DeviceId=" + dev + "&DeviceType=iPhone", "User-Agent": "Apple-iPhone/1"}
+	return map[string]string{"X-Original-URI": "/Microsoft-Server-ActiveSync?Cmd=Sync&User=alice&DeviceId=" + dev + "&DeviceType=iPhone", "User-Agent": "Apple-iPhone/1",
+		"Authorization": "Basic " + base64.StdEncoding.EncodeToString([]byte("alice:pw"))}
 }
 
 func TestForwardAuthStateChangesTakeEffectAtOnce(t *testing.T) {
@@ -213,7 +217,7 @@ func TestForwardAuthBadInputIsDenied(t *testing.T) {
 		headers map[string]string
 		reason  string
 	}{
-		{"no URI", map[string]string{}, "X-Original-URI"},
+		{"no URI", map[string]string{}, "no X-Original-URI header"},
 		{"no DeviceId", map[string]string{"X-Original-URI": "/Microsoft-Server-ActiveSync?Cmd=Sync&User=a"}, "no DeviceId"},
 		{"not ActiveSync", map[string]string{"X-Original-URI": "/owa/?DeviceId=a"}, "not /Microsoft-Server-ActiveSync"},
 		{"malformed base64", map[string]string{"X-Original-URI": "/Microsoft-Server-ActiveSync?jAAJBAp2MTQ%%%"}, "malformed"},
@@ -225,7 +229,15 @@ func TestForwardAuthBadInputIsDenied(t *testing.T) {
 		{"bad XFF", map[string]string{"X-Original-URI": "/Microsoft-Server-ActiveSync?DeviceId=a", "X-Forwarded-For": "not-an-ip"}, "X-Forwarded-For"},
 		{"bad Basic", map[string]string{"X-Original-URI": "/Microsoft-Server-ActiveSync?DeviceId=a", "Authorization": "Basic %%%"}, "base64"},
 		{"long Authorization", map[string]string{"X-Original-URI": "/Microsoft-Server-ActiveSync?DeviceId=a", "Authorization": "Basic " + strings.Repeat("QUFB", MaxHeaderLen)}, "longer"},
-		{"password not logged", map[string]string{"X-Original-URI": "/Microsoft-Server-ActiveSync?DeviceId=a%01", "Authorization": basic}, "printable"},
+		{"password not logged", map[string]string{"X-Original-URI": "/Microsoft-Server-ActiveSync?DeviceId=a%01", "Authorization": basic}, "ASCII letters and digits"},
+		{"absolute URI", map[string]string{"X-Original-URI": "http://evil.example/Microsoft-Server-ActiveSync?DeviceId=a"}, "absolute URL is refused"},
+		{"scheme-relative URI", map[string]string{"X-Original-URI": "//evil.example/Microsoft-Server-ActiveSync?DeviceId=a"}, "not /Microsoft-Server-ActiveSync"},
+		{"dot segments", map[string]string{"X-Original-URI": "/Microsoft-Server-ActiveSync/../Microsoft-Server-ActiveSync?DeviceId=a"}, "not /Microsoft-Server-ActiveSync"},
+		{"escaped path", map[string]string{"X-Original-URI": "/%4Dicrosoft-Server-ActiveSync?DeviceId=a"}, "not /Microsoft-Server-ActiveSync"},
+		{"other proxy's URI header disagrees", map[string]string{"X-Original-URI": "/Microsoft-Server-ActiveSync?DeviceId=a", "X-Forwarded-Uri": "/Microsoft-Server-ActiveSync?DeviceId=b"}, "disagree"},
+		{"other proxy's method header disagrees", map[string]string{"X-Original-URI": "/Microsoft-Server-ActiveSync?DeviceId=a", "X-Original-Method": "POST", "X-Forwarded-Method": "OPTIONS"}, "disagree"},
+		{"only the other proxy's URI header", map[string]string{"X-Forwarded-Uri": "/Microsoft-Server-ActiveSync?DeviceId=a"}, "disagree"},
+		{"NTLM garbage", map[string]string{"X-Original-URI": "/Microsoft-Server-ActiveSync?DeviceId=a", "Authorization": "NTLM " + base64.StdEncoding.EncodeToString([]byte("NTLMSSP\x00\x03\x00\x00\x00"))}, "truncated"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -246,32 +258,55 @@ func TestForwardAuthBadInputIsDenied(t *testing.T) {
 }
 
 func TestForwardedForTrust(t *testing.T) {
-	// Only 10.9.0.0/16 is trusted: the test client (127.0.0.1) is not.
+	// Only 10.9.0.0/16 is trusted: the test client (127.0.0.1) is not, so
+	// it may not ask at all.
 	f := newFixture(t, Config{Mode: ModeAllButBlocked, TrustedProxies: []string{"10.9.0.0/16"}, Rules: []Rule{{Name: "office", Action: "allow", Networks: []string{"192.0.2.0/24"}}}})
 	h := uri("a")
-	h["X-Forwarded-For"] = "192.0.2.7"
 	if code, reason := f.auth(t, h); code != 403 || !strings.Contains(reason, "not a trusted proxy") {
-		t.Errorf("forged X-Forwarded-For: %d %q", code, reason)
+		t.Errorf("untrusted caller: %d %q", code, reason)
 	}
 	g := f.gate
 	g.trusted = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("10.9.0.0/16")}
-	for _, tc := range []struct{ xff, want string }{
-		{"192.0.2.7", "192.0.2.7"},
-		{"203.0.113.1, 192.0.2.7, 10.9.1.1", "192.0.2.7"}, // the leftmost is the client's own claim: not believed
-		{"10.9.0.1", "10.9.0.1"},
+	peer := netip.MustParseAddr("127.0.0.1")
+	for _, tc := range []struct {
+		lines []string
+		want  string
+	}{
+		{nil, "127.0.0.1"},
+		{[]string{"192.0.2.7"}, "192.0.2.7"},
+		{[]string{"203.0.113.1, 192.0.2.7, 10.9.1.1"}, "192.0.2.7"}, // the leftmost is the client's own claim: not believed
+		{[]string{"10.9.0.1"}, "10.9.0.1"},
+		// Several header lines are one list, in order: the client's own
+		// line comes first, the proxy's last.
+		{[]string{"192.0.2.99", "203.0.113.5"}, "203.0.113.5"},
+		{[]string{"192.0.2.99", "203.0.113.5, 10.9.0.2", "127.0.0.1"}, "203.0.113.5"},
 	} {
-		ip, err := g.clientIP("127.0.0.1:5000", tc.xff)
+		ip, err := g.forwardedFor(peer, tc.lines)
 		if err != nil || ip.String() != tc.want {
-			t.Errorf("clientIP(%q) = %v, %v; want %s", tc.xff, ip, err, tc.want)
+			t.Errorf("forwardedFor(%q) = %v, %v; want %s", tc.lines, ip, err, tc.want)
 		}
 	}
+	// Through the handler: two header lines, the client's first.
+	req, _ := http.NewRequest("GET", f.srv.URL+"/gate/auth", nil)
+	req.Header.Set("X-Original-URI", h["X-Original-URI"])
+	req.Header.Add("X-Forwarded-For", "192.0.2.7")
+	req.Header.Add("X-Forwarded-For", "203.0.113.9")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if r := res.Header.Get("X-Mailpush-Reason"); r == "allowed by rule office" {
+		t.Errorf("the client's own X-Forwarded-For line chose the rule: %q", r)
+	}
+	h["X-Forwarded-For"] = "192.0.2.7"
 	if code, reason := f.auth(t, h); code != 200 || reason != "allowed by rule office" {
 		t.Errorf("trusted proxy: %d %q", code, reason)
 	}
 }
 
 func TestAuthorizeCallout(t *testing.T) {
-	f := newFixture(t, Config{})
+	f := newFixture(t, Config{Proxy: "netscaler"})
 	f.set(t, "dev1", "alice@example.com", mailpush.DeviceCompliant)
 	get := func(q string) (string, string) {
 		res, err := http.Get(f.srv.URL + "/services/ActiveSync/Authorize?" + q)
@@ -282,22 +317,36 @@ func TestAuthorizeCallout(t *testing.T) {
 		b, _ := io.ReadAll(res.Body)
 		return string(b), res.Header.Get("X-Mailpush-Reason")
 	}
-	u := base64.StdEncoding.EncodeToString([]byte("https://mail.example.com/Microsoft-Server-ActiveSync?Cmd=Ping&User=alice@example.com&DeviceId=dev1&DeviceType=iPhone"))
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	u := b64("https://mail.example.com/Microsoft-Server-ActiveSync?Cmd=Ping&User=alice@example.com&DeviceId=dev1&DeviceType=iPhone")
 	for _, tc := range []struct{ q, want, reason string }{
 		{"user=alice@example.com&agent=Apple&ip=192.0.2.1&url=" + u + "&DeviceId=dev1", "Allow", "device is compliant"},
 		{"DeviceId=DEV1&user=alice@example.com", "Allow", "device is compliant"},
 		{"DeviceId=dev1&user=mallory@example.com", "Deny", "device is registered to another user"},
-		{"url=" + u + "&DeviceId=dev1&resultType=json", `{"result":"Allow","reason":"device is compliant"}` + "\n", ""},
-		{"url=" + u + "&DeviceId=other", "Deny", "contradicts"},
+		{"DeviceId=dev1", "Deny", "no credentials"},
+		{"url=" + u + "&DeviceId=dev1&resultType=json&user=alice%40example.com", `{"result":"Allow","reason":"device is compliant"}` + "\n", ""},
+		{"url=" + u + "&DeviceId=other&user=alice%40example.com", "Deny", "contradicts"},
+		// Duplicates: NetScaler's QUERY.VALUE takes the first; the gate refuses.
+		{"DeviceId=dev1&DeviceId=blocked&user=alice@example.com", "Deny", "repeats its deviceid"},
+		{"DeviceId=dev1&deviceid=blocked&user=alice@example.com", "Deny", "repeats its deviceid"},
+		{"DeviceId=dev1&ip=192.0.2.1&ip=10.0.0.1&user=alice@example.com", "Deny", "repeats its ip"},
+		{"url=" + b64("https://mail.example.com/Microsoft-Server-ActiveSync?DeviceId=dev1&DeviceId=blocked") + "&DeviceId=dev1&user=alice@example.com", "Deny", "repeats"},
+		{"DeviceId=dev1&user=alice@example.com&proxy=x", "Deny", "does not define"},
+		{"DeviceId=dev1&ip=not-an-ip&user=alice@example.com", "Deny", "not an IP address"},
 		{"url=%%%", "Deny", ""},
-		{"url=bm90IGEgdXJs", "Deny", "not /Microsoft-Server-ActiveSync"},
-		{"DeviceId=unknown", "Deny", "not registered"},
-		{"", "Deny", "X-Original-URI"},
+		{"url=bm90IGEgdXJs", "Deny", "not a path"},
+		{"url=" + b64("https://evil@mail.example.com/Microsoft-Server-ActiveSync?DeviceId=dev1") + "&user=alice@example.com", "Deny", "no host and path"},
+		{"DeviceId=unknown1", "Deny", "not registered"},
+		{"", "Deny", "no original URI"},
 	} {
 		body, reason := get(tc.q)
 		if body != tc.want || !strings.Contains(reason, tc.reason) {
-			t.Errorf("Authorize?%.40s = %q (%q), want %q (%q)", tc.q, body, reason, tc.want, tc.reason)
+			t.Errorf("Authorize?%.60s = %q (%q), want %q (%q)", tc.q, body, reason, tc.want, tc.reason)
 		}
+	}
+	// A netscaler gate does not answer /gate/auth.
+	if code, reason := f.auth(t, uri("dev1")); code != 403 || !strings.Contains(reason, "Authorize") {
+		t.Errorf("/gate/auth with gate.proxy netscaler: %d %q", code, reason)
 	}
 	res, err := http.Get(f.srv.URL + "/services/ActiveSync/Version")
 	if err != nil {
@@ -307,6 +356,18 @@ func TestAuthorizeCallout(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != 200 || !strings.HasPrefix(string(b), "mailpush-gate ") {
 		t.Errorf("Version = %d %q", res.StatusCode, b)
+	}
+	// An nginx gate does not answer the callout.
+	g := newFixture(t, Config{Proxy: "nginx"})
+	g.set(t, "dev1", "alice@example.com", mailpush.DeviceCompliant)
+	res, err = http.Get(g.srv.URL + "/services/ActiveSync/Authorize?DeviceId=dev1&user=alice@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	if string(b) != "Deny" {
+		t.Errorf("Authorize with gate.proxy nginx = %q", b)
 	}
 }
 

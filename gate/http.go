@@ -27,28 +27,56 @@ func (g *Gate) version(w http.ResponseWriter, r *http.Request) {
 	w.Write([]byte("mailpush-gate " + mailpush.Version + "\n"))
 }
 
+// Proxy is what one kind of reverse proxy tells the gate, and in which
+// headers. The gate reads the original request's facts only from these: a
+// header of another proxy's naming is not believed (and, when it disagrees,
+// denies, since it can only have come from the client).
+type Proxy struct {
+	Name string
+	// URI and Method are the headers that carry the original request target
+	// and method; empty for netscaler, whose callout carries parameters.
+	URI, Method string
+}
+
+// Proxies are the values of gate.proxy. X-Forwarded-For, Authorization,
+// User-Agent and MS-ASProtocolVersion are read from every proxy except
+// netscaler (whose callout has ip=, user=, agent= and version=).
+var Proxies = map[string]Proxy{
+	"nginx":     {Name: "nginx", URI: "X-Original-URI", Method: "X-Original-Method"},
+	"haproxy":   {Name: "haproxy", URI: "X-Original-URI", Method: "X-Original-Method"},
+	"caddy":     {Name: "caddy", URI: "X-Forwarded-Uri", Method: "X-Forwarded-Method"},
+	"traefik":   {Name: "traefik", URI: "X-Forwarded-Uri", Method: "X-Forwarded-Method"},
+	"netscaler": {Name: "netscaler"},
+}
+
+// uriHeaders and methodHeaders are every name a proxy uses: a copy under the
+// other name that differs from the configured one is a client's forgery.
+var (
+	uriHeaders    = []string{"X-Original-URI", "X-Forwarded-Uri"}
+	methodHeaders = []string{"X-Original-Method", "X-Forwarded-Method"}
+)
+
 // request is one callout, read from whichever endpoint.
 type request struct {
-	uri       string // the original request URI (path?query)
+	uri       string // the original request target
+	absolute  bool   // uri may be an absolute URL (the Authorize callout's url=)
 	method    string
 	userAgent string
-	user      string // from the callout's user parameter, if any
+	version   string // MS-ASProtocolVersion
 	deviceID  string // from the callout's DeviceId parameter, if any
-	auth      string // the original Authorization header (only the user is read)
-	forwarded string // X-Forwarded-For, or Authorize's ip=
-	peer      string // r.RemoteAddr
+	// user is the authenticated user as the proxy forwards it (the
+	// configured header, or the callout's user=); userSet when that source
+	// is in use.
+	user    string
+	userSet bool
+	auth    string // the original Authorization header
+	client  netip.Addr
 }
 
 // forwardAuth serves nginx auth_request, Caddy forward_auth, Traefik
-// ForwardAuth and HAProxy: 200 allows, 403 denies.
+// ForwardAuth and HAProxy's Lua auth request: 200 allows, 403 denies.
 func (g *Gate) forwardAuth(w http.ResponseWriter, r *http.Request) {
-	h := r.Header
-	uri := h.Get("X-Original-URI")
-	if uri == "" {
-		uri = h.Get("X-Forwarded-Uri")
-	}
-	in := g.input(r, request{uri: uri, method: h.Get("X-Forwarded-Method"), userAgent: h.Get("User-Agent"),
-		auth: h.Get("Authorization"), forwarded: h.Get("X-Forwarded-For"), peer: r.RemoteAddr})
+	in := g.forwardInput(r)
 	d, hit := g.decide(r, in)
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Mailpush-Decision", decisionWord(d))
@@ -63,23 +91,86 @@ func (g *Gate) forwardAuth(w http.ResponseWriter, r *http.Request) {
 	w.Write([]byte("Deny: " + d.Reason + "\n"))
 }
 
+func (g *Gate) forwardInput(r *http.Request) Input {
+	h := r.Header
+	fail := func(err error) Input { return Input{Malformed: err} }
+	peer, err := g.trustedPeer(r)
+	if err != nil {
+		return fail(err)
+	}
+	if g.proxy.URI == "" {
+		return fail(invalid("gate.proxy is %s, which asks /services/ActiveSync/Authorize, not /gate/auth", g.proxy.Name))
+	}
+	req := request{}
+	if req.uri, err = agreed(h, g.proxy.URI, uriHeaders); err != nil {
+		return fail(err)
+	}
+	if req.uri == "" {
+		return fail(invalid("no %s header: gate.proxy is %s, whose template sets it", g.proxy.URI, g.proxy.Name))
+	}
+	if req.method, err = agreed(h, g.proxy.Method, methodHeaders); err != nil {
+		return fail(err)
+	}
+	for _, f := range []struct {
+		dst  *string
+		name string
+	}{{&req.userAgent, "User-Agent"}, {&req.auth, "Authorization"}, {&req.version, "MS-ASProtocolVersion"}} {
+		if *f.dst, err = single(h, f.name); err != nil {
+			return fail(err)
+		}
+	}
+	if name := g.policy.id.header; name != "" {
+		if req.user, err = single(h, name); err != nil {
+			return fail(err)
+		}
+		if req.user == "" {
+			return fail(invalid("no %s header: the proxy must forward the user it authenticated (gate.identity.header)", name))
+		}
+		req.userSet = true
+	}
+	if req.client, err = g.forwardedFor(peer, h.Values("X-Forwarded-For")); err != nil {
+		return fail(err)
+	}
+	return g.input(req)
+}
+
+// single returns the one value of a header; a repeated header is refused
+// (proxies and Exchange may each read a different copy).
+func single(h http.Header, name string) (string, error) {
+	vs := h.Values(name)
+	switch len(vs) {
+	case 0:
+		return "", nil
+	case 1:
+		return vs[0], nil
+	}
+	return "", invalid("the %s header is repeated", name)
+}
+
+// agreed returns the configured header's single value; any other header of
+// the family that is present must say the same.
+func agreed(h http.Header, name string, family []string) (string, error) {
+	v, err := single(h, name)
+	if err != nil {
+		return "", err
+	}
+	for _, other := range family {
+		if http.CanonicalHeaderKey(other) == http.CanonicalHeaderKey(name) {
+			continue
+		}
+		for _, o := range h.Values(other) {
+			if o != v {
+				return "", invalid("the %s and %s headers disagree: one of them came from the client", name, other)
+			}
+		}
+	}
+	return v, nil
+}
+
 // authorize serves the NetScaler-style callout: always 200, with Allow or
 // Deny as the body (or JSON with resultType=json).
 func (g *Gate) authorize(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	req := request{userAgent: q.Get("agent"), user: q.Get("user"), deviceID: q.Get("DeviceId"), forwarded: q.Get("ip"), peer: r.RemoteAddr,
-		method: r.Header.Get("X-Forwarded-Method"), auth: r.Header.Get("Authorization")}
-	var in Input
-	if enc := q.Get("url"); enc != "" {
-		raw, err := decodeURLParam(enc)
-		if err != nil {
-			in.Malformed = err
-		}
-		req.uri = raw
-	}
-	if in.Malformed == nil {
-		in = g.input(r, req)
-	}
+	in, q := g.authorizeInput(r)
 	d, hit := g.decide(r, in)
 	g.auditLog(r, in, d, hit)
 	w.Header().Set("Cache-Control", "no-store")
@@ -101,10 +192,59 @@ func (g *Gate) authorize(w http.ResponseWriter, r *http.Request) {
 	w.Write([]byte(word))
 }
 
+// authorizeParams are the callout's parameters (without case).
+var authorizeParams = map[string]bool{"user": true, "agent": true, "ip": true, "url": true, "deviceid": true, "resulttype": true, "version": true}
+
+func (g *Gate) authorizeInput(r *http.Request) (Input, url.Values) {
+	fail := func(err error) Input { return Input{Malformed: err} }
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return fail(invalid("the callout's query is not a valid query string")), url.Values{}
+	}
+	// One value per parameter, whatever its case: NetScaler's
+	// QUERY.VALUE("DeviceId") takes the first of several, and the gate must
+	// not judge another copy than the one that travels on.
+	seen := map[string]bool{}
+	for k, vs := range q {
+		lk := strings.ToLower(k)
+		if !authorizeParams[lk] {
+			return fail(invalid("the callout has a parameter %q it does not define", headerSafe(k))), q
+		}
+		if len(vs) != 1 || seen[lk] {
+			return fail(invalid("the callout repeats its %s parameter", lk)), q
+		}
+		seen[lk] = true
+	}
+	peer, err := g.trustedPeer(r)
+	if err != nil {
+		return fail(err), q
+	}
+	if g.proxy.Name != "netscaler" {
+		return fail(invalid("gate.proxy is %s, which asks /gate/auth, not the Authorize callout", g.proxy.Name)), q
+	}
+	req := request{userAgent: q.Get("agent"), user: q.Get("user"), userSet: true, deviceID: q.Get("DeviceId"), version: q.Get("version"), client: peer, absolute: true}
+	if ip := q.Get("ip"); ip != "" {
+		a, err := netip.ParseAddr(ip)
+		if err != nil {
+			return fail(invalid("the callout's ip parameter is not an IP address")), q
+		}
+		req.client = a.Unmap()
+	}
+	if enc := q.Get("url"); enc != "" {
+		if req.uri, err = decodeURLParam(enc); err != nil {
+			return fail(err), q
+		}
+	}
+	return g.input(req), q
+}
+
 func decodeURLParam(enc string) (string, error) {
 	if len(enc) > MaxURILen {
 		return "", invalid("the url parameter is longer than %d bytes", MaxURILen)
 	}
+	// NetScaler's B64ENCODE is not URL-escaped, so a '+' arrives as a space;
+	// base64 has no spaces, so a space can only have been a '+'.
+	enc = strings.ReplaceAll(enc, " ", "+")
 	for _, e := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
 		if b, err := e.DecodeString(enc); err == nil {
 			return string(b), nil
@@ -113,41 +253,33 @@ func decodeURLParam(enc string) (string, error) {
 	return "", invalid("the url parameter is not base64")
 }
 
+// activeSyncPath is the only path the gate admits, compared without case
+// and with an optional trailing slash, as sent: no %-escapes, no dot
+// segments, nothing a proxy and Exchange could normalise differently.
+const activeSyncPath = "/microsoft-server-activesync"
+
 // input turns a callout into decision input; any defect becomes Malformed.
-func (g *Gate) input(r *http.Request, req request) Input {
-	var in Input
+func (g *Gate) input(req request) Input {
+	in := Input{IP: req.client}
 	fail := func(err error) Input { return Input{Malformed: err, Query: in.Query, IP: in.IP} }
-	ip, err := g.clientIP(req.peer, req.forwarded)
-	if err != nil {
-		return fail(err)
-	}
-	in.IP = ip
 	if len(req.userAgent) > MaxUserAgentLen || !printable(req.userAgent) {
 		return fail(invalid("the User-Agent is not up to %d printable characters", MaxUserAgentLen))
 	}
 	in.UserAgent = req.userAgent
+	if len(req.method) > 16 || !headerName(req.method) && req.method != "" {
+		return fail(invalid("the original method is not an HTTP method"))
+	}
+	in.Options = req.method == "OPTIONS"
 	if req.uri == "" && req.deviceID == "" {
-		return fail(invalid("no X-Original-URI or X-Forwarded-Uri header (nor url or DeviceId parameter): the proxy must forward the original URI"))
+		return fail(invalid("no original URI (nor url or DeviceId parameter): the proxy must forward it"))
 	}
 	if req.uri != "" {
-		if len(req.uri) > MaxURILen || !printable(req.uri) {
-			return fail(invalid("the original URI is not up to %d printable characters", MaxURILen))
-		}
-		path, raw := req.uri, ""
-		if u, err := url.Parse(req.uri); err == nil {
-			path, raw = u.Path, u.RawQuery
-		} else {
-			return fail(invalid("the original URI cannot be parsed"))
-		}
-		if !strings.EqualFold(strings.TrimSuffix(path, "/"), "/Microsoft-Server-ActiveSync") {
-			return fail(invalid("the original URI is not /Microsoft-Server-ActiveSync"))
-		}
-		q, err := ParseQuery(raw)
+		q, err := parseTarget(req.uri, req.absolute)
 		if err != nil {
 			return fail(err)
 		}
 		in.Query = q
-		if req.deviceID != "" && mailpush.NormalizeDeviceID(req.deviceID) != q.DeviceID {
+		if req.deviceID != "" && !strings.EqualFold(req.deviceID, q.DeviceID) {
 			return fail(invalid("the DeviceId parameter contradicts the original URI"))
 		}
 	} else {
@@ -157,54 +289,135 @@ func (g *Gate) input(r *http.Request, req request) Input {
 		}
 		in.Query = q
 	}
-	if len(req.method) > 16 || !printable(req.method) {
-		return fail(invalid("X-Forwarded-Method is not an HTTP method"))
+	in.ProtocolVersion = req.version
+	if q := in.Query.ProtocolVersion; q != "" {
+		if req.version != "" && req.version != q {
+			return fail(invalid("MS-ASProtocolVersion contradicts the base64 query's protocol version"))
+		}
+		in.ProtocolVersion = q
 	}
-	basic, err := BasicUser(req.auth)
+	if len(in.ProtocolVersion) > 8 {
+		return fail(invalid("MS-ASProtocolVersion is not a protocol version"))
+	}
+	// The authenticated user: the proxy's header (or the callout's user=),
+	// and the user in the Authorization header that Exchange will
+	// authenticate; when both name a user they must be the same one.
+	cred, err := authorizationUser(req.auth)
 	if err != nil {
 		return fail(err)
 	}
-	if len(req.user) > MaxUserLen || !printable(req.user) {
-		return fail(invalid("the user parameter is not up to %d printable characters", MaxUserLen))
+	var user string
+	switch {
+	case req.userSet && req.user != "":
+		user = req.user
+	case cred.user != "":
+		user = cred.user
 	}
-	// The query's User, else the callout's user parameter, else Basic auth.
-	user := in.Query.User
-	for _, u := range []string{req.user, basic} {
-		if user == "" {
-			user = u
+	canon, err := g.policy.id.Canonical(user)
+	if err != nil {
+		return fail(err)
+	}
+	if req.userSet && req.user != "" && cred.user != "" {
+		other, err := g.policy.id.Canonical(cred.user)
+		if err != nil {
+			return fail(err)
+		}
+		if other != canon {
+			return fail(invalid("the Authorization header names another user than the proxy authenticated"))
 		}
 	}
-	if user = strings.TrimSpace(user); user != "" {
-		in.UserHash = g.deps.Hasher.HashAddress(g.deps.TenantID, user)
+	switch {
+	case canon != "":
+		in.UserHash = g.hash("user", canon)
+	case cred.challenge:
+		in.Creds = CredsChallenge
+	case req.auth != "":
+		in.Creds = CredsOpaque
+	default:
+		in.Creds = CredsNone
+	}
+	// The query's User is the client's claim: it must be the authenticated
+	// user when there is one (a bare name matches the user's local part).
+	if qu := in.Query.User; qu != "" && canon != "" {
+		cq, err := g.policy.id.Canonical(qu)
+		if err != nil {
+			return fail(err)
+		}
+		local, _, _ := strings.Cut(canon, "@")
+		if cq != canon && !(cq == local && !strings.ContainsAny(qu, `@\`)) {
+			return fail(invalid("the query's User is not the authenticated user"))
+		}
 	}
 	in.Query.User = "" // from here on only the hash travels (logs, rules)
 	return in
 }
 
-// clientIP believes forwarded addresses only from trusted proxies; a
-// forwarded address from anyone else is a forgery and is refused.
-func (g *Gate) clientIP(peer, forwarded string) (netip.Addr, error) {
-	ap, err := netip.ParseAddrPort(peer)
+// parseTarget reads the original request target: origin form only
+// (/Microsoft-Server-ActiveSync?query), or for the Authorize callout's url=
+// also an absolute http(s) URL.
+func parseTarget(uri string, absolute bool) (Query, error) {
+	if len(uri) > MaxURILen || !printable(uri) {
+		return Query{}, invalid("the original URI is not up to %d printable characters", MaxURILen)
+	}
+	target := uri
+	if !strings.HasPrefix(uri, "/") {
+		lower, rest := asciiLower(uri), ""
+		switch {
+		case absolute && strings.HasPrefix(lower, "https://"):
+			rest = uri[len("https://"):]
+		case absolute && strings.HasPrefix(lower, "http://"):
+			rest = uri[len("http://"):]
+		default:
+			return Query{}, invalid("the original URI is not a path (/Microsoft-Server-ActiveSync?…): an absolute URL is refused")
+		}
+		i := strings.IndexByte(rest, '/')
+		if i <= 0 || strings.ContainsAny(rest[:i], `@?#\`) {
+			return Query{}, invalid("the original URL has no host and path")
+		}
+		target = rest[i:]
+	}
+	path, raw, _ := strings.Cut(target, "?")
+	if strings.Contains(raw, "#") || strings.Contains(path, "#") {
+		return Query{}, invalid("the original URI has a fragment")
+	}
+	if p := asciiLower(path); p != activeSyncPath && p != activeSyncPath+"/" {
+		return Query{}, invalid("the original URI is not /Microsoft-Server-ActiveSync")
+	}
+	return ParseQuery(raw)
+}
+
+// trustedPeer returns the caller's address if it is a trusted proxy: only
+// the proxy may ask, since only it knows what the client sent.
+func (g *Gate) trustedPeer(r *http.Request) (netip.Addr, error) {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
 		return netip.Addr{}, invalid("the caller's address cannot be read")
 	}
 	addr := ap.Addr().Unmap()
-	if forwarded == "" {
-		return addr, nil
-	}
 	if !g.isTrusted(addr) {
-		return addr, invalid("X-Forwarded-For (or ip=) came from %s, which is not a trusted proxy (gate.trustedProxies)", addr)
+		return addr, invalid("the caller is not a trusted proxy (gate.trustedProxies)")
 	}
-	if len(forwarded) > MaxHeaderLen {
-		return addr, invalid("X-Forwarded-For is longer than %d bytes", MaxHeaderLen)
+	return addr, nil
+}
+
+// forwardedFor finds the client in X-Forwarded-For: every header line in
+// order, joined, walked from the right; the first address that is not a
+// trusted proxy is the client (anything to its left is the client's own
+// claim). With no header the peer itself is the client.
+func (g *Gate) forwardedFor(peer netip.Addr, lines []string) (netip.Addr, error) {
+	joined := strings.Join(lines, ",")
+	if joined == "" {
+		return peer, nil
 	}
-	// Walk from the right: the last address not of a trusted proxy is the client.
-	parts := strings.Split(forwarded, ",")
+	if len(joined) > MaxHeaderLen {
+		return peer, invalid("X-Forwarded-For is longer than %d bytes", MaxHeaderLen)
+	}
+	parts := strings.Split(joined, ",")
 	var client netip.Addr
 	for i := len(parts) - 1; i >= 0; i-- {
 		a, err := netip.ParseAddr(strings.TrimSpace(parts[i]))
 		if err != nil {
-			return addr, invalid("X-Forwarded-For is not a list of IP addresses")
+			return peer, invalid("X-Forwarded-For is not a list of IP addresses")
 		}
 		client = a.Unmap()
 		if !g.isTrusted(client) {
@@ -241,29 +454,47 @@ func (g *Gate) decide(r *http.Request, in Input) (Decision, bool) {
 		g.denied.Add(1)
 	}
 	if in.StoreErr != nil {
-		g.deps.Logger.Warn("gate: device registry unavailable", "deviceId", in.Query.DeviceID, "decision", decisionWord(d), "err", in.StoreErr)
+		g.deps.Logger.Warn("gate: device registry unavailable", "deviceId", g.deviceLogID(in.Query.DeviceID), "decision", decisionWord(d), "err", in.StoreErr)
 	}
 	return d, hit
 }
 
-// auditLog writes one line per decision: never the password, and the user
-// only as a hash prefix.
+// auditLog writes one line per decision: never the password, the user only
+// as a hash prefix, and DeviceIds and client addresses as keyed-hash
+// prefixes unless gate.auditIdentifiers is clear, which every line says.
 func (g *Gate) auditLog(r *http.Request, in Input, d Decision, hit bool) {
 	if g.audit == "off" || (g.audit == "deny" && d.Allow) {
 		return
 	}
+	ids := "hashed"
+	if g.clearIDs {
+		ids = "clear"
+	}
 	attrs := []slog.Attr{
 		slog.String("decision", decisionWord(d)), slog.String("reason", d.Reason),
-		slog.String("deviceId", headerSafe(in.Query.DeviceID)), slog.String("deviceType", headerSafe(in.Query.DeviceType)),
-		slog.String("cmd", in.Query.Cmd), slog.String("user", userID(in.UserHash)), slog.Bool("cached", hit),
+		slog.String("deviceId", g.deviceLogID(in.Query.DeviceID)), slog.String("deviceType", headerSafe(in.Query.DeviceType)),
+		slog.String("cmd", in.Query.Cmd), slog.String("user", userID(in.UserHash)), slog.Bool("cached", hit), slog.String("identifiers", ids),
 	}
 	if d.Rule != "" {
 		attrs = append(attrs, slog.String("rule", d.Rule))
 	}
 	if in.IP.IsValid() {
-		attrs = append(attrs, slog.String("ip", in.IP.String()))
+		ip := in.IP.String()
+		if !g.clearIDs {
+			ip = userID(g.hash("ip", ip))
+		}
+		attrs = append(attrs, slog.String("ip", ip))
 	}
 	g.deps.Logger.LogAttrs(r.Context(), slog.LevelInfo, "gate decision", attrs...)
+}
+
+// deviceLogID is how a DeviceId appears in logs: a keyed-hash prefix (the
+// same one for the same device, so an admin can follow it), or in clear.
+func (g *Gate) deviceLogID(id string) string {
+	if id == "" || g.clearIDs {
+		return headerSafe(id)
+	}
+	return userID(g.hash("device", id))
 }
 
 func decisionWord(d Decision) string {

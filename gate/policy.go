@@ -26,6 +26,16 @@ type Config struct {
 	// Tenant is the name of the tenant whose registry decides; the gate
 	// serves one tenant, the one behind this reverse proxy.
 	Tenant string `yaml:"tenant"`
+	// Proxy names the reverse proxy that asks (nginx, caddy, traefik,
+	// haproxy or netscaler), and with it which headers carry the original
+	// request: the gate reads only those (Proxies). Required.
+	Proxy string `yaml:"proxy"`
+	// Identity says where the authenticated user is read and how user name
+	// forms compare.
+	Identity IdentityConfig `yaml:"identity"`
+	// MinProtocolVersion, when set ("16.1"), denies requests of a lower
+	// MS-ASProtocolVersion, and requests that do not say theirs.
+	MinProtocolVersion string `yaml:"minProtocolVersion"`
 	// Mode is compliantOnly (default) or allButBlocked.
 	Mode string `yaml:"mode"`
 	// DefaultAction (allow or deny) decides devices that no rule matched and
@@ -50,6 +60,10 @@ type Config struct {
 	CacheSize int `yaml:"cacheSize"`
 	// Audit is which decisions are logged: all (default), deny or off.
 	Audit string `yaml:"audit"`
+	// AuditIdentifiers is how DeviceIds and client addresses appear in the
+	// audit log: hashed (default; keyed hashes, stable per tenant) or
+	// clear (the log then says so on every line).
+	AuditIdentifiers string `yaml:"auditIdentifiers"`
 }
 
 // Rule is one allow or block rule. It matches when every field that is set
@@ -68,6 +82,8 @@ type Rule struct {
 // Policy is a validated, compiled Config. It is immutable and safe for
 // concurrent use.
 type Policy struct {
+	id            *Identity
+	minVersion    int // major*10+minor; 0: no floor
 	compliantOnly bool
 	defaultAllow  bool
 	failOpen      bool
@@ -94,6 +110,16 @@ func Compile(cfg Config, h mailpush.AddressHasher, tenantID string) (*Policy, er
 		errs = append(errs, fmt.Errorf("config key gate.%s: %s", key, fmt.Sprintf(format, args...)))
 	}
 	p := &Policy{userMustMatch: cfg.UserMustMatch == nil || *cfg.UserMustMatch}
+	id, idErrs := CompileIdentity(cfg.Identity)
+	p.id = id
+	errs = append(errs, idErrs...)
+	if cfg.MinProtocolVersion != "" {
+		v, ok := protocolVersion(cfg.MinProtocolVersion)
+		if !ok {
+			bad("minProtocolVersion", "%q is not an ActiveSync protocol version such as 16.1", cfg.MinProtocolVersion)
+		}
+		p.minVersion = v
+	}
 	switch cfg.Mode {
 	case "", ModeCompliantOnly:
 		p.compliantOnly = true
@@ -131,7 +157,17 @@ func Compile(cfg Config, h mailpush.AddressHasher, tenantID string) (*Policy, er
 		if len(rc.Users) > 0 {
 			r.users = map[string]bool{}
 			for _, u := range rc.Users {
-				r.users[string(h.HashAddress(tenantID, u))] = true
+				cu, err := id.Canonical(u)
+				if err != nil || cu == "" {
+					bad(key+".users", "a user name is empty or not a user name")
+					continue
+				}
+				r.users[string(h.HashAddress(tenantID, cu))] = true
+			}
+		}
+		for _, d := range rc.DeviceIDs {
+			if !mailpush.ValidDeviceID(mailpush.NormalizeDeviceID(d)) {
+				bad(key+".deviceIds", "%q is not 1 to %d ASCII letters and digits", d, mailpush.MaxDeviceIDLen)
 			}
 		}
 		r.deviceIDs = set(rc.DeviceIDs, mailpush.NormalizeDeviceID)
@@ -183,12 +219,37 @@ type Input struct {
 	Query     Query
 	UserAgent string
 	IP        netip.Addr // zero when unknown
-	UserHash  []byte     // keyed hash of the user; nil when unknown
+	// UserHash is the keyed hash of the authenticated user (canonical
+	// form); nil when the request names none.
+	UserHash []byte
+	// Creds is what the request's credentials are, when UserHash is nil.
+	Creds Creds
+	// ProtocolVersion is the request's MS-ASProtocolVersion ("16.1"), or "".
+	ProtocolVersion string
+	// Options is set for the OPTIONS method, which asks which protocol
+	// versions the server speaks and so has none yet.
+	Options bool
 	// Device is the registry's entry; nil when the device is not registered.
 	Device *mailpush.GateDevice
 	// StoreErr is set when the registry could not answer.
 	StoreErr error
 }
+
+// Creds classifies a request without a readable user.
+type Creds int
+
+const (
+	// CredsNone: no credentials at all. On a connection that NTLM or
+	// Kerberos authenticated earlier such a request is served as that
+	// connection's user, whom the gate cannot know.
+	CredsNone Creds = iota
+	// CredsChallenge: credentials that authenticate nobody yet (an empty
+	// Bearer, NTLM's NEGOTIATE): Exchange answers them with 401.
+	CredsChallenge
+	// CredsOpaque: credentials whose user the gate cannot read (Kerberos,
+	// a token without a user claim).
+	CredsOpaque
+)
 
 // Decision is the gate's answer.
 type Decision struct {
@@ -213,6 +274,17 @@ func (p *Policy) Decide(in Input) Decision {
 	if in.Query.DeviceID == "" {
 		return Decision{Reason: "malformed request: no DeviceId"}
 	}
+	if p.minVersion > 0 && !in.Options {
+		v, ok := protocolVersion(in.ProtocolVersion)
+		switch {
+		case in.ProtocolVersion == "":
+			return Decision{Reason: "no MS-ASProtocolVersion: the gate requires " + versionString(p.minVersion) + " or later"}
+		case !ok:
+			return Decision{Reason: "malformed request: MS-ASProtocolVersion is not a protocol version"}
+		case v < p.minVersion:
+			return Decision{Reason: "protocol version " + versionString(v) + " is below the gate's minimum " + versionString(p.minVersion)}
+		}
+	}
 	d := in.Device
 	if d != nil {
 		switch {
@@ -222,6 +294,10 @@ func (p *Policy) Decide(in Input) Decision {
 			return Decision{Reason: "device is wiped"}
 		case p.userMustMatch && d.UserHash != nil && in.UserHash != nil && !bytes.Equal(d.UserHash, in.UserHash):
 			return Decision{Reason: "device is registered to another user"}
+		case p.userMustMatch && d.UserHash != nil && in.UserHash == nil && in.Creds == CredsNone:
+			return Decision{Reason: "the request carries no credentials to match the device's registered user"}
+		case p.userMustMatch && d.UserHash != nil && in.UserHash == nil && in.Creds == CredsOpaque:
+			return Decision{Reason: "the request's credentials name no user the gate can read (Kerberos, or a token without a user claim): set gate.identity.header"}
 		}
 	}
 	for i := range p.rules {
@@ -259,6 +335,24 @@ func (p *Policy) Decide(in Input) Decision {
 	}
 	return Decision{Reason: "device state is unknown: default deny"}
 }
+
+// protocolVersion reads "major.minor" (16.1) as major*10+minor.
+func protocolVersion(s string) (int, bool) {
+	maj, min, ok := strings.Cut(s, ".")
+	if !ok || len(maj) < 1 || len(maj) > 2 || len(min) != 1 {
+		return 0, false
+	}
+	v := 0
+	for _, c := range []byte(maj + min) {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + int(c-'0')
+	}
+	return v, v > 0
+}
+
+func versionString(v int) string { return fmt.Sprintf("%d.%d", v/10, v%10) }
 
 func (r *rule) matches(in *Input) bool {
 	if r.users != nil && (in.UserHash == nil || !r.users[string(in.UserHash)]) {

@@ -17,10 +17,23 @@ import (
 // the deciding Gate drops its cached answer: a change takes effect on the
 // very next request.
 type Registry struct {
-	Store    mailpush.Store
-	Hasher   mailpush.AddressHasher
-	Logger   *slog.Logger
+	Store  mailpush.Store
+	Hasher mailpush.AddressHasher
+	Logger *slog.Logger
+	// Identity puts user names in the form the gate compares (gate.identity);
+	// nil means the zero configuration.
+	Identity *Identity
+	// ClearIDs logs DeviceIds in clear (gate.auditIdentifiers: clear);
+	// otherwise as keyed-hash prefixes, like the gate's audit log.
+	ClearIDs bool
 	OnChange func(tenantID, deviceID string)
+}
+
+func (r *Registry) logID(tenantID, deviceID string) string {
+	if r.ClearIDs {
+		return deviceID
+	}
+	return userID(mailpush.ActiveSyncDeviceHash(r.Hasher, tenantID, deviceID))
 }
 
 var _ mailpush.GateRegistry = (*Registry)(nil)
@@ -35,7 +48,7 @@ func (r *Registry) SetDevice(ctx context.Context, tenantID string, u mailpush.Ga
 	if err != nil {
 		return nil, 0, err
 	}
-	r.Logger.Info("gate device set", "tenant", tenantID, "deviceId", d.DeviceID, "state", d.State, "user", userID(d.UserHash), "removedRegistrations", removed)
+	r.Logger.Info("gate device set", "tenant", tenantID, "deviceId", r.logID(tenantID, d.DeviceID), "state", d.State, "user", userID(d.UserHash), "removedRegistrations", removed)
 	return d, removed, nil
 }
 
@@ -61,7 +74,7 @@ func (r *Registry) set(ctx context.Context, tenantID string, u mailpush.GateDevi
 func (r *Registry) device(tenantID string, u mailpush.GateDeviceUpdate) (*mailpush.GateDevice, error) {
 	id := mailpush.NormalizeDeviceID(u.DeviceID)
 	if !mailpush.ValidDeviceID(id) {
-		return nil, mailpush.Errorf(mailpush.EInvalid, "deviceId must be 1 to %d printable characters without spaces or commas", mailpush.MaxDeviceIDLen)
+		return nil, mailpush.Errorf(mailpush.EInvalid, "deviceId must be 1 to %d ASCII letters and digits", mailpush.MaxDeviceIDLen)
 	}
 	state := mailpush.DeviceState(strings.ToLower(strings.TrimSpace(string(u.State))))
 	if state == "noncompliant" {
@@ -70,9 +83,13 @@ func (r *Registry) device(tenantID string, u mailpush.GateDeviceUpdate) (*mailpu
 	if !state.Valid() {
 		return nil, mailpush.Errorf(mailpush.EInvalid, "state must be compliant, non-compliant, blocked, wiped or unknown, not %q", u.State)
 	}
-	user := strings.TrimSpace(u.User)
-	if len(user) > MaxUserLen || !printable(user) {
-		return nil, mailpush.Errorf(mailpush.EInvalid, "user must be up to %d printable characters", MaxUserLen)
+	ident := r.Identity
+	if ident == nil {
+		ident, _ = CompileIdentity(IdentityConfig{})
+	}
+	user, err := ident.Canonical(u.User)
+	if err != nil {
+		return nil, mailpush.Errorf(mailpush.EInvalid, "user: %s", mailpush.ErrorMessage(err))
 	}
 	dt := strings.TrimSpace(u.DeviceType)
 	if len(dt) > MaxDeviceType || !printable(dt) {
@@ -99,7 +116,7 @@ func (r *Registry) DeleteDevice(ctx context.Context, tenantID, deviceID string) 
 		return err
 	}
 	r.changed(tenantID, id)
-	r.Logger.Info("gate device deleted", "tenant", tenantID, "deviceId", id)
+	r.Logger.Info("gate device deleted", "tenant", tenantID, "deviceId", r.logID(tenantID, id))
 	return nil
 }
 

@@ -97,33 +97,54 @@ func isPlain(raw string) bool {
 	return ok && strings.TrimRight(raw, "=") != k
 }
 
-func parsePlain(raw string) (Query, error) {
-	vals, err := url.ParseQuery(raw)
-	if err != nil {
-		return Query{}, invalid("the ActiveSync query is not a valid query string")
+// plainParams are the parameter names of the plain query form (MS-ASHTTP
+// 2.2.1.1.1.2), without case. Any other name is refused: Exchange might read
+// a stray name (a base64 query smuggled in as a bare key, a look-alike)
+// differently from the gate, and a gate must not judge a request it reads
+// differently from the server behind it.
+var plainParams = func() map[string]bool {
+	m := map[string]bool{}
+	for _, k := range []string{"Cmd", "User", "DeviceId", "DeviceType", "AttachmentName", "CollectionId", "CollectionName",
+		"ItemId", "LongId", "ParentId", "Occurrence", "Options", "RoundTripId", "SaveInSent"} {
+		m[strings.ToLower(k)] = true
 	}
+	return m
+}()
+
+func parsePlain(raw string) (Query, error) {
 	var q Query
 	seen := map[string]bool{}
-	for k, vs := range vals {
-		key := strings.ToLower(k)
-		var dst *string
-		switch key {
-		case "cmd":
-			dst = &q.Cmd
-		case "user":
-			dst = &q.User
-		case "deviceid":
-			dst = &q.DeviceID
-		case "devicetype":
-			dst = &q.DeviceType
-		default:
-			continue // command parameters (CollectionId, ItemId, SaveInSent, …)
+	for pair := range strings.SplitSeq(raw, "&") {
+		k, v, ok := strings.Cut(pair, "=")
+		if !ok {
+			return Query{}, invalid("the ActiveSync query has a parameter without '=' (a base64 query mixed with key=value pairs?)")
 		}
-		if len(vs) != 1 || seen[key] {
-			return Query{}, invalid("the ActiveSync query repeats %s", k)
+		key, err := url.QueryUnescape(k)
+		if err != nil {
+			return Query{}, invalid("the ActiveSync query has a bad %%-escape")
+		}
+		val, err := url.QueryUnescape(v)
+		if err != nil {
+			return Query{}, invalid("the ActiveSync query has a bad %%-escape")
+		}
+		key = strings.ToLower(key)
+		if !plainParams[key] {
+			return Query{}, invalid("the ActiveSync query has a parameter MS-ASHTTP does not define")
+		}
+		if seen[key] {
+			return Query{}, invalid("the ActiveSync query repeats a parameter")
 		}
 		seen[key] = true
-		*dst = vs[0]
+		switch key {
+		case "cmd":
+			q.Cmd = val
+		case "user":
+			q.User = val
+		case "deviceid":
+			q.DeviceID = val
+		case "devicetype":
+			q.DeviceType = val
+		}
 	}
 	return q.check()
 }
@@ -186,8 +207,8 @@ func decodeBinary(b []byte) (Query, error) {
 	if err != nil {
 		return Query{}, err
 	}
-	// Exchange shows binary DeviceIds as hexadecimal; so do MDMs.
-	q.DeviceID = hex.EncodeToString(dev)
+	// Exchange shows binary DeviceIds as upper-case hexadecimal; so do MDMs.
+	q.DeviceID = strings.ToUpper(hex.EncodeToString(dev))
 	pk, err := field("PolicyKey", 4)
 	if err != nil {
 		return Query{}, err
@@ -220,14 +241,16 @@ func decodeBinary(b []byte) (Query, error) {
 }
 
 // check validates and normalises the decision inputs common to both forms.
+// The DeviceId is taken as sent: ASCII letters and digits only, nothing
+// trimmed, upper-cased in ASCII for comparison.
 func (q Query) check() (Query, error) {
-	q.DeviceID = mailpush.NormalizeDeviceID(q.DeviceID)
 	if q.DeviceID == "" {
 		return Query{}, invalid("the ActiveSync query has no DeviceId")
 	}
 	if !mailpush.ValidDeviceID(q.DeviceID) {
-		return Query{}, invalid("the ActiveSync DeviceId is not 1 to %d printable characters without spaces or commas", mailpush.MaxDeviceIDLen)
+		return Query{}, invalid("the ActiveSync DeviceId is not 1 to %d ASCII letters and digits", mailpush.MaxDeviceIDLen)
 	}
+	q.DeviceID = mailpush.NormalizeDeviceID(q.DeviceID)
 	if q.Cmd != "" {
 		c := CanonicalCommand(q.Cmd)
 		if c == "" {

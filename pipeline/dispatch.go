@@ -8,61 +8,74 @@ import (
 	"github.com/mailpush/mailpush"
 )
 
-// settleClaimer is implemented by stores that can settle a batch and claim
-// the next one in one transaction (sqlite.Store.SettleAndClaim): half the
-// commits of SettlePushes then ClaimPushes.
+// settleClaimer is implemented by stores that can settle a batch of device
+// pushes and claim the next one in one transaction
+// (sqlite.Store.SettleAndClaim): half the commits of SettlePushes then
+// ClaimPushes.
 type settleClaimer interface {
 	SettleAndClaim(ctx context.Context, settlements []mailpush.PushSettlement, now time.Time, limit int, lease time.Duration) ([]*mailpush.QueuedPush, error)
 }
 
+// tier is one of the outbox's two tiers (see the package doc).
+type tier int
+
+const (
+	tierEvents  tier = iota // one row per event, fanned out in memory
+	tierDevices             // one row per push that must wait (retry, order, rate limit)
+)
+
 // groupJob is one registration's pushes of a batch, for a worker.
 type groupJob struct {
-	b      *batch
-	i      int // the group's index in b.settled
+	b *batch
+	i int // the group's index in b.groups
+}
+
+// group is one registration's pushes of a batch, in outbox (event) order.
+type group struct {
 	pushes []*mailpush.QueuedPush
+	// held (event tier): device pushes of the registration are queued, so
+	// these queue behind them instead of being sent.
+	held    bool
+	settled []mailpush.PushSettlement // by push, once sent
 }
 
 // batch is a claimed batch on its way through send and settle.
 type batch struct {
-	pushes  []*mailpush.QueuedPush
-	regs    []string                    // registrations, each once
-	settled [][]mailpush.PushSettlement // by group
-	wg      sync.WaitGroup              // the groups' sends
+	tier   tier
+	events []*mailpush.OutboxEvent // event tier: the events fanned out
+	size   int                     // events or device pushes claimed
+	full   bool                    // the claim took all it could: more may be due
+	groups []group
+	dead   []mailpush.DeadLetter // event tier: pushes dead before any send
+	wg     sync.WaitGroup        // the groups' sends
 }
 
-// dispatch starts sending a claimed batch: one group per registration, in
-// outbox order, handed to the workers (jobs) or, when there are none (Process
-// without Start), to a goroutine per group. b.wg ends when every group is
-// done. The store never puts a registration in two batches in flight
-// (ClaimPushes skips a push while an earlier one of its registration is
-// leased or waiting), so groups of different batches never race for one
-// device.
-func (p *Pipeline) dispatch(ctx context.Context, pushes []*mailpush.QueuedPush, jobs chan<- groupJob) *batch {
-	b := &batch{pushes: pushes}
-	groups := map[string][]*mailpush.QueuedPush{}
-	for _, q := range pushes {
-		reg := q.Push.RegistrationID
-		if _, ok := groups[reg]; !ok {
-			b.regs = append(b.regs, reg)
+// dispatch hands a batch's groups to the workers (jobs) or, when there are
+// none (Process without Start), to a goroutine per group. b.wg ends when
+// every group is done. The store never puts a registration in two batches in
+// flight of a tier (ClaimPushes skips a push while an earlier one of its
+// registration is leased or waiting; ClaimEvents skips an event while an
+// earlier one of its mailbox is leased), and an event's push to a registration
+// with queued device pushes is queued behind them, so groups of different
+// batches never race for one device.
+func (p *Pipeline) dispatch(ctx context.Context, b *batch, jobs chan<- groupJob) *batch {
+	b.wg.Add(len(b.groups))
+	for i := range b.groups {
+		if b.groups[i].held {
+			b.wg.Done()
+			continue
 		}
-		groups[reg] = append(groups[reg], q)
-	}
-	b.settled = make([][]mailpush.PushSettlement, len(b.regs))
-	b.wg.Add(len(b.regs))
-	if jobs != nil {
-		for i, reg := range b.regs {
-			jobs <- groupJob{b: b, i: i, pushes: groups[reg]}
+		if jobs != nil {
+			jobs <- groupJob{b: b, i: i}
+			continue
 		}
-		return b
-	}
-	for i, reg := range b.regs {
-		// One goroutine per group (at most BatchSize x InFlight), each
-		// sending only while it holds one of the Workers slots.
+		// One goroutine per group, each sending only while it holds one
+		// of the Workers slots.
 		go func() {
 			defer b.wg.Done()
 			p.sem <- struct{}{}
 			defer func() { <-p.sem }()
-			b.settled[i] = p.sendGroup(ctx, groups[reg])
+			b.groups[i].settled = p.sendGroup(ctx, b.groups[i].pushes)
 		}()
 	}
 	return b
@@ -71,80 +84,133 @@ func (p *Pipeline) dispatch(ctx context.Context, pushes []*mailpush.QueuedPush, 
 // work sends the groups it receives until jobs is closed.
 func (p *Pipeline) work(ctx context.Context, jobs <-chan groupJob) {
 	for j := range jobs {
-		j.b.settled[j.i] = p.sendGroup(ctx, j.pushes)
+		g := &j.b.groups[j.i]
+		g.settled = p.sendGroup(ctx, g.pushes)
 		j.b.wg.Done()
 	}
 }
 
-// settlements waits for a batch's sends and returns their outcomes.
-func (b *batch) settlements() []mailpush.PushSettlement {
+// devicePushes groups claimed device pushes by registration, in outbox order.
+func devicePushes(pushes []*mailpush.QueuedPush) *batch {
+	b := &batch{tier: tierDevices, size: len(pushes)}
+	index := make(map[string]int, len(pushes))
+	for _, q := range pushes {
+		i, ok := index[q.Push.RegistrationID]
+		if !ok {
+			i = len(b.groups)
+			index[q.Push.RegistrationID] = i
+			b.groups = append(b.groups, group{})
+		}
+		b.groups[i].pushes = append(b.groups[i].pushes, q)
+	}
+	return b
+}
+
+// deviceSettlements waits for a device batch's sends and returns their outcomes.
+func (b *batch) deviceSettlements() []mailpush.PushSettlement {
 	b.wg.Wait()
-	all := make([]mailpush.PushSettlement, 0, len(b.pushes))
-	for _, s := range b.settled {
-		all = append(all, s...)
+	all := make([]mailpush.PushSettlement, 0, b.size)
+	for _, g := range b.groups {
+		all = append(all, g.settled...)
 	}
 	return all
 }
 
-// settle records the fate of a batch once its sends are done. A failed
-// settlement leaves the pushes leased: they are sent again when the lease
-// ends (at least once).
-func (p *Pipeline) settle(ctx context.Context, b *batch) error {
-	_, err := p.settleAndClaim(ctx, b, false)
-	return err
+// claim leases the next batch of a tier and dispatches it; nil when nothing
+// is due.
+func (p *Pipeline) claim(ctx context.Context, t tier, jobs chan<- groupJob) (*batch, error) {
+	now := p.cfg.Clock.Now()
+	if t == tierEvents {
+		limit := p.eventLimit()
+		evs, err := p.cfg.Store.ClaimEvents(ctx, now, limit, p.cfg.Lease)
+		if err != nil || len(evs) == 0 {
+			return nil, err
+		}
+		b := p.fanOut(ctx, evs)
+		b.full = len(evs) >= limit
+		return p.dispatch(ctx, b, jobs), nil
+	}
+	pushes, err := p.cfg.Store.ClaimPushes(ctx, now, p.cfg.BatchSize, p.cfg.Lease)
+	if err != nil || len(pushes) == 0 {
+		return nil, err
+	}
+	b := devicePushes(pushes)
+	b.full = len(pushes) >= p.cfg.BatchSize
+	return p.dispatch(ctx, b, jobs), nil
 }
 
-// settleAndClaim settles a batch once its sends are done and, when next is
-// set, claims the next batch in the same transaction (when the store can).
-func (p *Pipeline) settleAndClaim(ctx context.Context, b *batch, next bool) ([]*mailpush.QueuedPush, error) {
-	all := b.settlements()
+// settleNext settles a batch once its sends are done and, when next is set,
+// claims and dispatches the next batch of its tier, in the same transaction
+// when the store can. A failed settlement leaves the batch leased: it is
+// sent again when the lease ends (at least once).
+func (p *Pipeline) settleNext(ctx context.Context, b *batch, next bool, jobs chan<- groupJob) (*batch, error) {
 	// Settle even when ctx ended (shutdown): what was sent must not be
 	// sent again needlessly.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
+	limit := 0
+	if next {
+		limit = p.cfg.BatchSize
+	}
+	if b.tier == tierEvents {
+		st := p.eventSettlement(b)
+		if next {
+			limit = p.eventLimit()
+		}
+		evs, err := p.cfg.Store.SettleEvents(sctx, st, p.cfg.Clock.Now(), limit, p.cfg.Lease)
+		if err != nil && next {
+			// The claim may be what failed: do not let it take the
+			// settlement down with it.
+			p.cfg.Logger.Error("outbox: cannot settle and claim events in one transaction; settling alone", "err", err)
+			evs, err = p.cfg.Store.SettleEvents(sctx, st, p.cfg.Clock.Now(), 0, 0)
+		}
+		if err != nil {
+			return nil, err
+		}
+		p.cfg.Metrics.settledEvents(st)
+		if len(st.Queue) > 0 {
+			select {
+			case p.wakeQueue <- struct{}{}:
+			default:
+			}
+		}
+		if len(evs) == 0 {
+			return nil, nil
+		}
+		return p.dispatch(ctx, p.fanOut(ctx, evs), jobs), nil
+	}
+	all := b.deviceSettlements()
 	var pushes []*mailpush.QueuedPush
 	var err error
 	if sc, ok := p.cfg.Store.(settleClaimer); ok {
-		limit := 0
-		if next {
-			limit = p.cfg.BatchSize
-		}
 		pushes, err = sc.SettleAndClaim(sctx, all, p.cfg.Clock.Now(), limit, p.cfg.Lease)
-		if err == nil {
-			p.cfg.Metrics.settled(all)
-			return pushes, nil
+		if err != nil && next {
+			p.cfg.Logger.Error("outbox: cannot settle and claim in one transaction; settling alone", "err", err)
+			pushes, err = nil, p.cfg.Store.SettlePushes(sctx, all)
 		}
-		if !next {
-			return nil, err
+	} else {
+		err = p.cfg.Store.SettlePushes(sctx, all)
+		if err == nil && next {
+			pushes, err = p.cfg.Store.ClaimPushes(ctx, p.cfg.Clock.Now(), limit, p.cfg.Lease)
+			if err != nil {
+				p.cfg.Metrics.settled(all)
+				return nil, err
+			}
 		}
-		// The claim may be what failed (a row it cannot read): do not let
-		// it take the settlement down with it, or the batch would be sent
-		// again after its lease.
-		p.cfg.Logger.Error("outbox: cannot settle and claim in one transaction; settling alone", "err", err)
-		next = false
 	}
-	if err := p.cfg.Store.SettlePushes(sctx, all); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	p.cfg.Metrics.settled(all)
-	if next {
-		return p.cfg.Store.ClaimPushes(ctx, p.cfg.Clock.Now(), p.cfg.BatchSize, p.cfg.Lease)
+	if len(pushes) == 0 {
+		return nil, nil
 	}
-	return nil, nil
+	return p.dispatch(ctx, devicePushes(pushes), jobs), nil
 }
 
-// claim leases the next batch and dispatches it.
-func (p *Pipeline) claim(ctx context.Context, jobs chan<- groupJob) (*batch, error) {
-	pushes, err := p.cfg.Store.ClaimPushes(ctx, p.cfg.Clock.Now(), p.cfg.BatchSize, p.cfg.Lease)
-	if err != nil || len(pushes) == 0 {
-		return nil, err
-	}
-	return p.dispatch(ctx, pushes, jobs), nil
-}
-
-// chain settles b and keeps claiming, sending and settling batches, each
-// settlement and the next claim in one transaction, until a claim finds
-// nothing due or the pipeline stops.
+// chain settles b and keeps claiming, sending and settling batches of its
+// tier, each settlement and the next claim in one transaction, until a
+// claim finds nothing due or the pipeline stops.
 func (p *Pipeline) chain(ctx context.Context, b *batch, jobs chan<- groupJob) {
 	for b != nil {
 		next := ctx.Err() == nil
@@ -153,45 +219,60 @@ func (p *Pipeline) chain(ctx context.Context, b *batch, jobs chan<- groupJob) {
 			next = false
 		default:
 		}
-		pushes, err := p.settleAndClaim(ctx, b, next)
-		if err != nil {
-			p.cfg.Logger.Error("outbox: cannot settle pushes; they will be sent again after the lease", "err", err)
+		var err error
+		if b, err = p.settleNext(ctx, b, next, jobs); err != nil {
+			p.cfg.Logger.Error("outbox: cannot settle; the batch will be sent again after the lease", "err", err)
 			return
 		}
-		if len(pushes) == 0 {
-			return
-		}
-		b = p.dispatch(ctx, pushes, jobs)
 	}
 }
 
-// Process claims one batch of due pushes, sends them and settles them. It
-// returns how many pushes it claimed. Tests call it directly with a fake
-// clock; the dispatcher (Start) pipelines the same steps.
+// Process claims one batch of due events and one of due device pushes,
+// sends them and settles them. It returns how many events and pushes it
+// claimed. Tests call it directly with a fake clock; the dispatcher (Start)
+// pipelines the same steps.
 func (p *Pipeline) Process(ctx context.Context) (int, error) {
-	b, err := p.claim(ctx, nil)
-	if err != nil || b == nil {
-		return 0, err
+	n := 0
+	for _, t := range []tier{tierEvents, tierDevices} {
+		b, err := p.claim(ctx, t, nil)
+		if err != nil {
+			return n, err
+		}
+		if b == nil {
+			continue
+		}
+		n += b.size
+		if _, err := p.settleNext(ctx, b, false, nil); err != nil {
+			return n, err
+		}
 	}
-	return len(b.pushes), p.settle(ctx, b)
+	return n, nil
 }
 
-// run is the dispatcher. It keeps up to InFlight batches between claim and
-// settlement: the next batch is claimed while the previous ones are being
-// sent, so the provider connection never idles on a batch's slowest push or
-// on a database transaction. With nothing due it waits for a new event or
-// the poll interval.
+// run is the dispatcher: one loop per tier, sharing the send workers.
 func (p *Pipeline) run(ctx context.Context) {
 	defer close(p.done)
 	// Workers live as long as the dispatcher: a goroutine per group would
 	// grow a fresh stack through the HTTP/2 client for every push.
 	jobs := make(chan groupJob, p.cfg.BatchSize*p.cfg.InFlight)
 	var workers sync.WaitGroup
-	defer workers.Wait()
-	defer close(jobs) // after the batches in flight are settled
 	for range p.cfg.Workers {
 		workers.Go(func() { p.work(ctx, jobs) })
 	}
+	var loops sync.WaitGroup
+	loops.Go(func() { p.loop(ctx, tierEvents, p.wake, jobs) })
+	loops.Go(func() { p.loop(ctx, tierDevices, p.wakeQueue, jobs) })
+	loops.Wait()
+	close(jobs) // after the batches in flight are settled
+	workers.Wait()
+}
+
+// loop keeps up to InFlight batches of a tier between claim and settlement:
+// the next batch is claimed while the previous ones are being sent, so the
+// provider connection never idles on a batch's slowest push or on a
+// database transaction. With nothing due it waits for wake or the poll
+// interval.
+func (p *Pipeline) loop(ctx context.Context, t tier, wake <-chan struct{}, jobs chan<- groupJob) {
 	slots := make(chan struct{}, p.cfg.InFlight)
 	var settling sync.WaitGroup
 	defer settling.Wait()
@@ -203,9 +284,9 @@ func (p *Pipeline) run(ctx context.Context) {
 		case <-p.stop:
 			return
 		}
-		b, err := p.claim(ctx, jobs)
+		b, err := p.claim(ctx, t, jobs)
 		if err != nil && ctx.Err() == nil {
-			p.cfg.Logger.Error("outbox: cannot claim pushes", "err", err)
+			p.cfg.Logger.Error("outbox: cannot claim", "tier", t.String(), "err", err)
 		}
 		if b != nil {
 			settling.Add(1)
@@ -217,7 +298,7 @@ func (p *Pipeline) run(ctx context.Context) {
 		} else {
 			<-slots
 		}
-		if err == nil && b != nil && len(b.pushes) >= p.cfg.BatchSize {
+		if err == nil && b != nil && b.full {
 			select {
 			case <-p.stop:
 				return
@@ -229,8 +310,15 @@ func (p *Pipeline) run(ctx context.Context) {
 		select {
 		case <-p.stop:
 			return
-		case <-p.wake:
+		case <-wake:
 		case <-timer.C:
 		}
 	}
+}
+
+func (t tier) String() string {
+	if t == tierEvents {
+		return "events"
+	}
+	return "devices"
 }

@@ -8,17 +8,17 @@ import (
 	"github.com/mailpush/mailpush"
 )
 
-// maxGroupCommit bounds the pushes written in one transaction; more waiting
+// maxGroupCommit bounds the events written in one transaction; more waiting
 // go in the next one.
-const maxGroupCommit = 4096
+const maxGroupCommit = 1024
 
-// groupCommit writes the pushes of concurrent HandleEvent calls to the
+// groupCommit writes the events of concurrent HandleEvent calls to the
 // outbox in one transaction, as databases group their log flushes: SQLite
 // has a single writer, so one transaction for a hundred events costs little
 // more than one for a single event. No goroutine of its own: the first
 // caller to find no write in progress becomes the leader, writes what is
 // waiting, then hands the lead to the first caller that arrived meanwhile.
-// Every caller returns only once its own pushes are committed (or failed).
+// Every caller returns only once its own event is committed (or failed).
 type groupCommit struct {
 	store mailpush.Outbox
 
@@ -28,8 +28,8 @@ type groupCommit struct {
 }
 
 type commitReq struct {
-	pushes []*mailpush.Push
-	done   chan commitResult // buffered: the leader never blocks on it
+	event *mailpush.OutboxEvent
+	done  chan commitResult // buffered: the leader never blocks on it
 }
 
 type commitResult struct {
@@ -37,8 +37,8 @@ type commitResult struct {
 	lead bool // no result yet: the caller leads the next commit
 }
 
-func (g *groupCommit) do(ctx context.Context, pushes []*mailpush.Push) error {
-	r := &commitReq{pushes: pushes, done: make(chan commitResult, 1)}
+func (g *groupCommit) do(ctx context.Context, ev *mailpush.OutboxEvent) error {
+	r := &commitReq{event: ev, done: make(chan commitResult, 1)}
 	g.mu.Lock()
 	g.waiting = append(g.waiting, r)
 	if g.busy {
@@ -55,30 +55,23 @@ func (g *groupCommit) do(ctx context.Context, pushes []*mailpush.Push) error {
 	return (<-r.done).err
 }
 
-// lead commits one group: the waiting requests, up to maxGroupCommit pushes
-// (always at least one request). Its caller's request is among them.
+// lead commits one group: the waiting requests, up to maxGroupCommit
+// events. Its caller's request is among them.
 func (g *groupCommit) lead(ctx context.Context) {
 	g.mu.Lock()
-	n, size := 0, 0
-	for n < len(g.waiting) && (n == 0 || size+len(g.waiting[n].pushes) <= maxGroupCommit) {
-		size += len(g.waiting[n].pushes)
-		n++
-	}
+	n := min(len(g.waiting), maxGroupCommit)
 	group := g.waiting[:n:n]
 	g.waiting = g.waiting[n:]
 	g.mu.Unlock()
 
-	all := group[0].pushes
-	if len(group) > 1 {
-		all = make([]*mailpush.Push, 0, size)
-		for _, r := range group {
-			all = append(all, r.pushes...)
-		}
+	all := make([]*mailpush.OutboxEvent, len(group))
+	for i, r := range group {
+		all[i] = r.event
 	}
 	// The commit serves other callers too: one caller's cancellation must
 	// not fail theirs.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	err := g.store.EnqueuePushes(cctx, all)
+	err := g.store.EnqueueEvents(cctx, all)
 	cancel()
 
 	g.mu.Lock()

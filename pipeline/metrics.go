@@ -13,7 +13,9 @@ import (
 // non-personal values: provider, push kind, result and the provider's
 // reason code; never a token, address, subject or tenant secret.
 type Metrics struct {
-	enqueuedTotal *prometheus.CounterVec   // kind
+	enqueuedTotal *prometheus.CounterVec // kind
+	enqueuedKinds [3]prometheus.Counter  // badge, sync, alert (kindCounts order)
+	events        prometheus.Counter
 	pushes        *prometheus.CounterVec   // provider, result, reason
 	sendSeconds   *prometheus.HistogramVec // provider: one provider call
 	queueSeconds  *prometheus.HistogramVec // provider: enqueue to provider answer
@@ -27,7 +29,8 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer, depth func(ctx context.Context) (int, error)) *Metrics {
 	buckets := []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}
 	m := &Metrics{
-		enqueuedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mailpush_pushes_enqueued_total", Help: "Pushes written to the outbox, by kind."}, []string{"kind"}),
+		enqueuedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mailpush_pushes_enqueued_total", Help: "Pushes made by the fan-out of accepted events, by kind."}, []string{"kind"}),
+		events:        prometheus.NewCounter(prometheus.CounterOpts{Name: "mailpush_events_accepted_total", Help: "Events written to the outbox (acknowledged to the mail server)."}),
 		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mailpush_pushes_total",
 			Help: "Push attempts and their fate, by provider, result (delivered, retry, dead, failed, dropped_token, superseded, rate_limited) and provider reason."},
 			[]string{"provider", "result", "reason"}),
@@ -38,7 +41,10 @@ func NewMetrics(reg prometheus.Registerer, depth func(ctx context.Context) (int,
 		deadTokens:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mailpush_dead_tokens_total", Help: "Registrations deactivated because the provider declared the token dead."}, []string{"provider"}),
 		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{Name: "mailpush_push_dead_letters_total", Help: "Pushes given up on and moved to the dead letters."}),
 	}
-	reg.MustRegister(m.enqueuedTotal, m.pushes, m.sendSeconds, m.queueSeconds, m.retries, m.deadTokens, m.deadLetters)
+	for i, k := range []mailpush.PushKind{mailpush.PushBadge, mailpush.PushSync, mailpush.PushAlert} {
+		m.enqueuedKinds[i] = m.enqueuedTotal.WithLabelValues(string(k))
+	}
+	reg.MustRegister(m.events, m.enqueuedTotal, m.pushes, m.sendSeconds, m.queueSeconds, m.retries, m.deadTokens, m.deadLetters)
 	if depth != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mailpush_outbox_depth", Help: "Pushes queued in the outbox."}, func() float64 {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -63,13 +69,29 @@ func provider(p mailpush.Platform) string {
 	return "unknown"
 }
 
-func (m *Metrics) enqueued(ps []*mailpush.Push) {
+func (m *Metrics) enqueued(c kindCounts) {
 	if m == nil {
 		return
 	}
-	for _, p := range ps {
-		m.enqueuedTotal.WithLabelValues(string(p.Kind)).Inc()
+	for i, n := range c {
+		if n > 0 {
+			m.enqueuedKinds[i].Add(float64(n))
+		}
 	}
+}
+
+func (m *Metrics) event() {
+	if m == nil {
+		return
+	}
+	m.events.Inc()
+}
+
+func (m *Metrics) settledEvents(st mailpush.EventSettlement) {
+	if m == nil {
+		return
+	}
+	m.deadLetters.Add(float64(len(st.Dead)))
 }
 
 func (m *Metrics) sent(q *mailpush.QueuedPush, took time.Duration, now time.Time) {

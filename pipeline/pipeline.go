@@ -1,51 +1,117 @@
 // Package pipeline turns a source's Event into one Push per active device of
-// the mailbox, keeps it in the store's durable outbox, and delivers it
-// through the provider of its tenant and platform.
+// the mailbox and delivers it through the provider of its tenant and
+// platform, with the store's durable two-tier outbox in between.
 //
-// HandleEvent writes every push of an event to the outbox in one transaction
-// before it returns, and sources acknowledge the mail server only after it
-// returns: a push accepted is never lost, even to kill -9. Concurrent
-// HandleEvent calls share that transaction (group commit), which is what
-// SQLite's single writer needs to take thousands of pushes per second.
+// # Durability at one write per event
 //
-// The dispatcher claims due pushes in batches (one write transaction per
-// batch) and keeps several batches in flight: the next batch is claimed while
-// the previous ones are being sent, and when a batch's sends are done its
-// settlement and the claim of the following batch share one transaction
-// (when the store can: sqlite.Store.SettleAndClaim). Sends run on Workers
-// long-lived goroutines, one registration's group of a batch at a time
-// (a goroutine per group grew a fresh stack through the HTTP/2 client for
-// every push): a registration's pushes reach
-// the provider one after another in outbox order, and the outbox never hands
-// out a push while an earlier one of its registration is in flight or
-// waiting for a retry, so each device sees its mailbox's events in order
-// while different devices are served in parallel. Because a
-// push is deleted only after the provider answered, delivery is at least
-// once: a crash between the answer and the settlement sends that push again.
+// HandleEvent writes the event, not its pushes: one row in the event tier
+// (outbox_events in SQLite) whatever the number of devices behind the
+// mailbox, and returns once it is committed. Sources acknowledge the mail
+// server only after it returns, so an acknowledged event is never lost, even
+// to kill -9. Concurrent HandleEvent calls share one transaction (group
+// commit), which is what SQLite's single writer needs to take thousands of
+// events per second. Acknowledging therefore costs the same for a mailbox
+// with one device as for one with a thousand.
 //
-// Failures: a permanent refusal goes to the dead letters at once; a
-// temporary one is retried with exponential backoff and jitter, never sooner
-// than the provider's Retry-After, and goes to the dead letters after
-// MaxAttempts. When a push to a registration must wait, the registration's
-// later pushes in the batch wait with it, so they cannot overtake it.
+// Fan-out, payloads and sends come after the acknowledgement. The dispatcher
+// claims events in batches sized so that their pushes fill about BatchSize
+// (it learns the pushes per event from the previous fan-out), reads the
+// devices of the batch's mailboxes in one query (Recipients: push tokens
+// opened once per batch, with each device's last delivered sequence and
+// whether it has device pushes queued), builds the pushes in memory (one
+// allocation for the batch; subject, sender and the collapse IDs shared per
+// event, the sealed-content plaintext built once per event and content mode)
+// and hands them, grouped by registration, to Workers long-lived send
+// goroutines. When the batch's sends are done, one transaction deletes its
+// events, raises the delivered sequences (one UPDATE for the batch), writes
+// what must wait and the dead letters, and claims the next batch.
 //
-// Never spam: badge and sync pushes still queued are replaced by newer ones
-// (the outbox coalesces them), a push whose mailbox sequence is older than
-// the last one delivered to the device is dropped (a badge never goes
-// backwards; an old alert is sent without its stale badge), background pushes
-// are limited per device (Apple throttles apps that send many), and a token
+// # The device tier: per-device rows only where they carry state
+//
+// A push becomes a row of its own (the device tier, outbox in SQLite) only
+// when the event row cannot carry its state:
+//
+//   - retry: the provider failed temporarily; the row holds the attempts
+//     made, the next due time (exponential backoff with jitter, never sooner
+//     than the provider's Retry-After) and the last error;
+//   - order: the device already has a push waiting (a retry, a rate limit),
+//     so this one is queued behind it instead of overtaking it; the same
+//     holds for the pushes after a failed one within a batch;
+//   - rate limit: the device's background-push budget or the tenant's rate
+//     is spent; the row waits (the attempt is not counted).
+//
+// When every device answers 200 nothing is written or deleted per device:
+// the common case costs one insert and one delete per event, plus one UPDATE
+// of last sequences per batch. The device tier is claimed by its own loop
+// (ClaimPushes, with a lease, oldest first, never a push while an earlier one
+// of its registration is leased or waiting) with the same send and settle
+// path; a permanent refusal, or MaxAttempts temporary ones, makes a dead
+// letter, which keeps no content and no token.
+//
+// # Promises, and what keeps each
+//
+//   - At least once across kill -9: an event leaves the outbox in the
+//     transaction that records its fan-out's leftovers (device rows, dead
+//     letters); a process that dies in the middle of a fan-out leaves the
+//     event leased, and when the lease ends the whole event is fanned out
+//     again (the devices already served get it twice; push IDs derive from
+//     the event ID and the registration, so the repeat carries the same
+//     apns-id). A device row likewise leaves only once settled.
+//   - Order per device: an event is not claimed while an older event of its
+//     mailbox is leased (a mailbox's events are fanned out in order, and a
+//     batch keeps them in order per registration); a device with queued
+//     device rows gets the event's push queued behind them (Recipient.Held);
+//     the device tier never hands out a push while an earlier one of its
+//     registration is in flight or waiting.
+//   - Monotonic badges: a push whose mailbox sequence is older than the last
+//     one delivered to the device is dropped (an old alert is sent without its
+//     stale badge); the last sequence is raised, never lowered, at settlement.
+//   - Coalescing: an event whose pushes would all be badges (or all
+//     background syncs) replaces the queued, unclaimed events of its mailbox
+//     of the same class at enqueue (a burst of flag changes while the
+//     providers are down stays one row per mailbox); within a batch a
+//     registration's badge and sync pushes are cut to the newest of each
+//     kind; device rows of those kinds coalesce as they are queued.
+//   - Bounded memory: queued work lives in the database, not the heap; the
+//     dispatcher holds at most InFlight batches per tier of about BatchSize
+//     pushes each (a single event with more devices than BatchSize is one
+//     batch).
+//
+// # Acknowledge before fetching: unresolved events
+//
+// A source that must answer the mail server before it knows the badge and
+// content (Microsoft Graph: a webhook is answered within seconds, the unread
+// count and the subject are fetched afterwards) stores the event with
+// HandleUnresolvedEvent: the row is marked unresolved and carries no badge
+// and no content yet. After the claim and before the fan-out the pipeline
+// calls Config.Resolver, which fetches and fills in the event; a failure
+// leaves the event leased, to be tried again when the lease ends. Credentials
+// are never stored with the event: in sealed mode they exist only in memory
+// (the resolver keeps them, e.g. by mailbox, from the notification that
+// carried them); a resolver that has lost them to a restart resolves the
+// event as a background push (Badge NoBadge) so the device fetches for
+// itself. The unresolved events of a batch are resolved concurrently (at
+// most resolveConcurrency at once), so a batch waits for its slowest fetch,
+// not for the sum of them.
+//
+// Never spam: besides coalescing and monotonic badges, background pushes are
+// limited per device (Apple throttles apps that send many), and a token
 // bucket per tenant protects the providers.
 package pipeline
 
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	mathrand "math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mailpush/mailpush"
@@ -66,10 +132,13 @@ type Config struct {
 	Logger      *slog.Logger
 	Clock       mailpush.Clock
 	Metrics     *Metrics // nil records nothing
+	// Resolver completes unresolved events (HandleUnresolvedEvent) after
+	// their claim, before their fan-out; nil when no source stores any.
+	Resolver Resolver
 
 	Workers      int           // concurrent sends; default 64
-	BatchSize    int           // pushes claimed per transaction; default 512
-	InFlight     int           // batches between claim and settlement at once; default 4
+	BatchSize    int           // pushes per batch (events are claimed to fill it); default 512
+	InFlight     int           // batches between claim and settlement at once, per tier; default 4
 	Lease        time.Duration // how long a claim holds a push; default 2m
 	PollInterval time.Duration // how often to look for retries that came due; default 1s
 	SendTimeout  time.Duration // one provider call; default 30s
@@ -87,6 +156,17 @@ type Config struct {
 	TenantBurst int
 }
 
+// Resolver completes an event that a source stored before knowing its badge
+// and content (see the package doc). It fills in ev.Event (Badge, Subject,
+// Sender, Kind) and clears nothing else. An error leaves the event in the
+// outbox to be claimed again when its lease ends; a resolver that can never
+// succeed (the credentials it needs were only in memory and the process
+// restarted) should leave Badge at NoBadge and return nil: the devices then
+// get a background push and fetch for themselves.
+type Resolver interface {
+	Resolve(ctx context.Context, ev *mailpush.OutboxEvent) error
+}
+
 // Pipeline fans events out to devices through the outbox.
 type Pipeline struct {
 	cfg     Config
@@ -96,7 +176,9 @@ type Pipeline struct {
 	sem     chan struct{} // Workers send slots
 	enqueue groupCommit
 
-	wake      chan struct{}
+	wake      chan struct{} // an event was accepted
+	wakeQueue chan struct{} // device pushes were queued
+	fan       atomic.Int64  // pushes per event in the last fan-out, x16: sizes event claims
 	startOnce sync.Once
 	stopOnce  sync.Once
 	stop      chan struct{}
@@ -141,12 +223,13 @@ func New(cfg Config) *Pipeline {
 		cfg.Clock = mailpush.SystemClock{}
 	}
 	p := &Pipeline{
-		cfg:   cfg,
-		wake:  make(chan struct{}, 1),
-		stop:  make(chan struct{}),
-		done:  make(chan struct{}),
-		syncs: newLimiter(float64(cfg.SyncPerHour)/3600, cfg.SyncPerHour),
-		sem:   make(chan struct{}, cfg.Workers),
+		cfg:       cfg,
+		wake:      make(chan struct{}, 1),
+		wakeQueue: make(chan struct{}, 1),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+		syncs:     newLimiter(float64(cfg.SyncPerHour)/3600, cfg.SyncPerHour),
+		sem:       make(chan struct{}, cfg.Workers),
 	}
 	p.enqueue.store = cfg.Store
 	if cfg.TenantRate > 0 {
@@ -185,38 +268,34 @@ func (p *Pipeline) Shutdown(ctx context.Context) error {
 	}
 }
 
-// HandleEvent stores one push for every active device of the event's mailbox
-// in the outbox, in one transaction. When it returns nil the pushes are
-// durable.
+// HandleEvent stores the event in the outbox (one row, whatever the number
+// of devices of its mailbox). When it returns nil the event is durable: the
+// source may acknowledge the mail server. Fan-out and sends come after.
 func (p *Pipeline) HandleEvent(ctx context.Context, ev mailpush.Event) error {
+	return p.accept(ctx, &mailpush.OutboxEvent{ID: newUUID(), Event: ev, CreatedAt: p.cfg.Clock.Now()})
+}
+
+// HandleUnresolvedEvent stores an event whose badge and content are not known
+// yet (a source that acknowledges before fetching them from the mail
+// server): the Resolver completes it after the claim, before the fan-out.
+// ev must not carry credentials; the resolver finds them itself.
+func (p *Pipeline) HandleUnresolvedEvent(ctx context.Context, ev mailpush.Event) error {
+	if p.cfg.Resolver == nil {
+		return fmt.Errorf("pipeline: an unresolved event needs Config.Resolver")
+	}
+	return p.accept(ctx, &mailpush.OutboxEvent{ID: newUUID(), Event: ev, Unresolved: true, CreatedAt: p.cfg.Clock.Now()})
+}
+
+func (p *Pipeline) accept(ctx context.Context, e *mailpush.OutboxEvent) error {
 	select {
 	case <-p.stop:
 		return mailpush.Errorf(mailpush.EUnavailable, "shutting down")
 	default:
 	}
-	regs, err := p.cfg.Store.ActiveRegistrations(ctx, ev.MailboxID)
-	if err != nil {
+	if err := p.enqueue.do(ctx, e); err != nil {
 		return fmt.Errorf("pipeline: %w", err)
 	}
-	pushes := make([]*mailpush.Push, 0, len(regs))
-	for _, reg := range regs {
-		if reg.Status != mailpush.StatusActive {
-			continue
-		}
-		push, err := p.build(ev, reg)
-		if err != nil {
-			p.cfg.Logger.Error("cannot build push", "registration", reg.ID, "err", err)
-			continue
-		}
-		pushes = append(pushes, push)
-	}
-	if len(pushes) == 0 {
-		return nil
-	}
-	if err := p.enqueue.do(ctx, pushes); err != nil {
-		return fmt.Errorf("pipeline: %w", err)
-	}
-	p.cfg.Metrics.enqueued(pushes)
+	p.cfg.Metrics.event()
 	select {
 	case p.wake <- struct{}{}:
 	default:
@@ -224,31 +303,53 @@ func (p *Pipeline) HandleEvent(ctx context.Context, ev mailpush.Event) error {
 	return nil
 }
 
-func (p *Pipeline) build(ev mailpush.Event, reg *mailpush.Registration) (*mailpush.Push, error) {
-	push := &mailpush.Push{
-		ID: newUUID(), TenantID: reg.TenantID, RegistrationID: reg.ID, MailboxID: reg.MailboxID,
-		Device: reg.Device, Badge: ev.Badge, Seq: ev.Seq, CreatedAt: p.cfg.Clock.Now(),
+// eventPushes is what the pushes of one event share: built once per event
+// and content mode, not per device.
+type eventPushes struct {
+	e                   *mailpush.OutboxEvent
+	collapse, collapseS string    // "mb-<mailbox>", "sync-<mailbox>"
+	plain               [2][]byte // sealed-content plaintext by content mode: subject, subject+sender
+}
+
+func newEventPushes(e *mailpush.OutboxEvent) *eventPushes {
+	return &eventPushes{e: e, collapse: "mb-" + e.Event.MailboxID, collapseS: "sync-" + e.Event.MailboxID}
+}
+
+// build makes the event's push for one recipient.
+func (p *Pipeline) build(ep *eventPushes, r *mailpush.Recipient, q *mailpush.QueuedPush) error {
+	ev := &ep.e.Event
+	q.Attempts, q.LastSeq, q.RegUpdatedAt = 1, r.LastSeq, r.UpdatedAt
+	push := &q.Push
+	*push = mailpush.Push{
+		ID: pushID(ep.e.ID, r.RegistrationID), TenantID: r.TenantID, RegistrationID: r.RegistrationID, MailboxID: r.MailboxID,
+		Device: r.Device, Badge: ev.Badge, Seq: ev.Seq, CreatedAt: ep.e.CreatedAt,
 		// Later pushes of a mailbox replace earlier ones still pending at
 		// the provider.
-		CollapseID: "mb-" + reg.MailboxID,
+		CollapseID: ep.collapse,
 	}
 	switch {
-	case ev.Kind == mailpush.EventNewMail && ev.Subject != "" && reg.Content.Rank() >= mailpush.ContentSubject.Rank():
+	case ev.Kind == mailpush.EventNewMail && ev.Subject != "" && r.Content.Rank() >= mailpush.ContentSubject.Rank():
 		push.Kind = mailpush.PushAlert
 		push.CollapseID = "" // every new message is shown
+		withSender := r.Content == mailpush.ContentSubjectSender
 		subject, sender := ev.Subject, ""
-		if reg.Content == mailpush.ContentSubjectSender {
+		if withSender {
 			sender = ev.Sender
 		}
-		if len(reg.Device.ContentKey) > 0 && p.cfg.SealContent != nil {
-			plain, _ := json.Marshal(struct {
-				Subject string `json:"subject"`
-				Sender  string `json:"sender,omitempty"`
-			}{subject, sender})
-			sealed, err := p.cfg.SealContent(reg.Device.ContentKey, plain)
-			clear(plain)
+		if len(r.Device.ContentKey) > 0 && p.cfg.SealContent != nil {
+			mode := 0
+			if withSender {
+				mode = 1
+			}
+			if ep.plain[mode] == nil {
+				ep.plain[mode], _ = json.Marshal(struct {
+					Subject string `json:"subject"`
+					Sender  string `json:"sender,omitempty"`
+				}{subject, sender})
+			}
+			sealed, err := p.cfg.SealContent(r.Device.ContentKey, ep.plain[mode])
 			if err != nil {
-				return nil, err
+				return err
 			}
 			push.Sealed = sealed
 		} else {
@@ -256,11 +357,17 @@ func (p *Pipeline) build(ev mailpush.Event, reg *mailpush.Registration) (*mailpu
 		}
 	case ev.Kind == mailpush.EventResync || ev.Badge == mailpush.NoBadge:
 		push.Kind = mailpush.PushSync
-		push.CollapseID = "sync-" + reg.MailboxID
+		push.CollapseID = ep.collapseS
 	default:
 		push.Kind = mailpush.PushBadge
 	}
-	return push, nil
+	return nil
+}
+
+// done forgets the event's plaintext.
+func (ep *eventPushes) done() {
+	clear(ep.plain[0])
+	clear(ep.plain[1])
 }
 
 // sendGroup sends one registration's pushes of a batch in outbox order.
@@ -419,7 +526,44 @@ func (p *Pipeline) dropToken(push *mailpush.Push, res mailpush.PushResult) {
 func newUUID() string {
 	var b [16]byte
 	rand.Read(b[:])
+	return formatUUID(b)
+}
+
+// pushID is the ID of an event's push to a registration: the event's UUID
+// with its second half mixed with a hash of the registration ID. It is
+// stable, so a fan-out sent again after a crash reuses the apns-id.
+func pushID(eventID, registrationID string) string {
+	var b [16]byte
+	if len(eventID) == 36 {
+		hex.Decode(b[0:4], []byte(eventID[0:8]))
+		hex.Decode(b[4:6], []byte(eventID[9:13]))
+		hex.Decode(b[6:8], []byte(eventID[14:18]))
+		hex.Decode(b[8:10], []byte(eventID[19:23]))
+		hex.Decode(b[10:16], []byte(eventID[24:36]))
+	} else {
+		h := fnv.New128a()
+		h.Write([]byte(eventID))
+		h.Sum(b[:0])
+	}
+	h := fnv.New64a()
+	h.Write([]byte(registrationID))
+	binary.BigEndian.PutUint64(b[8:], binary.BigEndian.Uint64(b[8:])^h.Sum64())
+	return formatUUID(b)
+}
+
+// formatUUID formats b as a version 4 UUID.
+func formatUUID(b [16]byte) string {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+	var out [36]byte
+	hex.Encode(out[0:8], b[0:4])
+	out[8] = '-'
+	hex.Encode(out[9:13], b[4:6])
+	out[13] = '-'
+	hex.Encode(out[14:18], b[6:8])
+	out[18] = '-'
+	hex.Encode(out[19:23], b[8:10])
+	out[23] = '-'
+	hex.Encode(out[24:36], b[10:16])
+	return string(out[:])
 }

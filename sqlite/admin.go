@@ -76,15 +76,11 @@ func (s *Store) GateDevices(ctx context.Context, tenantID string, limit int) ([]
 	defer rows.Close()
 	var out []*mailpush.GateDevice
 	for rows.Next() {
-		var d mailpush.GateDevice
-		var state string
-		var last, created, updated int64
-		if err := rows.Scan(&d.TenantID, &d.DeviceID, &d.UserHash, &d.DeviceType, &state, &last, &created, &updated); err != nil {
+		d, err := scanGateDevice(rows)
+		if err != nil {
 			return nil, dbError("list gate devices", err)
 		}
-		d.State = mailpush.DeviceState(state)
-		d.LastSeen, d.CreatedAt, d.UpdatedAt = fromMS(last), fromMS(created), fromMS(updated)
-		out = append(out, &d)
+		out = append(out, d)
 	}
 	return out, rows.Err()
 }

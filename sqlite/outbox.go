@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/mailpush/mailpush"
@@ -15,7 +14,6 @@ import (
 const (
 	qCoalesceNewer  = `SELECT count(*) FROM outbox WHERE registration_id = ? AND kind = ? AND seq > ?`
 	qCoalesceDelete = `DELETE FROM outbox WHERE registration_id = ? AND kind = ? AND seq <= ?`
-	qEnqueue        = `INSERT INTO outbox (push_id, tenant_id, registration_id, mailbox_id, kind, badge, seq, collapse_id, content, due_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	qClaim          = `SELECT o.id, o.push_id, o.tenant_id, o.registration_id, o.mailbox_id, o.kind, o.badge, o.seq, o.collapse_id, o.content, o.attempts, o.created_at,
 		r.platform, r.environment, r.token_sealed, r.content_key, r.status, r.last_seq, r.updated_at
 		FROM outbox o LEFT JOIN registrations r ON r.id = o.registration_id
@@ -31,7 +29,7 @@ const (
 		WHERE registrations.id = s.id AND registrations.last_seq < s.seq`
 )
 
-var outboxStatements = []string{qCoalesceNewer, qCoalesceDelete, qEnqueue, qClaim, qLeaseIDs, qDeleteIDs, qRaiseSeqs}
+var outboxStatements = append([]string{qCoalesceNewer, qCoalesceDelete, qClaim, qLeaseIDs, qDeleteIDs, qRaiseSeqs}, eventStatements...)
 
 // outboxContent is what of a push is secret; it is stored sealed.
 type outboxContent struct {
@@ -53,50 +51,61 @@ func (s *Store) EnqueuePushes(ctx context.Context, pushes []*mailpush.Push) erro
 		return dbError("enqueue", err)
 	}
 	defer tx.Rollback()
-	del, err := s.stmt(ctx, tx, qCoalesceDelete)
-	if err != nil {
-		return dbError("enqueue", err)
-	}
-	newer, err := s.stmt(ctx, tx, qCoalesceNewer)
-	if err != nil {
-		return dbError("enqueue", err)
-	}
-	ins, err := s.stmt(ctx, tx, qEnqueue)
+	q, err := s.enqueueStmts(ctx, tx)
 	if err != nil {
 		return dbError("enqueue", err)
 	}
 	for _, p := range pushes {
-		if p.Kind == mailpush.PushBadge || p.Kind == mailpush.PushSync {
-			// A newer push of the kind is queued: this one is already stale.
-			var n int
-			if err := newer.QueryRowContext(ctx, p.RegistrationID, string(p.Kind), p.Seq).Scan(&n); err != nil {
-				return dbError("coalesce", err)
-			}
-			if n > 0 {
-				continue
-			}
-			if _, err := del.ExecContext(ctx, p.RegistrationID, string(p.Kind), p.Seq); err != nil {
-				return dbError("coalesce", err)
-			}
-		}
-		var content []byte
-		if c := (outboxContent{p.Subject, p.Sender, p.Sealed}); c != (outboxContent{}) {
-			plain, _ := json.Marshal(c)
-			content, err = s.cipher.SealField(plain)
-			clear(plain)
-			if err != nil {
-				return fmt.Errorf("sqlite: enqueue: %w", err)
-			}
-		}
-		created := ms(p.CreatedAt)
-		if created == 0 {
-			created = now
-		}
-		if _, err := ins.ExecContext(ctx, p.ID, p.TenantID, p.RegistrationID, p.MailboxID, string(p.Kind), p.Badge, p.Seq, p.CollapseID, content, now, created); err != nil {
-			return dbError("enqueue", err)
+		if err := s.enqueueOne(ctx, q, p, now, 0, "", now); err != nil {
+			return err
 		}
 	}
 	if err := tx.Commit(); err != nil {
+		return dbError("enqueue", err)
+	}
+	return nil
+}
+
+// enqueueStatements are the device tier's insert and its coalescing, prepared for one transaction.
+type enqueueStatements struct{ newer, del, ins *sql.Stmt }
+
+func (s *Store) enqueueStmts(ctx context.Context, tx *sql.Tx) (q enqueueStatements, err error) {
+	if q.del, err = s.stmt(ctx, tx, qCoalesceDelete); err != nil {
+		return q, err
+	}
+	if q.newer, err = s.stmt(ctx, tx, qCoalesceNewer); err != nil {
+		return q, err
+	}
+	q.ins, err = s.stmt(ctx, tx, qEnqueueState)
+	return q, err
+}
+
+// enqueueOne stores one device push due at due (Unix ms) with the attempts
+// already made, coalescing a badge or sync push with the queued ones of its
+// registration.
+func (s *Store) enqueueOne(ctx context.Context, q enqueueStatements, p *mailpush.Push, due int64, attempts int, reason string, now int64) error {
+	if p.Kind == mailpush.PushBadge || p.Kind == mailpush.PushSync {
+		// A newer push of the kind is queued: this one is already stale.
+		var n int
+		if err := q.newer.QueryRowContext(ctx, p.RegistrationID, string(p.Kind), p.Seq).Scan(&n); err != nil {
+			return dbError("coalesce", err)
+		}
+		if n > 0 {
+			return nil
+		}
+		if _, err := q.del.ExecContext(ctx, p.RegistrationID, string(p.Kind), p.Seq); err != nil {
+			return dbError("coalesce", err)
+		}
+	}
+	content, err := s.sealContent(outboxContent{p.Subject, p.Sender, p.Sealed})
+	if err != nil {
+		return fmt.Errorf("sqlite: enqueue: %w", err)
+	}
+	created := ms(p.CreatedAt)
+	if created == 0 {
+		created = now
+	}
+	if _, err := q.ins.ExecContext(ctx, p.ID, p.TenantID, p.RegistrationID, p.MailboxID, string(p.Kind), p.Badge, p.Seq, p.CollapseID, content, attempts, due, reason, created); err != nil {
 		return dbError("enqueue", err)
 	}
 	return nil
@@ -277,30 +286,18 @@ func (s *Store) settleTx(ctx context.Context, tx *sql.Tx, settlements []mailpush
 	}
 	now := s.now()
 	var done []int64
-	seqs := []byte{'['}
 	for _, st := range settlements {
 		if st.Action == mailpush.SettleDone {
 			done = append(done, st.OutboxID)
-			if st.Seq > 0 {
-				if len(seqs) > 1 {
-					seqs = append(seqs, ',')
-				}
-				seqs = append(seqs, '[')
-				seqs = appendJSONString(seqs, st.RegistrationID)
-				seqs = append(seqs, ',')
-				seqs = strconv.AppendInt(seqs, st.Seq, 10)
-				seqs = append(seqs, ']')
-			}
 		}
 	}
-	seqs = append(seqs, ']')
 	if len(done) > 0 {
 		if err := s.exec(ctx, tx, qDeleteIDs, idList(done)); err != nil {
 			return dbError("settle", err)
 		}
 	}
-	if len(seqs) > 2 {
-		if err := s.exec(ctx, tx, qRaiseSeqs, string(seqs)); err != nil {
+	if seqs := seqList(settlements); seqs != "" {
+		if err := s.exec(ctx, tx, qRaiseSeqs, seqs); err != nil {
 			return dbError("settle", err)
 		}
 	}
@@ -326,10 +323,10 @@ func (s *Store) settleTx(ctx context.Context, tx *sql.Tx, settlements []mailpush
 	return nil
 }
 
-// OutboxDepth counts the queued pushes.
+// OutboxDepth counts the queued events and device pushes.
 func (s *Store) OutboxDepth(ctx context.Context) (int, error) {
 	var n int
-	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM outbox`).Scan(&n); err != nil {
+	if err := s.r.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM outbox) + (SELECT count(*) FROM outbox_events)`).Scan(&n); err != nil {
 		return 0, dbError("outbox depth", err)
 	}
 	return n, nil

@@ -12,7 +12,7 @@ import (
 
 const mailboxCols = `id, tenant_id, address_hash, source, mode, server_url, subscription_id, watermark, badge, seq, status, last_event_at, created_at, updated_at`
 
-const registrationCols = `id, tenant_id, mailbox_id, platform, environment, token_sealed, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash`
+const registrationCols = `id, tenant_id, mailbox_id, platform, environment, token_sealed, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash, subscription_id`
 
 // qActiveRegistrations is prepared once at Open: the pipeline runs it for
 // every event, and parsing it cost more than running it.
@@ -44,9 +44,11 @@ func (s *Store) scanRegistration(row scanner) (*mailpush.Registration, error) {
 	var platform, env, content, status string
 	var sealed []byte
 	var created, updated, expires int64
-	if err := row.Scan(&r.ID, &r.TenantID, &r.MailboxID, &platform, &env, &sealed, &r.Device.ContentKey, &content, &status, &created, &updated, &expires, &r.Device.ActiveSyncDeviceHash); err != nil {
+	var sub sql.NullString
+	if err := row.Scan(&r.ID, &r.TenantID, &r.MailboxID, &platform, &env, &sealed, &r.Device.ContentKey, &content, &status, &created, &updated, &expires, &r.Device.ActiveSyncDeviceHash, &sub); err != nil {
 		return nil, err
 	}
+	r.SubscriptionID = sub.String
 	tok, err := s.cipher.OpenField(sealed)
 	if err != nil {
 		return nil, fmt.Errorf("registration %s: %w", r.ID, err)
@@ -73,14 +75,26 @@ func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *ma
 		return nil, err
 	}
 	tokenHash := s.cipher.HashField([]byte(reg.Device.Token))
-	tx, err := s.w.BeginTx(ctx, nil)
+	// Concurrent registrations share a transaction (group commit); the
+	// caller's reg and mb change only once its write is committed.
+	r, m := *reg, *mb
+	var stored *mailpush.Mailbox
+	err = s.grouped(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var err error
+		r = *reg
+		stored, err = s.registerTx(ctx, tx, &r, &m, sealed, tokenHash, now)
+		return err
+	})
 	if err != nil {
-		return nil, dbError("register", err)
+		return nil, err
 	}
-	defer tx.Rollback()
+	*reg = r
+	return stored, nil
+}
 
-	stored, err := scanMailbox(tx.QueryRowContext(ctx, `SELECT `+mailboxCols+` FROM mailboxes WHERE tenant_id = ? AND address_hash = ? AND source = ?`,
-		mb.TenantID, mb.AddressHash, string(mb.Source)))
+// registerTx is Register's writes in tx.
+func (s *Store) registerTx(ctx context.Context, tx *sql.Tx, reg *mailpush.Registration, mb *mailpush.Mailbox, sealed, tokenHash []byte, now time.Time) (*mailpush.Mailbox, error) {
+	stored, err := scanMailbox(s.txStmt(ctx, tx, qFindMailbox).QueryRowContext(ctx, mb.TenantID, mb.AddressHash, string(mb.Source)))
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		m := *mb
@@ -88,7 +102,7 @@ func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *ma
 			m.ID = newID()
 		}
 		m.CreatedAt, m.UpdatedAt = now, now
-		if _, err := tx.ExecContext(ctx, `INSERT INTO mailboxes (`+mailboxCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		if _, err := s.txStmt(ctx, tx, qInsertMailbox).ExecContext(ctx,
 			m.ID, m.TenantID, m.AddressHash, string(m.Source), string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark,
 			m.Badge, m.Seq, string(m.Status), ms(m.LastEventAt), ms(m.CreatedAt), ms(m.UpdatedAt)); err != nil {
 			return nil, dbError("create mailbox", err)
@@ -102,32 +116,40 @@ func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *ma
 	reg.UpdatedAt = now
 	var existingID string
 	var existingCreated int64
-	err = tx.QueryRowContext(ctx, `SELECT id, created_at FROM registrations WHERE mailbox_id = ? AND token_hash = ?`, stored.ID, tokenHash).Scan(&existingID, &existingCreated)
+	err = s.txStmt(ctx, tx, qFindRegistration).QueryRowContext(ctx, stored.ID, tokenHash).Scan(&existingID, &existingCreated)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		if reg.ID == "" {
 			reg.ID = newID()
 		}
 		reg.CreatedAt = now
-		_, err = tx.ExecContext(ctx, `INSERT INTO registrations (id, tenant_id, mailbox_id, platform, environment, token_sealed, token_hash, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		_, err = s.txStmt(ctx, tx, qInsertRegistration).ExecContext(ctx,
 			reg.ID, reg.TenantID, reg.MailboxID, string(reg.Device.Platform), string(reg.Device.Environment), sealed, tokenHash,
-			reg.Device.ContentKey, string(reg.Content), string(reg.Status), ms(reg.CreatedAt), ms(reg.UpdatedAt), ms(reg.ExpiresAt), reg.Device.ActiveSyncDeviceHash)
+			reg.Device.ContentKey, string(reg.Content), string(reg.Status), ms(reg.CreatedAt), ms(reg.UpdatedAt), ms(reg.ExpiresAt), reg.Device.ActiveSyncDeviceHash, nullString(reg.SubscriptionID))
 	case err != nil:
 		return nil, dbError("find registration", err)
 	default:
 		reg.ID, reg.CreatedAt = existingID, fromMS(existingCreated)
-		_, err = tx.ExecContext(ctx, `UPDATE registrations SET platform = ?, environment = ?, token_sealed = ?, content_key = ?, content = ?, status = ?, updated_at = ?, expires_at = ?, activesync_device_hash = ? WHERE id = ?`,
+		_, err = s.txStmt(ctx, tx, qUpdateRegistration).ExecContext(ctx,
 			string(reg.Device.Platform), string(reg.Device.Environment), sealed, reg.Device.ContentKey, string(reg.Content), string(reg.Status),
-			ms(reg.UpdatedAt), ms(reg.ExpiresAt), reg.Device.ActiveSyncDeviceHash, reg.ID)
+			ms(reg.UpdatedAt), ms(reg.ExpiresAt), reg.Device.ActiveSyncDeviceHash, nullString(reg.SubscriptionID), reg.ID)
 	}
 	if err != nil {
 		return nil, dbError("store registration", err)
 	}
-	if err := tx.Commit(); err != nil {
-		return nil, dbError("register", err)
-	}
 	return stored, nil
 }
+
+// Register's statements, prepared once at Open (registerStatements).
+const (
+	qFindMailbox        = `SELECT ` + mailboxCols + ` FROM mailboxes WHERE tenant_id = ? AND address_hash = ? AND source = ?`
+	qInsertMailbox      = `INSERT INTO mailboxes (` + mailboxCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	qFindRegistration   = `SELECT id, created_at FROM registrations WHERE mailbox_id = ? AND token_hash = ?`
+	qInsertRegistration = `INSERT INTO registrations (id, tenant_id, mailbox_id, platform, environment, token_sealed, token_hash, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash, subscription_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	qUpdateRegistration = `UPDATE registrations SET platform = ?, environment = ?, token_sealed = ?, content_key = ?, content = ?, status = ?, updated_at = ?, expires_at = ?, activesync_device_hash = ?, subscription_id = ? WHERE id = ?`
+)
+
+var registerStatements = []string{qFindMailbox, qInsertMailbox, qFindRegistration, qInsertRegistration, qUpdateRegistration}
 
 // Registration returns a tenant's registration.
 func (s *Store) Registration(ctx context.Context, tenantID, id string) (*mailpush.Registration, error) {
@@ -156,18 +178,26 @@ func (s *Store) UpdateRegistration(ctx context.Context, tenantID, id string, fn 
 	if err != nil {
 		return nil, err
 	}
+	wasActive := r.Status == mailpush.StatusActive
 	if err := fn(r); err != nil {
 		return nil, err
 	}
 	r.ID, r.TenantID = id, tenantID // not changeable
 	r.UpdatedAt = s.clock.Now().UTC()
+	if wasActive && r.Status != mailpush.StatusActive {
+		// The pushes of events accepted until now were decided while it
+		// was active (see Recipients).
+		if _, err := tx.ExecContext(ctx, `UPDATE registrations SET left_active_at = ? WHERE id = ?`, ms(r.UpdatedAt), id); err != nil {
+			return nil, dbError("update registration", err)
+		}
+	}
 	sealed, err := s.cipher.SealField([]byte(r.Device.Token))
 	if err != nil {
 		return nil, err
 	}
-	_, err = tx.ExecContext(ctx, `UPDATE registrations SET platform = ?, environment = ?, token_sealed = ?, token_hash = ?, content_key = ?, content = ?, status = ?, updated_at = ?, expires_at = ?, activesync_device_hash = ? WHERE id = ?`,
+	_, err = tx.ExecContext(ctx, `UPDATE registrations SET platform = ?, environment = ?, token_sealed = ?, token_hash = ?, content_key = ?, content = ?, status = ?, updated_at = ?, expires_at = ?, activesync_device_hash = ?, subscription_id = ? WHERE id = ?`,
 		string(r.Device.Platform), string(r.Device.Environment), sealed, s.cipher.HashField([]byte(r.Device.Token)), r.Device.ContentKey,
-		string(r.Content), string(r.Status), ms(r.UpdatedAt), ms(r.ExpiresAt), r.Device.ActiveSyncDeviceHash, id)
+		string(r.Content), string(r.Status), ms(r.UpdatedAt), ms(r.ExpiresAt), r.Device.ActiveSyncDeviceHash, nullString(r.SubscriptionID), id)
 	if err != nil {
 		return nil, dbError("update registration", err)
 	}
@@ -221,6 +251,16 @@ func (s *Store) ActiveRegistrations(ctx context.Context, mailboxID string) ([]*m
 		return nil, dbError("list registrations", err)
 	}
 	return out, nil
+}
+
+// CountRegistrations counts a tenant's active and pending registrations.
+func (s *Store) CountRegistrations(ctx context.Context, tenantID string) (int, error) {
+	var n int
+	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM registrations WHERE tenant_id = ? AND status IN (?, ?)`,
+		tenantID, string(mailpush.StatusActive), string(mailpush.StatusPending)).Scan(&n); err != nil {
+		return 0, dbError("count registrations", err)
+	}
+	return n, nil
 }
 
 // Mailbox returns a mailbox by ID.

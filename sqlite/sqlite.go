@@ -37,6 +37,7 @@ type Store struct {
 	cipher mailpush.FieldCipher
 	clock  mailpush.Clock
 	cache  stmtCache
+	group  groupCommit // registration writes of concurrent callers
 }
 
 var _ mailpush.Store = (*Store)(nil)
@@ -72,11 +73,11 @@ func Open(ctx context.Context, path string, cipher mailpush.FieldCipher, clock m
 		s.Close()
 		return nil, err
 	}
-	if err := s.cache.prepareReads(ctx, s.r, qActiveRegistrations); err != nil {
+	if err := s.cache.prepareReads(ctx, s.r, qActiveRegistrations, qRecipients); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("sqlite: prepare: %w", err)
 	}
-	if err := s.cache.prepare(ctx, s.w, outboxStatements...); err != nil {
+	if err := s.cache.prepare(ctx, s.w, append(outboxStatements, registerStatements...)...); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("sqlite: prepare: %w", err)
 	}

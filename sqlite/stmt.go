@@ -75,6 +75,16 @@ func (s *Store) stmt(ctx context.Context, tx *sql.Tx, query string) (*sql.Stmt, 
 	return tx.StmtContext(ctx, st), nil
 }
 
+// txStmt is stmt for statements that Open prepared (it cannot fail then:
+// the cached statement is bound to tx).
+func (s *Store) txStmt(ctx context.Context, tx *sql.Tx, query string) *sql.Stmt {
+	st, err := s.stmt(ctx, tx, query)
+	if err != nil {
+		panic("sqlite: statement not prepared at Open: " + query)
+	}
+	return st
+}
+
 func (c *stmtCache) close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -17,8 +17,8 @@ func (s *Store) CreateTenant(ctx context.Context, t *mailpush.Tenant) error {
 	if t.CreatedAt.IsZero() {
 		t.CreatedAt = s.clock.Now().UTC()
 	}
-	_, err := s.w.ExecContext(ctx, `INSERT INTO tenants (id, name, allowed_hosts, max_content, created_at) VALUES (?, ?, ?, ?, ?)`,
-		t.ID, t.Name, strings.Join(t.AllowedHosts, "\n"), string(t.MaxContent), ms(t.CreatedAt))
+	_, err := s.w.ExecContext(ctx, `INSERT INTO tenants (id, name, allowed_hosts, max_content, device_subscribed, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+		t.ID, t.Name, strings.Join(t.AllowedHosts, "\n"), string(t.MaxContent), t.DeviceSubscribed, ms(t.CreatedAt))
 	if err != nil {
 		if isUnique(err) {
 			return mailpush.Errorf(mailpush.EConflict, "a tenant named %q already exists", t.Name)
@@ -28,7 +28,7 @@ func (s *Store) CreateTenant(ctx context.Context, t *mailpush.Tenant) error {
 	return nil
 }
 
-const tenantCols = `id, name, allowed_hosts, max_content, created_at`
+const tenantCols = `id, name, allowed_hosts, max_content, device_subscribed, created_at`
 
 // Tenant returns the tenant with the given ID.
 func (s *Store) Tenant(ctx context.Context, id string) (*mailpush.Tenant, error) {
@@ -45,7 +45,7 @@ func (s *Store) tenantWhere(ctx context.Context, where string, arg any) (*mailpu
 	var hosts, content string
 	var created int64
 	err := s.r.QueryRowContext(ctx, `SELECT `+tenantCols+` FROM tenants WHERE `+where, arg).
-		Scan(&t.ID, &t.Name, &hosts, &content, &created)
+		Scan(&t.ID, &t.Name, &hosts, &content, &t.DeviceSubscribed, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound("tenant")
 	}
@@ -62,8 +62,8 @@ func (s *Store) tenantWhere(ctx context.Context, where string, arg any) (*mailpu
 
 // UpdateTenant stores a tenant's name and policy.
 func (s *Store) UpdateTenant(ctx context.Context, t *mailpush.Tenant) error {
-	res, err := s.w.ExecContext(ctx, `UPDATE tenants SET name = ?, allowed_hosts = ?, max_content = ? WHERE id = ?`,
-		t.Name, strings.Join(t.AllowedHosts, "\n"), string(t.MaxContent), t.ID)
+	res, err := s.w.ExecContext(ctx, `UPDATE tenants SET name = ?, allowed_hosts = ?, max_content = ?, device_subscribed = ? WHERE id = ?`,
+		t.Name, strings.Join(t.AllowedHosts, "\n"), string(t.MaxContent), t.DeviceSubscribed, t.ID)
 	if err != nil {
 		return dbError("update tenant", err)
 	}
@@ -106,7 +106,7 @@ func (s *Store) Tenants(ctx context.Context) ([]*mailpush.Tenant, error) {
 
 // tenantOwned lists the tables whose rows belong to a tenant, children
 // before parents, for DeleteTenant.
-var tenantOwned = []string{"outbox", "outbox_dead", "gate_devices", "registrations", "mailboxes", "tokens"}
+var tenantOwned = []string{"outbox_events", "outbox", "outbox_dead", "gate_devices", "registrations", "mailboxes", "tokens"}
 
 // DeleteTenant removes a tenant and every row that is its own, in one
 // transaction.

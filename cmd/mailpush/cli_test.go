@@ -157,6 +157,8 @@ func TestEveryCommandHasHelp(t *testing.T) {
 		{"tenant", "--help"}, {"tenant", "add", "--help"}, {"tenant", "set", "--help"}, {"tenant", "list", "--help"},
 		{"tenant", "delete", "--help"}, {"keys", "--help"}, {"keys", "rotate", "--help"}, {"gate", "--help"},
 		{"gate", "import", "--help"}, {"version", "--help"}, {"token", "--help"}, {"token", "add", "--help"}, {"token", "revoke", "--help"},
+		{"smime", "--help"}, {"smime", "classify", "--help"},
+		{"bench", "--help"},
 	} {
 		var out bytes.Buffer
 		err := run(context.Background(), args, &out, io.Discard, nil)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -9,11 +10,14 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/mailpush/mailpush"
 	"github.com/mailpush/mailpush/gate"
+	"github.com/mailpush/mailpush/registrar"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -27,14 +31,23 @@ type Config struct {
 	// PublicURL is how mail servers reach this service; callback URLs are
 	// built on it. Default: http://<listen>.
 	PublicURL string `yaml:"publicUrl"`
-	// TLS serves HTTPS when both files are set.
-	TLS struct {
-		CertFile string `yaml:"certFile"`
-		KeyFile  string `yaml:"keyFile"`
-	} `yaml:"tls"`
+	// TLS serves HTTPS when both files are set (config_tls.go).
+	TLS TLSConfig `yaml:"tls"`
+	// Database is the store: the embedded SQLite file (default), or a
+	// PostgreSQL database that several nodes share (docs/cluster.md).
 	Database struct {
+		Driver string `yaml:"driver"` // sqlite (default) or postgres
 		// Path of the SQLite file.
 		Path string `yaml:"path"`
+		// URL of the PostgreSQL database (driver postgres), a libpq URL
+		// or key=value string; a password belongs in a .pgpass file or
+		// PGPASSWORD, not here.
+		URL string `yaml:"url"`
+		// Schema is the PostgreSQL schema (search_path); empty: the
+		// server's default (public).
+		Schema string `yaml:"schema"`
+		// MaxConns bounds each node's PostgreSQL pool; 0: pgx's default.
+		MaxConns int `yaml:"maxConns"`
 	} `yaml:"database"`
 	// KeyDir holds the service keyring (created on first start, mode 0700).
 	KeyDir string `yaml:"keyDir"`
@@ -47,7 +60,10 @@ type Config struct {
 	CAFile string `yaml:"caFile"`
 	// RegistrationTTL is how long a registration lives without a check-in.
 	RegistrationTTL time.Duration `yaml:"registrationTtl"`
-	EWS             struct {
+	// Registrations bounds every tenant's live registrations; a tenant's
+	// own tenants.<name>.registrations overrides it.
+	Registrations RegistrationQuotas `yaml:"registrations"`
+	EWS           struct {
 		// StatusFrequency is the minutes between Exchange's status events.
 		StatusFrequency int `yaml:"statusFrequency"`
 		// AllowInsecureHTTP permits http:// EWS URLs. Never in production:
@@ -78,6 +94,8 @@ type Config struct {
 	APNs APNsConfig `yaml:"apns"`
 	// FCM pushes to Android devices (Firebase Cloud Messaging HTTP v1).
 	FCM FCMConfig `yaml:"fcm"`
+	// Graph tunes the Microsoft Graph source (config_graph.go).
+	Graph GraphConfig `yaml:"graph"`
 	// Tenants holds per-tenant settings by tenant name (see tenants.go).
 	Tenants map[string]TenantConfig `yaml:"tenants"`
 	// Push tunes the durable outbox and its delivery (see package pipeline).
@@ -101,6 +119,23 @@ type Config struct {
 	Console ConsoleConfig `yaml:"console"`
 }
 
+// RegistrationQuotas are the registrations.* keys: beyond them a new
+// registration gets 429 quota_exceeded, naming the key.
+type RegistrationQuotas struct {
+	MaxPerTenant  int `yaml:"maxPerTenant"`  // live registrations of a tenant (default 100000)
+	MaxPerMailbox int `yaml:"maxPerMailbox"` // live registrations (devices) of one mailbox (default 20)
+}
+
+// quotas are the limits that apply to a tenant.
+func (c *Config) quotas(t *mailpush.Tenant) registrar.Quotas {
+	q := registrar.Quotas{PerTenant: c.Registrations.MaxPerTenant, PerMailbox: c.Registrations.MaxPerMailbox}
+	if own := c.Tenants[t.Name].Registrations; own.MaxPerTenant > 0 || own.MaxPerMailbox > 0 {
+		q.PerTenant = cmp.Or(own.MaxPerTenant, q.PerTenant)
+		q.PerMailbox = cmp.Or(own.MaxPerMailbox, q.PerMailbox)
+	}
+	return q
+}
+
 // DovecotConfig is a tenant's Dovecot push_notification endpoint: the basic
 // auth secret its Dovecot sends, and how a Dovecot user names a mailbox.
 type DovecotConfig struct {
@@ -109,6 +144,13 @@ type DovecotConfig struct {
 	PasswordFile string `yaml:"passwordFile"` // instead of password; one line
 	UserMapping  string `yaml:"userMapping"`  // address (default) or login
 	Domain       string `yaml:"domain"`       // appended to users without "@"
+	// IMAP is where an app's sealed IMAP password is checked by a LOGIN
+	// (then forgotten): the per-user proof that lets the app token
+	// register that user. Without it, service mode needs a backend token.
+	IMAP struct {
+		Address string `yaml:"address"` // host:port
+		TLS     string `yaml:"tls"`     // tls (default), starttls, or none (labs only)
+	} `yaml:"imap"`
 }
 
 // DefaultConfig is the configuration with no file and no environment: SQLite
@@ -116,11 +158,16 @@ type DovecotConfig struct {
 func DefaultConfig() Config {
 	var c Config
 	c.Listen = "127.0.0.1:8080"
+	c.TLS.MinVersion = "1.2"
+	c.TLS.CipherSuites = slices.Clone(defaultCipherSuites)
+	c.Database.Driver = "sqlite"
 	c.Database.Path = "mailpush.db"
 	c.KeyDir = "mailpush-keys"
 	c.Log.Level = "info"
 	c.Log.Format = "text"
 	c.RegistrationTTL = 30 * 24 * time.Hour
+	c.Registrations.MaxPerTenant = registrar.DefaultMaxPerTenant
+	c.Registrations.MaxPerMailbox = registrar.DefaultMaxPerMailbox
 	c.EWS.StatusFrequency = 5
 	c.EWS.HostMinSubscriptions = 20
 	c.EWS.HostSilence = time.Minute
@@ -205,8 +252,24 @@ func (c *Config) Validate() error {
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		bad("tls", "set both certFile and keyFile, or neither")
 	}
-	if c.Database.Path == "" {
-		bad("database.path", "is empty: give the SQLite file, e.g. mailpush.db")
+	c.TLS.validate(bad)
+	switch c.Database.Driver {
+	case "sqlite":
+		if c.Database.Path == "" {
+			bad("database.path", "is empty: give the SQLite file, e.g. mailpush.db")
+		}
+	case "postgres":
+		if c.Database.URL == "" {
+			bad("database.url", "is empty: give the PostgreSQL URL, e.g. postgres://mailpush@db.example.com/mailpush")
+		}
+		if c.Database.Schema != "" && !validSchema(c.Database.Schema) {
+			bad("database.schema", "%q must be a plain identifier: lower-case letters, digits and _", c.Database.Schema)
+		}
+		if c.Database.MaxConns < 0 {
+			bad("database.maxConns", "must not be negative")
+		}
+	default:
+		bad("database.driver", "%q must be sqlite or postgres", c.Database.Driver)
 	}
 	if c.KeyDir == "" {
 		bad("keyDir", "is empty: give a directory for the service keys")
@@ -218,6 +281,18 @@ func (c *Config) Validate() error {
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		bad("log.format", "%q must be text or json", c.Log.Format)
+	}
+	checkQuotas := func(prefix string, q RegistrationQuotas) {
+		if q.MaxPerTenant < 0 {
+			bad(prefix+"maxPerTenant", "%d must not be negative", q.MaxPerTenant)
+		}
+		if q.MaxPerMailbox < 0 {
+			bad(prefix+"maxPerMailbox", "%d must not be negative", q.MaxPerMailbox)
+		}
+	}
+	checkQuotas("registrations.", c.Registrations)
+	for name, tc := range c.Tenants {
+		checkQuotas("tenants."+name+".registrations.", tc.Registrations)
 	}
 	if c.RegistrationTTL < time.Hour {
 		bad("registrationTtl", "%v is too short: use at least 1h (default 720h)", c.RegistrationTTL)
@@ -274,7 +349,11 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateTenants(bad)
+	c.validateGraph(bad)
+	c.validateAutodiscover(bad)
+	c.validateAppConfigs(bad)
 	c.validateDirectories(bad)
+	c.validateSMIME(bad)
 	if c.EWS.MaxPerAccount > 27 {
 		bad("ews.maxPerAccount", "%d is over Exchange's 27 concurrent requests per account", c.EWS.MaxPerAccount)
 	}
@@ -283,6 +362,7 @@ func (c *Config) Validate() error {
 	}
 	c.validateHostRule(bad)
 	c.validateConsole(bad)
+	errs = append(errs, c.validateGate()...)
 	return errors.Join(errs...)
 }
 
@@ -404,4 +484,29 @@ func setFromString(v reflect.Value, s string) error {
 		return fmt.Errorf("unsupported setting type %s", v.Type())
 	}
 	return nil
+}
+
+// validSchema reports whether name is a plain lower-case SQL identifier.
+func validSchema(name string) bool {
+	if name == "" || len(name) > 63 || name[0] >= '0' && name[0] <= '9' {
+		return false
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// databaseName says where the store is, for messages: the SQLite file, or
+// the PostgreSQL database without its password.
+func (c *Config) databaseName() string {
+	if c.Database.Driver != "postgres" {
+		return c.Database.Path
+	}
+	if u, err := url.Parse(c.Database.URL); err == nil && u.Host != "" {
+		return "postgres://" + u.Host + u.Path
+	}
+	return "the PostgreSQL database"
 }

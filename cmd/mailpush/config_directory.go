@@ -17,11 +17,16 @@ func (c *Config) validateDirectories(bad func(key, format string, args ...any)) 
 		if d == nil {
 			continue
 		}
-		if err := d.Defaults().Validate(); err != nil {
-			// The package's messages start with the key below the block.
-			key, msg, _ := strings.Cut(err.Error(), ": ")
-			bad("tenants."+name+".directory."+key, "%s", msg)
-		}
+		badBlock(bad, "tenants."+name+".directory", d.Defaults().Validate())
+	}
+}
+
+// badBlock reports err of a block's Validate, whose messages start with
+// the key below the block ("baseDn: required"), under the block's prefix.
+func badBlock(bad func(key, format string, args ...any), prefix string, err error) {
+	if err != nil {
+		key, msg, _ := strings.Cut(err.Error(), ": ")
+		bad(prefix+"."+key, "%s", msg)
 	}
 }
 

@@ -30,7 +30,10 @@ func newDovecotWorld(t testing.TB, logLevel string) (w *world, acme, plain strin
       passwordFile: %s
       userMapping: address
 `, secret))
-	return w, w.addTenant(t, "acme"), w.addTenant(t, "plain")
+	// Service mode: the tenant's backend vouches for its users.
+	w.addTenant(t, "acme")
+	w.addTenant(t, "plain")
+	return w, w.addToken(t, "acme", mailpush.ScopeBackend), w.addToken(t, "plain", mailpush.ScopeBackend)
 }
 
 func (w *world) registerDovecot(t testing.TB, token, addr, device, content string) (int, map[string]any) {
@@ -70,8 +73,8 @@ func TestDovecotRegistration(t *testing.T) {
 		"device":  map[string]any{"platform": "ios", "token": deviceToken(52)},
 		"mailbox": map[string]any{"address": address, "source": "dovecot", "sealedCredentials": w.sealCredentials(t, username, password)},
 	})
-	if st != 400 {
-		t.Errorf("dovecot with sealedCredentials: %d %v, want 400", st, out)
+	if st != 422 || errCode(out) != mailpush.EUnsupported || !strings.Contains(fmt.Sprint(out), "dovecot.imap") {
+		t.Errorf("dovecot with sealedCredentials but no IMAP host to check them: %d %v, want 422 naming dovecot.imap", st, out)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -73,13 +74,36 @@ func newWorld(t testing.TB, logLevel string, extraYAML ...string) *world {
 
 // worldOptions change newWorld's defaults.
 type worldOptions struct {
-	clock       mailpush.Clock // nil means the system clock
+	clock       mailpush.Clock // mailpush's and the fake Exchange's; nil means the system clock
 	extraConfig string         // YAML appended to the config file
-	timeScale   float64        // the fake Exchange's; 0 means 0.001
+	timeScale   float64        // the fake Exchange's; 0 means 0.001 (1 with a clock)
 	configure   func(*Config)  // changes the loaded configuration
 	// extra returns more YAML and CAs to trust, given the world's
 	// directory and fakes (for tenants with credentials of their own).
 	extra func(w *world) (string, []*x509.Certificate)
+	// database replaces the configuration's database block (the SQLite
+	// file in the world's directory) for the server and the commands.
+	database string
+}
+
+// useDatabase replaces the database block of a configuration file written
+// by writeConfig.
+func useDatabase(t testing.TB, path, block string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	for i, l := range lines {
+		if l == "database:" {
+			lines[i], lines[i+1] = block, ""
+			break
+		}
+	}
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // newWorldWith is newWorld with options.
@@ -87,6 +111,9 @@ func newWorldWith(t testing.TB, logLevel string, o worldOptions) *world {
 	t.Helper()
 	if o.timeScale == 0 {
 		o.timeScale = 0.001
+		if o.clock != nil {
+			o.timeScale = 1 // the test moves the clock: Exchange's minutes are minutes
+		}
 	}
 	w := &world{dir: t.TempDir(), logs: &syncBuffer{}}
 	t.Cleanup(func() {
@@ -94,13 +121,16 @@ func newWorldWith(t testing.TB, logLevel string, o worldOptions) *world {
 			t.Logf("server logs:\n%s", w.logs.String())
 		}
 	})
-	w.exchange, w.apple = newFakesScaled(t, o.timeScale)
+	w.exchange, w.apple = newFakesOptions(t, ewsfake.Options{TimeScale: o.timeScale, Clock: o.clock})
 	yaml, cas := o.extraConfig, []*x509.Certificate(nil)
 	if o.extra != nil {
 		more, moreCAs := o.extra(w)
 		yaml, cas = yaml+more, moreCAs
 	}
 	w.configPath = writeConfig(t, w.dir, w.exchange, w.apple, "127.0.0.1:0", logLevel, yaml, cas...)
+	if o.database != "" {
+		useDatabase(t, w.configPath, o.database)
+	}
 	c, err := LoadConfig(w.configPath, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +171,13 @@ func newFakes(t testing.TB) (*ewsfake.Server, *apnsfake.Server) {
 // newFakesScaled is newFakes with the fake Exchange's TimeScale.
 func newFakesScaled(t testing.TB, timeScale float64) (*ewsfake.Server, *apnsfake.Server) {
 	t.Helper()
-	exchange := ewsfake.New(ewsfake.Options{TimeScale: timeScale})
+	return newFakesOptions(t, ewsfake.Options{TimeScale: timeScale})
+}
+
+// newFakesOptions is newFakes with the fake Exchange's options.
+func newFakesOptions(t testing.TB, opts ewsfake.Options) (*ewsfake.Server, *apnsfake.Server) {
+	t.Helper()
+	exchange := ewsfake.New(opts)
 	t.Cleanup(exchange.Close)
 	exchange.AddUser(address, username, password)
 	apple := apnsfake.New(apnsfake.Options{})
@@ -238,11 +274,20 @@ func (w *world) addTenant(t testing.TB, name string) string {
 func (w *world) runTenantAdd(t testing.TB, name string) string {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	if err := run(context.Background(), []string{"tenant", "add", name, "--config", w.configPath, "--allow-host", "127.0.0.1", "--max-content", "subject_sender"}, &out, &errOut, nil); err != nil {
+	if err := run(context.Background(), []string{"tenant", "add", name, "--config", w.configPath, "--allow-host", hostOf(w.exchange.URL()), "--max-content", "subject_sender", "--device-subscribed", "on"}, &out, &errOut, nil); err != nil {
 		t.Fatalf("tenant add: %v (%s)", err, errOut.String())
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	return lines[len(lines)-1]
+}
+
+// hostOf is the host:port of a URL: what a tenant allows.
+func hostOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		panic(err)
+	}
+	return u.Host
 }
 
 // addToken runs `mailpush token add` and returns the printed token.

@@ -12,6 +12,25 @@ import (
 	"github.com/mailpush/mailpush/gate"
 )
 
+// validateGate checks the gate keys that matter even when the gate is off
+// (the registry canonicalises user names with gate.identity) and names the
+// proxy when it is on; gate.New checks the rest at start.
+func (c *Config) validateGate() []error {
+	_, errs := gate.CompileIdentity(c.Gate.Identity)
+	if _, ok := gate.Proxies[c.Gate.Proxy]; c.Gate.Tenant != "" && !ok {
+		errs = append(errs, fmt.Errorf("config key gate.proxy: %q must be nginx, caddy, traefik, haproxy or netscaler: the reverse proxy that asks the gate (docs/gate.md)", c.Gate.Proxy))
+	}
+	return errs
+}
+
+// newGateRegistry is the device registry, with the gate's user name forms
+// and log privacy.
+func newGateRegistry(m *Main) *gate.Registry {
+	id, _ := gate.CompileIdentity(m.Config.Gate.Identity) // validated by Config.Validate
+	return &gate.Registry{Store: m.Store, Hasher: m.Keys, Logger: m.Logger.With("component", "gate"),
+		Identity: id, ClearIDs: m.Config.Gate.AuditIdentifiers == "clear"}
+}
+
 // startGate resolves gate.tenant and starts the gate; its routes are mounted
 // by Run.
 func (m *Main) startGate(ctx context.Context) error {
@@ -64,7 +83,7 @@ func runGate(ctx context.Context, args []string, stdout, stderr io.Writer, envir
 	if err != nil {
 		return fmt.Errorf("tenant %q: %w", *tenant, err)
 	}
-	reg := &gate.Registry{Store: m.Store, Hasher: m.Keys, Logger: m.Logger.With("component", "gate")}
+	reg := newGateRegistry(m)
 	cr := &countingReader{r: f}
 	start := time.Now()
 	last := start

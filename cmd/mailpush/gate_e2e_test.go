@@ -84,14 +84,21 @@ func freePort(t *testing.T) string {
 }
 
 // renderTemplate fills a proxy template of docs/gate the way its header says
-// (envsubst of ${MAILPUSH} ${EXCHANGE} ${LISTEN}).
+// (envsubst of ${MAILPUSH} ${EXCHANGE} ${LISTEN}, and ${GATE_LUA} for HAProxy).
 func renderTemplate(t *testing.T, name, mailpushAddr, exchange, listen string) string {
 	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "gate", name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return strings.NewReplacer("${MAILPUSH}", mailpushAddr, "${EXCHANGE}", exchange, "${LISTEN}", listen).Replace(string(b))
+	lua, err := filepath.Abs(filepath.Join("..", "..", "docs", "gate", "mailpush-gate.lua"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.NewReplacer("${MAILPUSH}", mailpushAddr, "${EXCHANGE}", exchange, "${LISTEN}", listen, "${GATE_LUA}", lua).Replace(string(b))
 }
+
+// gateProxyName is gate.proxy for each proxy the tests run.
+var gateProxyName = map[string]string{"nginx": "nginx", "nginx-identity": "nginx", "caddy": "caddy", "haproxy": "haproxy", "traefik": "traefik"}
 
 // startProxy runs a real reverse proxy from the docs' template and returns
 // its base URL once it answers.
@@ -100,8 +107,16 @@ func startProxy(t *testing.T, kind, mailpushAddr, exchange string) string {
 	port := freePort(t)
 	var cmd *exec.Cmd
 	switch kind {
-	case "nginx":
+	case "nginx", "nginx-identity":
 		bin := requireBinary(t, "nginx")
+		tmpl := renderTemplate(t, "nginx.conf", mailpushAddr, exchange, "127.0.0.1:"+port)
+		if kind == "nginx-identity" {
+			// The template's documented change for gate.identity.header, with
+			// nginx's own Basic authentication in front.
+			os.WriteFile(filepath.Join(dir, "htpasswd"), []byte("alice@example.com:{PLAIN}alice-pw\nbob@example.com:{PLAIN}bob-pw\n"), 0o600)
+			tmpl = strings.Replace(tmpl, `proxy_set_header X-Remote-User "";`, `proxy_set_header X-Remote-User $remote_user;`, 1)
+			tmpl = strings.Replace(tmpl, "auth_request /mailpush-gate;", "auth_request /mailpush-gate;\n        auth_basic ActiveSync;\n        auth_basic_user_file "+filepath.Join(dir, "htpasswd")+";", 1)
+		}
 		user := ""
 		if os.Geteuid() == 0 {
 			user = "user root;"
@@ -121,7 +136,7 @@ http {
     scgi_temp_path %[2]s/scgi;
 %[3]s
 }
-`, user, dir, renderTemplate(t, "nginx.conf", mailpushAddr, exchange, "127.0.0.1:"+port))
+`, user, dir, tmpl)
 		path := filepath.Join(dir, "nginx.conf")
 		os.WriteFile(path, []byte(conf), 0o600)
 		cmd = exec.Command(bin, "-p", dir, "-c", path)
@@ -132,6 +147,12 @@ http {
 		os.WriteFile(path, []byte(conf), 0o600)
 		cmd = exec.Command(bin, "run", "--config", path, "--adapter", "caddyfile")
 		cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	case "haproxy":
+		bin := requireBinary(t, "haproxy")
+		conf := renderTemplate(t, "haproxy.cfg", mailpushAddr, strings.TrimPrefix(exchange, "http://"), "127.0.0.1:"+port)
+		path := filepath.Join(dir, "haproxy.cfg")
+		os.WriteFile(path, []byte(conf), 0o600)
+		cmd = exec.Command(bin, "-db", "-f", path)
 	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -181,8 +202,22 @@ func binaryQuery(cmd byte, deviceID []byte, deviceType, user string) string {
 
 // newGateWorld runs mailpush with the gate on for tenant acme and returns it
 // with acme's app token (the one inside the mail app) and an admin token
-// (the MDM's).
-func newGateWorld(t *testing.T) (w *world, app, admin string) {
+// (the MDM's). gateYAML, when given, replaces the gate section's
+// default rules (it is indented by two spaces, under gate:).
+// The proxy is nginx unless one is named.
+func newGateWorld(t *testing.T, proxy ...string) (w *world, app, admin string) {
+	if len(proxy) == 1 {
+		return newGateWorldFor(t, proxy[0])
+	}
+	return newGateWorldFor(t, "nginx")
+}
+
+// newGateWorldFor is newGateWorld with gate.proxy set to proxy.
+func newGateWorldFor(t *testing.T, proxy string, gateYAML ...string) (w *world, app, admin string) {
+	gateSection := "  rules:\n    - {name: no-old-clients, action: deny, userAgent: \"^OldMail/\"}\n"
+	if len(gateYAML) > 0 {
+		gateSection = strings.Join(gateYAML, "")
+	}
 	dir := t.TempDir()
 	logs := &syncBuffer{}
 	cfgPath := filepath.Join(dir, "mailpush.yaml")
@@ -201,11 +236,10 @@ apns: {teamId: TEAM123456, keyId: KEY1234567, keyFile: %s, topic: com.example.ma
 gate:
   tenant: acme
   mode: compliantOnly
-  rules:
-    - {name: no-old-clients, action: deny, userAgent: "^OldMail/"}
-`, filepath.Join(dir, "m.db"), filepath.Join(dir, "keys"), keyFile)), 0o600)
+  proxy: %s
+%s`, filepath.Join(dir, "m.db"), filepath.Join(dir, "keys"), keyFile, proxy, gateSection)), 0o600)
 	var out, errOut bytes.Buffer
-	if err := run(context.Background(), []string{"tenant", "add", "acme", "--config", cfgPath, "--allow-host", "mail.example.com"}, &out, &errOut, nil); err != nil {
+	if err := run(context.Background(), []string{"tenant", "add", "acme", "--config", cfgPath, "--allow-host", "mail.example.com", "--device-subscribed", "on"}, &out, &errOut, nil); err != nil {
 		t.Fatalf("tenant add: %v %s", err, errOut.String())
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
@@ -224,7 +258,13 @@ gate:
 }
 
 func TestGateBehindRealProxies(t *testing.T) {
-	w, token, admin := newGateWorld(t)
+	for _, kind := range gateProxies {
+		t.Run(kind, func(t *testing.T) { gateBehindRealProxy(t, kind) })
+	}
+}
+
+func gateBehindRealProxy(t *testing.T, kind string) {
+	w, token, admin := newGateWorldFor(t, gateProxyName[kind])
 	m, logs := w.main, w.logs
 
 	// The MDM reports three devices; the binary one as Exchange shows it (hex).
@@ -236,59 +276,55 @@ func TestGateBehindRealProxies(t *testing.T) {
 	}
 
 	exchange := newBackend(t)
-	for _, kind := range []string{"nginx", "caddy"} {
-		t.Run(kind, func(t *testing.T) {
-			proxy := startProxy(t, kind, strings.TrimPrefix(m.URL(), "http://"), exchange.srv.URL)
-			post := func(query, ua string) (int, string) {
-				t.Helper()
-				req, _ := http.NewRequest("POST", proxy+"/Microsoft-Server-ActiveSync?"+query, strings.NewReader("\x03\x01j\x00"))
-				req.Header.Set("Content-Type", "application/vnd.ms-sync.wbxml")
-				req.Header.Set("User-Agent", ua)
-				req.SetBasicAuth("alice.wonder@example.com", "Secret-Passw0rd")
-				res, err := http.DefaultClient.Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer res.Body.Close()
-				b, _ := io.ReadAll(res.Body)
-				return res.StatusCode, string(b)
-			}
-			good := "Cmd=Sync&User=alice.wonder%40example.com&DeviceId=ApplGOOD001&DeviceType=iPhone&proxy=" + kind
-			cases := []struct {
-				name, query, ua string
-				want            int
-			}{
-				{"compliant plain", good, "Apple-iPhone/1", 200},
-				{"compliant base64", binaryQuery(0, binDev, "WP8", "alice.wonder@example.com"), "MSFT-WP/8", 200},
-				{"blocked", "Cmd=Sync&User=alice&DeviceId=ApplBAD0002&DeviceType=iPhone&proxy=" + kind, "Apple-iPhone/1", 403},
-				{"unknown", "Cmd=Ping&DeviceId=ApplNEW0003&DeviceType=iPhone&proxy=" + kind, "Apple-iPhone/1", 403},
-				{"unknown base64", binaryQuery(18, []byte{1, 2, 3, 4, 5, 6, 7, 8}, "WP8", "alice"), "MSFT-WP/8", 403},
-				{"malformed base64", "jAAJBAp2MTQ", "MSFT-WP/8", 403},
-				{"no DeviceId", "Cmd=Sync&User=alice&proxy=" + kind, "Apple-iPhone/1", 403},
-				{"rule", good + "&old=1", "OldMail/2.0", 403},
-			}
-			for _, tc := range cases {
-				code, body := post(tc.query, tc.ua)
-				reached := exchange.saw("/Microsoft-Server-ActiveSync?" + tc.query)
-				if code != tc.want || reached != (tc.want == 200) {
-					t.Errorf("%s: status %d (%q), reached Exchange %v; want %d", tc.name, code, body, reached, tc.want)
-				}
-				if tc.want == 200 && body != "exchange says hi" {
-					t.Errorf("%s: body %q", tc.name, body)
-				}
-			}
-			// A block takes effect on the very next request.
-			if st, _ := w.call(t, "PUT", "/api/v1/gate/devices/applgood001", admin, map[string]string{"user": "alice.wonder@example.com", "state": "blocked"}); st != 200 {
-				t.Fatalf("block = %d", st)
-			}
-			if code, _ := post(good+"&after=block", "Apple-iPhone/1"); code != 403 {
-				t.Errorf("blocked device's next request: %d, want 403", code)
-			}
-			w.call(t, "PUT", "/api/v1/gate/devices/applgood001", admin, map[string]string{"user": "alice.wonder@example.com", "state": "compliant"})
-			if code, _ := post(good+"&after=unblock", "Apple-iPhone/1"); code != 200 {
-				t.Errorf("unblocked device's next request: %d, want 200", code)
-			}
-		})
+	proxy := startProxy(t, kind, strings.TrimPrefix(m.URL(), "http://"), exchange.srv.URL)
+	post := func(query, ua string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", proxy+"/Microsoft-Server-ActiveSync?"+query, strings.NewReader("\x03\x01j\x00"))
+		req.Header.Set("Content-Type", "application/vnd.ms-sync.wbxml")
+		req.Header.Set("User-Agent", ua)
+		req.SetBasicAuth("alice.wonder@example.com", "Secret-Passw0rd")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	good := "Cmd=Sync&User=alice.wonder%40example.com&DeviceId=ApplGOOD001&DeviceType=iPhone&ItemId=1"
+	cases := []struct {
+		name, query, ua string
+		want            int
+	}{
+		{"compliant plain", good, "Apple-iPhone/1", 200},
+		{"compliant base64", binaryQuery(0, binDev, "WP8", "alice.wonder@example.com"), "MSFT-WP/8", 200},
+		{"blocked", "Cmd=Sync&User=alice&DeviceId=ApplBAD0002&DeviceType=iPhone", "Apple-iPhone/1", 403},
+		{"unknown", "Cmd=Ping&DeviceId=ApplNEW0003&DeviceType=iPhone", "Apple-iPhone/1", 403},
+		{"unknown base64", binaryQuery(18, []byte{1, 2, 3, 4, 5, 6, 7, 8}, "WP8", "alice"), "MSFT-WP/8", 403},
+		{"malformed base64", "jAAJBAp2MTQ", "MSFT-WP/8", 403},
+		{"no DeviceId", "Cmd=Sync&User=alice", "Apple-iPhone/1", 403},
+		{"rule", strings.Replace(good, "ItemId=1", "ItemId=2", 1), "OldMail/2.0", 403},
+	}
+	for _, tc := range cases {
+		code, body := post(tc.query, tc.ua)
+		reached := exchange.saw("/Microsoft-Server-ActiveSync?" + tc.query)
+		if code != tc.want || reached != (tc.want == 200) {
+			t.Errorf("%s: status %d (%q), reached Exchange %v; want %d", tc.name, code, body, reached, tc.want)
+		}
+		if tc.want == 200 && body != "exchange says hi" {
+			t.Errorf("%s: body %q", tc.name, body)
+		}
+	}
+	// A block takes effect on the very next request.
+	if st, _ := w.call(t, "PUT", "/api/v1/gate/devices/applgood001", admin, map[string]string{"user": "alice.wonder@example.com", "state": "blocked"}); st != 200 {
+		t.Fatalf("block = %d", st)
+	}
+	if code, _ := post(strings.Replace(good, "ItemId=1", "ItemId=3", 1), "Apple-iPhone/1"); code != 403 {
+		t.Errorf("blocked device's next request: %d, want 403", code)
+	}
+	w.call(t, "PUT", "/api/v1/gate/devices/applgood001", admin, map[string]string{"user": "alice.wonder@example.com", "state": "compliant"})
+	if code, _ := post(strings.Replace(good, "ItemId=1", "ItemId=4", 1), "Apple-iPhone/1"); code != 200 {
+		t.Errorf("unblocked device's next request: %d, want 200", code)
 	}
 	// Blocking or wiping a device removes the push registrations linked to it.
 	st, reg := w.call(t, "POST", "/api/v1/registrations", token, map[string]any{
@@ -347,7 +383,7 @@ func TestGateDocsShowTheTestedTemplates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"nginx.conf", "Caddyfile"} {
+	for _, name := range []string{"nginx.conf", "Caddyfile", "haproxy.cfg", "mailpush-gate.lua"} {
 		tmpl, err := os.ReadFile(filepath.Join("..", "..", "docs", "gate", name))
 		if err != nil {
 			t.Fatal(err)

@@ -17,12 +17,14 @@ import (
 	"github.com/mailpush/mailpush/ews"
 	"github.com/mailpush/mailpush/fake/apnsfake"
 	"github.com/mailpush/mailpush/fake/ewsfake"
+	"github.com/mailpush/mailpush/subscription"
 )
 
 // healWorld is a world with a fake clock and a few sealed-mode users.
 type healWorld struct {
 	*world
 	clock  *clocktest.Clock
+	driven time.Duration // the time drive moved the clock
 	token  string
 	tenant string
 	users  []*healUser
@@ -48,6 +50,14 @@ func newHealWorldOptions(t *testing.T, users int, o worldOptions) *healWorld {
 	t.Helper()
 	clock := clocktest.New(time.Now()) // APNs tokens and sealed values keep real timestamps
 	o.clock = clock
+	// The background sweeps stay out of the way: the tests sweep themselves.
+	configure := o.configure
+	o.configure = func(c *Config) {
+		c.EWS.HealthInterval, c.EWS.HostCheckInterval = 1000*time.Hour, 1000*time.Hour
+		if configure != nil {
+			configure(c)
+		}
+	}
 	hw := &healWorld{world: newWorldWith(t, "debug", o), clock: clock}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -123,11 +133,18 @@ func (hw *healWorld) waitBadge(t *testing.T, u *healUser) {
 // after the clock's current time (a status event at least).
 func (hw *healWorld) waitHeard(t *testing.T, users ...*healUser) {
 	t.Helper()
-	now := hw.clock.Now().Truncate(time.Millisecond) // the store keeps milliseconds
+	hw.waitHeardSince(t, hw.clock.Now(), users...)
+}
+
+// waitHeardSince waits until Exchange has reached each user's mailbox at or
+// after since (a status event that fell due while the clock moved).
+func (hw *healWorld) waitHeardSince(t *testing.T, since time.Time, users ...*healUser) {
+	t.Helper()
+	since = since.Truncate(time.Millisecond) // the store keeps milliseconds
 	waitFor(t, "status events", func(ctx context.Context) error {
 		return hw.exchange.WaitFor(ctx, func(*ewsfake.Server) bool {
 			for _, u := range users {
-				if hw.mailbox(t, u).LastEventAt.Before(now) {
+				if hw.mailbox(t, u).LastEventAt.Before(since) {
 					return false
 				}
 			}
@@ -156,22 +173,51 @@ func (hw *healWorld) userHealed(t *testing.T, u *healUser) bool {
 	return id != "" && ok && s.Active && s.Address == u.address
 }
 
-func (hw *healWorld) check(t *testing.T) ews.CheckResult {
+func (hw *healWorld) check(t *testing.T) subscription.CheckResult {
 	t.Helper()
-	res, err := hw.main.EWS.Check(context.Background())
-	if err != nil {
-		t.Fatalf("Check: %v", err)
+	return hw.drive(t, hw.main.EWSEngine.Check)
+}
+
+// drive runs a sweep while moving the clock through the timers that fall due
+// within a second (the engine's pacing, a host's back-off), one at a time,
+// never further: the fake Exchange's timers and the background sweeps stay
+// where they are. The time it moved is added to hw.driven.
+func (hw *healWorld) drive(t *testing.T, sweep func(context.Context) (subscription.CheckResult, error)) subscription.CheckResult {
+	t.Helper()
+	type result struct {
+		res subscription.CheckResult
+		err error
 	}
-	return res
+	done := make(chan result, 1)
+	go func() {
+		res, err := sweep(context.Background())
+		done <- result{res, err}
+	}()
+	start := hw.clock.Now()
+	defer func() { hw.driven += hw.clock.Now().Sub(start) }()
+	deadline := time.After(time.Minute)
+	for {
+		select {
+		case r := <-done:
+			if r.err != nil {
+				t.Fatalf("sweep: %v", r.err)
+			}
+			return r.res
+		case <-deadline:
+			t.Fatal("the sweep did not end within a minute")
+		case <-time.After(time.Millisecond): // polling: the sweep may be between timers
+			hw.clock.AdvanceNext(time.Second)
+		}
+	}
 }
 
 // healUntil lets Exchange's silence show (the clock passes 2×StatusFrequency;
 // the live users send a status event meanwhile) and runs Check until every
 // user is healed; it returns the sums of the Checks. Looping makes the test
 // immune to a notification that was in flight when the fault struck.
-func (hw *healWorld) healUntil(t *testing.T, live ...*healUser) ews.CheckResult {
+func (hw *healWorld) healUntil(t *testing.T, live ...*healUser) subscription.CheckResult {
 	t.Helper()
-	var sum ews.CheckResult
+	var sum subscription.CheckResult
 	for range 20 {
 		hw.silence()
 		// Those healthy now send a status event before the Check, so that
@@ -289,9 +335,8 @@ func TestHealServerBusy(t *testing.T) {
 	hw.exchange.FailNextBusy("Subscribe", backOff)
 	subscribes := hw.exchange.Requests("Subscribe")
 
-	start := time.Now()
 	res := hw.healUntil(t)
-	took := time.Since(start)
+	took := hw.driven // the clock moved only through the sweeps' timers
 	if res.Resubscribed != 2 {
 		t.Fatalf("Check = %+v", res)
 	}
@@ -390,7 +435,7 @@ func TestHealWithoutCredentialsAsksTheDevice(t *testing.T) {
 
 	// The app checks in with fresh sealed credentials: subscribed again.
 	st, reg := hw.call(t, "POST", "/api/v1/registrations/"+u.regID+"/checkin", hw.token, map[string]any{
-		"mailbox": map[string]any{"sealedCredentials": hw.sealCredentials(t, u.username, u.password)}})
+		"mailbox": map[string]any{"address": u.address, "sealedCredentials": hw.sealCredentials(t, u.username, u.password)}})
 	if st != 200 || reg["status"] != "active" {
 		t.Fatalf("checkin = %d %v", st, reg)
 	}
@@ -546,8 +591,16 @@ func TestServiceMode(t *testing.T) {
 	}
 	u := &healUser{address: "carol@example.com", username: `EXAMPLE\carol`, password: "carol's own password", device: deviceToken(11)}
 	hw.exchange.AddUser(u.address, u.username, u.password)
-	// No sealed credentials: the tenant's service account subscribes.
-	st, reg := hw.call(t, "POST", "/api/v1/registrations", hw.token, map[string]any{
+	// No sealed credentials: the tenant's service account subscribes, for
+	// the tenant's backend (an app token alone gets 403).
+	backend := hw.addToken(t, "acme", mailpush.ScopeBackend)
+	if st, body := hw.call(t, "POST", "/api/v1/registrations", hw.token, map[string]any{
+		"device":  map[string]any{"platform": "ios", "token": u.device},
+		"mailbox": map[string]any{"address": u.address, "source": "ews", "ewsUrl": hw.exchange.URL()},
+	}); st != 403 || errCode(body) != mailpush.EScope {
+		t.Fatalf("service-mode register with the app token = %d %v, want 403 %s", st, body, mailpush.EScope)
+	}
+	st, reg := hw.call(t, "POST", "/api/v1/registrations", backend, map[string]any{
 		"device":  map[string]any{"platform": "ios", "token": u.device},
 		"mailbox": map[string]any{"address": u.address, "source": "ews", "ewsUrl": hw.exchange.URL()},
 	})
@@ -578,7 +631,7 @@ func TestServiceMode(t *testing.T) {
 		t.Error("no request carried the server-affinity cookie")
 	}
 	// A second device of the same mailbox joins the service subscription.
-	st, reg = hw.call(t, "POST", "/api/v1/registrations", hw.token, map[string]any{
+	st, reg = hw.call(t, "POST", "/api/v1/registrations", backend, map[string]any{
 		"device":  map[string]any{"platform": "ios", "token": deviceToken(12)},
 		"mailbox": map[string]any{"address": u.address, "source": "ews", "ewsUrl": hw.exchange.URL()},
 	})

@@ -1,11 +1,10 @@
 package main
 
 import (
-	"context"
 	"testing"
 	"time"
 
-	"github.com/mailpush/mailpush/ews"
+	"github.com/mailpush/mailpush/subscription"
 )
 
 // Host-level dead-server detection, with the default statusFrequency of 5
@@ -18,7 +17,6 @@ func newHostRuleWorld(t *testing.T, users int) *healWorld {
 	return newHealWorldOptions(t, users, worldOptions{configure: func(c *Config) {
 		c.EWS.StatusFrequency = 5
 		c.EWS.HostMinSubscriptions, c.EWS.HostOverdue = 5, 3
-		c.EWS.HealthInterval, c.EWS.HostCheckInterval = time.Hour, time.Hour
 	}})
 }
 
@@ -27,13 +25,9 @@ func newHostRuleWorld(t *testing.T, users int) *healWorld {
 // 2×StatusFrequency.
 const lateBy = 5*time.Minute + time.Minute + time.Second
 
-func (hw *healWorld) checkHosts(t *testing.T) ews.CheckResult {
+func (hw *healWorld) checkHosts(t *testing.T) subscription.CheckResult {
 	t.Helper()
-	res, err := hw.main.EWS.CheckHosts(context.Background())
-	if err != nil {
-		t.Fatalf("CheckHosts: %v", err)
-	}
-	return res
+	return hw.drive(t, hw.main.EWSEngine.CheckHosts)
 }
 
 func TestHostRuleResubscribesASilentHostAtOnce(t *testing.T) {
@@ -46,7 +40,7 @@ func TestHostRuleResubscribesASilentHostAtOnce(t *testing.T) {
 	}
 	// A notification in flight at the restart may land after the clock
 	// moved: the host then looks live for one more period.
-	var sum ews.CheckResult
+	var sum subscription.CheckResult
 	for range 5 {
 		res := hw.checkHosts(t)
 		sum.Stale += res.Stale
@@ -96,13 +90,15 @@ func TestHostRuleLeavesALiveHostsSilentMailboxToItsOwnRule(t *testing.T) {
 	if err := hw.exchange.DropSubscription(dead.ID); err != nil {
 		t.Fatal(err)
 	}
+	t0 := hw.clock.Advance(0)
 	hw.clock.Advance(lateBy)
-	hw.waitHeard(t, hw.users[1:]...) // the host lives: the others' status events
+	// The host lives: the others' status events fell due at +5 min.
+	hw.waitHeardSince(t, t0.Add(5*time.Minute), hw.users[1:]...)
 	if res := hw.checkHosts(t); res.Stale != 0 {
 		t.Fatalf("CheckHosts = %+v on a live host, want nothing", res)
 	}
 	hw.clock.Advance(10*time.Minute - lateBy + time.Second)
-	hw.waitHeard(t, hw.users[1:]...)
+	hw.waitHeardSince(t, t0.Add(10*time.Minute), hw.users[1:]...) // and at +10 min
 	if res := hw.checkHosts(t); res.Stale != 0 {
 		t.Fatalf("CheckHosts = %+v on a live host, want nothing", res)
 	}

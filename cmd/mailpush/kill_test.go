@@ -16,6 +16,7 @@ import (
 
 	"github.com/mailpush/mailpush"
 	"github.com/mailpush/mailpush/fake/apnsfake"
+	"github.com/mailpush/mailpush/fake/ewsfake"
 	"github.com/mailpush/mailpush/seal"
 	"github.com/mailpush/mailpush/sqlite"
 )
@@ -66,14 +67,18 @@ func (p *proc) kill() {
 	}
 }
 
-// TestKill9LosesNoPush queues 1,000 pushes while APNs fails, kills mailpush
-// with SIGKILL, starts it again against a healthy APNs and checks that every
-// device gets its push.
-func TestKill9LosesNoPush(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	const devices = 1000
+// killWorld is a built mailpush binary serving one EWS mailbox with
+// devices devices (the first registered through the API, the others seeded
+// into the database), a fake Exchange and a fake APNs.
+type killWorld struct {
+	bin, config string
+	exchange    *ewsfake.Server
+	apple       *apnsfake.Server
+	p           *proc
+}
+
+func newKillWorld(t *testing.T, devices int) *killWorld {
+	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "mailpush")
 	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".")
@@ -90,7 +95,7 @@ func TestKill9LosesNoPush(t *testing.T) {
   lease: 3s
 `)
 	var out, errOut bytes.Buffer
-	if err := run(context.Background(), []string{"tenant", "add", "acme", "--config", config, "--allow-host", "127.0.0.1", "--max-content", "subject_sender"}, &out, &errOut, nil); err != nil {
+	if err := run(context.Background(), []string{"tenant", "add", "acme", "--config", config, "--allow-host", hostOf(exchange.URL()), "--max-content", "subject_sender"}, &out, &errOut, nil); err != nil {
 		t.Fatalf("tenant add: %v (%s)", err, errOut.String())
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
@@ -121,7 +126,7 @@ func TestKill9LosesNoPush(t *testing.T) {
 		t.Fatalf("register = %d %v", st, reg)
 	}
 
-	// The other 999 devices of the mailbox are seeded straight into the
+	// The other devices of the mailbox are seeded straight into the
 	// database (the running server shares it, as SQLite allows).
 	keys, err := seal.Open(filepath.Join(dir, "data", "keys"), time.Now())
 	if err != nil {
@@ -151,29 +156,15 @@ func TestKill9LosesNoPush(t *testing.T) {
 		}
 	}
 	store.Close()
+	return &killWorld{bin: bin, config: config, exchange: exchange, apple: apple, p: p}
+}
 
-	// APNs fails every push; a mail arrives: 1,000 pushes are accepted.
-	apple.FailNext(1<<30, http.StatusServiceUnavailable, apnsfake.ReasonServiceUnavailable)
-	exchange.Deliver(address, "Quarterly report", "Bob Sender", "bob@example.com")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	for apple.Requests() < devices {
-		// Every push was tried (so it was in the outbox) and refused.
-		select {
-		case <-ctx.Done():
-			t.Fatalf("only %d of %d pushes tried:\n%s", apple.Requests(), devices, p.logs.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	if n := apple.Accepted(); n != 0 {
-		t.Fatalf("%d pushes accepted while APNs fails", n)
-	}
-	p.kill()
-
-	// APNs recovers; mailpush starts again and sends what it had queued.
-	apple.Reset()
-	p = startBinary(t, bin, config)
-	err = apple.WaitFor(ctx, func(ps []apnsfake.Push) bool {
+// restartAndWait starts mailpush again and waits until every device got a
+// badge-1 push.
+func (w *killWorld) restartAndWait(t *testing.T, ctx context.Context, devices int) {
+	t.Helper()
+	w.p = startBinary(t, w.bin, w.config)
+	err := w.apple.WaitFor(ctx, func(ps []apnsfake.Push) bool {
 		seen := map[string]bool{}
 		for _, push := range ps {
 			if push.Badge == 1 {
@@ -184,10 +175,75 @@ func TestKill9LosesNoPush(t *testing.T) {
 	})
 	if err != nil {
 		got := map[string]bool{}
-		for _, push := range apple.Pushes() {
+		for _, push := range w.apple.Pushes() {
 			got[push.Token] = true
 		}
-		t.Fatalf("after restart %d of %d devices got their push: %v\n%s", len(got), devices, err, p.logs.String())
+		t.Fatalf("after restart %d of %d devices got their push: %v\n%s", len(got), devices, err, w.p.logs.String())
 	}
-	t.Logf("all %d pushes delivered after kill -9; %d pushes sent after restart (duplicates allowed: at least once)", devices, apple.Accepted())
+}
+
+// TestKill9LosesNoPush queues 1,000 pushes while APNs fails, kills mailpush
+// with SIGKILL, starts it again against a healthy APNs and checks that every
+// device gets its push.
+func TestKill9LosesNoPush(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	const devices = 1000
+	w := newKillWorld(t, devices)
+
+	// APNs fails every push; a mail arrives: 1,000 pushes are accepted.
+	w.apple.FailNext(1<<30, http.StatusServiceUnavailable, apnsfake.ReasonServiceUnavailable)
+	w.exchange.Deliver(address, "Quarterly report", "Bob Sender", "bob@example.com")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for w.apple.Requests() < devices {
+		// Every push was tried (so it was in the outbox) and refused.
+		select {
+		case <-ctx.Done():
+			t.Fatalf("only %d of %d pushes tried:\n%s", w.apple.Requests(), devices, w.p.logs.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if n := w.apple.Accepted(); n != 0 {
+		t.Fatalf("%d pushes accepted while APNs fails", n)
+	}
+	w.p.kill()
+
+	// APNs recovers; mailpush starts again and sends what it had queued.
+	w.apple.Reset()
+	w.restartAndWait(t, ctx, devices)
+	t.Logf("all %d pushes delivered after kill -9; %d pushes sent after restart (duplicates allowed: at least once)", devices, w.apple.Accepted())
+}
+
+// TestKill9InTheMiddleOfAFanOut kills mailpush while one event's fan-out to
+// 3,000 devices is half sent (APNs answers slowly, all 200): the event was
+// acknowledged, so after the restart every device gets its push, the ones
+// already served perhaps twice (at least once).
+func TestKill9InTheMiddleOfAFanOut(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	const devices = 3000
+	w := newKillWorld(t, devices)
+	// 64 sends in flight, 20 ms each: the fan-out takes about a second.
+	w.apple.SetLatency(20 * time.Millisecond)
+	w.exchange.Deliver(address, "Quarterly report", "Bob Sender", "bob@example.com")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	for w.apple.Accepted() < 300 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("only %d of %d pushes accepted:\n%s", w.apple.Accepted(), devices, w.p.logs.String())
+		case <-time.After(time.Millisecond):
+		}
+	}
+	w.p.kill()
+	before := w.apple.Accepted()
+	if before >= devices {
+		t.Fatalf("the fan-out was over (%d pushes) before the kill: the test did not kill it in the middle", before)
+	}
+	w.apple.Reset()
+	w.restartAndWait(t, ctx, devices)
+	t.Logf("killed after %d of %d pushes; %d pushes after restart", before, devices, w.apple.Accepted())
 }

@@ -47,8 +47,8 @@ func (e usageError) Error() string { return e.msg }
 const usage = `usage:
   mailpush serve [--config FILE]
   mailpush config check FILE
-  mailpush tenant add NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]
-  mailpush tenant set NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]
+  mailpush tenant add NAME [--config FILE] [--allow-host HOST[:PORT]]... [--max-content badge|subject|subject_sender] [--device-subscribed on|off]
+  mailpush tenant set NAME [--config FILE] [--allow-host HOST[:PORT]]... [--max-content badge|subject|subject_sender] [--device-subscribed on|off]
   mailpush tenant list [--config FILE]
   mailpush tenant delete NAME --yes [--config FILE]
   mailpush token add --tenant NAME --scope app|backend|admin [--config FILE]
@@ -56,6 +56,8 @@ const usage = `usage:
   mailpush token revoke ID --tenant NAME [--config FILE]
   mailpush keys rotate [--config FILE]
   mailpush gate import FILE --tenant NAME [--config FILE]   (CSV: deviceId,user,deviceType,state)
+  mailpush smime classify FILE [--password-file F]   (PEM, DER or PKCS#12: signing-only, encryption-only or both)
+  mailpush bench [-scenario fanout|realworld|overload|raw|registrations] [flags]   (load test, in-process)
   mailpush version
 
 Every command takes --help.`
@@ -92,6 +94,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 			return subcommandError(stdout, "gate", args[1:], "import")
 		}
 		return runGate(ctx, args[1:], stdout, stderr, environ)
+	case "smime":
+		if len(args) < 2 || args[1] != "classify" {
+			return subcommandError(stdout, "smime", args[1:], "classify")
+		}
+		return runSMIME(args[2:], stdout, stderr)
+	case "bench":
+		return runBench(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		if len(args) > 1 && !isHelp(args[1]) {
 			return usageError{fmt.Sprintf("version takes no arguments, got %q", args[1])}
@@ -219,7 +228,10 @@ func runConfigCheck(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	_, dbErr := os.Stat(cfg.Database.Path)
+	dbErr := error(nil)
+	if cfg.Database.Driver == "sqlite" {
+		_, dbErr = os.Stat(cfg.Database.Path)
+	}
 	_, keyErr := os.Stat(cfg.KeyDir)
 	if dbErr == nil && keyErr == nil {
 		m := NewMain(cfg, stderr)
@@ -230,10 +242,10 @@ func runConfigCheck(ctx context.Context, args []string, stdout, stderr io.Writer
 		if err := m.checkTenantNames(ctx); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "%s is valid; its tenants exist in %s\n", pos[0], cfg.Database.Path)
+		fmt.Fprintf(stdout, "%s is valid; its tenants exist in %s\n", pos[0], cfg.databaseName())
 		return nil
 	}
-	fmt.Fprintf(stdout, "%s is valid (tenant names not checked: no database at %s yet)\n", pos[0], cfg.Database.Path)
+	fmt.Fprintf(stdout, "%s is valid (tenant names not checked: no database at %s yet)\n", pos[0], cfg.databaseName())
 	return nil
 }
 
@@ -244,25 +256,26 @@ func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 func runTenant(ctx context.Context, verb string, args []string, stdout, stderr io.Writer, environ []string) error {
 	synopsis := map[string]string{
-		"add":    "tenant add NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]",
-		"set":    "tenant set NAME [--config FILE] [--allow-host HOST]... [--max-content badge|subject|subject_sender]",
+		"add":    "tenant add NAME [--config FILE] [--allow-host HOST[:PORT]]... [--max-content badge|subject|subject_sender] [--device-subscribed on|off]",
+		"set":    "tenant set NAME [--config FILE] [--allow-host HOST[:PORT]]... [--max-content badge|subject|subject_sender] [--device-subscribed on|off]",
 		"list":   "tenant list [--config FILE]",
 		"delete": "tenant delete NAME --yes [--config FILE]",
 	}[verb]
 	fs := newFlags("tenant "+verb, synopsis, stdout, stderr)
 	path := configFlag(fs, environ)
 	var hosts stringList
-	var maxContent *string
+	var maxContent, deviceSubscribed *string
 	var confirmed *bool
 	names := []string{"NAME"}
 	switch verb {
 	case "add", "set":
-		fs.Var(&hosts, "allow-host", "mail-server host the tenant may use (repeatable; *.example.com for a domain)")
+		fs.Var(&hosts, "allow-host", "mail-server host[:port] the tenant may use (repeatable; no port means 443; *.example.com for a domain)")
 		help := "the most a push may carry: badge, subject or subject_sender"
 		if verb == "add" {
 			help += " (default badge, the most private)"
 		}
 		maxContent = fs.String("max-content", "", help)
+		deviceSubscribed = fs.String("device-subscribed", "", "on: accept device-subscribed registrations, which prove only that the app can POST to its callback URL (their pushes reach only themselves); off: refuse them (default for new tenants)")
 	case "list":
 		names = nil
 	case "delete":
@@ -272,8 +285,25 @@ func runTenant(ctx context.Context, verb string, args []string, stdout, stderr i
 	if err != nil {
 		return err
 	}
+	for _, h := range hosts {
+		if err := mailpush.ValidAllowedHost(h); err != nil {
+			return usageError{fmt.Sprintf("tenant %s: --allow-host: %s", verb, mailpush.ErrorMessage(err))}
+		}
+	}
 	if maxContent != nil && *maxContent != "" && mailpush.ContentMode(*maxContent).Rank() < 0 {
 		return usageError{fmt.Sprintf("tenant %s: --max-content must be badge, subject or subject_sender, not %q", verb, *maxContent)}
+	}
+	var set TenantSettings
+	if maxContent != nil {
+		set = TenantSettings{Hosts: hosts, MaxContent: mailpush.ContentMode(*maxContent)}
+		switch *deviceSubscribed {
+		case "":
+		case "on", "off":
+			on := *deviceSubscribed == "on"
+			set.DeviceSubscribed = &on
+		default:
+			return usageError{fmt.Sprintf("tenant %s: --device-subscribed must be on or off, not %q", verb, *deviceSubscribed)}
+		}
 	}
 	if confirmed != nil && !*confirmed {
 		return usageError{fmt.Sprintf("tenant delete %s: deleting a tenant removes its registrations, mailboxes, gate devices and queued pushes; add --yes to confirm", pos[0])}
@@ -291,7 +321,8 @@ func runTenant(ctx context.Context, verb string, args []string, stdout, stderr i
 			content = mailpush.ContentBadge
 			note = " (the default and most private: pass --max-content subject or subject_sender to show more)"
 		}
-		tok, err := m.AddTenant(ctx, pos[0], hosts, content)
+		set.MaxContent = content
+		tok, err := m.AddTenant(ctx, pos[0], set)
 		if err != nil {
 			return fmt.Errorf("tenant %s: %w", pos[0], err)
 		}
@@ -302,7 +333,7 @@ func runTenant(ctx context.Context, verb string, args []string, stdout, stderr i
 		fmt.Fprintf(stdout, "Its API token, shown only this once:\n%s\n", tok)
 		return nil
 	case "set":
-		if err := m.SetTenant(ctx, pos[0], hosts, mailpush.ContentMode(*maxContent)); err != nil {
+		if err := m.SetTenant(ctx, pos[0], set); err != nil {
 			return fmt.Errorf("tenant %s: %w", pos[0], err)
 		}
 		return nil

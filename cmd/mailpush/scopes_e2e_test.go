@@ -17,7 +17,7 @@ import (
 // insufficient_scope on every gate route, and the device stays as the MDM
 // left it.
 func TestAppTokenCannotAdministerTheGate(t *testing.T) {
-	w, app, admin := newGateWorld(t)
+	w, app, admin := newGateWorld(t, "nginx")
 	if st, body := w.call(t, "PUT", "/api/v1/gate/devices/ApplBAD0002", admin, map[string]string{"user": "mallory@example.com", "state": "blocked"}); st != 200 {
 		t.Fatalf("admin PUT = %d %v", st, body)
 	}
@@ -69,7 +69,7 @@ func TestAppTokenCannotAdministerTheGate(t *testing.T) {
 // server: list never shows a secret, and a revoked token is refused on the
 // very next request (no cache outlives a revoke).
 func TestTokenCommands(t *testing.T) {
-	w, app, admin := newGateWorld(t)
+	w, app, admin := newGateWorld(t, "nginx")
 	cli := func(args ...string) (string, error) {
 		var out, errOut bytes.Buffer
 		err := run(context.Background(), append(args, "--config", w.configPath), &out, &errOut, nil)

@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	"github.com/mailpush/mailpush/directory"
+	"github.com/mailpush/mailpush/smime"
 )
 
 // APNsConfig holds APNs credentials and defaults: the top-level apns block,
@@ -47,9 +48,19 @@ type TenantConfig struct {
 	Dovecot *DovecotConfig `yaml:"dovecot"`
 	// EWS holds the tenant's Exchange settings (config_ews.go).
 	EWS TenantEWSConfig `yaml:"ews"`
+	// Graph is the tenant's Entra ID app for Microsoft Graph (config_graph.go).
+	Graph *TenantGraphConfig `yaml:"graph"`
+	// Registrations overrides the top-level registrations quotas.
+	Registrations RegistrationQuotas `yaml:"registrations"`
+	// Autodiscover makes the responder answer for the tenant's mail domains.
+	Autodiscover *AutodiscoverConfig `yaml:"autodiscover"`
+	// AppConfig is the managed app configuration (config_appconfig.go).
+	AppConfig *AppConfigConfig `yaml:"appConfig"`
 	// Directory is the tenant's LDAP / Active Directory, read by the
 	// S/MIME lookup and managed app configuration (config_directory.go).
 	Directory *directory.Config `yaml:"directory"`
+	// SMIME serves the tenant's recipients' certificates (cmd/mailpush/smime.go).
+	SMIME *smime.Config `yaml:"smime"`
 }
 
 func (a APNsConfig) enabled() bool { return a.KeyFile != "" || a.CertFile != "" }

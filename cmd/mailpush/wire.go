@@ -17,18 +17,26 @@ import (
 
 	"github.com/mailpush/mailpush"
 	"github.com/mailpush/mailpush/api"
+	"github.com/mailpush/mailpush/appconfig"
 	"github.com/mailpush/mailpush/autodiscover"
 	"github.com/mailpush/mailpush/console"
+	"github.com/mailpush/mailpush/directory"
 	"github.com/mailpush/mailpush/dovecot"
 	"github.com/mailpush/mailpush/ews"
 	"github.com/mailpush/mailpush/gate"
 	"github.com/mailpush/mailpush/pipeline"
+	"github.com/mailpush/mailpush/postgres"
+	"github.com/mailpush/mailpush/registrar"
 	"github.com/mailpush/mailpush/seal"
+	"github.com/mailpush/mailpush/smime"
 	"github.com/mailpush/mailpush/sqlite"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mailpush/mailpush/graph"
+	"github.com/mailpush/mailpush/subscription"
 )
 
 // Main is the running program: configuration in, wired services out. The
@@ -39,16 +47,32 @@ type Main struct {
 	Logger *slog.Logger
 	Clock  mailpush.Clock
 
-	Store    *sqlite.Store
+	Store    mailpush.Store
 	Keys     *seal.Keyring
 	Pipeline *pipeline.Pipeline
 	EWS      *ews.Source
+	// EWSEngine keeps the EWS subscriptions alive (Check, CheckHosts).
+	EWSEngine *subscription.Engine
+	// Graph is the Microsoft Graph source, when a tenant has a Graph app;
+	// GraphEngine renews its subscriptions.
+	Graph       *graph.Source
+	GraphEngine *subscription.Engine
 	// GateRegistry is the ActiveSync gate's device registry (always on);
 	// Gate decides for gate.tenant (nil when no tenant is configured).
 	GateRegistry *gate.Registry
 	Gate         *gate.Gate
 	Dovecot      *dovecot.Source
+	Registrar    *registrar.Service
+	// Directories are the tenants' directories by tenant name (only those
+	// that configure tenants.<name>.directory).
+	Directories map[string]*directory.Directory
+	SMIME       *smime.Service // nil when no tenant configures smime
+	// AppConfigs expands managed app configuration from the tenants'
+	// directories (appDirs: the directory blocks with the app
+	// configuration's filter and attributes; closed by Close).
+	AppConfigs *appconfig.Service
 
+	appDirs   []*directory.Directory
 	providers *providers
 	listener  net.Listener
 	server    *http.Server
@@ -76,7 +100,12 @@ func (m *Main) openStore(ctx context.Context) error {
 		return err
 	}
 	m.Keys = keys
-	store, err := sqlite.Open(ctx, m.Config.Database.Path, keys, m.Clock)
+	var store mailpush.Store
+	if db := m.Config.Database; db.Driver == "postgres" {
+		store, err = postgres.Open(ctx, postgres.Config{URL: db.URL, Schema: db.Schema, MaxConns: int32(db.MaxConns), Logger: m.Logger.With("component", "postgres")}, keys, m.Clock)
+	} else {
+		store, err = sqlite.Open(ctx, db.Path, keys, m.Clock)
+	}
 	if err != nil {
 		return err
 	}
@@ -142,41 +171,98 @@ func (m *Main) Run(ctx context.Context) error {
 		Client:          &ews.Client{HTTP: &http.Client{Transport: outbound, Timeout: 30 * time.Second}, UserAgent: "mailpush/" + mailpush.Version},
 		PublicURL:       strings.TrimSuffix(publicURL, "/"),
 		StatusFrequency: cfg.EWS.StatusFrequency,
-		HealthInterval:  cfg.EWS.HealthInterval, ResubscribeRate: float64(cfg.EWS.ResubscribeRate),
-		MaxPerHost: cfg.EWS.MaxPerHost, MaxPerAccount: cfg.EWS.MaxPerAccount,
-		HostMinSubscriptions: cfg.EWS.HostMinSubscriptions, HostSilence: cfg.EWS.HostSilence,
-		HostOverdue: cfg.EWS.HostOverdue, HostCheckInterval: cfg.EWS.HostCheckInterval,
-		Logger: m.Logger.With("source", "ews"), Clock: m.Clock,
+		Logger:          m.Logger.With("source", "ews"), Clock: m.Clock,
 	}
+	// The engine that keeps the EWS subscriptions alive: silent for
+	// 2×StatusFrequency means dead; so does a host whose status events are late.
+	m.EWSEngine = &subscription.Engine{
+		Store: m.Store, Source: mailpush.SourceEWS, Healer: m.EWS,
+		Logger: m.Logger.With("source", "ews", "component", "subscription"), Clock: m.Clock,
+		DueAfter: 2 * m.EWS.StatusFrequencyDuration(),
+		Interval: cfg.EWS.HealthInterval, Rate: float64(cfg.EWS.ResubscribeRate),
+		MaxPerHost: cfg.EWS.MaxPerHost, MaxPerAccount: cfg.EWS.MaxPerAccount,
+		HostRule: subscription.HostRule{
+			MinSubscriptions: orDefault(cfg.EWS.HostMinSubscriptions, subscription.DefaultHostMinSubscriptions),
+			Silence:          orDefault(cfg.EWS.HostSilence, subscription.DefaultHostSilence),
+			Overdue:          orDefault(cfg.EWS.HostOverdue, subscription.DefaultHostOverdue),
+			Frequency:        m.EWS.StatusFrequencyDuration(),
+		},
+		HostCheckInterval: cfg.EWS.HostCheckInterval,
+	}
+	m.EWS.Engine = m.EWSEngine
 
-	m.GateRegistry = &gate.Registry{Store: m.Store, Hasher: m.Keys, Logger: m.Logger.With("component", "gate")}
+	m.GateRegistry = newGateRegistry(m)
 	if cfg.Gate.Tenant != "" {
 		if err := m.startGate(ctx); err != nil {
 			return err
 		}
 	}
-	if m.Dovecot, err = m.dovecotSource(); err != nil {
+	if m.Dovecot, err = m.dovecotSource(outbound.TLSClientConfig); err != nil {
 		return err
 	}
 
-	m.EWS.Run(context.Background()) // stopped by Close
+	if m.Directories, err = cfg.openDirectories(m.Logger.With("component", "directory"), m.Clock); err != nil {
+		return fmt.Errorf("config key %w", err)
+	}
+	if m.SMIME, err = m.openSMIME(outbound); err != nil {
+		return err
+	}
+	if m.AppConfigs, m.appDirs, err = cfg.openAppConfigs(publicURL, m.Logger.With("component", "directory"), m.Clock); err != nil {
+		return err
+	}
 
-	srv := &api.Server{
-		Store: m.Store, Keys: m.Keys, Logger: m.Logger.With("component", "api"), Clock: m.Clock,
-		Watchers:        map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS, mailpush.SourceDovecot: m.Dovecot},
+	m.EWSEngine.Run(context.Background()) // stopped by Close
+	watchers := map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS, mailpush.SourceDovecot: m.Dovecot}
+	if err := m.startGraph(&cfg, outbound, strings.TrimSuffix(publicURL, "/")); err != nil {
+		return err
+	}
+	verifiers := map[mailpush.Source]mailpush.CredentialVerifier{mailpush.SourceDovecot: m.Dovecot}
+	if m.Graph != nil {
+		watchers[mailpush.SourceGraph], verifiers[mailpush.SourceGraph] = m.Graph, m.Graph
+	}
+
+	m.Registrar = &registrar.Service{
+		Store: m.Store, Keys: m.Keys, Logger: m.Logger.With("component", "registrar"), Clock: m.Clock,
+		Watchers:        watchers,
+		Verifiers:       verifiers,
 		RegistrationTTL: cfg.RegistrationTTL,
 		Autodiscover: &autodiscover.Client{
 			HTTP: &http.Client{Transport: outbound, Timeout: 15 * time.Second,
 				CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 			Logger: m.Logger.With("component", "autodiscover"), Clock: m.Clock,
 		},
+		ServiceMode: func(t *mailpush.Tenant, src mailpush.Source) bool {
+			_, ok := serviceAccounts[t.Name]
+			return src == mailpush.SourceEWS && ok
+		},
 		Platforms:        m.providers.platforms,
 		AllowInsecureEWS: cfg.EWS.AllowInsecureHTTP,
-		Gate:             m.GateRegistry,
+		Quotas:           cfg.quotas,
+	}
+	srv := &api.Server{
+		Store: m.Store, Keys: m.Keys, Registrar: m.Registrar,
+		Logger: m.Logger.With("component", "api"), Gate: m.GateRegistry,
+		AppConfigs: m.AppConfigs,
+	}
+	if m.SMIME != nil {
+		srv.SMIME = m.SMIME
 	}
 	mux := http.NewServeMux()
 	srv.Routes(mux)
+	sites, err := cfg.autodiscoverSites(true)
+	if err != nil {
+		return err
+	}
+	responder, err := autodiscover.NewResponder(sites, m.Logger.With("component", "autodiscover"))
+	if err != nil {
+		return err
+	}
+	responder.Routes(mux)
 	mux.Handle("POST "+ews.CallbackPath+"{token}", m.EWS)
+	if m.Graph != nil {
+		mux.Handle("POST "+graph.NotifyPath+"{token}", m.Graph)
+		mux.Handle("POST "+graph.LifecyclePath+"{token}", m.Graph)
+	}
 	if m.Gate != nil {
 		m.Gate.Routes(mux)
 		registerGateMetrics(registry, m.Gate)
@@ -196,10 +282,16 @@ func (m *Main) Run(ctx context.Context) error {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn),
 	}
+	if cfg.TLS.CertFile != "" {
+		// Loaded now, so that a bad file stops the start with the key named.
+		if m.server.TLSConfig, err = cfg.TLS.serverConfig(); err != nil {
+			return err
+		}
+	}
 	go func() {
 		var err error
 		if cfg.TLS.CertFile != "" {
-			err = m.server.ServeTLS(m.listener, cfg.TLS.CertFile, cfg.TLS.KeyFile)
+			err = m.server.ServeTLS(m.listener, "", "")
 		} else {
 			err = m.server.Serve(m.listener)
 		}
@@ -208,12 +300,13 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 	}()
 	m.Logger.Info("mailpush serving", "version", mailpush.Version, "listen", m.listener.Addr().String(), "publicUrl", publicURL,
-		"database", cfg.Database.Path, "apns", cfg.APNsEnabled())
+		"database", cfg.databaseName(), "apns", cfg.APNsEnabled())
 	return nil
 }
 
-// dovecotSource builds the Dovecot source from the tenants' dovecot settings.
-func (m *Main) dovecotSource() (*dovecot.Source, error) {
+// dovecotSource builds the Dovecot source from the tenants' dovecot
+// settings; tlsConfig (the outbound roots) checks their IMAP servers.
+func (m *Main) dovecotSource(tlsConfig *tls.Config) (*dovecot.Source, error) {
 	var tenants []dovecot.Tenant
 	for name, tc := range m.Config.Tenants {
 		d := tc.Dovecot
@@ -234,7 +327,8 @@ func (m *Main) dovecotSource() (*dovecot.Source, error) {
 		if mapping == "" {
 			mapping = dovecot.MapAddress
 		}
-		tenants = append(tenants, dovecot.Tenant{Name: name, Username: d.Username, Password: pass, UserMapping: mapping, Domain: d.Domain})
+		imap := dovecot.IMAP{Address: d.IMAP.Address, TLS: d.IMAP.TLS, TLSConfig: tlsConfig}
+		tenants = append(tenants, dovecot.Tenant{Name: name, Username: d.Username, Password: pass, UserMapping: mapping, Domain: d.Domain, IMAP: imap})
 	}
 	return dovecot.New(dovecot.Config{
 		Store: m.Store, Hasher: m.Keys, Sink: m.Pipeline, Tenants: tenants,
@@ -267,8 +361,12 @@ func (m *Main) Close() error {
 	if m.console != nil {
 		m.console.Close()
 	}
-	if m.EWS != nil {
-		m.EWS.Close()
+	if m.EWSEngine != nil {
+		m.EWSEngine.Close()
+	}
+	if m.GraphEngine != nil {
+		m.GraphEngine.Close()
+		m.Graph.Close()
 	}
 	if m.Pipeline != nil {
 		errs = append(errs, m.Pipeline.Shutdown(ctx))
@@ -278,6 +376,12 @@ func (m *Main) Close() error {
 	}
 	if m.providers != nil {
 		m.providers.close()
+	}
+	for _, d := range m.Directories {
+		d.Close()
+	}
+	for _, d := range m.appDirs {
+		d.Close()
 	}
 	if m.Store != nil {
 		errs = append(errs, m.Store.Close())
@@ -305,16 +409,37 @@ func (m *Main) outboundClient() (*http.Transport, error) {
 	return t, nil
 }
 
+// TenantSettings are what `tenant add` and `tenant set` change; zero
+// values leave a setting alone (add: the default).
+type TenantSettings struct {
+	Hosts      []string
+	MaxContent mailpush.ContentMode
+	// DeviceSubscribed turns device-subscribed registrations on or off.
+	// New tenants have it off: such a registration proves only that its
+	// app could POST to its callback URL.
+	DeviceSubscribed *bool
+}
+
+func (set TenantSettings) apply(t *mailpush.Tenant) {
+	if len(set.Hosts) > 0 {
+		t.AllowedHosts = set.Hosts
+	}
+	if set.MaxContent != "" {
+		t.MaxContent = set.MaxContent
+	}
+	if set.DeviceSubscribed != nil {
+		t.DeviceSubscribed = *set.DeviceSubscribed
+	}
+}
+
 // AddTenant creates a tenant and returns its first API token, of scope
 // app: the one to build into the mail app.
-func (m *Main) AddTenant(ctx context.Context, name string, hosts []string, maxContent mailpush.ContentMode) (string, error) {
+func (m *Main) AddTenant(ctx context.Context, name string, set TenantSettings) (string, error) {
 	if name == "" || len(name) > 64 || strings.ContainsAny(name, " \t\r\n") {
 		return "", fmt.Errorf("tenant name must be 1 to 64 characters without spaces")
 	}
-	if maxContent == "" {
-		maxContent = mailpush.ContentBadge // the most private
-	}
-	t := &mailpush.Tenant{Name: name, AllowedHosts: hosts, MaxContent: maxContent}
+	t := &mailpush.Tenant{Name: name, MaxContent: mailpush.ContentBadge} // the most private by default
+	set.apply(t)
 	if err := m.Store.CreateTenant(ctx, t); err != nil {
 		return "", err
 	}
@@ -388,24 +513,18 @@ func (m *Main) checkTenantNames(ctx context.Context) error {
 		} else if len(names) > 0 {
 			hint += "; the tenants are " + strings.Join(names, ", ")
 		}
-		errs = append(errs, fmt.Errorf("config key tenants.%s: no tenant named %q in %s; %s", name, name, m.Config.Database.Path, hint))
+		errs = append(errs, fmt.Errorf("config key tenants.%s: no tenant named %q in %s; %s", name, name, m.Config.databaseName(), hint))
 	}
 	return errors.Join(errs...)
 }
 
-// SetTenant changes a tenant's allowed hosts (when hosts is not empty) and
-// content cap (when maxContent is set).
-func (m *Main) SetTenant(ctx context.Context, name string, hosts []string, maxContent mailpush.ContentMode) error {
+// SetTenant changes a tenant's settings.
+func (m *Main) SetTenant(ctx context.Context, name string, set TenantSettings) error {
 	t, err := m.Store.TenantByName(ctx, name)
 	if err != nil {
 		return err
 	}
-	if len(hosts) > 0 {
-		t.AllowedHosts = hosts
-	}
-	if maxContent != "" {
-		t.MaxContent = maxContent
-	}
+	set.apply(t)
 	return m.Store.UpdateTenant(ctx, t)
 }
 
@@ -429,4 +548,39 @@ type statusWriter struct {
 func (w *statusWriter) WriteHeader(code int) {
 	w.status = code
 	w.ResponseWriter.WriteHeader(code)
+}
+
+func orDefault[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// startGraph makes the Graph source and its engine when a tenant has a
+// Graph app, and starts them (Close stops them).
+func (m *Main) startGraph(cfg *Config, outbound *http.Transport, publicURL string) error {
+	apps, err := cfg.graphApps()
+	if err != nil || len(apps) == 0 {
+		return err
+	}
+	m.Graph = &graph.Source{
+		Store: m.Store, Sealer: m.Keys, Hasher: m.Keys, Sink: m.Pipeline, Apps: apps,
+		HTTP:      &http.Client{Transport: outbound, Timeout: 30 * time.Second},
+		PublicURL: publicURL, Lifetime: cfg.Graph.SubscriptionLifetime,
+		QueueSize: cfg.Graph.QueueSize, Workers: cfg.Graph.Workers,
+		Logger: m.Logger.With("source", "graph"), Clock: m.Clock,
+	}
+	// Renewal at half the lifetime, paced: a wave of registrations never
+	// becomes a wave of PATCHes. Graph allows 4 requests at once per app and
+	// mailbox (the engine's account is the mailbox).
+	m.GraphEngine = &subscription.Engine{
+		Store: m.Store, Source: mailpush.SourceGraph, Healer: m.Graph,
+		Logger: m.Logger.With("source", "graph", "component", "subscription"), Clock: m.Clock,
+		DueAfter: m.Graph.RenewAfter(), Interval: time.Minute, Rate: float64(orDefault(cfg.Graph.RenewRate, 20)), MaxPerAccount: 4,
+	}
+	m.Graph.Engine = m.GraphEngine
+	m.Graph.Run(context.Background())
+	m.GraphEngine.Run(context.Background())
+	return nil
 }

@@ -1,7 +1,8 @@
 // Package slapdtest starts a real OpenLDAP slapd for tests: its own temp
 // directory, its own slapd.conf with the mdb backend, a loopback port, the
 // standard core/cosine/inetorgperson schemas plus Active Directory's
-// proxyAddresses (as the auxiliary class mailpushTestUser), loaded with the
+// proxyAddresses, userPrincipalName and sAMAccountName (with their AD OIDs,
+// in the auxiliary class mailpushTestUser), loaded with the
 // LDIF that the test supplies.
 //
 // Without slapd on the machine (Debian: apt-get install slapd ldap-utils)
@@ -63,8 +64,14 @@ attributetype ( 1.3.6.1.4.1.55555.1.1 NAME 'proxyAddresses'
 	DESC 'Active Directory proxyAddresses, e.g. smtp:alias@example.com'
 	EQUALITY caseIgnoreMatch SUBSTR caseIgnoreSubstringsMatch
 	SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 )
+attributetype ( 1.2.840.113556.1.4.656 NAME 'userPrincipalName'
+	DESC 'Active Directory userPrincipalName, e.g. alice@corp.example.com'
+	EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+attributetype ( 1.2.840.113556.1.4.221 NAME 'sAMAccountName'
+	DESC 'Active Directory pre-Windows 2000 logon name'
+	EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
 objectclass ( 1.3.6.1.4.1.55555.2.1 NAME 'mailpushTestUser' SUP top AUXILIARY
-	MAY ( proxyAddresses ) )
+	MAY ( proxyAddresses $ userPrincipalName $ sAMAccountName ) )
 `
 
 // Binary returns the slapd path, or "" when it is not installed.

@@ -104,6 +104,9 @@ type Options struct {
 	// beyond it the oldest are forgotten (Accepted still counts them). Zero
 	// keeps every push, which suits tests; a load run should set it.
 	MaxRecorded int
+	// OnAccept, when set, is called with every push the fake accepts, before
+	// it answers (a load generator measures delivery latency with it).
+	OnAccept func(Push)
 }
 
 // Push is one push the fake accepted.
@@ -149,6 +152,7 @@ type Server struct {
 	clock      mailpush.Clock
 	retryAfter time.Duration
 	maxPushes  int
+	onAccept   func(Push)
 
 	mu           sync.Mutex
 	keys         map[string]providerKey // by key ID
@@ -175,6 +179,7 @@ func New(opts Options) *Server {
 		clock:        opts.Clock,
 		retryAfter:   opts.RetryAfter,
 		maxPushes:    opts.MaxRecorded,
+		onAccept:     opts.OnAccept,
 		keys:         make(map[string]providerKey),
 		topics:       make(map[string]bool),
 		verified:     make(map[string]int64),
@@ -447,6 +452,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.notifyLocked()
 	s.mu.Unlock()
+	if s.onAccept != nil {
+		s.onAccept(p)
+	}
 	s.log.Debug("apnsfake: push accepted", "token", prefix(p.Token), "type", p.PushType)
 	w.WriteHeader(http.StatusOK)
 }

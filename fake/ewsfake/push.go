@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mailpush/mailpush"
 )
 
 // maxBatch is the most events in one notification; more set MoreEvents.
@@ -154,9 +156,10 @@ func (s *Server) run(ctx context.Context, sub *subscription) {
 	defer close(sub.done)
 	defer sub.cancel()
 	idle := s.scaled(time.Duration(sub.freq) * time.Minute)
-	timer := time.NewTimer(idle)
+	timer, fired := s.clock.NewTimer(idle)
 	defer timer.Stop()
 	mode := takeStatus
+	var firedAt time.Time // when the idle timer fired, for takeStatusOrNext
 	for {
 		n, ok, ended := s.take(sub, mode)
 		if ended {
@@ -168,15 +171,24 @@ func (s *Server) run(ctx context.Context, sub *subscription) {
 				return
 			case <-sub.wake:
 				mode = takeNext
-			case <-timer.C:
+			case firedAt = <-fired:
 				mode = takeStatusOrNext
 			}
 			continue
 		}
+		// The next status event is due a StatusFrequency after this
+		// notification, counted from when the idle timer fell due (not from
+		// when this goroutine got to run): the timer is set before the
+		// notification is sent, so that a test that moved the clock and saw
+		// the listener get it knows where the next one stands.
+		if mode == takeStatusOrNext {
+			timer.Reset(firedAt.Add(idle).Sub(s.clock.Now()))
+		} else {
+			timer.Reset(idle)
+		}
 		if !s.deliver(ctx, sub, n) {
 			return
 		}
-		timer.Reset(idle)
 		mode = takeNext
 	}
 }
@@ -193,14 +205,14 @@ func (s *Server) deliver(ctx context.Context, sub *subscription, n notification)
 		s.mu.Lock()
 		pause := s.callbackDelay
 		s.mu.Unlock()
-		if pause > 0 && !sleep(ctx, pause) {
+		if pause > 0 && mailpush.Sleep(ctx, mailpush.SystemClock{}, pause) != nil { // network delay: real time
 			return false
 		}
 		status, answer, err := s.post(ctx, sub.url, body)
 		if ctx.Err() != nil {
 			return false // dropped, restarted or closed meanwhile: not an attempt
 		}
-		cb := Callback{SubscriptionID: sub.id, Attempt: attempt, Status: status, Result: answer, Events: len(n.events), At: time.Now()}
+		cb := Callback{SubscriptionID: sub.id, Attempt: attempt, Status: status, Result: answer, Events: len(n.events), At: s.clock.Now()}
 		var end string
 		switch {
 		case err != nil:
@@ -225,23 +237,11 @@ func (s *Server) deliver(ctx context.Context, sub *subscription, n notification)
 		if err == nil || end != "" {
 			return end == ""
 		}
-		if !sleep(ctx, delay) {
+		if mailpush.Sleep(ctx, s.clock, delay) != nil {
 			return false
 		}
 		spent += delay
 		delay *= 2
-	}
-}
-
-// sleep waits d or until ctx ends; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }
 

@@ -38,6 +38,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/mailpush/mailpush"
 )
 
 // Options configure a Server. The zero value is a real-time server.
@@ -46,6 +48,10 @@ type Options struct {
 	// retry back-off, the default ErrorServerBusy back-off): 0.001 makes a
 	// minute last 60 ms. 0 means 1 (real time).
 	TimeScale float64
+	// Clock drives Exchange's timers (status events, retries) and stamps
+	// deliveries; nil is the system clock. A test gives the fake the clock
+	// it gives mailpush, so that one Advance moves both.
+	Clock mailpush.Clock
 	// Logger receives the fake's logs; nil discards them.
 	Logger *slog.Logger
 	// HTTPClient posts the notifications to the subscribers; nil means a
@@ -98,6 +104,7 @@ var ErrNotFound = errors.New("ewsfake: not found")
 // Server is a fake Exchange server. Its methods are safe for concurrent use.
 type Server struct {
 	scale        float64
+	clock        mailpush.Clock
 	queueSize    int
 	maxCallbacks int
 	log          *slog.Logger
@@ -129,6 +136,7 @@ type Server struct {
 func New(opts Options) *Server {
 	s := &Server{
 		scale:        opts.TimeScale,
+		clock:        opts.Clock,
 		queueSize:    opts.QueueSize,
 		maxCallbacks: opts.MaxCallbacks,
 		log:          opts.Logger,
@@ -144,6 +152,9 @@ func New(opts Options) *Server {
 	}
 	if s.scale <= 0 {
 		s.scale = 1
+	}
+	if s.clock == nil {
+		s.clock = mailpush.SystemClock{}
 	}
 	if s.queueSize <= 0 {
 		s.queueSize = 1000

@@ -1,4 +1,4 @@
-package ews
+package subscription
 
 import (
 	"context"
@@ -46,7 +46,7 @@ func concurrency(t *testing.T, l *limiter, key func(i int) (host, account string
 }
 
 func TestLimiterBoundsHostAndAccount(t *testing.T) {
-	l := newLimiter(4, 2)
+	l := newLimiter(mailpush.SystemClock{}, 4, 2)
 	if got := concurrency(t, l, func(i int) (string, string) { return "h", fmt.Sprint(i) }); got > 4 {
 		t.Errorf("%d requests at once on one host, limit 4", got)
 	}
@@ -61,7 +61,7 @@ func TestLimiterBoundsHostAndAccount(t *testing.T) {
 }
 
 func TestLimiterBackOffAndCancel(t *testing.T) {
-	l := newLimiter(1, 1)
+	l := newLimiter(mailpush.SystemClock{}, 1, 1)
 	l.busy("h", time.Hour)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -73,21 +73,4 @@ func TestLimiterBackOffAndCancel(t *testing.T) {
 		t.Fatal(err)
 	}
 	release()
-}
-
-func TestCredCacheBounded(t *testing.T) {
-	c := newCredCache(3)
-	for _, id := range []string{"a", "b", "c", "d", "e"} {
-		c.put(id, cachedCreds{serverURL: "u", creds: mailpush.Credentials{Username: id, Password: "p"}})
-	}
-	if len(c.m) != 3 {
-		t.Errorf("cache holds %d entries, bound 3", len(c.m))
-	}
-	if v, ok := c.get("e"); !ok || v.creds.Username != "e" {
-		t.Errorf("latest entry missing: %+v %v", v, ok)
-	}
-	c.drop("e")
-	if _, ok := c.get("e"); ok {
-		t.Error("dropped entry still there")
-	}
 }

@@ -1,4 +1,4 @@
-package ews
+package subscription
 
 import (
 	"context"
@@ -8,14 +8,16 @@ import (
 	"github.com/mailpush/mailpush"
 )
 
-// limiter bounds the EWS requests that mailpush starts on its own
-// (resubscriptions): at most perHost at once per Exchange host and
-// perAccount at once per account (EWS's EWSMaxConcurrency is 27 per account;
-// a service account shared by a tenant is one account). A host that answered
-// ErrorServerBusy gets no request before its BackOffMilliseconds have
-// passed. Entries exist only while in use, so memory follows concurrency,
+// limiter bounds the requests that mailpush starts on its own
+// (resubscriptions, renewals): at most perHost at once per mail-server host
+// and perAccount at once per account (EWS's EWSMaxConcurrency is 27 per
+// account, and a service account shared by a tenant is one account; Graph
+// allows 4 per app and mailbox). A host that asked for a pause (EWS's
+// ErrorServerBusy BackOffMilliseconds, Graph's 429 Retry-After) gets no
+// request before it has passed. Entries exist only while in use, so memory follows concurrency,
 // not the number of mailboxes.
 type limiter struct {
+	clock               mailpush.Clock
 	perHost, perAccount int
 
 	mu       sync.Mutex
@@ -29,8 +31,8 @@ type slot struct {
 	refs int
 }
 
-func newLimiter(perHost, perAccount int) *limiter {
-	return &limiter{perHost: perHost, perAccount: perAccount,
+func newLimiter(clock mailpush.Clock, perHost, perAccount int) *limiter {
+	return &limiter{clock: clock, perHost: perHost, perAccount: perAccount,
 		hosts: map[string]*slot{}, accounts: map[string]*slot{}, backoff: map[string]time.Time{}}
 }
 
@@ -93,7 +95,7 @@ func (l *limiter) waitBackoff(ctx context.Context, host string) error {
 	for {
 		l.mu.Lock()
 		until, ok := l.backoff[host]
-		wait := time.Until(until)
+		wait := until.Sub(l.clock.Now())
 		if ok && wait <= 0 {
 			delete(l.backoff, host)
 		}
@@ -101,12 +103,8 @@ func (l *limiter) waitBackoff(ctx context.Context, host string) error {
 		if wait <= 0 {
 			return nil
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
+		if err := mailpush.Sleep(ctx, l.clock, wait); err != nil {
+			return err
 		}
 	}
 }
@@ -115,50 +113,7 @@ func (l *limiter) waitBackoff(ctx context.Context, host string) error {
 func (l *limiter) busy(host string, d time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if until := time.Now().Add(d); until.After(l.backoff[host]) {
+	if until := l.clock.Now().Add(d); until.After(l.backoff[host]) {
 		l.backoff[host] = until
 	}
-}
-
-// credCache keeps the credentials that sealed-mode callback tokens carried,
-// per mailbox, in memory only, so that a dead subscription can be made again
-// without the device. It is bounded: when full, an arbitrary entry gives way
-// (that mailbox then falls back to asking its device to check in).
-type credCache struct {
-	mu  sync.Mutex
-	max int
-	m   map[string]cachedCreds
-}
-
-type cachedCreds struct {
-	serverURL string
-	creds     mailpush.Credentials // sealed mode
-	address   string               // service mode: the mailbox to impersonate
-}
-
-func newCredCache(max int) *credCache { return &credCache{max: max, m: map[string]cachedCreds{}} }
-
-func (c *credCache) put(mailboxID string, v cachedCreds) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.m[mailboxID]; !ok && len(c.m) >= c.max {
-		for k := range c.m {
-			delete(c.m, k)
-			break
-		}
-	}
-	c.m[mailboxID] = v
-}
-
-func (c *credCache) get(mailboxID string) (cachedCreds, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	v, ok := c.m[mailboxID]
-	return v, ok
-}
-
-func (c *credCache) drop(mailboxID string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.m, mailboxID)
 }

@@ -1,4 +1,4 @@
-package ews
+package subscription
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"github.com/mailpush/mailpush"
 )
 
-// Defaults of host-level dead-server detection.
+// Defaults of the host-level rule (EWS's host-level dead-server detection).
 const (
 	DefaultHostMinSubscriptions = 20
 	DefaultHostSilence          = time.Minute
@@ -60,14 +60,6 @@ func (b *hostBook) heard(host, mailboxID string, now time.Time) {
 	h.mailboxes[mailboxID] = now
 }
 
-// hostRule is when a host counts as dead.
-type hostRule struct {
-	minSubscriptions int           // active subscriptions a host needs for the rule
-	silence          time.Duration // nothing from the host for this long…
-	overdue          int           // …and this many status events late by silence
-	frequency        time.Duration // StatusFrequency
-}
-
 // deadHost is a host found dead and the mailboxes to heal, with the time the
 // host was last heard (a mailbox heard later is alive and left alone).
 type deadHost struct {
@@ -82,22 +74,22 @@ type deadHost struct {
 // A live Exchange sends each subscription a notification at least every
 // StatusFrequency (a StatusEvent when idle). So a subscription not heard
 // for StatusFrequency + silence missed its status event. When at least
-// r.overdue subscriptions of a host with at least r.minSubscriptions
+// r.Overdue subscriptions of a host with at least r.MinSubscriptions
 // active ones missed theirs, and the host sent nothing at all for
-// r.silence, the host has lost them all (restarted or unreachable): every
+// r.Silence, the host has lost them all (restarted or unreachable): every
 // active subscription on it is dead now, not after 2×StatusFrequency each.
 // Deliberately not a rule on the host's notification rate alone
 // (StatusFrequency / active subscriptions): subscriptions made in a burst
 // (registration wave, mass resubscription) send their status events in a
 // burst too, and a healthy host then stays silent for most of every
 // StatusFrequency.
-func (b *hostBook) dead(now time.Time, r hostRule) []deadHost {
+func (b *hostBook) dead(now time.Time, r HostRule) []deadHost {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out []deadHost
 	for host, h := range b.hosts {
 		for id, at := range h.mailboxes {
-			if now.Sub(at) > 2*r.frequency {
+			if now.Sub(at) > 2*r.Frequency {
 				delete(h.mailboxes, id)
 				b.size--
 			}
@@ -106,16 +98,16 @@ func (b *hostBook) dead(now time.Time, r hostRule) []deadHost {
 			delete(b.hosts, host)
 			continue
 		}
-		if len(h.mailboxes) < r.minSubscriptions || now.Sub(h.last) < r.silence {
+		if len(h.mailboxes) < r.MinSubscriptions || now.Sub(h.last) < r.Silence {
 			continue
 		}
 		late := 0
 		for _, at := range h.mailboxes {
-			if now.Sub(at) >= r.frequency+r.silence {
+			if now.Sub(at) >= r.Frequency+r.Silence {
 				late++
 			}
 		}
-		if late < r.overdue {
+		if late < r.Overdue {
 			continue
 		}
 		d := deadHost{host: host, lastHeard: h.last, mailboxes: make([]string, 0, len(h.mailboxes))}
@@ -129,53 +121,38 @@ func (b *hostBook) dead(now time.Time, r hostRule) []deadHost {
 	return out
 }
 
-// heard records a handled notification for the host-level rule.
-func (s *Source) heard(mb *mailpush.Mailbox, serverURL string, now time.Time) {
-	if mb.ServerURL != "" {
-		serverURL = mb.ServerURL
-	}
-	if serverURL != "" {
-		s.init().hosts.heard(hostOf(serverURL), mb.ID, now)
-	}
-}
-
-func (s *Source) hostRule() hostRule {
-	return hostRule{
-		minSubscriptions: orDefault(s.HostMinSubscriptions, DefaultHostMinSubscriptions),
-		silence:          orDefaultDuration(s.HostSilence, DefaultHostSilence),
-		overdue:          orDefault(s.HostOverdue, DefaultHostOverdue),
-		frequency:        s.statusFrequency(),
-	}
-}
-
-func orDefaultDuration(v, def time.Duration) time.Duration {
-	if v <= 0 {
-		return def
-	}
-	return v
+// HostRule is when a host counts as dead (see hostBook.dead).
+type HostRule struct {
+	MinSubscriptions int           // active subscriptions a host needs for the rule
+	Silence          time.Duration // nothing from the host for this long…
+	Overdue          int           // …and this many status events late by Silence
+	Frequency        time.Duration // the interval of the source's status events
 }
 
 // CheckHosts applies the host-level rule (see hostBook.dead): every active
 // subscription of a dead host is claimed and healed now, exactly as Check
-// heals a silent one (same pacing, limits and ErrorServerBusy back-off).
-// Hosts with fewer than HostMinSubscriptions active subscriptions are left
-// to Check's per-subscription rule. It works from memory and touches the
-// store only for the mailboxes it heals.
-func (s *Source) CheckHosts(ctx context.Context) (CheckResult, error) {
-	st := s.init()
-	dead := st.hosts.dead(s.Clock.Now(), s.hostRule())
+// heals a due one (same pacing, limits and back-off). Hosts with fewer than
+// HostRule.MinSubscriptions active subscriptions are left to Check's rule.
+// It works from memory and touches the store only for the mailboxes it
+// heals.
+func (e *Engine) CheckHosts(ctx context.Context) (CheckResult, error) {
+	st := e.init()
+	if e.HostRule.MinSubscriptions <= 0 {
+		return CheckResult{}, nil
+	}
+	dead := st.hosts.dead(e.Clock.Now(), e.HostRule)
 	if len(dead) == 0 {
 		return CheckResult{}, nil
 	}
-	return s.sweep(ctx, func(jobs chan<- *mailpush.Mailbox) (int, error) {
+	return e.sweep(ctx, func(jobs chan<- *mailpush.Mailbox) (int, error) {
 		n := 0
 		for _, d := range dead {
-			s.Logger.Warn("Exchange host silent: treating all its subscriptions as dead", "host", d.host,
-				"subscriptions", len(d.mailboxes), "silentFor", s.Clock.Now().Sub(d.lastHeard).Round(time.Second))
+			e.Logger.Warn("mail-server host silent: treating all its subscriptions as dead", "host", d.host,
+				"subscriptions", len(d.mailboxes), "silentFor", e.Clock.Now().Sub(d.lastHeard).Round(time.Second))
 			for _, id := range d.mailboxes {
 				// Heard after the host's last notification means alive:
 				// LastEventAt is compared at the store's millisecond precision.
-				ok, err := s.claim(ctx, id, d.lastHeard.Truncate(time.Millisecond).Add(time.Millisecond), jobs)
+				ok, err := e.claim(ctx, id, d.lastHeard.Truncate(time.Millisecond).Add(time.Millisecond), jobs)
 				if err != nil {
 					return n, err
 				}

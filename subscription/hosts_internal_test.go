@@ -1,4 +1,4 @@
-package ews
+package subscription
 
 import (
 	"fmt"
@@ -8,7 +8,7 @@ import (
 
 func TestHostBookDead(t *testing.T) {
 	t0 := time.Unix(1_000_000, 0)
-	r := hostRule{minSubscriptions: 5, silence: time.Minute, overdue: 3, frequency: 5 * time.Minute}
+	r := HostRule{MinSubscriptions: 5, Silence: time.Minute, Overdue: 3, Frequency: 5 * time.Minute}
 	fill := func(b *hostBook, host string, n int, at func(i int) time.Time) {
 		for i := range n {
 			b.heard(host, fmt.Sprintf("%s-%d", host, i), at(i))

@@ -1,0 +1,838 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/tls"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/sideshow/apns2/token"
+
+	"github.com/mailpush/mailpush"
+	"github.com/mailpush/mailpush/fake/apnsfake"
+)
+
+// The load command: `mailpush bench` starts the real server in-process
+// (SQLite store, pipeline, APNs client, Dovecot notify endpoint, device API)
+// against the in-repo fake APNs, drives it over real loopback sockets and
+// reports what docs/PERFORMANCE.md needs. Everything runs in one process on
+// purpose: the raw HTTP/2 baseline and mailpush are measured against the
+// same fake in the same run, so the ratios hold on a shared, noisy machine
+// even when the absolute figures move.
+
+const benchUsage = `Starts mailpush in-process with a fake APNs and measures it (see docs/PERFORMANCE.md).
+
+scenarios (-scenario):
+  fanout         N mailboxes x M devices, one Dovecot MessageNew per mailbox as fast
+                 as the notify endpoint takes them; the raw HTTP/2 client is measured
+                 first with as many pushes on the same fake (default 1000 x 100)
+  realworld      N mailboxes x 1-3 devices, events at -rate per second spread over the
+                 mailboxes for -duration (default 100000 mailboxes, 1000/s, 60s)
+  overload       like realworld, but the fake APNs answers 503 for -outage while
+                 events keep coming; then it recovers and the backlog must drain with
+                 every device's last badge delivered
+  raw            the raw HTTP/2 client alone (N x M pushes)
+  registrations  N registrations through POST /api/v1/registrations by -concurrency
+                 clients (source dovecot); reports registrations/s, RSS and DB bytes each
+`
+
+type benchFlags struct {
+	scenario    string
+	mailboxes   int
+	devices     string
+	rate        float64
+	duration    time.Duration
+	outage      time.Duration
+	concurrency int
+	cpuprofile  string
+	dir         string
+	rssLimit    int
+	contentMode string
+}
+
+// benchDevices parses "M" or "LO-HI".
+func benchDevices(s string) (lo, hi int, err error) {
+	a, b, ok := strings.Cut(s, "-")
+	if lo, err = strconv.Atoi(a); err != nil || lo < 1 {
+		return 0, 0, fmt.Errorf("-devices must be a count or a range like 1-3, not %q", s)
+	}
+	hi = lo
+	if ok {
+		if hi, err = strconv.Atoi(b); err != nil || hi < lo {
+			return 0, 0, fmt.Errorf("-devices must be a count or a range like 1-3, not %q", s)
+		}
+	}
+	return lo, hi, nil
+}
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("bench", "bench [-scenario fanout|realworld|overload|raw|registrations] [flags]", stdout, stderr)
+	synopsis := fs.Usage
+	fs.Usage = func() { synopsis(); fmt.Fprint(stdout, "\n", benchUsage) }
+	var f benchFlags
+	fs.StringVar(&f.scenario, "scenario", "fanout", "fanout, realworld, overload, raw or registrations")
+	fs.IntVar(&f.mailboxes, "mailboxes", 0, "mailboxes (default: scenario's)")
+	fs.StringVar(&f.devices, "devices", "", "devices per mailbox: a count or a range LO-HI (default: scenario's)")
+	fs.Float64Var(&f.rate, "rate", 0, "events per second (0: as fast as the server takes them; realworld default 1000)")
+	fs.DurationVar(&f.duration, "duration", 0, "how long events are sent (realworld and overload; default 60s)")
+	fs.DurationVar(&f.outage, "outage", 60*time.Second, "overload: how long the fake APNs answers 503")
+	fs.IntVar(&f.concurrency, "concurrency", 32, "concurrent HTTP clients sending notifications or registrations")
+	fs.StringVar(&f.cpuprofile, "cpuprofile", "", "write a CPU profile of the measured phase to this file")
+	fs.StringVar(&f.dir, "dir", "", "working directory for the database and keys (default: a temporary one, removed after)")
+	fs.IntVar(&f.rssLimit, "rss-limit", 512, "overload: the RSS bound in MiB that the run is checked against")
+	fs.StringVar(&f.contentMode, "content", "badge", "content mode of the devices: badge, subject or subject_sender")
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	defaults := map[string]struct {
+		mailboxes int
+		devices   string
+	}{"fanout": {1000, "100"}, "raw": {1000, "100"}, "realworld": {100000, "1-3"}, "overload": {10000, "1-3"}, "registrations": {100000, "1"}}
+	d, ok := defaults[f.scenario]
+	if !ok {
+		return usageError{fmt.Sprintf("unknown scenario %q\n%s", f.scenario, benchUsage)}
+	}
+	if f.mailboxes <= 0 {
+		f.mailboxes = d.mailboxes
+	}
+	if f.devices == "" {
+		f.devices = d.devices
+	}
+	if f.duration <= 0 {
+		f.duration = 60 * time.Second
+	}
+	if f.rate == 0 && (f.scenario == "realworld" || f.scenario == "overload") {
+		f.rate = 1000
+	}
+	lo, hi, err := benchDevices(f.devices)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	if mailpush.ContentMode(f.contentMode).Rank() < 0 {
+		return usageError{"-content must be badge, subject or subject_sender"}
+	}
+	b := &bench{f: f, lo: lo, hi: hi, out: stdout, progress: stderr}
+	return b.run(ctx)
+}
+
+// bench is one run of the load command.
+type bench struct {
+	f        benchFlags
+	lo, hi   int
+	out      io.Writer
+	progress io.Writer
+
+	dir     string
+	apple   *apnsfake.Server
+	key     *ecdsa.PrivateKey
+	main    *Main
+	base    string
+	secret  string // the Dovecot shared secret
+	tenant  *mailpush.Tenant
+	tokenOf []int // device index -> mailbox index
+	devOf   map[string]int32
+	devices int
+
+	// Latency bookkeeping: when each event was sent, by mailbox and badge.
+	mu        sync.Mutex
+	sentAt    map[int64]time.Time // mailbox<<20 | badge
+	lastBadge []int32             // by device: highest badge delivered
+	e2e       []time.Duration     // event -> push
+	accepted  atomic.Int64
+}
+
+const (
+	benchTeam  = "BENCHTEAM1"
+	benchKeyID = "BENCHKEY01"
+	benchTopic = "com.example.mailpush.bench"
+)
+
+func (b *bench) run(ctx context.Context) error {
+	b.dir = b.f.dir
+	if b.dir == "" {
+		dir, err := os.MkdirTemp("", "mailpush-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		b.dir = dir
+	}
+	key, p8, err := apnsfake.GenerateKey()
+	if err != nil {
+		return err
+	}
+	b.key = key
+	b.apple = apnsfake.New(apnsfake.Options{MaxRecorded: 1, OnAccept: b.onAccept, RetryAfter: time.Second})
+	defer b.apple.Close()
+	b.apple.AddKey(benchTeam, benchKeyID, &key.PublicKey)
+	b.apple.AllowTopic(benchTopic)
+	fmt.Fprintf(b.out, "mailpush bench %s: %s on %d CPUs (GOMAXPROCS %d), %s\n", b.f.scenario, mailpush.Version, runtime.NumCPU(), runtime.GOMAXPROCS(0), time.Now().UTC().Format(time.RFC3339))
+
+	if b.f.scenario == "raw" {
+		_, err := b.raw(ctx, b.f.mailboxes*b.lo)
+		return err
+	}
+	if err := b.start(ctx, p8); err != nil {
+		return err
+	}
+	defer b.main.Close()
+	switch b.f.scenario {
+	case "fanout":
+		return b.fanout(ctx)
+	case "realworld", "overload":
+		return b.paced(ctx)
+	case "registrations":
+		return b.registrations(ctx)
+	}
+	return nil
+}
+
+// start writes a configuration, starts mailpush in-process and creates the
+// bench tenant.
+func (b *bench) start(ctx context.Context, p8 []byte) error {
+	os.MkdirAll(filepath.Join(b.dir, "data"), 0o700)
+	keyFile := filepath.Join(b.dir, "AuthKey.p8")
+	ca := filepath.Join(b.dir, "ca.pem")
+	secretFile := filepath.Join(b.dir, "dovecot-secret")
+	b.secret = "bench-secret"
+	for path, body := range map[string][]byte{
+		keyFile:    p8,
+		ca:         pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: b.apple.Certificate().Raw}),
+		secretFile: []byte(b.secret + "\n"),
+	} {
+		if err := os.WriteFile(path, body, 0o600); err != nil {
+			return err
+		}
+	}
+	retry := ""
+	if b.f.scenario == "overload" {
+		// The backlog must drain soon after the outage, not after 15 min
+		// of backoff.
+		retry = "  retryMax: 5s\n  maxAttempts: 1000\n"
+	}
+	cfgPath := filepath.Join(b.dir, "mailpush.yaml")
+	yaml := fmt.Sprintf(`listen: 127.0.0.1:0
+database:
+  path: %s
+keyDir: %s
+caFile: %s
+log:
+  level: warn
+apns:
+  teamId: %s
+  keyId: %s
+  keyFile: %s
+  topic: %s
+  productionUrl: %s
+  sandboxUrl: %s
+push:
+%s  batchSize: 512
+tenants:
+  bench:
+    dovecot:
+      username: dovecot
+      passwordFile: %s
+      userMapping: address
+`, filepath.Join(b.dir, "data", "mailpush.db"), filepath.Join(b.dir, "data", "keys"), ca, benchTeam, benchKeyID, keyFile, benchTopic,
+		b.apple.URL(), b.apple.URL(), retry, secretFile)
+	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
+		return err
+	}
+	cfg, err := LoadConfig(cfgPath, nil)
+	if err != nil {
+		return err
+	}
+	// The bench measures the store and the API, not the quotas.
+	cfg.Registrations.MaxPerTenant = 1 << 30
+	b.main = NewMain(cfg, b.progress)
+	if err := b.main.Run(ctx); err != nil {
+		return err
+	}
+	b.base = "http://" + b.main.listener.Addr().String()
+	if _, err := b.main.AddTenant(ctx, "bench", TenantSettings{MaxContent: mailpush.ContentSubjectSender}); err != nil {
+		return err
+	}
+	// Service-mode (Dovecot) registrations: the tenant's backend vouches.
+	apiToken, err := b.main.AddToken(ctx, "bench", mailpush.ScopeBackend)
+	if err != nil {
+		return err
+	}
+	if b.tenant, err = b.main.Store.TenantByName(ctx, "bench"); err != nil {
+		return err
+	}
+	if b.f.scenario == "registrations" {
+		b.secret = apiToken // the API's bearer token
+		return nil
+	}
+	return b.seed(ctx)
+}
+
+func benchAddress(i int) string { return fmt.Sprintf("user%d@bench.example", i) }
+func benchToken(dev int) string { return fmt.Sprintf("%064x", dev+1) }
+
+// seed registers the mailboxes and their devices straight into the store
+// (concurrently: the store commits concurrent registrations together).
+func (b *bench) seed(ctx context.Context) error {
+	r := rand.New(rand.NewPCG(1, 2))
+	per := make([]int, b.f.mailboxes)
+	for i := range per {
+		per[i] = b.lo + r.IntN(b.hi-b.lo+1)
+		b.devices += per[i]
+	}
+	b.tokenOf = make([]int, 0, b.devices)
+	b.devOf = make(map[string]int32, b.devices)
+	first := make([]int, len(per))
+	for m, n := range per {
+		first[m] = len(b.tokenOf)
+		for range n {
+			b.devOf[benchToken(len(b.tokenOf))] = int32(len(b.tokenOf))
+			b.tokenOf = append(b.tokenOf, m)
+		}
+	}
+	b.lastBadge = make([]int32, b.devices)
+	start := time.Now()
+	var done atomic.Int64
+	stop := b.ticker(func(el time.Duration) string {
+		n := done.Load()
+		return fmt.Sprintf("seeding: %d/%d devices (%.0f/s)", n, b.devices, float64(n)/el.Seconds())
+	})
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	var firstErr atomic.Value
+	for range 32 {
+		wg.Go(func() {
+			for m := range jobs {
+				if err := b.seedMailbox(ctx, m, first[m], per[m], &done); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+				}
+			}
+		})
+	}
+	for m := range per {
+		jobs <- m
+	}
+	close(jobs)
+	wg.Wait()
+	stop()
+	if err, _ := firstErr.Load().(error); err != nil {
+		return err
+	}
+	fmt.Fprintf(b.out, "seeded %d mailboxes, %d devices (%s devices each) in %s (%.0f registrations/s through the store)\n",
+		b.f.mailboxes, b.devices, b.f.devices, time.Since(start).Round(time.Millisecond), float64(b.devices)/time.Since(start).Seconds())
+	return nil
+}
+
+func (b *bench) seedMailbox(ctx context.Context, m, first, n int, done *atomic.Int64) error {
+	for k := range n {
+		mb := &mailpush.Mailbox{TenantID: b.tenant.ID, AddressHash: b.main.Keys.HashAddress(b.tenant.ID, benchAddress(m)), Source: mailpush.SourceDovecot,
+			Mode: mailpush.ModeService, Badge: mailpush.NoBadge, Status: mailpush.StatusActive}
+		reg := &mailpush.Registration{Device: mailpush.Device{Platform: mailpush.PlatformIOS, Token: benchToken(first + k), Environment: mailpush.EnvProduction},
+			Content: mailpush.ContentMode(b.f.contentMode), Status: mailpush.StatusActive, ExpiresAt: time.Now().Add(24 * time.Hour)}
+		if _, err := b.main.Store.Register(ctx, reg, mb); err != nil {
+			return err
+		}
+		done.Add(1)
+	}
+	return nil
+}
+
+// onAccept is the fake APNs' hook: delivery latency and last badges.
+func (b *bench) onAccept(p apnsfake.Push) {
+	b.accepted.Add(1)
+	dev, ok := b.devOf[p.Token]
+	if !ok || p.Badge < 0 {
+		return
+	}
+	m := b.tokenOf[dev]
+	b.mu.Lock()
+	if sent, ok := b.sentAt[int64(m)<<20|int64(p.Badge)]; ok {
+		b.e2e = append(b.e2e, p.At.Sub(sent))
+	}
+	if int32(p.Badge) > b.lastBadge[dev] {
+		b.lastBadge[dev] = int32(p.Badge)
+	}
+	b.mu.Unlock()
+}
+
+// notifier posts Dovecot notifications to the running server.
+type notifier struct {
+	b      *bench
+	client *http.Client
+}
+
+func (b *bench) notifier() *notifier {
+	return &notifier{b: b, client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 0}, Timeout: 60 * time.Second}}
+}
+
+// notify sends mailbox m's MessageNew with unseen count badge and returns
+// how long the acknowledgement took.
+func (n *notifier) notify(ctx context.Context, m, badge int) (time.Duration, error) {
+	body, _ := json.Marshal(map[string]any{"user": benchAddress(m), "folder": "INBOX", "event": "MessageNew", "unseen": badge,
+		"from": "Bob <bob@example.com>", "subject": "bench message " + strconv.Itoa(badge), "imap-uid": badge, "imap-uidvalidity": 1})
+	req, _ := http.NewRequestWithContext(ctx, "POST", n.b.base+"/dovecot/notify", bytes.NewReader(body))
+	req.SetBasicAuth("dovecot", n.b.secret)
+	req.Header.Set("Content-Type", "application/json")
+	start := time.Now()
+	n.b.mu.Lock()
+	n.b.sentAt[int64(m)<<20|int64(badge)] = start
+	n.b.mu.Unlock()
+	resp, err := n.client.Do(req)
+	took := time.Since(start)
+	if err != nil {
+		return took, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		return took, fmt.Errorf("notify: %s", resp.Status)
+	}
+	return took, nil
+}
+
+// usage is the process's CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// rss returns the process's resident set and its peak, in bytes.
+func rss() (now, peak int64) {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		k, v, _ := strings.Cut(line, ":")
+		kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		switch k {
+		case "VmRSS":
+			now = kb << 10
+		case "VmHWM":
+			peak = kb << 10
+		}
+	}
+	return now, peak
+}
+
+// ticker prints a live progress line every second until stopped.
+func (b *bench) ticker(line func(elapsed time.Duration) string) (stop func()) {
+	start := time.Now()
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				fmt.Fprintf(b.progress, "\r%s\033[K\n", line(time.Since(start)))
+				return
+			case <-t.C:
+				fmt.Fprintf(b.progress, "\r%s\033[K", line(time.Since(start)))
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+func (b *bench) depth() int {
+	n, _ := b.main.Store.OutboxDepth(context.Background())
+	return n
+}
+
+// profile starts the CPU profile of the measured phase, if asked.
+func (b *bench) profile() (stop func()) {
+	if b.f.cpuprofile == "" {
+		return func() {}
+	}
+	f, err := os.Create(b.f.cpuprofile)
+	if err != nil {
+		fmt.Fprintln(b.progress, "cpuprofile:", err)
+		return func() {}
+	}
+	pprof.StartCPUProfile(f)
+	return func() { pprof.StopCPUProfile(); f.Close() }
+}
+
+type phase struct {
+	name     string
+	pushes   int64
+	events   int64
+	elapsed  time.Duration
+	cpu      time.Duration
+	acks     []time.Duration
+	e2e      []time.Duration
+	maxDepth int
+}
+
+func pct(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	slices.Sort(d)
+	return d[min(len(d)-1, int(float64(len(d))*p))]
+}
+
+func ms3(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
+
+func (b *bench) report(ph phase) {
+	now, peak := rss()
+	fmt.Fprintf(b.out, "%s: %d pushes, %d events in %s\n", ph.name, ph.pushes, ph.events, ph.elapsed.Round(time.Millisecond))
+	fmt.Fprintf(b.out, "  pushes/s %.0f   events/s %.0f   CPU µs/push %.1f (process: fake APNs, load generator and server)\n",
+		float64(ph.pushes)/ph.elapsed.Seconds(), float64(ph.events)/ph.elapsed.Seconds(), float64(ph.cpu.Microseconds())/float64(max(1, ph.pushes)))
+	if len(ph.acks) > 0 {
+		fmt.Fprintf(b.out, "  ack latency p50 %s  p99 %s  max %s (%d)\n", ms3(pct(ph.acks, .5)), ms3(pct(ph.acks, .99)), ms3(pct(ph.acks, 1)), len(ph.acks))
+	}
+	if len(ph.e2e) > 0 {
+		fmt.Fprintf(b.out, "  event->push latency p50 %s  p99 %s  max %s (%d pushes)\n", ms3(pct(ph.e2e, .5)), ms3(pct(ph.e2e, .99)), ms3(pct(ph.e2e, 1)), len(ph.e2e))
+	}
+	fmt.Fprintf(b.out, "  RSS %.1f MiB (peak %.1f MiB)   outbox depth max %d, now %d\n", float64(now)/(1<<20), float64(peak)/(1<<20), ph.maxDepth, b.depthOrZero())
+}
+
+func (b *bench) depthOrZero() int {
+	if b.main == nil {
+		return 0
+	}
+	return b.depth()
+}
+
+// raw drives the fake APNs with a bare net/http HTTP/2 client (one
+// connection, 64 streams in flight, a prebuilt payload): the machine's
+// ceiling for this work.
+func (b *bench) raw(ctx context.Context, n int) (phase, error) {
+	tok := &token.Token{AuthKey: b.key, KeyID: benchKeyID, TeamID: benchTeam}
+	bearer := tok.GenerateIfExpired()
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: b.apple.CertPool()}, ForceAttemptHTTP2: true, MaxConnsPerHost: 1}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	payload := []byte(`{"aps":{"badge":1}}`)
+	push := func(i int) error {
+		req, _ := http.NewRequestWithContext(ctx, "POST", b.apple.URL()+"/3/device/"+benchToken(i%1_000_000), bytes.NewReader(payload))
+		req.Header.Set("authorization", "bearer "+bearer)
+		req.Header.Set("apns-topic", benchTopic)
+		req.Header.Set("apns-push-type", "alert")
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("raw: %s", resp.Status)
+		}
+		return nil
+	}
+	if err := push(0); err != nil { // the connection exists before the clock starts
+		return phase{}, err
+	}
+	before := b.accepted.Load()
+	var next atomic.Int64
+	var firstErr atomic.Value
+	stopProfile := b.profile()
+	cpu0, start := cpuTime(), time.Now()
+	stop := b.ticker(func(el time.Duration) string {
+		d := b.accepted.Load() - before
+		return fmt.Sprintf("raw: %d/%d pushes (%.0f/s)", d, n, float64(d)/el.Seconds())
+	})
+	var wg sync.WaitGroup
+	for range 64 {
+		wg.Go(func() {
+			for i := int(next.Add(1)); i <= n; i = int(next.Add(1)) {
+				if err := push(i); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	ph := phase{name: "raw HTTP/2 client → fake APNs", pushes: b.accepted.Load() - before, elapsed: time.Since(start), cpu: cpuTime() - cpu0}
+	stop()
+	stopProfile()
+	if err, _ := firstErr.Load().(error); err != nil {
+		return ph, err
+	}
+	b.report(ph)
+	return ph, nil
+}
+
+// fanout: the raw client first, then one MessageNew per mailbox as fast as
+// the notify endpoint takes them, until every device got its push.
+func (b *bench) fanout(ctx context.Context) error {
+	b.sentAt = make(map[int64]time.Time, b.f.mailboxes)
+	raw, err := b.raw(ctx, b.devices)
+	if err != nil {
+		return err
+	}
+	// The connection to APNs exists before the clock starts (as raw's did).
+	runtime.GC()
+	ph, err := b.drive(ctx, "mailpush fan-out", func(yield func(m, badge int) bool) {
+		for m := range b.f.mailboxes {
+			if !yield(m, 1) {
+				return
+			}
+		}
+	}, int64(b.devices), 0)
+	if err != nil {
+		return err
+	}
+	b.report(ph)
+	rawRate := float64(raw.pushes) / raw.elapsed.Seconds()
+	rate := float64(ph.pushes) / ph.elapsed.Seconds()
+	rawCPU := float64(raw.cpu.Microseconds()) / float64(raw.pushes)
+	cpu := float64(ph.cpu.Microseconds()) / float64(max(1, ph.pushes))
+	fmt.Fprintf(b.out, "ratios (same run): pushes/s %.0f%% of the raw client (goal ≥ 85%%); CPU µs/push %.2fx the raw client's (goal ≤ 1.3x)\n", 100*rate/rawRate, cpu/rawCPU)
+	return nil
+}
+
+// paced: events at a fixed rate spread over the mailboxes for the duration
+// (overload: with the fake APNs down for the outage), then the drain.
+func (b *bench) paced(ctx context.Context) error {
+	b.sentAt = make(map[int64]time.Time, int(b.f.rate*b.f.duration.Seconds())+1)
+	r := rand.New(rand.NewPCG(3, 4))
+	counts := make([]int, b.f.mailboxes)
+	total := int(b.f.rate * b.f.duration.Seconds())
+	type ev struct{ m, badge int }
+	evs := make([]ev, total)
+	for i := range evs {
+		m := r.IntN(b.f.mailboxes)
+		counts[m]++
+		evs[i] = ev{m, counts[m]}
+	}
+	var outageEnd time.Time
+	if b.f.scenario == "overload" {
+		b.apple.FailNext(1<<30, http.StatusServiceUnavailable, apnsfake.ReasonServiceUnavailable)
+		outageEnd = time.Now().Add(b.f.outage)
+		go func() {
+			select {
+			case <-time.After(b.f.outage):
+				b.apple.FailNext(0, 0, "")
+			case <-ctx.Done():
+			}
+		}()
+	}
+	ph, err := b.drive(ctx, fmt.Sprintf("mailpush %s at %.0f events/s", b.f.scenario, b.f.rate), func(yield func(m, badge int) bool) {
+		for _, e := range evs {
+			if !yield(e.m, e.badge) {
+				return
+			}
+		}
+	}, -1, b.f.rate)
+	if err != nil {
+		return err
+	}
+	b.report(ph)
+	if b.f.scenario == "overload" {
+		_, peak := rss()
+		fmt.Fprintf(b.out, "overload: APNs down until %s; peak RSS %.1f MiB against the bound of %d MiB: %s\n", outageEnd.UTC().Format(time.TimeOnly),
+			float64(peak)/(1<<20), b.f.rssLimit, map[bool]string{true: "within", false: "EXCEEDED"}[peak <= int64(b.f.rssLimit)<<20])
+	}
+	// Nothing lost: every device of a mailbox that had events got the
+	// mailbox's last badge.
+	b.mu.Lock()
+	missing := 0
+	for dev, m := range b.tokenOf {
+		if counts[m] > 0 && int(b.lastBadge[dev]) != counts[m] {
+			missing++
+		}
+	}
+	b.mu.Unlock()
+	fmt.Fprintf(b.out, "devices without their mailbox's last badge: %d\n", missing)
+	if missing > 0 {
+		return fmt.Errorf("%d devices did not get their last badge", missing)
+	}
+	return nil
+}
+
+// drive sends the events that next yields (at rate per second, or as fast
+// as -concurrency clients can), then waits until want pushes were accepted
+// (want < 0: until the outbox is empty and every device has its last
+// badge, or quiet).
+func (b *bench) drive(ctx context.Context, name string, next func(yield func(m, badge int) bool), want int64, rate float64) (phase, error) {
+	n := b.notifier()
+	defer n.client.CloseIdleConnections()
+	// Warm the notify connections outside the measurement.
+	before := b.accepted.Load()
+	var sent, failed atomic.Int64
+	var ackMu sync.Mutex
+	acks := make([]time.Duration, 0, 1024)
+	var maxDepth atomic.Int64
+	stopProfile := b.profile()
+	cpu0, start := cpuTime(), time.Now()
+	stop := b.ticker(func(el time.Duration) string {
+		d := b.depth()
+		if int64(d) > maxDepth.Load() {
+			maxDepth.Store(int64(d))
+		}
+		p := b.accepted.Load() - before
+		now, _ := rss()
+		return fmt.Sprintf("%s: %5.0fs events %d (%.0f/s) pushes %d (%.0f/s) depth %d rss %.0f MiB", name, el.Seconds(), sent.Load(), float64(sent.Load())/el.Seconds(),
+			p, float64(p)/el.Seconds(), d, float64(now)/(1<<20))
+	})
+	type job struct{ m, badge int }
+	jobs := make(chan job, b.f.concurrency)
+	var wg sync.WaitGroup
+	var firstErr atomic.Value
+	for range b.f.concurrency {
+		wg.Go(func() {
+			for j := range jobs {
+				took, err := n.notify(ctx, j.m, j.badge)
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+					continue
+				}
+				sent.Add(1)
+				ackMu.Lock()
+				acks = append(acks, took)
+				ackMu.Unlock()
+			}
+		})
+	}
+	i := 0
+	next(func(m, badge int) bool {
+		if rate > 0 {
+			due := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+			if wait := time.Until(due); wait > 0 {
+				time.Sleep(wait) // pacing the load generator, not waiting for a result
+			}
+		}
+		i++
+		select {
+		case jobs <- job{m, badge}:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	})
+	close(jobs)
+	wg.Wait()
+	sendDone := time.Since(start)
+	// Wait for the pushes: the expected count, or an empty outbox and no
+	// push for a while.
+	last, lastChange := b.accepted.Load(), time.Now()
+	for {
+		got := b.accepted.Load() - before
+		if want >= 0 && got >= want {
+			break
+		}
+		if want < 0 && b.depth() == 0 && time.Since(lastChange) > 2*time.Second {
+			break
+		}
+		if a := b.accepted.Load(); a != last {
+			last, lastChange = a, time.Now()
+		}
+		if time.Since(lastChange) > 120*time.Second {
+			stop()
+			stopProfile()
+			return phase{}, fmt.Errorf("%s: no push for 2 minutes: %d of %d accepted, outbox depth %d", name, got, want, b.depth())
+		}
+		select {
+		case <-ctx.Done():
+			return phase{}, ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	elapsed := time.Since(start)
+	if want < 0 {
+		elapsed = max(sendDone, time.Since(start)-2*time.Second) // the quiet wait is not work
+	}
+	ph := phase{name: name, pushes: b.accepted.Load() - before, events: sent.Load(), elapsed: elapsed, cpu: cpuTime() - cpu0, maxDepth: int(maxDepth.Load())}
+	stop()
+	stopProfile()
+	ackMu.Lock()
+	ph.acks = acks
+	ackMu.Unlock()
+	b.mu.Lock()
+	ph.e2e = b.e2e
+	b.e2e = nil
+	b.mu.Unlock()
+	if err, _ := firstErr.Load().(error); err != nil {
+		fmt.Fprintf(b.out, "%d notifications failed; first: %v\n", failed.Load(), err)
+	}
+	return ph, nil
+}
+
+// registrations: N registrations through the device API by -concurrency
+// clients, then RSS and database bytes per registration.
+func (b *bench) registrations(ctx context.Context) error {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+	defer client.CloseIdleConnections()
+	total := b.f.mailboxes * b.lo
+	var next, done atomic.Int64
+	var firstErr atomic.Value
+	stopProfile := b.profile()
+	cpu0, start := cpuTime(), time.Now()
+	stop := b.ticker(func(el time.Duration) string {
+		d := done.Load()
+		return fmt.Sprintf("registrations: %d/%d (%.0f/s)", d, total, float64(d)/el.Seconds())
+	})
+	var wg sync.WaitGroup
+	for range b.f.concurrency {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < total; i = int(next.Add(1)) - 1 {
+				body, _ := json.Marshal(map[string]any{
+					"device":  map[string]any{"platform": "ios", "token": benchToken(i)},
+					"mailbox": map[string]any{"address": benchAddress(i / b.lo), "source": "dovecot"},
+					"content": b.f.contentMode,
+				})
+				req, _ := http.NewRequestWithContext(ctx, "POST", b.base+"/api/v1/registrations", bytes.NewReader(body))
+				req.Header.Set("Authorization", "Bearer "+b.secret)
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := client.Do(req)
+				if err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
+					firstErr.CompareAndSwap(nil, fmt.Errorf("register: %s", resp.Status))
+					return
+				}
+				done.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	elapsed, cpu := time.Since(start), cpuTime()-cpu0
+	stop()
+	stopProfile()
+	if err, _ := firstErr.Load().(error); err != nil {
+		return err
+	}
+	n := done.Load()
+	now, peak := rss()
+	fmt.Fprintf(b.out, "registrations through the API: %d in %s: %.0f/s; CPU µs/registration %.0f (process: clients and server)\n",
+		n, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(), float64(cpu.Microseconds())/float64(n))
+	dbPath := filepath.Join(b.dir, "data", "mailpush.db")
+	if err := b.main.Close(); err != nil { // checkpoints the WAL into the file
+		fmt.Fprintln(b.out, "close:", err)
+	}
+	st, err := os.Stat(dbPath)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(b.out, "  RSS %.1f MiB (peak %.1f MiB, %.0f B per registration); database %d bytes (%.0f B per registration)\n",
+		float64(now)/(1<<20), float64(peak)/(1<<20), float64(peak)/float64(n), st.Size(), float64(st.Size())/float64(n))
+	return nil
+}

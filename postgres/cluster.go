@@ -1,0 +1,175 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/mailpush/mailpush"
+)
+
+// What several nodes share besides the tables: a broadcast channel
+// (LISTEN/NOTIFY, so that a change made on one node reaches every node's
+// caches at once), leadership for work that must run on one node only
+// (a session-level advisory lock, released by PostgreSQL the moment the
+// holder's connection dies, so a killed node's work moves on by itself), and
+// a table of live nodes (heartbeats), so that per-node shares of a cluster
+// limit follow the number of nodes.
+
+// Broadcast sends payload to every node listening on channel, this one
+// included. PostgreSQL delivers it once the sending transaction commits (here
+// at once); a payload must stay under 8000 bytes.
+func (s *Store) Broadcast(ctx context.Context, channel, payload string) error {
+	if _, err := s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, s.channel(channel), payload); err != nil {
+		return dbError("broadcast", err)
+	}
+	return nil
+}
+
+// channel scopes a channel name to the store's schema, so that deployments
+// (or tests) sharing a database do not hear each other.
+func (s *Store) channel(name string) string {
+	if s.schema == "" {
+		return "mailpush_" + name
+	}
+	return s.schema + "_" + name
+}
+
+// Listen calls fn for every payload broadcast on channel until ctx ends. It
+// holds one connection of its own and, when that connection fails, connects
+// again with a growing pause (capped at retryMax); notifications sent while
+// it was away are lost, so it calls fn with the empty payload after every
+// reconnection: "anything may have changed, drop what you cached".
+func (s *Store) Listen(ctx context.Context, channel string, fn func(payload string)) {
+	pause := 100 * time.Millisecond
+	const retryMax = 5 * time.Second
+	first := true
+	for ctx.Err() == nil {
+		err := s.listenOnce(ctx, channel, func() {
+			if !first {
+				fn("")
+			}
+			first = false
+			pause = 100 * time.Millisecond
+		}, fn)
+		if ctx.Err() != nil {
+			return
+		}
+		s.logger.Warn("lost the broadcast connection; connecting again", "channel", channel, "err", err)
+		if mailpush.Sleep(ctx, s.clock, pause) != nil {
+			return
+		}
+		pause = min(2*pause, retryMax)
+	}
+}
+
+func (s *Store) listenOnce(ctx context.Context, channel string, listening func(), fn func(string)) error {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	// The connection carries LISTEN state: never hand it back to the pool.
+	c := conn.Hijack()
+	defer c.Close(context.Background())
+	if _, err := c.Exec(ctx, "LISTEN "+pgx.Identifier{s.channel(channel)}.Sanitize()); err != nil {
+		return err
+	}
+	listening()
+	for {
+		n, err := c.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		fn(n.Payload)
+	}
+}
+
+// Lead runs fn while this node holds the cluster-wide lock called name, and
+// waits for it otherwise; it returns when ctx ends. fn's context is cancelled
+// when the lock is lost (its connection failed), so that two nodes never do
+// the once-only work at the same time for longer than one check interval.
+// A node that dies loses its connection and with it the lock: another node
+// takes over at its next try.
+func (s *Store) Lead(ctx context.Context, name string, check time.Duration, fn func(ctx context.Context)) {
+	key := lockKey(s.schema + "/" + name)
+	for ctx.Err() == nil {
+		err := s.leadOnce(ctx, key, check, fn)
+		if err != nil && ctx.Err() == nil {
+			s.logger.Warn("leadership check failed", "lock", name, "err", err)
+		}
+		if mailpush.Sleep(ctx, s.clock, check) != nil {
+			return
+		}
+	}
+}
+
+func (s *Store) leadOnce(ctx context.Context, key int64, check time.Duration, fn func(context.Context)) error {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	// A session lock belongs to the connection: it leaves the pool for good.
+	c := conn.Hijack()
+	defer c.Close(context.Background())
+	var got bool
+	if err := c.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&got); err != nil {
+		return err
+	}
+	if !got {
+		return nil
+	}
+	s.logger.Info("this node leads", "lock", key)
+	lctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn(lctx)
+	}()
+	defer func() { cancel(); <-done }()
+	t, tick := s.clock.NewTicker(check)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			return nil
+		case <-tick:
+			pctx, pcancel := context.WithTimeout(ctx, check)
+			err := c.Ping(pctx)
+			pcancel()
+			if err != nil {
+				return fmt.Errorf("lost the leadership connection: %w", err)
+			}
+		}
+	}
+}
+
+func lockKey(name string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return int64(h.Sum64())
+}
+
+// Heartbeat records that node is alive, now; LiveNodes counts the nodes whose
+// heartbeat is younger than within.
+func (s *Store) Heartbeat(ctx context.Context, node string) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO nodes (id, seen_at) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at`, node, s.now())
+	if err != nil {
+		return dbError("heartbeat", err)
+	}
+	return nil
+}
+
+// LiveNodes counts the nodes that sent a heartbeat within the given time.
+func (s *Store) LiveNodes(ctx context.Context, within time.Duration) (int, error) {
+	var n int
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM nodes WHERE seen_at >= $1`, s.now()-within.Milliseconds()).Scan(&n)
+	if err != nil {
+		return 0, dbError("live nodes", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,330 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/mailpush/mailpush"
+)
+
+const mailboxCols = `id, tenant_id, address_hash, source, mode, server_url, subscription_id, watermark, badge, seq, status, last_event_at, created_at, updated_at`
+
+const registrationCols = `id, tenant_id, mailbox_id, platform, environment, token_sealed, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash, subscription_id`
+
+// querier is what both the pool and a transaction offer.
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func scanMailbox(row pgx.Row) (*mailpush.Mailbox, error) {
+	var m mailpush.Mailbox
+	var src, mode, status string
+	var sub *string
+	var last, created, updated int64
+	if err := row.Scan(&m.ID, &m.TenantID, &m.AddressHash, &src, &mode, &m.ServerURL, &sub, &m.Watermark, &m.Badge, &m.Seq, &status, &last, &created, &updated); err != nil {
+		return nil, err
+	}
+	m.Source, m.Mode, m.Status = mailpush.Source(src), mailpush.Mode(mode), mailpush.Status(status)
+	if sub != nil {
+		m.SubscriptionID = *sub
+	}
+	m.LastEventAt, m.CreatedAt, m.UpdatedAt = fromMS(last), fromMS(created), fromMS(updated)
+	return &m, nil
+}
+
+func (s *Store) scanRegistration(row pgx.Row) (*mailpush.Registration, error) {
+	var r mailpush.Registration
+	var platform, env, content, status string
+	var sealed []byte
+	var created, updated, expires int64
+	var sub *string
+	if err := row.Scan(&r.ID, &r.TenantID, &r.MailboxID, &platform, &env, &sealed, &r.Device.ContentKey, &content, &status, &created, &updated, &expires, &r.Device.ActiveSyncDeviceHash, &sub); err != nil {
+		return nil, err
+	}
+	if sub != nil {
+		r.SubscriptionID = *sub
+	}
+	tok, err := s.cipher.OpenField(sealed)
+	if err != nil {
+		return nil, fmt.Errorf("registration %s: %w", r.ID, err)
+	}
+	r.Device.Token = string(tok)
+	r.Device.Platform, r.Device.Environment = mailpush.Platform(platform), mailpush.Environment(env)
+	r.Content, r.Status = mailpush.ContentMode(content), mailpush.Status(status)
+	r.CreatedAt, r.UpdatedAt, r.ExpiresAt = fromMS(created), fromMS(updated), fromMS(expires)
+	return &r, nil
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// Register stores reg for its mailbox, creating the mailbox when needed.
+// Both writes are upserts, so two nodes registering the same mailbox or
+// device at once end with one row each instead of a unique violation.
+func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *mailpush.Mailbox) (*mailpush.Mailbox, error) {
+	now := s.clock.Now().UTC()
+	sealed, err := s.cipher.SealField([]byte(reg.Device.Token))
+	if err != nil {
+		return nil, err
+	}
+	tokenHash := s.cipher.HashField([]byte(reg.Device.Token))
+	var stored *mailpush.Mailbox
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		m := *mb
+		if m.ID == "" {
+			m.ID = newID()
+		}
+		m.CreatedAt, m.UpdatedAt = now, now
+		if _, err := tx.Exec(ctx, `INSERT INTO mailboxes (`+mailboxCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+			ON CONFLICT (tenant_id, address_hash, source) DO NOTHING`,
+			m.ID, m.TenantID, m.AddressHash, string(m.Source), string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark,
+			m.Badge, m.Seq, string(m.Status), ms(m.LastEventAt), ms(m.CreatedAt), ms(m.UpdatedAt)); err != nil {
+			return fmt.Errorf("create mailbox: %w", err)
+		}
+		var err error
+		stored, err = scanMailbox(tx.QueryRow(ctx, `SELECT `+mailboxCols+` FROM mailboxes WHERE tenant_id = $1 AND address_hash = $2 AND source = $3`,
+			mb.TenantID, mb.AddressHash, string(mb.Source)))
+		if err != nil {
+			return fmt.Errorf("find mailbox: %w", err)
+		}
+		reg.TenantID, reg.MailboxID = stored.TenantID, stored.ID
+		reg.UpdatedAt = now
+		id := reg.ID
+		if id == "" {
+			id = newID()
+		}
+		var created int64
+		if err := tx.QueryRow(ctx, `INSERT INTO registrations (id, tenant_id, mailbox_id, platform, environment, token_sealed, token_hash, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash, subscription_id)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14)
+			ON CONFLICT (mailbox_id, token_hash) DO UPDATE SET platform = excluded.platform, environment = excluded.environment,
+				token_sealed = excluded.token_sealed, content_key = excluded.content_key, content = excluded.content, status = excluded.status,
+				updated_at = excluded.updated_at, expires_at = excluded.expires_at, activesync_device_hash = excluded.activesync_device_hash,
+				subscription_id = excluded.subscription_id
+			RETURNING id, created_at`,
+			id, reg.TenantID, reg.MailboxID, string(reg.Device.Platform), string(reg.Device.Environment), sealed, tokenHash,
+			reg.Device.ContentKey, string(reg.Content), string(reg.Status), ms(now), ms(reg.ExpiresAt), reg.Device.ActiveSyncDeviceHash, nullString(reg.SubscriptionID)).
+			Scan(&reg.ID, &created); err != nil {
+			return fmt.Errorf("store registration: %w", err)
+		}
+		reg.CreatedAt = fromMS(created)
+		return nil
+	})
+	if err != nil {
+		return nil, dbError("register", err)
+	}
+	return stored, nil
+}
+
+// Registration returns a tenant's registration.
+func (s *Store) Registration(ctx context.Context, tenantID, id string) (*mailpush.Registration, error) {
+	return s.registration(ctx, s.pool, tenantID, id, "")
+}
+
+func (s *Store) registration(ctx context.Context, q querier, tenantID, id, lock string) (*mailpush.Registration, error) {
+	r, err := s.scanRegistration(q.QueryRow(ctx, `SELECT `+registrationCols+` FROM registrations WHERE id = $1 AND tenant_id = $2`+lock, id, tenantID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, notFound("registration")
+	}
+	if err != nil {
+		return nil, dbError("get registration", err)
+	}
+	return r, nil
+}
+
+// UpdateRegistration applies fn to a registration in a transaction, the row
+// locked so that concurrent updates from several nodes apply one after the other.
+func (s *Store) UpdateRegistration(ctx context.Context, tenantID, id string, fn func(*mailpush.Registration) error) (*mailpush.Registration, error) {
+	var r *mailpush.Registration
+	var fnErr error
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		if r, err = s.registration(ctx, tx, tenantID, id, " FOR UPDATE"); err != nil {
+			return err
+		}
+		wasActive := r.Status == mailpush.StatusActive
+		if fnErr = fn(r); fnErr != nil {
+			return fnErr
+		}
+		r.ID, r.TenantID = id, tenantID // not changeable
+		r.UpdatedAt = s.clock.Now().UTC()
+		if wasActive && r.Status != mailpush.StatusActive {
+			// The pushes of events accepted until now were decided while it
+			// was active (see Recipients).
+			if _, err := tx.Exec(ctx, `UPDATE registrations SET left_active_at = $1 WHERE id = $2`, ms(r.UpdatedAt), id); err != nil {
+				return err
+			}
+		}
+		sealed, err := s.cipher.SealField([]byte(r.Device.Token))
+		if err != nil {
+			return err
+		}
+		if _, err = tx.Exec(ctx, `UPDATE registrations SET platform = $1, environment = $2, token_sealed = $3, token_hash = $4, content_key = $5, content = $6, status = $7, updated_at = $8, expires_at = $9, activesync_device_hash = $10, subscription_id = $11 WHERE id = $12`,
+			string(r.Device.Platform), string(r.Device.Environment), sealed, s.cipher.HashField([]byte(r.Device.Token)), r.Device.ContentKey,
+			string(r.Content), string(r.Status), ms(r.UpdatedAt), ms(r.ExpiresAt), r.Device.ActiveSyncDeviceHash, nullString(r.SubscriptionID), id); err != nil {
+			return dbError("update registration", err)
+		}
+		return nil
+	})
+	if fnErr != nil {
+		return nil, fnErr
+	}
+	if err != nil {
+		return nil, passOrWrap("update registration", err)
+	}
+	return r, nil
+}
+
+// passOrWrap returns the store's own coded errors (not found, conflict) as
+// they are, and wraps the database's.
+func passOrWrap(op string, err error) error {
+	var me *mailpush.Error
+	if errors.As(err, &me) {
+		return err
+	}
+	return dbError(op, err)
+}
+
+// DeleteRegistration removes a registration. When it was the mailbox's last,
+// the mailbox becomes inactive: its subscription is then ended by the source.
+func (s *Store) DeleteRegistration(ctx context.Context, tenantID, id string) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var mailboxID string
+		err := tx.QueryRow(ctx, `DELETE FROM registrations WHERE id = $1 AND tenant_id = $2 RETURNING mailbox_id`, id, tenantID).Scan(&mailboxID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return notFound("registration")
+		}
+		if err != nil {
+			return err
+		}
+		return s.deactivateIfEmpty(ctx, tx, mailboxID)
+	})
+	if err != nil {
+		return passOrWrap("delete registration", err)
+	}
+	return nil
+}
+
+// ActiveRegistrations lists a mailbox's active and pending registrations.
+func (s *Store) ActiveRegistrations(ctx context.Context, mailboxID string) ([]*mailpush.Registration, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+registrationCols+` FROM registrations WHERE mailbox_id = $1 AND status IN ('active', 'pending') ORDER BY created_at, id`, mailboxID)
+	if err != nil {
+		return nil, dbError("list registrations", err)
+	}
+	defer rows.Close()
+	var out []*mailpush.Registration
+	for rows.Next() {
+		r, err := s.scanRegistration(rows)
+		if err != nil {
+			return nil, dbError("list registrations", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, dbError("list registrations", err)
+	}
+	return out, nil
+}
+
+// CountRegistrations counts a tenant's active and pending registrations.
+func (s *Store) CountRegistrations(ctx context.Context, tenantID string) (int, error) {
+	var n int
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM registrations WHERE tenant_id = $1 AND status IN ('active', 'pending')`, tenantID).Scan(&n); err != nil {
+		return 0, dbError("count registrations", err)
+	}
+	return n, nil
+}
+
+// Mailbox returns a mailbox by ID.
+func (s *Store) Mailbox(ctx context.Context, id string) (*mailpush.Mailbox, error) {
+	return mailboxWhere(ctx, s.pool, "id = $1", id)
+}
+
+// MailboxBySubscription returns the mailbox bound to a mail-server subscription.
+func (s *Store) MailboxBySubscription(ctx context.Context, subscriptionID string) (*mailpush.Mailbox, error) {
+	if subscriptionID == "" {
+		return nil, notFound("mailbox")
+	}
+	return mailboxWhere(ctx, s.pool, "subscription_id = $1", subscriptionID)
+}
+
+// MailboxByAddress returns the tenant's mailbox of a source by address hash.
+func (s *Store) MailboxByAddress(ctx context.Context, tenantID string, addressHash []byte, source mailpush.Source) (*mailpush.Mailbox, error) {
+	return mailboxWhere(ctx, s.pool, "tenant_id = $1 AND address_hash = $2 AND source = $3", tenantID, addressHash, string(source))
+}
+
+func mailboxWhere(ctx context.Context, q querier, where string, args ...any) (*mailpush.Mailbox, error) {
+	m, err := scanMailbox(q.QueryRow(ctx, `SELECT `+mailboxCols+` FROM mailboxes WHERE `+where, args...))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, notFound("mailbox")
+	}
+	if err != nil {
+		return nil, dbError("get mailbox", err)
+	}
+	return m, nil
+}
+
+// UpdateMailbox applies fn to a mailbox in a transaction, the row locked so
+// that concurrent notifications handled by several nodes do not lose each
+// other's writes.
+func (s *Store) UpdateMailbox(ctx context.Context, id string, fn func(*mailpush.Mailbox) error) (*mailpush.Mailbox, error) {
+	var m *mailpush.Mailbox
+	var fnErr error
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		if m, err = mailboxWhere(ctx, tx, "id = $1 FOR UPDATE", id); err != nil {
+			return err
+		}
+		if fnErr = fn(m); fnErr != nil {
+			return fnErr
+		}
+		m.ID = id
+		m.UpdatedAt = s.clock.Now().UTC()
+		_, err = tx.Exec(ctx, `UPDATE mailboxes SET mode = $1, server_url = $2, subscription_id = $3, watermark = $4, badge = $5, seq = $6, status = $7, last_event_at = $8, updated_at = $9 WHERE id = $10`,
+			string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark, m.Badge, m.Seq, string(m.Status), ms(m.LastEventAt), ms(m.UpdatedAt), id)
+		if isUnique(err) {
+			return mailpush.Errorf(mailpush.EConflict, "subscription is already bound to another mailbox")
+		}
+		return err
+	})
+	if fnErr != nil {
+		return nil, fnErr
+	}
+	if err != nil {
+		return nil, passOrWrap("update mailbox", err)
+	}
+	return m, nil
+}
+
+// StaleMailboxes lists live mailboxes of source silent since before.
+func (s *Store) StaleMailboxes(ctx context.Context, source mailpush.Source, before time.Time, limit int) ([]*mailpush.Mailbox, error) {
+	if limit <= 0 {
+		return nil, mailpush.Errorf(mailpush.EInvalid, "StaleMailboxes: limit must be positive")
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+mailboxCols+` FROM mailboxes WHERE source = $1 AND status IN ('active', 'pending') AND last_event_at < $2 ORDER BY last_event_at, id LIMIT $3`,
+		string(source), ms(before), limit)
+	if err != nil {
+		return nil, dbError("stale mailboxes", err)
+	}
+	defer rows.Close()
+	var out []*mailpush.Mailbox
+	for rows.Next() {
+		m, err := scanMailbox(rows)
+		if err != nil {
+			return nil, dbError("stale mailboxes", err)
+		}
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, dbError("stale mailboxes", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,533 @@
+// Package registrar owns the registration lifecycle and every rule of trust
+// about it: who may create, check in and delete a registration, what each
+// mode must prove before its device gets a push, which registration may bind
+// or change a mailbox's subscription, and to which registrations a source's
+// event fans out. The HTTP API is a thin translation of Service; the sources
+// ask it (through the root package's small interfaces) instead of reading
+// and writing registrations themselves. It imports the domain only.
+//
+// The rules, in one place:
+//
+//   - An app token (it ships inside every app, so anyone holds it) creates
+//     only registrations that prove themselves: sealed credentials that
+//     open the very mailbox named (Exchange itself checks it), or a
+//     device-subscribed callback (its pushes are then confined to it), or a
+//     per-user proof in service mode (Dovecot: the user's IMAP password,
+//     checked by an IMAP LOGIN, then forgotten). Service mode without a
+//     per-user proof needs a backend token.
+//   - Credentials go only to the server URL of the same request (checked
+//     against the tenant's allowed hosts) or one autodiscovered for it, never
+//     to a URL another registration stored.
+//   - No registration changes what another receives unless it is proven at
+//     least as strongly: a device-subscribed registration can neither join
+//     nor replace a subscription made with sealed credentials, and its
+//     notifications reach only itself.
+//   - A refused request changes nothing: a new registration is taken back,
+//     or the device's previous one restored.
+//   - Quotas bound the registrations of a tenant and of a mailbox.
+package registrar
+
+import (
+	"context"
+	"crypto/hmac"
+	"log/slog"
+	"net/mail"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mailpush/mailpush"
+)
+
+// Default quotas.
+const (
+	DefaultMaxPerTenant  = 100_000 // live registrations per tenant
+	DefaultMaxPerMailbox = 20      // live registrations (devices) per mailbox
+)
+
+// Keys is what the service needs of the keyring.
+type Keys interface {
+	mailpush.CredentialOpener
+	mailpush.AddressHasher
+}
+
+// Service is the registration lifecycle.
+type Service struct {
+	Store    mailpush.Store
+	Keys     Keys
+	Watchers map[mailpush.Source]mailpush.Watcher
+	// Verifiers check a user's own credentials for service mode (the
+	// per-user proof that lets an app token register there).
+	Verifiers map[mailpush.Source]mailpush.CredentialVerifier
+	// Autodiscover finds the EWS URL when a registration has none; nil
+	// means ewsUrl is required.
+	Autodiscover mailpush.EWSLocator
+	// ServiceMode reports whether a tenant watches a source with its own
+	// service identity (an EWS service account, its Dovecot): registrations
+	// without sealed credentials then use service mode.
+	ServiceMode func(t *mailpush.Tenant, src mailpush.Source) bool
+	// Platforms lists the push platforms a tenant has credentials for; nil
+	// accepts every platform.
+	Platforms func(t *mailpush.Tenant) []mailpush.Platform
+	// RegistrationTTL is how long a registration lives without a check-in.
+	RegistrationTTL time.Duration
+	// AllowInsecureEWS permits http:// EWS URLs (tests and labs only).
+	AllowInsecureEWS bool
+	// Quotas returns a tenant's limits; nil means the defaults.
+	Quotas func(t *mailpush.Tenant) Quotas
+	Logger *slog.Logger
+	Clock  mailpush.Clock
+}
+
+// Quotas bound a tenant's live (active or pending) registrations.
+type Quotas struct {
+	PerTenant  int // 0: DefaultMaxPerTenant
+	PerMailbox int // 0: DefaultMaxPerMailbox
+}
+
+var _ mailpush.Registrar = (*Service)(nil)
+
+// Register registers a device for a mailbox. It makes no outbound request
+// before the request is checked, and a refused request changes nothing.
+func (s *Service) Register(ctx context.Context, t *mailpush.Tenant, req mailpush.RegisterRequest) (*mailpush.RegistrationResult, error) {
+	dev := req.Device
+	if id := req.ActiveSyncDeviceID; id != "" {
+		if !mailpush.ValidDeviceID(mailpush.NormalizeDeviceID(id)) {
+			return nil, mailpush.Errorf(mailpush.EInvalid, "device.activeSyncDeviceId must be 1 to %d printable characters without spaces or commas", mailpush.MaxDeviceIDLen)
+		}
+		dev.ActiveSyncDeviceHash = mailpush.ActiveSyncDeviceHash(s.Keys, t.ID, id)
+	}
+	if err := s.checkPlatform(t, dev.Platform); err != nil {
+		return nil, err
+	}
+	content := mailpush.ContentBadge
+	if req.Content != "" {
+		if content = req.Content; content.Rank() < 0 {
+			return nil, mailpush.Errorf(mailpush.EInvalid, "content must be badge, subject or subject_sender, not %q", req.Content)
+		}
+	}
+	mb, creds, err := s.mailbox(ctx, t, req)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := s.Watchers[mb.Source]; !ok {
+		return nil, mailpush.Errorf(mailpush.EUnsupported, "source %q is not enabled on this server", mb.Source)
+	}
+	previous, err := s.checkJoin(ctx, t, mb, dev)
+	if err != nil {
+		return nil, err
+	}
+	now := s.Clock.Now().UTC()
+	reg := &mailpush.Registration{
+		Device:    dev,
+		Content:   t.CapContent(content),
+		Status:    mailpush.StatusPending,
+		ExpiresAt: now.Add(s.RegistrationTTL),
+	}
+	stored, err := s.Store.Register(ctx, reg, mb)
+	if err != nil {
+		return nil, err
+	}
+	// The request's own address and server URL, never those another
+	// registration stored: credentials go only where this request said.
+	stored.Address, stored.ServerURL = mb.Address, mb.ServerURL
+	res, err := s.watch(ctx, t, stored, reg, mb.Mode, creds)
+	if err != nil {
+		if derr := s.takeBack(ctx, t.ID, reg.ID, previous); derr != nil {
+			s.Logger.Error("could not take back a failed registration", "registration", reg.ID, "err", derr)
+		}
+		return nil, err
+	}
+	if res.Status == mailpush.StatusActive && reg.Status != mailpush.StatusActive {
+		if reg, err = s.Store.UpdateRegistration(ctx, t.ID, reg.ID, func(r *mailpush.Registration) error {
+			r.Status = mailpush.StatusActive
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+	}
+	mode := chosen(mb.Mode, res)
+	s.Logger.Info("registration created", "tenant", t.Name, "registration", reg.ID, "mailbox", stored.ID, "mode", mode, "platform", dev.Platform, "scope", req.Scope)
+	return s.result(reg, mode, res), nil
+}
+
+// watch asks the source to (re)subscribe unless the mailbox is already
+// watched in the requested mode and no new credentials came with the request.
+func (s *Service) watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mailbox, reg *mailpush.Registration, mode mailpush.Mode, creds mailpush.Credentials) (mailpush.WatchResult, error) {
+	// Device-subscribed mode always goes to the source: the device needs its
+	// callback URL. New sealed credentials always go to the source too, even
+	// for a mailbox that is already watched: they are what proves that the
+	// device may receive this mailbox's pushes, so the source must try them
+	// on the mail server, on the address's own Inbox, before the device is
+	// attached.
+	if mb.Status == mailpush.StatusActive && mb.Mode == mode && mode != mailpush.ModeDeviceSubscribed && creds.Empty() {
+		return mailpush.WatchResult{Status: mailpush.StatusActive}, nil
+	}
+	mb.Mode = mode
+	return s.Watchers[mb.Source].Watch(ctx, t, mb, reg, creds)
+}
+
+// checkJoin looks at the mailbox the registration would join, and enforces
+// the quotas. It refuses a device-subscribed registration for a mailbox
+// watched with a user's sealed credentials: it proves nothing about the
+// mailbox, so it may neither join that subscription nor replace it. It
+// returns the registration this device already has there, if any, so that
+// a refused request can restore it.
+func (s *Service) checkJoin(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mailbox, dev mailpush.Device) (*mailpush.Registration, error) {
+	q := s.quotas(t)
+	existing, err := s.Store.MailboxByAddress(ctx, mb.TenantID, mb.AddressHash, mb.Source)
+	if mailpush.ErrorCode(err) == mailpush.ENotFound {
+		return nil, s.checkTenantQuota(ctx, t, q)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if mb.Mode == mailpush.ModeDeviceSubscribed && existing.Mode == mailpush.ModeSealed && existing.Status != mailpush.StatusInactive {
+		return nil, mailpush.Errorf(mailpush.EConflict, "this mailbox is watched with a user's sealed credentials: register with mailbox.sealedCredentials")
+	}
+	regs, err := s.Store.ActiveRegistrations(ctx, existing.ID)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range regs {
+		if r.Device.Token == dev.Token {
+			return r, nil // a replacement: it counts against no quota
+		}
+	}
+	if len(regs) >= q.PerMailbox {
+		return nil, mailpush.Errorf(mailpush.EQuota, "this mailbox already has %d registrations, the limit per mailbox (registrations.maxPerMailbox): delete one first", q.PerMailbox)
+	}
+	return nil, s.checkTenantQuota(ctx, t, q)
+}
+
+func (s *Service) checkTenantQuota(ctx context.Context, t *mailpush.Tenant, q Quotas) error {
+	n, err := s.Store.CountRegistrations(ctx, t.ID)
+	if err != nil {
+		return err
+	}
+	if n >= q.PerTenant {
+		return mailpush.Errorf(mailpush.EQuota, "tenant %s already has %d registrations, its limit (registrations.maxPerTenant)", t.Name, q.PerTenant)
+	}
+	return nil
+}
+
+func (s *Service) quotas(t *mailpush.Tenant) Quotas {
+	var q Quotas
+	if s.Quotas != nil {
+		q = s.Quotas(t)
+	}
+	if q.PerTenant <= 0 {
+		q.PerTenant = DefaultMaxPerTenant
+	}
+	if q.PerMailbox <= 0 {
+		q.PerMailbox = DefaultMaxPerMailbox
+	}
+	return q
+}
+
+// takeBack undoes Register after the source refused: it deletes a new
+// registration, or puts back the device's previous one as it was.
+func (s *Service) takeBack(ctx context.Context, tenantID, id string, previous *mailpush.Registration) error {
+	if previous == nil || previous.ID != id {
+		return s.Store.DeleteRegistration(ctx, tenantID, id)
+	}
+	_, err := s.Store.UpdateRegistration(ctx, tenantID, id, func(r *mailpush.Registration) error {
+		r.Device, r.Content, r.Status, r.ExpiresAt, r.SubscriptionID = previous.Device, previous.Content, previous.Status, previous.ExpiresAt, previous.SubscriptionID
+		return nil
+	})
+	return err
+}
+
+// Get returns a tenant's registration.
+func (s *Service) Get(ctx context.Context, t *mailpush.Tenant, id string) (*mailpush.RegistrationResult, error) {
+	reg, err := s.Store.Registration(ctx, t.ID, id)
+	if err != nil {
+		return nil, err
+	}
+	mb, err := s.Store.Mailbox(ctx, reg.MailboxID)
+	if err != nil {
+		return nil, err
+	}
+	return s.result(reg, mb.Mode, mailpush.WatchResult{}), nil
+}
+
+// Delete removes a tenant's registration. When it was the mailbox's last,
+// a source that ends subscriptions itself (mailpush.Unwatcher: Graph)
+// deletes it now; EWS ends it at its next notification (Unsubscribe).
+func (s *Service) Delete(ctx context.Context, t *mailpush.Tenant, id string) error {
+	reg, err := s.Store.Registration(ctx, t.ID, id)
+	if err != nil {
+		return err
+	}
+	if err := s.Store.DeleteRegistration(ctx, t.ID, id); err != nil {
+		return err
+	}
+	s.Logger.Info("registration deleted", "tenant", t.Name, "registration", id)
+	if mb, err := s.Store.Mailbox(ctx, reg.MailboxID); err == nil && mb.Status == mailpush.StatusInactive {
+		if u, ok := s.Watchers[mb.Source].(mailpush.Unwatcher); ok {
+			if err := u.Unwatch(ctx, mb); err != nil {
+				// It expires on its own; its notifications are ignored.
+				s.Logger.Warn("could not end the subscription of a mailbox without registrations", "mailbox", mb.ID, "err", err)
+			}
+		}
+	}
+	return nil
+}
+
+// CheckIn renews a registration: a rotated push token, fresh sealed
+// credentials, a resubscription of a stale or dead subscription.
+func (s *Service) CheckIn(ctx context.Context, t *mailpush.Tenant, id string, in mailpush.CheckInRequest) (*mailpush.RegistrationResult, error) {
+	reg, err := s.Store.Registration(ctx, t.ID, id)
+	if err != nil {
+		return nil, err
+	}
+	if in.DeviceToken != "" {
+		if in.DeviceToken, err = mailpush.NormalizeDeviceToken(reg.Device.Platform, in.DeviceToken); err != nil {
+			return nil, err
+		}
+	}
+	var creds mailpush.Credentials
+	if in.SealedCredentials != "" {
+		if creds, err = s.Keys.OpenCredentials(in.SealedCredentials); err != nil {
+			return nil, err
+		}
+	}
+	mb, err := s.Store.Mailbox(ctx, reg.MailboxID)
+	if err != nil {
+		return nil, err
+	}
+	if in.Address != "" {
+		addr, err := ParseAddress(in.Address)
+		if err != nil {
+			return nil, err
+		}
+		if !hmac.Equal(s.Keys.HashAddress(t.ID, addr), mb.AddressHash) {
+			return nil, mailpush.Errorf(mailpush.EInvalid, "mailbox.address is not the address of this registration's mailbox")
+		}
+		mb.Address = addr
+	}
+	mode := mb.Mode
+	if !creds.Empty() {
+		if mb.Source == mailpush.SourceDovecot {
+			return nil, mailpush.Errorf(mailpush.EInvalid, "mailbox.sealedCredentials of a dovecot registration are checked only when it is created")
+		}
+		if mb.Mode == mailpush.ModeDeviceSubscribed {
+			// The stored server URL was given by a registration that proved
+			// nothing: credentials never go to it.
+			return nil, mailpush.Errorf(mailpush.EConflict, "this mailbox's server URL was not given with credentials: register again with mailbox.ewsUrl and mailbox.sealedCredentials")
+		}
+		if mb.Address == "" {
+			return nil, mailpush.Errorf(mailpush.EInvalid, "mailbox.address is required with mailbox.sealedCredentials: Exchange checks that the credentials open that mailbox")
+		}
+		mode = mailpush.ModeSealed
+	}
+	if mode == mailpush.ModeDeviceSubscribed && !t.DeviceSubscribed {
+		return nil, deviceSubscribedOff(t)
+	}
+	var res mailpush.WatchResult
+	if mb.Status != mailpush.StatusActive || !creds.Empty() || mode == mailpush.ModeDeviceSubscribed {
+		watcher, ok := s.Watchers[mb.Source]
+		if !ok {
+			return nil, mailpush.Errorf(mailpush.EUnsupported, "source %q is not enabled on this server", mb.Source)
+		}
+		mb.Mode = mode
+		if res, err = watcher.Watch(ctx, t, mb, reg, creds); err != nil {
+			return nil, err
+		}
+	} else {
+		// A renewal keeps the registration's status: a pending registration
+		// becomes active only by proving itself (sealed credentials, or its
+		// own subscription in device-subscribed mode), never by a check-in
+		// that carries neither. An inactive one (its push token died) was
+		// active before, so it proved itself then: the check-in, usually with
+		// a rotated token, revives it.
+		res.Status = reg.Status
+		if reg.Status == mailpush.StatusInactive {
+			res.Status = mailpush.StatusActive
+		}
+	}
+	now := s.Clock.Now().UTC()
+	reg, err = s.Store.UpdateRegistration(ctx, t.ID, reg.ID, func(r *mailpush.Registration) error {
+		if in.DeviceToken != "" {
+			r.Device.Token = in.DeviceToken
+		}
+		r.ExpiresAt = now.Add(s.RegistrationTTL)
+		r.Status = res.Status
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s.result(reg, chosen(mode, res), res), nil
+}
+
+// chosen is the mode a watcher settled on: the one asked unless it chose
+// another.
+func chosen(asked mailpush.Mode, res mailpush.WatchResult) mailpush.Mode {
+	if res.Mode != "" {
+		return res.Mode
+	}
+	return asked
+}
+
+func (s *Service) result(reg *mailpush.Registration, mode mailpush.Mode, res mailpush.WatchResult) *mailpush.RegistrationResult {
+	status := reg.Status
+	if res.Status != "" && status != mailpush.StatusInactive {
+		status = res.Status
+	}
+	return &mailpush.RegistrationResult{Registration: reg, Mode: mode, CallbackURL: res.CallbackURL, Status: status}
+}
+
+// mailbox validates the mailbox part of a registration and decides its
+// mode. It makes no outbound request before the request is checked: a
+// server URL outside the tenant's allowed hosts is refused here, before any
+// source sees it; autodiscover checks each host before it asks it.
+func (s *Service) mailbox(ctx context.Context, t *mailpush.Tenant, req mailpush.RegisterRequest) (*mailpush.Mailbox, mailpush.Credentials, error) {
+	var creds mailpush.Credentials
+	addr, err := ParseAddress(req.Address)
+	if err != nil {
+		return nil, creds, err
+	}
+	switch req.Source {
+	case mailpush.SourceEWS, mailpush.SourceGraph, mailpush.SourceDovecot:
+	case "":
+		return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.source is required: ews, graph or dovecot")
+	default:
+		return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.source must be ews, graph or dovecot, not %q", req.Source)
+	}
+	if _, ok := s.Watchers[req.Source]; !ok {
+		return nil, creds, mailpush.Errorf(mailpush.EUnsupported, "source %q is not enabled on this server", req.Source)
+	}
+	mb := &mailpush.Mailbox{TenantID: t.ID, AddressHash: s.Keys.HashAddress(t.ID, addr), Source: req.Source, Badge: mailpush.NoBadge, Status: mailpush.StatusPending, Address: addr}
+	if req.Source == mailpush.SourceEWS && req.EWSURL != "" {
+		if mb.ServerURL, err = s.checkServerURL(t, req.EWSURL, "mailbox.ewsUrl"); err != nil {
+			return nil, creds, err
+		}
+	} else if req.EWSURL != "" {
+		return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.ewsUrl is only for source ews")
+	}
+	if req.UserToken != "" && req.Source != mailpush.SourceGraph {
+		return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.userToken is only for source graph")
+	}
+	if req.Source == mailpush.SourceGraph {
+		// mailpush subscribes as the tenant's Entra ID app: the user proves
+		// the mailbox with their own Entra ID token, never a password.
+		if req.SealedCredentials != "" {
+			return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.sealedCredentials is not for source graph: send mailbox.userToken")
+		}
+		if len(req.UserToken) > 16<<10 {
+			return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.userToken is longer than 16 KiB")
+		}
+		creds.AccessToken = req.UserToken
+	}
+	if req.SealedCredentials != "" {
+		if creds, err = s.Keys.OpenCredentials(req.SealedCredentials); err != nil {
+			return nil, creds, err
+		}
+	}
+	switch {
+	case req.Source == mailpush.SourceDovecot || req.Source == mailpush.SourceGraph || creds.Empty() && s.ServiceMode != nil && s.ServiceMode(t, req.Source):
+		mb.Mode = mailpush.ModeService
+		if err := s.checkService(ctx, t, req.Scope, mb, creds); err != nil {
+			return nil, creds, err
+		}
+		if req.Source == mailpush.SourceDovecot || req.Source == mailpush.SourceGraph {
+			// The user's password or token was a proof only: forgotten now.
+			creds = mailpush.Credentials{}
+		}
+	case !creds.Empty():
+		mb.Mode = mailpush.ModeSealed
+	default:
+		mb.Mode = mailpush.ModeDeviceSubscribed
+		if !t.DeviceSubscribed {
+			return nil, creds, deviceSubscribedOff(t)
+		}
+	}
+	if req.Source == mailpush.SourceEWS && mb.ServerURL == "" {
+		if s.Autodiscover == nil {
+			return nil, creds, mailpush.Errorf(mailpush.EUnsupported, "mailbox.ewsUrl is required: autodiscover is off on this server")
+		}
+		// Autodiscover checks every host against the tenant's list before
+		// it sends anything; checkServerURL checks the result again.
+		raw, err := s.Autodiscover.LocateEWS(ctx, t, addr, creds)
+		if err != nil {
+			return nil, creds, err
+		}
+		if mb.ServerURL, err = s.checkServerURL(t, raw, "mailbox.ewsUrl"); err != nil {
+			return nil, creds, err
+		}
+	}
+	return mb, creds, nil
+}
+
+func deviceSubscribedOff(t *mailpush.Tenant) error {
+	return mailpush.Errorf(mailpush.EUnsupported, "tenant %s does not accept device-subscribed registrations (mailpush tenant set %s --device-subscribed on): register with mailbox.sealedCredentials", t.Name, t.Name)
+}
+
+// checkService admits a service-mode registration: the user proves it
+// (their own credentials, checked by the source's verifier and then
+// forgotten), or the tenant's backend vouches for the user (a backend
+// token). An app token without a proof gets nothing: it ships inside every
+// app, so its holder could name anyone's address.
+func (s *Service) checkService(ctx context.Context, t *mailpush.Tenant, scope mailpush.Scope, mb *mailpush.Mailbox, creds mailpush.Credentials) error {
+	v, ok := s.Verifiers[mb.Source]
+	if !creds.Empty() {
+		if !ok {
+			return mailpush.Errorf(mailpush.EUnsupported, "this server cannot check a user's own credentials for source %s: register without mailbox.sealedCredentials, with a backend token", mb.Source)
+		}
+		return v.VerifyCredentials(ctx, t, mb.Address, creds)
+	}
+	if scope == mailpush.ScopeBackend {
+		return nil
+	}
+	how := "a backend token"
+	if ok {
+		how += ", or the user's own password in mailbox.sealedCredentials"
+	}
+	return mailpush.Errorf(mailpush.EScope, "a service-mode registration (the tenant's own identity watches the mailbox) needs %s: an app token alone cannot vouch for a user", how)
+}
+
+func (s *Service) checkServerURL(t *mailpush.Tenant, raw, field string) (string, error) {
+	if len(raw) > 2048 {
+		return "", mailpush.Errorf(mailpush.EInvalid, "%s is longer than 2048 characters", field)
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || u.User != nil || u.Fragment != "" {
+		return "", mailpush.Errorf(mailpush.EInvalid, "%s must be an absolute https URL without user info, such as https://mail.example.com/EWS/Exchange.asmx", field)
+	}
+	switch {
+	case u.Scheme == "https":
+	case u.Scheme == "http" && s.AllowInsecureEWS:
+	default:
+		return "", mailpush.Errorf(mailpush.EInvalid, "%s must use https (credentials travel to it)", field)
+	}
+	if !t.URLAllowed(u) {
+		return "", mailpush.Errorf(mailpush.EForbidden, "%s host %q (with its port; none means the scheme's default) is not one of the tenant's allowed mail-server hosts", field, u.Host)
+	}
+	return u.String(), nil
+}
+
+// ParseAddress validates a mailbox address: a plain e-mail address.
+func ParseAddress(in string) (string, error) {
+	if in == "" {
+		return "", mailpush.Errorf(mailpush.EInvalid, "mailbox.address is required")
+	}
+	if len(in) > 320 {
+		return "", mailpush.Errorf(mailpush.EInvalid, "mailbox.address is longer than 320 characters")
+	}
+	a, err := mail.ParseAddress(in)
+	if err != nil || a.Name != "" || a.Address != strings.TrimSpace(in) || !strings.Contains(a.Address, "@") {
+		return "", mailpush.Errorf(mailpush.EInvalid, "mailbox.address must be a plain e-mail address such as alice@example.com")
+	}
+	return a.Address, nil
+}
+
+// checkPlatform refuses a device whose platform the tenant cannot push to:
+// better a clear error at registration than a silent drop later.
+func (s *Service) checkPlatform(t *mailpush.Tenant, p mailpush.Platform) error {
+	if s.Platforms == nil || slices.Contains(s.Platforms(t), p) {
+		return nil
+	}
+	return mailpush.Errorf(mailpush.EUnsupported, "this server has no push credentials for platform %s of tenant %s", p, t.Name)
+}
