@@ -1,30 +1,19 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
-
-// lockedBuffer is an io.Writer the demo writes to while the test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
-func (l *lockedBuffer) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // TestDemoPushesArrive runs the demo command's code: the real server, the
 // fake Exchange and APNs, the demo device; pushes must arrive and be
 // printed, with the mail's subject, within a deadline.
 func TestDemoPushesArrive(t *testing.T) {
-	var out lockedBuffer
+	var out syncBuffer
 	d, err := startDemo(context.Background(), "127.0.0.1:0", 50*time.Millisecond, &out, io.Discard)
 	if err != nil {
 		t.Fatal(err)
