@@ -117,6 +117,8 @@ type Config struct {
 	Gate gate.Config `yaml:"gate"`
 	// Console is the admin console at /admin/ (console.go).
 	Console ConsoleConfig `yaml:"console"`
+	// Debug holds operator-only diagnostics (pprof.go).
+	Debug DebugConfig `yaml:"debug"`
 }
 
 // RegistrationQuotas are the registrations.* keys: beyond them a new
@@ -362,6 +364,7 @@ func (c *Config) Validate() error {
 	}
 	c.validateHostRule(bad)
 	c.validateConsole(bad)
+	c.validateDebug(bad)
 	errs = append(errs, c.validateGate()...)
 	return errors.Join(errs...)
 }

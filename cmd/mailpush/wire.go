@@ -77,6 +77,8 @@ type Main struct {
 	listener  net.Listener
 	server    *http.Server
 	console   *console.Console
+	pprof     *http.Server
+	pprofAddr string
 	// gateTenantID is the ID of gate.tenant while the gate is on.
 	gateTenantID string
 	closed       bool
@@ -273,6 +275,9 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := m.startConsole(ctx, mux, publicURL, registry); err != nil {
 		return err
 	}
+	if err := m.startPprof(); err != nil {
+		return err
+	}
 
 	m.server = &http.Server{
 		Handler:           logRequests(m.Logger, api.JSONErrors(mux, m.Logger.With("component", "api"))),
@@ -357,6 +362,9 @@ func (m *Main) Close() error {
 	var errs []error
 	if m.server != nil {
 		errs = append(errs, m.server.Shutdown(ctx))
+	}
+	if m.pprof != nil {
+		errs = append(errs, m.pprof.Shutdown(ctx))
 	}
 	if m.console != nil {
 		m.console.Close()
