@@ -25,7 +25,7 @@ import (
 // screenshot of every page to docs/console/ (the README shows them).
 func TestConsoleInARealBrowser(t *testing.T) {
 	chromium := requireBinary(t, "chromium")
-	w := newWorld(t, "info", "console: {sampleEvery: 100ms}\ngate:\n  tenant: acme\n  mode: compliantOnly\n  rules:\n    - {name: no-old-clients, action: deny, userAgent: \"^OldMail/\"}\n    - {name: guest-wifi, action: deny, networks: [192.168.77.0/24]}\n")
+	w := newWorld(t, "info", "console: {sampleEvery: 100ms}\ngate:\n  tenant: acme\n  proxy: nginx\n  mode: compliantOnly\n  rules:\n    - {name: no-old-clients, action: deny, userAgent: \"^OldMail/\"}\n    - {name: guest-wifi, action: deny, networks: [192.168.77.0/24]}\n")
 	app := w.addTenant(t, "acme")
 	admin := w.addToken(t, "acme", mailpush.ScopeAdmin)
 	ctx := context.Background()
@@ -72,6 +72,7 @@ func TestConsoleInARealBrowser(t *testing.T) {
 		req, _ := http.NewRequest("GET", w.main.URL()+"/gate/auth", nil)
 		req.Header.Set("X-Original-URI", "/Microsoft-Server-ActiveSync?Cmd=Sync&User="+url.QueryEscape(address)+"&DeviceId=BROWSERDEV1&DeviceType=iPhone")
 		req.Header.Set("User-Agent", "Apple-iPhone/1")
+		req.SetBasicAuth(address, "the user's password (the gate reads only the user)")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
