@@ -196,33 +196,12 @@ func (s *Source) emit(ctx context.Context, mailboxID string, ev mailpush.Event) 
 	return s.Sink.HandleEvent(ctx, ev)
 }
 
-func (s *Source) setStatus(ctx context.Context, regs []*mailpush.Registration, from, to mailpush.Status) error {
-	for _, reg := range regs {
-		if reg.Status != from {
-			continue
-		}
-		if _, err := s.Store.UpdateRegistration(ctx, reg.TenantID, reg.ID, func(r *mailpush.Registration) error {
-			if r.Status == from {
-				r.Status = to
-			}
-			return nil
-		}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // askDevices sends the mailbox's active devices a background push that asks
 // the app to check in (with fresh sealed credentials, or after subscribing
 // again itself) and marks their registrations and the mailbox pending until
 // it does. Devices already pending were asked before and get no more
 // pushes: the check-in, or the app's own periodic one, renews them.
 func (s *Source) askDevices(ctx context.Context, mb *mailpush.Mailbox) error {
-	regs, err := s.Store.ActiveRegistrations(ctx, mb.ID)
-	if err != nil {
-		return err
-	}
 	if _, err := s.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error {
 		m.Status, m.SubscriptionID = mailpush.StatusPending, ""
 		return nil
@@ -233,7 +212,7 @@ func (s *Source) askDevices(ctx context.Context, mb *mailpush.Mailbox) error {
 	if err := s.emit(ctx, mb.ID, ev); err != nil {
 		return err
 	}
-	return s.setStatus(ctx, regs, mailpush.StatusActive, mailpush.StatusPending)
+	return s.Rules.Suspend(ctx, mb.ID)
 }
 
 // heard tells the engine of a handled notification, for the host-level rule.

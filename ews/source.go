@@ -21,7 +21,10 @@ const CallbackPath = "/ews/notify/"
 // URL: they then exist only in that URL, which Exchange keeps, and in memory
 // while a notification is handled, never in the database or a log.
 type Source struct {
-	Store  mailpush.Store
+	Store mailpush.Store
+	// Rules decide which registration a notification may bind, activate
+	// or reach (package registrar).
+	Rules  mailpush.RegistrationRules
 	Sealer mailpush.CallbackSealer
 	Sink   mailpush.EventSink
 	Client *Client
@@ -205,76 +208,22 @@ func (s *Source) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Notification) (SubscriptionStatus, error) {
 	st := s.init()
 	log := s.Logger.With("mailbox", tok.MailboxID)
-	mb, err := s.Store.Mailbox(ctx, tok.MailboxID)
-	if mailpush.ErrorCode(err) == mailpush.ENotFound {
-		log.Info("unsubscribing: mailbox is gone")
-		return StatusUnsubscribe, nil
-	}
+	// Which registration this notification may bind, activate or reach is
+	// the registrar's to decide (package registrar's Admit).
+	adm, err := s.Rules.Admit(ctx, tok, n.SubscriptionID)
 	if err != nil {
 		return "", err
 	}
-	if mb.TenantID != tok.TenantID {
-		log.Warn("unsubscribing: callback token and mailbox belong to different tenants")
+	if adm.Unsubscribe {
 		return StatusUnsubscribe, nil
 	}
-	if mb.Status == mailpush.StatusInactive {
-		log.Info("unsubscribing: mailbox has no registration left")
-		return StatusUnsubscribe, nil
-	}
-	if owner, err := s.Store.MailboxBySubscription(ctx, n.SubscriptionID); err == nil && owner.ID != mb.ID {
-		if owner.TenantID != mb.TenantID {
-			log.Warn("notification ignored: its subscription ID belongs to another tenant's mailbox; answering Unsubscribe, nothing changed")
-		} else {
-			log.Warn("notification ignored: its subscription ID belongs to another mailbox; answering Unsubscribe, nothing changed")
-		}
-		return StatusUnsubscribe, nil
-	}
-	// A device-subscribed URL names its registration: it must still exist.
-	var tokReg *mailpush.Registration
-	if tok.RegistrationID != "" {
-		tokReg, err = s.Store.Registration(ctx, tok.TenantID, tok.RegistrationID)
-		if mailpush.ErrorCode(err) == mailpush.ENotFound || err == nil && tokReg.MailboxID != mb.ID {
-			log.Info("unsubscribing: the registration this callback URL was made for is gone")
-			return StatusUnsubscribe, nil
-		}
-		if err != nil {
-			return "", err
-		}
-	}
-	// A pending device that subscribed through its own URL replaces the
-	// mailbox's older device subscription (one subscription per mailbox is
-	// enough: every active device gets its pushes); the older one is
-	// answered Unsubscribe at its next notification.
-	rebind := false
-	if mb.SubscriptionID != "" && mb.SubscriptionID != n.SubscriptionID {
-		if tokReg == nil || tokReg.Status != mailpush.StatusPending || mb.Mode != mailpush.ModeDeviceSubscribed {
-			log.Info("unsubscribing: subscription replaced by a newer one")
-			return StatusUnsubscribe, nil
-		}
-		rebind = true
-	}
-	regs, err := s.Store.ActiveRegistrations(ctx, mb.ID)
-	if err != nil {
-		return "", err
-	}
-	if len(regs) == 0 {
-		log.Info("unsubscribing: no active registration")
-		return StatusUnsubscribe, nil
-	}
+	mb, regs, bind := adm.Mailbox, adm.Recipients, adm.Bind
 	cached := cachedCreds{serverURL: tok.ServerURL, creds: tok.Credentials, address: tok.Address}
 	if tok.ServerURL != "" && (mb.Mode == mailpush.ModeSealed && !tok.Credentials.Empty() || mb.Mode == mailpush.ModeService && tok.Address != "") {
 		// Kept in memory only, so that a dead subscription can be made again.
 		st.creds.put(mb.ID, cached)
 	}
 
-	// In device-subscribed mode an unbound mailbox takes the first
-	// subscription that reaches its callback URL: only the device knows its
-	// ID. In sealed and service mode mailpush learns the ID from Subscribe;
-	// a notification that arrives while the mailbox is unbound (the new
-	// subscription's first status event, or an old one's last words during a
-	// resubscription) is handled but binds nothing, or an old subscription
-	// could win the race against the new one and take the mailbox back.
-	bind := mb.SubscriptionID == "" && mb.Mode == mailpush.ModeDeviceSubscribed || rebind
 	sum := summarize(n)
 	// Missed events show only within one subscription's chain of watermarks.
 	sum.missed = mb.SubscriptionID != "" && mb.SubscriptionID == n.SubscriptionID &&
@@ -324,7 +273,7 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 	s.heard(mb, tok.ServerURL, now)
 	if bind {
 		// Only the device that subscribed through this URL has proved anything.
-		if err := s.setStatus(ctx, []*mailpush.Registration{tokReg}, mailpush.StatusPending, mailpush.StatusActive); err != nil {
+		if err := s.Rules.Activate(ctx, adm.Registration); err != nil {
 			return "", err
 		}
 		log.Info("subscription bound", "mode", mb.Mode)

@@ -43,7 +43,9 @@ type Gate struct {
 	hashes  *memo // keyed hashes of users, DeviceIds and IPs
 	trusted []netip.Prefix
 	proxy   Proxy
-	audit   string
+	// the headers of proxy and of gate.identity.header, canonical
+	uriH, methodH, userH header
+	audit                string
 	// clearIDs: the audit log holds DeviceIds and addresses in clear.
 	clearIDs bool
 
@@ -80,6 +82,7 @@ func New(cfg Config, deps Deps) (*Gate, error) {
 	}
 	if px, ok := Proxies[cfg.Proxy]; ok {
 		g.proxy = px
+		g.uriH, g.methodH, g.userH = newHeader(px.URI), newHeader(px.Method), newHeader(cfg.Identity.Header)
 	} else {
 		errs = append(errs, errors.New(`config key gate.proxy: must name the reverse proxy that asks the gate: nginx, caddy, traefik, haproxy or netscaler (it says which headers carry the original request)`))
 	}

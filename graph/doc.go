@@ -28,13 +28,17 @@
 // one, only a backend-scope token may register (the API enforces it).
 //
 // Acknowledge before fetching: a notification POST is checked (known
-// subscription of the URL's mailbox, clientState) and its work queued, then
-// answered 202; workers fetch unreadItemCount and the message afterwards, so
-// a slow Graph never slows the answer Graph times. The queue is in memory
-// and bounded (QueueSize; when full the POST is answered 503 and Graph
-// retries): a crash between the 202 and the fetch loses that badge update
-// until the next notification. The durable event row of the outbox redesign
-// is meant to replace it.
+// subscription of the URL's mailbox, clientState), each mailbox's changes
+// in it become one unresolved event stored durably by the pipeline
+// (HandleUnresolvedEvent: the outbox's event row), and only then is the POST
+// answered 202. The pipeline calls Resolve after its claim, which fetches
+// unreadItemCount and the newest message's subject and sender: a slow Graph
+// never slows the answer Graph times. The address and the newest message ID
+// are in memory only; an event stored before a restart resolves as a
+// background push and the device fetches for itself. Lifecycle events that
+// need work (reauthorizationRequired renews, subscriptionRemoved recreates)
+// go to a bounded in-memory queue and its workers; "missed" is an unresolved
+// event like a change (the badge is resynchronised).
 //
 // Unknown subscriptions, another mailbox's subscription and a wrong
 // clientState are ignored with a log line and no push, never an error that

@@ -46,7 +46,7 @@ type Source struct {
 	Store  mailpush.Store
 	Sealer mailpush.CallbackSealer
 	Hasher mailpush.AddressHasher // derives each subscription's clientState
-	Sink   mailpush.EventSink
+	Sink   Sink
 	Engine mailpush.SubscriptionEngine
 	// Apps are the tenants' Entra ID apps, by tenant name.
 	Apps map[string]*App
@@ -59,8 +59,17 @@ type Source struct {
 	Workers   int // fetches in flight
 	Logger    *slog.Logger
 	Clock     mailpush.Clock
+	Metrics   *Metrics // nil: none
 
 	st state
+}
+
+// Sink is where the Source's events go: the pipeline. A change notification
+// becomes an unresolved event (HandleUnresolvedEvent): durable before the
+// 202, completed by the Source's Resolve after the pipeline claims it.
+type Sink interface {
+	mailpush.EventSink
+	HandleUnresolvedEvent(ctx context.Context, ev mailpush.Event) error
 }
 
 var (
@@ -73,6 +82,7 @@ type state struct {
 	mu        sync.Mutex
 	apps      map[string]*tenantApp // by Entra tenant name key: mailpush tenant name
 	addresses map[string]string     // mailbox ID → address, in memory only
+	newest    map[string]string     // mailbox ID → its newest created message, for Resolve
 	expecting map[string]int        // mailbox ID → validations we wait for
 	queue     chan job
 	cancel    context.CancelFunc
@@ -89,6 +99,7 @@ func (s *Source) init() *state {
 	s.st.once.Do(func() {
 		s.st.apps = map[string]*tenantApp{}
 		s.st.addresses = map[string]string{}
+		s.st.newest = map[string]string{}
 		s.st.expecting = map[string]int{}
 		s.st.queue = make(chan job, orInt(s.QueueSize, DefaultQueueSize))
 	})
@@ -516,6 +527,23 @@ func (s *Source) validation(w http.ResponseWriter, r *http.Request, tok mailpush
 // is ignored with a log line (never an error that Graph would retry).
 func (s *Source) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := s.Clock.Now()
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	defer func() { s.Metrics.observe(s.Clock.Now().Sub(start), rec.status >= 500) }()
+	s.serve(rec, r, start)
+}
+
+// statusRecorder keeps the status of the answer, for the slow-answer ratio.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (s *Source) serve(w http.ResponseWriter, r *http.Request, start time.Time) {
 	tok, err := s.Sealer.OpenCallback(r.PathValue("token"))
 	if err != nil {
 		s.Logger.Warn("Graph notification refused: bad URL token", "err", mailpush.ErrorMessage(err))
@@ -539,7 +567,11 @@ func (s *Source) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	var jobs []job
+	// Changes (and "missed") become one durable unresolved event per
+	// mailbox of the batch; the other lifecycle events (renew, recreate)
+	// are work for the in-memory queue.
+	var changes []*change
+	var work []job
 	for i := range b.Value {
 		n := &b.Value[i]
 		j, ok, err := s.accept(ctx, tok, n)
@@ -548,18 +580,143 @@ func (s *Source) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "temporarily unable to handle the notification", http.StatusServiceUnavailable)
 			return
 		}
-		if ok {
-			jobs = append(jobs, j)
+		switch {
+		case !ok:
+		case j.lifecycle == "" || j.lifecycle == LifecycleMissed:
+			changes = addChange(changes, j)
+		default:
+			work = append(work, j)
 		}
 	}
-	if !s.enqueue(jobs) {
-		s.Logger.Warn("Graph notifications not taken: the fetch queue is full; Graph will retry", "mailbox", tok.MailboxID)
+	if !s.hasRoom(len(work)) {
+		s.Logger.Warn("Graph notifications not taken: the lifecycle queue is full; Graph will retry", "mailbox", tok.MailboxID)
 		w.Header().Set("Retry-After", "5")
 		http.Error(w, "busy", http.StatusServiceUnavailable)
 		return
 	}
+	for _, c := range changes {
+		if err := s.store(ctx, c); err != nil {
+			s.Logger.Error("Graph notification not stored; Graph will retry", "mailbox", c.mailboxID, "err", err)
+			http.Error(w, "temporarily unable to handle the notification", http.StatusServiceUnavailable)
+			return
+		}
+	}
+	s.enqueue(work)
 	w.WriteHeader(http.StatusAccepted)
-	s.Logger.Debug("Graph notifications accepted", "notifications", len(b.Value), "queued", len(jobs), "took", s.Clock.Now().Sub(start))
+	s.Logger.Debug("Graph notifications accepted", "notifications", len(b.Value), "events", len(changes), "took", s.Clock.Now().Sub(start))
+}
+
+// change is what a batch's notifications of one mailbox changed.
+type change struct {
+	tenantID, mailboxID string
+	created             bool
+	newest              string // the last created message
+}
+
+func addChange(cs []*change, j job) []*change {
+	var c *change
+	for _, x := range cs {
+		if x.mailboxID == j.mailboxID {
+			c = x
+		}
+	}
+	if c == nil {
+		c = &change{tenantID: j.tenantID, mailboxID: j.mailboxID}
+		cs = append(cs, c)
+	}
+	if j.changeType == "created" {
+		c.created = true
+		if j.messageID != "" {
+			c.newest = j.messageID
+		}
+	}
+	return cs
+}
+
+// store makes the change durable: the mailbox's sequence moves on and the
+// pipeline stores an unresolved event, which Resolve completes later.
+func (s *Source) store(ctx context.Context, c *change) error {
+	ev := mailpush.Event{TenantID: c.tenantID, MailboxID: c.mailboxID, Kind: mailpush.EventChanged, Badge: mailpush.NoBadge, At: s.Clock.Now()}
+	if c.created {
+		ev.Kind = mailpush.EventNewMail
+	}
+	if c.newest != "" {
+		st := s.init()
+		st.mu.Lock()
+		if _, ok := st.newest[c.mailboxID]; ok || len(st.newest) < addressCacheSize {
+			st.newest[c.mailboxID] = c.newest
+		}
+		st.mu.Unlock()
+	}
+	updated, err := s.Store.UpdateMailbox(ctx, c.mailboxID, func(m *mailpush.Mailbox) error {
+		m.Record(ev)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	ev.Seq = updated.Seq
+	return s.Sink.HandleUnresolvedEvent(ctx, ev)
+}
+
+// Resolve completes an event stored before its badge and content were
+// known (the pipeline calls it after its claim): the Inbox's
+// unreadItemCount and, for new mail when the tenant allows content, the
+// newest message's subject and sender. The address is only in memory: after
+// a restart an event stored before it resolves as a background push
+// (NoBadge), and the device fetches for itself.
+func (s *Source) Resolve(ctx context.Context, oe *mailpush.OutboxEvent) error {
+	ev := &oe.Event
+	address := s.address(ev.MailboxID)
+	if address == "" {
+		ev.Badge = mailpush.NoBadge
+		return nil
+	}
+	ta, t, err := s.appOf(ctx, ev.TenantID)
+	if err != nil {
+		if mailpush.ErrorCode(err) == mailpush.ENotFound || mailpush.ErrorCode(err) == mailpush.EUnsupported {
+			ev.Badge = mailpush.NoBadge
+			return nil
+		}
+		return err
+	}
+	var unread int
+	err = s.call(ctx, ta, ev.MailboxID, func(ctx context.Context) error {
+		var err error
+		unread, err = ta.client.InboxUnread(ctx, address)
+		return err
+	})
+	switch {
+	case IsStatus(err, http.StatusNotFound):
+		ev.Badge = mailpush.NoBadge
+	case err != nil:
+		return err // the lease runs out and the event is claimed again
+	default:
+		ev.Badge = unread
+	}
+	if ev.Kind != mailpush.EventNewMail || t.MaxContent.Rank() <= mailpush.ContentBadge.Rank() {
+		return nil
+	}
+	st := s.init()
+	st.mu.Lock()
+	id := st.newest[ev.MailboxID]
+	st.mu.Unlock()
+	if id == "" {
+		return nil
+	}
+	var m *Message
+	if err := s.call(ctx, ta, ev.MailboxID, func(ctx context.Context) error {
+		var err error
+		m, err = ta.client.Message(ctx, address, id)
+		return err
+	}); err != nil {
+		if !IsStatus(err, http.StatusNotFound) {
+			s.Logger.Warn("message fetch failed: pushing without content", "mailbox", ev.MailboxID, "err", err)
+		}
+		return nil
+	}
+	ev.Subject, ev.Sender = m.Subject, m.Sender()
+	return nil
 }
 
 // accept checks one notification and turns it into a job; ok is false when
@@ -572,9 +729,10 @@ func (s *Source) accept(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		// to the creation: while mailpush creates one for the URL's mailbox,
 		// its clientState, derived from the nonce stored before the
 		// creation, is what proves it ours.
+		// (The creation may also have ended between the two reads: then
+		// the mailbox holds the ID now.) The clientState is checked below.
 		mb, err = s.Store.Mailbox(ctx, tok.MailboxID)
-		if mailpush.ErrorCode(err) == mailpush.ENotFound || err == nil && (!s.creating(mb.ID) || mb.Watermark == "" ||
-			subtle.ConstantTimeCompare([]byte(n.ClientState), []byte(s.clientState(mb, mb.Watermark))) != 1) {
+		if mailpush.ErrorCode(err) == mailpush.ENotFound || err == nil && mb.SubscriptionID != n.SubscriptionID && !s.creating(mb.ID) {
 			log.Warn("Graph notification ignored: unknown subscription")
 			return job{}, false, nil
 		}
@@ -618,18 +776,23 @@ type job struct {
 	messageID                    string
 }
 
-// enqueue queues all of jobs, or none when the queue has no room for them.
-func (s *Source) enqueue(jobs []job) bool {
+// hasRoom reports whether the lifecycle queue can take n more jobs.
+func (s *Source) hasRoom(n int) bool {
 	st := s.init()
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if cap(st.queue)-len(st.queue) < len(jobs) {
-		return false
-	}
+	return cap(st.queue)-len(st.queue) >= n
+}
+
+// enqueue queues jobs; one that finds the queue full is dropped with a log
+// line (hasRoom was asked first; Graph sends the lifecycle event again).
+func (s *Source) enqueue(jobs []job) {
+	st := s.init()
 	for _, j := range jobs {
-		st.queue <- j
+		select {
+		case st.queue <- j:
+		default:
+			s.Logger.Warn("Graph lifecycle event dropped: the queue is full", "mailbox", j.mailboxID)
+		}
 	}
-	return true
 }
 
 // Run starts the workers that fetch what notifications left to fetch. It
@@ -674,67 +837,28 @@ func (s *Source) Close() {
 }
 
 func (s *Source) work(ctx context.Context, j job) {
-	ta, t, err := s.appOf(ctx, j.tenantID)
+	ta, _, err := s.appOf(ctx, j.tenantID)
 	if err != nil {
-		s.Logger.Warn("Graph notification dropped: no app", "mailbox", j.mailboxID, "err", err)
+		s.Logger.Warn("Graph lifecycle event dropped: no app", "mailbox", j.mailboxID, "err", err)
 		return
 	}
 	log := s.Logger.With("mailbox", j.mailboxID)
+	mb, err := s.Store.Mailbox(ctx, j.mailboxID)
+	if err != nil {
+		return
+	}
 	switch j.lifecycle {
-	case "":
 	case LifecycleReauthorizationRequired:
-		mb, err := s.Store.Mailbox(ctx, j.mailboxID)
-		if err != nil {
-			return
-		}
 		log.Info("Graph asks for reauthorization: renewing")
 		if s.Heal(ctx, mb) == mailpush.HealFailed {
 			log.Warn("reauthorization failed")
-		} else {
-			s.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error { m.LastEventAt = s.Clock.Now(); return nil })
-		}
-		return
-	case LifecycleSubscriptionRemoved:
-		mb, err := s.Store.Mailbox(ctx, j.mailboxID)
-		if err != nil {
 			return
 		}
+		s.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error { m.LastEventAt = s.Clock.Now(); return nil })
+	case LifecycleSubscriptionRemoved:
 		log.Info("Graph removed the subscription: making it again")
 		s.recreate(ctx, ta, mb, j.address)
-		return
-	case LifecycleMissed:
-		log.Info("Graph missed notifications: resyncing the badge")
-		s.resync(ctx, ta, j.tenantID, j.mailboxID, j.address, mailpush.EventChanged)
-		return
 	default:
 		log.Info("unknown Graph lifecycle event ignored", "event", j.lifecycle)
-		return
-	}
-	ev := mailpush.Event{TenantID: j.tenantID, MailboxID: j.mailboxID, Kind: mailpush.EventChanged, Badge: mailpush.NoBadge, At: s.Clock.Now()}
-	if j.changeType == "created" {
-		ev.Kind = mailpush.EventNewMail
-		if t.MaxContent.Rank() > mailpush.ContentBadge.Rank() && j.messageID != "" {
-			var m *Message
-			if err := s.call(ctx, ta, j.mailboxID, func(ctx context.Context) error {
-				var err error
-				m, err = ta.client.Message(ctx, j.address, j.messageID)
-				return err
-			}); err == nil {
-				ev.Subject, ev.Sender = m.Subject, m.Sender()
-			} else if !IsStatus(err, http.StatusNotFound) {
-				log.Warn("message fetch failed: pushing without content", "err", err)
-			}
-		}
-	}
-	if err := s.call(ctx, ta, j.mailboxID, func(ctx context.Context) error {
-		var err error
-		ev.Badge, err = ta.client.InboxUnread(ctx, j.address)
-		return err
-	}); err != nil {
-		log.Warn("unreadItemCount failed: pushing without a badge", "err", err)
-		ev.Badge = mailpush.NoBadge
-	}
-	if err := s.emit(ctx, ev); err != nil {
-		log.Error("cannot hand the event on", "err", err)
 	}
 }

@@ -29,10 +29,25 @@ const (
 	user     = "adele.vance@contoso.example"
 )
 
+// sink plays the pipeline: an unresolved event is resolved (as after the
+// claim) and then recorded.
 type sink struct {
 	mu     sync.Mutex
 	events []mailpush.Event
 	ch     chan struct{}
+	src    *graph.Source
+	wg     sync.WaitGroup
+}
+
+func (s *sink) HandleUnresolvedEvent(ctx context.Context, ev mailpush.Event) error {
+	s.wg.Go(func() {
+		oe := &mailpush.OutboxEvent{Event: ev, Unresolved: true}
+		if err := s.src.Resolve(context.Background(), oe); err != nil {
+			panic(err)
+		}
+		s.HandleEvent(context.Background(), oe.Event)
+	})
+	return nil
 }
 
 func (s *sink) HandleEvent(_ context.Context, ev mailpush.Event) error {
@@ -86,6 +101,8 @@ func newFixture(t *testing.T) *fixture {
 		Apps:   map[string]*graph.App{"acme": {TenantID: f.fake.TenantID(), ClientID: clientID, ClientSecret: secret, Authority: f.fake.Authority(), BaseURL: f.fake.GraphURL()}},
 		HTTP:   f.fake.HTTPClient(),
 		Logger: logger, Clock: mailpush.SystemClock{}}
+	f.sink.src = f.src
+	t.Cleanup(f.sink.wg.Wait)
 	f.src.Engine = &subscription.Engine{Store: f.store, Source: mailpush.SourceGraph, Healer: f.src, Logger: logger, Clock: mailpush.SystemClock{}, DueAfter: f.src.RenewAfter(), MaxPerAccount: 4}
 	mux := http.NewServeMux()
 	mux.Handle("POST "+graph.NotifyPath+"{token}", f.src)

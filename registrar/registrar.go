@@ -148,6 +148,11 @@ func (s *Service) Register(ctx context.Context, t *mailpush.Tenant, req mailpush
 		}
 	}
 	mode := chosen(mb.Mode, res)
+	if mode != mailpush.ModeDeviceSubscribed {
+		if err := s.dropDeviceSubscribed(ctx, t, mb, dev); err != nil {
+			s.Logger.Error("could not remove the device's device-subscribed registration", "registration", reg.ID, "err", err)
+		}
+	}
 	s.Logger.Info("registration created", "tenant", t.Name, "registration", reg.ID, "mailbox", stored.ID, "mode", mode, "platform", dev.Platform, "scope", req.Scope)
 	return s.result(reg, mode, res), nil
 }
@@ -169,22 +174,30 @@ func (s *Service) watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Ma
 }
 
 // checkJoin looks at the mailbox the registration would join, and enforces
-// the quotas. It refuses a device-subscribed registration for a mailbox
-// watched with a user's sealed credentials: it proves nothing about the
-// mailbox, so it may neither join that subscription nor replace it. It
-// returns the registration this device already has there, if any, so that
-// a refused request can restore it.
+// the quotas. It refuses a device-subscribed registration for an address
+// watched with a user's sealed credentials: such a registration proves
+// nothing about the mailbox, and it would only ever get what its own
+// subscription reports (its mailbox is its own), so it is pointless there
+// and refused with a clear answer. It returns the registration this device
+// already has in the mailbox, if any, so that a refused request can restore
+// it.
 func (s *Service) checkJoin(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mailbox, dev mailpush.Device) (*mailpush.Registration, error) {
 	q := s.quotas(t)
+	if mb.Mode == mailpush.ModeDeviceSubscribed {
+		watched, err := s.Store.MailboxByAddress(ctx, mb.TenantID, s.Keys.HashAddress(t.ID, mb.Address), mb.Source)
+		if err == nil && watched.Mode == mailpush.ModeSealed && watched.Status != mailpush.StatusInactive {
+			return nil, mailpush.Errorf(mailpush.EConflict, "this mailbox is watched with a user's sealed credentials: register with mailbox.sealedCredentials")
+		}
+		if err != nil && mailpush.ErrorCode(err) != mailpush.ENotFound {
+			return nil, err
+		}
+	}
 	existing, err := s.Store.MailboxByAddress(ctx, mb.TenantID, mb.AddressHash, mb.Source)
 	if mailpush.ErrorCode(err) == mailpush.ENotFound {
 		return nil, s.checkTenantQuota(ctx, t, q)
 	}
 	if err != nil {
 		return nil, err
-	}
-	if mb.Mode == mailpush.ModeDeviceSubscribed && existing.Mode == mailpush.ModeSealed && existing.Status != mailpush.StatusInactive {
-		return nil, mailpush.Errorf(mailpush.EConflict, "this mailbox is watched with a user's sealed credentials: register with mailbox.sealedCredentials")
 	}
 	regs, err := s.Store.ActiveRegistrations(ctx, existing.ID)
 	if err != nil {
@@ -233,7 +246,7 @@ func (s *Service) takeBack(ctx context.Context, tenantID, id string, previous *m
 		return s.Store.DeleteRegistration(ctx, tenantID, id)
 	}
 	_, err := s.Store.UpdateRegistration(ctx, tenantID, id, func(r *mailpush.Registration) error {
-		r.Device, r.Content, r.Status, r.ExpiresAt, r.SubscriptionID = previous.Device, previous.Content, previous.Status, previous.ExpiresAt, previous.SubscriptionID
+		r.Device, r.Content, r.Status, r.ExpiresAt = previous.Device, previous.Content, previous.Status, previous.ExpiresAt
 		return nil
 	})
 	return err
@@ -302,7 +315,7 @@ func (s *Service) CheckIn(ctx context.Context, t *mailpush.Tenant, id string, in
 		if err != nil {
 			return nil, err
 		}
-		if !hmac.Equal(s.Keys.HashAddress(t.ID, addr), mb.AddressHash) {
+		if !hmac.Equal(s.mailboxKey(t.ID, addr, mb.Mode, reg.Device.Token), mb.AddressHash) {
 			return nil, mailpush.Errorf(mailpush.EInvalid, "mailbox.address is not the address of this registration's mailbox")
 		}
 		mb.Address = addr
@@ -399,7 +412,7 @@ func (s *Service) mailbox(ctx context.Context, t *mailpush.Tenant, req mailpush.
 	if _, ok := s.Watchers[req.Source]; !ok {
 		return nil, creds, mailpush.Errorf(mailpush.EUnsupported, "source %q is not enabled on this server", req.Source)
 	}
-	mb := &mailpush.Mailbox{TenantID: t.ID, AddressHash: s.Keys.HashAddress(t.ID, addr), Source: req.Source, Badge: mailpush.NoBadge, Status: mailpush.StatusPending, Address: addr}
+	mb := &mailpush.Mailbox{TenantID: t.ID, Source: req.Source, Badge: mailpush.NoBadge, Status: mailpush.StatusPending, Address: addr}
 	if req.Source == mailpush.SourceEWS && req.EWSURL != "" {
 		if mb.ServerURL, err = s.checkServerURL(t, req.EWSURL, "mailbox.ewsUrl"); err != nil {
 			return nil, creds, err
@@ -444,6 +457,7 @@ func (s *Service) mailbox(ctx context.Context, t *mailpush.Tenant, req mailpush.
 			return nil, creds, deviceSubscribedOff(t)
 		}
 	}
+	mb.AddressHash = s.mailboxKey(t.ID, addr, mb.Mode, req.Device.Token)
 	if req.Source == mailpush.SourceEWS && mb.ServerURL == "" {
 		if s.Autodiscover == nil {
 			return nil, creds, mailpush.Errorf(mailpush.EUnsupported, "mailbox.ewsUrl is required: autodiscover is off on this server")
@@ -459,6 +473,44 @@ func (s *Service) mailbox(ctx context.Context, t *mailpush.Tenant, req mailpush.
 		}
 	}
 	return mb, creds, nil
+}
+
+// mailboxKey is the keyed hash that names a registration's stored
+// mailbox. A device-subscribed registration gets a mailbox of its own, keyed
+// by its address and its device: it proves only that someone could POST to
+// its callback URL, so the subscription it binds, the watermark, badge and
+// events its notifications report, and the pushes they cause, must reach no
+// other registration, and no other registration's may reach it.
+func (s *Service) mailboxKey(tenantID, address string, mode mailpush.Mode, deviceToken string) []byte {
+	if mode == mailpush.ModeDeviceSubscribed {
+		return s.Keys.HashAddress(tenantID, address+"\x00device-subscribed\x00"+deviceToken)
+	}
+	return s.Keys.HashAddress(tenantID, address)
+}
+
+// dropDeviceSubscribed removes the device's device-subscribed registration
+// for the address once the device proved itself in a stronger mode: it
+// would otherwise get each mail twice.
+func (s *Service) dropDeviceSubscribed(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mailbox, dev mailpush.Device) error {
+	own, err := s.Store.MailboxByAddress(ctx, t.ID, s.mailboxKey(t.ID, mb.Address, mailpush.ModeDeviceSubscribed, dev.Token), mb.Source)
+	if mailpush.ErrorCode(err) == mailpush.ENotFound {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	regs, err := s.Store.ActiveRegistrations(ctx, own.ID)
+	if err != nil {
+		return err
+	}
+	for _, r := range regs {
+		if r.Device.Token == dev.Token {
+			if err := s.Store.DeleteRegistration(ctx, t.ID, r.ID); err != nil && mailpush.ErrorCode(err) != mailpush.ENotFound {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func deviceSubscribedOff(t *mailpush.Tenant) error {

@@ -437,3 +437,24 @@ func TestDirectorySlow(t *testing.T) {
 		t.Errorf("%+v", res)
 	}
 }
+
+// TestNoExistenceOracle: the app token ships inside the app, so anyone may
+// ask. An address with no entry, with an entry but no certificate, or
+// shared by two entries gets the very same answer: the lookup does not
+// tell which addresses exist in the directory.
+func TestNoExistenceOracle(t *testing.T) {
+	w := newWorld(t)
+	var answers []mailpush.SMIMERecipient
+	for _, a := range []string{"nocert@example.com", "nobody@example.com"} {
+		res, err := w.svc.LookupCertificates(context.Background(), w.tenant, []string{a})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := res.Recipients[0]
+		r.Address = ""
+		answers = append(answers, r)
+	}
+	if fmt.Sprint(answers[0]) != fmt.Sprint(answers[1]) {
+		t.Errorf("an existing entry without certificate answers %+v, a missing one %+v", answers[0], answers[1])
+	}
+}

@@ -375,17 +375,15 @@ func (s *Service) hash(tenantID, addr string) string {
 // recipient finds and checks one recipient's certificates.
 func (s *Service) recipient(ctx context.Context, tn *tenant, addr string) mailpush.SMIMERecipient {
 	r := mailpush.SMIMERecipient{Address: addr}
+	// No entry, several entries, an entry without certificates: one answer,
+	// so that the app token (which anyone may hold) does not tell which
+	// addresses exist in the directory.
+	const noCert = "the directory has no certificate for the address"
 	e, err := tn.dir.Lookup(ctx, addr)
 	switch mailpush.ErrorCode(err) {
 	case "":
-	case mailpush.ENotFound:
-		r.Reason, r.Detail = mailpush.SMIMENoCertificate, "the directory has no entry for the address"
-		return r
-	case mailpush.EConflict:
-		r.Reason, r.Detail = mailpush.SMIMENoCertificate, "several directory entries have the address; none is picked"
-		return r
-	case mailpush.EInvalid:
-		r.Reason, r.Detail = mailpush.SMIMENoCertificate, "the address cannot be looked up: "+mailpush.ErrorMessage(err)
+	case mailpush.ENotFound, mailpush.EConflict, mailpush.EInvalid:
+		r.Reason, r.Detail = mailpush.SMIMENoCertificate, noCert
 		return r
 	default:
 		r.Reason, r.Detail = mailpush.SMIMEDirectoryUnavailable, "the directory did not answer; try again later"
@@ -404,7 +402,7 @@ func (s *Service) recipient(ctx context.Context, tn *tenant, addr string) mailpu
 		}
 	}
 	if len(leaves) == 0 {
-		r.Reason, r.Detail = mailpush.SMIMENoCertificate, "the directory entry has no certificate"
+		r.Reason, r.Detail = mailpush.SMIMENoCertificate, noCert
 		return r
 	}
 	inter := x509.NewCertPool()

@@ -12,7 +12,7 @@ import (
 
 const mailboxCols = `id, tenant_id, address_hash, source, mode, server_url, subscription_id, watermark, badge, seq, status, last_event_at, created_at, updated_at`
 
-const registrationCols = `id, tenant_id, mailbox_id, platform, environment, token_sealed, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash, subscription_id`
+const registrationCols = `id, tenant_id, mailbox_id, platform, environment, token_sealed, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash`
 
 // qActiveRegistrations is prepared once at Open: the pipeline runs it for
 // every event, and parsing it cost more than running it.
@@ -44,11 +44,9 @@ func (s *Store) scanRegistration(row scanner) (*mailpush.Registration, error) {
 	var platform, env, content, status string
 	var sealed []byte
 	var created, updated, expires int64
-	var sub sql.NullString
-	if err := row.Scan(&r.ID, &r.TenantID, &r.MailboxID, &platform, &env, &sealed, &r.Device.ContentKey, &content, &status, &created, &updated, &expires, &r.Device.ActiveSyncDeviceHash, &sub); err != nil {
+	if err := row.Scan(&r.ID, &r.TenantID, &r.MailboxID, &platform, &env, &sealed, &r.Device.ContentKey, &content, &status, &created, &updated, &expires, &r.Device.ActiveSyncDeviceHash); err != nil {
 		return nil, err
 	}
-	r.SubscriptionID = sub.String
 	tok, err := s.cipher.OpenField(sealed)
 	if err != nil {
 		return nil, fmt.Errorf("registration %s: %w", r.ID, err)
@@ -125,14 +123,14 @@ func (s *Store) registerTx(ctx context.Context, tx *sql.Tx, reg *mailpush.Regist
 		reg.CreatedAt = now
 		_, err = s.txStmt(ctx, tx, qInsertRegistration).ExecContext(ctx,
 			reg.ID, reg.TenantID, reg.MailboxID, string(reg.Device.Platform), string(reg.Device.Environment), sealed, tokenHash,
-			reg.Device.ContentKey, string(reg.Content), string(reg.Status), ms(reg.CreatedAt), ms(reg.UpdatedAt), ms(reg.ExpiresAt), reg.Device.ActiveSyncDeviceHash, nullString(reg.SubscriptionID))
+			reg.Device.ContentKey, string(reg.Content), string(reg.Status), ms(reg.CreatedAt), ms(reg.UpdatedAt), ms(reg.ExpiresAt), reg.Device.ActiveSyncDeviceHash)
 	case err != nil:
 		return nil, dbError("find registration", err)
 	default:
 		reg.ID, reg.CreatedAt = existingID, fromMS(existingCreated)
 		_, err = s.txStmt(ctx, tx, qUpdateRegistration).ExecContext(ctx,
 			string(reg.Device.Platform), string(reg.Device.Environment), sealed, reg.Device.ContentKey, string(reg.Content), string(reg.Status),
-			ms(reg.UpdatedAt), ms(reg.ExpiresAt), reg.Device.ActiveSyncDeviceHash, nullString(reg.SubscriptionID), reg.ID)
+			ms(reg.UpdatedAt), ms(reg.ExpiresAt), reg.Device.ActiveSyncDeviceHash, reg.ID)
 	}
 	if err != nil {
 		return nil, dbError("store registration", err)
@@ -145,8 +143,8 @@ const (
 	qFindMailbox        = `SELECT ` + mailboxCols + ` FROM mailboxes WHERE tenant_id = ? AND address_hash = ? AND source = ?`
 	qInsertMailbox      = `INSERT INTO mailboxes (` + mailboxCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	qFindRegistration   = `SELECT id, created_at FROM registrations WHERE mailbox_id = ? AND token_hash = ?`
-	qInsertRegistration = `INSERT INTO registrations (id, tenant_id, mailbox_id, platform, environment, token_sealed, token_hash, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash, subscription_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-	qUpdateRegistration = `UPDATE registrations SET platform = ?, environment = ?, token_sealed = ?, content_key = ?, content = ?, status = ?, updated_at = ?, expires_at = ?, activesync_device_hash = ?, subscription_id = ? WHERE id = ?`
+	qInsertRegistration = `INSERT INTO registrations (id, tenant_id, mailbox_id, platform, environment, token_sealed, token_hash, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	qUpdateRegistration = `UPDATE registrations SET platform = ?, environment = ?, token_sealed = ?, content_key = ?, content = ?, status = ?, updated_at = ?, expires_at = ?, activesync_device_hash = ? WHERE id = ?`
 )
 
 var registerStatements = []string{qFindMailbox, qInsertMailbox, qFindRegistration, qInsertRegistration, qUpdateRegistration}
@@ -195,9 +193,9 @@ func (s *Store) UpdateRegistration(ctx context.Context, tenantID, id string, fn 
 	if err != nil {
 		return nil, err
 	}
-	_, err = tx.ExecContext(ctx, `UPDATE registrations SET platform = ?, environment = ?, token_sealed = ?, token_hash = ?, content_key = ?, content = ?, status = ?, updated_at = ?, expires_at = ?, activesync_device_hash = ?, subscription_id = ? WHERE id = ?`,
+	_, err = tx.ExecContext(ctx, `UPDATE registrations SET platform = ?, environment = ?, token_sealed = ?, token_hash = ?, content_key = ?, content = ?, status = ?, updated_at = ?, expires_at = ?, activesync_device_hash = ? WHERE id = ?`,
 		string(r.Device.Platform), string(r.Device.Environment), sealed, s.cipher.HashField([]byte(r.Device.Token)), r.Device.ContentKey,
-		string(r.Content), string(r.Status), ms(r.UpdatedAt), ms(r.ExpiresAt), r.Device.ActiveSyncDeviceHash, nullString(r.SubscriptionID), id)
+		string(r.Content), string(r.Status), ms(r.UpdatedAt), ms(r.ExpiresAt), r.Device.ActiveSyncDeviceHash, id)
 	if err != nil {
 		return nil, dbError("update registration", err)
 	}

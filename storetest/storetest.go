@@ -51,7 +51,7 @@ func Run(t *testing.T, open Factory) {
 		{"ListAndDeleteTenants", testListAndDeleteTenants},
 		{"AdminReads", testAdminReads},
 		{"Tokens", testTokens},
-		{"RegistrationBindingAndCount", testRegistrationBindingAndCount},
+		{"CountRegistrations", testCountRegistrations},
 		{"RegisterSharesMailbox", testRegisterSharesMailbox},
 		{"RegisterSameTokenReplaces", testRegisterSameTokenReplaces},
 		{"TenantIsolation", testTenantIsolation},

@@ -189,6 +189,9 @@ func TestGraphEndToEnd(t *testing.T) {
 		t.Fatalf("subscriptions after the last registration went: %+v", subs)
 	}
 
+	// The listener's health as Graph judges it, on /metrics.
+	gw.waitMetrics(t, "mailpush_graph_ack_seconds_count", "mailpush_graph_slow_answer_ratio 0\n")
+
 	// Privacy: no address, subject, sender, client secret or token in the
 	// database files or the logs (debug level).
 	gw.main.Close()

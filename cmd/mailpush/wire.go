@@ -57,6 +57,7 @@ type Main struct {
 	// GraphEngine renews its subscriptions.
 	Graph       *graph.Source
 	GraphEngine *subscription.Engine
+	resolver    resolver // the pipeline's, made before the sources
 	// GateRegistry is the ActiveSync gate's device registry (always on);
 	// Gate decides for gate.tenant (nil when no tenant is configured).
 	GateRegistry *gate.Registry
@@ -148,6 +149,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Workers: cfg.Push.Workers, BatchSize: cfg.Push.BatchSize, MaxAttempts: cfg.Push.MaxAttempts,
 		RetryBase: cfg.Push.RetryBase, RetryMax: cfg.Push.RetryMax, SyncPerHour: cfg.Push.SyncPerHour,
 		TenantRate: float64(cfg.Push.TenantRate), TenantBurst: cfg.Push.TenantBurst, Lease: cfg.Push.Lease,
+		Resolver: &m.resolver,
 	})
 	m.Pipeline.Start()
 
@@ -215,7 +217,7 @@ func (m *Main) Run(ctx context.Context) error {
 
 	m.EWSEngine.Run(context.Background()) // stopped by Close
 	watchers := map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS, mailpush.SourceDovecot: m.Dovecot}
-	if err := m.startGraph(&cfg, outbound, strings.TrimSuffix(publicURL, "/")); err != nil {
+	if err := m.startGraph(&cfg, outbound, strings.TrimSuffix(publicURL, "/"), registry); err != nil {
 		return err
 	}
 	verifiers := map[mailpush.Source]mailpush.CredentialVerifier{mailpush.SourceDovecot: m.Dovecot}
@@ -241,6 +243,8 @@ func (m *Main) Run(ctx context.Context) error {
 		AllowInsecureEWS: cfg.EWS.AllowInsecureHTTP,
 		Quotas:           cfg.quotas,
 	}
+	// The sources ask the registrar what a notification may change.
+	m.EWS.Rules = m.Registrar
 	srv := &api.Server{
 		Store: m.Store, Keys: m.Keys, Registrar: m.Registrar,
 		Logger: m.Logger.With("component", "api"), Gate: m.GateRegistry,
@@ -567,7 +571,7 @@ func orDefault[T int | time.Duration](v, def T) T {
 
 // startGraph makes the Graph source and its engine when a tenant has a
 // Graph app, and starts them (Close stops them).
-func (m *Main) startGraph(cfg *Config, outbound *http.Transport, publicURL string) error {
+func (m *Main) startGraph(cfg *Config, outbound *http.Transport, publicURL string, registry prometheus.Registerer) error {
 	apps, err := cfg.graphApps()
 	if err != nil || len(apps) == 0 {
 		return err
@@ -578,6 +582,7 @@ func (m *Main) startGraph(cfg *Config, outbound *http.Transport, publicURL strin
 		PublicURL: publicURL, Lifetime: cfg.Graph.SubscriptionLifetime,
 		QueueSize: cfg.Graph.QueueSize, Workers: cfg.Graph.Workers,
 		Logger: m.Logger.With("source", "graph"), Clock: m.Clock,
+		Metrics: graph.NewMetrics(registry, m.Clock, m.Logger.With("source", "graph")),
 	}
 	// Renewal at half the lifetime, paced: a wave of registrations never
 	// becomes a wave of PATCHes. Graph allows 4 requests at once per app and
@@ -588,7 +593,21 @@ func (m *Main) startGraph(cfg *Config, outbound *http.Transport, publicURL strin
 		DueAfter: m.Graph.RenewAfter(), Interval: time.Minute, Rate: float64(orDefault(cfg.Graph.RenewRate, 20)), MaxPerAccount: 4,
 	}
 	m.Graph.Engine = m.GraphEngine
+	m.resolver.graph = m.Graph
 	m.Graph.Run(context.Background())
 	m.GraphEngine.Run(context.Background())
 	return nil
+}
+
+// resolver completes the pipeline's unresolved events (only Graph stores
+// them: it acknowledges before fetching). The pipeline is made before the
+// sources, so the source is set once it exists.
+type resolver struct{ graph *graph.Source }
+
+func (r *resolver) Resolve(ctx context.Context, ev *mailpush.OutboxEvent) error {
+	if r.graph == nil {
+		ev.Event.Badge = mailpush.NoBadge
+		return nil
+	}
+	return r.graph.Resolve(ctx, ev)
 }

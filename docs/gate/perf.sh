@@ -6,6 +6,7 @@
 # The three are measured in alternating rounds with the same wrk script (same
 # requests, 10,000 registered devices). Needs nginx, wrk, and the mailpush binary
 # (go build -o "$DIR/mailpush" ./cmd/mailpush). Usage: bash docs/gate/perf.sh [connections] [seconds] [rounds]
+# AUDIT=deny|off changes gate.audit (default all).
 set -euo pipefail
 CONNS=${1:-4}; SECS=${2:-10}; ROUNDS=${3:-3}
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -20,7 +21,7 @@ listen: 127.0.0.1:$P_MP
 database: {path: $DIR/data/m.db}
 keyDir: $DIR/data/keys
 log: {level: info}
-gate: {tenant: acme, proxy: nginx, audit: all, minProtocolVersion: "14.0"}
+gate: {tenant: acme, proxy: nginx, audit: ${AUDIT:-all}, minProtocolVersion: "14.0"}
 YAML
 ./mailpush tenant add acme --config mailpush.yaml >/dev/null
 python3 -c "print('deviceId,user,deviceType,state'); [print(f'DEV{i:05d},perf@example.com,iPhone,' + ('compliant' if i%10 else 'blocked')) for i in range(10000)]" > devices.csv
@@ -68,7 +69,7 @@ request = function()
     ["MS-ASProtocolVersion"] = "16.1", ["Content-Type"] = "application/vnd.ms-sync.wbxml"}, "\3\1j\0")
 end
 LUA
-echo "nproc $(nproc); load before: $(cut -d' ' -f1-3 /proc/loadavg); wrk -t1 -c$CONNS -d${SECS}s --latency"
+echo "audit ${AUDIT:-all}; nproc $(nproc); load before: $(cut -d' ' -f1-3 /proc/loadavg); wrk -t1 -c$CONNS -d${SECS}s --latency"
 for r in $(seq "$ROUNDS"); do
   for v in ceiling:$P_CEIL proxied:$P_PROX gated:$P_GATE; do
     name=${v%%:*}; port=${v##*:}
