@@ -61,6 +61,30 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer, envir
 	return d.Close()
 }
 
+// trustFakes makes an APNs token key that the fake APNs trusts for
+// teamID/keyID and topic, and a CA bundle of the fake APNs' certificate and
+// the extra ones, as an admin would configure apns.keyFile and caFile. It
+// returns the two files it wrote in dir.
+func trustFakes(dir string, apple *apnsfake.Server, teamID, keyID, topic string, extraCAs ...*x509.Certificate) (p8, ca string, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", err
+	}
+	apple.AddKey(teamID, keyID, &key.PublicKey)
+	apple.AllowTopic(topic)
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
+	p8 = filepath.Join(dir, "AuthKey.p8")
+	if err := os.WriteFile(p8, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		return "", "", err
+	}
+	var bundle []byte
+	for _, c := range append([]*x509.Certificate{apple.Certificate()}, extraCAs...) {
+		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	ca = filepath.Join(dir, "ca.pem")
+	return p8, ca, os.WriteFile(ca, bundle, 0o600)
+}
+
 // demo is a running demo.
 type demo struct {
 	main     *Main
@@ -87,23 +111,8 @@ func startDemo(ctx context.Context, listen string, every time.Duration, out, log
 	d.exchange = ewsfake.New(ewsfake.Options{})
 	d.exchange.AddUser(demoAddress, demoUser, demoPassword)
 	d.apple = apnsfake.New(apnsfake.Options{})
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	p8, ca, err := trustFakes(dir, d.apple, demoTeamID, demoKeyID, demoTopic, d.exchange.Certificate())
 	if err != nil {
-		return fail(err)
-	}
-	d.apple.AddKey(demoTeamID, demoKeyID, &key.PublicKey)
-	d.apple.AllowTopic(demoTopic)
-	der, _ := x509.MarshalPKCS8PrivateKey(key)
-	p8 := filepath.Join(dir, "AuthKey.p8")
-	if err := os.WriteFile(p8, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		return fail(err)
-	}
-	var bundle []byte
-	for _, c := range []*x509.Certificate{d.apple.Certificate(), d.exchange.Certificate()} {
-		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	ca := filepath.Join(dir, "fakes-ca.pem")
-	if err := os.WriteFile(ca, bundle, 0o600); err != nil {
 		return fail(err)
 	}
 

@@ -197,13 +197,19 @@ func configFlag(fs *flag.FlagSet, environ []string) *string {
 	return fs.String("config", def, "YAML configuration file (default: none, or $MAILPUSH_CONFIG)")
 }
 
-func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) error {
-	fs := newFlags("serve", "serve [--config FILE]", stdout, stderr)
+// loadForCommand parses the flags of a command that takes only --config and
+// loads the configuration.
+func loadForCommand(name string, args []string, stdout, stderr io.Writer, environ []string) (Config, error) {
+	fs := newFlags(name, name+" [--config FILE]", stdout, stderr)
 	path := configFlag(fs, environ)
 	if _, err := parseFlags(fs, args); err != nil {
-		return err
+		return Config{}, err
 	}
-	cfg, err := LoadConfig(*path, environ)
+	return LoadConfig(*path, environ)
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) error {
+	cfg, err := loadForCommand("serve", args, stdout, stderr, environ)
 	if err != nil {
 		return err
 	}
@@ -436,12 +442,7 @@ func runToken(ctx context.Context, verb string, args []string, stdout, stderr io
 // the keyring, so credentials sealed and callback URLs issued before keep
 // working; servers pick the new keys up at their next start.
 func runKeysRotate(args []string, stdout, stderr io.Writer, environ []string) error {
-	fs := newFlags("keys rotate", "keys rotate [--config FILE]", stdout, stderr)
-	path := configFlag(fs, environ)
-	if _, err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	cfg, err := LoadConfig(*path, environ)
+	cfg, err := loadForCommand("keys rotate", args, stdout, stderr, environ)
 	if err != nil {
 		return err
 	}
