@@ -2,6 +2,7 @@ package mailpush
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -45,6 +46,14 @@ type Store interface {
 	// ActiveRegistrations lists a mailbox's registrations with status active
 	// or pending.
 	ActiveRegistrations(ctx context.Context, mailboxID string) ([]*Registration, error)
+	// RegistrationByToken returns the mailbox's registration (active or
+	// pending) of the device with this push token, by its keyed hash: the
+	// cost does not grow with the mailbox's devices.
+	RegistrationByToken(ctx context.Context, mailboxID, token string) (*Registration, error)
+	// MailboxAudience summarizes the mailbox's active and pending
+	// registrations without loading them (no token is opened): what a source
+	// needs to decide about an event before it acknowledges it.
+	MailboxAudience(ctx context.Context, mailboxID string) (Audience, error)
 	// CountRegistrations counts a tenant's registrations with status active
 	// or pending (for its quota).
 	CountRegistrations(ctx context.Context, tenantID string) (int, error)
@@ -87,6 +96,14 @@ type Store interface {
 	Close() error
 }
 
+// Audience is what a mailbox's active and pending registrations add up to.
+type Audience struct {
+	Registrations int
+	// WantsContent: some registration may show subject or sender (as
+	// WantsContent of the registrations).
+	WantsContent bool
+}
+
 // FieldCipher protects values that the store must keep but must not keep in
 // clear (device push tokens). Hash gives a stable keyed hash for lookups.
 type FieldCipher interface {
@@ -120,7 +137,15 @@ type CallbackToken struct {
 	RegistrationID string      `json:"r,omitempty"`
 	Credentials    Credentials `json:"c,omitzero"`
 	IssuedAt       int64       `json:"i"` // Unix seconds
+	// KeyID is the key the token was sealed with, set by OpenCallback;
+	// not part of the sealed content.
+	KeyID string `json:"-"`
 }
+
+// ErrRetiredKey is in the chain of the error for a value sealed with a key
+// that was retired (`mailpush keys retire`): it was genuine once, and can no
+// longer be opened.
+var ErrRetiredKey = errors.New("sealed with a retired key")
 
 // CallbackSealer seals and opens callback tokens.
 type CallbackSealer interface {

@@ -20,6 +20,7 @@ type cachedCreds struct {
 	serverURL string
 	creds     mailpush.Credentials // sealed mode
 	address   string               // service mode: the mailbox to impersonate
+	keyID     string               // the key that sealed the callback URL Exchange holds
 }
 
 func newCredCache(max int) *credCache { return &credCache{max: max, m: map[string]cachedCreds{}} }

@@ -23,6 +23,7 @@ const (
 type state struct {
 	once  sync.Once
 	creds *credCache
+	fetch *fetchLimiter // per mailbox (fetchlimit.go)
 	mu    sync.Mutex
 	more  map[string]summary // changes of MoreEvents batches, pushed with the last batch
 }
@@ -34,6 +35,7 @@ func (s *Source) init() *state {
 			size = DefaultCredentialCacheSize
 		}
 		s.st.creds = newCredCache(size)
+		s.st.fetch = newFetchLimiter(s.FetchRate, s.FetchBurst)
 		s.st.more = map[string]summary{}
 	})
 	return &s.st
@@ -161,6 +163,8 @@ func (s *Source) resubscribe(ctx context.Context, mb *mailpush.Mailbox, c cached
 	if err != nil {
 		return err
 	}
+	c.keyID = keyIDOf(sealed) // the URL Exchange now holds (RetireKeys)
+	s.st.creds.put(mb.ID, c)
 	// Registrations that are pending stay so: a device asked to check in
 	// proves itself again with its check-in, and one that never proved
 	// anything must not be woken by someone else's subscription.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/mailpush/mailpush"
 )
@@ -40,6 +41,15 @@ type Source struct {
 	// limits and tells it what it heard.
 	Engine              mailpush.SubscriptionEngine
 	CredentialCacheSize int // mailboxes whose credentials stay in memory; 0: the default
+
+	// FetchRate and FetchBurst bound the GetFolder/GetItem calls that
+	// notifications trigger, per mailbox (per minute, and at once;
+	// fetchlimit.go); 0 means the defaults.
+	FetchRate  float64
+	FetchBurst int
+	// CallbackMaxAge is how long a callback URL is honoured after it was
+	// issued (retire.go); 0 means DefaultCallbackMaxAge, negative never ends.
+	CallbackMaxAge time.Duration
 
 	// ServiceAccounts are the tenants' EWS service accounts (holding the
 	// ApplicationImpersonation role), by tenant name: registrations of such
@@ -140,6 +150,7 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 	}); err != nil {
 		return mailpush.WatchResult{}, err
 	}
+	cached.keyID = keyIDOf(sealed)
 	s.st.creds.put(mb.ID, cached)
 	// Only the registration being watched becomes active (the API does it):
 	// the mailbox's other pending registrations must prove themselves, each
@@ -174,6 +185,9 @@ func subscribeError(err error) error {
 // mailbox's, is answered Unsubscribe, which ends it on Exchange.
 func (s *Source) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	tok, err := s.Sealer.OpenCallback(r.PathValue("token"))
+	if err != nil && s.answerRetired(w, r, err) {
+		return
+	}
 	if err != nil {
 		s.Logger.Warn("notification refused: bad callback token", "err", mailpush.ErrorMessage(err))
 		http.Error(w, mailpush.ErrorMessage(err), http.StatusUnauthorized)
@@ -218,16 +232,23 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		return StatusUnsubscribe, nil
 	}
 	mb, regs, bind := adm.Mailbox, adm.Recipients, adm.Bind
-	cached := cachedCreds{serverURL: tok.ServerURL, creds: tok.Credentials, address: tok.Address}
-	if tok.ServerURL != "" && (mb.Mode == mailpush.ModeSealed && !tok.Credentials.Empty() || mb.Mode == mailpush.ModeService && tok.Address != "") {
-		// Kept in memory only, so that a dead subscription can be made again.
-		st.creds.put(mb.ID, cached)
+	if s.expired(tok) {
+		// The engine makes a fresh URL, with these credentials, once the
+		// subscription is silent.
+		s.remember(mb, tok)
+		log.Info("unsubscribing: callback URL older than ews.callbackMaxAge", "issued", time.Unix(tok.IssuedAt, 0).UTC())
+		return StatusUnsubscribe, nil
 	}
+	cached := s.remember(mb, tok)
 
 	sum := summarize(n)
 	// Missed events show only within one subscription's chain of watermarks.
 	sum.missed = mb.SubscriptionID != "" && mb.SubscriptionID == n.SubscriptionID &&
 		mb.Watermark != "" && n.PreviousWatermark != "" && n.PreviousWatermark != mb.Watermark
+	if replayed(mb, n) {
+		sum = summary{badge: mailpush.NoBadge} // handled before: no fetch, no push (fetchlimit.go)
+		log.Info("notification already handled (its watermark is the mailbox's last): a sign of life only")
+	}
 	if sum.missed {
 		sum.changed = true
 		log.Info("events were missed (PreviousWatermark differs): recomputing the badge")
@@ -288,6 +309,16 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 	return StatusOK, nil
 }
 
+// remember keeps a sealed- or service-mode token's credentials in memory
+// only, so that a dead subscription can be made again, and returns them.
+func (s *Source) remember(mb *mailpush.Mailbox, tok mailpush.CallbackToken) cachedCreds {
+	cached := cachedCreds{serverURL: tok.ServerURL, creds: tok.Credentials, address: tok.Address, keyID: tok.KeyID}
+	if tok.ServerURL != "" && (mb.Mode == mailpush.ModeSealed && !tok.Credentials.Empty() || mb.Mode == mailpush.ModeService && tok.Address != "") {
+		s.st.creds.put(mb.ID, cached)
+	}
+	return cached
+}
+
 // summary is what a notification (or a run of MoreEvents batches) changed.
 type summary struct {
 	changed bool   // some event other than a status event
@@ -346,7 +377,7 @@ func (s *Source) reduce(ctx context.Context, c cachedCreds, mb *mailpush.Mailbox
 	// mailpush reads the mailbox only in sealed and service mode.
 	ep, err := s.endpoint(ctx, mb, c)
 	sealed := err == nil && c.serverURL != "" && mb.Mode != mailpush.ModeDeviceSubscribed && !ep.Credentials.Empty()
-	if (ev.Badge == mailpush.NoBadge || sum.missed) && sealed {
+	if (ev.Badge == mailpush.NoBadge || sum.missed) && sealed && s.mayFetch(mb, "GetFolder") {
 		if unread, err := s.Client.GetInboxUnread(ctx, ep); err != nil {
 			s.Logger.Warn("GetFolder failed: pushing a sync signal instead of a badge", "mailbox", mb.ID, "err", err)
 		} else {
@@ -356,7 +387,7 @@ func (s *Source) reduce(ctx context.Context, c cachedCreds, mb *mailpush.Mailbox
 	if sum.missed && !sum.newMail && ev.Badge == mailpush.NoBadge {
 		ev.Kind = mailpush.EventResync // no count to trust: the device syncs
 	}
-	if sum.newest != "" && sealed && mailpush.WantsContent(regs) {
+	if sum.newest != "" && sealed && mailpush.WantsContent(regs) && s.mayFetch(mb, "GetItem") {
 		items, err := s.Client.GetItems(ctx, ep, []string{sum.newest})
 		if err != nil {
 			s.Logger.Warn("GetItem failed: pushing the badge without content", "mailbox", mb.ID, "err", err)

@@ -229,6 +229,32 @@ func (s *Store) ActiveRegistrations(ctx context.Context, mailboxID string) ([]*m
 	return out, nil
 }
 
+// RegistrationByToken finds the mailbox's active or pending registration of
+// a push token through the (mailbox_id, token_hash) index.
+func (s *Store) RegistrationByToken(ctx context.Context, mailboxID, token string) (*mailpush.Registration, error) {
+	r, err := s.scanRegistration(s.pool.QueryRow(ctx, `SELECT `+registrationCols+` FROM registrations WHERE mailbox_id = $1 AND token_hash = $2 AND status IN ('active', 'pending')`,
+		mailboxID, s.cipher.HashField([]byte(token))))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, notFound("registration")
+	}
+	if err != nil {
+		return nil, dbError("get registration", err)
+	}
+	return r, nil
+}
+
+// MailboxAudience counts the mailbox's active and pending registrations and
+// whether one may show content, without loading them.
+func (s *Store) MailboxAudience(ctx context.Context, mailboxID string) (mailpush.Audience, error) {
+	var a mailpush.Audience
+	err := s.pool.QueryRow(ctx, `SELECT count(*), coalesce(bool_or(content IN ('subject', 'subject_sender')), false)
+		FROM registrations WHERE mailbox_id = $1 AND status IN ('active', 'pending')`, mailboxID).Scan(&a.Registrations, &a.WantsContent)
+	if err != nil {
+		return a, dbError("mailbox audience", err)
+	}
+	return a, nil
+}
+
 // CountRegistrations counts a tenant's active and pending registrations.
 func (s *Store) CountRegistrations(ctx context.Context, tenantID string) (int, error) {
 	var n int

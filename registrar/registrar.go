@@ -76,8 +76,11 @@ type Service struct {
 	AllowInsecureEWS bool
 	// Quotas returns a tenant's limits; nil means the defaults.
 	Quotas func(t *mailpush.Tenant) Quotas
-	Logger *slog.Logger
-	Clock  mailpush.Clock
+	// Metrics counts routine events that are not logged at the default
+	// level; nil counts nothing.
+	Metrics *Metrics
+	Logger  *slog.Logger
+	Clock   mailpush.Clock
 }
 
 // Quotas bound a tenant's live (active or pending) registrations.
@@ -153,7 +156,10 @@ func (s *Service) Register(ctx context.Context, t *mailpush.Tenant, req mailpush
 			s.Logger.Error("could not remove the device's device-subscribed registration", "registration", reg.ID, "err", err)
 		}
 	}
-	s.Logger.Info("registration created", "tenant", t.Name, "registration", reg.ID, "mailbox", stored.ID, "mode", mode, "platform", dev.Platform, "scope", req.Scope)
+	// Routine: counted, logged only at debug (a million registrations must
+	// not write a million lines at the default level).
+	s.Metrics.registered()
+	s.Logger.Debug("registration created", "tenant", t.Name, "registration", reg.ID, "mailbox", stored.ID, "mode", mode, "platform", dev.Platform, "scope", req.Scope)
 	return s.result(reg, mode, res), nil
 }
 
@@ -199,16 +205,20 @@ func (s *Service) checkJoin(ctx context.Context, t *mailpush.Tenant, mb *mailpus
 	if err != nil {
 		return nil, err
 	}
-	regs, err := s.Store.ActiveRegistrations(ctx, existing.ID)
+	// By the token's hash and a count: registering the n-th device of a
+	// mailbox must not load and open the n-1 others.
+	reg, err := s.Store.RegistrationByToken(ctx, existing.ID, dev.Token)
+	switch {
+	case err == nil:
+		return reg, nil // a replacement: it counts against no quota
+	case mailpush.ErrorCode(err) != mailpush.ENotFound:
+		return nil, err
+	}
+	audience, err := s.Store.MailboxAudience(ctx, existing.ID)
 	if err != nil {
 		return nil, err
 	}
-	for _, r := range regs {
-		if r.Device.Token == dev.Token {
-			return r, nil // a replacement: it counts against no quota
-		}
-	}
-	if len(regs) >= q.PerMailbox {
+	if audience.Registrations >= q.PerMailbox {
 		return nil, mailpush.Errorf(mailpush.EQuota, "this mailbox already has %d registrations, the limit per mailbox (registrations.maxPerMailbox): delete one first", q.PerMailbox)
 	}
 	return nil, s.checkTenantQuota(ctx, t, q)
@@ -276,7 +286,8 @@ func (s *Service) Delete(ctx context.Context, t *mailpush.Tenant, id string) err
 	if err := s.Store.DeleteRegistration(ctx, t.ID, id); err != nil {
 		return err
 	}
-	s.Logger.Info("registration deleted", "tenant", t.Name, "registration", id)
+	s.Metrics.deleted()
+	s.Logger.Debug("registration deleted", "tenant", t.Name, "registration", id)
 	if mb, err := s.Store.Mailbox(ctx, reg.MailboxID); err == nil && mb.Status == mailpush.StatusInactive {
 		if u, ok := s.Watchers[mb.Source].(mailpush.Unwatcher); ok {
 			if err := u.Unwatch(ctx, mb); err != nil {

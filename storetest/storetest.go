@@ -70,6 +70,8 @@ func Run(t *testing.T, open Factory) {
 		{"MailboxByAddress", testMailboxByAddress},
 		{"OutboxClaimKeepsDeviceOrder", testOutboxClaimKeepsDeviceOrder},
 		{"OutboxSettleAndClaim", testOutboxSettleAndClaim},
+		{"RegistrationByToken", testRegistrationByToken},
+		{"MailboxAudience", testMailboxAudience},
 		{"OutboxEventsClaimAndLease", testOutboxEventsClaimAndLease},
 		{"OutboxEventsCoalesce", testOutboxEventsCoalesce},
 		{"OutboxEventsMailboxOrder", testOutboxEventsMailboxOrder},

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mailpush/mailpush"
+	"github.com/mailpush/mailpush/ews"
 	"github.com/mailpush/mailpush/gate"
 	"github.com/mailpush/mailpush/registrar"
 	"go.yaml.in/yaml/v3"
@@ -88,6 +89,16 @@ type Config struct {
 		HostSilence          time.Duration `yaml:"hostSilence"`
 		HostOverdue          int           `yaml:"hostOverdue"`
 		HostCheckInterval    time.Duration `yaml:"hostCheckInterval"`
+		// FetchRate and FetchBurst bound, per mailbox, the GetFolder and
+		// GetItem calls that notifications trigger: per minute, and at once
+		// (default 20 and 10), so replayed or forged notifications cannot
+		// become a fetch storm against Exchange.
+		FetchRate  int `yaml:"fetchRate"`
+		FetchBurst int `yaml:"fetchBurst"`
+		// CallbackMaxAge is how long a callback URL is honoured after it was
+		// issued (default 2160h, 90 days); then it is answered Unsubscribe
+		// and the mailbox resubscribed with a fresh URL.
+		CallbackMaxAge time.Duration `yaml:"callbackMaxAge"`
 	} `yaml:"ews"`
 	// APNs and FCM are the push credentials of every tenant that has none
 	// of its own in Tenants.
@@ -171,6 +182,9 @@ func DefaultConfig() Config {
 	c.Registrations.MaxPerTenant = registrar.DefaultMaxPerTenant
 	c.Registrations.MaxPerMailbox = registrar.DefaultMaxPerMailbox
 	c.EWS.StatusFrequency = 5
+	c.EWS.FetchRate = ews.DefaultFetchRate
+	c.EWS.FetchBurst = ews.DefaultFetchBurst
+	c.EWS.CallbackMaxAge = ews.DefaultCallbackMaxAge
 	c.EWS.HostMinSubscriptions = 20
 	c.EWS.HostSilence = time.Minute
 	c.EWS.HostOverdue = 5
@@ -365,6 +379,12 @@ func (c *Config) Validate() error {
 	c.validateHostRule(bad)
 	c.validateConsole(bad)
 	c.validateDebug(bad)
+	if c.EWS.FetchRate < 1 || c.EWS.FetchBurst < 1 {
+		bad("ews.fetchRate", "fetchRate (%d per minute) and fetchBurst (%d) must be at least 1", c.EWS.FetchRate, c.EWS.FetchBurst)
+	}
+	if c.EWS.CallbackMaxAge < time.Hour {
+		bad("ews.callbackMaxAge", "%v is too short: use at least 1h (default 2160h); callback URLs are renewed at every resubscription", c.EWS.CallbackMaxAge)
+	}
 	errs = append(errs, c.validateGate()...)
 	return errors.Join(errs...)
 }

@@ -264,3 +264,22 @@ func TestGateIdentityHeaderThroughNginx(t *testing.T) {
 		}
 	}
 }
+
+// TestGateDownDeniesThroughRealProxies: with nothing answering at the
+// gate's address every proxy template refuses the request (fail closed)
+// instead of passing it to Exchange.
+func TestGateDownDeniesThroughRealProxies(t *testing.T) {
+	exchange := newBackend(t)
+	for _, kind := range gateProxies {
+		t.Run(kind, func(t *testing.T) {
+			nobody := "127.0.0.1:" + freePort(t) // nothing listens here
+			proxy := strings.TrimPrefix(startProxy(t, kind, nobody, exchange.srv.URL), "http://")
+			mark := "DOWN" + kind
+			code, _ := rawRequest(t, proxy, "/Microsoft-Server-ActiveSync?Cmd=Ping&DeviceId=GOODDEV01&DeviceType=iPhone&ItemId="+mark,
+				[][2]string{basicAuth("alice@example.com"), {"MS-ASProtocolVersion", "16.1"}})
+			if code < 400 || exchange.sawMark(mark) {
+				t.Errorf("gate down: %d, reached Exchange %v; want refused", code, exchange.sawMark(mark))
+			}
+		})
+	}
+}

@@ -5,7 +5,8 @@
 //	mailpush config check FILE        validate a configuration without starting
 //	mailpush tenant add|set|list|delete …
 //	mailpush token add|list|revoke --tenant NAME …
-//	mailpush keys rotate [--config FILE]
+//	mailpush keys rotate|list [--config FILE]
+//	mailpush keys retire KEYID [--config FILE]
 //	mailpush gate import FILE --tenant NAME
 //	mailpush version
 //
@@ -27,7 +28,6 @@ import (
 	"time"
 
 	"github.com/mailpush/mailpush"
-	"github.com/mailpush/mailpush/seal"
 )
 
 func main() {
@@ -57,7 +57,10 @@ const usage = `usage:
   mailpush token list --tenant NAME [--config FILE]
   mailpush token revoke ID --tenant NAME [--config FILE]
   mailpush keys rotate [--config FILE]
+  mailpush keys list [--config FILE]
+  mailpush keys retire KEYID [--config FILE]
   mailpush gate import FILE --tenant NAME [--config FILE]   (CSV: deviceId,user,deviceType,state)
+  mailpush registrations import FILE --tenant NAME [--config FILE]   (CSV: platform,token,address[,content[,environment]]; source dovecot)
   mailpush smime classify FILE [--password-file F]   (PEM, DER or PKCS#12: signing-only, encryption-only or both)
   mailpush bench [-scenario fanout|realworld|overload|raw|registrations] [flags]   (load test, in-process)
   mailpush version
@@ -89,15 +92,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 		}
 		return runToken(ctx, args[1], args[2:], stdout, stderr, environ)
 	case "keys":
-		if len(args) < 2 || args[1] != "rotate" {
-			return subcommandError(stdout, "keys", args[1:], "rotate")
+		if len(args) < 2 || (args[1] != "rotate" && args[1] != "retire" && args[1] != "list") {
+			return subcommandError(stdout, "keys", args[1:], "rotate", "retire", "list")
 		}
-		return runKeysRotate(args[2:], stdout, stderr, environ)
+		return runKeys(args[1], args[2:], stdout, stderr, environ)
 	case "gate":
 		if len(args) < 2 || args[1] != "import" {
 			return subcommandError(stdout, "gate", args[1:], "import")
 		}
 		return runGate(ctx, args[1:], stdout, stderr, environ)
+	case "registrations":
+		if len(args) < 2 || args[1] != "import" {
+			return subcommandError(stdout, "registrations", args[1:], "import")
+		}
+		return runRegistrationsImport(ctx, args[2:], stdout, stderr, environ)
 	case "smime":
 		if len(args) < 2 || args[1] != "classify" {
 			return subcommandError(stdout, "smime", args[1:], "classify")
@@ -435,27 +443,6 @@ func runToken(ctx context.Context, verb string, args []string, stdout, stderr io
 		}
 		fmt.Fprintf(stdout, "token %s of tenant %s revoked\n", id, *tenant)
 	}
-	return nil
-}
-
-// runKeysRotate makes new current sealing and callback keys. Old keys stay in
-// the keyring, so credentials sealed and callback URLs issued before keep
-// working; servers pick the new keys up at their next start.
-func runKeysRotate(args []string, stdout, stderr io.Writer, environ []string) error {
-	cfg, err := loadForCommand("keys rotate", args, stdout, stderr, environ)
-	if err != nil {
-		return err
-	}
-	keys, err := seal.Open(cfg.KeyDir, time.Now())
-	if err != nil {
-		return err
-	}
-	old, _ := keys.PublicKey()
-	if err := keys.Rotate(time.Now()); err != nil {
-		return err
-	}
-	id, _ := keys.PublicKey()
-	fmt.Fprintf(stdout, "sealing key %s is now current (was %s); restart every server to use it\n", id, old)
 	return nil
 }
 

@@ -75,6 +75,7 @@ type Main struct {
 
 	appDirs   []*directory.Directory
 	providers *providers
+	keysWatch keysWatch // keys.go
 	listener  net.Listener
 	server    *http.Server
 	console   *console.Console
@@ -175,7 +176,8 @@ func (m *Main) Run(ctx context.Context) error {
 		Client:          &ews.Client{HTTP: &http.Client{Transport: outbound, Timeout: 30 * time.Second}, UserAgent: "mailpush/" + mailpush.Version},
 		PublicURL:       strings.TrimSuffix(publicURL, "/"),
 		StatusFrequency: cfg.EWS.StatusFrequency,
-		Logger:          m.Logger.With("source", "ews"), Clock: m.Clock,
+		FetchRate:       float64(cfg.EWS.FetchRate), FetchBurst: cfg.EWS.FetchBurst, CallbackMaxAge: cfg.EWS.CallbackMaxAge,
+		Logger: m.Logger.With("source", "ews"), Clock: m.Clock,
 	}
 	// The engine that keeps the EWS subscriptions alive: silent for
 	// 2×StatusFrequency means dead; so does a host whose status events are late.
@@ -216,6 +218,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 
 	m.EWSEngine.Run(context.Background()) // stopped by Close
+	m.watchKeys()                         // stopped by Close
 	watchers := map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS, mailpush.SourceDovecot: m.Dovecot}
 	if err := m.startGraph(&cfg, outbound, strings.TrimSuffix(publicURL, "/"), registry); err != nil {
 		return err
@@ -242,6 +245,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Platforms:        m.providers.platforms,
 		AllowInsecureEWS: cfg.EWS.AllowInsecureHTTP,
 		Quotas:           cfg.quotas,
+		Metrics:          registrar.NewMetrics(registry),
 	}
 	// The sources ask the registrar what a notification may change.
 	m.EWS.Rules = m.Registrar
@@ -376,6 +380,7 @@ func (m *Main) Close() error {
 	if m.EWSEngine != nil {
 		m.EWSEngine.Close()
 	}
+	m.stopWatchingKeys()
 	if m.GraphEngine != nil {
 		m.GraphEngine.Close()
 		m.Graph.Close()
