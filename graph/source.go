@@ -572,9 +572,10 @@ func (s *Source) serve(w http.ResponseWriter, r *http.Request, start time.Time) 
 	// are work for the in-memory queue.
 	var changes []*change
 	var work []job
+	seen := map[string]*known{} // a batch names few subscriptions, many times
 	for i := range b.Value {
 		n := &b.Value[i]
-		j, ok, err := s.accept(ctx, tok, n)
+		j, ok, err := s.accept(ctx, tok, n, seen)
 		if err != nil {
 			s.Logger.Error("Graph notification not handled; Graph will retry", "mailbox", tok.MailboxID, "err", err)
 			http.Error(w, "temporarily unable to handle the notification", http.StatusServiceUnavailable)
@@ -721,7 +722,47 @@ func (s *Source) Resolve(ctx context.Context, oe *mailpush.OutboxEvent) error {
 
 // accept checks one notification and turns it into a job; ok is false when
 // it is ignored.
-func (s *Source) accept(ctx context.Context, tok mailpush.CallbackToken, n *Notification) (job, bool, error) {
+func (s *Source) accept(ctx context.Context, tok mailpush.CallbackToken, n *Notification, seen map[string]*known) (job, bool, error) {
+	if k, ok := seen[n.SubscriptionID]; ok {
+		if k.mb == nil || subtle.ConstantTimeCompare([]byte(n.ClientState), []byte(k.clientState)) != 1 {
+			return job{}, false, nil // logged for its first notification
+		}
+		return k.job(tok, n), true, nil
+	}
+	k, err := s.lookup(ctx, tok, n)
+	if err != nil {
+		return job{}, false, err
+	}
+	seen[n.SubscriptionID] = k
+	if k.mb == nil {
+		return job{}, false, nil
+	}
+	if subtle.ConstantTimeCompare([]byte(n.ClientState), []byte(k.clientState)) != 1 {
+		s.Logger.Warn("Graph notification ignored: wrong clientState", "mailbox", tok.MailboxID)
+		return job{}, false, nil
+	}
+	s.rememberAddress(k.mb.ID, tok.Address)
+	return k.job(tok, n), true, nil
+}
+
+// known is a subscription of a batch, looked up once: its mailbox (nil
+// when its notifications are ignored) and the clientState they must carry.
+type known struct {
+	mb          *mailpush.Mailbox
+	clientState string
+}
+
+func (k *known) job(tok mailpush.CallbackToken, n *Notification) job {
+	j := job{tenantID: k.mb.TenantID, mailboxID: k.mb.ID, address: tok.Address, lifecycle: n.LifecycleEvent, changeType: n.ChangeType}
+	if n.ResourceData != nil {
+		j.messageID = n.ResourceData.ID
+	}
+	return j
+}
+
+// lookup finds the mailbox of a notification's subscription, or says (with
+// a log line) why its notifications are ignored.
+func (s *Source) lookup(ctx context.Context, tok mailpush.CallbackToken, n *Notification) (*known, error) {
 	log := s.Logger.With("mailbox", tok.MailboxID)
 	mb, err := s.Store.MailboxBySubscription(ctx, n.SubscriptionID)
 	if mailpush.ErrorCode(err) == mailpush.ENotFound {
@@ -734,31 +775,21 @@ func (s *Source) accept(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		mb, err = s.Store.Mailbox(ctx, tok.MailboxID)
 		if mailpush.ErrorCode(err) == mailpush.ENotFound || err == nil && mb.SubscriptionID != n.SubscriptionID && !s.creating(mb.ID) {
 			log.Warn("Graph notification ignored: unknown subscription")
-			return job{}, false, nil
+			return &known{}, nil
 		}
 	}
 	if err != nil {
-		return job{}, false, err
+		return nil, err
 	}
 	if mb.ID != tok.MailboxID || mb.TenantID != tok.TenantID || mb.Source != mailpush.SourceGraph {
 		log.Warn("Graph notification ignored: the subscription belongs to another mailbox than its URL")
-		return job{}, false, nil
-	}
-	want := s.clientState(mb, mb.Watermark)
-	if subtle.ConstantTimeCompare([]byte(n.ClientState), []byte(want)) != 1 {
-		log.Warn("Graph notification ignored: wrong clientState")
-		return job{}, false, nil
+		return &known{}, nil
 	}
 	if mb.Status == mailpush.StatusInactive {
 		log.Info("Graph notification ignored: no registration left")
-		return job{}, false, nil
+		return &known{}, nil
 	}
-	j := job{tenantID: mb.TenantID, mailboxID: mb.ID, address: tok.Address, lifecycle: n.LifecycleEvent, changeType: n.ChangeType}
-	if n.ResourceData != nil {
-		j.messageID = n.ResourceData.ID
-	}
-	s.rememberAddress(mb.ID, tok.Address)
-	return j, true, nil
+	return &known{mb: mb, clientState: s.clientState(mb, mb.Watermark)}, nil
 }
 
 // creating reports whether mailpush is creating a subscription for the mailbox.

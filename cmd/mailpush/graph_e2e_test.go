@@ -33,7 +33,13 @@ type graphWorld struct {
 	backend string // acme's backend token
 }
 
-func newGraphWorld(t *testing.T) *graphWorld {
+func newGraphWorld(t testing.TB) *graphWorld {
+	t.Helper()
+	return newGraphWorldLevel(t, "debug")
+}
+
+// newGraphWorldLevel is newGraphWorld with a log level.
+func newGraphWorldLevel(t testing.TB, logLevel string) *graphWorld {
 	t.Helper()
 	g := graphfake.New(graphfake.Options{})
 	t.Cleanup(g.Close)
@@ -41,7 +47,7 @@ func newGraphWorld(t *testing.T) *graphWorld {
 	g.AddUser(graphUser)
 	secretFile := filepath.Join(t.TempDir(), "graph-secret")
 	os.WriteFile(secretFile, []byte(graphClientSecret+"\n"), 0o600)
-	w := newWorldWith(t, "debug", worldOptions{extra: func(*world) (string, []*x509.Certificate) {
+	w := newWorldWith(t, logLevel, worldOptions{extra: func(*world) (string, []*x509.Certificate) {
 		return fmt.Sprintf(`tenants:
   acme:
     graph:
@@ -57,7 +63,7 @@ func newGraphWorld(t *testing.T) *graphWorld {
 	return gw
 }
 
-func (gw *graphWorld) register(t *testing.T, token, device, userToken string) (int, map[string]any) {
+func (gw *graphWorld) register(t testing.TB, token, device, userToken string) (int, map[string]any) {
 	t.Helper()
 	mb := map[string]any{"address": graphUser, "source": "graph"}
 	if userToken != "" {
