@@ -85,3 +85,11 @@ func (c *cache) len() int {
 	defer c.mu.RUnlock()
 	return len(c.entries)
 }
+
+// clear drops every entry; like invalidate it bumps the generation.
+func (c *cache) clear() {
+	c.mu.Lock()
+	c.gen++
+	clear(c.entries)
+	c.mu.Unlock()
+}

@@ -122,6 +122,11 @@ func (g *Gate) Invalidate(tenantID, deviceID string) {
 	}
 }
 
+// InvalidateAll drops every cached registry answer: a node that may have
+// missed changes made on another node (its broadcast connection was lost)
+// asks the store again.
+func (g *Gate) InvalidateAll() { g.cache.clear() }
+
 // Stats are the gate's counters since start.
 type Stats struct {
 	Allowed, Denied        uint64

@@ -567,3 +567,14 @@ func formatUUID(b [16]byte) string {
 	hex.Encode(out[24:36], b[10:16])
 	return string(out[:])
 }
+
+// ShareTenantRate makes this process send its share of TenantRate when
+// nodes processes share one outbox: TenantRate/nodes per second (bursts
+// likewise, at least 1), so that the tenant's limit holds for the cluster.
+// It does nothing without a TenantRate.
+func (p *Pipeline) ShareTenantRate(nodes int) {
+	if p.tenants == nil || nodes < 1 {
+		return
+	}
+	p.tenants.setRate(p.cfg.TenantRate/float64(nodes), max(1, p.cfg.TenantBurst/nodes))
+}
