@@ -49,6 +49,10 @@ type Push struct {
 	CollapseID     string // identical for pushes that replace each other
 	Seq            int64  // the mailbox sequence this push reflects
 	CreatedAt      time.Time
+	// Shared, when set, is shared by the pushes of one event that carry the
+	// same content (kind, badge, subject, sender; never sealed content): a
+	// provider encodes their payload once, not once per device.
+	Shared *SharedPayload
 }
 
 // PushOutcome classifies a provider's answer.

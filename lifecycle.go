@@ -21,7 +21,10 @@ type RegisterRequest struct {
 	Source             Source
 	EWSURL             string
 	SealedCredentials  string
-	Content            ContentMode // empty: badge
+	// UserToken is the user's Entra ID token for the tenant's app (source
+	// graph): the proof of a service-mode registration, checked in memory.
+	UserToken string
+	Content   ContentMode // empty: badge
 }
 
 // CheckInRequest is a check-in; every field is optional.
@@ -40,4 +43,40 @@ type RegistrationResult struct {
 	Mode         Mode
 	CallbackURL  string // device-subscribed mode: for the app's own Subscribe
 	Status       Status
+}
+
+// RegistrationRules is what a source asks of the registration lifecycle
+// when a mail server reports, so that every rule of trust about which
+// registration a notification may bind, activate or reach lives in one
+// place (package registrar implements it). Sources keep only their own
+// bookkeeping (watermarks, sequences, the subscription on the mail server).
+type RegistrationRules interface {
+	// Admit decides what a notification for subscriptionID, arriving
+	// through a callback URL that carried tok, may change.
+	Admit(ctx context.Context, tok CallbackToken, subscriptionID string) (Admission, error)
+	// Activate makes a pending registration active: its own subscription
+	// reached the callback URL made for it.
+	Activate(ctx context.Context, reg *Registration) error
+	// Suspend makes a mailbox's active registrations pending: its
+	// subscription died and only their devices can renew it.
+	Suspend(ctx context.Context, mailboxID string) error
+}
+
+// Admission is the registrar's answer about one notification.
+type Admission struct {
+	// Unsubscribe: answer Unsubscribe and change nothing (the mailbox is
+	// gone, the subscription is not the mailbox's, …; the registrar logged
+	// why).
+	Unsubscribe bool
+	Mailbox     *Mailbox
+	// Registration is the registration a device-subscribed callback URL was
+	// made for; nil for sealed and service mode.
+	Registration *Registration
+	// Bind: the notification's subscription becomes the mailbox's (a
+	// device-subscribed registration's own subscription reached it first),
+	// and Registration is activated once the source recorded it.
+	Bind bool
+	// Recipients are the mailbox's live registrations: who the event may
+	// reach (the source decides from them whether content is wanted).
+	Recipients []*Registration
 }

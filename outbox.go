@@ -2,6 +2,7 @@ package mailpush
 
 import (
 	"context"
+	"sync"
 	"time"
 )
 
@@ -44,9 +45,10 @@ type Outbox interface {
 	// queue behind them).
 	Recipients(ctx context.Context, mailboxIDs []string, since time.Time) ([]*Recipient, error)
 	// SettleEvents records a fanned-out batch in one transaction (the
-	// events leave the outbox; delivered sequences are raised; device pushes
-	// and dead letters are written) and, when limit > 0, claims the next
-	// batch of events in the same transaction, as ClaimEvents would.
+	// events leave the outbox and raise their mailboxes' fanned-out
+	// sequence; delivered sequences are raised; device pushes and dead
+	// letters are written) and, when limit > 0, claims the next batch of
+	// events in the same transaction, as ClaimEvents would.
 	SettleEvents(ctx context.Context, st EventSettlement, now time.Time, limit int, lease time.Duration) ([]*OutboxEvent, error)
 
 	// EnqueuePushes stores pushes in one transaction. A badge or sync push
@@ -141,8 +143,11 @@ type Recipient struct {
 	MailboxID      string
 	Device         Device // token opened
 	Content        ContentMode
-	LastSeq        int64     // highest sequence delivered to it so far
-	UpdatedAt      time.Time // when the registration last changed
+	// LastSeq is the highest sequence delivered to it so far: the higher of
+	// its mailbox's last fanned-out event and what the device tier
+	// delivered to it.
+	LastSeq   int64
+	UpdatedAt time.Time // when the registration last changed
 	// LeftActiveAt is zero for an active registration; for a pending one,
 	// when it stopped being active: it still gets the pushes of events
 	// accepted before then (they were decided while it was active).
@@ -158,10 +163,13 @@ type Recipient struct {
 
 // EventSettlement is what a batch of fanned-out events leaves behind.
 type EventSettlement struct {
-	Events    []int64          // OutboxIDs of the events fanned out: they leave the outbox
-	Delivered []PushSettlement // SettleDone with RegistrationID and Seq: raise last sequences
-	Queue     []DevicePush     // pushes that must wait: stored as device pushes
-	Dead      []DeadLetter     // pushes given up on
+	Events []int64 // OutboxIDs of the events fanned out: they leave the outbox
+	// Delivered raises registrations' last sequences (SettleDone with
+	// RegistrationID and Seq); the events' own sequences count for every
+	// device of their mailbox without it.
+	Delivered []PushSettlement
+	Queue     []DevicePush // pushes that must wait: stored as device pushes
+	Dead      []DeadLetter // pushes given up on
 }
 
 // DevicePush is a push stored in the device tier, with its queue state.
@@ -185,4 +193,34 @@ func (e *OutboxEvent) CoalesceClass() PushKind {
 		return PushSync
 	}
 	return PushBadge
+}
+
+// SharedPayload holds a provider's encoding of a payload that several pushes
+// carry (see Push.Shared). The zero value is ready; a nil one builds every
+// time.
+type SharedPayload struct {
+	mu     sync.Mutex
+	bodies map[string][]byte // by provider
+}
+
+// Payload returns the provider's payload, building it on first use. A build
+// that fails is not kept (each push then reports the error).
+func (s *SharedPayload) Payload(provider string, build func() ([]byte, error)) ([]byte, error) {
+	if s == nil {
+		return build()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if b, ok := s.bodies[provider]; ok {
+		return b, nil
+	}
+	b, err := build()
+	if err != nil {
+		return nil, err
+	}
+	if s.bodies == nil {
+		s.bodies = map[string][]byte{}
+	}
+	s.bodies[provider] = b
+	return b, nil
 }

@@ -243,13 +243,9 @@ type Registration struct {
 	Device    Device
 	Content   ContentMode // already capped by tenant policy
 	Status    Status
-	// SubscriptionID is, in device-subscribed mode, the subscription that
-	// this registration's own callback URL bound: each such registration
-	// owns its binding, and its notifications reach only it.
-	SubscriptionID string
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
-	ExpiresAt      time.Time
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	ExpiresAt time.Time
 }
 
 // Credentials are a user's mail-server credentials, opened from a sealed value

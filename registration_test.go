@@ -2,6 +2,7 @@ package mailpush_test
 
 import (
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/mailpush/mailpush"
@@ -85,4 +86,29 @@ func TestValidAllowedHost(t *testing.T) {
 			t.Errorf("ValidAllowedHost(%q) = %v, want an invalid_request error", bad, err)
 		}
 	}
+}
+
+// FuzzHostAllowed: hosts come from apps' URLs. Whatever the input, a host
+// is allowed only with the port its entry names (443 when none).
+func FuzzHostAllowed(f *testing.F) {
+	for _, s := range []string{"mail.example.com", "mail.example.com:22", "[::1]:443", "a.corp.example:443", "MAIL.EXAMPLE.COM.", ":", "[", "mail.example.com:0443"} {
+		f.Add(s)
+	}
+	tn := &mailpush.Tenant{AllowedHosts: []string{"mail.example.com", "*.corp.example:8443"}}
+	f.Fuzz(func(t *testing.T, host string) {
+		if !tn.HostAllowed(host) {
+			return
+		}
+		u, err := url.Parse("https://" + host + "/")
+		if err != nil || u.Host != host {
+			return // not a URL authority: nothing more to check
+		}
+		port := u.Port()
+		if port == "" {
+			port = "443"
+		}
+		if want := map[bool]string{true: "8443", false: "443"}[strings.HasSuffix(strings.ToLower(strings.TrimSuffix(u.Hostname(), ".")), ".corp.example")]; port != want {
+			t.Errorf("HostAllowed(%q) with port %s", host, port)
+		}
+	})
 }

@@ -2,6 +2,7 @@ package mailpush
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -45,6 +46,14 @@ type Store interface {
 	// ActiveRegistrations lists a mailbox's registrations with status active
 	// or pending.
 	ActiveRegistrations(ctx context.Context, mailboxID string) ([]*Registration, error)
+	// RegistrationByToken returns the mailbox's registration (active or
+	// pending) of the device with this push token, by its keyed hash: the
+	// cost does not grow with the mailbox's devices.
+	RegistrationByToken(ctx context.Context, mailboxID, token string) (*Registration, error)
+	// MailboxAudience summarizes the mailbox's active and pending
+	// registrations without loading them (no token is opened): what a source
+	// needs to decide about an event before it acknowledges it.
+	MailboxAudience(ctx context.Context, mailboxID string) (Audience, error)
 	// CountRegistrations counts a tenant's registrations with status active
 	// or pending (for its quota).
 	CountRegistrations(ctx context.Context, tenantID string) (int, error)
@@ -78,9 +87,21 @@ type Store interface {
 	// Outbox is the durable push queue (see Outbox).
 	Outbox
 
+	// AdminReader and AuditLog serve the admin console (admin.go).
+	AdminReader
+	AuditLog
+
 	// Ping reports whether the store can answer.
 	Ping(ctx context.Context) error
 	Close() error
+}
+
+// Audience is what a mailbox's active and pending registrations add up to.
+type Audience struct {
+	Registrations int
+	// WantsContent: some registration may show subject or sender (as
+	// WantsContent of the registrations).
+	WantsContent bool
 }
 
 // FieldCipher protects values that the store must keep but must not keep in
@@ -116,7 +137,15 @@ type CallbackToken struct {
 	RegistrationID string      `json:"r,omitempty"`
 	Credentials    Credentials `json:"c,omitzero"`
 	IssuedAt       int64       `json:"i"` // Unix seconds
+	// KeyID is the key the token was sealed with, set by OpenCallback;
+	// not part of the sealed content.
+	KeyID string `json:"-"`
 }
+
+// ErrRetiredKey is in the chain of the error for a value sealed with a key
+// that was retired (`mailpush keys retire`): it was genuine once, and can no
+// longer be opened.
+var ErrRetiredKey = errors.New("sealed with a retired key")
 
 // CallbackSealer seals and opens callback tokens.
 type CallbackSealer interface {
@@ -148,6 +177,13 @@ type WatchResult struct {
 // the mailbox in the store itself.
 type Watcher interface {
 	Watch(ctx context.Context, t *Tenant, mb *Mailbox, reg *Registration, creds Credentials) (WatchResult, error)
+}
+
+// Unwatcher is a Watcher that ends a mailbox's subscription itself when its
+// last registration goes (Graph deletes it; EWS needs no call: its next
+// notification is answered Unsubscribe).
+type Unwatcher interface {
+	Unwatch(ctx context.Context, mb *Mailbox) error
 }
 
 // EWSLocator finds a mailbox's EWS URL from its address (autodiscover). The

@@ -22,6 +22,9 @@ type mailboxJSON struct {
 	Source            string `json:"source"`
 	EWSURL            string `json:"ewsUrl,omitempty"`
 	SealedCredentials string `json:"sealedCredentials,omitempty"`
+	// UserToken is the user's Entra ID token for the tenant's mailpush app
+	// (source graph): an app-scope registration proves the mailbox with it.
+	UserToken string `json:"userToken,omitempty"`
 }
 
 type registrationRequest struct {
@@ -66,7 +69,7 @@ func (s *Server) createRegistration(w http.ResponseWriter, r *http.Request) {
 	res, err := s.Registrar.Register(r.Context(), tenantFrom(r.Context()), mailpush.RegisterRequest{
 		Scope: scopeFrom(r.Context()), Device: dev, ActiveSyncDeviceID: req.Device.ActiveSyncDeviceID,
 		Address: req.Mailbox.Address, Source: mailpush.Source(req.Mailbox.Source), EWSURL: req.Mailbox.EWSURL,
-		SealedCredentials: req.Mailbox.SealedCredentials, Content: mailpush.ContentMode(req.Content),
+		SealedCredentials: req.Mailbox.SealedCredentials, UserToken: req.Mailbox.UserToken, Content: mailpush.ContentMode(req.Content),
 	})
 	if err != nil {
 		s.writeError(w, r, err)

@@ -249,7 +249,8 @@ func (c *Client) endpoint(env mailpush.Environment) (*endpoint, error) {
 
 // notification turns p into an apns2 notification.
 func (c *Client) notification(p *mailpush.Push, topic string) (*apns2.Notification, error) {
-	body, err := buildPayload(p)
+	// Pushes of one event with the same content share one encoding.
+	body, err := p.Shared.Payload("apns", func() ([]byte, error) { return buildPayload(p) })
 	if err != nil {
 		return nil, err
 	}

@@ -193,3 +193,16 @@ func BenchmarkExpand(b *testing.B) {
 		}
 	}
 }
+
+func TestServiceMissingAttribute(t *testing.T) {
+	tmpl, err := appconfig.Parse(map[string]any{"phone": "${user.mobile}"}, appconfig.Options{Attributes: []string{"mobile"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := &directory{entries: map[string]mailpush.DirectoryEntry{"bob": {DN: "uid=bob", Attributes: map[string][][]byte{"mail": {[]byte("bob@example.com")}}}}}
+	s := &appconfig.Service{Tenants: map[string]appconfig.Tenant{"acme": {Template: tmpl, Directory: dir}}}
+	_, err = s.AppConfig(context.Background(), &mailpush.Tenant{Name: "acme"}, "bob")
+	if mailpush.ErrorCode(err) != mailpush.EUnsupported || !strings.Contains(mailpush.ErrorMessage(err), "no mobile attribute, which key phone needs") {
+		t.Errorf("AppConfig = %v, want unsupported naming the key and the attribute", err)
+	}
+}

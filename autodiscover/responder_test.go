@@ -587,7 +587,7 @@ func checkProfile(t *testing.T, data []byte, payloadType string, want map[string
 	}
 }
 
-func makeCA(t *testing.T, name string) (*x509.Certificate, *ecdsa.PrivateKey) {
+func makeCA(t testing.TB, name string) (*x509.Certificate, *ecdsa.PrivateKey) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
@@ -600,7 +600,7 @@ func makeCA(t *testing.T, name string) (*x509.Certificate, *ecdsa.PrivateKey) {
 	return c, key
 }
 
-func makeLeaf(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, name, certFile, keyFile string) {
+func makeLeaf(t testing.TB, ca *x509.Certificate, caKey *ecdsa.PrivateKey, name, certFile, keyFile string) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: name},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
@@ -611,4 +611,36 @@ func makeLeaf(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, name,
 	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
 	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
 	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
+}
+
+// BenchmarkProfile is the cost of one Apple profile, unsigned and signed
+// with a P-256 key (an anonymous request can ask for one). Run:
+//
+//	go test -run XXX -bench Profile ./autodiscover
+func BenchmarkProfile(b *testing.B) {
+	dir := b.TempDir()
+	caCert, caKey := makeCA(b, "CA")
+	certFile, keyFile := filepath.Join(dir, "s.pem"), filepath.Join(dir, "s.key")
+	makeLeaf(b, caCert, caKey, "profiles.example.com", certFile, keyFile)
+	signer, err := autodiscover.LoadProfileSigner(certFile, keyFile)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, signed := range []bool{false, true} {
+		site := exchangeSite()
+		if signed {
+			site.Profile = signer
+		}
+		r, err := autodiscover.NewResponder([]autodiscover.Site{site}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(map[bool]string{false: "unsigned", true: "signed"}[signed], func(b *testing.B) {
+			for b.Loop() {
+				if _, err := r.Profile("alice@example.com"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

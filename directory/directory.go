@@ -38,7 +38,11 @@
 // Connections: at most Config.PoolSize connections are open at once, each
 // bound once (bind DN and the password read from Config.BindPasswordFile,
 // or anonymous when no bind DN is set) and reused; a connection that saw a
-// network error or a timeout is closed, never reused. Every operation runs
+// network error or a timeout is closed, never reused. When a pooled
+// connection turns out to have been closed by the server while idle (Active
+// Directory's idle timeout, a server restart), the idle ones are dropped
+// and the search runs once more on a new connection, so that the first
+// lookup after a quiet night does not answer "directory unavailable". Every operation runs
 // under a deadline: when it passes, the socket is closed, which unblocks
 // whatever go-ldap was waiting for (its StartTLS, for one, has no timeout
 // of its own).
@@ -140,12 +144,11 @@ func (c Config) Defaults() Config {
 
 var placeholders = []string{"{value}", "{address}", "{user}"}
 
+// fill replaces the placeholders in one pass: a value that itself reads
+// "{user}" is not expanded again.
 func fill(template, value string) string {
 	esc := ldap.EscapeFilter(value)
-	for _, p := range placeholders {
-		template = strings.ReplaceAll(template, p, esc)
-	}
-	return template
+	return strings.NewReplacer("{value}", esc, "{address}", esc, "{user}", esc).Replace(template)
 }
 
 // Validate reports the first problem of c (after Defaults), naming the key
@@ -212,8 +215,10 @@ var (
 	errAmbiguous = mailpush.WrapError(mailpush.EConflict, "more than one directory entry matches", ErrAmbiguous)
 )
 
+// unavailable keeps of cause only what logs may carry (logSafe): the API
+// logs the cause of a 503.
 func unavailable(cause error) error {
-	return mailpush.WrapError(mailpush.EUnavailable, "directory unavailable", fmt.Errorf("%w: %w", ErrUnavailable, cause))
+	return mailpush.WrapError(mailpush.EUnavailable, "directory unavailable", fmt.Errorf("%w: %s", ErrUnavailable, logSafe(cause)))
 }
 
 // Entry is the domain's directory entry (mailpush.DirectoryEntry): the
@@ -335,18 +340,67 @@ func toEntry(e *ldap.Entry) Entry {
 // search runs one subtree search on a pooled connection. A size limit of 2
 // is enough to tell one entry from several.
 func (d *Directory) search(ctx context.Context, filter string) ([]*ldap.Entry, error) {
-	c, err := d.get(ctx)
-	if err != nil {
-		return nil, err
-	}
 	req := ldap.NewSearchRequest(d.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
 		2, int(d.cfg.Timeout/time.Second)+1, false, filter, d.cfg.Attributes, nil)
 	var res *ldap.SearchResult
-	err = c.do(ctx, func() error {
+	var c *conn
+	for attempt := 0; ; attempt++ {
 		var err error
-		res, err = c.l.Search(req)
-		return err
-	})
+		if c, err = d.get(ctx); err != nil {
+			return nil, err
+		}
+		err = c.do(ctx, func() error {
+			var err error
+			res, err = c.l.Search(req)
+			return err
+		})
+		// A pooled connection that the server closed while it was idle
+		// (Active Directory drops idle LDAP connections after 15 minutes,
+		// a restarted server drops them all) fails at once with a
+		// connection error rather than an LDAP result: the others idle
+		// since then are likely closed too, so they go, and the search
+		// runs once more on a new connection.
+		if attempt == 0 && c.reused && !c.broken && connectionError(err) {
+			d.discard(c)
+			d.dropIdle()
+			continue
+		}
+		return d.searchDone(c, res, err)
+	}
+}
+
+// connectionError reports whether err is the connection's rather than a
+// result the server sent (go-ldap numbers its own errors from 200).
+func connectionError(err error) bool {
+	var le *ldap.Error
+	return err != nil && (!errors.As(err, &le) || le.ResultCode >= ldap.ErrorNetwork)
+}
+
+// logSafe is what a log line may say of a search error: a server's
+// diagnostic message may quote the filter, hence the looked-up value, so
+// only the result code of an LDAP result is kept.
+func logSafe(err error) string {
+	var le *ldap.Error
+	if errors.As(err, &le) && le.ResultCode < ldap.ErrorNetwork {
+		return fmt.Sprintf("LDAP result %d (%s)", le.ResultCode, ldap.LDAPResultCodeMap[le.ResultCode])
+	}
+	return err.Error()
+}
+
+// dropIdle closes the idle connections.
+func (d *Directory) dropIdle() {
+	d.mu.Lock()
+	idle := d.idle
+	d.idle = nil
+	d.mu.Unlock()
+	for _, c := range idle {
+		c.close()
+	}
+}
+
+// searchDone returns c to the pool or closes it, and turns the outcome of
+// a search into entries or an error.
+func (d *Directory) searchDone(c *conn, res *ldap.SearchResult, err error) ([]*ldap.Entry, error) {
 	switch {
 	case err == nil:
 		d.put(c)
@@ -362,7 +416,7 @@ func (d *Directory) search(ctx context.Context, filter string) ([]*ldap.Entry, e
 		return nil, unavailable(err)
 	default:
 		d.discard(c)
-		d.log.Warn("directory: search failed", "host", d.host, "err", err)
+		d.log.Warn("directory: search failed", "host", d.host, "err", logSafe(err))
 		return nil, unavailable(err)
 	}
 }
@@ -372,7 +426,8 @@ func (d *Directory) search(ctx context.Context, filter string) ([]*ldap.Entry, e
 type conn struct {
 	l      *ldap.Conn
 	socket net.Conn
-	broken bool
+	broken bool // its deadline passed: the socket is closed
+	reused bool // it came from the idle list
 }
 
 // do runs op, closing the socket if ctx ends first; a connection whose
@@ -412,6 +467,7 @@ func (d *Directory) get(ctx context.Context) (*conn, error) {
 		c := d.idle[n-1]
 		d.idle = d.idle[:n-1]
 		d.mu.Unlock()
+		c.reused = true
 		return c, nil
 	}
 	d.mu.Unlock()
@@ -504,12 +560,9 @@ func (d *Directory) dial(ctx context.Context) (*conn, error) {
 // cached. Close is safe to call twice.
 func (d *Directory) Close() error {
 	d.mu.Lock()
-	idle := d.idle
-	d.idle, d.closed = nil, true
+	d.closed = true
 	d.mu.Unlock()
-	for _, c := range idle {
-		c.close()
-	}
+	d.dropIdle()
 	return nil
 }
 

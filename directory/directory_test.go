@@ -437,6 +437,8 @@ func TestPoolReuse(t *testing.T) {
 	}
 	var opened atomic.Int64
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var clients []net.Conn
 	t.Cleanup(func() { l.Close(); wg.Wait() })
 	target := strings.TrimPrefix(srv.URL, "ldap://")
 	wg.Add(1)
@@ -448,6 +450,9 @@ func TestPoolReuse(t *testing.T) {
 				return
 			}
 			opened.Add(1)
+			mu.Lock()
+			clients = append(clients, c)
+			mu.Unlock()
 			up, err := net.Dial("tcp", target)
 			if err != nil {
 				c.Close()
@@ -470,6 +475,20 @@ func TestPoolReuse(t *testing.T) {
 	}
 	if n := opened.Load(); n != 1 {
 		t.Errorf("10 sequential lookups opened %d connections, want 1", n)
+	}
+
+	// The server side drops the idle connection (as Active Directory does
+	// after 15 idle minutes): the next lookup still answers, on a new one.
+	mu.Lock()
+	for _, c := range clients {
+		c.Close()
+	}
+	mu.Unlock()
+	if e, err := d.Lookup(context.Background(), "nobody-yet@example.com"); !errors.Is(err, directory.ErrNotFound) {
+		t.Errorf("after the server closed the idle connection: %q %v, want ErrNotFound", e.DN, err)
+	}
+	if n := opened.Load(); n != 2 {
+		t.Errorf("%d connections opened, want 2", n)
 	}
 	d.Close()
 }

@@ -225,11 +225,13 @@ func (s *Source) handle(ctx context.Context, t *tenantSecret, body []byte) (igno
 	if mb.Status == mailpush.StatusInactive {
 		return "mailbox has no registration left", nil
 	}
-	regs, err := s.cfg.Store.ActiveRegistrations(ctx, mb.ID)
+	// A summary, not the registrations: the pipeline reads the devices
+	// after the acknowledgement, once per batch.
+	audience, err := s.cfg.Store.MailboxAudience(ctx, mb.ID)
 	if err != nil {
 		return "", err
 	}
-	if len(regs) == 0 {
+	if audience.Registrations == 0 {
 		return "no active registration", nil
 	}
 
@@ -239,7 +241,7 @@ func (s *Source) handle(ctx context.Context, t *tenantSecret, body []byte) (igno
 	}
 	if n.IsNewMail() {
 		ev.Kind = mailpush.EventNewMail
-		if mailpush.WantsContent(regs) {
+		if audience.WantsContent {
 			ev.Subject, ev.Sender = n.Subject, n.Sender()
 		}
 	}

@@ -23,6 +23,7 @@ const (
 type state struct {
 	once  sync.Once
 	creds *credCache
+	fetch *fetchLimiter // per mailbox (fetchlimit.go)
 	mu    sync.Mutex
 	more  map[string]summary // changes of MoreEvents batches, pushed with the last batch
 }
@@ -34,6 +35,7 @@ func (s *Source) init() *state {
 			size = DefaultCredentialCacheSize
 		}
 		s.st.creds = newCredCache(size)
+		s.st.fetch = newFetchLimiter(s.FetchRate, s.FetchBurst)
 		s.st.more = map[string]summary{}
 	})
 	return &s.st
@@ -161,6 +163,8 @@ func (s *Source) resubscribe(ctx context.Context, mb *mailpush.Mailbox, c cached
 	if err != nil {
 		return err
 	}
+	c.keyID = keyIDOf(sealed) // the URL Exchange now holds (RetireKeys)
+	s.st.creds.put(mb.ID, c)
 	// Registrations that are pending stay so: a device asked to check in
 	// proves itself again with its check-in, and one that never proved
 	// anything must not be woken by someone else's subscription.
@@ -196,33 +200,12 @@ func (s *Source) emit(ctx context.Context, mailboxID string, ev mailpush.Event) 
 	return s.Sink.HandleEvent(ctx, ev)
 }
 
-func (s *Source) setStatus(ctx context.Context, regs []*mailpush.Registration, from, to mailpush.Status) error {
-	for _, reg := range regs {
-		if reg.Status != from {
-			continue
-		}
-		if _, err := s.Store.UpdateRegistration(ctx, reg.TenantID, reg.ID, func(r *mailpush.Registration) error {
-			if r.Status == from {
-				r.Status = to
-			}
-			return nil
-		}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // askDevices sends the mailbox's active devices a background push that asks
 // the app to check in (with fresh sealed credentials, or after subscribing
 // again itself) and marks their registrations and the mailbox pending until
 // it does. Devices already pending were asked before and get no more
 // pushes: the check-in, or the app's own periodic one, renews them.
 func (s *Source) askDevices(ctx context.Context, mb *mailpush.Mailbox) error {
-	regs, err := s.Store.ActiveRegistrations(ctx, mb.ID)
-	if err != nil {
-		return err
-	}
 	if _, err := s.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error {
 		m.Status, m.SubscriptionID = mailpush.StatusPending, ""
 		return nil
@@ -233,7 +216,7 @@ func (s *Source) askDevices(ctx context.Context, mb *mailpush.Mailbox) error {
 	if err := s.emit(ctx, mb.ID, ev); err != nil {
 		return err
 	}
-	return s.setStatus(ctx, regs, mailpush.StatusActive, mailpush.StatusPending)
+	return s.Rules.Suspend(ctx, mb.ID)
 }
 
 // heard tells the engine of a handled notification, for the host-level rule.
@@ -268,7 +251,9 @@ func accountOf(ep Endpoint, mailboxID string) string {
 // impersonating the mailbox (service mode). Requests of one mailbox share
 // an affinity cookie.
 func (s *Source) endpoint(ctx context.Context, mb *mailpush.Mailbox, c cachedCreds) (Endpoint, error) {
-	ep := Endpoint{URL: c.serverURL, Credentials: c.creds, Affinity: mb.ID}
+	// Requests name the address's own Inbox (Mailbox): Exchange checks that
+	// the credentials may open it.
+	ep := Endpoint{URL: c.serverURL, Credentials: c.creds, Affinity: mb.ID, Mailbox: c.address}
 	if mb.Mode == mailpush.ModeService {
 		svc, ok := s.serviceAccount(ctx, mb.TenantID)
 		if !ok {

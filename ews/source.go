@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/mailpush/mailpush"
 )
@@ -21,7 +22,10 @@ const CallbackPath = "/ews/notify/"
 // URL: they then exist only in that URL, which Exchange keeps, and in memory
 // while a notification is handled, never in the database or a log.
 type Source struct {
-	Store  mailpush.Store
+	Store mailpush.Store
+	// Rules decide which registration a notification may bind, activate
+	// or reach (package registrar).
+	Rules  mailpush.RegistrationRules
 	Sealer mailpush.CallbackSealer
 	Sink   mailpush.EventSink
 	Client *Client
@@ -37,6 +41,15 @@ type Source struct {
 	// limits and tells it what it heard.
 	Engine              mailpush.SubscriptionEngine
 	CredentialCacheSize int // mailboxes whose credentials stay in memory; 0: the default
+
+	// FetchRate and FetchBurst bound the GetFolder/GetItem calls that
+	// notifications trigger, per mailbox (per minute, and at once;
+	// fetchlimit.go); 0 means the defaults.
+	FetchRate  float64
+	FetchBurst int
+	// CallbackMaxAge is how long a callback URL is honoured after it was
+	// issued (retire.go); 0 means DefaultCallbackMaxAge, negative never ends.
+	CallbackMaxAge time.Duration
 
 	// ServiceAccounts are the tenants' EWS service accounts (holding the
 	// ApplicationImpersonation role), by tenant name: registrations of such
@@ -66,7 +79,10 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 	cached := cachedCreds{serverURL: mb.ServerURL, address: mb.Address}
 	switch mb.Mode {
 	case mailpush.ModeSealed:
-		cached.address, cached.creds = "", creds
+		// The address stays with the credentials: every request names the
+		// address's own Inbox, so Exchange itself refuses credentials that
+		// cannot open it.
+		cached.creds = creds
 	case mailpush.ModeService:
 		if cached.address == "" {
 			if c, ok := s.st.creds.get(mb.ID); ok {
@@ -115,6 +131,16 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 	if err != nil {
 		return mailpush.WatchResult{}, err
 	}
+	if mb.Mode == mailpush.ModeSealed {
+		// Sealed credentials are a user's: before anything changes for the
+		// mailbox's other registrations, Exchange must confirm that they
+		// open this address's Inbox (the owner's or a delegate's). A
+		// refusal changes nothing: the current subscription keeps running.
+		if _, err := s.Client.GetInboxUnread(ctx, ep); err != nil {
+			s.Logger.Warn("sealed credentials refused for the mailbox", "mailbox", mb.ID, "err", err)
+			return mailpush.WatchResult{}, subscribeError(err)
+		}
+	}
 	// Forget the old subscription first, so that its next notification is
 	// answered Unsubscribe, then subscribe anew.
 	if _, err := s.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error {
@@ -137,6 +163,7 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 	}); err != nil {
 		return mailpush.WatchResult{}, err
 	}
+	cached.keyID = keyIDOf(sealed)
 	s.st.creds.put(mb.ID, cached)
 	// Only the registration being watched becomes active (the API does it):
 	// the mailbox's other pending registrations must prove themselves, each
@@ -160,6 +187,9 @@ func subscribeError(err error) error {
 	}
 	var re *ResponseError
 	if errors.As(err, &re) {
+		if re.Code == "ErrorAccessDenied" || re.Code == "ErrorNonExistentMailbox" || re.Code == "ErrorImpersonateUserDenied" {
+			return mailpush.WrapError(mailpush.EMailboxDenied, "Exchange says these credentials cannot open mailbox.address's Inbox ("+re.Code+")", err)
+		}
 		return mailpush.WrapError(mailpush.EUpstream, "Exchange refused the subscription: "+re.Code, err)
 	}
 	return mailpush.WrapError(mailpush.EUpstream, "Exchange could not be reached at the ewsUrl", err)
@@ -171,6 +201,9 @@ func subscribeError(err error) error {
 // mailbox's, is answered Unsubscribe, which ends it on Exchange.
 func (s *Source) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	tok, err := s.Sealer.OpenCallback(r.PathValue("token"))
+	if err != nil && s.answerRetired(w, r, err) {
+		return
+	}
 	if err != nil {
 		s.Logger.Warn("notification refused: bad callback token", "err", mailpush.ErrorMessage(err))
 		http.Error(w, mailpush.ErrorMessage(err), http.StatusUnauthorized)
@@ -205,80 +238,35 @@ func (s *Source) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Notification) (SubscriptionStatus, error) {
 	st := s.init()
 	log := s.Logger.With("mailbox", tok.MailboxID)
-	mb, err := s.Store.Mailbox(ctx, tok.MailboxID)
-	if mailpush.ErrorCode(err) == mailpush.ENotFound {
-		log.Info("unsubscribing: mailbox is gone")
-		return StatusUnsubscribe, nil
-	}
+	// Which registration this notification may bind, activate or reach is
+	// the registrar's to decide (package registrar's Admit).
+	adm, err := s.Rules.Admit(ctx, tok, n.SubscriptionID)
 	if err != nil {
 		return "", err
 	}
-	if mb.TenantID != tok.TenantID {
-		log.Warn("unsubscribing: callback token and mailbox belong to different tenants")
+	if adm.Unsubscribe {
 		return StatusUnsubscribe, nil
 	}
-	if mb.Status == mailpush.StatusInactive {
-		log.Info("unsubscribing: mailbox has no registration left")
+	mb, regs, bind := adm.Mailbox, adm.Recipients, adm.Bind
+	if s.expired(tok) {
+		// The engine makes a fresh URL, with these credentials, once the
+		// subscription is silent.
+		s.remember(mb, tok)
+		log.Info("unsubscribing: callback URL older than ews.callbackMaxAge", "issued", time.Unix(tok.IssuedAt, 0).UTC())
 		return StatusUnsubscribe, nil
 	}
-	if owner, err := s.Store.MailboxBySubscription(ctx, n.SubscriptionID); err == nil && owner.ID != mb.ID {
-		if owner.TenantID != mb.TenantID {
-			log.Warn("notification ignored: its subscription ID belongs to another tenant's mailbox; answering Unsubscribe, nothing changed")
-		} else {
-			log.Warn("notification ignored: its subscription ID belongs to another mailbox; answering Unsubscribe, nothing changed")
-		}
-		return StatusUnsubscribe, nil
-	}
-	// A device-subscribed URL names its registration: it must still exist.
-	var tokReg *mailpush.Registration
-	if tok.RegistrationID != "" {
-		tokReg, err = s.Store.Registration(ctx, tok.TenantID, tok.RegistrationID)
-		if mailpush.ErrorCode(err) == mailpush.ENotFound || err == nil && tokReg.MailboxID != mb.ID {
-			log.Info("unsubscribing: the registration this callback URL was made for is gone")
-			return StatusUnsubscribe, nil
-		}
-		if err != nil {
-			return "", err
-		}
-	}
-	// A pending device that subscribed through its own URL replaces the
-	// mailbox's older device subscription (one subscription per mailbox is
-	// enough: every active device gets its pushes); the older one is
-	// answered Unsubscribe at its next notification.
-	rebind := false
-	if mb.SubscriptionID != "" && mb.SubscriptionID != n.SubscriptionID {
-		if tokReg == nil || tokReg.Status != mailpush.StatusPending || mb.Mode != mailpush.ModeDeviceSubscribed {
-			log.Info("unsubscribing: subscription replaced by a newer one")
-			return StatusUnsubscribe, nil
-		}
-		rebind = true
-	}
-	regs, err := s.Store.ActiveRegistrations(ctx, mb.ID)
-	if err != nil {
-		return "", err
-	}
-	if len(regs) == 0 {
-		log.Info("unsubscribing: no active registration")
-		return StatusUnsubscribe, nil
-	}
-	cached := cachedCreds{serverURL: tok.ServerURL, creds: tok.Credentials, address: tok.Address}
-	if tok.ServerURL != "" && (mb.Mode == mailpush.ModeSealed && !tok.Credentials.Empty() || mb.Mode == mailpush.ModeService && tok.Address != "") {
-		// Kept in memory only, so that a dead subscription can be made again.
-		st.creds.put(mb.ID, cached)
-	}
+	cached := s.remember(mb, tok)
 
-	// In device-subscribed mode an unbound mailbox takes the first
-	// subscription that reaches its callback URL: only the device knows its
-	// ID. In sealed and service mode mailpush learns the ID from Subscribe;
-	// a notification that arrives while the mailbox is unbound (the new
-	// subscription's first status event, or an old one's last words during a
-	// resubscription) is handled but binds nothing, or an old subscription
-	// could win the race against the new one and take the mailbox back.
-	bind := mb.SubscriptionID == "" && mb.Mode == mailpush.ModeDeviceSubscribed || rebind
 	sum := summarize(n)
 	// Missed events show only within one subscription's chain of watermarks.
 	sum.missed = mb.SubscriptionID != "" && mb.SubscriptionID == n.SubscriptionID &&
 		mb.Watermark != "" && n.PreviousWatermark != "" && n.PreviousWatermark != mb.Watermark
+	if replayed(mb, n) {
+		if sum.changed || sum.missed {
+			log.Info("notification already handled (its watermark is the mailbox's last): a sign of life only")
+		}
+		sum = summary{badge: mailpush.NoBadge} // handled before: no fetch, no push (fetchlimit.go)
+	}
 	if sum.missed {
 		sum.changed = true
 		log.Info("events were missed (PreviousWatermark differs): recomputing the badge")
@@ -324,7 +312,7 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 	s.heard(mb, tok.ServerURL, now)
 	if bind {
 		// Only the device that subscribed through this URL has proved anything.
-		if err := s.setStatus(ctx, []*mailpush.Registration{tokReg}, mailpush.StatusPending, mailpush.StatusActive); err != nil {
+		if err := s.Rules.Activate(ctx, adm.Registration); err != nil {
 			return "", err
 		}
 		log.Info("subscription bound", "mode", mb.Mode)
@@ -337,6 +325,16 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		return "", err
 	}
 	return StatusOK, nil
+}
+
+// remember keeps a sealed- or service-mode token's credentials in memory
+// only, so that a dead subscription can be made again, and returns them.
+func (s *Source) remember(mb *mailpush.Mailbox, tok mailpush.CallbackToken) cachedCreds {
+	cached := cachedCreds{serverURL: tok.ServerURL, creds: tok.Credentials, address: tok.Address, keyID: tok.KeyID}
+	if tok.ServerURL != "" && (mb.Mode == mailpush.ModeSealed && !tok.Credentials.Empty() || mb.Mode == mailpush.ModeService && tok.Address != "") {
+		s.st.creds.put(mb.ID, cached)
+	}
+	return cached
 }
 
 // summary is what a notification (or a run of MoreEvents batches) changed.
@@ -397,7 +395,7 @@ func (s *Source) reduce(ctx context.Context, c cachedCreds, mb *mailpush.Mailbox
 	// mailpush reads the mailbox only in sealed and service mode.
 	ep, err := s.endpoint(ctx, mb, c)
 	sealed := err == nil && c.serverURL != "" && mb.Mode != mailpush.ModeDeviceSubscribed && !ep.Credentials.Empty()
-	if (ev.Badge == mailpush.NoBadge || sum.missed) && sealed {
+	if (ev.Badge == mailpush.NoBadge || sum.missed) && sealed && s.mayFetch(mb, "GetFolder") {
 		if unread, err := s.Client.GetInboxUnread(ctx, ep); err != nil {
 			s.Logger.Warn("GetFolder failed: pushing a sync signal instead of a badge", "mailbox", mb.ID, "err", err)
 		} else {
@@ -407,7 +405,7 @@ func (s *Source) reduce(ctx context.Context, c cachedCreds, mb *mailpush.Mailbox
 	if sum.missed && !sum.newMail && ev.Badge == mailpush.NoBadge {
 		ev.Kind = mailpush.EventResync // no count to trust: the device syncs
 	}
-	if sum.newest != "" && sealed && mailpush.WantsContent(regs) {
+	if sum.newest != "" && sealed && mailpush.WantsContent(regs) && s.mayFetch(mb, "GetItem") {
 		items, err := s.Client.GetItems(ctx, ep, []string{sum.newest})
 		if err != nil {
 			s.Logger.Warn("GetItem failed: pushing the badge without content", "mailbox", mb.ID, "err", err)

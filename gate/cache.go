@@ -93,3 +93,33 @@ func (c *cache) clear() {
 	clear(c.entries)
 	c.mu.Unlock()
 }
+
+// memo remembers keyed hashes the gate computes on every request (the
+// user's, and the audit log's DeviceId and IP), so that a device's steady
+// stream of requests costs one HMAC per value rather than one per request.
+// It is bounded: when full it starts over. It lives in memory only, like the
+// request it came from.
+type memo struct {
+	max int
+	mu  sync.RWMutex
+	m   map[string][]byte
+}
+
+func newMemo(max int) *memo { return &memo{max: max, m: make(map[string][]byte)} }
+
+func (c *memo) get(key string, compute func() []byte) []byte {
+	c.mu.RLock()
+	v, ok := c.m[key]
+	c.mu.RUnlock()
+	if ok {
+		return v
+	}
+	v = compute()
+	c.mu.Lock()
+	if len(c.m) >= c.max {
+		clear(c.m)
+	}
+	c.m[key] = v
+	c.mu.Unlock()
+	return v
+}

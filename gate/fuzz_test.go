@@ -1,8 +1,10 @@
 package gate
 
 import (
+	"encoding/base64"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -108,6 +110,78 @@ func FuzzDecide(f *testing.F) {
 		}
 		if d.Reason == "" {
 			t.Fatal("a decision without a reason")
+		}
+	})
+}
+
+// FuzzAuthorizationUser feeds arbitrary Authorization headers (Basic, NTLM
+// messages, Bearer tokens) to the user reader: it never panics, errors are
+// invalid_request, and a user it returns is canonicalised or refused.
+func FuzzAuthorizationUser(f *testing.F) {
+	f.Add("Basic YWxpY2U6cHc=")
+	f.Add(ntlmAuthenticate("CORP", "alice", true))
+	f.Add(ntlmAuthenticate("CORP", "bob", false))
+	f.Add("NTLM TlRMTVNTUAABAAAAB4IIog==")
+	f.Add(jwt(`{"upn":"alice@example.com"}`))
+	f.Add("Negotiate YIIBAgM=")
+	f.Add("Bearer")
+	id, _ := CompileIdentity(IdentityConfig{Domains: map[string]string{"CORP": "example.com"}})
+	f.Fuzz(func(t *testing.T, auth string) {
+		c, err := authorizationUser(auth)
+		if err != nil {
+			if mailpush.ErrorCode(err) != mailpush.EInvalid {
+				t.Fatalf("error code %q", mailpush.ErrorCode(err))
+			}
+			return
+		}
+		if c.user != "" && c.challenge {
+			t.Fatalf("a challenge with a user: %+v", c)
+		}
+		u, err := id.Canonical(c.user)
+		if err == nil && u != asciiLower(u) {
+			t.Fatalf("canonical %q has capitals", u)
+		}
+	})
+}
+
+// FuzzAuthorize drives the NetScaler callout with arbitrary queries under a
+// policy that allows every well-formed request of alice's: nothing panics,
+// the answer is Allow or Deny, and a query that repeats a parameter is never
+// allowed (the blocked device is denied by the policy, which FuzzDecide
+// covers).
+func FuzzAuthorize(f *testing.F) {
+	f.Add("user=alice&DeviceId=dev1&ip=192.0.2.1")
+	f.Add("user=alice&DeviceId=dev1&DeviceId=blocked")
+	f.Add("user=alice&url=" + base64.StdEncoding.EncodeToString([]byte("https://h/Microsoft-Server-ActiveSync?DeviceId=blocked")))
+	f.Add("user=alice&ip=1.2.3.4&ip=5.6.7.8&DeviceId=x")
+	st := newMemStore()
+	st.devices["t1/BLOCKED"] = mailpush.GateDevice{TenantID: "t1", DeviceID: "BLOCKED", State: mailpush.DeviceBlocked}
+	g, err := New(Config{Proxy: "netscaler", Mode: ModeAllButBlocked, CacheSize: 64}, Deps{Store: st, Hasher: hasher{}, TenantID: "t1", Logger: discardLogger(), Clock: clocktest.New(time.Time{})})
+	if err != nil {
+		f.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	g.Routes(mux)
+	f.Fuzz(func(t *testing.T, query string) {
+		req := httptest.NewRequest("GET", "/services/ActiveSync/Authorize", nil)
+		req.URL.RawQuery = query
+		req.RemoteAddr = "127.0.0.1:4000"
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, req)
+		body := rec.Body.String()
+		if rec.Code != 200 || (body != "Allow" && body != "Deny" && !strings.HasPrefix(body, "{")) {
+			t.Fatalf("answer %d %q", rec.Code, body)
+		}
+		if body != "Allow" {
+			return
+		}
+		q, _ := url.ParseQuery(query)
+		seen := map[string]bool{}
+		for k, vs := range q {
+			if len(vs) > 1 || seen[strings.ToLower(k)] {
+				t.Fatalf("allowed a repeated %s: %q", k, query)
+			}
+			seen[strings.ToLower(k)] = true
 		}
 	})
 }

@@ -40,9 +40,12 @@ type Gate struct {
 	deps    Deps
 	policy  *Policy
 	cache   *cache
+	hashes  *memo // keyed hashes of users, DeviceIds and IPs
 	trusted []netip.Prefix
 	proxy   Proxy
-	audit   string
+	// the headers of proxy and of gate.identity.header, canonical
+	uriH, methodH, userH header
+	audit                string
 	// clearIDs: the audit log holds DeviceIds and addresses in clear.
 	clearIDs bool
 
@@ -79,6 +82,7 @@ func New(cfg Config, deps Deps) (*Gate, error) {
 	}
 	if px, ok := Proxies[cfg.Proxy]; ok {
 		g.proxy = px
+		g.uriH, g.methodH, g.userH = newHeader(px.URI), newHeader(px.Method), newHeader(cfg.Identity.Header)
 	} else {
 		errs = append(errs, errors.New(`config key gate.proxy: must name the reverse proxy that asks the gate: nginx, caddy, traefik, haproxy or netscaler (it says which headers carry the original request)`))
 	}
@@ -105,6 +109,7 @@ func New(cfg Config, deps Deps) (*Gate, error) {
 		errs = append(errs, errors.New("config key gate.cacheTtl / gate.cacheSize: must not be negative"))
 	}
 	g.cache = newCache(ttl, size)
+	g.hashes = newMemo(min(size, 100_000))
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -112,6 +117,19 @@ func New(cfg Config, deps Deps) (*Gate, error) {
 		deps.Logger.Warn("gate: the audit log holds ActiveSync DeviceIds and client IP addresses in clear (gate.auditIdentifiers: clear)")
 	}
 	return g, nil
+}
+
+// hash is the tenant's keyed hash of a value, remembered.
+func (g *Gate) hash(kind, value string) []byte {
+	return g.hashes.get(kind+"\x00"+value, func() []byte {
+		switch kind {
+		case "user":
+			return g.deps.Hasher.HashAddress(g.deps.TenantID, value)
+		case "device":
+			return mailpush.ActiveSyncDeviceHash(g.deps.Hasher, g.deps.TenantID, value)
+		}
+		return g.deps.Hasher.HashAddress(g.deps.TenantID, "gate-client-ip\x00"+value)
+	})
 }
 
 // Invalidate drops the cached registry answer for a device, so that a

@@ -12,7 +12,7 @@ import (
 	"github.com/mailpush/mailpush"
 )
 
-// Routes registers the reverse-proxy endpoints of API.md on mux. /gate/auth
+// Routes registers the reverse-proxy endpoints (docs/gate.md) on mux. /gate/auth
 // answers any method: nginx's auth_request subrequest and Traefik forward
 // the original method, others send GET.
 func (g *Gate) Routes(mux *http.ServeMux) {
@@ -52,9 +52,19 @@ var Proxies = map[string]Proxy{
 // uriHeaders and methodHeaders are every name a proxy uses: a copy under the
 // other name that differs from the configured one is a client's forgery.
 var (
-	uriHeaders    = []string{"X-Original-URI", "X-Forwarded-Uri"}
-	methodHeaders = []string{"X-Original-Method", "X-Forwarded-Method"}
+	uriHeaders    = []header{newHeader("X-Original-URI"), newHeader("X-Forwarded-Uri")}
+	methodHeaders = []header{newHeader("X-Original-Method"), newHeader("X-Forwarded-Method")}
+	userAgentH    = newHeader("User-Agent")
+	authH         = newHeader("Authorization")
+	versionH      = newHeader("MS-ASProtocolVersion")
+	forwardedH    = newHeader("X-Forwarded-For")
 )
+
+// header is a header name with its canonical key, computed once: looking a
+// header up by a non-canonical name canonicalises it on every request.
+type header struct{ key, name string }
+
+func newHeader(name string) header { return header{http.CanonicalHeaderKey(name), name} }
 
 // request is one callout, read from whichever endpoint.
 type request struct {
@@ -102,25 +112,25 @@ func (g *Gate) forwardInput(r *http.Request) Input {
 		return fail(invalid("gate.proxy is %s, which asks /services/ActiveSync/Authorize, not /gate/auth", g.proxy.Name))
 	}
 	req := request{}
-	if req.uri, err = agreed(h, g.proxy.URI, uriHeaders); err != nil {
+	if req.uri, err = agreed(h, g.uriH, uriHeaders); err != nil {
 		return fail(err)
 	}
 	if req.uri == "" {
 		return fail(invalid("no %s header: gate.proxy is %s, whose template sets it", g.proxy.URI, g.proxy.Name))
 	}
-	if req.method, err = agreed(h, g.proxy.Method, methodHeaders); err != nil {
+	if req.method, err = agreed(h, g.methodH, methodHeaders); err != nil {
 		return fail(err)
 	}
 	for _, f := range []struct {
-		dst  *string
-		name string
-	}{{&req.userAgent, "User-Agent"}, {&req.auth, "Authorization"}, {&req.version, "MS-ASProtocolVersion"}} {
-		if *f.dst, err = single(h, f.name); err != nil {
+		dst *string
+		h   header
+	}{{&req.userAgent, userAgentH}, {&req.auth, authH}, {&req.version, versionH}} {
+		if *f.dst, err = single(h, f.h); err != nil {
 			return fail(err)
 		}
 	}
 	if name := g.policy.id.header; name != "" {
-		if req.user, err = single(h, name); err != nil {
+		if req.user, err = single(h, g.userH); err != nil {
 			return fail(err)
 		}
 		if req.user == "" {
@@ -128,7 +138,7 @@ func (g *Gate) forwardInput(r *http.Request) Input {
 		}
 		req.userSet = true
 	}
-	if req.client, err = g.forwardedFor(peer, h.Values("X-Forwarded-For")); err != nil {
+	if req.client, err = g.forwardedFor(peer, h[forwardedH.key]); err != nil {
 		return fail(err)
 	}
 	return g.input(req)
@@ -136,31 +146,31 @@ func (g *Gate) forwardInput(r *http.Request) Input {
 
 // single returns the one value of a header; a repeated header is refused
 // (proxies and Exchange may each read a different copy).
-func single(h http.Header, name string) (string, error) {
-	vs := h.Values(name)
+func single(h http.Header, name header) (string, error) {
+	vs := h[name.key]
 	switch len(vs) {
 	case 0:
 		return "", nil
 	case 1:
 		return vs[0], nil
 	}
-	return "", invalid("the %s header is repeated", name)
+	return "", invalid("the %s header is repeated", name.name)
 }
 
 // agreed returns the configured header's single value; any other header of
 // the family that is present must say the same.
-func agreed(h http.Header, name string, family []string) (string, error) {
+func agreed(h http.Header, name header, family []header) (string, error) {
 	v, err := single(h, name)
 	if err != nil {
 		return "", err
 	}
 	for _, other := range family {
-		if http.CanonicalHeaderKey(other) == http.CanonicalHeaderKey(name) {
+		if other.key == name.key {
 			continue
 		}
-		for _, o := range h.Values(other) {
+		for _, o := range h[other.key] {
 			if o != v {
-				return "", invalid("the %s and %s headers disagree: one of them came from the client", name, other)
+				return "", invalid("the %s and %s headers disagree: one of them came from the client", name.name, other.name)
 			}
 		}
 	}
@@ -328,7 +338,7 @@ func (g *Gate) input(req request) Input {
 	}
 	switch {
 	case canon != "":
-		in.UserHash = g.deps.Hasher.HashAddress(g.deps.TenantID, canon)
+		in.UserHash = g.hash("user", canon)
 	case cred.challenge:
 		in.Creds = CredsChallenge
 	case req.auth != "":
@@ -481,7 +491,7 @@ func (g *Gate) auditLog(r *http.Request, in Input, d Decision, hit bool) {
 	if in.IP.IsValid() {
 		ip := in.IP.String()
 		if !g.clearIDs {
-			ip = userID(g.deps.Hasher.HashAddress(g.deps.TenantID, "gate-client-ip\x00"+ip))
+			ip = userID(g.hash("ip", ip))
 		}
 		attrs = append(attrs, slog.String("ip", ip))
 	}
@@ -494,7 +504,7 @@ func (g *Gate) deviceLogID(id string) string {
 	if id == "" || g.clearIDs {
 		return headerSafe(id)
 	}
-	return userID(mailpush.ActiveSyncDeviceHash(g.deps.Hasher, g.deps.TenantID, id))
+	return userID(g.hash("device", id))
 }
 
 func decisionWord(d Decision) string {

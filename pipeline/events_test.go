@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -165,5 +166,40 @@ func TestUnresolvedEventNeedsAResolver(t *testing.T) {
 	}
 	if d := f.depth(t); d != 0 {
 		t.Errorf("depth = %d", d)
+	}
+}
+
+// TestPayloadsSharedPerEventAndContentMode: pushes of one event that carry
+// the same content share one payload holder (the provider encodes it once);
+// sealed content, which differs per device, shares nothing.
+func TestPayloadsSharedPerEventAndContentMode(t *testing.T) {
+	f := newFixture(t, pipeline.Config{})
+	var subj []*mailpush.Registration
+	for i := range 3 {
+		subj = append(subj, f.register(t, mailpush.PlatformIOS, tok(i+1), mailpush.ContentSubject, nil))
+	}
+	badge := f.register(t, mailpush.PlatformIOS, tok(9), mailpush.ContentBadge, nil)
+	badge2 := f.register(t, mailpush.PlatformIOS, tok(10), mailpush.ContentBadge, nil)
+	var mu sync.Mutex
+	shared := map[string]*mailpush.SharedPayload{}
+	f.ios.answer = func(p *mailpush.Push, call int) (mailpush.PushResult, error) {
+		mu.Lock()
+		shared[p.RegistrationID] = p.Shared
+		mu.Unlock()
+		return mailpush.PushResult{Outcome: mailpush.PushDelivered}, nil
+	}
+	f.event(t, mailpush.EventNewMail, 3, "Quarterly report", "Bob")
+	f.drain(t)
+	if shared[subj[0].ID] == nil || shared[subj[0].ID] != shared[subj[1].ID] || shared[subj[1].ID] != shared[subj[2].ID] {
+		t.Errorf("subject pushes do not share their payload: %v", shared)
+	}
+	if shared[badge.ID] == nil || shared[badge.ID] != shared[badge2.ID] || shared[badge.ID] == shared[subj[0].ID] {
+		t.Errorf("badge pushes: %p %p, subject %p; want one holder for the badges, another for the subjects", shared[badge.ID], shared[badge2.ID], shared[subj[0].ID])
+	}
+	calls := 0
+	body, err := shared[badge.ID].Payload("test", func() ([]byte, error) { calls++; return []byte("x"), nil })
+	body2, _ := shared[badge2.ID].Payload("test", func() ([]byte, error) { calls++; return []byte("y"), nil })
+	if err != nil || string(body) != "x" || string(body2) != "x" || calls != 1 {
+		t.Errorf("payload built %d times (%q, %q), want once", calls, body, body2)
 	}
 }

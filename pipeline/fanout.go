@@ -173,12 +173,11 @@ func coalesce(g []*mailpush.QueuedPush) []*mailpush.QueuedPush {
 }
 
 // eventSettlement waits for an event batch's sends and says what they leave
-// behind: nothing per device when every device answered 200 but the
-// delivered sequences.
+// behind: nothing per device when every device answered 200.
 func (p *Pipeline) eventSettlement(b *batch) mailpush.EventSettlement {
 	b.wg.Wait()
 	now := p.cfg.Clock.Now()
-	st := mailpush.EventSettlement{Dead: b.dead, Events: make([]int64, 0, len(b.events)), Delivered: make([]mailpush.PushSettlement, 0, len(b.groups))}
+	st := mailpush.EventSettlement{Dead: b.dead, Events: make([]int64, 0, len(b.events))}
 	for _, e := range b.events {
 		st.Events = append(st.Events, e.OutboxID)
 	}
@@ -186,18 +185,20 @@ func (p *Pipeline) eventSettlement(b *batch) mailpush.EventSettlement {
 		g := &b.groups[gi]
 		if g.held {
 			for _, q := range g.pushes {
+				if q.Push.Seq > 0 && q.Push.Seq < q.LastSeq {
+					if q.Push.Kind != mailpush.PushAlert {
+						continue // stale before it was queued
+					}
+					q.Push.Badge = mailpush.NoBadge
+					q.Push.Shared = nil
+				}
 				st.Queue = append(st.Queue, mailpush.DevicePush{Push: &q.Push, DueAt: now, Reason: "behind an earlier push of the device"})
 			}
 			continue
 		}
-		var raised mailpush.PushSettlement
 		for k, s := range g.settled {
 			q := g.pushes[k]
 			switch s.Action {
-			case mailpush.SettleDone:
-				if s.Seq > raised.Seq {
-					raised = s
-				}
 			case mailpush.SettleRetry:
 				attempts := q.Attempts
 				if s.Undo {
@@ -207,9 +208,8 @@ func (p *Pipeline) eventSettlement(b *batch) mailpush.EventSettlement {
 			case mailpush.SettleDead:
 				st.Dead = append(st.Dead, deadLetter(q, s.Reason, now))
 			}
-		}
-		if raised.Seq > 0 {
-			st.Delivered = append(st.Delivered, raised)
+			// Delivered: the event's sequence, raised for its mailbox by
+			// the settlement, counts for the device; nothing to write.
 		}
 	}
 	return st

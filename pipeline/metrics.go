@@ -22,6 +22,15 @@ type Metrics struct {
 	retries       *prometheus.CounterVec   // provider
 	deadTokens    *prometheus.CounterVec   // provider
 	deadLetters   prometheus.Counter
+	byProvider    map[string]*providerMetrics // the hot path's children, resolved once
+}
+
+// providerMetrics are the children every push touches, looked up once:
+// WithLabelValues hashes its labels on every call.
+type providerMetrics struct {
+	delivered   prometheus.Counter
+	sendSeconds prometheus.Observer
+	queue       prometheus.Observer
 }
 
 // NewMetrics registers the pipeline's metrics on reg. depth, when not nil,
@@ -40,6 +49,11 @@ func NewMetrics(reg prometheus.Registerer, depth func(ctx context.Context) (int,
 		retries:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mailpush_push_retries_total", Help: "Pushes rescheduled after a temporary failure."}, []string{"provider"}),
 		deadTokens:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mailpush_dead_tokens_total", Help: "Registrations deactivated because the provider declared the token dead."}, []string{"provider"}),
 		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{Name: "mailpush_push_dead_letters_total", Help: "Pushes given up on and moved to the dead letters."}),
+	}
+	m.byProvider = map[string]*providerMetrics{}
+	for _, pv := range []string{"apns", "fcm", "unknown"} {
+		m.byProvider[pv] = &providerMetrics{delivered: m.pushes.WithLabelValues(pv, "delivered", ""),
+			sendSeconds: m.sendSeconds.WithLabelValues(pv), queue: m.queueSeconds.WithLabelValues(pv)}
 	}
 	for i, k := range []mailpush.PushKind{mailpush.PushBadge, mailpush.PushSync, mailpush.PushAlert} {
 		m.enqueuedKinds[i] = m.enqueuedTotal.WithLabelValues(string(k))
@@ -98,10 +112,10 @@ func (m *Metrics) sent(q *mailpush.QueuedPush, took time.Duration, now time.Time
 	if m == nil {
 		return
 	}
-	pv := provider(q.Push.Device.Platform)
-	m.sendSeconds.WithLabelValues(pv).Observe(took.Seconds())
+	pm := m.byProvider[provider(q.Push.Device.Platform)]
+	pm.sendSeconds.Observe(took.Seconds())
 	if !q.Push.CreatedAt.IsZero() {
-		m.queueSeconds.WithLabelValues(pv).Observe(now.Sub(q.Push.CreatedAt).Seconds())
+		pm.queue.Observe(now.Sub(q.Push.CreatedAt).Seconds())
 	}
 }
 
@@ -110,6 +124,10 @@ func (m *Metrics) result(q *mailpush.QueuedPush, result, reason string) {
 		return
 	}
 	pv := provider(q.Push.Device.Platform)
+	if result == "delivered" && reason == "" {
+		m.byProvider[pv].delivered.Inc()
+		return
+	}
 	if len(reason) > 64 {
 		reason = reason[:64]
 	}

@@ -48,6 +48,26 @@
 // path; a permanent refusal, or MaxAttempts temporary ones, makes a dead
 // letter, which keeps no content and no token.
 //
+// # Schema and states (SQLite; storetest holds every store to the same)
+//
+//   - outbox_events: id (never reused), event_id (push IDs derive from
+//     it), tenant, mailbox, kind, class ('badge' or 'sync' when every push
+//     would be of that coalescing kind, else empty), badge, seq, content (subject
+//     and sender sealed with the field cipher), unresolved, attempts, due_at
+//     (doubles as the lease), created_at. States: queued (due_at <= now),
+//     leased (due_at > now: being fanned out), gone (settled).
+//   - outbox (the device tier): one push with its registration, kind, badge,
+//     seq, collapse ID, sealed content, attempts, due_at, last_error. States:
+//     due, leased, waiting (a retry or a rate limit: due_at in the future),
+//     gone (delivered, superseded, or moved to the dead letters).
+//   - outbox_dead: dead letters, without content or token.
+//   - mailboxes.fanned_seq: the highest event sequence fanned out to the
+//     mailbox (one write per event); registrations.last_seq: what the device
+//     tier delivered; a device's last sequence is the higher of the two.
+//     registrations.left_active_at: when an active registration became
+//     pending, so that it still gets the events accepted while it was
+//     active (they were decided for it).
+//
 // # Promises, and what keeps each
 //
 //   - At least once across kill -9: an event leaves the outbox in the
@@ -309,6 +329,9 @@ type eventPushes struct {
 	e                   *mailpush.OutboxEvent
 	collapse, collapseS string    // "mb-<mailbox>", "sync-<mailbox>"
 	plain               [2][]byte // sealed-content plaintext by content mode: subject, subject+sender
+	// shared payloads: badge or sync (every device the same), plain alert
+	// with subject, plain alert with subject and sender
+	shared [3]mailpush.SharedPayload
 }
 
 func newEventPushes(e *mailpush.OutboxEvent) *eventPushes {
@@ -354,12 +377,18 @@ func (p *Pipeline) build(ep *eventPushes, r *mailpush.Recipient, q *mailpush.Que
 			push.Sealed = sealed
 		} else {
 			push.Subject, push.Sender = subject, sender
+			push.Shared = &ep.shared[1]
+			if withSender {
+				push.Shared = &ep.shared[2]
+			}
 		}
 	case ev.Kind == mailpush.EventResync || ev.Badge == mailpush.NoBadge:
 		push.Kind = mailpush.PushSync
 		push.CollapseID = ep.collapseS
+		push.Shared = &ep.shared[0]
 	default:
 		push.Kind = mailpush.PushBadge
+		push.Shared = &ep.shared[0]
 	}
 	return nil
 }
@@ -388,6 +417,7 @@ func (p *Pipeline) sendGroup(ctx context.Context, group []*mailpush.QueuedPush) 
 				continue
 			}
 			q.Push.Badge = mailpush.NoBadge // the message is news; its badge is not
+			q.Push.Shared = nil             // no longer what the event's other pushes carry
 		}
 		s := p.send(ctx, q)
 		if s.Action == mailpush.SettleRetry {
@@ -421,9 +451,13 @@ func (p *Pipeline) send(ctx context.Context, q *mailpush.QueuedPush) mailpush.Pu
 		}
 	}
 	pusher := p.pusher(push.TenantID, push.Device.Platform)
-	log := p.cfg.Logger.With("registration", push.RegistrationID, "platform", push.Device.Platform, "kind", push.Kind)
+	// Built only when something is logged: With allocates, and the common
+	// case logs nothing.
+	log := func() *slog.Logger {
+		return p.cfg.Logger.With("registration", push.RegistrationID, "platform", push.Device.Platform, "kind", push.Kind)
+	}
 	if pusher == nil {
-		log.Warn("push dead: no provider configured for the tenant's platform")
+		log().Warn("push dead: no provider configured for the tenant's platform")
 		p.cfg.Metrics.result(q, "failed", "no_provider")
 		s.Action, s.Reason = mailpush.SettleDead, "no provider for platform "+string(push.Device.Platform)
 		return s
@@ -448,7 +482,7 @@ func (p *Pipeline) send(ctx context.Context, q *mailpush.QueuedPush) mailpush.Pu
 		s.Action = mailpush.SettleDone
 		return s
 	case mailpush.PushFailed:
-		log.Warn("push refused by provider", "status", res.Status, "reason", res.Reason, "err", err)
+		log().Warn("push refused by provider", "status", res.Status, "reason", res.Reason, "err", err)
 		p.cfg.Metrics.result(q, "failed", reason)
 		s.Action, s.Reason = mailpush.SettleDead, fmt.Sprintf("refused: %d %s", res.Status, res.Reason)
 		return s
@@ -462,7 +496,7 @@ func (p *Pipeline) send(ctx context.Context, q *mailpush.QueuedPush) mailpush.Pu
 		return s
 	}
 	if q.Attempts >= p.cfg.MaxAttempts {
-		log.Warn("push dead after retries", "attempts", q.Attempts, "status", res.Status, "reason", res.Reason, "err", err)
+		log().Warn("push dead after retries", "attempts", q.Attempts, "status", res.Status, "reason", res.Reason, "err", err)
 		p.cfg.Metrics.result(q, "dead", reason)
 		s.Action, s.Reason = mailpush.SettleDead, fmt.Sprintf("gave up after %d attempts: %s", q.Attempts, reason)
 		return s
@@ -472,7 +506,7 @@ func (p *Pipeline) send(ctx context.Context, q *mailpush.QueuedPush) mailpush.Pu
 	if res.RetryAfter > wait {
 		wait = res.RetryAfter
 	}
-	log.Debug("push will be retried", "attempts", q.Attempts, "in", wait, "status", res.Status, "reason", res.Reason, "err", err)
+	log().Debug("push will be retried", "attempts", q.Attempts, "in", wait, "status", res.Status, "reason", res.Reason, "err", err)
 	s.Action, s.DueAt, s.Reason = mailpush.SettleRetry, p.cfg.Clock.Now().Add(wait), reason
 	return s
 }

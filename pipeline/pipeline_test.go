@@ -61,7 +61,7 @@ type fixture struct {
 	seq    int64
 }
 
-func newFixture(t *testing.T, cfg pipeline.Config) *fixture {
+func newFixture(t testing.TB, cfg pipeline.Config) *fixture {
 	t.Helper()
 	f := &fixture{clock: storetest.NewClock(), keys: storetest.Keyring(t), ios: &recorder{}, droid: &recorder{}}
 	f.path = filepath.Join(t.TempDir(), "p.db")
@@ -85,7 +85,7 @@ func newFixture(t *testing.T, cfg pipeline.Config) *fixture {
 }
 
 // register adds an active device to the fixture's mailbox.
-func (f *fixture) register(t *testing.T, platform mailpush.Platform, token string, content mailpush.ContentMode, contentKey []byte) *mailpush.Registration {
+func (f *fixture) register(t testing.TB, platform mailpush.Platform, token string, content mailpush.ContentMode, contentKey []byte) *mailpush.Registration {
 	t.Helper()
 	reg := &mailpush.Registration{Device: mailpush.Device{Platform: platform, Token: token, Environment: mailpush.EnvProduction, ContentKey: contentKey},
 		Content: content, Status: mailpush.StatusActive, ExpiresAt: f.clock.Now().Add(time.Hour)}

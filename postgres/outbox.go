@@ -149,6 +149,11 @@ func (s *Store) settleEventsTx(ctx context.Context, tx pgx.Tx, st mailpush.Event
 	now := s.now()
 	b := &pgx.Batch{}
 	if len(st.Events) > 0 {
+		// The events' sequences count for every device of their mailboxes
+		// (one write per event, none per device).
+		b.Queue(`UPDATE mailboxes m SET fanned_seq = s.seq
+			FROM (SELECT mailbox_id, max(seq) AS seq FROM outbox_events WHERE id = ANY($1) GROUP BY mailbox_id) s
+			WHERE m.id = s.mailbox_id AND m.fanned_seq < s.seq`, st.Events)
 		b.Queue(`DELETE FROM outbox_events WHERE id = ANY($1)`, st.Events)
 	}
 	queueRaiseSeqs(b, st.Delivered)
@@ -265,10 +270,10 @@ func (s *Store) Recipients(ctx context.Context, mailboxIDs []string, since time.
 	if len(mailboxIDs) == 0 {
 		return nil, nil
 	}
-	rows, err := s.pool.Query(ctx, `SELECT r.id, r.tenant_id, r.mailbox_id, r.platform, r.environment, r.token_sealed, r.content_key, r.content, r.last_seq, r.updated_at,
+	rows, err := s.pool.Query(ctx, `SELECT r.id, r.tenant_id, r.mailbox_id, r.platform, r.environment, r.token_sealed, r.content_key, r.content, GREATEST(r.last_seq, m.fanned_seq), r.updated_at,
 		CASE r.status WHEN 'active' THEN 0 ELSE r.left_active_at END,
 		EXISTS (SELECT 1 FROM outbox o WHERE o.registration_id = r.id)
-		FROM registrations r
+		FROM registrations r JOIN mailboxes m ON m.id = r.mailbox_id
 		WHERE r.mailbox_id = ANY($1)
 		AND (r.status = 'active' OR r.status = 'pending' AND r.left_active_at >= $2)
 		ORDER BY r.mailbox_id, r.created_at, r.id`, mailboxIDs, max(1, ms(since)))

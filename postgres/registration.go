@@ -13,7 +13,7 @@ import (
 
 const mailboxCols = `id, tenant_id, address_hash, source, mode, server_url, subscription_id, watermark, badge, seq, status, last_event_at, created_at, updated_at`
 
-const registrationCols = `id, tenant_id, mailbox_id, platform, environment, token_sealed, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash, subscription_id`
+const registrationCols = `id, tenant_id, mailbox_id, platform, environment, token_sealed, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash`
 
 // querier is what both the pool and a transaction offer.
 type querier interface {
@@ -42,12 +42,8 @@ func (s *Store) scanRegistration(row pgx.Row) (*mailpush.Registration, error) {
 	var platform, env, content, status string
 	var sealed []byte
 	var created, updated, expires int64
-	var sub *string
-	if err := row.Scan(&r.ID, &r.TenantID, &r.MailboxID, &platform, &env, &sealed, &r.Device.ContentKey, &content, &status, &created, &updated, &expires, &r.Device.ActiveSyncDeviceHash, &sub); err != nil {
+	if err := row.Scan(&r.ID, &r.TenantID, &r.MailboxID, &platform, &env, &sealed, &r.Device.ContentKey, &content, &status, &created, &updated, &expires, &r.Device.ActiveSyncDeviceHash); err != nil {
 		return nil, err
-	}
-	if sub != nil {
-		r.SubscriptionID = *sub
 	}
 	tok, err := s.cipher.OpenField(sealed)
 	if err != nil {
@@ -103,15 +99,14 @@ func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *ma
 			id = newID()
 		}
 		var created int64
-		if err := tx.QueryRow(ctx, `INSERT INTO registrations (id, tenant_id, mailbox_id, platform, environment, token_sealed, token_hash, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash, subscription_id)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14)
+		if err := tx.QueryRow(ctx, `INSERT INTO registrations (id, tenant_id, mailbox_id, platform, environment, token_sealed, token_hash, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13)
 			ON CONFLICT (mailbox_id, token_hash) DO UPDATE SET platform = excluded.platform, environment = excluded.environment,
 				token_sealed = excluded.token_sealed, content_key = excluded.content_key, content = excluded.content, status = excluded.status,
-				updated_at = excluded.updated_at, expires_at = excluded.expires_at, activesync_device_hash = excluded.activesync_device_hash,
-				subscription_id = excluded.subscription_id
+				updated_at = excluded.updated_at, expires_at = excluded.expires_at, activesync_device_hash = excluded.activesync_device_hash
 			RETURNING id, created_at`,
 			id, reg.TenantID, reg.MailboxID, string(reg.Device.Platform), string(reg.Device.Environment), sealed, tokenHash,
-			reg.Device.ContentKey, string(reg.Content), string(reg.Status), ms(now), ms(reg.ExpiresAt), reg.Device.ActiveSyncDeviceHash, nullString(reg.SubscriptionID)).
+			reg.Device.ContentKey, string(reg.Content), string(reg.Status), ms(now), ms(reg.ExpiresAt), reg.Device.ActiveSyncDeviceHash).
 			Scan(&reg.ID, &created); err != nil {
 			return fmt.Errorf("store registration: %w", err)
 		}
@@ -167,9 +162,9 @@ func (s *Store) UpdateRegistration(ctx context.Context, tenantID, id string, fn 
 		if err != nil {
 			return err
 		}
-		if _, err = tx.Exec(ctx, `UPDATE registrations SET platform = $1, environment = $2, token_sealed = $3, token_hash = $4, content_key = $5, content = $6, status = $7, updated_at = $8, expires_at = $9, activesync_device_hash = $10, subscription_id = $11 WHERE id = $12`,
+		if _, err = tx.Exec(ctx, `UPDATE registrations SET platform = $1, environment = $2, token_sealed = $3, token_hash = $4, content_key = $5, content = $6, status = $7, updated_at = $8, expires_at = $9, activesync_device_hash = $10 WHERE id = $11`,
 			string(r.Device.Platform), string(r.Device.Environment), sealed, s.cipher.HashField([]byte(r.Device.Token)), r.Device.ContentKey,
-			string(r.Content), string(r.Status), ms(r.UpdatedAt), ms(r.ExpiresAt), r.Device.ActiveSyncDeviceHash, nullString(r.SubscriptionID), id); err != nil {
+			string(r.Content), string(r.Status), ms(r.UpdatedAt), ms(r.ExpiresAt), r.Device.ActiveSyncDeviceHash, id); err != nil {
 			return dbError("update registration", err)
 		}
 		return nil
@@ -232,6 +227,32 @@ func (s *Store) ActiveRegistrations(ctx context.Context, mailboxID string) ([]*m
 		return nil, dbError("list registrations", err)
 	}
 	return out, nil
+}
+
+// RegistrationByToken finds the mailbox's active or pending registration of
+// a push token through the (mailbox_id, token_hash) index.
+func (s *Store) RegistrationByToken(ctx context.Context, mailboxID, token string) (*mailpush.Registration, error) {
+	r, err := s.scanRegistration(s.pool.QueryRow(ctx, `SELECT `+registrationCols+` FROM registrations WHERE mailbox_id = $1 AND token_hash = $2 AND status IN ('active', 'pending')`,
+		mailboxID, s.cipher.HashField([]byte(token))))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, notFound("registration")
+	}
+	if err != nil {
+		return nil, dbError("get registration", err)
+	}
+	return r, nil
+}
+
+// MailboxAudience counts the mailbox's active and pending registrations and
+// whether one may show content, without loading them.
+func (s *Store) MailboxAudience(ctx context.Context, mailboxID string) (mailpush.Audience, error) {
+	var a mailpush.Audience
+	err := s.pool.QueryRow(ctx, `SELECT count(*), coalesce(bool_or(content IN ('subject', 'subject_sender')), false)
+		FROM registrations WHERE mailbox_id = $1 AND status IN ('active', 'pending')`, mailboxID).Scan(&a.Registrations, &a.WantsContent)
+	if err != nil {
+		return a, dbError("mailbox audience", err)
+	}
+	return a, nil
 }
 
 // CountRegistrations counts a tenant's active and pending registrations.

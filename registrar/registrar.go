@@ -76,8 +76,11 @@ type Service struct {
 	AllowInsecureEWS bool
 	// Quotas returns a tenant's limits; nil means the defaults.
 	Quotas func(t *mailpush.Tenant) Quotas
-	Logger *slog.Logger
-	Clock  mailpush.Clock
+	// Metrics counts routine events that are not logged at the default
+	// level; nil counts nothing.
+	Metrics *Metrics
+	Logger  *slog.Logger
+	Clock   mailpush.Clock
 }
 
 // Quotas bound a tenant's live (active or pending) registrations.
@@ -148,7 +151,15 @@ func (s *Service) Register(ctx context.Context, t *mailpush.Tenant, req mailpush
 		}
 	}
 	mode := chosen(mb.Mode, res)
-	s.Logger.Info("registration created", "tenant", t.Name, "registration", reg.ID, "mailbox", stored.ID, "mode", mode, "platform", dev.Platform, "scope", req.Scope)
+	if mode != mailpush.ModeDeviceSubscribed {
+		if err := s.dropDeviceSubscribed(ctx, t, mb, dev); err != nil {
+			s.Logger.Error("could not remove the device's device-subscribed registration", "registration", reg.ID, "err", err)
+		}
+	}
+	// Routine: counted, logged only at debug (a million registrations must
+	// not write a million lines at the default level).
+	s.Metrics.registered()
+	s.Logger.Debug("registration created", "tenant", t.Name, "registration", reg.ID, "mailbox", stored.ID, "mode", mode, "platform", dev.Platform, "scope", req.Scope)
 	return s.result(reg, mode, res), nil
 }
 
@@ -169,13 +180,24 @@ func (s *Service) watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Ma
 }
 
 // checkJoin looks at the mailbox the registration would join, and enforces
-// the quotas. It refuses a device-subscribed registration for a mailbox
-// watched with a user's sealed credentials: it proves nothing about the
-// mailbox, so it may neither join that subscription nor replace it. It
-// returns the registration this device already has there, if any, so that
-// a refused request can restore it.
+// the quotas. It refuses a device-subscribed registration for an address
+// watched with a user's sealed credentials: such a registration proves
+// nothing about the mailbox, and it would only ever get what its own
+// subscription reports (its mailbox is its own), so it is pointless there
+// and refused with a clear answer. It returns the registration this device
+// already has in the mailbox, if any, so that a refused request can restore
+// it.
 func (s *Service) checkJoin(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mailbox, dev mailpush.Device) (*mailpush.Registration, error) {
 	q := s.quotas(t)
+	if mb.Mode == mailpush.ModeDeviceSubscribed {
+		watched, err := s.Store.MailboxByAddress(ctx, mb.TenantID, s.Keys.HashAddress(t.ID, mb.Address), mb.Source)
+		if err == nil && watched.Mode == mailpush.ModeSealed && watched.Status != mailpush.StatusInactive {
+			return nil, mailpush.Errorf(mailpush.EConflict, "this mailbox is watched with a user's sealed credentials: register with mailbox.sealedCredentials")
+		}
+		if err != nil && mailpush.ErrorCode(err) != mailpush.ENotFound {
+			return nil, err
+		}
+	}
 	existing, err := s.Store.MailboxByAddress(ctx, mb.TenantID, mb.AddressHash, mb.Source)
 	if mailpush.ErrorCode(err) == mailpush.ENotFound {
 		return nil, s.checkTenantQuota(ctx, t, q)
@@ -183,19 +205,20 @@ func (s *Service) checkJoin(ctx context.Context, t *mailpush.Tenant, mb *mailpus
 	if err != nil {
 		return nil, err
 	}
-	if mb.Mode == mailpush.ModeDeviceSubscribed && existing.Mode == mailpush.ModeSealed && existing.Status != mailpush.StatusInactive {
-		return nil, mailpush.Errorf(mailpush.EConflict, "this mailbox is watched with a user's sealed credentials: register with mailbox.sealedCredentials")
+	// By the token's hash and a count: registering the n-th device of a
+	// mailbox must not load and open the n-1 others.
+	reg, err := s.Store.RegistrationByToken(ctx, existing.ID, dev.Token)
+	switch {
+	case err == nil:
+		return reg, nil // a replacement: it counts against no quota
+	case mailpush.ErrorCode(err) != mailpush.ENotFound:
+		return nil, err
 	}
-	regs, err := s.Store.ActiveRegistrations(ctx, existing.ID)
+	audience, err := s.Store.MailboxAudience(ctx, existing.ID)
 	if err != nil {
 		return nil, err
 	}
-	for _, r := range regs {
-		if r.Device.Token == dev.Token {
-			return r, nil // a replacement: it counts against no quota
-		}
-	}
-	if len(regs) >= q.PerMailbox {
+	if audience.Registrations >= q.PerMailbox {
 		return nil, mailpush.Errorf(mailpush.EQuota, "this mailbox already has %d registrations, the limit per mailbox (registrations.maxPerMailbox): delete one first", q.PerMailbox)
 	}
 	return nil, s.checkTenantQuota(ctx, t, q)
@@ -233,7 +256,7 @@ func (s *Service) takeBack(ctx context.Context, tenantID, id string, previous *m
 		return s.Store.DeleteRegistration(ctx, tenantID, id)
 	}
 	_, err := s.Store.UpdateRegistration(ctx, tenantID, id, func(r *mailpush.Registration) error {
-		r.Device, r.Content, r.Status, r.ExpiresAt, r.SubscriptionID = previous.Device, previous.Content, previous.Status, previous.ExpiresAt, previous.SubscriptionID
+		r.Device, r.Content, r.Status, r.ExpiresAt = previous.Device, previous.Content, previous.Status, previous.ExpiresAt
 		return nil
 	})
 	return err
@@ -252,13 +275,27 @@ func (s *Service) Get(ctx context.Context, t *mailpush.Tenant, id string) (*mail
 	return s.result(reg, mb.Mode, mailpush.WatchResult{}), nil
 }
 
-// Delete removes a tenant's registration; the mail-server subscription
-// ends at its next notification (answered Unsubscribe).
+// Delete removes a tenant's registration. When it was the mailbox's last,
+// a source that ends subscriptions itself (mailpush.Unwatcher: Graph)
+// deletes it now; EWS ends it at its next notification (Unsubscribe).
 func (s *Service) Delete(ctx context.Context, t *mailpush.Tenant, id string) error {
+	reg, err := s.Store.Registration(ctx, t.ID, id)
+	if err != nil {
+		return err
+	}
 	if err := s.Store.DeleteRegistration(ctx, t.ID, id); err != nil {
 		return err
 	}
-	s.Logger.Info("registration deleted", "tenant", t.Name, "registration", id)
+	s.Metrics.deleted()
+	s.Logger.Debug("registration deleted", "tenant", t.Name, "registration", id)
+	if mb, err := s.Store.Mailbox(ctx, reg.MailboxID); err == nil && mb.Status == mailpush.StatusInactive {
+		if u, ok := s.Watchers[mb.Source].(mailpush.Unwatcher); ok {
+			if err := u.Unwatch(ctx, mb); err != nil {
+				// It expires on its own; its notifications are ignored.
+				s.Logger.Warn("could not end the subscription of a mailbox without registrations", "mailbox", mb.ID, "err", err)
+			}
+		}
+	}
 	return nil
 }
 
@@ -289,7 +326,7 @@ func (s *Service) CheckIn(ctx context.Context, t *mailpush.Tenant, id string, in
 		if err != nil {
 			return nil, err
 		}
-		if !hmac.Equal(s.Keys.HashAddress(t.ID, addr), mb.AddressHash) {
+		if !hmac.Equal(s.mailboxKey(t.ID, addr, mb.Mode, reg.Device.Token), mb.AddressHash) {
 			return nil, mailpush.Errorf(mailpush.EInvalid, "mailbox.address is not the address of this registration's mailbox")
 		}
 		mb.Address = addr
@@ -383,7 +420,10 @@ func (s *Service) mailbox(ctx context.Context, t *mailpush.Tenant, req mailpush.
 	default:
 		return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.source must be ews, graph or dovecot, not %q", req.Source)
 	}
-	mb := &mailpush.Mailbox{TenantID: t.ID, AddressHash: s.Keys.HashAddress(t.ID, addr), Source: req.Source, Badge: mailpush.NoBadge, Status: mailpush.StatusPending, Address: addr}
+	if _, ok := s.Watchers[req.Source]; !ok {
+		return nil, creds, mailpush.Errorf(mailpush.EUnsupported, "source %q is not enabled on this server", req.Source)
+	}
+	mb := &mailpush.Mailbox{TenantID: t.ID, Source: req.Source, Badge: mailpush.NoBadge, Status: mailpush.StatusPending, Address: addr}
 	if req.Source == mailpush.SourceEWS && req.EWSURL != "" {
 		if mb.ServerURL, err = s.checkServerURL(t, req.EWSURL, "mailbox.ewsUrl"); err != nil {
 			return nil, creds, err
@@ -391,19 +431,33 @@ func (s *Service) mailbox(ctx context.Context, t *mailpush.Tenant, req mailpush.
 	} else if req.EWSURL != "" {
 		return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.ewsUrl is only for source ews")
 	}
+	if req.UserToken != "" && req.Source != mailpush.SourceGraph {
+		return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.userToken is only for source graph")
+	}
+	if req.Source == mailpush.SourceGraph {
+		// mailpush subscribes as the tenant's Entra ID app: the user proves
+		// the mailbox with their own Entra ID token, never a password.
+		if req.SealedCredentials != "" {
+			return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.sealedCredentials is not for source graph: send mailbox.userToken")
+		}
+		if len(req.UserToken) > 16<<10 {
+			return nil, creds, mailpush.Errorf(mailpush.EInvalid, "mailbox.userToken is longer than 16 KiB")
+		}
+		creds.AccessToken = req.UserToken
+	}
 	if req.SealedCredentials != "" {
 		if creds, err = s.Keys.OpenCredentials(req.SealedCredentials); err != nil {
 			return nil, creds, err
 		}
 	}
 	switch {
-	case req.Source == mailpush.SourceDovecot || creds.Empty() && s.ServiceMode != nil && s.ServiceMode(t, req.Source):
+	case req.Source == mailpush.SourceDovecot || req.Source == mailpush.SourceGraph || creds.Empty() && s.ServiceMode != nil && s.ServiceMode(t, req.Source):
 		mb.Mode = mailpush.ModeService
 		if err := s.checkService(ctx, t, req.Scope, mb, creds); err != nil {
 			return nil, creds, err
 		}
-		if req.Source == mailpush.SourceDovecot {
-			// The user's password was a proof only: forgotten now.
+		if req.Source == mailpush.SourceDovecot || req.Source == mailpush.SourceGraph {
+			// The user's password or token was a proof only: forgotten now.
 			creds = mailpush.Credentials{}
 		}
 	case !creds.Empty():
@@ -414,6 +468,7 @@ func (s *Service) mailbox(ctx context.Context, t *mailpush.Tenant, req mailpush.
 			return nil, creds, deviceSubscribedOff(t)
 		}
 	}
+	mb.AddressHash = s.mailboxKey(t.ID, addr, mb.Mode, req.Device.Token)
 	if req.Source == mailpush.SourceEWS && mb.ServerURL == "" {
 		if s.Autodiscover == nil {
 			return nil, creds, mailpush.Errorf(mailpush.EUnsupported, "mailbox.ewsUrl is required: autodiscover is off on this server")
@@ -429,6 +484,44 @@ func (s *Service) mailbox(ctx context.Context, t *mailpush.Tenant, req mailpush.
 		}
 	}
 	return mb, creds, nil
+}
+
+// mailboxKey is the keyed hash that names a registration's stored
+// mailbox. A device-subscribed registration gets a mailbox of its own, keyed
+// by its address and its device: it proves only that someone could POST to
+// its callback URL, so the subscription it binds, the watermark, badge and
+// events its notifications report, and the pushes they cause, must reach no
+// other registration, and no other registration's may reach it.
+func (s *Service) mailboxKey(tenantID, address string, mode mailpush.Mode, deviceToken string) []byte {
+	if mode == mailpush.ModeDeviceSubscribed {
+		return s.Keys.HashAddress(tenantID, address+"\x00device-subscribed\x00"+deviceToken)
+	}
+	return s.Keys.HashAddress(tenantID, address)
+}
+
+// dropDeviceSubscribed removes the device's device-subscribed registration
+// for the address once the device proved itself in a stronger mode: it
+// would otherwise get each mail twice.
+func (s *Service) dropDeviceSubscribed(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mailbox, dev mailpush.Device) error {
+	own, err := s.Store.MailboxByAddress(ctx, t.ID, s.mailboxKey(t.ID, mb.Address, mailpush.ModeDeviceSubscribed, dev.Token), mb.Source)
+	if mailpush.ErrorCode(err) == mailpush.ENotFound {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	regs, err := s.Store.ActiveRegistrations(ctx, own.ID)
+	if err != nil {
+		return err
+	}
+	for _, r := range regs {
+		if r.Device.Token == dev.Token {
+			if err := s.Store.DeleteRegistration(ctx, t.ID, r.ID); err != nil && mailpush.ErrorCode(err) != mailpush.ENotFound {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func deviceSubscribedOff(t *mailpush.Tenant) error {

@@ -9,10 +9,16 @@
 // 0700), created on first start. Each HPKE and callback key has an ID; the
 // first of each list is current and new values are sealed with it, while older
 // keys keep opening what they sealed, so a rotation (Rotate) never breaks a
-// live subscription. The hash secret is never rotated: the stored address
-// hashes depend on it.
+// live subscription. A rotation makes an HPKE key and a callback key with one
+// ID. Retire deletes an old key's material (both kinds with that ID): what
+// was sealed with it can no longer be opened, and opening it fails with an
+// error that wraps mailpush.ErrRetiredKey, so that a callback URL sealed with
+// it is answered Unsubscribe instead of being mistaken for a forgery. The
+// current key cannot be retired. Reload picks up what `mailpush keys rotate`
+// or `keys retire` wrote while a server runs. The hash secret is never
+// rotated: the stored address hashes depend on it.
 //
-// Formats (stable, documented in API.md):
+// Formats (stable; the README and docs/openapi.yaml describe them):
 //
 //	sealed credentials: "<keyId>.<base64url(enc || ciphertext)>", HPKE base mode,
 //	                    DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-128-GCM,
@@ -37,6 +43,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -73,9 +80,17 @@ type storedKey struct {
 }
 
 type keyringJSON struct {
-	HPKE     []storedKey `json:"hpke"`
-	Callback []storedKey `json:"callback"`
-	Secret   []byte      `json:"secret"`
+	HPKE     []storedKey  `json:"hpke"`
+	Callback []storedKey  `json:"callback"`
+	Secret   []byte       `json:"secret"`
+	Retired  []retiredKey `json:"retired,omitempty"`
+}
+
+// retiredKey remembers a retired key's ID (never its material), so that what
+// it sealed is recognised and refused as such.
+type retiredKey struct {
+	ID      string    `json:"id"`
+	Retired time.Time `json:"retired"`
 }
 
 type hpkeKey struct {
@@ -94,6 +109,7 @@ type Keyring struct {
 	dir string
 
 	mu       sync.RWMutex
+	loaded   []byte // the file as last read or written, for Reload
 	stored   keyringJSON
 	hpke     []hpkeKey // [0] is current
 	callback []aeadKey // [0] is current
@@ -115,9 +131,9 @@ func Open(dir string, now time.Time) (*Keyring, error) {
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		kj = keyringJSON{Secret: randomBytes(32)}
-		kj.HPKE = []storedKey{newX25519Key(now)}
-		kj.Callback = []storedKey{{ID: newKeyID(), Created: now, Key: randomBytes(32)}}
-		if err := writeKeyring(path, &kj); err != nil {
+		hk, ck := newKeyPair(now)
+		kj.HPKE, kj.Callback = []storedKey{hk}, []storedKey{ck}
+		if data, err = writeKeyring(path, &kj); err != nil {
 			return nil, err
 		}
 	case err != nil:
@@ -131,13 +147,37 @@ func Open(dir string, now time.Time) (*Keyring, error) {
 		}
 	}
 	k := &Keyring{dir: dir}
-	if err := k.load(kj); err != nil {
+	if err := k.load(kj, data); err != nil {
 		return nil, fmt.Errorf("seal: %s: %w", path, err)
 	}
 	return k, nil
 }
 
-func (k *Keyring) load(kj keyringJSON) error {
+// Reload reads keyring.json again when another process (`mailpush keys
+// rotate` or `keys retire`) changed it, and reports whether it did.
+func (k *Keyring) Reload() (bool, error) {
+	path := filepath.Join(k.dir, keyringFile)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false, fmt.Errorf("seal: read keyring: %w", err)
+	}
+	k.mu.RLock()
+	same := string(data) == string(k.loaded)
+	k.mu.RUnlock()
+	if same {
+		return false, nil
+	}
+	var kj keyringJSON
+	if err := json.Unmarshal(data, &kj); err != nil {
+		return false, fmt.Errorf("seal: parse %s: %w", path, err)
+	}
+	if err := k.load(kj, data); err != nil {
+		return false, fmt.Errorf("seal: %s: %w", path, err)
+	}
+	return true, nil
+}
+
+func (k *Keyring) load(kj keyringJSON, data []byte) error {
 	if len(kj.Secret) != 32 || len(kj.HPKE) == 0 || len(kj.Callback) == 0 {
 		return errors.New("keyring is incomplete: it needs a 32-byte secret, an hpke key and a callback key")
 	}
@@ -167,25 +207,110 @@ func (k *Keyring) load(kj keyringJSON) error {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.stored, k.hpke, k.callback = kj, hk, ck
+	k.stored, k.hpke, k.callback, k.loaded = kj, hk, ck, data
 	k.hashKey = derive(kj.Secret, "mailpush address hash v1")
 	k.tokenKey = derive(kj.Secret, "mailpush token hash v1")
 	k.fieldKey = fieldKey
 	return nil
 }
 
-// Rotate makes a new HPKE key and a new callback key current. Older keys stay
-// to open what was sealed with them.
+// Rotate makes a new HPKE key and a new callback key current, with one ID.
+// Older keys stay to open what was sealed with them, until retired.
 func (k *Keyring) Rotate(now time.Time) error {
 	k.mu.RLock()
 	kj := k.stored
 	k.mu.RUnlock()
-	kj.HPKE = append([]storedKey{newX25519Key(now)}, kj.HPKE...)
-	kj.Callback = append([]storedKey{{ID: newKeyID(), Created: now, Key: randomBytes(32)}}, kj.Callback...)
-	if err := writeKeyring(filepath.Join(k.dir, keyringFile), &kj); err != nil {
+	hk, ck := newKeyPair(now)
+	kj.HPKE = append([]storedKey{hk}, kj.HPKE...)
+	kj.Callback = append([]storedKey{ck}, kj.Callback...)
+	return k.save(kj)
+}
+
+// Retire deletes the keys with ID id (the HPKE key, the callback key, or
+// both when one rotation made them): credentials and callback tokens sealed
+// with them can no longer be opened, and are refused with ErrRetiredKey.
+// The current keys cannot be retired: rotate first.
+func (k *Keyring) Retire(id string, now time.Time) error {
+	k.mu.RLock()
+	kj := k.stored
+	k.mu.RUnlock()
+	if kj.HPKE[0].ID == id || kj.Callback[0].ID == id {
+		return mailpush.Errorf(mailpush.EConflict, "key %s is current: run mailpush keys rotate first, then retire it", id)
+	}
+	if slices.ContainsFunc(kj.Retired, func(r retiredKey) bool { return r.ID == id }) {
+		return mailpush.Errorf(mailpush.EConflict, "key %s is already retired", id)
+	}
+	other := func(s storedKey) bool { return s.ID != id }
+	hpkeKeys, callbackKeys := filter(kj.HPKE, other), filter(kj.Callback, other)
+	if len(hpkeKeys) == len(kj.HPKE) && len(callbackKeys) == len(kj.Callback) {
+		return mailpush.Errorf(mailpush.ENotFound, "no key %s in the keyring (mailpush keys list shows them)", id)
+	}
+	kj.HPKE, kj.Callback = hpkeKeys, callbackKeys
+	kj.Retired = append(slices.Clone(kj.Retired), retiredKey{ID: id, Retired: now})
+	return k.save(kj)
+}
+
+func filter(keys []storedKey, keep func(storedKey) bool) []storedKey {
+	var out []storedKey
+	for _, s := range keys {
+		if keep(s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// save writes kj and makes it the keyring in use.
+func (k *Keyring) save(kj keyringJSON) error {
+	data, err := writeKeyring(filepath.Join(k.dir, keyringFile), &kj)
+	if err != nil {
 		return err
 	}
-	return k.load(kj)
+	return k.load(kj, data)
+}
+
+// KeyInfo describes one key of the keyring, never its material.
+type KeyInfo struct {
+	ID      string
+	Kind    string // "credentials" (HPKE) or "callback"
+	Created time.Time
+	Current bool
+	Retired time.Time // zero unless retired (then the key material is gone)
+}
+
+// Keys lists the keyring's keys, current first, then the retired IDs.
+func (k *Keyring) Keys() []KeyInfo {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	var out []KeyInfo
+	for kind, list := range map[string][]storedKey{"credentials": k.stored.HPKE, "callback": k.stored.Callback} {
+		for i, s := range list {
+			out = append(out, KeyInfo{ID: s.ID, Kind: kind, Created: s.Created, Current: i == 0})
+		}
+	}
+	slices.SortStableFunc(out, func(a, b KeyInfo) int {
+		if a.Current != b.Current {
+			if a.Current {
+				return -1
+			}
+			return 1
+		}
+		if c := b.Created.Compare(a.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Kind, b.Kind)
+	})
+	for _, r := range k.stored.Retired {
+		out = append(out, KeyInfo{ID: r.ID, Retired: r.Retired})
+	}
+	return out
+}
+
+// retired reports whether id names a retired key.
+func (k *Keyring) retired(id string) bool {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return slices.ContainsFunc(k.stored.Retired, func(r retiredKey) bool { return r.ID == id })
 }
 
 // PublicKey returns the current credential-sealing key: its ID and the raw
@@ -208,6 +333,9 @@ func (k *Keyring) OpenCredentials(sealed string) (mailpush.Credentials, error) {
 		return c, err
 	}
 	key, ok := k.hpkeKey(kid)
+	if !ok && k.retired(kid) {
+		return c, mailpush.WrapError(mailpush.EBadSealed, fmt.Sprintf("sealed credentials name key %q, which is retired: fetch GET /api/v1/key and seal again", kid), mailpush.ErrRetiredKey)
+	}
 	if !ok {
 		return c, mailpush.Errorf(mailpush.EBadSealed, "sealed credentials name key %q, which this service does not have: fetch GET /api/v1/key and seal again", kid)
 	}
@@ -280,6 +408,9 @@ func (k *Keyring) OpenCallback(s string) (mailpush.CallbackToken, error) {
 		return tok, mailpush.Errorf(mailpush.EUnauthorized, "%s", mailpush.ErrorMessage(err))
 	}
 	key, ok := k.callbackKey(kid)
+	if !ok && k.retired(kid) {
+		return tok, mailpush.WrapError(mailpush.EUnauthorized, fmt.Sprintf("callback token was sealed with retired key %q", kid), mailpush.ErrRetiredKey)
+	}
 	if !ok {
 		return tok, mailpush.Errorf(mailpush.EUnauthorized, "callback token names unknown key %q", kid)
 	}
@@ -295,6 +426,7 @@ func (k *Keyring) OpenCallback(s string) (mailpush.CallbackToken, error) {
 	if err := json.Unmarshal(plain, &tok); err != nil || tok.MailboxID == "" || tok.TenantID == "" {
 		return mailpush.CallbackToken{}, mailpush.Errorf(mailpush.EUnauthorized, "callback token content is invalid")
 	}
+	tok.KeyID = kid
 	return tok, nil
 }
 
@@ -402,27 +534,31 @@ func splitSealed(s, what string) (kid string, blob []byte, err error) {
 	return kid, blob, nil
 }
 
-func writeKeyring(path string, kj *keyringJSON) error {
+// writeKeyring writes kj atomically and returns what it wrote.
+func writeKeyring(path string, kj *keyringJSON) ([]byte, error) {
 	data, err := json.MarshalIndent(kj, "", "  ")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return fmt.Errorf("seal: write keyring: %w", err)
+		return nil, fmt.Errorf("seal: write keyring: %w", err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("seal: write keyring: %w", err)
+		return nil, fmt.Errorf("seal: write keyring: %w", err)
 	}
-	return nil
+	return data, nil
 }
 
-func newX25519Key(now time.Time) storedKey {
+// newKeyPair makes an HPKE key and a callback key with one ID: one
+// rotation, retired together.
+func newKeyPair(now time.Time) (hpkeKey, callbackKey storedKey) {
 	priv, err := ecdh.X25519().GenerateKey(rand.Reader)
 	if err != nil {
 		panic(err) // crypto/rand never fails on supported platforms
 	}
-	return storedKey{ID: newKeyID(), Created: now, Key: priv.Bytes()}
+	id := newKeyID()
+	return storedKey{ID: id, Created: now, Key: priv.Bytes()}, storedKey{ID: id, Created: now, Key: randomBytes(32)}
 }
 
 func newKeyID() string { return hex.EncodeToString(randomBytes(4)) }

@@ -193,7 +193,15 @@ func parsePEM(file []byte) ([]*x509.Certificate, error) {
 		}
 		switch b.Type {
 		case "CERTIFICATE", "X509 CERTIFICATE", "TRUSTED CERTIFICATE":
-			c, err := x509.ParseCertificate(b.Bytes)
+			der := b.Bytes
+			if b.Type == "TRUSTED CERTIFICATE" {
+				// OpenSSL's trusted form: the certificate, then its trust settings.
+				var first asn1.RawValue
+				if _, err := asn1.Unmarshal(der, &first); err == nil {
+					der = first.FullBytes
+				}
+			}
+			c, err := x509.ParseCertificate(der)
 			if err != nil {
 				return nil, mailpush.WrapError(mailpush.EInvalid, fmt.Sprintf("PEM block %d (%s) is not a valid certificate", n, b.Type), err)
 			}

@@ -92,6 +92,13 @@ func TestClassify(t *testing.T) {
 	if err != nil || got[0].Class != mailpush.SMIMEClassCA {
 		t.Errorf("root: %+v %v", got, err)
 	}
+	// OpenSSL's TRUSTED CERTIFICATE form (certificate plus trust settings).
+	if _, err := exec.LookPath("openssl"); err == nil {
+		trusted := openssl(t, smimetest.PEM(ca.Cert), "x509", "-trustout", "-addtrust", "emailProtection")
+		if got, err := smime.Classify([]byte(trusted), ""); err != nil || len(got) != 1 || got[0].Class != mailpush.SMIMEClassCA {
+			t.Errorf("TRUSTED CERTIFICATE: %+v %v", got, err)
+		}
+	}
 }
 
 // TestClassifyAgreesWithOpenSSL: on the same certificates, our class

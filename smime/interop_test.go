@@ -121,4 +121,41 @@ func TestOpenSSLInterop(t *testing.T) {
 			t.Errorf("a tampered message verified")
 		}
 	})
+	// An EC certificate that mailpush returns (keyAgreement) is one that
+	// openssl encrypts to by ECDH (RFC 5753) and decrypts with its key;
+	// github.com/smallstep/pkcs7 does RSA key transport only, so Go's part
+	// for EC recipients is signing.
+	t.Run("EC: openssl encrypts and decrypts, go signs", func(t *testing.T) {
+		res, err := w.svc.LookupCertificates(context.Background(), w.tenant, []string{"eve@example.com"})
+		if err != nil || res.Verdict != mailpush.SMIMEVerdictEncryptAll {
+			t.Fatalf("lookup: %+v %v", res, err)
+		}
+		ec, _ := x509.ParseCertificate(res.Recipients[0].Certificates[0].DER)
+		ecCert := write("eve.pem", smimetest.PEM(ec))
+		ecKey := write("eve.key", smimetest.KeyPEM(t, w.certs["eve"].Key))
+		in := write("msg3.txt", msg)
+		enc := filepath.Join(dir, "eve.p7m")
+		openssl(t, nil, "cms", "-encrypt", "-aes256", "-binary", "-outform", "DER", "-in", in, "-out", enc, ecCert)
+		dec := filepath.Join(dir, "eve.txt")
+		openssl(t, nil, "cms", "-decrypt", "-binary", "-inform", "DER", "-in", enc, "-recip", ecCert, "-inkey", ecKey, "-out", dec)
+		if got, _ := os.ReadFile(dec); !bytes.Equal(got, msg) {
+			t.Errorf("openssl decrypted %q", got)
+		}
+		sd, err := pkcs7.NewSignedData(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sd.SetDigestAlgorithm(pkcs7.OIDDigestAlgorithmSHA256)
+		if err := sd.AddSignerChain(ec, w.certs["eve"].Key, []*x509.Certificate{w.inter.Cert}, pkcs7.SignerInfoConfig{}); err != nil {
+			t.Fatal(err)
+		}
+		der, err := sd.Finish()
+		if err != nil {
+			t.Fatal(err)
+		}
+		status := openssl(t, nil, "cms", "-verify", "-inform", "DER", "-in", write("eve-signed.p7m", der), "-CAfile", rootFile, "-binary", "-out", filepath.Join(dir, "eve-verified.txt"))
+		if !bytes.Contains([]byte(status), []byte("Verification successful")) {
+			t.Errorf("openssl: %s", status)
+		}
+	})
 }

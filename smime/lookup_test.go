@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -91,6 +92,7 @@ func newWorld(t testing.TB) *world {
 	root := smimetest.NewRoot(t, "Acme Root")
 	inter := root.Intermediate(t, "Acme Mail CA")
 	other := smimetest.NewRoot(t, "Evil Root")
+	shortCA := root.IntermediateUntil(t, "Acme Short CA", time.Now().Add(48*time.Hour))
 	now := time.Now()
 	w := &world{root: root, inter: inter, certs: map[string]smimetest.Issued{}, crlHits: new(atomic.Int64), crlFail: new(atomic.Bool), elsewhere: new(atomic.Int64)}
 	attacker := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) { w.elsewhere.Add(1) }))
@@ -132,6 +134,9 @@ func newWorld(t testing.TB) *world {
 			issue("renew-dead", inter, smimetest.Leaf{Emails: []string{"renew@example.com"}, NotBefore: now.Add(-800 * 24 * time.Hour), NotAfter: now.Add(-400 * 24 * time.Hour)}),
 			inter.Cert}},
 		{uid: "nocert", mail: "nocert@example.com"},
+		// Its intermediate expires in two days, the certificate in a year.
+		{uid: "shortca", mail: "shortca@example.com", certs: []*x509.Certificate{
+			issue("shortca", shortCA, smimetest.Leaf{Emails: []string{"shortca@example.com"}}), shortCA.Cert}},
 	}
 	w.slapd = slapdtest.Start(t, ldif(t, users), slapdtest.Options{Anonymous: true})
 
@@ -349,5 +354,107 @@ func TestCRLUnavailable(t *testing.T) {
 	}
 	if n := w.elsewhere.Load(); n != 0 {
 		t.Errorf("the certificate's own CRL distribution point was fetched %d times", n)
+	}
+}
+
+// TestCachedChainExpires: a chain verified once is reused only while every
+// certificate in it is valid: once the intermediate expires, the
+// certificate is untrusted although it is itself still valid.
+func TestCachedChainExpires(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	for range 2 {
+		res, _ := w.svc.LookupCertificates(ctx, w.tenant, []string{"shortca@example.com"})
+		if res.Verdict != mailpush.SMIMEVerdictEncryptAll {
+			t.Fatalf("before the intermediate expires: %+v", res.Recipients[0])
+		}
+	}
+	w.clock.Advance(72 * time.Hour)
+	res, _ := w.svc.LookupCertificates(ctx, w.tenant, []string{"shortca@example.com"})
+	if r := res.Recipients[0]; r.Reason != mailpush.SMIMEUntrustedChain {
+		t.Errorf("after the intermediate expired: %q %q, want untrusted_chain", r.Reason, r.Detail)
+	}
+}
+
+// TestDirectorySlow: a directory that accepts connections and never
+// answers costs a lookup no more than the lookup's timeout (here shorter
+// than the directory's, with more recipients than lookups run at once),
+// then directory_unavailable for every recipient.
+func TestDirectorySlow(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		<-done
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	root := smimetest.NewRoot(t, "Slow Root")
+	rootsFile := filepath.Join(t.TempDir(), "roots.pem")
+	os.WriteFile(rootsFile, smimetest.PEM(root.Cert), 0o600)
+	log := slog.New(slog.DiscardHandler)
+	clock := clocktest.New(time.Now())
+	d, err := directory.New(directory.Config{URL: "ldap://" + l.Addr().String(), BaseDN: slapdtest.BaseDN,
+		Attributes: []string{"userCertificate;binary", "userSMIMECertificate"}, Timeout: time.Hour, DialTimeout: time.Hour}, log, clock) // without the lookup timeout: a hang
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	svc, err := smime.New(smime.Options{Logger: log, Clock: clock}, map[string]smime.Tenant{"acme": {Directory: d,
+		Config: smime.Config{RootsFile: rootsFile, Timeout: 300 * time.Millisecond}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var many []string
+	for i := range 20 {
+		many = append(many, fmt.Sprintf("u%d@example.com", i))
+	}
+	res, err := svc.LookupCertificates(context.Background(), &mailpush.Tenant{ID: "t", Name: "acme"}, many)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res.Recipients {
+		if r.Reason != mailpush.SMIMEDirectoryUnavailable {
+			t.Errorf("%s: %q", r.Address, r.Reason)
+		}
+	}
+	if res.Verdict != mailpush.SMIMEVerdictCannotEncrypt || len(res.Blocking) != 20 {
+		t.Errorf("%+v", res)
+	}
+}
+
+// TestNoExistenceOracle: the app token ships inside the app, so anyone may
+// ask. An address with no entry, with an entry but no certificate, or
+// shared by two entries gets the very same answer: the lookup does not
+// tell which addresses exist in the directory.
+func TestNoExistenceOracle(t *testing.T) {
+	w := newWorld(t)
+	var answers []mailpush.SMIMERecipient
+	for _, a := range []string{"nocert@example.com", "nobody@example.com"} {
+		res, err := w.svc.LookupCertificates(context.Background(), w.tenant, []string{a})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := res.Recipients[0]
+		r.Address = ""
+		answers = append(answers, r)
+	}
+	if fmt.Sprint(answers[0]) != fmt.Sprint(answers[1]) {
+		t.Errorf("an existing entry without certificate answers %+v, a missing one %+v", answers[0], answers[1])
 	}
 }

@@ -40,9 +40,30 @@
 // renewed certificate wins over the one it replaces. When none passes, the
 // reason is that of the certificate that got furthest through the checks
 // (the newest among equals). A directory that does not answer within its
-// timeout gives directory_unavailable. The verdict is encrypt_all when
+// timeout gives directory_unavailable; the whole lookup is bounded by
+// Config.Timeout, however many recipients. No entry, several entries and an
+// entry without certificates all answer no_certificate with the same
+// sentence: the app token ships inside the app, and the lookup must not
+// tell anyone which addresses exist in the directory. Verified chains are
+// cached per certificate until the earliest NotAfter in the chain (the
+// signature checks are most of a lookup's CPU). The verdict is encrypt_all when
 // every recipient has a certificate, else cannot_encrypt with the blocking
 // recipients.
+//
+// # Classification
+//
+// Classify (POST /api/v1/smime/classify, mailpush smime classify) reads
+// PEM (CERTIFICATE, TRUSTED CERTIFICATE, PKCS7), DER certificates, PKCS#7
+// certs-only bundles and PKCS#12 files, and names each certificate
+// signing_only, encryption_only, both, neither (extended key usage without
+// emailProtection) or ca, by the rules of checks 1 and 2 above. This agrees
+// with `openssl x509 -purpose` (S/MIME signing, S/MIME encryption) except
+// where OpenSSL looks for keyEncipherment on an EC key, which cannot do key
+// transport: there the keyAgreement bit decides (RFC 8550 4.4.2), and
+// Ed25519 keys never encrypt. A PKCS#12 asking for more than
+// MaxPKCS12Iterations key-derivation iterations is refused unopened (the
+// count is the file maker's choice, and go-pkcs12 would run any), and the
+// service runs at most two classifications at once.
 //
 // # Privacy
 //
@@ -55,7 +76,8 @@
 // PKCS#7 certificate bundles are read with github.com/smallstep/pkcs7, the
 // maintained fork of mozilla/pkcs7 (archived) that step-ca uses, and the
 // one the tests use to encrypt and sign CMS messages that openssl cms
-// opens and verifies; PKCS#12 with software.sslmate.com/src/go-pkcs12,
+// opens and verifies (its encryption choices are package variables, so
+// mailpush itself only parses with it); PKCS#12 with software.sslmate.com/src/go-pkcs12,
 // which the module already used for APNs certificates.
 package smime
 
@@ -96,6 +118,10 @@ type Config struct {
 	CertificateAttributes []string `yaml:"certificateAttributes"`
 	// MaxRecipients caps a lookup's recipient list; default 100.
 	MaxRecipients int `yaml:"maxRecipients"`
+	// Timeout bounds a whole lookup, however many recipients and however
+	// slow the directory: recipients not answered by then are
+	// directory_unavailable. Default 10s.
+	Timeout time.Duration `yaml:"timeout"`
 	// CRLs are the URLs (http or https) of the CRLs to check revocation
 	// against; the only URLs mailpush fetches for S/MIME.
 	CRLs       []string      `yaml:"crls"`
@@ -120,6 +146,9 @@ func (c Config) Defaults() Config {
 	if c.CRLRefresh == 0 {
 		c.CRLRefresh = time.Hour
 	}
+	if c.Timeout == 0 {
+		c.Timeout = 10 * time.Second
+	}
 	if c.CRLTimeout == 0 {
 		c.CRLTimeout = 5 * time.Second
 	}
@@ -138,6 +167,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("crlRefresh: %v is too short: at least 1m", c.CRLRefresh)
 	case c.CRLTimeout <= 0:
 		return errors.New("crlTimeout: must be positive")
+	case c.Timeout <= 0:
+		return errors.New("timeout: must be positive")
 	}
 	for _, u := range c.CRLs {
 		p, err := url.Parse(u)
@@ -182,6 +213,52 @@ type tenant struct {
 	roots         *x509.CertPool
 	intermediates []*x509.Certificate
 	crls          *crlSet
+	chains        chainCache
+}
+
+// chainCache keeps the chains verified per certificate (by SHA-256): a
+// chain that verified stays valid while now is within the validity of all
+// its certificates (the roots are fixed for the process), and ECDSA/RSA
+// verification is most of a lookup's CPU. Bounded: when full it is
+// emptied.
+type chainCache struct {
+	mu sync.Mutex
+	m  map[[32]byte]verifiedChain
+}
+
+type verifiedChain struct {
+	chain       []*x509.Certificate
+	from, until time.Time
+}
+
+const maxChainCache = 10000
+
+func (c *chainCache) get(sum [32]byte, now time.Time) ([]*x509.Certificate, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.m[sum]
+	if !ok || now.Before(v.from) || !now.Before(v.until) {
+		return nil, false
+	}
+	return v.chain, true
+}
+
+func (c *chainCache) put(sum [32]byte, chain []*x509.Certificate) {
+	v := verifiedChain{chain: chain, until: chain[0].NotAfter, from: chain[0].NotBefore}
+	for _, ct := range chain[1:] {
+		if ct.NotBefore.After(v.from) {
+			v.from = ct.NotBefore
+		}
+		if ct.NotAfter.Before(v.until) {
+			v.until = ct.NotAfter
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxChainCache {
+		c.m = make(map[[32]byte]verifiedChain)
+	}
+	c.m[sum] = v
 }
 
 var _ mailpush.SMIME = (*Service)(nil)
@@ -283,6 +360,8 @@ func (s *Service) LookupCertificates(ctx context.Context, t *mailpush.Tenant, re
 	if err != nil {
 		return mailpush.SMIMELookup{}, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, tn.cfg.Timeout)
+	defer cancel()
 	res := mailpush.SMIMELookup{Recipients: make([]mailpush.SMIMERecipient, len(addrs)), Verdict: mailpush.SMIMEVerdictEncryptAll}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, lookupWorkers)
@@ -318,17 +397,15 @@ func (s *Service) hash(tenantID, addr string) string {
 // recipient finds and checks one recipient's certificates.
 func (s *Service) recipient(ctx context.Context, tn *tenant, addr string) mailpush.SMIMERecipient {
 	r := mailpush.SMIMERecipient{Address: addr}
+	// No entry, several entries, an entry without certificates: one answer,
+	// so that the app token (which anyone may hold) does not tell which
+	// addresses exist in the directory.
+	const noCert = "the directory has no certificate for the address"
 	e, err := tn.dir.Lookup(ctx, addr)
 	switch mailpush.ErrorCode(err) {
 	case "":
-	case mailpush.ENotFound:
-		r.Reason, r.Detail = mailpush.SMIMENoCertificate, "the directory has no entry for the address"
-		return r
-	case mailpush.EConflict:
-		r.Reason, r.Detail = mailpush.SMIMENoCertificate, "several directory entries have the address; none is picked"
-		return r
-	case mailpush.EInvalid:
-		r.Reason, r.Detail = mailpush.SMIMENoCertificate, "the address cannot be looked up: "+mailpush.ErrorMessage(err)
+	case mailpush.ENotFound, mailpush.EConflict, mailpush.EInvalid:
+		r.Reason, r.Detail = mailpush.SMIMENoCertificate, noCert
 		return r
 	default:
 		r.Reason, r.Detail = mailpush.SMIMEDirectoryUnavailable, "the directory did not answer; try again later"
@@ -347,7 +424,7 @@ func (s *Service) recipient(ctx context.Context, tn *tenant, addr string) mailpu
 		}
 	}
 	if len(leaves) == 0 {
-		r.Reason, r.Detail = mailpush.SMIMENoCertificate, "the directory entry has no certificate"
+		r.Reason, r.Detail = mailpush.SMIMENoCertificate, noCert
 		return r
 	}
 	inter := x509.NewCertPool()
@@ -371,7 +448,7 @@ func (s *Service) recipient(ctx context.Context, tn *tenant, addr string) mailpu
 			continue
 		}
 		seen[sum] = true
-		stage, reason, detail := tn.check(ctx, c, addr, inter, now)
+		stage, reason, detail := tn.check(ctx, c, sum, addr, inter, now)
 		if reason == "" {
 			r.Certificates = append(r.Certificates, mailpush.SMIMECertificate{
 				DER: c.Raw, SHA256: hex.EncodeToString(sum[:]), Subject: c.Subject.String(), NotBefore: c.NotBefore, NotAfter: c.NotAfter,
@@ -402,7 +479,7 @@ func certsOf(v []byte) []*x509.Certificate {
 
 // check runs the checks of the package doc on c; it returns how many it
 // passed and, when one failed, the reason and a sentence.
-func (tn *tenant) check(ctx context.Context, c *x509.Certificate, addr string, inter *x509.CertPool, now time.Time) (int, string, string) {
+func (tn *tenant) check(ctx context.Context, c *x509.Certificate, sum [32]byte, addr string, inter *x509.CertPool, now time.Time) (int, string, string) {
 	u := usageOf(c)
 	if !u.email {
 		return 0, mailpush.SMIMENoCertificate, "the certificate's extended key usage does not include emailProtection"
@@ -419,17 +496,22 @@ func (tn *tenant) check(ctx context.Context, c *x509.Certificate, addr string, i
 	if now.After(c.NotAfter) {
 		return 3, mailpush.SMIMEExpired, "the certificate expired on " + c.NotAfter.UTC().Format(time.RFC3339)
 	}
-	chains, err := c.Verify(x509.VerifyOptions{
-		Roots: tn.roots, Intermediates: inter, CurrentTime: now,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection},
-	})
-	if err != nil {
-		return 4, mailpush.SMIMEUntrustedChain, "the certificate does not chain to the tenant's trusted roots"
+	chain, ok := tn.chains.get(sum, now)
+	if !ok {
+		chains, err := c.Verify(x509.VerifyOptions{
+			Roots: tn.roots, Intermediates: inter, CurrentTime: now,
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection},
+		})
+		if err != nil {
+			return 4, mailpush.SMIMEUntrustedChain, "the certificate does not chain to the tenant's trusted roots"
+		}
+		chain = chains[0]
+		tn.chains.put(sum, chain)
 	}
 	if len(tn.cfg.CRLs) == 0 {
 		return 6, "", ""
 	}
-	revoked, err := tn.crls.revoked(ctx, chains[0])
+	revoked, err := tn.crls.revoked(ctx, chain)
 	if err != nil {
 		return 5, mailpush.SMIMEUntrustedChain, "the certificate's revocation status is unknown: a configured CRL cannot be had"
 	}

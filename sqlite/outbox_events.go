@@ -27,22 +27,28 @@ const (
 		ORDER BY o.id LIMIT ?`
 	qEventLease  = `UPDATE outbox_events SET due_at = ?, attempts = attempts + 1 WHERE id IN (SELECT value FROM json_each(?))`
 	qEventDelete = `DELETE FROM outbox_events WHERE id IN (SELECT value FROM json_each(?))`
+	// qEventFanned raises the fanned-out sequence of the mailboxes of the
+	// events settled (before they are deleted): one write per event, none
+	// per device.
+	qEventFanned = `UPDATE mailboxes SET fanned_seq = s.seq
+		FROM (SELECT mailbox_id AS id, max(seq) AS seq FROM outbox_events WHERE id IN (SELECT value FROM json_each(?)) GROUP BY 1) AS s
+		WHERE mailboxes.id = s.id AND mailboxes.fanned_seq < s.seq`
 	// qEnqueueState stores a device push with its queue state (a retry, a
 	// push held behind its device's earlier one).
 	qEnqueueState = `INSERT INTO outbox (push_id, tenant_id, registration_id, mailbox_id, kind, badge, seq, collapse_id, content, attempts, due_at, last_error, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	qDeadInsert   = `INSERT INTO outbox_dead (push_id, tenant_id, registration_id, mailbox_id, kind, seq, attempts, reason, created_at, dead_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	// qRecipients reads the devices of a batch's mailboxes in one query;
 	// "held" is whether the registration has device pushes queued.
-	qRecipients = `SELECT r.id, r.tenant_id, r.mailbox_id, r.platform, r.environment, r.token_sealed, r.content_key, r.content, r.last_seq, r.updated_at,
+	qRecipients = `SELECT r.id, r.tenant_id, r.mailbox_id, r.platform, r.environment, r.token_sealed, r.content_key, r.content, max(r.last_seq, m.fanned_seq), r.updated_at,
 		CASE r.status WHEN 'active' THEN 0 ELSE r.left_active_at END,
 		EXISTS (SELECT 1 FROM outbox o WHERE o.registration_id = r.id)
-		FROM registrations r
+		FROM registrations r JOIN mailboxes m ON m.id = r.mailbox_id
 		WHERE r.mailbox_id IN (SELECT value FROM json_each(?))
 		AND (r.status = 'active' OR r.status = 'pending' AND r.left_active_at >= ?)
 		ORDER BY r.mailbox_id, r.created_at, r.id`
 )
 
-var eventStatements = []string{qEventNewer, qEventCoalesce, qEventInsert, qEventClaim, qEventLease, qEventDelete, qEnqueueState, qDeadInsert}
+var eventStatements = []string{qEventNewer, qEventCoalesce, qEventInsert, qEventClaim, qEventLease, qEventDelete, qEventFanned, qEnqueueState, qDeadInsert}
 
 // EnqueueEvents stores events in one transaction, coalescing those whose
 // pushes would all be badges (or all syncs) with the queued, unclaimed ones
@@ -170,7 +176,11 @@ func (s *Store) SettleEvents(ctx context.Context, st mailpush.EventSettlement, n
 func (s *Store) settleEventsTx(ctx context.Context, tx *sql.Tx, st mailpush.EventSettlement) error {
 	now := s.now()
 	if len(st.Events) > 0 {
-		if err := s.exec(ctx, tx, qEventDelete, idList(st.Events)); err != nil {
+		ids := idList(st.Events)
+		if err := s.exec(ctx, tx, qEventFanned, ids); err != nil {
+			return dbError("settle events", err)
+		}
+		if err := s.exec(ctx, tx, qEventDelete, ids); err != nil {
 			return dbError("settle events", err)
 		}
 	}

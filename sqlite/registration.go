@@ -12,11 +12,16 @@ import (
 
 const mailboxCols = `id, tenant_id, address_hash, source, mode, server_url, subscription_id, watermark, badge, seq, status, last_event_at, created_at, updated_at`
 
-const registrationCols = `id, tenant_id, mailbox_id, platform, environment, token_sealed, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash, subscription_id`
+const registrationCols = `id, tenant_id, mailbox_id, platform, environment, token_sealed, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash`
 
 // qActiveRegistrations is prepared once at Open: the pipeline runs it for
 // every event, and parsing it cost more than running it.
 const qActiveRegistrations = `SELECT ` + registrationCols + ` FROM registrations WHERE mailbox_id = ? AND status IN (?, ?) ORDER BY created_at, id`
+
+const (
+	qRegistrationByToken = `SELECT ` + registrationCols + ` FROM registrations WHERE mailbox_id = ? AND token_hash = ? AND status IN (?, ?)`
+	qMailboxAudience     = `SELECT count(*), coalesce(max(content IN (?4, ?5)), 0) FROM registrations WHERE mailbox_id = ?1 AND status IN (?2, ?3)`
+)
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -44,11 +49,9 @@ func (s *Store) scanRegistration(row scanner) (*mailpush.Registration, error) {
 	var platform, env, content, status string
 	var sealed []byte
 	var created, updated, expires int64
-	var sub sql.NullString
-	if err := row.Scan(&r.ID, &r.TenantID, &r.MailboxID, &platform, &env, &sealed, &r.Device.ContentKey, &content, &status, &created, &updated, &expires, &r.Device.ActiveSyncDeviceHash, &sub); err != nil {
+	if err := row.Scan(&r.ID, &r.TenantID, &r.MailboxID, &platform, &env, &sealed, &r.Device.ContentKey, &content, &status, &created, &updated, &expires, &r.Device.ActiveSyncDeviceHash); err != nil {
 		return nil, err
 	}
-	r.SubscriptionID = sub.String
 	tok, err := s.cipher.OpenField(sealed)
 	if err != nil {
 		return nil, fmt.Errorf("registration %s: %w", r.ID, err)
@@ -125,14 +128,14 @@ func (s *Store) registerTx(ctx context.Context, tx *sql.Tx, reg *mailpush.Regist
 		reg.CreatedAt = now
 		_, err = s.txStmt(ctx, tx, qInsertRegistration).ExecContext(ctx,
 			reg.ID, reg.TenantID, reg.MailboxID, string(reg.Device.Platform), string(reg.Device.Environment), sealed, tokenHash,
-			reg.Device.ContentKey, string(reg.Content), string(reg.Status), ms(reg.CreatedAt), ms(reg.UpdatedAt), ms(reg.ExpiresAt), reg.Device.ActiveSyncDeviceHash, nullString(reg.SubscriptionID))
+			reg.Device.ContentKey, string(reg.Content), string(reg.Status), ms(reg.CreatedAt), ms(reg.UpdatedAt), ms(reg.ExpiresAt), reg.Device.ActiveSyncDeviceHash)
 	case err != nil:
 		return nil, dbError("find registration", err)
 	default:
 		reg.ID, reg.CreatedAt = existingID, fromMS(existingCreated)
 		_, err = s.txStmt(ctx, tx, qUpdateRegistration).ExecContext(ctx,
 			string(reg.Device.Platform), string(reg.Device.Environment), sealed, reg.Device.ContentKey, string(reg.Content), string(reg.Status),
-			ms(reg.UpdatedAt), ms(reg.ExpiresAt), reg.Device.ActiveSyncDeviceHash, nullString(reg.SubscriptionID), reg.ID)
+			ms(reg.UpdatedAt), ms(reg.ExpiresAt), reg.Device.ActiveSyncDeviceHash, reg.ID)
 	}
 	if err != nil {
 		return nil, dbError("store registration", err)
@@ -145,8 +148,8 @@ const (
 	qFindMailbox        = `SELECT ` + mailboxCols + ` FROM mailboxes WHERE tenant_id = ? AND address_hash = ? AND source = ?`
 	qInsertMailbox      = `INSERT INTO mailboxes (` + mailboxCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	qFindRegistration   = `SELECT id, created_at FROM registrations WHERE mailbox_id = ? AND token_hash = ?`
-	qInsertRegistration = `INSERT INTO registrations (id, tenant_id, mailbox_id, platform, environment, token_sealed, token_hash, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash, subscription_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-	qUpdateRegistration = `UPDATE registrations SET platform = ?, environment = ?, token_sealed = ?, content_key = ?, content = ?, status = ?, updated_at = ?, expires_at = ?, activesync_device_hash = ?, subscription_id = ? WHERE id = ?`
+	qInsertRegistration = `INSERT INTO registrations (id, tenant_id, mailbox_id, platform, environment, token_sealed, token_hash, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	qUpdateRegistration = `UPDATE registrations SET platform = ?, environment = ?, token_sealed = ?, content_key = ?, content = ?, status = ?, updated_at = ?, expires_at = ?, activesync_device_hash = ? WHERE id = ?`
 )
 
 var registerStatements = []string{qFindMailbox, qInsertMailbox, qFindRegistration, qInsertRegistration, qUpdateRegistration}
@@ -169,42 +172,44 @@ func (s *Store) registration(ctx context.Context, q querier, tenantID, id string
 
 // UpdateRegistration applies fn to a registration in a transaction.
 func (s *Store) UpdateRegistration(ctx context.Context, tenantID, id string, fn func(*mailpush.Registration) error) (*mailpush.Registration, error) {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, dbError("update registration", err)
-	}
-	defer tx.Rollback()
-	r, err := s.registration(ctx, tx, tenantID, id)
-	if err != nil {
-		return nil, err
-	}
-	wasActive := r.Status == mailpush.StatusActive
-	if err := fn(r); err != nil {
-		return nil, err
-	}
-	r.ID, r.TenantID = id, tenantID // not changeable
-	r.UpdatedAt = s.clock.Now().UTC()
-	if wasActive && r.Status != mailpush.StatusActive {
-		// The pushes of events accepted until now were decided while it
-		// was active (see Recipients).
-		if _, err := tx.ExecContext(ctx, `UPDATE registrations SET left_active_at = ? WHERE id = ?`, ms(r.UpdatedAt), id); err != nil {
-			return nil, dbError("update registration", err)
+	// Concurrent updates (registrations becoming active) share a
+	// transaction.
+	var out *mailpush.Registration
+	err := s.grouped(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		r, err := s.registration(ctx, tx, tenantID, id)
+		if err != nil {
+			return err
 		}
-	}
-	sealed, err := s.cipher.SealField([]byte(r.Device.Token))
+		wasActive := r.Status == mailpush.StatusActive
+		if err := fn(r); err != nil {
+			return err
+		}
+		r.ID, r.TenantID = id, tenantID // not changeable
+		r.UpdatedAt = s.clock.Now().UTC()
+		sealed, err := s.cipher.SealField([]byte(r.Device.Token))
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE registrations SET platform = ?, environment = ?, token_sealed = ?, token_hash = ?, content_key = ?, content = ?, status = ?, updated_at = ?, expires_at = ?, activesync_device_hash = ? WHERE id = ?`,
+			string(r.Device.Platform), string(r.Device.Environment), sealed, s.cipher.HashField([]byte(r.Device.Token)), r.Device.ContentKey,
+			string(r.Content), string(r.Status), ms(r.UpdatedAt), ms(r.ExpiresAt), r.Device.ActiveSyncDeviceHash, id)
+		if err != nil {
+			return dbError("update registration", err)
+		}
+		if wasActive && r.Status != mailpush.StatusActive {
+			// The pushes of events accepted until now were decided while it
+			// was active (see Recipients).
+			if _, err := tx.ExecContext(ctx, `UPDATE registrations SET left_active_at = ? WHERE id = ?`, ms(r.UpdatedAt), id); err != nil {
+				return dbError("update registration", err)
+			}
+		}
+		out = r
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	_, err = tx.ExecContext(ctx, `UPDATE registrations SET platform = ?, environment = ?, token_sealed = ?, token_hash = ?, content_key = ?, content = ?, status = ?, updated_at = ?, expires_at = ?, activesync_device_hash = ?, subscription_id = ? WHERE id = ?`,
-		string(r.Device.Platform), string(r.Device.Environment), sealed, s.cipher.HashField([]byte(r.Device.Token)), r.Device.ContentKey,
-		string(r.Content), string(r.Status), ms(r.UpdatedAt), ms(r.ExpiresAt), r.Device.ActiveSyncDeviceHash, nullString(r.SubscriptionID), id)
-	if err != nil {
-		return nil, dbError("update registration", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, dbError("update registration", err)
-	}
-	return r, nil
+	return out, nil
 }
 
 // DeleteRegistration removes a registration. When it was the mailbox's last,
@@ -230,6 +235,45 @@ func (s *Store) DeleteRegistration(ctx context.Context, tenantID, id string) err
 		return dbError("delete registration", err)
 	}
 	return nil
+}
+
+// RegistrationByToken finds the mailbox's active or pending registration of
+// a push token through the (mailbox_id, token_hash) index.
+func (s *Store) RegistrationByToken(ctx context.Context, mailboxID, token string) (*mailpush.Registration, error) {
+	rows, err := s.read(ctx, qRegistrationByToken, mailboxID, s.cipher.HashField([]byte(token)), string(mailpush.StatusActive), string(mailpush.StatusPending))
+	if err != nil {
+		return nil, dbError("get registration", err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return nil, dbError("get registration", err)
+		}
+		return nil, notFound("registration")
+	}
+	r, err := s.scanRegistration(rows)
+	if err != nil {
+		return nil, dbError("get registration", err)
+	}
+	return r, nil
+}
+
+// MailboxAudience counts the mailbox's active and pending registrations and
+// whether one may show content, in one indexed read.
+func (s *Store) MailboxAudience(ctx context.Context, mailboxID string) (mailpush.Audience, error) {
+	var a mailpush.Audience
+	rows, err := s.read(ctx, qMailboxAudience, mailboxID, string(mailpush.StatusActive), string(mailpush.StatusPending),
+		string(mailpush.ContentSubject), string(mailpush.ContentSubjectSender))
+	if err != nil {
+		return a, dbError("mailbox audience", err)
+	}
+	defer rows.Close()
+	if rows.Next() {
+		if err := rows.Scan(&a.Registrations, &a.WantsContent); err != nil {
+			return a, dbError("mailbox audience", err)
+		}
+	}
+	return a, rows.Err()
 }
 
 // ActiveRegistrations lists a mailbox's active and pending registrations.
@@ -294,32 +338,35 @@ func mailboxWhere(ctx context.Context, q querier, where string, args ...any) (*m
 
 // UpdateMailbox applies fn to a mailbox in a transaction.
 func (s *Store) UpdateMailbox(ctx context.Context, id string, fn func(*mailpush.Mailbox) error) (*mailpush.Mailbox, error) {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, dbError("update mailbox", err)
-	}
-	defer tx.Rollback()
-	m, err := mailboxWhere(ctx, tx, "id = ?", id)
-	if err != nil {
-		return nil, err
-	}
-	if err := fn(m); err != nil {
-		return nil, err
-	}
-	m.ID = id
-	m.UpdatedAt = s.clock.Now().UTC()
-	_, err = tx.ExecContext(ctx, `UPDATE mailboxes SET mode = ?, server_url = ?, subscription_id = ?, watermark = ?, badge = ?, seq = ?, status = ?, last_event_at = ?, updated_at = ? WHERE id = ?`,
-		string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark, m.Badge, m.Seq, string(m.Status), ms(m.LastEventAt), ms(m.UpdatedAt), id)
-	if err != nil {
-		if isUnique(err) {
-			return nil, mailpush.Errorf(mailpush.EConflict, "subscription is already bound to another mailbox")
+	// Concurrent updates (notifications of many mailboxes at once) share a
+	// transaction; each runs alone inside it, so one mailbox's updates
+	// still see each other.
+	var out *mailpush.Mailbox
+	err := s.grouped(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		m, err := mailboxWhere(ctx, tx, "id = ?", id)
+		if err != nil {
+			return err
 		}
-		return nil, dbError("update mailbox", err)
+		if err := fn(m); err != nil {
+			return err
+		}
+		m.ID = id
+		m.UpdatedAt = s.clock.Now().UTC()
+		_, err = tx.ExecContext(ctx, `UPDATE mailboxes SET mode = ?, server_url = ?, subscription_id = ?, watermark = ?, badge = ?, seq = ?, status = ?, last_event_at = ?, updated_at = ? WHERE id = ?`,
+			string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark, m.Badge, m.Seq, string(m.Status), ms(m.LastEventAt), ms(m.UpdatedAt), id)
+		if err != nil {
+			if isUnique(err) {
+				return mailpush.Errorf(mailpush.EConflict, "subscription is already bound to another mailbox")
+			}
+			return dbError("update mailbox", err)
+		}
+		out = m
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	if err := tx.Commit(); err != nil {
-		return nil, dbError("update mailbox", err)
-	}
-	return m, nil
+	return out, nil
 }
 
 // StaleMailboxes lists live mailboxes of source silent since before.

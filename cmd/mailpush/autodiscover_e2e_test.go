@@ -85,4 +85,14 @@ func TestAutodiscoverConfig(t *testing.T) {
 			t.Errorf("%q: error %v, want one naming %s", tc.body, err, tc.key)
 		}
 	}
+	// Signing files are read at start: a missing one stops it, naming the key.
+	p := filepath.Join(dir, "c.yaml")
+	os.WriteFile(p, []byte("tenants:\n  acme:\n    autodiscover: {domains: [example.com], ewsUrl: 'https://m/x', profile: {certFile: "+filepath.Join(dir, "none.pem")+", keyFile: "+filepath.Join(dir, "none.key")+"}}\n"), 0o600)
+	c, err := LoadConfig(p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.autodiscoverSites(true); err == nil || !strings.Contains(err.Error(), "config key tenants.acme.autodiscover.profile") {
+		t.Errorf("missing signing files: %v", err)
+	}
 }

@@ -94,7 +94,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&f.duration, "duration", 0, "how long events are sent (realworld and overload; default 60s)")
 	fs.DurationVar(&f.outage, "outage", 60*time.Second, "overload: how long the fake APNs answers 503")
 	fs.IntVar(&f.concurrency, "concurrency", 32, "concurrent HTTP clients sending notifications or registrations")
-	fs.StringVar(&f.cpuprofile, "cpuprofile", "", "write a CPU profile of the measured phase to this file")
+	fs.StringVar(&f.cpuprofile, "cpuprofile", "", "write a CPU profile of the measured phase to this file (the raw client's to FILE.raw)")
 	fs.StringVar(&f.dir, "dir", "", "working directory for the database and keys (default: a temporary one, removed after)")
 	fs.IntVar(&f.rssLimit, "rss-limit", 512, "overload: the RSS bound in MiB that the run is checked against")
 	fs.StringVar(&f.contentMode, "content", "badge", "content mode of the devices: badge, subject or subject_sender")
@@ -255,6 +255,11 @@ tenants:
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
 		return err
 	}
+	// The tenant exists before the server starts, as with `mailpush tenant add`.
+	var out bytes.Buffer
+	if err := run(ctx, []string{"tenant", "add", "bench", "--config", cfgPath, "--max-content", "subject_sender"}, &out, b.progress, nil); err != nil {
+		return fmt.Errorf("tenant add: %w", err)
+	}
 	cfg, err := LoadConfig(cfgPath, nil)
 	if err != nil {
 		return err
@@ -266,19 +271,18 @@ tenants:
 		return err
 	}
 	b.base = "http://" + b.main.listener.Addr().String()
-	if _, err := b.main.AddTenant(ctx, "bench", TenantSettings{MaxContent: mailpush.ContentSubjectSender}); err != nil {
-		return err
-	}
-	// Service-mode (Dovecot) registrations: the tenant's backend vouches.
-	apiToken, err := b.main.AddToken(ctx, "bench", mailpush.ScopeBackend)
-	if err != nil {
-		return err
-	}
 	if b.tenant, err = b.main.Store.TenantByName(ctx, "bench"); err != nil {
 		return err
 	}
 	if b.f.scenario == "registrations" {
-		b.secret = apiToken // the API's bearer token
+		// Dovecot registrations are service mode: the tenant's backend
+		// vouches for the user, so the API wants a backend token.
+		out.Reset()
+		if err := run(ctx, []string{"token", "add", "--tenant", "bench", "--scope", "backend", "--config", cfgPath}, &out, b.progress, nil); err != nil {
+			return fmt.Errorf("token add: %w", err)
+		}
+		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+		b.secret = lines[len(lines)-1] // the API's bearer token
 		return nil
 	}
 	return b.seed(ctx)
@@ -460,11 +464,11 @@ func (b *bench) depth() int {
 }
 
 // profile starts the CPU profile of the measured phase, if asked.
-func (b *bench) profile() (stop func()) {
+func (b *bench) profile(suffix string) (stop func()) {
 	if b.f.cpuprofile == "" {
 		return func() {}
 	}
-	f, err := os.Create(b.f.cpuprofile)
+	f, err := os.Create(b.f.cpuprofile + suffix)
 	if err != nil {
 		fmt.Fprintln(b.progress, "cpuprofile:", err)
 		return func() {}
@@ -547,7 +551,7 @@ func (b *bench) raw(ctx context.Context, n int) (phase, error) {
 	before := b.accepted.Load()
 	var next atomic.Int64
 	var firstErr atomic.Value
-	stopProfile := b.profile()
+	stopProfile := b.profile(".raw")
 	cpu0, start := cpuTime(), time.Now()
 	stop := b.ticker(func(el time.Duration) string {
 		d := b.accepted.Load() - before
@@ -676,7 +680,7 @@ func (b *bench) drive(ctx context.Context, name string, next func(yield func(m, 
 	var ackMu sync.Mutex
 	acks := make([]time.Duration, 0, 1024)
 	var maxDepth atomic.Int64
-	stopProfile := b.profile()
+	stopProfile := b.profile("")
 	cpu0, start := cpuTime(), time.Now()
 	stop := b.ticker(func(el time.Duration) string {
 		d := b.depth()
@@ -780,7 +784,7 @@ func (b *bench) registrations(ctx context.Context) error {
 	total := b.f.mailboxes * b.lo
 	var next, done atomic.Int64
 	var firstErr atomic.Value
-	stopProfile := b.profile()
+	stopProfile := b.profile("")
 	cpu0, start := cpuTime(), time.Now()
 	stop := b.ticker(func(el time.Duration) string {
 		d := done.Load()

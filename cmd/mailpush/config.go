@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mailpush/mailpush"
+	"github.com/mailpush/mailpush/ews"
 	"github.com/mailpush/mailpush/gate"
 	"github.com/mailpush/mailpush/registrar"
 	"go.yaml.in/yaml/v3"
@@ -91,12 +92,24 @@ type Config struct {
 		HostSilence          time.Duration `yaml:"hostSilence"`
 		HostOverdue          int           `yaml:"hostOverdue"`
 		HostCheckInterval    time.Duration `yaml:"hostCheckInterval"`
+		// FetchRate and FetchBurst bound, per mailbox, the GetFolder and
+		// GetItem calls that notifications trigger: per minute, and at once
+		// (default 20 and 10), so replayed or forged notifications cannot
+		// become a fetch storm against Exchange.
+		FetchRate  int `yaml:"fetchRate"`
+		FetchBurst int `yaml:"fetchBurst"`
+		// CallbackMaxAge is how long a callback URL is honoured after it was
+		// issued (default 2160h, 90 days); then it is answered Unsubscribe
+		// and the mailbox resubscribed with a fresh URL.
+		CallbackMaxAge time.Duration `yaml:"callbackMaxAge"`
 	} `yaml:"ews"`
 	// APNs and FCM are the push credentials of every tenant that has none
 	// of its own in Tenants.
 	APNs APNsConfig `yaml:"apns"`
 	// FCM pushes to Android devices (Firebase Cloud Messaging HTTP v1).
 	FCM FCMConfig `yaml:"fcm"`
+	// Graph tunes the Microsoft Graph source (config_graph.go).
+	Graph GraphConfig `yaml:"graph"`
 	// Tenants holds per-tenant settings by tenant name (see tenants.go).
 	Tenants map[string]TenantConfig `yaml:"tenants"`
 	// Push tunes the durable outbox and its delivery (see package pipeline).
@@ -116,6 +129,10 @@ type Config struct {
 	// Gate is the ActiveSync access gate; it is on when gate.tenant is set
 	// (see docs/gate.md). Its rules are set in the file only.
 	Gate gate.Config `yaml:"gate"`
+	// Console is the admin console at /admin/ (console.go).
+	Console ConsoleConfig `yaml:"console"`
+	// Debug holds operator-only diagnostics (pprof.go).
+	Debug DebugConfig `yaml:"debug"`
 }
 
 // RegistrationQuotas are the registrations.* keys: beyond them a new
@@ -168,6 +185,9 @@ func DefaultConfig() Config {
 	c.Registrations.MaxPerTenant = registrar.DefaultMaxPerTenant
 	c.Registrations.MaxPerMailbox = registrar.DefaultMaxPerMailbox
 	c.EWS.StatusFrequency = 5
+	c.EWS.FetchRate = ews.DefaultFetchRate
+	c.EWS.FetchBurst = ews.DefaultFetchBurst
+	c.EWS.CallbackMaxAge = ews.DefaultCallbackMaxAge
 	c.EWS.HostMinSubscriptions = 20
 	c.EWS.HostSilence = time.Minute
 	c.EWS.HostOverdue = 5
@@ -181,6 +201,8 @@ func DefaultConfig() Config {
 	c.Push.RetryMax = 15 * time.Minute
 	c.Push.SyncPerHour = 3
 	c.Push.Lease = 2 * time.Minute
+	c.Console.IdleTimeout = 30 * time.Minute
+	c.Console.MaxAge = 12 * time.Hour
 	return c
 }
 
@@ -346,6 +368,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateTenants(bad)
+	c.validateGraph(bad)
 	c.validateAutodiscover(bad)
 	c.validateAppConfigs(bad)
 	c.validateDirectories(bad)
@@ -357,6 +380,14 @@ func (c *Config) Validate() error {
 		bad("ews", "healthInterval, resubscribeRate, maxPerHost and maxPerAccount must not be negative (0 means the default)")
 	}
 	c.validateHostRule(bad)
+	c.validateConsole(bad)
+	c.validateDebug(bad)
+	if c.EWS.FetchRate < 1 || c.EWS.FetchBurst < 1 {
+		bad("ews.fetchRate", "fetchRate (%d per minute) and fetchBurst (%d) must be at least 1", c.EWS.FetchRate, c.EWS.FetchBurst)
+	}
+	if c.EWS.CallbackMaxAge < time.Hour {
+		bad("ews.callbackMaxAge", "%v is too short: use at least 1h (default 2160h); callback URLs are renewed at every resubscription", c.EWS.CallbackMaxAge)
+	}
 	errs = append(errs, c.validateGate()...)
 	return errors.Join(errs...)
 }

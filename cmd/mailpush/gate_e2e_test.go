@@ -98,7 +98,7 @@ func renderTemplate(t *testing.T, name, mailpushAddr, exchange, listen string) s
 }
 
 // gateProxyName is gate.proxy for each proxy the tests run.
-var gateProxyName = map[string]string{"nginx": "nginx", "caddy": "caddy", "haproxy": "haproxy", "traefik": "traefik"}
+var gateProxyName = map[string]string{"nginx": "nginx", "nginx-identity": "nginx", "caddy": "caddy", "haproxy": "haproxy", "traefik": "traefik"}
 
 // startProxy runs a real reverse proxy from the docs' template and returns
 // its base URL once it answers.
@@ -107,8 +107,16 @@ func startProxy(t *testing.T, kind, mailpushAddr, exchange string) string {
 	port := freePort(t)
 	var cmd *exec.Cmd
 	switch kind {
-	case "nginx":
+	case "nginx", "nginx-identity":
 		bin := requireBinary(t, "nginx")
+		tmpl := renderTemplate(t, "nginx.conf", mailpushAddr, exchange, "127.0.0.1:"+port)
+		if kind == "nginx-identity" {
+			// The template's documented change for gate.identity.header, with
+			// nginx's own Basic authentication in front.
+			os.WriteFile(filepath.Join(dir, "htpasswd"), []byte("alice@example.com:{PLAIN}alice-pw\nbob@example.com:{PLAIN}bob-pw\n"), 0o600)
+			tmpl = strings.Replace(tmpl, `proxy_set_header X-Remote-User "";`, `proxy_set_header X-Remote-User $remote_user;`, 1)
+			tmpl = strings.Replace(tmpl, "auth_request /mailpush-gate;", "auth_request /mailpush-gate;\n        auth_basic ActiveSync;\n        auth_basic_user_file "+filepath.Join(dir, "htpasswd")+";", 1)
+		}
 		user := ""
 		if os.Geteuid() == 0 {
 			user = "user root;"
@@ -128,7 +136,7 @@ http {
     scgi_temp_path %[2]s/scgi;
 %[3]s
 }
-`, user, dir, renderTemplate(t, "nginx.conf", mailpushAddr, exchange, "127.0.0.1:"+port))
+`, user, dir, tmpl)
 		path := filepath.Join(dir, "nginx.conf")
 		os.WriteFile(path, []byte(conf), 0o600)
 		cmd = exec.Command(bin, "-p", dir, "-c", path)
@@ -196,7 +204,16 @@ func binaryQuery(cmd byte, deviceID []byte, deviceType, user string) string {
 // with acme's app token (the one inside the mail app) and an admin token
 // (the MDM's). gateYAML, when given, replaces the gate section's
 // default rules (it is indented by two spaces, under gate:).
-func newGateWorld(t *testing.T, proxy string, gateYAML ...string) (w *world, app, admin string) {
+// The proxy is nginx unless one is named.
+func newGateWorld(t *testing.T, proxy ...string) (w *world, app, admin string) {
+	if len(proxy) == 1 {
+		return newGateWorldFor(t, proxy[0])
+	}
+	return newGateWorldFor(t, "nginx")
+}
+
+// newGateWorldFor is newGateWorld with gate.proxy set to proxy.
+func newGateWorldFor(t *testing.T, proxy string, gateYAML ...string) (w *world, app, admin string) {
 	gateSection := "  rules:\n    - {name: no-old-clients, action: deny, userAgent: \"^OldMail/\"}\n"
 	if len(gateYAML) > 0 {
 		gateSection = strings.Join(gateYAML, "")
@@ -247,7 +264,7 @@ func TestGateBehindRealProxies(t *testing.T) {
 }
 
 func gateBehindRealProxy(t *testing.T, kind string) {
-	w, token, admin := newGateWorld(t, gateProxyName[kind])
+	w, token, admin := newGateWorldFor(t, gateProxyName[kind])
 	m, logs := w.main, w.logs
 
 	// The MDM reports three devices; the binary one as Exchange shows it (hex).
@@ -378,7 +395,7 @@ func TestGateDocsShowTheTestedTemplates(t *testing.T) {
 }
 
 func TestGateAdminAPIRefusals(t *testing.T) {
-	w, app, token := newGateWorld(t, "nginx")
+	w, app, token := newGateWorld(t)
 	put := map[string]string{"state": "compliant"}
 	for _, tc := range []struct {
 		name, method, path, token string

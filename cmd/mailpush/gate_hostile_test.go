@@ -170,7 +170,7 @@ func TestGateHostileClientsThroughRealProxies(t *testing.T) {
 }
 
 func hostileClientsThroughRealProxy(t *testing.T, kind string) {
-	w, _, token := newGateWorld(t, gateProxyName[kind], gateHostileConfig)
+	w, _, token := newGateWorldFor(t, gateProxyName[kind], gateHostileConfig)
 	m := w.main
 	binDev := []byte{0xf2, 0x4c, 0x11, 0x00, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89, 0x0a, 0xbc, 0xde, 0xf0}
 	for id, state := range map[string]string{"GOODDEV01": "compliant", "GOODDEVI": "compliant", "GOODDEVS": "compliant", "BLOCKED": "blocked",
@@ -230,4 +230,56 @@ func (b *backend) sawMark(mark string) bool {
 		}
 	}
 	return false
+}
+
+// TestGateIdentityHeaderThroughNginx: nginx authenticates the user itself
+// (auth_basic) and forwards it in X-Remote-User (gate.identity.header), as
+// docs/gate/nginx.conf's comment says; a client's own X-Remote-User never
+// survives.
+func TestGateIdentityHeaderThroughNginx(t *testing.T) {
+	w, _, token := newGateWorldFor(t, "nginx", "  identity: {header: X-Remote-User}\n")
+	if st, body := w.call(t, "PUT", "/api/v1/gate/devices/GOODDEV01", token, map[string]string{"user": "alice@example.com", "state": "compliant"}); st != 200 {
+		t.Fatalf("PUT device = %d %v", st, body)
+	}
+	exchange := newBackend(t)
+	proxy := strings.TrimPrefix(startProxy(t, "nginx-identity", strings.TrimPrefix(w.main.URL(), "http://"), exchange.srv.URL), "http://")
+	basic := func(user, pw string) [2]string {
+		return [2]string{"Authorization", "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pw))}
+	}
+	for i, tc := range []struct {
+		name    string
+		headers [][2]string
+		want    int
+	}{
+		{"alice", [][2]string{basic("alice@example.com", "alice-pw")}, 200},
+		{"bob", [][2]string{basic("bob@example.com", "bob-pw")}, 403},
+		{"bob with his own X-Remote-User", [][2]string{basic("bob@example.com", "bob-pw"), {"X-Remote-User", "alice@example.com"}}, 403},
+		{"no credentials, own X-Remote-User", [][2]string{{"X-Remote-User", "alice@example.com"}}, 401},
+		{"alice's name, wrong password", [][2]string{basic("alice@example.com", "guess")}, 401},
+	} {
+		target := fmt.Sprintf("/Microsoft-Server-ActiveSync?Cmd=Ping&DeviceId=GOODDEV01&DeviceType=iPhone&ItemId=ID%d", i)
+		code, _ := rawRequest(t, proxy, target, tc.headers)
+		if code != tc.want || exchange.sawMark(fmt.Sprintf("ItemId=ID%d", i)) != (tc.want == 200) {
+			t.Errorf("%s: %d, reached Exchange %v; want %d", tc.name, code, exchange.sawMark(fmt.Sprintf("ItemId=ID%d", i)), tc.want)
+		}
+	}
+}
+
+// TestGateDownDeniesThroughRealProxies: with nothing answering at the
+// gate's address every proxy template refuses the request (fail closed)
+// instead of passing it to Exchange.
+func TestGateDownDeniesThroughRealProxies(t *testing.T) {
+	exchange := newBackend(t)
+	for _, kind := range gateProxies {
+		t.Run(kind, func(t *testing.T) {
+			nobody := "127.0.0.1:" + freePort(t) // nothing listens here
+			proxy := strings.TrimPrefix(startProxy(t, kind, nobody, exchange.srv.URL), "http://")
+			mark := "DOWN" + kind
+			code, _ := rawRequest(t, proxy, "/Microsoft-Server-ActiveSync?Cmd=Ping&DeviceId=GOODDEV01&DeviceType=iPhone&ItemId="+mark,
+				[][2]string{basicAuth("alice@example.com"), {"MS-ASProtocolVersion", "16.1"}})
+			if code < 400 || exchange.sawMark(mark) {
+				t.Errorf("gate down: %d, reached Exchange %v; want refused", code, exchange.sawMark(mark))
+			}
+		})
+	}
 }

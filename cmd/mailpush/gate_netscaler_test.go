@@ -38,7 +38,7 @@ func netscalerCallout(requestURL, basicUser, userAgent, clientIP, version string
 }
 
 func TestGateNetScalerCallout(t *testing.T) {
-	w, _, token := newGateWorld(t, "netscaler", gateHostileConfig)
+	w, _, token := newGateWorldFor(t, "netscaler", gateHostileConfig)
 	for id, state := range map[string]string{"GOODDEV01": "compliant", "BLOCKED": "blocked"} {
 		if st, body := w.call(t, "PUT", "/api/v1/gate/devices/"+id, token, map[string]string{"user": "alice@example.com", "state": state}); st != 200 {
 			t.Fatalf("PUT device %s = %d %v", id, st, body)

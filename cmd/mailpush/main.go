@@ -1,10 +1,12 @@
 // Command mailpush is the mailpush server and its admin commands:
 //
 //	mailpush serve  [--config FILE]   run every configured service
+//	mailpush demo                     the server against fake Exchange and APNs, for a first look
 //	mailpush config check FILE        validate a configuration without starting
 //	mailpush tenant add|set|list|delete …
 //	mailpush token add|list|revoke --tenant NAME …
-//	mailpush keys rotate [--config FILE]
+//	mailpush keys rotate|list [--config FILE]
+//	mailpush keys retire KEYID [--config FILE]
 //	mailpush gate import FILE --tenant NAME
 //	mailpush version
 //
@@ -26,7 +28,6 @@ import (
 	"time"
 
 	"github.com/mailpush/mailpush"
-	"github.com/mailpush/mailpush/seal"
 )
 
 func main() {
@@ -46,6 +47,7 @@ func (e usageError) Error() string { return e.msg }
 
 const usage = `usage:
   mailpush serve [--config FILE]
+  mailpush demo [--listen ADDR] [--every DURATION]
   mailpush config check FILE
   mailpush tenant add NAME [--config FILE] [--allow-host HOST[:PORT]]... [--max-content badge|subject|subject_sender] [--device-subscribed on|off]
   mailpush tenant set NAME [--config FILE] [--allow-host HOST[:PORT]]... [--max-content badge|subject|subject_sender] [--device-subscribed on|off]
@@ -55,7 +57,10 @@ const usage = `usage:
   mailpush token list --tenant NAME [--config FILE]
   mailpush token revoke ID --tenant NAME [--config FILE]
   mailpush keys rotate [--config FILE]
+  mailpush keys list [--config FILE]
+  mailpush keys retire KEYID [--config FILE]
   mailpush gate import FILE --tenant NAME [--config FILE]   (CSV: deviceId,user,deviceType,state)
+  mailpush registrations import FILE --tenant NAME [--config FILE]   (CSV: platform,token,address[,content[,environment]]; source dovecot)
   mailpush smime classify FILE [--password-file F]   (PEM, DER or PKCS#12: signing-only, encryption-only or both)
   mailpush bench [-scenario fanout|realworld|overload|raw|registrations] [flags]   (load test, in-process)
   mailpush version
@@ -69,6 +74,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 	switch args[0] {
 	case "serve":
 		return runServe(ctx, args[1:], stdout, stderr, environ)
+	case "demo":
+		return runDemo(ctx, args[1:], stdout, stderr, environ)
 	case "config":
 		if len(args) < 2 || args[1] != "check" {
 			return subcommandError(stdout, "config", args[1:], "check")
@@ -85,15 +92,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 		}
 		return runToken(ctx, args[1], args[2:], stdout, stderr, environ)
 	case "keys":
-		if len(args) < 2 || args[1] != "rotate" {
-			return subcommandError(stdout, "keys", args[1:], "rotate")
+		if len(args) < 2 || (args[1] != "rotate" && args[1] != "retire" && args[1] != "list") {
+			return subcommandError(stdout, "keys", args[1:], "rotate", "retire", "list")
 		}
-		return runKeysRotate(args[2:], stdout, stderr, environ)
+		return runKeys(args[1], args[2:], stdout, stderr, environ)
 	case "gate":
 		if len(args) < 2 || args[1] != "import" {
 			return subcommandError(stdout, "gate", args[1:], "import")
 		}
 		return runGate(ctx, args[1:], stdout, stderr, environ)
+	case "registrations":
+		if len(args) < 2 || args[1] != "import" {
+			return subcommandError(stdout, "registrations", args[1:], "import")
+		}
+		return runRegistrationsImport(ctx, args[2:], stdout, stderr, environ)
 	case "smime":
 		if len(args) < 2 || args[1] != "classify" {
 			return subcommandError(stdout, "smime", args[1:], "classify")
@@ -193,13 +205,19 @@ func configFlag(fs *flag.FlagSet, environ []string) *string {
 	return fs.String("config", def, "YAML configuration file (default: none, or $MAILPUSH_CONFIG)")
 }
 
-func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) error {
-	fs := newFlags("serve", "serve [--config FILE]", stdout, stderr)
+// loadForCommand parses the flags of a command that takes only --config and
+// loads the configuration.
+func loadForCommand(name string, args []string, stdout, stderr io.Writer, environ []string) (Config, error) {
+	fs := newFlags(name, name+" [--config FILE]", stdout, stderr)
 	path := configFlag(fs, environ)
 	if _, err := parseFlags(fs, args); err != nil {
-		return err
+		return Config{}, err
 	}
-	cfg, err := LoadConfig(*path, environ)
+	return LoadConfig(*path, environ)
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) error {
+	cfg, err := loadForCommand("serve", args, stdout, stderr, environ)
 	if err != nil {
 		return err
 	}
@@ -425,32 +443,6 @@ func runToken(ctx context.Context, verb string, args []string, stdout, stderr io
 		}
 		fmt.Fprintf(stdout, "token %s of tenant %s revoked\n", id, *tenant)
 	}
-	return nil
-}
-
-// runKeysRotate makes new current sealing and callback keys. Old keys stay in
-// the keyring, so credentials sealed and callback URLs issued before keep
-// working; servers pick the new keys up at their next start.
-func runKeysRotate(args []string, stdout, stderr io.Writer, environ []string) error {
-	fs := newFlags("keys rotate", "keys rotate [--config FILE]", stdout, stderr)
-	path := configFlag(fs, environ)
-	if _, err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	cfg, err := LoadConfig(*path, environ)
-	if err != nil {
-		return err
-	}
-	keys, err := seal.Open(cfg.KeyDir, time.Now())
-	if err != nil {
-		return err
-	}
-	old, _ := keys.PublicKey()
-	if err := keys.Rotate(time.Now()); err != nil {
-		return err
-	}
-	id, _ := keys.PublicKey()
-	fmt.Fprintf(stdout, "sealing key %s is now current (was %s); restart every server to use it\n", id, old)
 	return nil
 }
 

@@ -15,10 +15,13 @@ import (
 func TestRegistrationQuotas(t *testing.T) {
 	w := newWorld(t, "info", "registrations: {maxPerTenant: 4, maxPerMailbox: 2}\n")
 	token := w.addTenant(t, "acme")
+	// Sealed credentials: devices of one user share one mailbox (a
+	// device-subscribed registration has a mailbox of its own).
 	reg := func(dev int, addr string) (int, map[string]any) {
+		w.exchange.AddUser(addr, addr, "pw of "+addr)
 		return w.call(t, "POST", "/api/v1/registrations", token, map[string]any{
 			"device":  map[string]any{"platform": "ios", "token": deviceToken(dev)},
-			"mailbox": map[string]any{"address": addr, "source": "ews", "ewsUrl": w.exchange.URL()},
+			"mailbox": map[string]any{"address": addr, "source": "ews", "ewsUrl": w.exchange.URL(), "sealedCredentials": w.sealCredentials(t, addr, "pw of "+addr)},
 		})
 	}
 	for dev := 1; dev <= 2; dev++ {
@@ -43,7 +46,7 @@ func TestRegistrationQuotas(t *testing.T) {
 		t.Errorf("%d registrations stored, want 4", n)
 	}
 	// Deleting one makes room again.
-	if st, _ := w.call(t, "DELETE", "/api/v1/registrations/"+firstID(t, w, token), token, nil); st != 204 {
+	if st, _ := w.call(t, "DELETE", "/api/v1/registrations/"+replacedID(t, w, token), token, nil); st != 204 {
 		t.Fatalf("delete = %d", st)
 	}
 	if st, body := reg(6, "user6@example.com"); st != 201 {
@@ -51,13 +54,14 @@ func TestRegistrationQuotas(t *testing.T) {
 	}
 }
 
-// firstID registers nothing: it finds one of the tenant's registrations by
-// re-registering device 4 (a replacement keeps its ID).
-func firstID(t *testing.T, w *world, token string) string {
+// replacedID re-registers device 4 at the quota (a replacement keeps its
+// ID and counts nothing) and returns the registration's ID.
+func replacedID(t *testing.T, w *world, token string) string {
 	t.Helper()
+	const addr = "user4@example.com"
 	st, body := w.call(t, "POST", "/api/v1/registrations", token, map[string]any{
 		"device":  map[string]any{"platform": "ios", "token": deviceToken(4)},
-		"mailbox": map[string]any{"address": "user4@example.com", "source": "ews", "ewsUrl": w.exchange.URL()},
+		"mailbox": map[string]any{"address": addr, "source": "ews", "ewsUrl": w.exchange.URL(), "sealedCredentials": w.sealCredentials(t, addr, "pw of "+addr)},
 	})
 	if st != 201 {
 		t.Fatalf("re-register at the quota = %d %v, want 201 (a replacement counts nothing)", st, body)

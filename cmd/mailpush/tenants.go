@@ -48,6 +48,8 @@ type TenantConfig struct {
 	Dovecot *DovecotConfig `yaml:"dovecot"`
 	// EWS holds the tenant's Exchange settings (config_ews.go).
 	EWS TenantEWSConfig `yaml:"ews"`
+	// Graph is the tenant's Entra ID app for Microsoft Graph (config_graph.go).
+	Graph *TenantGraphConfig `yaml:"graph"`
 	// Registrations overrides the top-level registrations quotas.
 	Registrations RegistrationQuotas `yaml:"registrations"`
 	// Autodiscover makes the responder answer for the tenant's mail domains.

@@ -19,6 +19,7 @@ import (
 	"github.com/mailpush/mailpush/api"
 	"github.com/mailpush/mailpush/appconfig"
 	"github.com/mailpush/mailpush/autodiscover"
+	"github.com/mailpush/mailpush/console"
 	"github.com/mailpush/mailpush/directory"
 	"github.com/mailpush/mailpush/dovecot"
 	"github.com/mailpush/mailpush/ews"
@@ -34,6 +35,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/mailpush/mailpush/graph"
 	"github.com/mailpush/mailpush/subscription"
 )
 
@@ -51,6 +53,11 @@ type Main struct {
 	EWS      *ews.Source
 	// EWSEngine keeps the EWS subscriptions alive (Check, CheckHosts).
 	EWSEngine *subscription.Engine
+	// Graph is the Microsoft Graph source, when a tenant has a Graph app;
+	// GraphEngine renews its subscriptions.
+	Graph       *graph.Source
+	GraphEngine *subscription.Engine
+	resolver    resolver // the pipeline's, made before the sources
 	// GateRegistry is the ActiveSync gate's device registry (always on);
 	// Gate decides for gate.tenant (nil when no tenant is configured).
 	GateRegistry *gate.Registry
@@ -70,9 +77,15 @@ type Main struct {
 	providers *providers
 	nodeID    string
 	cluster   *cluster
+	keysWatch keysWatch // keys.go
 	listener  net.Listener
 	server    *http.Server
-	closed    bool
+	console   *console.Console
+	pprof     *http.Server
+	pprofAddr string
+	// gateTenantID is the ID of gate.tenant while the gate is on.
+	gateTenantID string
+	closed       bool
 }
 
 // NewMain returns a Main that logs to logOutput.
@@ -149,6 +162,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Workers: cfg.Push.Workers, BatchSize: cfg.Push.BatchSize, MaxAttempts: cfg.Push.MaxAttempts,
 		RetryBase: cfg.Push.RetryBase, RetryMax: cfg.Push.RetryMax, SyncPerHour: cfg.Push.SyncPerHour,
 		TenantRate: float64(cfg.Push.TenantRate), TenantBurst: cfg.Push.TenantBurst, Lease: cfg.Push.Lease,
+		Resolver: &m.resolver,
 	})
 	m.Pipeline.Start()
 
@@ -174,7 +188,8 @@ func (m *Main) Run(ctx context.Context) error {
 		Client:          &ews.Client{HTTP: &http.Client{Transport: outbound, Timeout: 30 * time.Second}, UserAgent: "mailpush/" + mailpush.Version},
 		PublicURL:       strings.TrimSuffix(publicURL, "/"),
 		StatusFrequency: cfg.EWS.StatusFrequency,
-		Logger:          m.Logger.With("source", "ews"), Clock: m.Clock,
+		FetchRate:       float64(cfg.EWS.FetchRate), FetchBurst: cfg.EWS.FetchBurst, CallbackMaxAge: cfg.EWS.CallbackMaxAge,
+		Logger: m.Logger.With("source", "ews"), Clock: m.Clock,
 	}
 	// The engine that keeps the EWS subscriptions alive: silent for
 	// 2×StatusFrequency means dead; so does a host whose status events are late.
@@ -218,11 +233,20 @@ func (m *Main) Run(ctx context.Context) error {
 		m.EWSEngine.HostRuleElsewhere = true // the cluster's leader runs it
 	}
 	m.EWSEngine.Run(context.Background()) // stopped by Close
+	m.watchKeys()                         // stopped by Close
+	watchers := map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS, mailpush.SourceDovecot: m.Dovecot}
+	if err := m.startGraph(&cfg, outbound, strings.TrimSuffix(publicURL, "/"), registry); err != nil {
+		return err
+	}
+	verifiers := map[mailpush.Source]mailpush.CredentialVerifier{mailpush.SourceDovecot: m.Dovecot}
+	if m.Graph != nil {
+		watchers[mailpush.SourceGraph], verifiers[mailpush.SourceGraph] = m.Graph, m.Graph
+	}
 
 	m.Registrar = &registrar.Service{
 		Store: m.Store, Keys: m.Keys, Logger: m.Logger.With("component", "registrar"), Clock: m.Clock,
-		Watchers:        map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS, mailpush.SourceDovecot: m.Dovecot},
-		Verifiers:       map[mailpush.Source]mailpush.CredentialVerifier{mailpush.SourceDovecot: m.Dovecot},
+		Watchers:        watchers,
+		Verifiers:       verifiers,
 		RegistrationTTL: cfg.RegistrationTTL,
 		Autodiscover: &autodiscover.Client{
 			HTTP: &http.Client{Transport: outbound, Timeout: 15 * time.Second,
@@ -236,7 +260,10 @@ func (m *Main) Run(ctx context.Context) error {
 		Platforms:        m.providers.platforms,
 		AllowInsecureEWS: cfg.EWS.AllowInsecureHTTP,
 		Quotas:           cfg.quotas,
+		Metrics:          registrar.NewMetrics(registry),
 	}
+	// The sources ask the registrar what a notification may change.
+	m.EWS.Rules = m.Registrar
 	srv := &api.Server{
 		Store: m.Store, Keys: m.Keys, Registrar: m.Registrar,
 		Logger: m.Logger.With("component", "api"), Gate: m.GateRegistry,
@@ -257,6 +284,10 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	responder.Routes(mux)
 	mux.Handle("POST "+ews.CallbackPath+"{token}", m.EWS)
+	if m.Graph != nil {
+		mux.Handle("POST "+graph.NotifyPath+"{token}", m.Graph)
+		mux.Handle("POST "+graph.LifecyclePath+"{token}", m.Graph)
+	}
 	if m.Gate != nil {
 		m.Gate.Routes(mux)
 		registerGateMetrics(reg, m.Gate)
@@ -264,6 +295,12 @@ func (m *Main) Run(ctx context.Context) error {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn)}))
 	mux.Handle("POST "+dovecot.NotifyPath, m.Dovecot)
 	mux.Handle("PUT "+dovecot.NotifyPath, m.Dovecot)
+	if err := m.startConsole(ctx, mux, publicURL, registry); err != nil {
+		return err
+	}
+	if err := m.startPprof(); err != nil {
+		return err
+	}
 
 	m.startCluster()
 
@@ -352,8 +389,19 @@ func (m *Main) Close() error {
 		errs = append(errs, m.server.Shutdown(ctx))
 	}
 	m.cluster.close()
+	if m.pprof != nil {
+		errs = append(errs, m.pprof.Shutdown(ctx))
+	}
+	if m.console != nil {
+		m.console.Close()
+	}
 	if m.EWSEngine != nil {
 		m.EWSEngine.Close()
+	}
+	m.stopWatchingKeys()
+	if m.GraphEngine != nil {
+		m.GraphEngine.Close()
+		m.Graph.Close()
 	}
 	if m.Pipeline != nil {
 		errs = append(errs, m.Pipeline.Shutdown(ctx))
@@ -542,4 +590,47 @@ func orDefault[T int | time.Duration](v, def T) T {
 		return def
 	}
 	return v
+}
+
+// startGraph makes the Graph source and its engine when a tenant has a
+// Graph app, and starts them (Close stops them).
+func (m *Main) startGraph(cfg *Config, outbound *http.Transport, publicURL string, registry prometheus.Registerer) error {
+	apps, err := cfg.graphApps()
+	if err != nil || len(apps) == 0 {
+		return err
+	}
+	m.Graph = &graph.Source{
+		Store: m.Store, Sealer: m.Keys, Hasher: m.Keys, Sink: m.Pipeline, Apps: apps,
+		HTTP:      &http.Client{Transport: outbound, Timeout: 30 * time.Second},
+		PublicURL: publicURL, Lifetime: cfg.Graph.SubscriptionLifetime,
+		QueueSize: cfg.Graph.QueueSize, Workers: cfg.Graph.Workers,
+		Logger: m.Logger.With("source", "graph"), Clock: m.Clock,
+		Metrics: graph.NewMetrics(registry, m.Clock, m.Logger.With("source", "graph")),
+	}
+	// Renewal at half the lifetime, paced: a wave of registrations never
+	// becomes a wave of PATCHes. Graph allows 4 requests at once per app and
+	// mailbox (the engine's account is the mailbox).
+	m.GraphEngine = &subscription.Engine{
+		Store: m.Store, Source: mailpush.SourceGraph, Healer: m.Graph,
+		Logger: m.Logger.With("source", "graph", "component", "subscription"), Clock: m.Clock,
+		DueAfter: m.Graph.RenewAfter(), Interval: time.Minute, Rate: float64(orDefault(cfg.Graph.RenewRate, 20)), MaxPerAccount: 4,
+	}
+	m.Graph.Engine = m.GraphEngine
+	m.resolver.graph = m.Graph
+	m.Graph.Run(context.Background())
+	m.GraphEngine.Run(context.Background())
+	return nil
+}
+
+// resolver completes the pipeline's unresolved events (only Graph stores
+// them: it acknowledges before fetching). The pipeline is made before the
+// sources, so the source is set once it exists.
+type resolver struct{ graph *graph.Source }
+
+func (r *resolver) Resolve(ctx context.Context, ev *mailpush.OutboxEvent) error {
+	if r.graph == nil {
+		ev.Event.Badge = mailpush.NoBadge
+		return nil
+	}
+	return r.graph.Resolve(ctx, ev)
 }

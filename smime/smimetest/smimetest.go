@@ -75,13 +75,19 @@ func NewRoot(t testing.TB, name string) *CA {
 	return &CA{Cert: create(t, tmpl, tmpl, k.Public(), k), Key: k}
 }
 
-// Intermediate makes a CA signed by ca.
+// Intermediate makes a CA signed by ca, valid for five years.
 func (ca *CA) Intermediate(t testing.TB, name string) *CA {
+	t.Helper()
+	return ca.IntermediateUntil(t, name, time.Now().Add(5*365*24*time.Hour))
+}
+
+// IntermediateUntil makes a CA signed by ca that expires at notAfter.
+func (ca *CA) IntermediateUntil(t testing.TB, name string, notAfter time.Time) *CA {
 	t.Helper()
 	k := key("ec")
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(serial.Add(1)), Subject: pkix.Name{CommonName: name, Organization: []string{"mailpush test"}},
-		NotBefore: time.Now().Add(-24 * time.Hour), NotAfter: time.Now().Add(5 * 365 * 24 * time.Hour),
+		NotBefore: time.Now().Add(-24 * time.Hour), NotAfter: notAfter,
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 	}
 	return &CA{Cert: create(t, tmpl, ca.Cert, k.Public(), ca.Key), Key: k}

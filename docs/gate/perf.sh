@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Gate throughput through real nginx, side by side in one run (docs/PERFORMANCE.md):
+#   ceiling: wrk -> nginx answering 200 itself (the proxy's own ceiling)
+#   proxied: wrk -> nginx -> backend (no gate)
+#   gated:   wrk -> nginx -> /gate/auth (mailpush) -> backend, from docs/gate/nginx.conf
+# The three are measured in alternating rounds with the same wrk script (same
+# requests, 10,000 registered devices). Needs nginx, wrk, and the mailpush binary
+# (go build -o "$DIR/mailpush" ./cmd/mailpush). Usage: bash docs/gate/perf.sh [connections] [seconds] [rounds]
+# AUDIT=deny|off changes gate.audit (default all).
+set -euo pipefail
+CONNS=${1:-4}; SECS=${2:-10}; ROUNDS=${3:-3}
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+DIR=${DIR:-/tmp/gate-perf}
+mkdir -p "$DIR" && cd "$DIR"
+rm -rf data nginx && mkdir -p data nginx
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+P_CEIL=18181 P_PROX=18182 P_GATE=18183 P_BACK=18184 P_MP=18185
+
+cat > mailpush.yaml <<YAML
+listen: 127.0.0.1:$P_MP
+database: {path: $DIR/data/m.db}
+keyDir: $DIR/data/keys
+log: {level: info}
+gate: {tenant: acme, proxy: nginx, audit: ${AUDIT:-all}, minProtocolVersion: "14.0"}
+YAML
+./mailpush tenant add acme --config mailpush.yaml >/dev/null
+python3 -c "print('deviceId,user,deviceType,state'); [print(f'DEV{i:05d},perf@example.com,iPhone,' + ('compliant' if i%10 else 'blocked')) for i in range(10000)]" > devices.csv
+./mailpush gate import devices.csv --tenant acme --config mailpush.yaml 2>/dev/null
+./mailpush serve --config mailpush.yaml 2> serve.log &
+MP=$!
+
+GATED=$(sed -e "s|\${MAILPUSH}|127.0.0.1:$P_MP|g; s|\${EXCHANGE}|http://127.0.0.1:$P_BACK|g; s|\${LISTEN}|127.0.0.1:$P_GATE|g" "$REPO/docs/gate/nginx.conf")
+USER_LINE=""; [ "$(id -u)" = 0 ] && USER_LINE="user root;"
+cat > nginx/nginx.conf <<NGINX
+$USER_LINE
+daemon off;
+worker_processes auto;
+pid $DIR/nginx/nginx.pid;
+error_log $DIR/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $DIR/nginx/body; proxy_temp_path $DIR/nginx/proxy;
+    fastcgi_temp_path $DIR/nginx/fcgi; uwsgi_temp_path $DIR/nginx/uwsgi; scgi_temp_path $DIR/nginx/scgi;
+    server { listen 127.0.0.1:$P_CEIL; location / { return 200 "exchange says hi"; } }
+    server { listen 127.0.0.1:$P_BACK; location / { return 200 "exchange says hi"; } }
+    server {
+        listen 127.0.0.1:$P_PROX;
+        location /Microsoft-Server-ActiveSync { proxy_pass http://127.0.0.1:$P_BACK; proxy_http_version 1.1; proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; }
+    }
+$GATED
+}
+NGINX
+"$NGINX" -p "$DIR/nginx" -c "$DIR/nginx/nginx.conf" &
+NG=$!
+trap 'kill $NG $MP 2>/dev/null; wait $NG $MP 2>/dev/null || true' EXIT
+for p in $P_CEIL $P_GATE $P_MP; do
+  for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
+done
+
+cat > varied.lua <<'LUA'
+-- 10,000 registered devices in turn (9 in 10 compliant, 1 in 10 blocked): a
+-- compliant device's request passes (200), a blocked one's is refused (403).
+counter = 0
+request = function()
+  counter = counter + 1
+  local uri = string.format("/Microsoft-Server-ActiveSync?Cmd=Ping&User=perf%%40example.com&DeviceId=DEV%05d&DeviceType=iPhone", counter % 10000)
+  return wrk.format("POST", uri, {["Authorization"] = "Basic cGVyZkBleGFtcGxlLmNvbTpTZWNyZXQ=", ["User-Agent"] = "Apple-iPhone/1",
+    ["MS-ASProtocolVersion"] = "16.1", ["Content-Type"] = "application/vnd.ms-sync.wbxml"}, "\3\1j\0")
+end
+LUA
+echo "audit ${AUDIT:-all}; nproc $(nproc); load before: $(cut -d' ' -f1-3 /proc/loadavg); wrk -t1 -c$CONNS -d${SECS}s --latency"
+for r in $(seq "$ROUNDS"); do
+  for v in ceiling:$P_CEIL proxied:$P_PROX gated:$P_GATE; do
+    name=${v%%:*}; port=${v##*:}
+    out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s varied.lua "http://127.0.0.1:$port")
+    rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+    p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+    non2xx=$(echo "$out" | awk '/Non-2xx/ {print $5}')
+    echo "round $r $name: $rps req/s, p50 $p50, p99 $p99, non-2xx ${non2xx:-0}, load $(cut -d' ' -f1 /proc/loadavg)"
+  done
+done
+kill $MP; wait $MP 2>/dev/null || true
+grep -o 'gate stopped.*' serve.log || true

@@ -1,0 +1,47 @@
+// Package graph watches Microsoft 365 mailboxes through Microsoft Graph
+// change notifications: since October 2026 EWS is blocked in Exchange
+// Online, so for Microsoft 365 tenants this is the source, beside ews for
+// Exchange Server.
+//
+// Mailpush subscribes as each tenant's Entra ID app (app-only tokens from
+// the client-credentials grant, with a client secret or a certificate's
+// signed client assertion, through golang.org/x/oauth2/clientcredentials;
+// see App.TokenSource for why not MSAL), with plain REST and typed structs
+// (Client): the Graph SDK's build cost buys nothing for six calls.
+//
+// One subscription per mailbox, on users/{address}/mailFolders('inbox')/messages
+// (created, updated, deleted), shared by all its devices and deleted when
+// the last registration goes (Unwatch). Both URLs carry a sealed token
+// naming the tenant, the mailbox and its address, so the address is never
+// stored; lifecycleNotificationUrl is always set. Each subscription's
+// clientState is derived from the mailbox and a nonce stored in
+// Mailbox.Watermark with the service's address key (nothing secret is
+// stored) and compared in constant time on every notification. For Graph,
+// Mailbox.LastEventAt is when the subscription was last created or renewed
+// (Graph sends no status events): the subscription engine finds it due at
+// half its lifetime and calls Heal, paced at the configured rate.
+//
+// Who may register: an app-scope registration carries the user's Entra ID
+// token for the tenant's app (mailbox.userToken), checked against the
+// authority's JWKS (signature, issuer, audience, expiry) and whose
+// preferred_username, upn or email must be the mailbox's address; without
+// one, only a backend-scope token may register (the API enforces it).
+//
+// Acknowledge before fetching: a notification POST is checked (known
+// subscription of the URL's mailbox, clientState), each mailbox's changes
+// in it become one unresolved event stored durably by the pipeline
+// (HandleUnresolvedEvent: the outbox's event row), and only then is the POST
+// answered 202. The pipeline calls Resolve after its claim, which fetches
+// unreadItemCount and the newest message's subject and sender: a slow Graph
+// never slows the answer Graph times. The address and the newest message ID
+// are in memory only; an event stored before a restart resolves as a
+// background push and the device fetches for itself. Lifecycle events that
+// need work (reauthorizationRequired renews, subscriptionRemoved recreates)
+// go to a bounded in-memory queue and its workers; "missed" is an unresolved
+// event like a change (the badge is resynchronised).
+//
+// Unknown subscriptions, another mailbox's subscription and a wrong
+// clientState are ignored with a log line and no push, never an error that
+// Graph would retry forever. A validation request is answered only while
+// mailpush itself is creating a subscription for the URL's mailbox.
+package graph

@@ -1,0 +1,30 @@
+package registrar
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the registrar's counters for routine events: registrations come by
+// the thousand, so they are counted, not logged one line each at the
+// default level (they are logged at debug).
+type Metrics struct {
+	createdTotal, deletedTotal prometheus.Counter
+}
+
+// NewMetrics registers the registrar's metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	regs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mailpush_registrations_total",
+		Help: "Registrations created (or renewed) and deleted through the device API."}, []string{"action"})
+	reg.MustRegister(regs)
+	return &Metrics{createdTotal: regs.WithLabelValues("created"), deletedTotal: regs.WithLabelValues("deleted")}
+}
+
+func (m *Metrics) registered() {
+	if m != nil {
+		m.createdTotal.Inc()
+	}
+}
+
+func (m *Metrics) deleted() {
+	if m != nil {
+		m.deletedTotal.Inc()
+	}
+}

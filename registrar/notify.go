@@ -1,0 +1,129 @@
+package registrar
+
+import (
+	"context"
+
+	"github.com/mailpush/mailpush"
+)
+
+var _ mailpush.RegistrationRules = (*Service)(nil)
+
+// Admit decides what a mail server's notification may change. A
+// notification changes nothing and is answered Unsubscribe when its mailbox
+// is gone or has no registration, when the callback token and the mailbox
+// belong to different tenants, when its subscription is bound to another
+// mailbox, or when it is not the mailbox's subscription. Only a pending
+// device-subscribed registration alone in its mailbox may bind a newer
+// subscription (its app subscribed again): nothing it sends may replace the
+// subscription that another registration proved.
+func (s *Service) Admit(ctx context.Context, tok mailpush.CallbackToken, subscriptionID string) (mailpush.Admission, error) {
+	log := s.Logger.With("mailbox", tok.MailboxID)
+	no := mailpush.Admission{Unsubscribe: true}
+	mb, err := s.Store.Mailbox(ctx, tok.MailboxID)
+	if mailpush.ErrorCode(err) == mailpush.ENotFound {
+		log.Info("unsubscribing: mailbox is gone")
+		return no, nil
+	}
+	if err != nil {
+		return no, err
+	}
+	if mb.TenantID != tok.TenantID {
+		log.Warn("unsubscribing: callback token and mailbox belong to different tenants")
+		return no, nil
+	}
+	if mb.Status == mailpush.StatusInactive {
+		log.Info("unsubscribing: mailbox has no registration left")
+		return no, nil
+	}
+	if owner, err := s.Store.MailboxBySubscription(ctx, subscriptionID); err == nil && owner.ID != mb.ID {
+		if owner.TenantID != mb.TenantID {
+			log.Warn("notification ignored: its subscription ID belongs to another tenant's mailbox; answering Unsubscribe, nothing changed")
+		} else {
+			log.Warn("notification ignored: its subscription ID belongs to another mailbox; answering Unsubscribe, nothing changed")
+		}
+		return no, nil
+	} else if err != nil && mailpush.ErrorCode(err) != mailpush.ENotFound {
+		return no, err
+	}
+	// A device-subscribed URL names its registration: it must still exist.
+	var tokReg *mailpush.Registration
+	if tok.RegistrationID != "" {
+		tokReg, err = s.Store.Registration(ctx, tok.TenantID, tok.RegistrationID)
+		if mailpush.ErrorCode(err) == mailpush.ENotFound || err == nil && tokReg.MailboxID != mb.ID {
+			log.Info("unsubscribing: the registration this callback URL was made for is gone")
+			return no, nil
+		}
+		if err != nil {
+			return no, err
+		}
+	}
+	regs, err := s.Store.ActiveRegistrations(ctx, mb.ID)
+	if err != nil {
+		return no, err
+	}
+	if len(regs) == 0 {
+		log.Info("unsubscribing: no active registration")
+		return no, nil
+	}
+	rebind := false
+	if mb.SubscriptionID != "" && mb.SubscriptionID != subscriptionID {
+		if tokReg == nil || tokReg.Status != mailpush.StatusPending || mb.Mode != mailpush.ModeDeviceSubscribed || othersActive(regs, tokReg) {
+			log.Info("unsubscribing: subscription replaced by a newer one")
+			return no, nil
+		}
+		rebind = true
+	}
+	// In device-subscribed mode an unbound mailbox takes the first
+	// subscription that reaches its registration's callback URL (only the
+	// app knows its ID). In sealed and service mode mailpush learns the ID
+	// from Subscribe; a notification that arrives while the mailbox is
+	// unbound binds nothing, or an old subscription could win the race
+	// against the new one and take the mailbox back.
+	bind := tokReg != nil && (mb.SubscriptionID == "" && mb.Mode == mailpush.ModeDeviceSubscribed || rebind)
+	return mailpush.Admission{Mailbox: mb, Registration: tokReg, Bind: bind, Recipients: regs}, nil
+}
+
+// othersActive reports whether a registration other than reg is active:
+// then a newer subscription through reg's URL may not replace the one the
+// others get their pushes from. (A device-subscribed registration has a
+// mailbox of its own; older data may still share one.)
+func othersActive(regs []*mailpush.Registration, reg *mailpush.Registration) bool {
+	for _, r := range regs {
+		if r.ID != reg.ID && r.Status == mailpush.StatusActive {
+			return true
+		}
+	}
+	return false
+}
+
+// Activate makes a pending registration active.
+func (s *Service) Activate(ctx context.Context, reg *mailpush.Registration) error {
+	return s.setStatus(ctx, []*mailpush.Registration{reg}, mailpush.StatusPending, mailpush.StatusActive)
+}
+
+// Suspend makes a mailbox's active registrations pending until their
+// devices check in.
+func (s *Service) Suspend(ctx context.Context, mailboxID string) error {
+	regs, err := s.Store.ActiveRegistrations(ctx, mailboxID)
+	if err != nil {
+		return err
+	}
+	return s.setStatus(ctx, regs, mailpush.StatusActive, mailpush.StatusPending)
+}
+
+func (s *Service) setStatus(ctx context.Context, regs []*mailpush.Registration, from, to mailpush.Status) error {
+	for _, reg := range regs {
+		if reg.Status != from {
+			continue
+		}
+		if _, err := s.Store.UpdateRegistration(ctx, reg.TenantID, reg.ID, func(r *mailpush.Registration) error {
+			if r.Status == from {
+				r.Status = to
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}

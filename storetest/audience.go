@@ -1,0 +1,66 @@
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/mailpush/mailpush"
+)
+
+// testRegistrationByToken: the lookup a registration's join check makes
+// instead of loading the mailbox's every device.
+func testRegistrationByToken(t *testing.T, s mailpush.Store, e *env) {
+	ctx := context.Background()
+	regs := outboxFixture(t, s, e, 3)
+	got, err := s.RegistrationByToken(ctx, regs[1].MailboxID, regs[1].Device.Token)
+	if err != nil || got.ID != regs[1].ID || got.Device.Token != regs[1].Device.Token || got.MailboxID != regs[1].MailboxID {
+		t.Fatalf("RegistrationByToken = %+v, %v; want registration %s", got, err, regs[1].ID)
+	}
+	_, err = s.RegistrationByToken(ctx, regs[1].MailboxID, fmt.Sprintf("%064x", 999))
+	wantCode(t, "unknown token", err, mailpush.ENotFound)
+	other, mb := newReg(e, regs[0].TenantID, "bob@example.com", regs[1].Device.Token)
+	if _, err := s.Register(ctx, other, mb); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.RegistrationByToken(ctx, other.MailboxID, regs[1].Device.Token); err != nil || got.ID != other.ID {
+		t.Errorf("same token in another mailbox = %+v, %v; want %s", got, err, other.ID)
+	}
+	if _, err := s.UpdateRegistration(ctx, regs[2].TenantID, regs[2].ID, func(r *mailpush.Registration) error {
+		r.Status = mailpush.StatusInactive
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.RegistrationByToken(ctx, regs[2].MailboxID, regs[2].Device.Token)
+	wantCode(t, "inactive registration", err, mailpush.ENotFound)
+}
+
+// testMailboxAudience: how many active or pending registrations, and
+// whether one may show content, without loading them.
+func testMailboxAudience(t *testing.T, s mailpush.Store, e *env) {
+	ctx := context.Background()
+	regs := outboxFixture(t, s, e, 3)
+	a, err := s.MailboxAudience(ctx, regs[0].MailboxID)
+	if err != nil || a.Registrations != 3 || a.WantsContent {
+		t.Fatalf("MailboxAudience = %+v, %v; want 3 registrations, no content", a, err)
+	}
+	if _, err := s.UpdateRegistration(ctx, regs[0].TenantID, regs[0].ID, func(r *mailpush.Registration) error {
+		r.Content, r.Status = mailpush.ContentSubject, mailpush.StatusPending
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateRegistration(ctx, regs[1].TenantID, regs[1].ID, func(r *mailpush.Registration) error {
+		r.Status = mailpush.StatusInactive
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := s.MailboxAudience(ctx, regs[0].MailboxID); err != nil || a.Registrations != 2 || !a.WantsContent {
+		t.Errorf("MailboxAudience = %+v, %v; want 2 registrations (active and pending), content wanted", a, err)
+	}
+	if a, err := s.MailboxAudience(ctx, "no-such-mailbox"); err != nil || a.Registrations != 0 {
+		t.Errorf("MailboxAudience of nothing = %+v, %v", a, err)
+	}
+}
