@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net/http"
@@ -79,7 +80,8 @@ type clusterWorld struct {
 	configs  []string
 	bases    []string
 	procs    []*proc
-	token    string
+	token    string // app
+	admin    string
 }
 
 func newClusterWorld(t *testing.T, nodes int, pg string) *clusterWorld {
@@ -100,6 +102,10 @@ func newClusterWorld(t *testing.T, nodes int, pg string) *clusterWorld {
 		listens = append(listens, "127.0.0.1:"+freePort(t))
 	}
 	base := writeConfig(t, w.dir, w.exchange, w.apple, listens[0], "info", fmt.Sprintf(`publicUrl: %s
+gate:
+  tenant: acme
+  proxy: nginx
+  cacheTtl: 1h
 push:
   retryBase: 50ms
   retryMax: 500ms
@@ -126,6 +132,12 @@ push:
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	w.token = lines[len(lines)-1]
+	out.Reset()
+	if err := run(context.Background(), []string{"token", "add", "--tenant", "acme", "--scope", "admin", "--config", w.configs[0]}, &out, &errOut, nil); err != nil {
+		t.Fatalf("token add: %v (%s)", err, errOut.String())
+	}
+	lines = strings.Split(strings.TrimSpace(out.String()), "\n")
+	w.admin = lines[len(lines)-1]
 	for _, c := range w.configs {
 		w.procs = append(w.procs, startBinary(t, w.bin, c))
 	}
@@ -248,6 +260,18 @@ func TestClusterSurvivesAKilledNode(t *testing.T) {
 	}
 	t.Logf("%d pushes delivered, %d of them a second time (at least once), %d push requests", len(w.apple.Pushes()), twice, w.apple.Requests())
 
+	// The gate keeps answering on the survivors, and a registry change made
+	// on one node holds on the other at once (broadcast), although each
+	// node caches answers for an hour here.
+	w.gateDevice(t, 0, "compliant")
+	if code := w.gateAuth(t, 2); code != http.StatusOK {
+		t.Fatalf("node 2 gate for a compliant device = %d", code)
+	}
+	w.gateDevice(t, 0, "blocked")
+	if code := w.gateAuth(t, 2); code != http.StatusForbidden {
+		t.Errorf("node 2 gate after node 0 blocked the device = %d, want 403 at once", code)
+	}
+
 	// The survivors keep answering, and report themselves ready.
 	for _, n := range []int{0, 2} {
 		resp, err := http.Get(w.bases[n] + "/readyz")
@@ -269,4 +293,33 @@ func TestClusterSurvivesAKilledNode(t *testing.T) {
 	if !strings.Contains(body.String(), `node="node-2"`) {
 		t.Errorf("node 2's metrics carry no node label")
 	}
+}
+
+// gateDevice sets the gate registry's state of device CLUSTERDEV1 (user
+// alice@example.com) through node n.
+func (w *clusterWorld) gateDevice(t *testing.T, n int, state string) {
+	t.Helper()
+	if st, body := apiCall(t, w.bases[n], "PUT", "/api/v1/gate/devices/CLUSTERDEV1", w.admin, map[string]string{"user": "alice@example.com", "state": state}); st != 200 {
+		t.Fatalf("PUT gate device on node %d = %d %v", n, st, body)
+	}
+}
+
+// gateAuth asks node n's /gate/auth as nginx would for CLUSTERDEV1.
+func (w *clusterWorld) gateAuth(t *testing.T, n int) int {
+	t.Helper()
+	req, _ := http.NewRequest("GET", w.bases[n]+"/gate/auth", nil)
+	req.Header.Set("X-Original-URI", "/Microsoft-Server-ActiveSync?Cmd=Sync&User=alice@example.com&DeviceId=CLUSTERDEV1&DeviceType=iPhone")
+	req.Header.Set("X-Original-Method", "POST")
+	req.Header.Set("MS-ASProtocolVersion", "16.1")
+	req.Header.Set("User-Agent", "Apple-iPhone/1")
+	req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("alice@example.com:pw")))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Logf("node %d gate: %d %s", n, resp.StatusCode, resp.Header.Get("X-Mailpush-Reason"))
+	}
+	return resp.StatusCode
 }
