@@ -27,7 +27,7 @@ const (
 
 // Deps are what a Gate needs from outside.
 type Deps struct {
-	Store    mailpush.Store
+	Store    mailpush.GateStore
 	Hasher   mailpush.AddressHasher
 	TenantID string // the resolved Config.Tenant
 	Logger   *slog.Logger

@@ -137,10 +137,17 @@ import (
 	"github.com/mailpush/mailpush"
 )
 
+// Store is the pipeline's role of the store: the outbox, and dropping a
+// device whose token the provider refused.
+type Store interface {
+	mailpush.Outbox
+	UpdateRegistration(ctx context.Context, tenantID, id string, fn func(*mailpush.Registration) error) (*mailpush.Registration, error)
+}
+
 // Config holds the pipeline's dependencies and limits. Zero values take the
 // defaults shown.
 type Config struct {
-	Store mailpush.Store
+	Store Store
 	// Pushers are the providers by platform, used when Route is nil or
 	// finds none.
 	Pushers map[mailpush.Platform]mailpush.Pusher

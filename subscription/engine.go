@@ -42,7 +42,7 @@ const (
 // Engine keeps one source's subscriptions alive. Set the fields, then call
 // Run (or Check and CheckHosts yourself); Close stops it.
 type Engine struct {
-	Store  mailpush.Store
+	Store  mailpush.MailboxStore
 	Source mailpush.Source // whose mailboxes it sweeps
 	Healer mailpush.Healer
 	Logger *slog.Logger
