@@ -17,7 +17,7 @@ import (
 // the deciding Gate drops its cached answer: a change takes effect on the
 // very next request.
 type Registry struct {
-	Store  mailpush.Store
+	Store  mailpush.GateStore
 	Hasher mailpush.AddressHasher
 	Logger *slog.Logger
 	// Identity puts user names in the form the gate compares (gate.identity);
@@ -98,6 +98,8 @@ func (r *Registry) device(tenantID string, u mailpush.GateDeviceUpdate) (*mailpu
 	d := &mailpush.GateDevice{TenantID: tenantID, DeviceID: id, DeviceType: dt, State: state}
 	if user != "" {
 		d.UserHash = r.Hasher.HashAddress(tenantID, user)
+	} else if len(u.UserHash) > 0 {
+		d.UserHash = u.UserHash
 	}
 	return d, nil
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -19,23 +20,23 @@ import (
 	"github.com/mailpush/mailpush/api"
 	"github.com/mailpush/mailpush/appconfig"
 	"github.com/mailpush/mailpush/autodiscover"
+	"github.com/mailpush/mailpush/console"
 	"github.com/mailpush/mailpush/directory"
 	"github.com/mailpush/mailpush/dovecot"
 	"github.com/mailpush/mailpush/ews"
 	"github.com/mailpush/mailpush/gate"
+	"github.com/mailpush/mailpush/graph"
 	"github.com/mailpush/mailpush/pipeline"
 	"github.com/mailpush/mailpush/postgres"
 	"github.com/mailpush/mailpush/registrar"
 	"github.com/mailpush/mailpush/seal"
 	"github.com/mailpush/mailpush/smime"
 	"github.com/mailpush/mailpush/sqlite"
+	"github.com/mailpush/mailpush/subscription"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/mailpush/mailpush/graph"
-	"github.com/mailpush/mailpush/subscription"
 )
 
 // Main is the running program: configuration in, wired services out. The
@@ -74,10 +75,17 @@ type Main struct {
 
 	appDirs   []*directory.Directory
 	providers *providers
+	nodeID    string
+	cluster   *cluster
 	keysWatch keysWatch // keys.go
 	listener  net.Listener
 	server    *http.Server
-	closed    bool
+	console   *console.Console
+	pprof     *http.Server
+	pprofAddr string
+	// gateTenantID is the ID of gate.tenant while the gate is on.
+	gateTenantID string
+	closed       bool
 }
 
 // NewMain returns a Main that logs to logOutput.
@@ -136,10 +144,20 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	// One registry per Main, never the global default: tests run several.
 	registry := prometheus.NewRegistry()
-	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.nodeID = cfg.NodeID
+	if m.nodeID == "" {
+		m.nodeID = defaultNodeID(cfg.Listen)
+	}
+	// Metrics: the gatherer serves registry; collectors register on reg,
+	// which labels every series with the node when nodes share a database.
+	var reg prometheus.Registerer = registry
+	if cfg.Database.Driver == "postgres" {
+		reg = prometheus.WrapRegistererWith(prometheus.Labels{"node": m.nodeID}, registry)
+	}
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.Pipeline = pipeline.New(pipeline.Config{
 		Store: m.Store, Route: m.providers.route, SealContent: seal.SealContent,
-		Metrics: pipeline.NewMetrics(registry, m.Store.OutboxDepth),
+		Metrics: pipeline.NewMetrics(reg, m.Store.OutboxDepth),
 		Logger:  m.Logger.With("component", "pipeline"), Clock: m.Clock,
 		Workers: cfg.Push.Workers, BatchSize: cfg.Push.BatchSize, MaxAttempts: cfg.Push.MaxAttempts,
 		RetryBase: cfg.Push.RetryBase, RetryMax: cfg.Push.RetryMax, SyncPerHour: cfg.Push.SyncPerHour,
@@ -212,6 +230,9 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
+	if _, shared := m.Store.(*postgres.Store); shared {
+		m.EWSEngine.HostRuleElsewhere = true // the cluster's leader runs it
+	}
 	m.EWSEngine.Run(context.Background()) // stopped by Close
 	m.watchKeys()                         // stopped by Close
 	watchers := map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS, mailpush.SourceDovecot: m.Dovecot}
@@ -270,11 +291,19 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	if m.Gate != nil {
 		m.Gate.Routes(mux)
-		registerGateMetrics(registry, m.Gate)
+		registerGateMetrics(reg, m.Gate)
 	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn)}))
 	mux.Handle("POST "+dovecot.NotifyPath, m.Dovecot)
 	mux.Handle("PUT "+dovecot.NotifyPath, m.Dovecot)
+	if err := m.startConsole(ctx, mux, publicURL, registry); err != nil {
+		return err
+	}
+	if err := m.startPprof(); err != nil {
+		return err
+	}
+
+	m.startCluster()
 
 	m.server = &http.Server{
 		Handler:           logRequests(m.Logger, api.JSONErrors(mux, m.Logger.With("component", "api"))),
@@ -359,6 +388,13 @@ func (m *Main) Close() error {
 	var errs []error
 	if m.server != nil {
 		errs = append(errs, m.server.Shutdown(ctx))
+	}
+	m.cluster.close()
+	if m.pprof != nil {
+		errs = append(errs, m.pprof.Shutdown(ctx))
+	}
+	if m.console != nil {
+		m.console.Close()
 	}
 	if m.EWSEngine != nil {
 		m.EWSEngine.Close()
@@ -571,6 +607,9 @@ func (m *Main) startGraph(cfg *Config, outbound *http.Transport, publicURL strin
 		QueueSize: cfg.Graph.QueueSize, Workers: cfg.Graph.Workers,
 		Logger: m.Logger.With("source", "graph"), Clock: m.Clock,
 		Metrics: graph.NewMetrics(registry, m.Clock, m.Logger.With("source", "graph")),
+	}
+	if cfg.Graph.RichNotifications {
+		m.Graph.Certs = &graph.Certs{Dir: filepath.Join(cfg.KeyDir, "graph-encryption"), Clock: m.Clock}
 	}
 	// Renewal at half the lifetime, paced: a wave of registrations never
 	// becomes a wave of PATCHes. Graph allows 4 requests at once per app and
