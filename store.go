@@ -87,6 +87,13 @@ type Store interface {
 	// Outbox is the durable push queue (see Outbox).
 	Outbox
 
+	// SetCallbackURL keeps the callback URL that a device-subscribed
+	// registration was given (sealed at rest: it is a capability), so that
+	// reading the registration returns the same URL; CallbackURL returns it
+	// (ENotFound when there is none). It goes when the registration goes.
+	SetCallbackURL(ctx context.Context, tenantID, registrationID, url string) error
+	CallbackURL(ctx context.Context, tenantID, registrationID string) (string, error)
+
 	// AdminReader and AuditLog serve the admin console (admin.go).
 	AdminReader
 	AuditLog
