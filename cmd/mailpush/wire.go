@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -24,19 +25,18 @@ import (
 	"github.com/mailpush/mailpush/dovecot"
 	"github.com/mailpush/mailpush/ews"
 	"github.com/mailpush/mailpush/gate"
+	"github.com/mailpush/mailpush/graph"
 	"github.com/mailpush/mailpush/pipeline"
 	"github.com/mailpush/mailpush/postgres"
 	"github.com/mailpush/mailpush/registrar"
 	"github.com/mailpush/mailpush/seal"
 	"github.com/mailpush/mailpush/smime"
 	"github.com/mailpush/mailpush/sqlite"
+	"github.com/mailpush/mailpush/subscription"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/mailpush/mailpush/graph"
-	"github.com/mailpush/mailpush/subscription"
 )
 
 // Main is the running program: configuration in, wired services out. The
@@ -588,6 +588,9 @@ func (m *Main) startGraph(cfg *Config, outbound *http.Transport, publicURL strin
 		QueueSize: cfg.Graph.QueueSize, Workers: cfg.Graph.Workers,
 		Logger: m.Logger.With("source", "graph"), Clock: m.Clock,
 		Metrics: graph.NewMetrics(registry, m.Clock, m.Logger.With("source", "graph")),
+	}
+	if cfg.Graph.RichNotifications {
+		m.Graph.Certs = &graph.Certs{Dir: filepath.Join(cfg.KeyDir, "graph-encryption"), Clock: m.Clock}
 	}
 	// Renewal at half the lifetime, paced: a wave of registrations never
 	// becomes a wave of PATCHes. Graph allows 4 requests at once per app and
