@@ -115,6 +115,12 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 		tok.RegistrationID = reg.ID
 	}
 	sealed, err := s.Sealer.SealCallback(tok)
+	if err != nil && tok.Credentials.Refreshable() {
+		// The refresh token lives in the URL: a provider's (or an app's)
+		// oversized one is the caller's to fix, before any request.
+		return mailpush.WatchResult{}, mailpush.WrapError(mailpush.EBadSealed,
+			"sealed credentials: the refreshToken, tokenUrl and clientId are too long together to travel in a callback URL", err)
+	}
 	if err != nil {
 		return mailpush.WatchResult{}, mailpush.WrapError(mailpush.EInternal, "cannot seal the callback token", err)
 	}

@@ -37,7 +37,8 @@ func newOAuthWorld(t *testing.T) (*world, *clocktest.Clock, string) {
 	return w, clock, w.addTenant(t, "acme")
 }
 
-func (w *world) sealOAuth(t testing.TB, c mailpush.Credentials) string {
+// sealCreds seals any credentials the way the app does.
+func (w *world) sealCreds(t testing.TB, c mailpush.Credentials) string {
 	t.Helper()
 	st, key := w.call(t, "GET", "/api/v1/key", "", nil)
 	if st != 200 {
@@ -67,7 +68,7 @@ func TestEndToEndOAuthRefresh(t *testing.T) {
 	device := deviceToken(7)
 	st, reg := w.call(t, "POST", "/api/v1/registrations", token, map[string]any{
 		"device": map[string]any{"platform": "ios", "token": device, "environment": "production"},
-		"mailbox": map[string]any{"address": address, "source": "ews", "ewsUrl": w.exchange.URL(), "sealedCredentials": w.sealOAuth(t, mailpush.Credentials{
+		"mailbox": map[string]any{"address": address, "source": "ews", "ewsUrl": w.exchange.URL(), "sealedCredentials": w.sealCreds(t, mailpush.Credentials{
 			AccessToken: access, RefreshToken: refresh, TokenURL: w.exchange.TokenURL(), ClientID: oauthClientID,
 			ExpiresAt: clock.Now().Add(10 * time.Minute).Unix(),
 		})},
@@ -291,7 +292,7 @@ func TestOAuthRegistrationRefusals(t *testing.T) {
 		calls := w.exchange.Requests("token")
 		st, body := w.call(t, "POST", "/api/v1/registrations", token, map[string]any{
 			"device":  map[string]any{"platform": "ios", "token": deviceToken(200 + i), "environment": "production"},
-			"mailbox": map[string]any{"address": address, "source": "ews", "ewsUrl": w.exchange.URL(), "sealedCredentials": w.sealOAuth(t, creds)},
+			"mailbox": map[string]any{"address": address, "source": "ews", "ewsUrl": w.exchange.URL(), "sealedCredentials": w.sealCreds(t, creds)},
 		})
 		errObj, _ := body["error"].(map[string]any)
 		code, _ := errObj["code"].(string)
