@@ -71,6 +71,7 @@ func Run(t *testing.T, open Factory) {
 		{"OutboxSettleAndClaim", testOutboxSettleAndClaim},
 		{"RegistrationByToken", testRegistrationByToken},
 		{"MailboxAudience", testMailboxAudience},
+		{"CountRegistrationsFollowsChanges", testCountRegistrationsFollowsChanges},
 		{"OutboxEventsClaimAndLease", testOutboxEventsClaimAndLease},
 		{"OutboxEventsCoalesce", testOutboxEventsCoalesce},
 		{"OutboxEventsMailboxOrder", testOutboxEventsMailboxOrder},
