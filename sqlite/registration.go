@@ -179,6 +179,28 @@ func (q txQuerier) QueryRowContext(ctx context.Context, query string, args ...an
 	return st.QueryRowContext(ctx, args...)
 }
 
+// readQuerier runs queries on the reader pool through the statements
+// prepared at Open when there is one.
+type readQuerier struct{ s *Store }
+
+func (q readQuerier) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	q.s.cache.mu.Lock()
+	st, ok := q.s.cache.reads[query]
+	q.s.cache.mu.Unlock()
+	if !ok {
+		return q.s.r.QueryRowContext(ctx, query, args...)
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+func (q readQuerier) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return q.s.read(ctx, query, args...)
+}
+
+// qMailboxByAddress is MailboxByAddress's query, prepared on the reader pool:
+// the registrar asks it on every registration.
+const qMailboxByAddress = `SELECT ` + mailboxCols + ` FROM mailboxes WHERE tenant_id = ? AND address_hash = ? AND source = ?`
+
 func (q txQuerier) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	st, err := q.s.stmt(ctx, q.tx, query)
 	if err != nil {
@@ -189,7 +211,7 @@ func (q txQuerier) QueryContext(ctx context.Context, query string, args ...any) 
 
 // Registration returns a tenant's registration.
 func (s *Store) Registration(ctx context.Context, tenantID, id string) (*mailpush.Registration, error) {
-	return s.registration(ctx, s.r, tenantID, id)
+	return s.registration(ctx, readQuerier{s}, tenantID, id)
 }
 
 func (s *Store) registration(ctx context.Context, q querier, tenantID, id string) (*mailpush.Registration, error) {
@@ -355,7 +377,7 @@ func (s *Store) MailboxBySubscription(ctx context.Context, subscriptionID string
 
 // MailboxByAddress returns the tenant's mailbox of a source by address hash.
 func (s *Store) MailboxByAddress(ctx context.Context, tenantID string, addressHash []byte, source mailpush.Source) (*mailpush.Mailbox, error) {
-	return mailboxWhere(ctx, s.r, "tenant_id = ? AND address_hash = ? AND source = ?", tenantID, addressHash, string(source))
+	return mailboxWhere(ctx, readQuerier{s}, "tenant_id = ? AND address_hash = ? AND source = ?", tenantID, addressHash, string(source))
 }
 
 func mailboxWhere(ctx context.Context, q querier, where string, args ...any) (*mailpush.Mailbox, error) {
