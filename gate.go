@@ -97,8 +97,11 @@ type GateDevice struct {
 
 // GateDeviceUpdate is what the MDM or an admin reports about a device.
 type GateDeviceUpdate struct {
-	DeviceID   string
-	User       string // in clear only on its way in; hashed before it is stored
+	DeviceID string
+	User     string // in clear only on its way in; hashed before it is stored
+	// UserHash keeps a stored user when User is empty: the admin console
+	// changes a device's state knowing only the user's hash.
+	UserHash   []byte
 	DeviceType string
 	State      DeviceState
 }

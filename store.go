@@ -87,6 +87,10 @@ type Store interface {
 	// Outbox is the durable push queue (see Outbox).
 	Outbox
 
+	// AdminReader and AuditLog serve the admin console (admin.go).
+	AdminReader
+	AuditLog
+
 	// Ping reports whether the store can answer.
 	Ping(ctx context.Context) error
 	Close() error

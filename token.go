@@ -1,8 +1,10 @@
 package mailpush
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base32"
 	"encoding/base64"
 	"strings"
@@ -74,4 +76,44 @@ func HashTokenSecret(secret string) []byte {
 func SplitToken(tok string) (id, secret string, ok bool) {
 	id, secret, ok = strings.Cut(tok, ".")
 	return id, secret, ok && id != "" && secret != "" && len(tok) <= 256
+}
+
+// TokenReader is what VerifyToken needs of the store.
+type TokenReader interface {
+	Token(ctx context.Context, id string) (*Token, error)
+	Tenant(ctx context.Context, id string) (*Tenant, error)
+}
+
+// VerifyToken checks a bearer value "<id>.<secret>" and returns its tenant
+// and token. It is the one place where a token is verified (the API and the
+// admin console's token sign-in both use it): the token is read from the
+// store each time, so a revoke takes effect at once, and the secret is
+// compared in constant time with its stored hash. Every failure is an
+// EUnauthorized error that does not say which part was wrong.
+func VerifyToken(ctx context.Context, store TokenReader, bearer string) (*Tenant, *Token, error) {
+	id, secret, ok := SplitToken(strings.TrimSpace(bearer))
+	if !ok {
+		return nil, nil, Errorf(EUnauthorized, "the API token is malformed: it is \"<id>.<secret>\" as printed by mailpush tenant add or mailpush token add")
+	}
+	invalid := Errorf(EUnauthorized, "the API token is not valid")
+	tok, err := store.Token(ctx, id)
+	if ErrorCode(err) == ENotFound {
+		// Compare anyway so that unknown tokens take as long as wrong secrets.
+		subtle.ConstantTimeCompare(HashTokenSecret(secret), make([]byte, sha256.Size))
+		return nil, nil, invalid
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if subtle.ConstantTimeCompare(HashTokenSecret(secret), tok.SecretHash) != 1 {
+		return nil, nil, invalid
+	}
+	t, err := store.Tenant(ctx, tok.TenantID)
+	if ErrorCode(err) == ENotFound {
+		return nil, nil, invalid
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return t, tok, nil
 }

@@ -1,5 +1,5 @@
 // Package api serves mailpush's HTTP interfaces for apps and operators: the
-// device API of API.md (/api/v1/…) and the operations endpoints (/healthz,
+// device API of docs/openapi.yaml (/api/v1/…) and the operations endpoints (/healthz,
 // /readyz). Mail-server webhooks are served by their source packages and
 // mounted beside it by cmd/mailpush.
 //

@@ -2,8 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base64"
 	"net/http"
 	"slices"
@@ -67,31 +65,7 @@ func (s *Server) authenticate(r *http.Request) (*mailpush.Tenant, *mailpush.Toke
 	if !strings.EqualFold(scheme, "Bearer") {
 		return nil, nil, mailpush.Errorf(mailpush.EUnauthorized, "Authorization must use the Bearer scheme with the tenant API token")
 	}
-	id, secret, ok := mailpush.SplitToken(strings.TrimSpace(bearer))
-	if !ok {
-		return nil, nil, mailpush.Errorf(mailpush.EUnauthorized, "the API token is malformed: it is \"<id>.<secret>\" as printed by mailpush tenant add or mailpush token add")
-	}
-	invalid := mailpush.Errorf(mailpush.EUnauthorized, "the API token is not valid")
-	tok, err := s.Store.Token(r.Context(), id)
-	if mailpush.ErrorCode(err) == mailpush.ENotFound {
-		// Compare anyway so that unknown tokens take as long as wrong secrets.
-		subtle.ConstantTimeCompare(mailpush.HashTokenSecret(secret), make([]byte, sha256.Size))
-		return nil, nil, invalid
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	if subtle.ConstantTimeCompare(mailpush.HashTokenSecret(secret), tok.SecretHash) != 1 {
-		return nil, nil, invalid
-	}
-	t, err := s.Store.Tenant(r.Context(), tok.TenantID)
-	if mailpush.ErrorCode(err) == mailpush.ENotFound {
-		return nil, nil, invalid
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	return t, tok, nil
+	return mailpush.VerifyToken(r.Context(), s.Store, bearer)
 }
 
 func tenantFrom(ctx context.Context) *mailpush.Tenant {

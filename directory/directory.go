@@ -215,8 +215,10 @@ var (
 	errAmbiguous = mailpush.WrapError(mailpush.EConflict, "more than one directory entry matches", ErrAmbiguous)
 )
 
+// unavailable keeps of cause only what logs may carry (logSafe): the API
+// logs the cause of a 503.
 func unavailable(cause error) error {
-	return mailpush.WrapError(mailpush.EUnavailable, "directory unavailable", fmt.Errorf("%w: %w", ErrUnavailable, cause))
+	return mailpush.WrapError(mailpush.EUnavailable, "directory unavailable", fmt.Errorf("%w: %s", ErrUnavailable, logSafe(cause)))
 }
 
 // Entry is the domain's directory entry (mailpush.DirectoryEntry): the
@@ -374,6 +376,17 @@ func connectionError(err error) bool {
 	return err != nil && (!errors.As(err, &le) || le.ResultCode >= ldap.ErrorNetwork)
 }
 
+// logSafe is what a log line may say of a search error: a server's
+// diagnostic message may quote the filter, hence the looked-up value, so
+// only the result code of an LDAP result is kept.
+func logSafe(err error) string {
+	var le *ldap.Error
+	if errors.As(err, &le) && le.ResultCode < ldap.ErrorNetwork {
+		return fmt.Sprintf("LDAP result %d (%s)", le.ResultCode, ldap.LDAPResultCodeMap[le.ResultCode])
+	}
+	return err.Error()
+}
+
 // dropIdle closes the idle connections.
 func (d *Directory) dropIdle() {
 	d.mu.Lock()
@@ -403,7 +416,7 @@ func (d *Directory) searchDone(c *conn, res *ldap.SearchResult, err error) ([]*l
 		return nil, unavailable(err)
 	default:
 		d.discard(c)
-		d.log.Warn("directory: search failed", "host", d.host, "err", err)
+		d.log.Warn("directory: search failed", "host", d.host, "err", logSafe(err))
 		return nil, unavailable(err)
 	}
 }

@@ -1,6 +1,8 @@
 package directory
 
 import (
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/go-ldap/ldap/v3"
@@ -38,5 +40,14 @@ func TestFillOnePass(t *testing.T) {
 				t.Errorf("fill(%q) asserts %q", v, got)
 			}
 		}
+	}
+}
+
+// TestUnavailableCarriesNoDiagnostic: a server's diagnostic message may
+// quote the filter; the error that callers log keeps the result code only.
+func TestUnavailableCarriesNoDiagnostic(t *testing.T) {
+	err := unavailable(ldap.NewError(ldap.LDAPResultOther, errors.New("bad filter (mail=alice@example.com)")))
+	if strings.Contains(err.Error(), "alice") || !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "LDAP result 80") {
+		t.Errorf("unavailable(…) = %v", err)
 	}
 }

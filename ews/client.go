@@ -90,6 +90,21 @@ type Endpoint struct {
 	// Affinity names whose server-affinity cookie (X-BackEndOverrideCookie)
 	// the request sends and keeps, e.g. a mailbox ID; empty means none.
 	Affinity string
+	// Mailbox is the SMTP address whose own Inbox Subscribe and GetFolder
+	// name (t:DistinguishedFolderId with t:Mailbox/t:EmailAddress): Exchange
+	// then checks that the credentials may open that very mailbox (the
+	// owner's or a delegate's), so credentials of one user can never watch
+	// another's Inbox under that other's address. Empty names the
+	// authenticated user's own Inbox.
+	Mailbox string
+}
+
+// inboxFolderID is the Inbox of ep.Mailbox (or of the caller).
+func inboxFolderID(ep Endpoint) string {
+	if ep.Mailbox == "" {
+		return `<t:DistinguishedFolderId Id="inbox"/>`
+	}
+	return `<t:DistinguishedFolderId Id="inbox"><t:Mailbox><t:EmailAddress>` + escape(ep.Mailbox) + `</t:EmailAddress></t:Mailbox></t:DistinguishedFolderId>`
 }
 
 // SubscribeRequest describes a push subscription.
@@ -145,7 +160,11 @@ func (c *Client) Subscribe(ctx context.Context, ep Endpoint, req SubscribeReques
 
 	var b strings.Builder
 	b.WriteString(`<m:Subscribe><m:PushSubscriptionRequest>`)
-	b.WriteString(`<t:FolderIds><t:DistinguishedFolderId Id="` + folder + `"/></t:FolderIds>`)
+	if folder == "inbox" {
+		b.WriteString(`<t:FolderIds>` + inboxFolderID(ep) + `</t:FolderIds>`)
+	} else {
+		b.WriteString(`<t:FolderIds><t:DistinguishedFolderId Id="` + folder + `"/></t:FolderIds>`)
+	}
 	b.WriteString(`<t:EventTypes>`)
 	for _, t := range types {
 		b.WriteString(`<t:EventType>` + string(t) + `</t:EventType>`)
@@ -165,14 +184,14 @@ func (c *Client) Subscribe(ctx context.Context, ep Endpoint, req SubscribeReques
 	return parseSubscribeResponse(status, ct, data)
 }
 
-// GetInboxUnread returns the number of unread items in the Inbox, from
-// GetFolder with folder:UnreadCount.
+// GetInboxUnread returns the number of unread items in the Inbox (of
+// ep.Mailbox when set), from GetFolder with folder:UnreadCount.
 func (c *Client) GetInboxUnread(ctx context.Context, ep Endpoint) (int, error) {
-	const body = `<m:GetFolder>` +
+	body := `<m:GetFolder>` +
 		`<m:FolderShape><t:BaseShape>IdOnly</t:BaseShape>` +
 		`<t:AdditionalProperties><t:FieldURI FieldURI="folder:UnreadCount"/></t:AdditionalProperties>` +
 		`</m:FolderShape>` +
-		`<m:FolderIds><t:DistinguishedFolderId Id="inbox"/></m:FolderIds>` +
+		`<m:FolderIds>` + inboxFolderID(ep) + `</m:FolderIds>` +
 		`</m:GetFolder>`
 	status, ct, data, err := c.call(ctx, ep, "GetFolder", body)
 	if err != nil {

@@ -19,7 +19,7 @@ type credCache struct {
 type cachedCreds struct {
 	serverURL string
 	creds     mailpush.Credentials // sealed mode
-	address   string               // service mode: the mailbox to impersonate
+	address   string               // the mailbox whose Inbox requests name (service mode: impersonate)
 	keyID     string               // the key that sealed the callback URL Exchange holds
 }
 

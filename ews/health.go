@@ -251,7 +251,9 @@ func accountOf(ep Endpoint, mailboxID string) string {
 // impersonating the mailbox (service mode). Requests of one mailbox share
 // an affinity cookie.
 func (s *Source) endpoint(ctx context.Context, mb *mailpush.Mailbox, c cachedCreds) (Endpoint, error) {
-	ep := Endpoint{URL: c.serverURL, Credentials: c.creds, Affinity: mb.ID}
+	// Requests name the address's own Inbox (Mailbox): Exchange checks that
+	// the credentials may open it.
+	ep := Endpoint{URL: c.serverURL, Credentials: c.creds, Affinity: mb.ID, Mailbox: c.address}
 	if mb.Mode == mailpush.ModeService {
 		svc, ok := s.serviceAccount(ctx, mb.TenantID)
 		if !ok {

@@ -79,7 +79,10 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 	cached := cachedCreds{serverURL: mb.ServerURL, address: mb.Address}
 	switch mb.Mode {
 	case mailpush.ModeSealed:
-		cached.address, cached.creds = "", creds
+		// The address stays with the credentials: every request names the
+		// address's own Inbox, so Exchange itself refuses credentials that
+		// cannot open it.
+		cached.creds = creds
 	case mailpush.ModeService:
 		if cached.address == "" {
 			if c, ok := s.st.creds.get(mb.ID); ok {
@@ -128,6 +131,16 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 	if err != nil {
 		return mailpush.WatchResult{}, err
 	}
+	if mb.Mode == mailpush.ModeSealed {
+		// Sealed credentials are a user's: before anything changes for the
+		// mailbox's other registrations, Exchange must confirm that they
+		// open this address's Inbox (the owner's or a delegate's). A
+		// refusal changes nothing: the current subscription keeps running.
+		if _, err := s.Client.GetInboxUnread(ctx, ep); err != nil {
+			s.Logger.Warn("sealed credentials refused for the mailbox", "mailbox", mb.ID, "err", err)
+			return mailpush.WatchResult{}, subscribeError(err)
+		}
+	}
 	// Forget the old subscription first, so that its next notification is
 	// answered Unsubscribe, then subscribe anew.
 	if _, err := s.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error {
@@ -174,6 +187,9 @@ func subscribeError(err error) error {
 	}
 	var re *ResponseError
 	if errors.As(err, &re) {
+		if re.Code == "ErrorAccessDenied" || re.Code == "ErrorNonExistentMailbox" || re.Code == "ErrorImpersonateUserDenied" {
+			return mailpush.WrapError(mailpush.EMailboxDenied, "Exchange says these credentials cannot open mailbox.address's Inbox ("+re.Code+")", err)
+		}
 		return mailpush.WrapError(mailpush.EUpstream, "Exchange refused the subscription: "+re.Code, err)
 	}
 	return mailpush.WrapError(mailpush.EUpstream, "Exchange could not be reached at the ewsUrl", err)
@@ -246,8 +262,10 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 	sum.missed = mb.SubscriptionID != "" && mb.SubscriptionID == n.SubscriptionID &&
 		mb.Watermark != "" && n.PreviousWatermark != "" && n.PreviousWatermark != mb.Watermark
 	if replayed(mb, n) {
+		if sum.changed || sum.missed {
+			log.Info("notification already handled (its watermark is the mailbox's last): a sign of life only")
+		}
 		sum = summary{badge: mailpush.NoBadge} // handled before: no fetch, no push (fetchlimit.go)
-		log.Info("notification already handled (its watermark is the mailbox's last): a sign of life only")
 	}
 	if sum.missed {
 		sum.changed = true

@@ -12,7 +12,7 @@ import (
 	"github.com/mailpush/mailpush"
 )
 
-// Routes registers the reverse-proxy endpoints of API.md on mux. /gate/auth
+// Routes registers the reverse-proxy endpoints (docs/gate.md) on mux. /gate/auth
 // answers any method: nginx's auth_request subrequest and Traefik forward
 // the original method, others send GET.
 func (g *Gate) Routes(mux *http.ServeMux) {

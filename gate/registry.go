@@ -98,6 +98,8 @@ func (r *Registry) device(tenantID string, u mailpush.GateDeviceUpdate) (*mailpu
 	d := &mailpush.GateDevice{TenantID: tenantID, DeviceID: id, DeviceType: dt, State: state}
 	if user != "" {
 		d.UserHash = r.Hasher.HashAddress(tenantID, user)
+	} else if len(u.UserHash) > 0 {
+		d.UserHash = u.UserHash
 	}
 	return d, nil
 }

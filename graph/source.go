@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -60,6 +61,11 @@ type Source struct {
 	Logger    *slog.Logger
 	Clock     mailpush.Clock
 	Metrics   *Metrics // nil: none
+	// Certs, when set, turns on rich notifications: subscriptions include
+	// the message's subject, sender and read state, encrypted to Certs'
+	// certificate (lifetime then at most 1,440 minutes), so no fetch is
+	// needed for the content.
+	Certs *Certs
 
 	st state
 }
@@ -113,11 +119,18 @@ func orInt(v, def int) int {
 	return v
 }
 
+// maxRichLifetime is Graph's 1,440 minutes with resource data, less a margin.
+const maxRichLifetime = 1430 * time.Minute
+
 func (s *Source) lifetime() time.Duration {
-	if s.Lifetime <= 0 {
-		return DefaultLifetime
+	l := s.Lifetime
+	if l <= 0 {
+		l = DefaultLifetime
 	}
-	return s.Lifetime
+	if s.Certs != nil {
+		l = min(l, maxRichLifetime)
+	}
+	return l
 }
 
 // RenewAfter is when a subscription is due for renewal: half its lifetime
@@ -260,6 +273,14 @@ func (s *Source) subscribe(ctx context.Context, ta *tenantApp, mb *mailpush.Mail
 		ExpirationDateTime:       now.Add(s.lifetime()).UTC(),
 		ClientState:              s.clientState(mb, nonce),
 	}
+	if s.Certs != nil {
+		id, cert, err := s.Certs.Current()
+		if err != nil {
+			return mailpush.WrapError(mailpush.EInternal, "cannot make the notification encryption certificate", err)
+		}
+		sub.IncludeResourceData, sub.EncryptionCertificateID, sub.EncryptionCertificate = true, id, cert
+		sub.Resource += "?$select=subject,from,isRead"
+	}
 	st := s.init()
 	st.mu.Lock()
 	st.expecting[mb.ID]++
@@ -380,8 +401,16 @@ func (s *Source) Heal(ctx context.Context, mb *mailpush.Mailbox) mailpush.HealOu
 	}
 	if mb.SubscriptionID != "" {
 		exp := s.Clock.Now().Add(s.lifetime())
+		var certID, cert string
+		if s.Certs != nil {
+			// A rotated certificate reaches Graph with the renewal.
+			if certID, cert, err = s.Certs.Current(); err != nil {
+				log.Warn("cannot make the notification encryption certificate", "err", err)
+				return mailpush.HealFailed
+			}
+		}
 		err := s.call(ctx, ta, mb.ID, func(ctx context.Context) error {
-			_, err := ta.client.RenewSubscription(ctx, mb.SubscriptionID, exp, "", "")
+			_, err := ta.client.RenewSubscription(ctx, mb.SubscriptionID, exp, cert, certID)
 			return err
 		})
 		if err == nil {
@@ -572,9 +601,11 @@ func (s *Source) serve(w http.ResponseWriter, r *http.Request, start time.Time) 
 	// are work for the in-memory queue.
 	var changes []*change
 	var work []job
+	seen := map[string]*known{} // a batch names few subscriptions, many times
+	richOK := s.richTrusted(ctx, tok, b)
 	for i := range b.Value {
 		n := &b.Value[i]
-		j, ok, err := s.accept(ctx, tok, n)
+		j, ok, err := s.accept(ctx, tok, n, seen)
 		if err != nil {
 			s.Logger.Error("Graph notification not handled; Graph will retry", "mailbox", tok.MailboxID, "err", err)
 			http.Error(w, "temporarily unable to handle the notification", http.StatusServiceUnavailable)
@@ -583,6 +614,9 @@ func (s *Source) serve(w http.ResponseWriter, r *http.Request, start time.Time) 
 		switch {
 		case !ok:
 		case j.lifecycle == "" || j.lifecycle == LifecycleMissed:
+			if richOK && n.EncryptedContent != nil && j.changeType == "created" {
+				j.subject, j.sender = s.openContent(n.EncryptedContent, j.mailboxID)
+			}
 			changes = addChange(changes, j)
 		default:
 			work = append(work, j)
@@ -611,6 +645,7 @@ type change struct {
 	tenantID, mailboxID string
 	created             bool
 	newest              string // the last created message
+	subject, sender     string // its content, from a rich notification
 }
 
 func addChange(cs []*change, j job) []*change {
@@ -627,7 +662,7 @@ func addChange(cs []*change, j job) []*change {
 	if j.changeType == "created" {
 		c.created = true
 		if j.messageID != "" {
-			c.newest = j.messageID
+			c.newest, c.subject, c.sender = j.messageID, j.subject, j.sender
 		}
 	}
 	return cs
@@ -639,6 +674,9 @@ func (s *Source) store(ctx context.Context, c *change) error {
 	ev := mailpush.Event{TenantID: c.tenantID, MailboxID: c.mailboxID, Kind: mailpush.EventChanged, Badge: mailpush.NoBadge, At: s.Clock.Now()}
 	if c.created {
 		ev.Kind = mailpush.EventNewMail
+		// Subject and sender are in memory until the pipeline seals them
+		// into the event row; the pipeline caps them per registration.
+		ev.Subject, ev.Sender = c.subject, c.sender
 	}
 	if c.newest != "" {
 		st := s.init()
@@ -695,7 +733,11 @@ func (s *Source) Resolve(ctx context.Context, oe *mailpush.OutboxEvent) error {
 		ev.Badge = unread
 	}
 	if ev.Kind != mailpush.EventNewMail || t.MaxContent.Rank() <= mailpush.ContentBadge.Rank() {
+		ev.Subject, ev.Sender = "", ""
 		return nil
+	}
+	if ev.Subject != "" || ev.Sender != "" {
+		return nil // a rich notification brought them: nothing to fetch
 	}
 	st := s.init()
 	st.mu.Lock()
@@ -721,7 +763,47 @@ func (s *Source) Resolve(ctx context.Context, oe *mailpush.OutboxEvent) error {
 
 // accept checks one notification and turns it into a job; ok is false when
 // it is ignored.
-func (s *Source) accept(ctx context.Context, tok mailpush.CallbackToken, n *Notification) (job, bool, error) {
+func (s *Source) accept(ctx context.Context, tok mailpush.CallbackToken, n *Notification, seen map[string]*known) (job, bool, error) {
+	if k, ok := seen[n.SubscriptionID]; ok {
+		if k.mb == nil || subtle.ConstantTimeCompare([]byte(n.ClientState), []byte(k.clientState)) != 1 {
+			return job{}, false, nil // logged for its first notification
+		}
+		return k.job(tok, n), true, nil
+	}
+	k, err := s.lookup(ctx, tok, n)
+	if err != nil {
+		return job{}, false, err
+	}
+	seen[n.SubscriptionID] = k
+	if k.mb == nil {
+		return job{}, false, nil
+	}
+	if subtle.ConstantTimeCompare([]byte(n.ClientState), []byte(k.clientState)) != 1 {
+		s.Logger.Warn("Graph notification ignored: wrong clientState", "mailbox", tok.MailboxID)
+		return job{}, false, nil
+	}
+	s.rememberAddress(k.mb.ID, tok.Address)
+	return k.job(tok, n), true, nil
+}
+
+// known is a subscription of a batch, looked up once: its mailbox (nil
+// when its notifications are ignored) and the clientState they must carry.
+type known struct {
+	mb          *mailpush.Mailbox
+	clientState string
+}
+
+func (k *known) job(tok mailpush.CallbackToken, n *Notification) job {
+	j := job{tenantID: k.mb.TenantID, mailboxID: k.mb.ID, address: tok.Address, lifecycle: n.LifecycleEvent, changeType: n.ChangeType}
+	if n.ResourceData != nil {
+		j.messageID = n.ResourceData.ID
+	}
+	return j
+}
+
+// lookup finds the mailbox of a notification's subscription, or says (with
+// a log line) why its notifications are ignored.
+func (s *Source) lookup(ctx context.Context, tok mailpush.CallbackToken, n *Notification) (*known, error) {
 	log := s.Logger.With("mailbox", tok.MailboxID)
 	mb, err := s.Store.MailboxBySubscription(ctx, n.SubscriptionID)
 	if mailpush.ErrorCode(err) == mailpush.ENotFound {
@@ -734,31 +816,21 @@ func (s *Source) accept(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		mb, err = s.Store.Mailbox(ctx, tok.MailboxID)
 		if mailpush.ErrorCode(err) == mailpush.ENotFound || err == nil && mb.SubscriptionID != n.SubscriptionID && !s.creating(mb.ID) {
 			log.Warn("Graph notification ignored: unknown subscription")
-			return job{}, false, nil
+			return &known{}, nil
 		}
 	}
 	if err != nil {
-		return job{}, false, err
+		return nil, err
 	}
 	if mb.ID != tok.MailboxID || mb.TenantID != tok.TenantID || mb.Source != mailpush.SourceGraph {
 		log.Warn("Graph notification ignored: the subscription belongs to another mailbox than its URL")
-		return job{}, false, nil
-	}
-	want := s.clientState(mb, mb.Watermark)
-	if subtle.ConstantTimeCompare([]byte(n.ClientState), []byte(want)) != 1 {
-		log.Warn("Graph notification ignored: wrong clientState")
-		return job{}, false, nil
+		return &known{}, nil
 	}
 	if mb.Status == mailpush.StatusInactive {
 		log.Info("Graph notification ignored: no registration left")
-		return job{}, false, nil
+		return &known{}, nil
 	}
-	j := job{tenantID: mb.TenantID, mailboxID: mb.ID, address: tok.Address, lifecycle: n.LifecycleEvent, changeType: n.ChangeType}
-	if n.ResourceData != nil {
-		j.messageID = n.ResourceData.ID
-	}
-	s.rememberAddress(mb.ID, tok.Address)
-	return j, true, nil
+	return &known{mb: mb, clientState: s.clientState(mb, mb.Watermark)}, nil
 }
 
 // creating reports whether mailpush is creating a subscription for the mailbox.
@@ -774,6 +846,7 @@ type job struct {
 	tenantID, mailboxID, address string
 	lifecycle, changeType        string
 	messageID                    string
+	subject, sender              string // decrypted from a rich notification
 }
 
 // hasRoom reports whether the lifecycle queue can take n more jobs.
@@ -861,4 +934,56 @@ func (s *Source) work(ctx context.Context, j job) {
 	default:
 		log.Info("unknown Graph lifecycle event ignored", "event", j.lifecycle)
 	}
+}
+
+// richTrusted checks a batch's validationTokens when it carries encrypted
+// content: every token must be the tenant's (signature against the
+// authority's JWKS, issuer its STS), for our app (audience), from Graph's
+// change-notification app (azp/appid), and not expired. Otherwise the
+// content is not used (the message is fetched instead).
+func (s *Source) richTrusted(ctx context.Context, tok mailpush.CallbackToken, b *Batch) bool {
+	rich := false
+	for i := range b.Value {
+		rich = rich || b.Value[i].EncryptedContent != nil
+	}
+	if !rich || s.Certs == nil {
+		return false
+	}
+	ta, _, err := s.appOf(ctx, tok.TenantID)
+	if err != nil || len(b.ValidationTokens) == 0 || len(b.ValidationTokens) > 16 {
+		s.Logger.Warn("rich notification content ignored: no usable validationTokens", "mailbox", tok.MailboxID)
+		return false
+	}
+	for _, raw := range b.ValidationTokens {
+		c, err := ta.keys.verify(ctx, raw, "https://sts.windows.net/"+ta.app.TenantID+"/", ta.app.ClientID)
+		if err == nil && c.AZP != NotificationAppID && c.AppID != NotificationAppID {
+			err = errors.New("not issued to Graph's change-notification app")
+		}
+		if err != nil {
+			s.Logger.Warn("rich notification content ignored: a validationToken is refused", "mailbox", tok.MailboxID, "err", err)
+			return false
+		}
+	}
+	return true
+}
+
+// openContent decrypts a rich notification's message (signature checked
+// first) and returns its subject and sender; empty when it cannot.
+func (s *Source) openContent(ec *EncryptedContent, mailboxID string) (subject, sender string) {
+	key, ok := s.Certs.Key(ec.EncryptionCertificateID)
+	if !ok {
+		s.Logger.Warn("rich notification content ignored: encrypted to a certificate we do not hold", "mailbox", mailboxID)
+		return "", ""
+	}
+	plain, err := DecryptContent(ec, key)
+	if err != nil {
+		s.Logger.Warn("rich notification content ignored", "mailbox", mailboxID, "err", err)
+		return "", ""
+	}
+	var m Message
+	if err := json.Unmarshal(plain, &m); err != nil {
+		s.Logger.Warn("rich notification content ignored: not a message", "mailbox", mailboxID)
+		return "", ""
+	}
+	return m.Subject, m.Sender()
 }

@@ -3,6 +3,9 @@ package graph_test
 import (
 	"bytes"
 	"context"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -311,4 +314,58 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond) // polling with a deadline
 	}
+}
+
+// Rich notifications: content is used only with valid validationTokens and
+// a valid dataSignature; otherwise the event carries no content from it.
+func TestRichContentNeedsValidTokensAndSignature(t *testing.T) {
+	f := newFixture(t)
+	f.src.Certs = &graph.Certs{Dir: t.TempDir(), Clock: mailpush.SystemClock{}}
+	if _, err := f.register(t, 1, f.fake.UserToken(user, clientID, time.Hour, nil)); err != nil {
+		t.Fatal(err)
+	}
+	before := len(f.waitEvents(t, 1))
+	sub := f.fake.Subscriptions()[0]
+	id, certB64, err := f.src.Certs.Current()
+	if err != nil || id != sub.EncryptionCertificateID {
+		t.Fatalf("certificate %q %v, subscription's %q", id, err, sub.EncryptionCertificateID)
+	}
+	der, _ := base64.StdEncoding.DecodeString(certB64)
+	cert, _ := x509.ParseCertificate(der)
+	content := func(subject string, breakSig bool) string {
+		data, key, sig, err := graphfake.EncryptContent([]byte(`{"subject":"`+subject+`","from":{"emailAddress":{"name":"Eve"}}}`), cert.PublicKey.(*rsa.PublicKey))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if breakSig {
+			sig = base64.StdEncoding.EncodeToString(make([]byte, 32))
+		}
+		return fmt.Sprintf(`{"data":%q,"dataKey":%q,"dataSignature":%q,"encryptionCertificateId":%q}`, data, key, sig, id)
+	}
+	body := func(ec, token string) []byte {
+		return []byte(fmt.Sprintf(`{"value":[{"subscriptionId":%q,"clientState":%q,"changeType":"created","resourceData":{"id":"nope"},"encryptedContent":%s}],"validationTokens":[%q]}`,
+			sub.ID, sub.ClientState, ec, token))
+	}
+	good := f.fake.ValidationToken(clientID, nil)
+	for _, tc := range []struct{ name, ec, token string }{
+		{"token for another app", content("Forged A", false), f.fake.ValidationToken("another-app", nil)},
+		{"token not from Graph's app", content("Forged B", false), f.fake.ValidationToken(clientID, func(c jwt.MapClaims) { c["azp"], c["appid"] = "evil", "evil" })},
+		{"expired token", content("Forged C", false), f.fake.ValidationToken(clientID, func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-time.Hour).Unix() })},
+		{"bad dataSignature", content("Forged D", true), good},
+	} {
+		n := len(f.sink.all())
+		if st, err := f.fake.Inject(sub.ID, body(tc.ec, tc.token)); err != nil || st != 202 {
+			t.Fatalf("%s: %d %v", tc.name, st, err)
+		}
+		evs := f.waitEvents(t, n+1)
+		if ev := evs[len(evs)-1]; ev.Subject != "" {
+			t.Errorf("%s: content %q used", tc.name, ev.Subject)
+		}
+	}
+	n := len(f.sink.all())
+	f.fake.Inject(sub.ID, body(content("Genuine", false), good))
+	if evs := f.waitEvents(t, n+1); evs[len(evs)-1].Subject != "Genuine" || evs[len(evs)-1].Sender != "Eve" {
+		t.Errorf("genuine rich notification: %+v", evs[len(evs)-1])
+	}
+	_ = before
 }

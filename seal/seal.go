@@ -18,7 +18,7 @@
 // or `keys retire` wrote while a server runs. The hash secret is never
 // rotated: the stored address hashes depend on it.
 //
-// Formats (stable, documented in API.md):
+// Formats (stable; the README and docs/openapi.yaml describe them):
 //
 //	sealed credentials: "<keyId>.<base64url(enc || ciphertext)>", HPKE base mode,
 //	                    DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-128-GCM,

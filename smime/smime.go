@@ -40,9 +40,30 @@
 // renewed certificate wins over the one it replaces. When none passes, the
 // reason is that of the certificate that got furthest through the checks
 // (the newest among equals). A directory that does not answer within its
-// timeout gives directory_unavailable. The verdict is encrypt_all when
+// timeout gives directory_unavailable; the whole lookup is bounded by
+// Config.Timeout, however many recipients. No entry, several entries and an
+// entry without certificates all answer no_certificate with the same
+// sentence: the app token ships inside the app, and the lookup must not
+// tell anyone which addresses exist in the directory. Verified chains are
+// cached per certificate until the earliest NotAfter in the chain (the
+// signature checks are most of a lookup's CPU). The verdict is encrypt_all when
 // every recipient has a certificate, else cannot_encrypt with the blocking
 // recipients.
+//
+// # Classification
+//
+// Classify (POST /api/v1/smime/classify, mailpush smime classify) reads
+// PEM (CERTIFICATE, TRUSTED CERTIFICATE, PKCS7), DER certificates, PKCS#7
+// certs-only bundles and PKCS#12 files, and names each certificate
+// signing_only, encryption_only, both, neither (extended key usage without
+// emailProtection) or ca, by the rules of checks 1 and 2 above. This agrees
+// with `openssl x509 -purpose` (S/MIME signing, S/MIME encryption) except
+// where OpenSSL looks for keyEncipherment on an EC key, which cannot do key
+// transport: there the keyAgreement bit decides (RFC 8550 4.4.2), and
+// Ed25519 keys never encrypt. A PKCS#12 asking for more than
+// MaxPKCS12Iterations key-derivation iterations is refused unopened (the
+// count is the file maker's choice, and go-pkcs12 would run any), and the
+// service runs at most two classifications at once.
 //
 // # Privacy
 //
@@ -55,7 +76,8 @@
 // PKCS#7 certificate bundles are read with github.com/smallstep/pkcs7, the
 // maintained fork of mozilla/pkcs7 (archived) that step-ca uses, and the
 // one the tests use to encrypt and sign CMS messages that openssl cms
-// opens and verifies; PKCS#12 with software.sslmate.com/src/go-pkcs12,
+// opens and verifies (its encryption choices are package variables, so
+// mailpush itself only parses with it); PKCS#12 with software.sslmate.com/src/go-pkcs12,
 // which the module already used for APNs certificates.
 package smime
 

@@ -34,16 +34,23 @@ func (s *Store) PutGateDevice(ctx context.Context, d *mailpush.GateDevice) error
 
 // GateDevice returns a tenant's gate device.
 func (s *Store) GateDevice(ctx context.Context, tenantID, deviceID string) (*mailpush.GateDevice, error) {
-	var d mailpush.GateDevice
-	var state string
-	var last, created, updated int64
-	err := s.r.QueryRowContext(ctx, `SELECT `+gateDeviceCols+` FROM gate_devices WHERE tenant_id = ? AND device_id = ?`, tenantID, deviceID).
-		Scan(&d.TenantID, &d.DeviceID, &d.UserHash, &d.DeviceType, &state, &last, &created, &updated)
+	d, err := scanGateDevice(s.r.QueryRowContext(ctx, `SELECT `+gateDeviceCols+` FROM gate_devices WHERE tenant_id = ? AND device_id = ?`, tenantID, deviceID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound("gate device")
 	}
 	if err != nil {
 		return nil, dbError("get gate device", err)
+	}
+	return d, nil
+}
+
+// scanGateDevice reads one row of gateDeviceCols.
+func scanGateDevice(row interface{ Scan(...any) error }) (*mailpush.GateDevice, error) {
+	var d mailpush.GateDevice
+	var state string
+	var last, created, updated int64
+	if err := row.Scan(&d.TenantID, &d.DeviceID, &d.UserHash, &d.DeviceType, &state, &last, &created, &updated); err != nil {
+		return nil, err
 	}
 	d.State = mailpush.DeviceState(state)
 	d.LastSeen, d.CreatedAt, d.UpdatedAt = fromMS(last), fromMS(created), fromMS(updated)

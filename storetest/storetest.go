@@ -49,6 +49,7 @@ func Run(t *testing.T, open Factory) {
 	}{
 		{"Tenants", testTenants},
 		{"ListAndDeleteTenants", testListAndDeleteTenants},
+		{"AdminReads", testAdminReads},
 		{"Tokens", testTokens},
 		{"CountRegistrations", testCountRegistrations},
 		{"RegisterSharesMailbox", testRegisterSharesMailbox},
@@ -214,6 +215,66 @@ func testListAndDeleteTenants(t *testing.T, s mailpush.Store, e *env) {
 	if ts, _ := s.Tenants(ctx); len(ts) != 1 || ts[0].Name != "globex" {
 		t.Errorf("Tenants after delete = %v", ts)
 	}
+}
+
+// testAdminReads covers what the admin console reads: the audit log,
+// subscription health, gate device lists and dropping dead letters, each
+// limited to the tenant asked about.
+func testAdminReads(t *testing.T, s mailpush.Store, e *env) {
+	ctx := context.Background()
+	acme, globex := mustTenant(t, s, "acme"), mustTenant(t, s, "globex")
+	for i, tn := range []*mailpush.Tenant{acme, acme, globex} {
+		if err := s.AppendAudit(ctx, &mailpush.AuditEntry{Actor: "token:x", TenantID: tn.ID, Action: fmt.Sprintf("a%d", i), Target: "t"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if es, err := s.AuditEntries(ctx, acme.ID, 10); err != nil || len(es) != 2 || es[0].Action != "a1" || es[1].Action != "a0" || es[0].At.IsZero() {
+		t.Errorf("AuditEntries(acme) = %+v, %v: want a1, a0", es, err)
+	}
+	if es, _ := s.AuditEntries(ctx, "", 2); len(es) != 2 || es[0].Action != "a2" {
+		t.Errorf("AuditEntries(all, 2) = %+v", es)
+	}
+	// Two mailboxes of acme (one silent since long), one of globex.
+	for i, addr := range []string{"alice@example.com", "bob@example.com"} {
+		reg, mb := newReg(e, acme.ID, addr, fmt.Sprintf("ab%02d", i))
+		stored, err := s.Register(ctx, reg, mb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last := e.clock.Now()
+		if i == 1 {
+			last = last.Add(-time.Hour)
+		}
+		if _, err := s.UpdateMailbox(ctx, stored.ID, func(m *mailpush.Mailbox) error { m.Status, m.LastEventAt = mailpush.StatusActive, last; return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg, mb := newReg(e, globex.ID, "carol@example.com", "ac01")
+	if _, err := s.Register(ctx, reg, mb); err != nil {
+		t.Fatal(err)
+	}
+	hs, err := s.SubscriptionHealth(ctx, acme.ID, e.clock.Now().Add(-10*time.Minute))
+	if err != nil || len(hs) != 1 || hs[0].Source != mailpush.SourceEWS || hs[0].Status != mailpush.StatusActive || hs[0].Mailboxes != 2 || hs[0].Overdue != 1 {
+		t.Errorf("SubscriptionHealth(acme) = %+v, %v: want 2 active ews mailboxes, 1 overdue", hs, err)
+	}
+	if hs, _ := s.SubscriptionHealth(ctx, "", e.clock.Now().Add(-10*time.Minute)); len(hs) != 2 {
+		t.Errorf("SubscriptionHealth(all) = %+v: want acme's active and globex's pending", hs)
+	}
+	for _, id := range []string{"DEV1", "DEV2"} {
+		if err := s.PutGateDevice(ctx, &mailpush.GateDevice{TenantID: acme.ID, DeviceID: id, State: mailpush.DeviceCompliant}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.PutGateDevice(ctx, &mailpush.GateDevice{TenantID: globex.ID, DeviceID: "DEV3", State: mailpush.DeviceBlocked}); err != nil {
+		t.Fatal(err)
+	}
+	if ds, err := s.GateDevices(ctx, acme.ID, 10); err != nil || len(ds) != 2 || ds[0].TenantID != acme.ID || ds[0].State != mailpush.DeviceCompliant {
+		t.Errorf("GateDevices(acme) = %v, %v", ds, err)
+	}
+	if ds, _ := s.GateDevices(ctx, acme.ID, 1); len(ds) != 1 {
+		t.Errorf("GateDevices limit 1 = %d devices", len(ds))
+	}
+	wantCode(t, "drop a missing dead letter", s.DropDeadLetter(ctx, acme.ID, "nope"), mailpush.ENotFound)
 }
 
 func testRegisterSharesMailbox(t *testing.T, s mailpush.Store, e *env) {

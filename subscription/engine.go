@@ -193,6 +193,12 @@ func (e *Engine) sweep(ctx context.Context, feed func(jobs chan<- *mailpush.Mail
 		go func() {
 			defer wg.Done()
 			for mb := range jobs {
+				// Paced here, where the request starts: a claim ahead of a
+				// busy worker must not start late and then in a burst.
+				if err := e.pace(ctx); err != nil {
+					failed.Add(1)
+					continue
+				}
 				switch e.Healer.Heal(ctx, mb) {
 				case mailpush.HealResubscribed:
 					resubscribed.Add(1)
@@ -239,11 +245,11 @@ func (e *Engine) claimStale(ctx context.Context, before time.Time, jobs chan<- *
 	}
 }
 
-// claim waits for its turn (at most Rate per second, shared by every
-// sweep), then claims the mailbox if it is still live and silent since
-// before, and hands it to jobs. It reports whether it did.
+// claim claims the mailbox if it is still live and silent since before,
+// and hands it to jobs (whose workers start at most Rate heals per second,
+// shared by every sweep). It reports whether it did.
 func (e *Engine) claim(ctx context.Context, mailboxID string, before time.Time, jobs chan<- *mailpush.Mailbox) (bool, error) {
-	if err := e.pace(ctx); err != nil {
+	if err := ctx.Err(); err != nil {
 		return false, err
 	}
 	now := e.Clock.Now()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mailpush/mailpush/fake/apnsfake"
+	"github.com/mailpush/mailpush/fake/ewsfake"
 )
 
 // newMailEvent is a NewMailEvent as Exchange words it.
@@ -110,9 +111,8 @@ func TestForgedNotificationsCannotStormExchange(t *testing.T) {
 // server holds in memory are resubscribed with the current key at the
 // engine's next sweep, and their next mail is pushed. Credentials sealed to
 // the old key are refused with a message that says the key is retired.
-// (A mailbox whose credentials are not in memory falls silent once Exchange
-// got Unsubscribe, and the engine asks its devices to check in: the
-// existing heal path, TestHealAsksDevicesWithoutCredentials' territory.)
+// (A mailbox whose credentials are not in memory:
+// TestRetiredKeyWithoutCredentialsInMemory.)
 func TestRetiredKey(t *testing.T) {
 	hw := newHealWorld(t, 2)
 	ctx := context.Background()
@@ -243,4 +243,55 @@ func TestEWSLimitConfig(t *testing.T) {
 	if err != nil || c.EWS.FetchRate != 20 || c.EWS.FetchBurst != 10 || c.EWS.CallbackMaxAge != 90*24*time.Hour {
 		t.Errorf("defaults: %+v, %v", c.EWS, err)
 	}
+}
+
+// TestRetiredKeyWithoutCredentialsInMemory: the server restarts after `keys
+// retire`, so it holds no credentials for a mailbox whose callback URL was
+// sealed with the retired key. Exchange's next notification through that
+// URL is answered Unsubscribe (Exchange ends the subscription); once the
+// mailbox has been silent for 2×StatusFrequency its device is asked to
+// check in, and its check-in with credentials sealed to the current key
+// subscribes it again with a URL sealed with the current key.
+func TestRetiredKeyWithoutCredentialsInMemory(t *testing.T) {
+	hw := newHealWorld(t, 1)
+	ctx := context.Background()
+	u := hw.users[0]
+	old, ok := hw.activeSub(u)
+	if !ok {
+		t.Fatal("no active subscription")
+	}
+	oldKey, _, _ := strings.Cut(strings.TrimPrefix(old.URL[strings.Index(old.URL, "/ews/notify/"):], "/ews/notify/"), ".")
+	for _, args := range [][]string{{"keys", "rotate"}, {"keys", "retire", oldKey}} {
+		var out, errOut bytes.Buffer
+		if err := run(ctx, append(args, "--config", hw.configPath), &out, &errOut, nil); err != nil {
+			t.Fatalf("%v: %v (%s)", args, err, errOut.String())
+		}
+	}
+	hw.restartMain(t)
+	newKey, _ := hw.main.Keys.PublicKey()
+
+	hw.silence() // Exchange's next status event goes to the old URL
+	waitFor(t, "Exchange told to unsubscribe the old URL", func(ctx context.Context) error {
+		return hw.exchange.WaitFor(ctx, func(*ewsfake.Server) bool {
+			s, _ := hw.exchange.Subscription(old.ID)
+			return !s.Active && s.EndReason == ewsfake.EndUnsubscribed
+		})
+	})
+	if res := hw.check(t); res.AskedDevices != 1 || res.Resubscribed != 0 {
+		t.Fatalf("Check = %+v, want the device asked to check in", res)
+	}
+	if st, reg := hw.call(t, "GET", "/api/v1/registrations/"+u.regID, hw.token, nil); st != 200 || reg["status"] != "pending" {
+		t.Fatalf("registration = %d %v, want pending", st, reg)
+	}
+	st, reg := hw.call(t, "POST", "/api/v1/registrations/"+u.regID+"/checkin", hw.token, map[string]any{
+		"mailbox": map[string]any{"address": u.address, "sealedCredentials": hw.sealCredentials(t, u.username, u.password)}})
+	if st != 200 || reg["status"] != "active" {
+		t.Fatalf("checkin = %d %v", st, reg)
+	}
+	s, ok := hw.activeSub(u)
+	if !ok || !strings.Contains(s.URL, "/ews/notify/"+newKey+".") {
+		t.Fatalf("after the check-in: %+v, want a subscription sealed with %s", s, newKey)
+	}
+	hw.exchange.Deliver(u.address, "After", "Bob", "bob@example.com")
+	hw.waitBadge(t, u)
 }

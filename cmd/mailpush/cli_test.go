@@ -157,6 +157,7 @@ func TestEveryCommandHasHelp(t *testing.T) {
 		{"tenant", "--help"}, {"tenant", "add", "--help"}, {"tenant", "set", "--help"}, {"tenant", "list", "--help"},
 		{"tenant", "delete", "--help"}, {"keys", "--help"}, {"keys", "rotate", "--help"}, {"gate", "--help"},
 		{"gate", "import", "--help"}, {"version", "--help"}, {"token", "--help"}, {"token", "add", "--help"}, {"token", "revoke", "--help"},
+		{"keys", "list", "--help"}, {"keys", "retire", "--help"}, {"registrations", "import", "--help"}, {"smime", "classify", "--help"}, {"bench", "--help"}, {"demo", "--help"},
 		{"smime", "--help"}, {"smime", "classify", "--help"},
 		{"bench", "--help"}, {"registrations", "--help"}, {"registrations", "import", "--help"},
 	} {

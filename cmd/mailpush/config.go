@@ -126,6 +126,10 @@ type Config struct {
 	// Gate is the ActiveSync access gate; it is on when gate.tenant is set
 	// (see docs/gate.md). Its rules are set in the file only.
 	Gate gate.Config `yaml:"gate"`
+	// Console is the admin console at /admin/ (console.go).
+	Console ConsoleConfig `yaml:"console"`
+	// Debug holds operator-only diagnostics (pprof.go).
+	Debug DebugConfig `yaml:"debug"`
 }
 
 // RegistrationQuotas are the registrations.* keys: beyond them a new
@@ -194,6 +198,8 @@ func DefaultConfig() Config {
 	c.Push.RetryMax = 15 * time.Minute
 	c.Push.SyncPerHour = 3
 	c.Push.Lease = 2 * time.Minute
+	c.Console.IdleTimeout = 30 * time.Minute
+	c.Console.MaxAge = 12 * time.Hour
 	return c
 }
 
@@ -371,6 +377,8 @@ func (c *Config) Validate() error {
 		bad("ews", "healthInterval, resubscribeRate, maxPerHost and maxPerAccount must not be negative (0 means the default)")
 	}
 	c.validateHostRule(bad)
+	c.validateConsole(bad)
+	c.validateDebug(bad)
 	if c.EWS.FetchRate < 1 || c.EWS.FetchBurst < 1 {
 		bad("ews.fetchRate", "fetchRate (%d per minute) and fetchBurst (%d) must be at least 1", c.EWS.FetchRate, c.EWS.FetchBurst)
 	}

@@ -22,8 +22,13 @@ type GraphConfig struct {
 	RenewRate int `yaml:"renewRate"`
 	// Workers fetch unread counts and messages after the acknowledgement.
 	Workers int `yaml:"workers"`
-	// QueueSize bounds the notifications waiting for their fetch.
+	// QueueSize bounds the lifecycle events waiting for their workers.
 	QueueSize int `yaml:"queueSize"`
+	// RichNotifications asks Graph to include the message's subject, sender
+	// and read state, encrypted to a certificate mailpush makes and rotates
+	// (its key in keyDir/graph-encryption): no fetch for the content.
+	// Subscriptions then last at most 1,440 minutes.
+	RichNotifications bool `yaml:"richNotifications"`
 }
 
 // TenantGraphConfig is a tenant's Entra ID app for Microsoft Graph: its

@@ -4,20 +4,18 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdh"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/hpke"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -138,7 +136,11 @@ func newWorldWith(t testing.TB, logLevel string, o worldOptions) *world {
 		o.configure(&c)
 	}
 	w.tokens = map[string]string{}
-	for _, name := range c.tenantNames() {
+	names := c.tenantNames()
+	if c.Gate.Tenant != "" && !slices.Contains(names, c.Gate.Tenant) {
+		names = append(names, c.Gate.Tenant)
+	}
+	for _, name := range names {
 		w.tokens[name] = w.runTenantAdd(t, name)
 	}
 	w.main = NewMain(c, w.logs)
@@ -184,23 +186,11 @@ func newFakesOptions(t testing.TB, opts ewsfake.Options) (*ewsfake.Server, *apns
 // a new APNs key that the fake trusts; extra is appended (YAML).
 func writeConfig(t testing.TB, dir string, exchange *ewsfake.Server, apple *apnsfake.Server, listen, logLevel, extra string, extraCAs ...*x509.Certificate) string {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	// One CA bundle trusting both fakes, as an admin would configure caFile.
+	p8, ca, err := trustFakes(dir, apple, teamID, keyID, topic, append([]*x509.Certificate{exchange.Certificate()}, extraCAs...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	apple.AddKey(teamID, keyID, &key.PublicKey)
-	apple.AllowTopic(topic)
-	der, _ := x509.MarshalPKCS8PrivateKey(key)
-	p8 := filepath.Join(dir, "AuthKey.p8")
-	os.WriteFile(p8, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
-
-	// One CA bundle trusting both fakes, as an admin would configure caFile.
-	var bundle []byte
-	for _, c := range append([]*x509.Certificate{apple.Certificate(), exchange.Certificate()}, extraCAs...) {
-		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	ca := filepath.Join(dir, "ca.pem")
-	os.WriteFile(ca, bundle, 0o600)
 
 	path := filepath.Join(dir, "mailpush.yaml")
 	cfg := fmt.Sprintf(`listen: %s

@@ -42,7 +42,7 @@ func (m *Main) startGate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	m.Gate = g
+	m.Gate, m.gateTenantID = g, t.ID
 	m.GateRegistry.OnChange = g.Invalidate
 	g.Start()
 	m.Logger.Info("ActiveSync gate on", "tenant", t.Name, "mode", m.Config.Gate.Mode, "failMode", m.Config.Gate.FailMode, "rules", len(m.Config.Gate.Rules))

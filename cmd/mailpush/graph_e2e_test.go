@@ -33,7 +33,19 @@ type graphWorld struct {
 	backend string // acme's backend token
 }
 
-func newGraphWorld(t *testing.T) *graphWorld {
+func newGraphWorld(t testing.TB) *graphWorld {
+	t.Helper()
+	return newGraphWorldLevel(t, "debug")
+}
+
+// newGraphWorldLevel is newGraphWorld with a log level.
+func newGraphWorldLevel(t testing.TB, logLevel string) *graphWorld {
+	t.Helper()
+	return newGraphWorldOptions(t, logLevel, "")
+}
+
+// newGraphWorldOptions is newGraphWorld with a log level and more YAML.
+func newGraphWorldOptions(t testing.TB, logLevel, yaml string) *graphWorld {
 	t.Helper()
 	g := graphfake.New(graphfake.Options{})
 	t.Cleanup(g.Close)
@@ -41,8 +53,8 @@ func newGraphWorld(t *testing.T) *graphWorld {
 	g.AddUser(graphUser)
 	secretFile := filepath.Join(t.TempDir(), "graph-secret")
 	os.WriteFile(secretFile, []byte(graphClientSecret+"\n"), 0o600)
-	w := newWorldWith(t, "debug", worldOptions{extra: func(*world) (string, []*x509.Certificate) {
-		return fmt.Sprintf(`tenants:
+	w := newWorldWith(t, logLevel, worldOptions{extra: func(*world) (string, []*x509.Certificate) {
+		return yaml + fmt.Sprintf(`tenants:
   acme:
     graph:
       tenantId: %s
@@ -57,7 +69,7 @@ func newGraphWorld(t *testing.T) *graphWorld {
 	return gw
 }
 
-func (gw *graphWorld) register(t *testing.T, token, device, userToken string) (int, map[string]any) {
+func (gw *graphWorld) register(t testing.TB, token, device, userToken string) (int, map[string]any) {
 	t.Helper()
 	mb := map[string]any{"address": graphUser, "source": "graph"}
 	if userToken != "" {
@@ -270,5 +282,32 @@ func TestGraphRegistrationNeedsAProof(t *testing.T) {
 		"mailbox": map[string]any{"address": address, "source": "ews", "ewsUrl": gw.exchange.URL(), "userToken": gw.userToken(nil)},
 	}); st != 400 {
 		t.Errorf("userToken with source ews = %d %v, want 400", st, out)
+	}
+}
+
+// TestGraphRichNotifications: with graph.richNotifications the subject and
+// sender come encrypted in the notification (to the certificate mailpush
+// made, its key only in the key directory): no message is fetched.
+func TestGraphRichNotifications(t *testing.T) {
+	gw := newGraphWorldOptions(t, "debug", "graph:\n  richNotifications: true\n")
+	device := deviceToken(720)
+	if st, reg := gw.register(t, gw.app, device, gw.userToken(nil)); st != 201 || reg["status"] != "active" {
+		t.Fatalf("register = %d %v", st, reg)
+	}
+	sub := gw.oneSubscription(t)
+	if !sub.IncludeResourceData || sub.EncryptionCertificate == "" || sub.ExpirationDateTime.Sub(time.Now()) > 1440*time.Minute {
+		t.Fatalf("subscription = %+v, want resource data, a certificate and at most 1,440 minutes", sub)
+	}
+	gw.graph.Deliver(graphUser, "Encrypted hello", "Nestor Wilke", "nestor@contoso.example")
+	gw.waitPush(t, device, 1, "Encrypted hello", "Nestor Wilke")
+	if n := gw.graph.Requests("message"); n != 0 {
+		t.Errorf("%d message fetches with rich notifications, want 0", n)
+	}
+	keys, _ := filepath.Glob(filepath.Join(gw.dir, "data", "keys", "graph-encryption", "*.pem"))
+	if len(keys) != 1 {
+		t.Fatalf("encryption keys: %v", keys)
+	}
+	if fi, err := os.Stat(keys[0]); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("key file mode %v %v, want 0600", fi.Mode(), err)
 	}
 }

@@ -1,6 +1,7 @@
 // Command mailpush is the mailpush server and its admin commands:
 //
 //	mailpush serve  [--config FILE]   run every configured service
+//	mailpush demo                     the server against fake Exchange and APNs, for a first look
 //	mailpush config check FILE        validate a configuration without starting
 //	mailpush tenant add|set|list|delete …
 //	mailpush token add|list|revoke --tenant NAME …
@@ -46,6 +47,7 @@ func (e usageError) Error() string { return e.msg }
 
 const usage = `usage:
   mailpush serve [--config FILE]
+  mailpush demo [--listen ADDR] [--every DURATION]
   mailpush config check FILE
   mailpush tenant add NAME [--config FILE] [--allow-host HOST[:PORT]]... [--max-content badge|subject|subject_sender] [--device-subscribed on|off]
   mailpush tenant set NAME [--config FILE] [--allow-host HOST[:PORT]]... [--max-content badge|subject|subject_sender] [--device-subscribed on|off]
@@ -72,6 +74,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 	switch args[0] {
 	case "serve":
 		return runServe(ctx, args[1:], stdout, stderr, environ)
+	case "demo":
+		return runDemo(ctx, args[1:], stdout, stderr, environ)
 	case "config":
 		if len(args) < 2 || args[1] != "check" {
 			return subcommandError(stdout, "config", args[1:], "check")
@@ -201,13 +205,19 @@ func configFlag(fs *flag.FlagSet, environ []string) *string {
 	return fs.String("config", def, "YAML configuration file (default: none, or $MAILPUSH_CONFIG)")
 }
 
-func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) error {
-	fs := newFlags("serve", "serve [--config FILE]", stdout, stderr)
+// loadForCommand parses the flags of a command that takes only --config and
+// loads the configuration.
+func loadForCommand(name string, args []string, stdout, stderr io.Writer, environ []string) (Config, error) {
+	fs := newFlags(name, name+" [--config FILE]", stdout, stderr)
 	path := configFlag(fs, environ)
 	if _, err := parseFlags(fs, args); err != nil {
-		return err
+		return Config{}, err
 	}
-	cfg, err := LoadConfig(*path, environ)
+	return LoadConfig(*path, environ)
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) error {
+	cfg, err := loadForCommand("serve", args, stdout, stderr, environ)
 	if err != nil {
 		return err
 	}

@@ -1,8 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/mailpush/mailpush"
@@ -87,4 +92,111 @@ func TestDeviceSubscribedRegistrationsAreConfined(t *testing.T) {
 	if ps := hw.apple.PushesFor(mallory); len(ps) != 1 {
 		t.Errorf("Mallory's device got %d pushes, want only her own forged one: Dora's mail reached her", len(ps))
 	}
+}
+
+// TestSealedCredentialsAreBoundToTheAddress is finding 3 of issue 9: Bob's
+// sealed credentials registered with mailbox.address = Alice's were active,
+// ended Alice's subscription and showed Bob's mail on Alice's device. Now
+// every request names the address's own Inbox, so Exchange itself refuses
+// credentials that cannot open it: 403 mailbox_access_denied, and nothing
+// changes for Alice. A delegate of Alice's mailbox may, as Exchange allows.
+func TestSealedCredentialsAreBoundToTheAddress(t *testing.T) {
+	hw := newHealWorld(t, 1)
+	alice := hw.users[0]
+	hw.exchange.AddUser("bob@example.com", `EXAMPLE\bob`, "bob's password")
+	hw.exchange.AddUser("carol@example.com", `EXAMPLE\carol`, "carol's password")
+	if err := hw.exchange.AddDelegate(alice.address, "carol@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	sub, ok := hw.activeSub(alice)
+	if !ok {
+		t.Fatal("Alice has no subscription")
+	}
+	before := hw.mailbox(t, alice)
+	bobDevice := deviceToken(95)
+	for _, address := range []string{alice.address, "nobody@example.com"} {
+		st, body := hw.call(t, "POST", "/api/v1/registrations", hw.token, map[string]any{
+			"device":  map[string]any{"platform": "ios", "token": bobDevice},
+			"mailbox": map[string]any{"address": address, "source": "ews", "ewsUrl": hw.exchange.URL(), "sealedCredentials": hw.sealCredentials(t, `EXAMPLE\bob`, "bob's password")},
+			"content": "subject_sender",
+		})
+		if st != 403 || errCode(body) != mailpush.EMailboxDenied {
+			t.Errorf("Bob's credentials for %s: %d %v, want 403 %s", address, st, body, mailpush.EMailboxDenied)
+		}
+	}
+	if after := hw.mailbox(t, alice); after.SubscriptionID != before.SubscriptionID || after.Status != mailpush.StatusActive || after.Mode != mailpush.ModeSealed {
+		t.Errorf("the refused registration changed Alice's mailbox: %+v", after)
+	}
+	if s, _ := hw.exchange.Subscription(sub.ID); s.EndReason != "" {
+		t.Errorf("Alice's subscription ended: %s", s.EndReason)
+	}
+	hw.exchange.Deliver("bob@example.com", "IT Helpdesk: your password expired", "IT", "it@example.com")
+	hw.exchange.Deliver(alice.address, "For Alice", "Dan", "dan@example.com")
+	hw.waitBadge(t, alice)
+	if ps := hw.apple.PushesFor(bobDevice); len(ps) != 0 {
+		t.Errorf("Bob's device got %d pushes", len(ps))
+	}
+	// Carol, Alice's delegate, may watch Alice's Inbox.
+	carolDevice := deviceToken(96)
+	st, body := hw.call(t, "POST", "/api/v1/registrations", hw.token, map[string]any{
+		"device":  map[string]any{"platform": "ios", "token": carolDevice},
+		"mailbox": map[string]any{"address": alice.address, "source": "ews", "ewsUrl": hw.exchange.URL(), "sealedCredentials": hw.sealCredentials(t, `EXAMPLE\carol`, "carol's password")},
+	})
+	if st != 201 || body["status"] != "active" {
+		t.Fatalf("Alice's delegate registers: %d %v, want 201 active", st, body)
+	}
+	hw.exchange.Deliver(alice.address, "For Alice and her delegate", "Dan", "dan@example.com")
+	want := hw.exchange.Unread(alice.address)
+	waitFor(t, "the delegate's push with Alice's count", func(ctx context.Context) error {
+		return hw.apple.WaitFor(ctx, func(all []apnsfake.Push) bool {
+			ps := pushesTo(all, carolDevice)
+			return len(ps) > 0 && ps[len(ps)-1].Badge == want
+		})
+	})
+}
+
+// TestCredentialsGoOnlyToTheRequestsEWSURL is finding 2 of issue 9: a
+// device-subscribed registration for the victim's address stored an
+// ewsUrl on an allowed host with another port; the victim's sealed
+// registration then sent the password there and got 502. Now credentials
+// go only to the ewsUrl of the same request: the other URL is never
+// contacted, and the victim is active on the real Exchange.
+func TestCredentialsGoOnlyToTheRequestsEWSURL(t *testing.T) {
+	hw := newHealWorld(t, 0)
+	var conns atomic.Int64
+	attacker := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "attacker", http.StatusBadGateway)
+	}))
+	attacker.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	attacker.StartTLS()
+	t.Cleanup(attacker.Close)
+	// The admin allowed both host:ports (say, two Exchange front ends).
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"tenant", "set", "acme", "--config", hw.configPath,
+		"--allow-host", hostOf(hw.exchange.URL()), "--allow-host", hostOf(attacker.URL)}, &out, &errOut, nil); err != nil {
+		t.Fatalf("tenant set: %v %s", err, errOut.String())
+	}
+	victim := &healUser{address: "victim@example.com", username: `EXAMPLE\victim`, password: "victim's password", device: deviceToken(97)}
+	hw.exchange.AddUser(victim.address, victim.username, victim.password)
+	st, body := hw.call(t, "POST", "/api/v1/registrations", hw.token, map[string]any{
+		"device":  map[string]any{"platform": "ios", "token": deviceToken(98)},
+		"mailbox": map[string]any{"address": victim.address, "source": "ews", "ewsUrl": attacker.URL + "/EWS/Exchange.asmx"},
+	})
+	if st != 201 || body["mode"] != "device-subscribed" {
+		t.Fatalf("attacker's registration = %d %v", st, body)
+	}
+	hw.register(t, victim) // sealed, with the right ewsUrl: 201 active
+	hw.users = append(hw.users, victim)
+	if n := conns.Load(); n != 0 {
+		t.Errorf("the other URL got %d connections: the victim's credentials went there", n)
+	}
+	if mb := hw.mailbox(t, victim); mb.ServerURL != hw.exchange.URL() {
+		t.Errorf("the victim's mailbox is watched at %q, want %q", mb.ServerURL, hw.exchange.URL())
+	}
+	hw.exchange.Deliver(victim.address, "Hello", "Bob", "bob@example.com")
+	hw.waitBadge(t, victim)
 }

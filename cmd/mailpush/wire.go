@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -19,23 +20,23 @@ import (
 	"github.com/mailpush/mailpush/api"
 	"github.com/mailpush/mailpush/appconfig"
 	"github.com/mailpush/mailpush/autodiscover"
+	"github.com/mailpush/mailpush/console"
 	"github.com/mailpush/mailpush/directory"
 	"github.com/mailpush/mailpush/dovecot"
 	"github.com/mailpush/mailpush/ews"
 	"github.com/mailpush/mailpush/gate"
+	"github.com/mailpush/mailpush/graph"
 	"github.com/mailpush/mailpush/pipeline"
 	"github.com/mailpush/mailpush/postgres"
 	"github.com/mailpush/mailpush/registrar"
 	"github.com/mailpush/mailpush/seal"
 	"github.com/mailpush/mailpush/smime"
 	"github.com/mailpush/mailpush/sqlite"
+	"github.com/mailpush/mailpush/subscription"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/mailpush/mailpush/graph"
-	"github.com/mailpush/mailpush/subscription"
 )
 
 // Main is the running program: configuration in, wired services out. The
@@ -77,7 +78,12 @@ type Main struct {
 	keysWatch keysWatch // keys.go
 	listener  net.Listener
 	server    *http.Server
-	closed    bool
+	console   *console.Console
+	pprof     *http.Server
+	pprofAddr string
+	// gateTenantID is the ID of gate.tenant while the gate is on.
+	gateTenantID string
+	closed       bool
 }
 
 // NewMain returns a Main that logs to logOutput.
@@ -274,6 +280,12 @@ func (m *Main) Run(ctx context.Context) error {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn)}))
 	mux.Handle("POST "+dovecot.NotifyPath, m.Dovecot)
 	mux.Handle("PUT "+dovecot.NotifyPath, m.Dovecot)
+	if err := m.startConsole(ctx, mux, publicURL, registry); err != nil {
+		return err
+	}
+	if err := m.startPprof(); err != nil {
+		return err
+	}
 
 	m.server = &http.Server{
 		Handler:           logRequests(m.Logger, api.JSONErrors(mux, m.Logger.With("component", "api"))),
@@ -358,6 +370,12 @@ func (m *Main) Close() error {
 	var errs []error
 	if m.server != nil {
 		errs = append(errs, m.server.Shutdown(ctx))
+	}
+	if m.pprof != nil {
+		errs = append(errs, m.pprof.Shutdown(ctx))
+	}
+	if m.console != nil {
+		m.console.Close()
 	}
 	if m.EWSEngine != nil {
 		m.EWSEngine.Close()
@@ -570,6 +588,9 @@ func (m *Main) startGraph(cfg *Config, outbound *http.Transport, publicURL strin
 		QueueSize: cfg.Graph.QueueSize, Workers: cfg.Graph.Workers,
 		Logger: m.Logger.With("source", "graph"), Clock: m.Clock,
 		Metrics: graph.NewMetrics(registry, m.Clock, m.Logger.With("source", "graph")),
+	}
+	if cfg.Graph.RichNotifications {
+		m.Graph.Certs = &graph.Certs{Dir: filepath.Join(cfg.KeyDir, "graph-encryption"), Clock: m.Clock}
 	}
 	// Renewal at half the lifetime, paced: a wave of registrations never
 	// becomes a wave of PATCHes. Graph allows 4 requests at once per app and

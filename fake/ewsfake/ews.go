@@ -318,6 +318,7 @@ func attr(se xml.StartElement, name string) string {
 type pushRequest struct {
 	kind       string // the subscription element: PushSubscriptionRequest…
 	folders    []string
+	mailbox    string // t:Mailbox/t:EmailAddress of the folder: another user's Inbox
 	eventTypes []string
 	watermark  string
 	freq       int
@@ -355,7 +356,17 @@ func parseSubscribe(d *xml.Decoder) (*pushRequest, error) {
 			case "FolderIds":
 				err = children(d, func(se xml.StartElement) error {
 					switch se.Name.Local {
-					case "DistinguishedFolderId", "FolderId":
+					case "DistinguishedFolderId":
+						req.folders = append(req.folders, attr(se, "Id"))
+						var f struct {
+							Mailbox string `xml:"Mailbox>EmailAddress"`
+						}
+						if err := d.DecodeElement(&f, &se); err != nil {
+							return err
+						}
+						req.mailbox = strings.TrimSpace(f.Mailbox)
+						return nil
+					case "FolderId":
 						req.folders = append(req.folders, attr(se, "Id"))
 					default:
 						return fmt.Errorf("unexpected element %s in FolderIds", se.Name.Local)
@@ -420,6 +431,15 @@ func (s *Server) subscribe(w http.ResponseWriter, d *xml.Decoder, _ xml.StartEle
 		writeResponseError(w, "Subscribe", "ErrorInvalidSubscriptionRequest", "ewsfake supports push subscriptions only.")
 		return
 	}
+	s.mu.Lock()
+	target, denied := s.openAs(mb, req.mailbox)
+	s.mu.Unlock()
+	if denied != "" {
+		s.count("AccessDenied")
+		writeResponseError(w, "Subscribe", denied, accessText(denied))
+		return
+	}
+	mb = target
 	if len(req.folders) != 1 || (req.folders[0] != "inbox" && req.folders[0] != mb.inboxID) {
 		writeResponseError(w, "Subscribe", "ErrorInvalidOperation", "ewsfake supports subscriptions to the Inbox only.")
 		return
@@ -472,7 +492,30 @@ func (s *Server) subscribe(w http.ResponseWriter, d *xml.Decoder, _ xml.StartEle
 }
 
 type idAttr struct {
-	ID string `xml:"Id,attr"`
+	ID      string `xml:"Id,attr"`
+	Mailbox string `xml:"Mailbox>EmailAddress"` // a distinguished folder of another's mailbox
+}
+
+// readableItemLocked finds an item the caller may read: in its own mailbox
+// or one it is a delegate of (item IDs name their mailbox on Exchange).
+func (s *Server) readableItemLocked(caller *mailbox, id string) (*item, bool) {
+	if it, ok := caller.items[id]; ok {
+		return it, true
+	}
+	for _, mb := range s.mailboxes {
+		if it, ok := mb.items[id]; ok && mb.delegates[lower(caller.address)] {
+			return it, true
+		}
+	}
+	return nil, false
+}
+
+// accessText is Exchange's wording of an access refusal.
+func accessText(code string) string {
+	if code == "ErrorNonExistentMailbox" {
+		return "The SMTP address has no mailbox associated with it."
+	}
+	return "Access is denied. Check credentials and try again."
 }
 
 type fieldURI struct {
@@ -502,6 +545,12 @@ func (s *Server) getFolder(w http.ResponseWriter, d *xml.Decoder, start xml.Star
 	b.WriteString(`<m:GetFolderResponse xmlns:m="` + nsMessages + `" xmlns:t="` + nsTypes + `"><m:ResponseMessages>`)
 	s.mu.Lock()
 	for _, id := range append(req.Distinguished, req.FolderIDs...) {
+		mb, denied := s.openAs(mb, strings.TrimSpace(id.Mailbox))
+		if denied != "" {
+			s.requests["AccessDenied"]++ // s.mu is held: count would lock it
+			b.WriteString(errorMessage("GetFolder", denied, accessText(denied)))
+			continue
+		}
 		if id.ID != "inbox" && id.ID != mb.inboxID {
 			b.WriteString(errorMessage("GetFolder", "ErrorFolderNotFound", "The specified folder could not be found in the store."))
 			continue
@@ -541,7 +590,7 @@ func (s *Server) getItem(w http.ResponseWriter, d *xml.Decoder, start xml.StartE
 	b.WriteString(`<m:GetItemResponse xmlns:m="` + nsMessages + `" xmlns:t="` + nsTypes + `"><m:ResponseMessages>`)
 	s.mu.Lock()
 	for _, id := range req.IDs {
-		it, ok := mb.items[id.ID]
+		it, ok := s.readableItemLocked(mb, id.ID)
 		if !ok {
 			b.WriteString(errorMessage("GetItem", "ErrorItemNotFound", "The specified object was not found in the store."))
 			continue

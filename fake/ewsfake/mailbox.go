@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -30,8 +31,9 @@ type mailbox struct {
 	n                          uint32 // number in watermarks
 	address, username          string
 	password                   string
-	ntlmOnly                   bool // Basic refused: NTLM only, the on-premises default
-	impersonator               bool // holds the ApplicationImpersonation role
+	ntlmOnly                   bool            // Basic refused: NTLM only, the on-premises default
+	impersonator               bool            // holds the ApplicationImpersonation role
+	delegates                  map[string]bool // lower-cased addresses of users given access (full access)
 	rootID, inboxID, deletedID string
 	items                      map[string]*item
 	unread                     int
@@ -142,6 +144,45 @@ func (s *Server) AddUser(address, username, password string) {
 		s.logins[lower(username)] = mb
 	}
 	s.notifyLocked()
+}
+
+// AddDelegate gives the user of delegate access to owner's mailbox, as
+// Exchange's full-access permission does: then delegate's credentials may
+// name owner's Inbox (t:Mailbox/t:EmailAddress) in Subscribe and GetFolder.
+func (s *Server) AddDelegate(owner, delegate string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	mb, err := s.mailboxLocked(owner)
+	if err != nil {
+		return err
+	}
+	if _, err := s.mailboxLocked(delegate); err != nil {
+		return err
+	}
+	if mb.delegates == nil {
+		mb.delegates = map[string]bool{}
+	}
+	mb.delegates[lower(delegate)] = true
+	return nil
+}
+
+// openAs returns the mailbox a request names (t:Mailbox/t:EmailAddress in a
+// folder ID) as the caller may open it, as Exchange decides: the caller's
+// own when address is empty or its own, a mailbox it is a delegate of, and
+// otherwise the response code Exchange answers: ErrorNonExistentMailbox for
+// an address without a mailbox, ErrorAccessDenied for another's.
+func (s *Server) openAs(caller *mailbox, address string) (*mailbox, string) {
+	if address == "" || strings.EqualFold(address, caller.address) {
+		return caller, ""
+	}
+	target, err := s.mailboxLocked(address)
+	if err != nil {
+		return nil, "ErrorNonExistentMailbox"
+	}
+	if !target.delegates[lower(caller.address)] {
+		return nil, "ErrorAccessDenied"
+	}
+	return target, ""
 }
 
 func (s *Server) mailboxLocked(address string) (*mailbox, error) {

@@ -40,6 +40,7 @@ import (
 // Graph's documented limits that the fake enforces.
 const (
 	MaxLifetime       = 10080 * time.Minute // messages
+	MaxRichLifetime   = 1440 * time.Minute  // messages with resource data
 	ValidationTimeout = 10 * time.Second
 	SlowAnswer        = 3 * time.Second // an answer slower than this counts as slow
 	SlowRatio         = 0.10            // of the answers in the window: the endpoint is slow
@@ -70,7 +71,7 @@ type Server struct {
 	mu         sync.Mutex
 	changed    chan struct{}
 	apps       map[string]app // client ID → credentials
-	tokens     map[string]time.Time
+	tokens     map[string]issued
 	users      map[string]*user // lower-cased address → mailbox
 	subs       map[string]*Subscription
 	subSeq     int
@@ -81,6 +82,11 @@ type Server struct {
 	requests   map[string]int
 	wg         sync.WaitGroup
 	closed     bool
+}
+
+type issued struct {
+	exp      time.Time
+	clientID string
 }
 
 type app struct {
@@ -109,7 +115,11 @@ type Subscription struct {
 	ClientState              string    `json:"clientState"`
 	ExpirationDateTime       time.Time `json:"expirationDateTime"`
 	Renewals                 int       `json:"renewals"`
+	IncludeResourceData      bool      `json:"includeResourceData,omitempty"`
+	EncryptionCertificate    string    `json:"encryptionCertificate,omitempty"`
+	EncryptionCertificateID  string    `json:"encryptionCertificateId,omitempty"`
 	user                     string
+	appID                    string
 }
 
 // Delivery is one notification POST and the listener's answer.
@@ -140,7 +150,7 @@ func New(opts Options) *Server {
 		panic(err)
 	}
 	s := &Server{tenant: opts.TenantID, clock: opts.Clock, log: opts.Logger, hc: opts.HTTPClient, key: key, kid: "fake-key-1",
-		changed: make(chan struct{}), apps: map[string]app{}, tokens: map[string]time.Time{}, users: map[string]*user{},
+		changed: make(chan struct{}), apps: map[string]app{}, tokens: map[string]issued{}, users: map[string]*user{},
 		subs: map[string]*Subscription{}, requests: map[string]int{}}
 	if s.tenant == "" {
 		s.tenant = "9a8b7c6d-0000-4000-8000-000000000001"
@@ -311,7 +321,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	rand.Read(b)
 	tok := base64.RawURLEncoding.EncodeToString(b)
 	s.mu.Lock()
-	s.tokens[tok] = s.clock.Now().Add(time.Hour)
+	s.tokens[tok] = issued{exp: s.clock.Now().Add(time.Hour), clientID: id}
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{"token_type": "Bearer", "expires_in": 3599, "access_token": tok})
 }
@@ -357,7 +367,7 @@ func (s *Server) authed(op string, h http.HandlerFunc) http.HandlerFunc {
 		s.count(op)
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		s.mu.Lock()
-		exp, known := s.tokens[tok]
+		iss, known := s.tokens[tok]
 		var f *failure
 		for i := range s.failures {
 			if s.failures[i].op == op {
@@ -369,7 +379,7 @@ func (s *Server) authed(op string, h http.HandlerFunc) http.HandlerFunc {
 		}
 		now := s.clock.Now()
 		s.mu.Unlock()
-		if !ok || !known || now.After(exp) {
+		if !ok || !known || now.After(iss.exp) {
 			graphError(w, http.StatusUnauthorized, "InvalidAuthenticationToken", "Access token is empty or invalid.")
 			return
 		}
@@ -380,11 +390,13 @@ func (s *Server) authed(op string, h http.HandlerFunc) http.HandlerFunc {
 			graphError(w, f.status, "TooManyRequests", "Too many requests (injected).")
 			return
 		}
-		h(w, r)
+		h(w, r.WithContext(context.WithValue(r.Context(), appKey{}, iss.clientID)))
 	}
 }
 
-var resourceRE = regexp.MustCompile(`^users/([^/]+)/mailFolders\('inbox'\)/messages$`)
+type appKey struct{}
+
+var resourceRE = regexp.MustCompile(`^users/([^/?]+)/mailFolders\('inbox'\)/messages(\?\$select=[A-Za-z,]+)?$`)
 
 func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 	var in Subscription
@@ -406,6 +418,12 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	case len(in.ClientState) > 128:
 		graphError(w, http.StatusBadRequest, "ValidationError", "clientState exceeds 128 characters")
+		return
+	case in.IncludeResourceData && in.ExpirationDateTime.After(now.Add(MaxRichLifetime)):
+		graphError(w, http.StatusBadRequest, "ValidationError", "Subscription expiration with resource data can only be 1440 minutes in the future.")
+		return
+	case in.IncludeResourceData && (in.EncryptionCertificate == "" || in.EncryptionCertificateID == ""):
+		graphError(w, http.StatusBadRequest, "ValidationError", "encryptionCertificate and encryptionCertificateId are required with includeResourceData")
 		return
 	case in.ExpirationDateTime.Sub(now) > time.Hour && in.LifecycleNotificationURL == "":
 		graphError(w, http.StatusBadRequest, "ValidationError", "lifecycleNotificationUrl is required for subscriptions longer than one hour")
@@ -433,6 +451,7 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 	s.subSeq++
 	in.ID = fmt.Sprintf("sub-%04d-%s", s.subSeq, randHex(6))
 	in.user = strings.ToLower(u.address)
+	in.appID, _ = r.Context().Value(appKey{}).(string)
 	sub := in
 	s.subs[in.ID] = &sub
 	s.notifyLocked()
@@ -502,6 +521,13 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 	if in.ExpirationDateTime.After(now.Add(MaxLifetime)) || !in.ExpirationDateTime.After(now) {
 		graphError(w, http.StatusBadRequest, "ValidationError", "Subscription expiration can only be 10070 minutes in the future.")
 		return
+	}
+	if sub.IncludeResourceData && in.ExpirationDateTime.After(now.Add(MaxRichLifetime)) {
+		graphError(w, http.StatusBadRequest, "ValidationError", "Subscription expiration with resource data can only be 1440 minutes in the future.")
+		return
+	}
+	if in.EncryptionCertificate != "" {
+		sub.EncryptionCertificate, sub.EncryptionCertificateID = in.EncryptionCertificate, in.EncryptionCertificateID
 	}
 	sub.ExpirationDateTime = in.ExpirationDateTime
 	sub.Renewals++
@@ -657,21 +683,44 @@ func (s *Server) notifyChange(u *user, changeType, id string) {
 	now := s.clock.Now()
 	s.mu.Lock()
 	batches := map[string][]map[string]any{}
+	apps := map[string]map[string]bool{} // notification URL → app IDs, for validationTokens
+	var msg *message
+	for _, m := range u.messages {
+		if m.ID == id {
+			msg = m
+		}
+	}
 	for sid := range s.subs {
 		sub, ok := s.liveLocked(sid, now)
 		if !ok || sub.user != strings.ToLower(u.address) || !strings.Contains(sub.ChangeType, changeType) {
 			continue
 		}
-		batches[sub.NotificationURL] = append(batches[sub.NotificationURL], map[string]any{
+		n := map[string]any{
 			"subscriptionId": sub.ID, "subscriptionExpirationDateTime": sub.ExpirationDateTime, "changeType": changeType,
 			"clientState": sub.ClientState, "tenantId": s.tenant,
 			"resource":     "Users/" + u.id + "/Messages/" + id,
 			"resourceData": map[string]string{"@odata.type": "#Microsoft.Graph.Message", "@odata.id": "Users/" + u.id + "/Messages/" + id, "id": id},
-		})
+		}
+		if sub.IncludeResourceData && msg != nil {
+			if ec, err := encryptFor(sub, msg); err == nil {
+				n["encryptedContent"] = ec
+				if apps[sub.NotificationURL] == nil {
+					apps[sub.NotificationURL] = map[string]bool{}
+				}
+				apps[sub.NotificationURL][sub.appID] = true
+			} else {
+				s.log.Warn("graphfake: cannot encrypt resource data", "err", err)
+			}
+		}
+		batches[sub.NotificationURL] = append(batches[sub.NotificationURL], n)
 	}
 	s.mu.Unlock()
 	for target, value := range batches {
-		s.post(target, false, value)
+		var tokens []string
+		for appID := range apps[target] {
+			tokens = append(tokens, s.ValidationToken(appID, nil))
+		}
+		s.postTokens(target, false, value, tokens)
 	}
 }
 
@@ -717,7 +766,15 @@ func (s *Server) Inject(subID string, body []byte) (int, error) {
 // the order of its notifications), timing the answer for the slow rule.
 // An endpoint over the drop ratio gets nothing.
 func (s *Server) post(target string, lifecycle bool, value []map[string]any) {
-	body, _ := json.Marshal(map[string]any{"value": value})
+	s.postTokens(target, lifecycle, value, nil)
+}
+
+func (s *Server) postTokens(target string, lifecycle bool, value []map[string]any, tokens []string) {
+	batch := map[string]any{"value": value}
+	if len(tokens) > 0 {
+		batch["validationTokens"] = tokens
+	}
+	body, _ := json.Marshal(batch)
 	d := Delivery{URL: target, Lifecycle: lifecycle, Notifications: len(value)}
 	if s.SlowRatio() >= DropRatio {
 		d.Dropped = true
@@ -790,4 +847,45 @@ func (s *Server) IssuedTokens() []string {
 		out = append(out, t)
 	}
 	return out
+}
+
+// ValidationToken is a validationTokens JWT as Graph sends with rich
+// notifications: signed with the tenant's key, issued by its v1 STS for the
+// app (audience), by Graph's change-notification app (azp); mutate may
+// forge it.
+func (s *Server) ValidationToken(appID string, mutate func(jwt.MapClaims)) string {
+	now := s.clock.Now()
+	c := jwt.MapClaims{"iss": "https://sts.windows.net/" + s.tenant + "/", "aud": appID, "azp": "0bf30f3b-4a52-48df-9a82-234910c4a086",
+		"appid": "0bf30f3b-4a52-48df-9a82-234910c4a086", "iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(time.Hour).Unix(), "tid": s.tenant}
+	if mutate != nil {
+		mutate(c)
+	}
+	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, c)
+	tok.Header["kid"] = s.kid
+	signed, _ := tok.SignedString(s.key)
+	return signed
+}
+
+// encryptFor encrypts the message's resource data to the subscription's
+// encryption certificate.
+func encryptFor(sub *Subscription, m *message) (map[string]string, error) {
+	der, err := base64.StdEncoding.DecodeString(sub.EncryptionCertificate)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	pub, ok := cert.PublicKey.(*rsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("graphfake: the encryption certificate's key is not RSA")
+	}
+	plain, _ := json.Marshal(map[string]any{"@odata.type": "#Microsoft.Graph.Message", "id": m.ID, "subject": m.Subject, "isRead": m.IsRead,
+		"from": map[string]any{"emailAddress": map[string]string{"name": m.FromName, "address": m.FromAddress}}})
+	data, key, sig, err := EncryptContent(plain, pub)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"data": data, "dataKey": key, "dataSignature": sig, "encryptionCertificateId": sub.EncryptionCertificateID}, nil
 }

@@ -1,0 +1,97 @@
+package postgres
+
+import (
+	"context"
+	"time"
+
+	"github.com/mailpush/mailpush"
+)
+
+// AppendAudit records an administrator's change.
+func (s *Store) AppendAudit(ctx context.Context, e *mailpush.AuditEntry) error {
+	if e.At.IsZero() {
+		e.At = s.clock.Now().UTC()
+	}
+	err := s.pool.QueryRow(ctx, `INSERT INTO audit_log (at, actor, tenant_id, action, target, detail) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`,
+		ms(e.At), e.Actor, e.TenantID, e.Action, e.Target, e.Detail).Scan(&e.ID)
+	if err != nil {
+		return dbError("append audit", err)
+	}
+	return nil
+}
+
+// AuditEntries lists the newest audit entries first.
+func (s *Store) AuditEntries(ctx context.Context, tenantID string, limit int) ([]mailpush.AuditEntry, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, at, actor, tenant_id, action, target, detail FROM audit_log
+		WHERE $1 = '' OR tenant_id = $1 ORDER BY id DESC LIMIT $2`, tenantID, limit)
+	if err != nil {
+		return nil, dbError("audit entries", err)
+	}
+	defer rows.Close()
+	var out []mailpush.AuditEntry
+	for rows.Next() {
+		var e mailpush.AuditEntry
+		var at int64
+		if err := rows.Scan(&e.ID, &at, &e.Actor, &e.TenantID, &e.Action, &e.Target, &e.Detail); err != nil {
+			return nil, dbError("audit entries", err)
+		}
+		e.At = fromMS(at)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// SubscriptionHealth groups mailboxes by source and status.
+func (s *Store) SubscriptionHealth(ctx context.Context, tenantID string, overdueBefore time.Time) ([]mailpush.SourceHealth, error) {
+	rows, err := s.pool.Query(ctx, `SELECT source, status, count(*), count(*) FILTER (WHERE last_event_at < $1), coalesce(max(last_event_at), 0)
+		FROM mailboxes WHERE $2 = '' OR tenant_id = $2 GROUP BY source, status ORDER BY source, status`, ms(overdueBefore), tenantID)
+	if err != nil {
+		return nil, dbError("subscription health", err)
+	}
+	defer rows.Close()
+	var out []mailpush.SourceHealth
+	for rows.Next() {
+		var h mailpush.SourceHealth
+		var src, status string
+		var n, overdue, last int64
+		if err := rows.Scan(&src, &status, &n, &overdue, &last); err != nil {
+			return nil, dbError("subscription health", err)
+		}
+		h.Source, h.Status, h.Mailboxes, h.Overdue = mailpush.Source(src), mailpush.Status(status), int(n), int(overdue)
+		if last > 0 {
+			h.LastEventAt = fromMS(last)
+		}
+		out = append(out, h)
+	}
+	return out, rows.Err()
+}
+
+// GateDevices lists a tenant's gate devices, most recently changed first.
+func (s *Store) GateDevices(ctx context.Context, tenantID string, limit int) ([]*mailpush.GateDevice, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+gateDeviceCols+` FROM gate_devices WHERE tenant_id = $1 ORDER BY updated_at DESC, device_id LIMIT $2`, tenantID, limit)
+	if err != nil {
+		return nil, dbError("list gate devices", err)
+	}
+	defer rows.Close()
+	var out []*mailpush.GateDevice
+	for rows.Next() {
+		d, err := scanGateDevice(rows)
+		if err != nil {
+			return nil, dbError("list gate devices", err)
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// DropDeadLetter deletes one of a tenant's dead letters.
+func (s *Store) DropDeadLetter(ctx context.Context, tenantID, pushID string) error {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM outbox_dead WHERE tenant_id = $1 AND push_id = $2`, tenantID, pushID)
+	if err != nil {
+		return dbError("drop dead letter", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return notFound("dead letter")
+	}
+	return nil
+}

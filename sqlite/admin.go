@@ -1,0 +1,98 @@
+package sqlite
+
+import (
+	"context"
+	"time"
+
+	"github.com/mailpush/mailpush"
+)
+
+// AppendAudit records an administrator's change.
+func (s *Store) AppendAudit(ctx context.Context, e *mailpush.AuditEntry) error {
+	if e.At.IsZero() {
+		e.At = s.clock.Now().UTC()
+	}
+	res, err := s.w.ExecContext(ctx, `INSERT INTO audit_log (at, actor, tenant_id, action, target, detail) VALUES (?, ?, ?, ?, ?, ?)`,
+		ms(e.At), e.Actor, e.TenantID, e.Action, e.Target, e.Detail)
+	if err != nil {
+		return dbError("append audit", err)
+	}
+	e.ID, _ = res.LastInsertId()
+	return nil
+}
+
+// AuditEntries lists the newest audit entries first.
+func (s *Store) AuditEntries(ctx context.Context, tenantID string, limit int) ([]mailpush.AuditEntry, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT id, at, actor, tenant_id, action, target, detail FROM audit_log
+		WHERE ? = '' OR tenant_id = ? ORDER BY id DESC LIMIT ?`, tenantID, tenantID, limit)
+	if err != nil {
+		return nil, dbError("audit entries", err)
+	}
+	defer rows.Close()
+	var out []mailpush.AuditEntry
+	for rows.Next() {
+		var e mailpush.AuditEntry
+		var at int64
+		if err := rows.Scan(&e.ID, &at, &e.Actor, &e.TenantID, &e.Action, &e.Target, &e.Detail); err != nil {
+			return nil, dbError("audit entries", err)
+		}
+		e.At = fromMS(at)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// SubscriptionHealth groups mailboxes by source and status.
+func (s *Store) SubscriptionHealth(ctx context.Context, tenantID string, overdueBefore time.Time) ([]mailpush.SourceHealth, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT source, status, count(*), coalesce(sum(last_event_at < ?), 0), coalesce(max(last_event_at), 0)
+		FROM mailboxes WHERE ? = '' OR tenant_id = ? GROUP BY source, status ORDER BY source, status`, ms(overdueBefore), tenantID, tenantID)
+	if err != nil {
+		return nil, dbError("subscription health", err)
+	}
+	defer rows.Close()
+	var out []mailpush.SourceHealth
+	for rows.Next() {
+		var h mailpush.SourceHealth
+		var src, status string
+		var last int64
+		if err := rows.Scan(&src, &status, &h.Mailboxes, &h.Overdue, &last); err != nil {
+			return nil, dbError("subscription health", err)
+		}
+		h.Source, h.Status = mailpush.Source(src), mailpush.Status(status)
+		if last > 0 {
+			h.LastEventAt = fromMS(last)
+		}
+		out = append(out, h)
+	}
+	return out, rows.Err()
+}
+
+// GateDevices lists a tenant's gate devices, most recently changed first.
+func (s *Store) GateDevices(ctx context.Context, tenantID string, limit int) ([]*mailpush.GateDevice, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+gateDeviceCols+` FROM gate_devices WHERE tenant_id = ? ORDER BY updated_at DESC, device_id LIMIT ?`, tenantID, limit)
+	if err != nil {
+		return nil, dbError("list gate devices", err)
+	}
+	defer rows.Close()
+	var out []*mailpush.GateDevice
+	for rows.Next() {
+		d, err := scanGateDevice(rows)
+		if err != nil {
+			return nil, dbError("list gate devices", err)
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// DropDeadLetter deletes one of a tenant's dead letters.
+func (s *Store) DropDeadLetter(ctx context.Context, tenantID, pushID string) error {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM outbox_dead WHERE tenant_id = ? AND push_id = ?`, tenantID, pushID)
+	if err != nil {
+		return dbError("drop dead letter", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return notFound("dead letter")
+	}
+	return nil
+}
