@@ -352,11 +352,15 @@ func (s *Store) ActiveRegistrations(ctx context.Context, mailboxID string) ([]*m
 	return out, nil
 }
 
-// CountRegistrations counts a tenant's active and pending registrations.
+// CountRegistrations counts a tenant's active and pending registrations:
+// the count that triggers keep on the tenant row (migration 0007).
 func (s *Store) CountRegistrations(ctx context.Context, tenantID string) (int, error) {
 	var n int
-	// Kept by triggers (migration 0007): one row, whatever the tenant's size.
-	if err := s.r.QueryRowContext(ctx, `SELECT coalesce((SELECT live FROM tenant_registrations WHERE tenant_id = ?), 0)`, tenantID).Scan(&n); err != nil {
+	err := s.r.QueryRowContext(ctx, `SELECT live_registrations FROM tenants WHERE id = ?`, tenantID).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, notFound("tenant")
+	}
+	if err != nil {
 		return 0, dbError("count registrations", err)
 	}
 	return n, nil
