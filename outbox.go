@@ -67,6 +67,11 @@ type Outbox interface {
 	ClaimPushes(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]*QueuedPush, error)
 	// SettlePushes records what became of claimed pushes, in one transaction.
 	SettlePushes(ctx context.Context, settlements []PushSettlement) error
+	// SettleAndClaim is SettlePushes then ClaimPushes in one transaction
+	// (one commit instead of two; limit 0 claims nothing). The claim sees
+	// the settlement; a failure leaves both undone (the settled pushes stay
+	// leased and are sent again after the lease: at least once).
+	SettleAndClaim(ctx context.Context, settlements []PushSettlement, now time.Time, limit int, lease time.Duration) ([]*QueuedPush, error)
 	// OutboxDepth counts the queued events and device pushes (leased or not).
 	OutboxDepth(ctx context.Context) (int, error)
 	// DeadLetters lists the most recent dead letters, newest first.

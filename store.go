@@ -6,12 +6,34 @@ import (
 	"time"
 )
 
-// Store keeps tenants, mailboxes and registrations. Implementations: sqlite
-// (embedded default) and postgres (multi-node); both pass storetest.Run.
+// The store is split into the roles its users need: an adapter takes the
+// narrowest role that serves it (the gate a GateStore, the subscription
+// engine a MailboxStore, the pipeline the Outbox), so what a package can
+// touch is visible in its types and a test fake implements only that.
+// Implementations: sqlite (embedded default) and postgres (multi-node);
+// both pass storetest.Run, which exercises every role.
 //
 // Lookups of a missing object return an *Error with code ENotFound, never
 // (nil, nil). Lookups scoped by tenant treat another tenant's object as missing.
 type Store interface {
+	TenantStore
+	RegistrationStore
+	MailboxStore
+	GateStore
+	// Outbox is the durable push queue (see Outbox).
+	Outbox
+
+	// AdminReader and AuditLog serve the admin console (admin.go).
+	AdminReader
+	AuditLog
+
+	// Ping reports whether the store can answer.
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// TenantStore keeps tenants and their API tokens (the API, the CLI, the console).
+type TenantStore interface {
 	CreateTenant(ctx context.Context, t *Tenant) error
 	Tenant(ctx context.Context, id string) (*Tenant, error)
 	TenantByName(ctx context.Context, name string) (*Tenant, error)
@@ -31,7 +53,10 @@ type Store interface {
 	Tokens(ctx context.Context, tenantID string) ([]*Token, error)
 	// DeleteToken revokes a tenant's token; it stops working at once.
 	DeleteToken(ctx context.Context, tenantID, id string) error
+}
 
+// RegistrationStore keeps device registrations (the registrar, the sources).
+type RegistrationStore interface {
 	// Register stores reg for the mailbox of (mb.TenantID, mb.AddressHash,
 	// mb.Source), creating the mailbox from mb when there is none yet. It
 	// returns the stored mailbox (which may be an existing one: then mb's
@@ -57,7 +82,11 @@ type Store interface {
 	// CountRegistrations counts a tenant's registrations with status active
 	// or pending (for its quota).
 	CountRegistrations(ctx context.Context, tenantID string) (int, error)
+}
 
+// MailboxStore keeps mailboxes and their subscription state (the sources
+// and the subscription engine).
+type MailboxStore interface {
 	Mailbox(ctx context.Context, id string) (*Mailbox, error)
 	MailboxBySubscription(ctx context.Context, subscriptionID string) (*Mailbox, error)
 	// MailboxByAddress returns the tenant's mailbox of the given source whose
@@ -71,7 +100,10 @@ type Store interface {
 	// pending, whose LastEventAt is before the given time, oldest first: the
 	// subscriptions that a health monitor must look at.
 	StaleMailboxes(ctx context.Context, source Source, before time.Time, limit int) ([]*Mailbox, error)
+}
 
+// GateStore keeps the ActiveSync gate's device registry (the gate).
+type GateStore interface {
 	// PutGateDevice creates or replaces the gate device (d.TenantID,
 	// d.DeviceID), keeping its CreatedAt and LastSeen; it sets d's times.
 	PutGateDevice(ctx context.Context, d *GateDevice) error
@@ -84,16 +116,6 @@ type Store interface {
 	// whose Device.ActiveSyncDeviceHash is hash, like DeleteRegistration, and
 	// returns how many it removed.
 	DeleteRegistrationsByActiveSyncDevice(ctx context.Context, tenantID string, hash []byte) (int, error)
-	// Outbox is the durable push queue (see Outbox).
-	Outbox
-
-	// AdminReader and AuditLog serve the admin console (admin.go).
-	AdminReader
-	AuditLog
-
-	// Ping reports whether the store can answer.
-	Ping(ctx context.Context) error
-	Close() error
 }
 
 // Audience is what a mailbox's active and pending registrations add up to.

@@ -44,7 +44,8 @@ type Server struct {
 	// SMIME serves /api/v1/smime/…; nil turns them into unsupported errors.
 	SMIME mailpush.SMIME
 	// Ready reports whether the service can take traffic (for /readyz);
-	// nil means Store.Ping.
+	// nil means Store.Ping. The message of a *mailpush.Error it returns
+	// is the reason /readyz gives; its cause is logged, never answered.
 	Ready func(ctx context.Context) error
 }
 
@@ -77,7 +78,15 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := ready(ctx); err != nil {
-		s.writeError(w, r, mailpush.WrapError(mailpush.EUnavailable, "not ready: the store does not answer", err))
+		// The answer names the failing dependency (the check's own message,
+		// e.g. "the database does not answer") but never its cause: the
+		// cause may name hosts and users, and /readyz is unauthenticated.
+		// The log holds the cause.
+		reason := "the database does not answer"
+		if mailpush.ErrorCode(err) != mailpush.EInternal {
+			reason = mailpush.ErrorMessage(err)
+		}
+		s.writeError(w, r, mailpush.WrapError(mailpush.EUnavailable, "not ready: "+reason, err))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})

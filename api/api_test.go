@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -367,5 +368,36 @@ func TestScopes(t *testing.T) {
 	}
 	if st, _ := e.do(t, "POST", "/api/v1/registrations", e.token, "", strings.NewReader(reg)); st != 401 {
 		t.Errorf("revoked token = %d, want 401 at once", st)
+	}
+}
+
+// TestReadyzSaysWhy checks that /readyz answers 503 in the JSON error
+// envelope with the failing check's own reason, without its cause (which
+// may name hosts and users), and 200 once the check passes again.
+func TestReadyzSaysWhy(t *testing.T) {
+	e := setup(t)
+	var fail error
+	var mu sync.Mutex
+	e.srv.Ready = func(ctx context.Context) error {
+		mu.Lock()
+		defer mu.Unlock()
+		return fail
+	}
+	set := func(err error) { mu.Lock(); fail = err; mu.Unlock() }
+	set(mailpush.WrapError(mailpush.EUnavailable, "the database does not answer", errors.New("dial tcp db.internal.example:5432 user=mailpush: connection refused")))
+	st, body := e.do(t, "GET", "/readyz", "", "", nil)
+	errObj, _ := body["error"].(map[string]any)
+	if st != http.StatusServiceUnavailable || errObj["code"] != mailpush.EUnavailable || errObj["message"] != "not ready: the database does not answer" {
+		t.Fatalf("/readyz = %d %v", st, body)
+	}
+	// A check failing without a reason of its own still names the database.
+	set(errors.New("db.internal.example: timeout"))
+	st, body = e.do(t, "GET", "/readyz", "", "", nil)
+	if msg := body["error"].(map[string]any)["message"]; st != 503 || msg != "not ready: the database does not answer" {
+		t.Fatalf("/readyz = %d %v", st, body)
+	}
+	set(nil)
+	if st, body = e.do(t, "GET", "/readyz", "", "", nil); st != 200 || body["status"] != "ready" {
+		t.Fatalf("/readyz = %d %v", st, body)
 	}
 }

@@ -86,6 +86,14 @@ func (c *cache) len() int {
 	return len(c.entries)
 }
 
+// clear drops every entry; like invalidate it bumps the generation.
+func (c *cache) clear() {
+	c.mu.Lock()
+	c.gen++
+	clear(c.entries)
+	c.mu.Unlock()
+}
+
 // memo remembers keyed hashes the gate computes on every request (the
 // user's, and the audit log's DeviceId and IP), so that a device's steady
 // stream of requests costs one HMAC per value rather than one per request.

@@ -27,7 +27,7 @@ const (
 
 // Deps are what a Gate needs from outside.
 type Deps struct {
-	Store    mailpush.Store
+	Store    mailpush.GateStore
 	Hasher   mailpush.AddressHasher
 	TenantID string // the resolved Config.Tenant
 	Logger   *slog.Logger
@@ -139,6 +139,11 @@ func (g *Gate) Invalidate(tenantID, deviceID string) {
 		g.cache.invalidate(mailpush.NormalizeDeviceID(deviceID))
 	}
 }
+
+// InvalidateAll drops every cached registry answer: a node that may have
+// missed changes made on another node (its broadcast connection was lost)
+// asks the store again.
+func (g *Gate) InvalidateAll() { g.cache.clear() }
 
 // Stats are the gate's counters since start.
 type Stats struct {

@@ -17,7 +17,7 @@ import (
 // the deciding Gate drops its cached answer: a change takes effect on the
 // very next request.
 type Registry struct {
-	Store  mailpush.Store
+	Store  mailpush.GateStore
 	Hasher mailpush.AddressHasher
 	Logger *slog.Logger
 	// Identity puts user names in the form the gate compares (gate.identity);

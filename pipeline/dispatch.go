@@ -8,14 +8,6 @@ import (
 	"github.com/mailpush/mailpush"
 )
 
-// settleClaimer is implemented by stores that can settle a batch of device
-// pushes and claim the next one in one transaction
-// (sqlite.Store.SettleAndClaim): half the commits of SettlePushes then
-// ClaimPushes.
-type settleClaimer interface {
-	SettleAndClaim(ctx context.Context, settlements []mailpush.PushSettlement, now time.Time, limit int, lease time.Duration) ([]*mailpush.QueuedPush, error)
-}
-
 // tier is one of the outbox's two tiers (see the package doc).
 type tier int
 
@@ -180,23 +172,11 @@ func (p *Pipeline) settleNext(ctx context.Context, b *batch, next bool, jobs cha
 		return p.dispatch(ctx, p.fanOut(ctx, evs), jobs), nil
 	}
 	all := b.deviceSettlements()
-	var pushes []*mailpush.QueuedPush
-	var err error
-	if sc, ok := p.cfg.Store.(settleClaimer); ok {
-		pushes, err = sc.SettleAndClaim(sctx, all, p.cfg.Clock.Now(), limit, p.cfg.Lease)
-		if err != nil && next {
-			p.cfg.Logger.Error("outbox: cannot settle and claim in one transaction; settling alone", "err", err)
-			pushes, err = nil, p.cfg.Store.SettlePushes(sctx, all)
-		}
-	} else {
-		err = p.cfg.Store.SettlePushes(sctx, all)
-		if err == nil && next {
-			pushes, err = p.cfg.Store.ClaimPushes(ctx, p.cfg.Clock.Now(), limit, p.cfg.Lease)
-			if err != nil {
-				p.cfg.Metrics.settled(all)
-				return nil, err
-			}
-		}
+	// Settle and claim in one transaction: half the commits of two.
+	pushes, err := p.cfg.Store.SettleAndClaim(sctx, all, p.cfg.Clock.Now(), limit, p.cfg.Lease)
+	if err != nil && next {
+		p.cfg.Logger.Error("outbox: cannot settle and claim in one transaction; settling alone", "err", err)
+		pushes, err = nil, p.cfg.Store.SettlePushes(sctx, all)
 	}
 	if err != nil {
 		return nil, err

@@ -27,6 +27,13 @@ func newLimiter(rate float64, burst int) *limiter {
 	return &limiter{rate: rate, burst: float64(burst), buckets: map[string]*bucket{}}
 }
 
+// setRate changes the rate and burst of every bucket from now on.
+func (l *limiter) setRate(rate float64, burst int) {
+	l.mu.Lock()
+	l.rate, l.burst = rate, float64(burst)
+	l.mu.Unlock()
+}
+
 // take spends a token of key at now. It returns zero when one was there,
 // otherwise how long until one will be (and spends nothing).
 func (l *limiter) take(key string, now time.Time) time.Duration {

@@ -137,10 +137,17 @@ import (
 	"github.com/mailpush/mailpush"
 )
 
+// Store is the pipeline's role of the store: the outbox, and dropping a
+// device whose token the provider refused.
+type Store interface {
+	mailpush.Outbox
+	UpdateRegistration(ctx context.Context, tenantID, id string, fn func(*mailpush.Registration) error) (*mailpush.Registration, error)
+}
+
 // Config holds the pipeline's dependencies and limits. Zero values take the
 // defaults shown.
 type Config struct {
-	Store mailpush.Store
+	Store Store
 	// Pushers are the providers by platform, used when Route is nil or
 	// finds none.
 	Pushers map[mailpush.Platform]mailpush.Pusher
@@ -600,4 +607,15 @@ func formatUUID(b [16]byte) string {
 	out[23] = '-'
 	hex.Encode(out[24:36], b[10:16])
 	return string(out[:])
+}
+
+// ShareTenantRate makes this process send its share of TenantRate when
+// nodes processes share one outbox: TenantRate/nodes per second (bursts
+// likewise, at least 1), so that the tenant's limit holds for the cluster.
+// It does nothing without a TenantRate.
+func (p *Pipeline) ShareTenantRate(nodes int) {
+	if p.tenants == nil || nodes < 1 {
+		return
+	}
+	p.tenants.setRate(p.cfg.TenantRate/float64(nodes), max(1, p.cfg.TenantBurst/nodes))
 }

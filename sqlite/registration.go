@@ -297,11 +297,15 @@ func (s *Store) ActiveRegistrations(ctx context.Context, mailboxID string) ([]*m
 	return out, nil
 }
 
-// CountRegistrations counts a tenant's active and pending registrations.
+// CountRegistrations counts a tenant's active and pending registrations:
+// the count that triggers keep on the tenant row (migration 0007).
 func (s *Store) CountRegistrations(ctx context.Context, tenantID string) (int, error) {
 	var n int
-	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM registrations WHERE tenant_id = ? AND status IN (?, ?)`,
-		tenantID, string(mailpush.StatusActive), string(mailpush.StatusPending)).Scan(&n); err != nil {
+	err := s.r.QueryRowContext(ctx, `SELECT live_registrations FROM tenants WHERE id = ?`, tenantID).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, notFound("tenant")
+	}
+	if err != nil {
 		return 0, dbError("count registrations", err)
 	}
 	return n, nil

@@ -60,3 +60,36 @@ func BenchmarkRegistrationSize(b *testing.B) {
 	}
 	b.ReportMetric(float64(total)/float64(b.N), "bytes/registration")
 }
+
+// BenchmarkCountRegistrations is the per-tenant quota check that every new
+// registration pays, with 100,000 live registrations (the count that
+// triggers keep on the tenant row).
+//
+//	go test -run XXX -bench CountRegistrations ./sqlite
+func BenchmarkCountRegistrations(b *testing.B) {
+	ctx := context.Background()
+	keys := storetest.Keyring(b)
+	s, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "count.db"), keys, storetest.NewClock())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	tn := &mailpush.Tenant{Name: "acme", MaxContent: mailpush.ContentBadge}
+	if err := s.CreateTenant(ctx, tn); err != nil {
+		b.Fatal(err)
+	}
+	const n = 100_000
+	mb := &mailpush.Mailbox{TenantID: tn.ID, AddressHash: keys.HashAddress(tn.ID, "shared@example.com"), Source: mailpush.SourceEWS, Mode: mailpush.ModeSealed, Status: mailpush.StatusActive, Badge: mailpush.NoBadge}
+	for i := range n {
+		reg := &mailpush.Registration{Device: mailpush.Device{Platform: mailpush.PlatformIOS, Token: fmt.Sprintf("%064x", i)}, Content: mailpush.ContentBadge, Status: mailpush.StatusActive}
+		if _, err := s.Register(ctx, reg, mb); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		if got, err := s.CountRegistrations(ctx, tn.ID); err != nil || got != n {
+			b.Fatalf("count = %d, %v", got, err)
+		}
+	}
+}

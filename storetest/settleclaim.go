@@ -8,18 +8,9 @@ import (
 	"github.com/mailpush/mailpush"
 )
 
-// SettleClaimer is the optional capability of a store to settle a batch and
-// claim the next one in one transaction (the pipeline uses it when the store
-// has it). Stores without it skip the case.
-type SettleClaimer interface {
-	SettleAndClaim(ctx context.Context, settlements []mailpush.PushSettlement, now time.Time, limit int, lease time.Duration) ([]*mailpush.QueuedPush, error)
-}
-
+// testOutboxSettleAndClaim: a settlement and the next claim in one
+// transaction; the claim sees the settlement.
 func testOutboxSettleAndClaim(t *testing.T, s mailpush.Store, e *env) {
-	sc, ok := s.(SettleClaimer)
-	if !ok {
-		t.Skip("the store settles and claims in separate transactions")
-	}
 	ctx := context.Background()
 	regs := outboxFixture(t, s, e, 2)
 	first, second, other := pushFor(regs[0], mailpush.PushAlert, 1), pushFor(regs[0], mailpush.PushAlert, 2), pushFor(regs[1], mailpush.PushAlert, 5)
@@ -32,7 +23,7 @@ func testOutboxSettleAndClaim(t *testing.T, s mailpush.Store, e *env) {
 	}
 	// The claim sees the settlement: the device's next push is free now,
 	// with the sequence just delivered.
-	next, err := sc.SettleAndClaim(ctx, []mailpush.PushSettlement{{OutboxID: got[0].OutboxID, Action: mailpush.SettleDone, RegistrationID: regs[0].ID, Seq: 1}}, e.clock.Now(), 10, time.Minute)
+	next, err := s.SettleAndClaim(ctx, []mailpush.PushSettlement{{OutboxID: got[0].OutboxID, Action: mailpush.SettleDone, RegistrationID: regs[0].ID, Seq: 1}}, e.clock.Now(), 10, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +32,7 @@ func testOutboxSettleAndClaim(t *testing.T, s mailpush.Store, e *env) {
 	}
 	// All or nothing: a settlement that fails leaves the batch leased.
 	bad := []mailpush.PushSettlement{{OutboxID: next[0].OutboxID, Action: mailpush.SettleDone, RegistrationID: regs[0].ID, Seq: 2}, {OutboxID: next[1].OutboxID, Action: mailpush.SettleAction(99)}}
-	if _, err := sc.SettleAndClaim(ctx, bad, e.clock.Now(), 10, time.Minute); err == nil {
+	if _, err := s.SettleAndClaim(ctx, bad, e.clock.Now(), 10, time.Minute); err == nil {
 		t.Fatal("SettleAndClaim accepted an unknown action")
 	}
 	if n, _ := s.OutboxDepth(ctx); n != 2 {
@@ -54,7 +45,7 @@ func testOutboxSettleAndClaim(t *testing.T, s mailpush.Store, e *env) {
 		{OutboxID: next[1].OutboxID, Action: mailpush.SettleDone, RegistrationID: regs[1].ID, Seq: 3},
 		{OutboxID: next[0].OutboxID, Action: mailpush.SettleRetry, DueAt: e.clock.Now()},
 	}
-	if more, err := sc.SettleAndClaim(ctx, done, e.clock.Now(), 0, time.Minute); err != nil || len(more) != 0 {
+	if more, err := s.SettleAndClaim(ctx, done, e.clock.Now(), 0, time.Minute); err != nil || len(more) != 0 {
 		t.Fatalf("settle only: %+v, %v", more, err)
 	}
 	if err := s.EnqueuePushes(ctx, []*mailpush.Push{pushFor(regs[1], mailpush.PushBadge, 6)}); err != nil {

@@ -106,4 +106,16 @@ func testCountRegistrations(t *testing.T, s mailpush.Store, e *env) {
 	if n, _ := s.CountRegistrations(ctx, other.ID); n != 1 {
 		t.Errorf("CountRegistrations(globex) = %d, want 1", n)
 	}
+	if _, err := s.UpdateRegistration(ctx, tn.ID, regs[2].ID, func(r *mailpush.Registration) error {
+		r.Status = mailpush.StatusPending // revived by a check-in
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteRegistration(ctx, tn.ID, regs[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.CountRegistrations(ctx, tn.ID); n != 2 {
+		t.Errorf("CountRegistrations(acme) = %d after a revival and a delete, want 2", n)
+	}
 }

@@ -42,7 +42,7 @@ const (
 // Engine keeps one source's subscriptions alive. Set the fields, then call
 // Run (or Check and CheckHosts yourself); Close stops it.
 type Engine struct {
-	Store  mailpush.Store
+	Store  mailpush.MailboxStore
 	Source mailpush.Source // whose mailboxes it sweeps
 	Healer mailpush.Healer
 	Logger *slog.Logger
@@ -62,6 +62,9 @@ type Engine struct {
 	HostRule          HostRule
 	HostCheckInterval time.Duration
 	HostBookSize      int
+	// HostRuleElsewhere: Run leaves CheckHosts to the caller (a cluster
+	// runs it on its leader node only).
+	HostRuleElsewhere bool
 
 	st state
 }
@@ -126,7 +129,7 @@ func (e *Engine) Run(ctx context.Context) {
 	st.mu.Unlock()
 	st.wg.Add(1)
 	go e.every(ctx, orDefault(e.Interval, e.DueAfter/4), "health check", e.Check)
-	if e.HostRule.MinSubscriptions > 0 {
+	if e.HostRule.MinSubscriptions > 0 && !e.HostRuleElsewhere {
 		st.wg.Add(1)
 		go e.every(ctx, orDefault(e.HostCheckInterval, DefaultHostCheckInterval), "host check", e.CheckHosts)
 	}

@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/sideshow/apns2/token"
 
 	"github.com/mailpush/mailpush"
@@ -65,6 +66,8 @@ type benchFlags struct {
 	dir         string
 	rssLimit    int
 	contentMode string
+	dbURL       string // PostgreSQL instead of SQLite
+	dbSchema    string
 }
 
 // benchDevices parses "M" or "LO-HI".
@@ -98,6 +101,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.dir, "dir", "", "working directory for the database and keys (default: a temporary one, removed after)")
 	fs.IntVar(&f.rssLimit, "rss-limit", 512, "overload: the RSS bound in MiB that the run is checked against")
 	fs.StringVar(&f.contentMode, "content", "badge", "content mode of the devices: badge, subject or subject_sender")
+	fs.StringVar(&f.dbURL, "database-url", "", "run on the PostgreSQL database at this URL (database.driver postgres) instead of SQLite in -dir")
+	fs.StringVar(&f.dbSchema, "database-schema", "", "with -database-url: the schema, created if missing and kept (default: a fresh one, dropped after)")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -189,6 +194,13 @@ func (b *bench) run(ctx context.Context) error {
 		_, err := b.raw(ctx, b.f.mailboxes*b.lo)
 		return err
 	}
+	if b.f.dbURL != "" {
+		drop, err := b.postgresSchema(ctx)
+		if err != nil {
+			return err
+		}
+		defer drop()
+	}
 	if err := b.start(ctx, p8); err != nil {
 		return err
 	}
@@ -228,10 +240,12 @@ func (b *bench) start(ctx context.Context, p8 []byte) error {
 		retry = "  retryMax: 5s\n  maxAttempts: 1000\n"
 	}
 	cfgPath := filepath.Join(b.dir, "mailpush.yaml")
+	database := fmt.Sprintf("database:\n  path: %s\n", filepath.Join(b.dir, "data", "mailpush.db"))
+	if b.f.dbURL != "" {
+		database = fmt.Sprintf("database:\n  driver: postgres\n  url: %q\n  schema: %s\n", b.f.dbURL, b.f.dbSchema)
+	}
 	yaml := fmt.Sprintf(`listen: 127.0.0.1:0
-database:
-  path: %s
-keyDir: %s
+%skeyDir: %s
 caFile: %s
 log:
   level: warn
@@ -250,7 +264,7 @@ tenants:
       username: dovecot
       passwordFile: %s
       userMapping: address
-`, filepath.Join(b.dir, "data", "mailpush.db"), filepath.Join(b.dir, "data", "keys"), ca, benchTeam, benchKeyID, keyFile, benchTopic,
+`, database, filepath.Join(b.dir, "data", "keys"), ca, benchTeam, benchKeyID, keyFile, benchTopic,
 		b.apple.URL(), b.apple.URL(), retry, secretFile)
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
 		return err
@@ -832,11 +846,68 @@ func (b *bench) registrations(ctx context.Context) error {
 	if err := b.main.Close(); err != nil { // checkpoints the WAL into the file
 		fmt.Fprintln(b.out, "close:", err)
 	}
-	st, err := os.Stat(dbPath)
-	if err != nil {
-		return err
+	var size int64
+	if b.f.dbURL != "" {
+		var err error
+		if size, err = b.postgresBytes(ctx); err != nil {
+			return err
+		}
+	} else {
+		st, err := os.Stat(dbPath)
+		if err != nil {
+			return err
+		}
+		size = st.Size()
 	}
 	fmt.Fprintf(b.out, "  RSS %.1f MiB (peak %.1f MiB, %.0f B per registration); database %d bytes (%.0f B per registration)\n",
-		float64(now)/(1<<20), float64(peak)/(1<<20), float64(peak)/float64(n), st.Size(), float64(st.Size())/float64(n))
+		float64(now)/(1<<20), float64(peak)/(1<<20), float64(peak)/float64(n), size, float64(size)/float64(n))
 	return nil
+}
+
+// postgresSchema creates the -database-schema (a fresh one when none was
+// named) and returns what drops it again (nothing for a named one).
+func (b *bench) postgresSchema(ctx context.Context) (drop func(), err error) {
+	conn, err := pgx.Connect(ctx, b.f.dbURL)
+	if err != nil {
+		return nil, fmt.Errorf("-database-url: %w", err)
+	}
+	defer conn.Close(ctx)
+	named := b.f.dbSchema != ""
+	if !named {
+		b.f.dbSchema = fmt.Sprintf("mailpush_bench_%d", time.Now().UnixNano())
+	}
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{b.f.dbSchema}.Sanitize()); err != nil {
+		return nil, fmt.Errorf("create schema %s: %w", b.f.dbSchema, err)
+	}
+	fmt.Fprintf(b.out, "database: PostgreSQL, schema %s\n", b.f.dbSchema)
+	if named {
+		return func() {}, nil
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, b.f.dbURL)
+		if err != nil {
+			fmt.Fprintln(b.progress, "drop schema:", err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP SCHEMA "+pgx.Identifier{b.f.dbSchema}.Sanitize()+" CASCADE"); err != nil {
+			fmt.Fprintln(b.progress, "drop schema:", err)
+		}
+	}, nil
+}
+
+// postgresBytes is what the registrations and their mailboxes take in
+// PostgreSQL: tables, indexes and TOAST.
+func (b *bench) postgresBytes(ctx context.Context) (int64, error) {
+	conn, err := pgx.Connect(ctx, b.f.dbURL)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(ctx)
+	var n int64
+	s := pgx.Identifier{b.f.dbSchema}.Sanitize()
+	err = conn.QueryRow(ctx, fmt.Sprintf(`SELECT pg_total_relation_size('%s.registrations') + pg_total_relation_size('%s.mailboxes')`, s, s)).Scan(&n)
+	return n, err
 }

@@ -50,6 +50,9 @@ type Config struct {
 		// MaxConns bounds each node's PostgreSQL pool; 0: pgx's default.
 		MaxConns int `yaml:"maxConns"`
 	} `yaml:"database"`
+	// NodeID names this node in a cluster (metrics label, heartbeats);
+	// default: the host name and the listen port.
+	NodeID string `yaml:"nodeId"`
 	// KeyDir holds the service keyring (created on first start, mode 0700).
 	KeyDir string `yaml:"keyDir"`
 	Log    struct {

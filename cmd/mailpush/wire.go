@@ -75,6 +75,8 @@ type Main struct {
 
 	appDirs   []*directory.Directory
 	providers *providers
+	nodeID    string
+	cluster   *cluster
 	keysWatch keysWatch // keys.go
 	listener  net.Listener
 	server    *http.Server
@@ -142,10 +144,20 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	// One registry per Main, never the global default: tests run several.
 	registry := prometheus.NewRegistry()
-	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.nodeID = cfg.NodeID
+	if m.nodeID == "" {
+		m.nodeID = defaultNodeID(cfg.Listen)
+	}
+	// Metrics: the gatherer serves registry; collectors register on reg,
+	// which labels every series with the node when nodes share a database.
+	var reg prometheus.Registerer = registry
+	if cfg.Database.Driver == "postgres" {
+		reg = prometheus.WrapRegistererWith(prometheus.Labels{"node": m.nodeID}, registry)
+	}
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.Pipeline = pipeline.New(pipeline.Config{
 		Store: m.Store, Route: m.providers.route, SealContent: seal.SealContent,
-		Metrics: pipeline.NewMetrics(registry, m.Store.OutboxDepth),
+		Metrics: pipeline.NewMetrics(reg, m.Store.OutboxDepth),
 		Logger:  m.Logger.With("component", "pipeline"), Clock: m.Clock,
 		Workers: cfg.Push.Workers, BatchSize: cfg.Push.BatchSize, MaxAttempts: cfg.Push.MaxAttempts,
 		RetryBase: cfg.Push.RetryBase, RetryMax: cfg.Push.RetryMax, SyncPerHour: cfg.Push.SyncPerHour,
@@ -217,6 +229,9 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
+	if _, shared := m.Store.(*postgres.Store); shared {
+		m.EWSEngine.HostRuleElsewhere = true // the cluster's leader runs it
+	}
 	m.EWSEngine.Run(context.Background()) // stopped by Close
 	m.watchKeys()                         // stopped by Close
 	watchers := map[mailpush.Source]mailpush.Watcher{mailpush.SourceEWS: m.EWS, mailpush.SourceDovecot: m.Dovecot}
@@ -275,7 +290,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	if m.Gate != nil {
 		m.Gate.Routes(mux)
-		registerGateMetrics(registry, m.Gate)
+		registerGateMetrics(reg, m.Gate)
 	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn)}))
 	mux.Handle("POST "+dovecot.NotifyPath, m.Dovecot)
@@ -286,6 +301,8 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := m.startPprof(); err != nil {
 		return err
 	}
+
+	m.startCluster()
 
 	m.server = &http.Server{
 		Handler:           logRequests(m.Logger, api.JSONErrors(mux, m.Logger.With("component", "api"))),
@@ -371,6 +388,7 @@ func (m *Main) Close() error {
 	if m.server != nil {
 		errs = append(errs, m.server.Shutdown(ctx))
 	}
+	m.cluster.close()
 	if m.pprof != nil {
 		errs = append(errs, m.pprof.Shutdown(ctx))
 	}

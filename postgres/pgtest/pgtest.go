@@ -2,6 +2,10 @@
 // that the machine runs (127.0.0.1:5432, database test, trust auth), or the
 // one named by MAILPUSH_TEST_POSTGRES_URL. Outside CI a missing server skips
 // the test with a message; under CI (CI set) it fails it.
+//
+// A test that must stop and start PostgreSQL (an outage) never does it to
+// that shared server: Private gives it a server of its own (initdb in a temp
+// dir, a free loopback port).
 package pgtest
 
 import (

@@ -1,0 +1,296 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mailpush/mailpush"
+	"github.com/mailpush/mailpush/fake/apnsfake"
+	"github.com/mailpush/mailpush/fake/ewsfake"
+	"github.com/mailpush/mailpush/postgres/pgtest"
+	"github.com/mailpush/mailpush/seal"
+)
+
+// TestPostgresRestartUnderLoad restarts PostgreSQL under load. A built
+// mailpush serves five EWS mailboxes of three devices each from a private
+// PostgreSQL server (never the machine's shared one) while mail keeps
+// arriving. PostgreSQL stops (fast shutdown) for a while: /readyz answers 503
+// naming the database, and every notification Exchange sends meanwhile is
+// refused, so that Exchange retries it (no OK is given for what was not
+// stored). PostgreSQL starts again and, with no operator action, /readyz is
+// 200 again, the subscriptions live on, and every device ends with the
+// right badge: the number of mails its mailbox received.
+func TestPostgresRestartUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs a private PostgreSQL")
+	}
+	const mailboxes, devicesPer = 5, 3
+	pg := pgtest.Private(t)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "mailpush")
+	if out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	exchange, apple := newFakes(t)
+	var addrs []string
+	for m := range mailboxes {
+		a := fmt.Sprintf("user%d@example.com", m)
+		exchange.AddUser(a, fmt.Sprintf(`EXAMPLE\user%d`, m), password)
+		addrs = append(addrs, a)
+	}
+	listen := "127.0.0.1:" + freePort(t)
+	base := "http://" + listen
+	config := writeConfig(t, dir, exchange, apple, listen, "info", `push:
+  retryBase: 50ms
+  retryMax: 500ms
+  maxAttempts: 100000
+  lease: 3s
+`)
+	useDatabase(t, config, fmt.Sprintf("database: {driver: postgres, url: %q}", pg.URL))
+	// Exchange retries a refused notification for StatusFrequency minutes
+	// (43 s at this time scale: 30 ms, 60 ms, … up to 3.8 s apart), longer
+	// than the outage; the subscriptions must outlive it.
+	b, _ := os.ReadFile(config)
+	os.WriteFile(config, []byte(strings.Replace(string(b), "statusFrequency: 1\n", "statusFrequency: 720\n", 1)), 0o600)
+
+	var out, errOut strings.Builder
+	if err := run(context.Background(), []string{"tenant", "add", "acme", "--config", config, "--allow-host", hostOf(exchange.URL()), "--max-content", "subject_sender"}, &out, &errOut, nil); err != nil {
+		t.Fatalf("tenant add: %v (%s)", err, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	token := lines[len(lines)-1]
+	p := startBinary(t, bin, config)
+	defer func() {
+		if t.Failed() {
+			t.Logf("mailpush logs:\n%s", p.logs.String())
+		}
+	}()
+
+	_, key := apiCall(t, base, "GET", "/api/v1/key", "", nil)
+	pub, err := b64url(key["publicKey"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	devices := map[string][]string{} // address → device tokens
+	for m, a := range addrs {
+		sealed, err := seal.SealCredentials(key["keyId"].(string), pub, mailpush.Credentials{Username: fmt.Sprintf(`EXAMPLE\user%d`, m), Password: password})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for d := range devicesPer {
+			dev := deviceToken(m*devicesPer + d)
+			st, reg := apiCall(t, base, "POST", "/api/v1/registrations", token, map[string]any{
+				"device":  map[string]any{"platform": "ios", "token": dev},
+				"mailbox": map[string]any{"address": a, "source": "ews", "ewsUrl": exchange.URL(), "sealedCredentials": sealed},
+			})
+			if st != 201 || reg["status"] != "active" {
+				t.Fatalf("register = %d %v", st, reg)
+			}
+			devices[a] = append(devices[a], dev)
+		}
+	}
+	subs := exchange.Subscriptions()
+	if len(subs) < mailboxes {
+		t.Fatalf("%d subscriptions for %d mailboxes", len(subs), mailboxes)
+	}
+
+	// Load: a mail every 20 ms, round robin over the mailboxes, until
+	// stopped.
+	var mu sync.Mutex
+	sent := map[string]int{}
+	stopLoad := make(chan struct{})
+	loadDone := make(chan struct{})
+	go func() {
+		defer close(loadDone)
+		for i := 0; ; i++ {
+			select {
+			case <-stopLoad:
+				return
+			case <-time.After(20 * time.Millisecond): // the load's pace, not a wait
+			}
+			a := addrs[i%mailboxes]
+			exchange.Deliver(a, fmt.Sprintf("Report %d", i), "Bob Sender", "bob@example.com")
+			mu.Lock()
+			sent[a]++
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		select {
+		case <-stopLoad:
+		default:
+			close(stopLoad)
+		}
+		<-loadDone
+	}()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := apple.WaitFor(ctx, func(ps []apnsfake.Push) bool { return len(ps) >= 3*mailboxes*devicesPer }); err != nil {
+		t.Fatalf("no pushes under load before the outage: %v", err)
+	}
+
+	// The outage.
+	pg.Stop()
+	before := len(exchange.Callbacks())
+	reason := waitReady(t, ctx, base, http.StatusServiceUnavailable)
+	if !strings.Contains(reason, "database") {
+		t.Fatalf("/readyz while PostgreSQL is down says %q: it should name the database", reason)
+	}
+	// Every subscription has a notification refused while the database is
+	// down (mail keeps coming), and none is acknowledged OK after its first
+	// refusal: Exchange keeps what it could not hand over.
+	// The outage lasts until Exchange has had six notifications of every
+	// subscription refused (its back-off makes that about two seconds).
+	const refusals = 6
+	refused := func(cbs []ewsfake.Callback) map[string]int {
+		r := map[string]int{}
+		for _, cb := range cbs {
+			if cb.Status != 0 && cb.Status != http.StatusOK {
+				r[cb.SubscriptionID]++
+			}
+		}
+		return r
+	}
+	enough := func(cbs []ewsfake.Callback) bool {
+		r := refused(cbs)
+		n := 0
+		for _, c := range r {
+			if c >= refusals {
+				n++
+			}
+		}
+		return n >= mailboxes
+	}
+	down := time.Now()
+	if err := exchange.WaitFor(ctx, func(s *ewsfake.Server) bool { return enough(s.Callbacks()[before:]) }); err != nil {
+		t.Fatalf("notifications refused during the outage: %v (want %d for each of %d subscriptions): %v", refused(exchange.Callbacks()[before:]), refusals, mailboxes, err)
+	}
+	if code, body := readyz(t, base); code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz = %d %s while PostgreSQL is still down", code, body)
+	}
+	during := exchange.Callbacks()[before:]
+	failed := map[string]bool{}
+	var refusedN int
+	for _, cb := range during {
+		if cb.Status != 0 && cb.Status != http.StatusOK {
+			failed[cb.SubscriptionID] = true
+			refusedN++
+			continue
+		}
+		if failed[cb.SubscriptionID] && cb.Result == "OK" {
+			t.Fatalf("a notification was acknowledged OK while PostgreSQL was down: %+v", cb)
+		}
+	}
+	mu.Lock()
+	t.Logf("outage of %v: %d notifications refused (503) across %d subscriptions; mail sent so far %v", time.Since(down).Round(time.Millisecond), refusedN, len(failed), sent)
+	mu.Unlock()
+
+	// PostgreSQL comes back; nobody touches mailpush.
+	pg.Start()
+	waitReady(t, ctx, base, http.StatusOK)
+	// Some more mail after the recovery, then the load stops.
+	n := len(apple.Pushes())
+	if err := apple.WaitFor(ctx, func(ps []apnsfake.Push) bool { return len(ps) >= n+mailboxes*devicesPer }); err != nil {
+		t.Fatalf("no pushes after PostgreSQL came back: %v", err)
+	}
+	close(stopLoad)
+	<-loadDone
+
+	// Every device ends with its mailbox's unread count: every mail
+	// Exchange was told OK for (and every one it retried) reached it.
+	mu.Lock()
+	want := map[string]int{}
+	for a, devs := range devices {
+		for _, d := range devs {
+			want[d] = sent[a]
+		}
+	}
+	mu.Unlock()
+	lastBadge := func(ps []apnsfake.Push) map[string]int {
+		last := map[string]int{}
+		for _, p := range ps {
+			last[p.Token] = p.Badge
+		}
+		return last
+	}
+	err = apple.WaitFor(ctx, func(ps []apnsfake.Push) bool {
+		last := lastBadge(ps)
+		for d, w := range want {
+			if last[d] != w {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		last := lastBadge(apple.Pushes())
+		for d, w := range want {
+			if last[d] != w {
+				t.Errorf("device %s…: last badge %d, want %d", d[:8], last[d], w)
+			}
+		}
+		t.Fatalf("the devices did not reach their badges: %v", err)
+	}
+	// No operator action, and each mailbox's subscription lived through it
+	// (the older ones were replaced when its later devices registered).
+	current := map[string]ewsfake.Subscription{}
+	for _, s := range exchange.Subscriptions() { // oldest first
+		current[s.Address] = s
+	}
+	for _, a := range addrs {
+		if s := current[a]; !s.Active {
+			t.Errorf("the subscription of %s ended: %q", a, s.EndReason)
+		}
+	}
+	t.Logf("after the restart every one of %d devices has its badge; mail sent %v; %d pushes in all", len(want), sent, len(apple.Pushes()))
+}
+
+// readyz returns /readyz's status and error message (or status word).
+func readyz(t *testing.T, base string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(base + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Status string `json:"status"`
+		Error  struct {
+			Code, Message string
+		} `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatalf("/readyz body: %v", err)
+	}
+	if body.Error.Message != "" {
+		return resp.StatusCode, body.Error.Message
+	}
+	return resp.StatusCode, body.Status
+}
+
+// waitReady polls /readyz until it answers status and returns its message.
+func waitReady(t *testing.T, ctx context.Context, base string, status int) string {
+	t.Helper()
+	for {
+		code, msg := readyz(t, base)
+		if code == status {
+			return msg
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("/readyz never answered %d (last %d %q)", status, code, msg)
+		case <-time.After(50 * time.Millisecond): // polling with a deadline
+		}
+	}
+}
