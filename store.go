@@ -82,6 +82,12 @@ type RegistrationStore interface {
 	// CountRegistrations counts a tenant's registrations with status active
 	// or pending (for its quota).
 	CountRegistrations(ctx context.Context, tenantID string) (int, error)
+	// SetCallbackURL keeps the callback URL that a device-subscribed
+	// registration was given (sealed at rest: it is a capability), so that
+	// reading the registration returns the same URL; CallbackURL returns it
+	// (ENotFound when there is none). It goes when the registration goes.
+	SetCallbackURL(ctx context.Context, tenantID, registrationID, url string) error
+	CallbackURL(ctx context.Context, tenantID, registrationID string) (string, error)
 }
 
 // MailboxStore keeps mailboxes and their subscription state (the sources

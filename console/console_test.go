@@ -37,7 +37,9 @@ func TestSessionsExpireAndStayBounded(t *testing.T) {
 	if s.get(b) != nil {
 		t.Error("a session outlived its absolute timeout")
 	}
-	c, d := s.create(&session{actor: "c"}), s.create(&session{actor: "d"})
+	c := s.create(&session{actor: "c"})
+	clock.Advance(time.Second)
+	d := s.create(&session{actor: "d"})
 	clock.Advance(time.Second)
 	e := s.create(&session{actor: "e"})
 	if s.get(c) != nil || s.get(d) == nil || s.get(e) == nil {

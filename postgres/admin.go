@@ -2,8 +2,11 @@ package postgres
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/mailpush/mailpush"
 )
 
@@ -94,4 +97,36 @@ func (s *Store) DropDeadLetter(ctx context.Context, tenantID, pushID string) err
 		return notFound("dead letter")
 	}
 	return nil
+}
+
+// SetCallbackURL keeps a registration's callback URL, sealed.
+func (s *Store) SetCallbackURL(ctx context.Context, tenantID, registrationID, url string) error {
+	sealed, err := s.cipher.SealField([]byte(url))
+	if err != nil {
+		return err
+	}
+	_, err = s.pool.Exec(ctx, `INSERT INTO registration_callbacks (registration_id, tenant_id, url_sealed)
+		SELECT id, tenant_id, $1 FROM registrations WHERE id = $2 AND tenant_id = $3
+		ON CONFLICT (registration_id) DO UPDATE SET url_sealed = excluded.url_sealed`, sealed, registrationID, tenantID)
+	if err != nil {
+		return dbError("set callback URL", err)
+	}
+	return nil
+}
+
+// CallbackURL returns a registration's callback URL.
+func (s *Store) CallbackURL(ctx context.Context, tenantID, registrationID string) (string, error) {
+	var sealed []byte
+	err := s.pool.QueryRow(ctx, `SELECT url_sealed FROM registration_callbacks WHERE registration_id = $1 AND tenant_id = $2`, registrationID, tenantID).Scan(&sealed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", notFound("callback URL")
+	}
+	if err != nil {
+		return "", dbError("callback URL", err)
+	}
+	url, err := s.cipher.OpenField(sealed)
+	if err != nil {
+		return "", fmt.Errorf("callback URL of registration %s: %w", registrationID, err)
+	}
+	return string(url), nil
 }

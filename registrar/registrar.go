@@ -158,6 +158,7 @@ func (s *Service) Register(ctx context.Context, t *mailpush.Tenant, req mailpush
 	}
 	// Routine: counted, logged only at debug (a million registrations must
 	// not write a million lines at the default level).
+	s.keepCallbackURL(ctx, t, reg.ID, res.CallbackURL)
 	s.Metrics.registered()
 	s.Logger.Debug("registration created", "tenant", t.Name, "registration", reg.ID, "mailbox", stored.ID, "mode", mode, "platform", dev.Platform, "scope", req.Scope)
 	return s.result(reg, mode, res), nil
@@ -272,7 +273,15 @@ func (s *Service) Get(ctx context.Context, t *mailpush.Tenant, id string) (*mail
 	if err != nil {
 		return nil, err
 	}
-	return s.result(reg, mb.Mode, mailpush.WatchResult{}), nil
+	var res mailpush.WatchResult
+	if mb.Mode == mailpush.ModeDeviceSubscribed {
+		// The URL the create or the last check-in answered with.
+		res.CallbackURL, err = s.Store.CallbackURL(ctx, t.ID, id)
+		if err != nil && mailpush.ErrorCode(err) != mailpush.ENotFound {
+			return nil, err
+		}
+	}
+	return s.result(reg, mb.Mode, res), nil
 }
 
 // Delete removes a tenant's registration. When it was the mailbox's last,
@@ -383,7 +392,20 @@ func (s *Service) CheckIn(ctx context.Context, t *mailpush.Tenant, id string, in
 	if err != nil {
 		return nil, err
 	}
+	s.keepCallbackURL(ctx, t, reg.ID, res.CallbackURL)
 	return s.result(reg, chosen(mode, res), res), nil
+}
+
+// keepCallbackURL stores the callback URL a device-subscribed registration
+// was just given, so that Get returns the same one. The registration stands
+// without it (the app has its URL from this answer), so a failure is logged.
+func (s *Service) keepCallbackURL(ctx context.Context, t *mailpush.Tenant, id, url string) {
+	if url == "" {
+		return
+	}
+	if err := s.Store.SetCallbackURL(ctx, t.ID, id, url); err != nil {
+		s.Logger.Error("could not keep the registration's callback URL", "registration", id, "err", err)
+	}
 }
 
 // chosen is the mode a watcher settled on: the one asked unless it chose

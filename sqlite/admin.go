@@ -2,6 +2,9 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/mailpush/mailpush"
@@ -95,4 +98,36 @@ func (s *Store) DropDeadLetter(ctx context.Context, tenantID, pushID string) err
 		return notFound("dead letter")
 	}
 	return nil
+}
+
+// SetCallbackURL keeps a registration's callback URL, sealed.
+func (s *Store) SetCallbackURL(ctx context.Context, tenantID, registrationID, url string) error {
+	sealed, err := s.cipher.SealField([]byte(url))
+	if err != nil {
+		return err
+	}
+	_, err = s.w.ExecContext(ctx, `INSERT INTO registration_callbacks (registration_id, tenant_id, url_sealed)
+		SELECT id, tenant_id, ? FROM registrations WHERE id = ? AND tenant_id = ?
+		ON CONFLICT (registration_id) DO UPDATE SET url_sealed = excluded.url_sealed`, sealed, registrationID, tenantID)
+	if err != nil {
+		return dbError("set callback URL", err)
+	}
+	return nil
+}
+
+// CallbackURL returns a registration's callback URL.
+func (s *Store) CallbackURL(ctx context.Context, tenantID, registrationID string) (string, error) {
+	var sealed []byte
+	err := s.r.QueryRowContext(ctx, `SELECT url_sealed FROM registration_callbacks WHERE registration_id = ? AND tenant_id = ?`, registrationID, tenantID).Scan(&sealed)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", notFound("callback URL")
+	}
+	if err != nil {
+		return "", dbError("callback URL", err)
+	}
+	url, err := s.cipher.OpenField(sealed)
+	if err != nil {
+		return "", fmt.Errorf("callback URL of registration %s: %w", registrationID, err)
+	}
+	return string(url), nil
 }

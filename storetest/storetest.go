@@ -50,6 +50,7 @@ func Run(t *testing.T, open Factory) {
 		{"Tenants", testTenants},
 		{"ListAndDeleteTenants", testListAndDeleteTenants},
 		{"AdminReads", testAdminReads},
+		{"CallbackURLs", testCallbackURLs},
 		{"Tokens", testTokens},
 		{"CountRegistrations", testCountRegistrations},
 		{"RegisterSharesMailbox", testRegisterSharesMailbox},
@@ -274,6 +275,40 @@ func testAdminReads(t *testing.T, s mailpush.Store, e *env) {
 		t.Errorf("GateDevices limit 1 = %d devices", len(ds))
 	}
 	wantCode(t, "drop a missing dead letter", s.DropDeadLetter(ctx, acme.ID, "nope"), mailpush.ENotFound)
+}
+
+// testCallbackURLs: a registration's callback URL is kept per tenant,
+// replaced by the next, and deleted with the registration.
+func testCallbackURLs(t *testing.T, s mailpush.Store, e *env) {
+	ctx := context.Background()
+	acme, globex := mustTenant(t, s, "acme"), mustTenant(t, s, "globex")
+	reg, mb := newReg(e, acme.ID, "alice@example.com", "cb01")
+	if _, err := s.Register(ctx, reg, mb); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.CallbackURL(ctx, acme.ID, reg.ID)
+	wantCode(t, "no callback URL yet", err, mailpush.ENotFound)
+	for _, url := range []string{"https://push.example.com/ews/notify/k1.first", "https://push.example.com/ews/notify/k1.second"} {
+		if err := s.SetCallbackURL(ctx, acme.ID, reg.ID, url); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.CallbackURL(ctx, acme.ID, reg.ID); err != nil || got != url {
+			t.Errorf("CallbackURL = %q, %v; want %q", got, err, url)
+		}
+	}
+	_, err = s.CallbackURL(ctx, globex.ID, reg.ID)
+	wantCode(t, "another tenant's callback URL", err, mailpush.ENotFound)
+	if err := s.SetCallbackURL(ctx, globex.ID, reg.ID, "https://evil.example/x"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.CallbackURL(ctx, acme.ID, reg.ID); got != "https://push.example.com/ews/notify/k1.second" {
+		t.Errorf("another tenant changed the callback URL to %q", got)
+	}
+	if err := s.DeleteRegistration(ctx, acme.ID, reg.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.CallbackURL(ctx, acme.ID, reg.ID)
+	wantCode(t, "callback URL of a deleted registration", err, mailpush.ENotFound)
 }
 
 func testRegisterSharesMailbox(t *testing.T, s mailpush.Store, e *env) {

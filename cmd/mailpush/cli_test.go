@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mailpush/mailpush"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -309,5 +310,52 @@ func TestAPIErrorsAreJSON(t *testing.T) {
 		if !strings.Contains(body.Error.Message, tc.path) {
 			t.Errorf("%s %s: message %q does not name the path", tc.method, tc.path, body.Error.Message)
 		}
+	}
+}
+
+// TestGetRegistrationReturnsItsCallbackURL: GET answers the callbackUrl the
+// create (or the last check-in) answered, to its tenant only; the URL is
+// kept sealed, and goes with the registration.
+func TestGetRegistrationReturnsItsCallbackURL(t *testing.T) {
+	w := newWorld(t, "info")
+	token := w.addTenant(t, "acme")
+	other := w.addTenant(t, "globex")
+	st, reg := w.call(t, "POST", "/api/v1/registrations", token, map[string]any{
+		"device":  map[string]any{"platform": "ios", "token": deviceToken(3)},
+		"mailbox": map[string]any{"address": address, "source": "ews", "ewsUrl": w.exchange.URL()},
+	})
+	if st != 201 || reg["mode"] != "device-subscribed" || reg["callbackUrl"] == nil {
+		t.Fatalf("register = %d %v", st, reg)
+	}
+	id, url := reg["id"].(string), reg["callbackUrl"].(string)
+	if st, got := w.call(t, "GET", "/api/v1/registrations/"+id, token, nil); st != 200 || got["callbackUrl"] != url {
+		t.Errorf("GET = %d, callbackUrl %v; want the create's %s", st, got["callbackUrl"], url)
+	}
+	if st, _ := w.call(t, "GET", "/api/v1/registrations/"+id, other, nil); st != 404 {
+		t.Errorf("another tenant's GET = %d, want 404", st)
+	}
+	st, in := w.call(t, "POST", "/api/v1/registrations/"+id+"/checkin", token, nil)
+	if st != 200 || in["callbackUrl"] == nil {
+		t.Fatalf("check-in = %d %v", st, in)
+	}
+	if _, got := w.call(t, "GET", "/api/v1/registrations/"+id, token, nil); got["callbackUrl"] != in["callbackUrl"] {
+		t.Errorf("GET after the check-in = %v, want the check-in's %v", got["callbackUrl"], in["callbackUrl"])
+	}
+	_, sealedToken, _ := strings.Cut(in["callbackUrl"].(string), "/ews/notify/")
+	db, _ := os.ReadFile(w.main.Config.Database.Path)
+	wal, _ := os.ReadFile(w.main.Config.Database.Path + "-wal")
+	if bytes.Contains(db, []byte(sealedToken)) || bytes.Contains(wal, []byte(sealedToken)) {
+		t.Error("the callback URL is stored in clear")
+	}
+	acme, err := w.main.Store.TenantByName(context.Background(), "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tenantID := acme.ID
+	if st, _ := w.call(t, "DELETE", "/api/v1/registrations/"+id, token, nil); st != 204 {
+		t.Fatalf("delete = %d", st)
+	}
+	if _, err := w.main.Store.CallbackURL(context.Background(), tenantID, id); mailpush.ErrorCode(err) != mailpush.ENotFound {
+		t.Errorf("the callback URL outlived its registration: %v", err)
 	}
 }
