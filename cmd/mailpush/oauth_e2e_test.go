@@ -163,9 +163,10 @@ func TestEndToEndOAuthRefresh(t *testing.T) {
 			t.Errorf("a push shows mail after the revocation: %s", p.Payload)
 		}
 	}
-	if _, ok := activeURL(w.exchange); ok {
-		t.Error("a subscription is still active after the refresh was refused")
-	}
+	// The notification that met the refused refresh is answered Unsubscribe.
+	waitFor(t, "no active subscription after the refused refresh", func(ctx context.Context) error {
+		return w.exchange.WaitFor(ctx, func(s *ewsfake.Server) bool { return countActive(s) == 0 })
+	})
 
 	// Privacy: no token (every fake token has a fixed prefix) in the
 	// database files or the logs.
