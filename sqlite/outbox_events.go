@@ -57,12 +57,16 @@ func (s *Store) EnqueueEvents(ctx context.Context, events []*mailpush.OutboxEven
 	if len(events) == 0 {
 		return nil
 	}
+	// In the store's group commit: the acknowledgement of a notification
+	// shares its commit with the mailbox updates of the others arriving
+	// at the same moment.
+	return s.grouped(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		return s.enqueueEventsTx(ctx, tx, events)
+	})
+}
+
+func (s *Store) enqueueEventsTx(ctx context.Context, tx *sql.Tx, events []*mailpush.OutboxEvent) error {
 	now := s.now()
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return dbError("enqueue events", err)
-	}
-	defer tx.Rollback()
 	newer, err := s.stmt(ctx, tx, qEventNewer)
 	if err != nil {
 		return dbError("enqueue events", err)
@@ -105,9 +109,6 @@ func (s *Store) EnqueueEvents(ctx context.Context, events []*mailpush.OutboxEven
 		if _, err := ins.ExecContext(ctx, e.ID, ev.TenantID, ev.MailboxID, string(ev.Kind), string(class), ev.Badge, ev.Seq, content, unresolved, now, created); err != nil {
 			return dbError("enqueue events", err)
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return dbError("enqueue events", err)
 	}
 	return nil
 }
