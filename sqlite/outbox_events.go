@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
@@ -94,7 +93,7 @@ func (s *Store) enqueueEventsTx(ctx context.Context, tx *sql.Tx, events []*mailp
 				return dbError("coalesce events", err)
 			}
 		}
-		content, err := s.sealContent(outboxContent{Subject: ev.Subject, Sender: ev.Sender})
+		content, err := s.codec.SealContent(mailpush.StoredContent{Subject: ev.Subject, Sender: ev.Sender})
 		if err != nil {
 			return fmt.Errorf("sqlite: enqueue events: %w", err)
 		}
@@ -111,33 +110,6 @@ func (s *Store) enqueueEventsTx(ctx context.Context, tx *sql.Tx, events []*mailp
 		}
 	}
 	return nil
-}
-
-// sealContent seals a push's or an event's secret part; nil when there is none.
-func (s *Store) sealContent(c outboxContent) ([]byte, error) {
-	if c == (outboxContent{}) {
-		return nil, nil
-	}
-	plain, _ := json.Marshal(c)
-	defer clear(plain)
-	return s.cipher.SealField(plain)
-}
-
-// openContent opens what sealContent sealed; it returns why it cannot.
-func (s *Store) openContent(sealed []byte) (outboxContent, string) {
-	var c outboxContent
-	if len(sealed) == 0 {
-		return c, ""
-	}
-	plain, err := s.cipher.OpenField(sealed)
-	if err != nil {
-		return c, "the stored content cannot be opened"
-	}
-	defer clear(plain)
-	if err := json.Unmarshal(plain, &c); err != nil {
-		return c, "the stored content is not valid JSON"
-	}
-	return c, ""
 }
 
 // ClaimEvents leases the oldest due events.
@@ -264,7 +236,7 @@ func (s *Store) claimEventsTx(ctx context.Context, tx *sql.Tx, now time.Time, li
 		}
 		ev.Kind, e.Unresolved, e.CreatedAt = mailpush.EventKind(kind), unresolved != 0, fromMS(created)
 		ev.At = e.CreatedAt
-		c, bad := s.openContent(content)
+		c, bad := s.codec.OpenContent(content)
 		if bad != "" {
 			// It must not stop every event behind it: a dead letter.
 			e.Attempts++
@@ -331,10 +303,10 @@ func (s *Store) Recipients(ctx context.Context, mailboxIDs []string, since time.
 		}
 		r.Device.Platform, r.Device.Environment, r.Content, r.UpdatedAt = mailpush.Platform(platform), mailpush.Environment(env), mailpush.ContentMode(content), fromMS(updated)
 		r.LeftActiveAt = fromMS(left)
-		if tok, err := s.cipher.OpenField(sealed); err != nil {
+		if tok, err := s.codec.OpenToken(sealed); err != nil {
 			r.Unreadable = "the registration's stored push token cannot be opened"
 		} else {
-			r.Device.Token = string(tok)
+			r.Device.Token = tok
 		}
 		out = append(out, r)
 	}

@@ -52,11 +52,11 @@ func (s *Store) scanRegistration(row scanner) (*mailpush.Registration, error) {
 	if err := row.Scan(&r.ID, &r.TenantID, &r.MailboxID, &platform, &env, &sealed, &r.Device.ContentKey, &content, &status, &created, &updated, &expires, &r.Device.ActiveSyncDeviceHash); err != nil {
 		return nil, err
 	}
-	tok, err := s.cipher.OpenField(sealed)
+	tok, err := s.codec.OpenToken(sealed)
 	if err != nil {
 		return nil, fmt.Errorf("registration %s: %w", r.ID, err)
 	}
-	r.Device.Token = string(tok)
+	r.Device.Token = tok
 	r.Device.Platform, r.Device.Environment = mailpush.Platform(platform), mailpush.Environment(env)
 	r.Content, r.Status = mailpush.ContentMode(content), mailpush.Status(status)
 	r.CreatedAt, r.UpdatedAt, r.ExpiresAt = fromMS(created), fromMS(updated), fromMS(expires)
@@ -73,11 +73,10 @@ func nullString(s string) any {
 // Register stores reg for its mailbox, creating the mailbox when needed.
 func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *mailpush.Mailbox) (*mailpush.Mailbox, error) {
 	now := s.clock.Now().UTC()
-	sealed, err := s.cipher.SealField([]byte(reg.Device.Token))
+	sealed, tokenHash, err := s.codec.SealToken(reg.Device.Token)
 	if err != nil {
 		return nil, err
 	}
-	tokenHash := s.cipher.HashField([]byte(reg.Device.Token))
 	// Concurrent registrations share a transaction (group commit); the
 	// caller's reg and mb change only once its write is committed.
 	r, m := *reg, *mb
@@ -241,12 +240,12 @@ func (s *Store) UpdateRegistration(ctx context.Context, tenantID, id string, fn 
 		}
 		r.ID, r.TenantID = id, tenantID // not changeable
 		r.UpdatedAt = s.clock.Now().UTC()
-		sealed, err := s.cipher.SealField([]byte(r.Device.Token))
+		sealed, tokenHash, err := s.codec.SealToken(r.Device.Token)
 		if err != nil {
 			return err
 		}
 		err = s.exec(ctx, tx, qUpdateRegistrationAll,
-			string(r.Device.Platform), string(r.Device.Environment), sealed, s.cipher.HashField([]byte(r.Device.Token)), r.Device.ContentKey,
+			string(r.Device.Platform), string(r.Device.Environment), sealed, tokenHash, r.Device.ContentKey,
 			string(r.Content), string(r.Status), ms(r.UpdatedAt), ms(r.ExpiresAt), r.Device.ActiveSyncDeviceHash, id)
 		if err != nil {
 			return dbError("update registration", err)
@@ -295,7 +294,7 @@ func (s *Store) DeleteRegistration(ctx context.Context, tenantID, id string) err
 // RegistrationByToken finds the mailbox's active or pending registration of
 // a push token through the (mailbox_id, token_hash) index.
 func (s *Store) RegistrationByToken(ctx context.Context, mailboxID, token string) (*mailpush.Registration, error) {
-	rows, err := s.read(ctx, qRegistrationByToken, mailboxID, s.cipher.HashField([]byte(token)), string(mailpush.StatusActive), string(mailpush.StatusPending))
+	rows, err := s.read(ctx, qRegistrationByToken, mailboxID, s.codec.HashToken(token), string(mailpush.StatusActive), string(mailpush.StatusPending))
 	if err != nil {
 		return nil, dbError("get registration", err)
 	}
