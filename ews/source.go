@@ -339,6 +339,14 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		ev = s.reduce(ctx, cached, mb, sum, regs)
 	}
 	now := s.Clock.Now()
+	// A changed mailbox's watermark moves only once its event is in the
+	// outbox. Stored first, with the enqueue then failing (the database
+	// went away between the two), Exchange's retry of this notification
+	// would look handled (replayed) and its push would be lost; this way
+	// the retry queues the event again (at least once).
+	wm := lastWatermark(n)
+	laterWM := changed && wm != ""
+	var prevWM string
 	updated, err := s.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error {
 		if bind {
 			if m.SubscriptionID != mb.SubscriptionID {
@@ -348,7 +356,8 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 			}
 			m.SubscriptionID, m.Status = n.SubscriptionID, mailpush.StatusActive
 		}
-		if wm := lastWatermark(n); wm != "" {
+		prevWM = m.Watermark
+		if wm != "" && !laterWM {
 			m.Watermark = wm
 		}
 		m.LastEventAt = now
@@ -369,11 +378,24 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		log.Info("subscription bound", "mode", mb.Mode)
 	}
 	if !changed {
+		s.rotated(ctx, updated, cached, n) // a status event may have met the refresh
 		return StatusOK, nil
 	}
 	ev.Seq = updated.Seq
 	if err := s.Sink.HandleEvent(ctx, ev); err != nil {
 		return "", err
+	}
+	if laterWM {
+		stored, err := s.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error {
+			if m.Watermark == prevWM { // else a later notification moved it on
+				m.Watermark = wm
+			}
+			return nil
+		})
+		if err != nil {
+			return "", err // queued already: the retry queues it again
+		}
+		updated = stored
 	}
 	s.rotated(ctx, updated, cached, n)
 	return StatusOK, nil
