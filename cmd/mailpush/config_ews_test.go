@@ -40,3 +40,25 @@ func TestTenantServiceAccountConfig(t *testing.T) {
 		t.Errorf("missing password file: %v", err)
 	}
 }
+
+func TestTenantOAuthAuthoritiesConfig(t *testing.T) {
+	dir := t.TempDir()
+	load := func(body string) (Config, error) {
+		p := filepath.Join(dir, "c.yaml")
+		os.WriteFile(p, []byte(body), 0o600)
+		return LoadConfig(p, nil)
+	}
+	c, err := load("tenants:\n  acme:\n    ews:\n      oauthAuthorities: [https://login.microsoftonline.com/contoso.onmicrosoft.com/]\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.ewsOAuthAuthorities()["acme"]; len(got) != 1 || got[0] != "https://login.microsoftonline.com/contoso.onmicrosoft.com/" {
+		t.Fatalf("authorities = %v", got)
+	}
+	for _, bad := range []string{"http://login.example.com/t/", "login.example.com/t", "https://u:p@login.example.com/t/", "https://login.example.com/t/?x=1"} {
+		_, err := load("tenants:\n  acme:\n    ews:\n      oauthAuthorities: [\"" + bad + "\"]\n")
+		if err == nil || !strings.Contains(err.Error(), "tenants.acme.ews.oauthAuthorities[0]") {
+			t.Errorf("%s: %v, want an error naming the key", bad, err)
+		}
+	}
+}
