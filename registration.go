@@ -250,11 +250,62 @@ type Registration struct {
 
 // Credentials are a user's mail-server credentials, opened from a sealed value
 // in memory only. They must never be stored, logged or put in a metric.
+//
+// OAuth credentials that outlive their first hour carry a refresh token with
+// the token endpoint and the client (app) ID it was issued to: the EWS
+// source refreshes the access token itself (package ews, oauth.go). The
+// token endpoint must lie under one of the tenant's configured OAuth
+// authorities, checked before any request is made.
 type Credentials struct {
 	Username     string `json:"username,omitempty"`
 	Password     string `json:"password,omitempty"`
 	AccessToken  string `json:"accessToken,omitempty"`
 	RefreshToken string `json:"refreshToken,omitempty"`
+	TokenURL     string `json:"tokenUrl,omitempty"`
+	ClientID     string `json:"clientId,omitempty"`
+	// ExpiresAt is when AccessToken expires (Unix seconds); 0 means unknown
+	// (it is then used until the mail server refuses it).
+	ExpiresAt int64 `json:"expiresAt,omitempty"`
+}
+
+// Size caps of OAuth credentials: the refresh token travels in the sealed
+// callback URL, which must stay short enough for Exchange to keep.
+const (
+	MaxRefreshToken = 2 << 10
+	MaxAccessToken  = 8 << 10
+	MaxTokenURL     = 512
+)
+
+// CheckOAuth checks the shape of OAuth credentials: a refresh token comes
+// with its token endpoint (an absolute https URL without user info) and
+// client ID, and nothing is oversized. Whether the endpoint is one the
+// tenant allows is the source's to check.
+func (c Credentials) CheckOAuth() error {
+	if len(c.AccessToken) > MaxAccessToken {
+		return Errorf(EBadSealed, "sealed credentials: accessToken is longer than %d bytes", MaxAccessToken)
+	}
+	if c.RefreshToken == "" && c.TokenURL == "" && c.ClientID == "" {
+		return nil
+	}
+	if c.RefreshToken == "" || c.TokenURL == "" || c.ClientID == "" {
+		return Errorf(EBadSealed, "sealed credentials: refreshToken, tokenUrl and clientId go together (all three or none)")
+	}
+	if len(c.RefreshToken) > MaxRefreshToken {
+		return Errorf(EBadSealed, "sealed credentials: refreshToken is longer than %d bytes", MaxRefreshToken)
+	}
+	if len(c.ClientID) > 256 {
+		return Errorf(EBadSealed, "sealed credentials: clientId is longer than 256 bytes")
+	}
+	u, err := url.Parse(c.TokenURL)
+	if err != nil || len(c.TokenURL) > MaxTokenURL || u.Scheme != "https" || u.Host == "" || u.User != nil || u.Fragment != "" {
+		return Errorf(EBadSealed, "sealed credentials: tokenUrl must be an absolute https URL of at most %d bytes, without user info", MaxTokenURL)
+	}
+	return nil
+}
+
+// Refreshable reports whether c can get itself a new access token.
+func (c Credentials) Refreshable() bool {
+	return c.RefreshToken != "" && c.TokenURL != "" && c.ClientID != ""
 }
 
 // String hides the secrets from fmt and slog.
@@ -265,7 +316,7 @@ func (c Credentials) LogValue() any { return c.String() }
 
 // Empty reports whether c holds no usable credential.
 func (c Credentials) Empty() bool {
-	return (c.Username == "" || c.Password == "") && c.AccessToken == ""
+	return (c.Username == "" || c.Password == "") && c.AccessToken == "" && !c.Refreshable()
 }
 
 // WantsContent reports whether some registration may show subject or

@@ -14,7 +14,8 @@
 //   - an OIDC sign-in is an operator of the whole server, admitted when the
 //     provider vouches for a subject or email listed in the configuration;
 //   - a token sign-in is an administrator of that token's tenant only: every
-//     page and every change is limited to it.
+//     page and every change is limited to it, and the session ends as soon
+//     as the token is revoked.
 //
 // Sessions live in memory (a restart signs everyone out), in an HttpOnly,
 // SameSite=Strict cookie (Secure when served over TLS) holding 256 random

@@ -176,7 +176,7 @@ func (c *Console) tokenSignIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.clearCookie(w, loginCookie)
-	c.signIn(w, r, &session{actor: "token:" + tok.ID, Display: "admin of " + t.Name, tenantID: t.ID})
+	c.signIn(w, r, &session{actor: "token:" + tok.ID, Display: "admin of " + t.Name, tenantID: t.ID, tokenID: tok.ID})
 }
 
 func sameOrigin(r *http.Request) bool {

@@ -30,6 +30,7 @@ type session struct {
 	actor     string // for the audit log: "oidc:<sub>" or "token:<id>"
 	Display   string // shown in the page header (email or token ID)
 	tenantID  string // "" for an operator of every tenant
+	tokenID   string // the admin token a token sign-in used
 	created   time.Time
 	lastSeen  time.Time
 	oidcState string // pending OIDC sign-ins only
@@ -147,13 +148,22 @@ func (c *Console) clearCookie(w http.ResponseWriter, name string) {
 	http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: c.cfg.Secure, SameSite: http.SameSiteStrictMode})
 }
 
-// current returns the request's session, or nil.
+// current returns the request's session, or nil. A session signed in with
+// a token ends as soon as that token is revoked (it is looked up on every
+// request, as the API does).
 func (c *Console) current(r *http.Request) *session {
 	ck, err := r.Cookie(c.cookieName())
 	if err != nil {
 		return nil
 	}
-	return c.sessions.get(ck.Value)
+	sess := c.sessions.get(ck.Value)
+	if sess != nil && sess.tokenID != "" {
+		if _, err := c.cfg.Store.Token(r.Context(), sess.tokenID); err != nil {
+			c.sessions.delete(ck.Value)
+			return nil
+		}
+	}
+	return sess
 }
 
 // checkCSRF verifies a state-changing request: the form's csrf field must

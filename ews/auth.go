@@ -16,7 +16,9 @@ import (
 
 // How the client authenticates (every way Exchange does):
 //
-//   - OAuth: Credentials.AccessToken goes out as a bearer token.
+//   - OAuth: Credentials.AccessToken goes out as a bearer token; with a
+//     refresh token, the newest access token, refreshed before it expires
+//     and after a 401 (oauth.go).
 //   - Basic: sent preemptively with Username and Password.
 //   - NTLM, the on-premises default: when a host answers 401 offering NTLM or
 //     Negotiate, the host is remembered and its requests go through
@@ -54,9 +56,8 @@ func (c *Client) do(u *url.URL, cred mailpush.Credentials, newRequest func() (*h
 	if err != nil {
 		return nil, err
 	}
-	if cred.AccessToken != "" {
-		req.Header.Set("Authorization", "Bearer "+cred.AccessToken)
-		return hc.Do(req)
+	if cred.AccessToken != "" || cred.Refreshable() {
+		return c.doBearer(hc, cred, req, newRequest)
 	}
 	host := strings.ToLower(u.Host)
 	if !c.auth.isNTLMHost(host) {
@@ -78,6 +79,32 @@ func (c *Client) do(u *url.URL, cred mailpush.Credentials, newRequest func() (*h
 	}
 	req.SetBasicAuth(cred.Username, cred.Password) // the Negotiator turns it into NTLM
 	return nc.Do(req)
+}
+
+// doBearer sends the request with the identity's newest access token and,
+// when Exchange answers 401 to refreshable credentials, refreshes once and
+// sends it again (oauth.go).
+func (c *Client) doBearer(hc *http.Client, cred mailpush.Credentials, req *http.Request, newRequest func() (*http.Request, error)) (*http.Response, error) {
+	ctx := req.Context()
+	tok, err := c.bearer(ctx, cred, "")
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := hc.Do(req)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized || !cred.Refreshable() {
+		return resp, err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if tok, err = c.bearer(ctx, cred, tok); err != nil {
+		return nil, err
+	}
+	if req, err = newRequest(); err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	return hc.Do(req)
 }
 
 func offersNTLM(h http.Header) bool {

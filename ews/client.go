@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/mailpush/mailpush"
 )
@@ -41,10 +42,21 @@ const serverVersion = "Exchange2013"
 type Client struct {
 	HTTP      *http.Client // nil means http.DefaultClient; its CheckRedirect is ignored
 	UserAgent string       // empty means "mailpush/<version>"
+	// Clock decides when an OAuth access token is due for refresh; nil is
+	// the system clock.
+	Clock mailpush.Clock
 
-	once sync.Once
-	hc   *http.Client // HTTP without redirects
-	auth authState    // NTLM hosts and connections, affinity cookies
+	once  sync.Once
+	hc    *http.Client // HTTP without redirects
+	auth  authState    // NTLM hosts and connections, affinity cookies
+	oauth oauthState   // refreshed OAuth tokens (oauth.go)
+}
+
+func (c *Client) now() time.Time {
+	if c.Clock == nil {
+		return time.Now()
+	}
+	return c.Clock.Now()
 }
 
 // httpClient is HTTP with redirects turned off.

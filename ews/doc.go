@@ -43,13 +43,24 @@
 //     in MessageXml as t:Value Name="BackOffMilliseconds". Wrong credentials give
 //     HTTP 401 with no SOAP body.
 //
-// Authentication (auth.go): OAuth bearer tokens, Basic, NTLM (through
+// Authentication (auth.go): OAuth bearer tokens (refreshed, oauth.go), Basic, NTLM (through
 // github.com/Azure/go-ntlmssp, switched on per host when Exchange offers it,
 // with one connection pool per identity because IIS binds NTLM to the
 // connection), and a tenant's service account impersonating the mailbox
 // (ExchangeImpersonation + X-AnchorMailbox; mode "service"). Each mailbox's
 // X-BackEndOverrideCookie is kept in memory so that its requests stay on one
 // mailbox server.
+//
+// OAuth that outlives its first hour (oauth.go): sealed credentials with a
+// refresh token, its token endpoint and client ID. The endpoint must lie
+// under one of the tenant's OAuth authorities (Source.TokenAuthorities),
+// checked before any request. The Client keeps the newest access token per
+// identity in memory and refreshes it with golang.org/x/oauth2 a minute
+// before it expires (by the injected Clock) and after a 401. When the
+// provider rotates the refresh token, the Source subscribes again with a
+// new sealed callback URL carrying it (the URL is where the credentials
+// live); a refused refresh asks the devices to check in. Callback URLs
+// carry the refresh token but not the access token.
 //
 // Subscriptions that heal themselves (health.go). Source.Run starts a monitor
 // that every HealthInterval runs Check: a mailbox not heard of (not even a

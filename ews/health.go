@@ -106,6 +106,14 @@ func (s *Source) resubscribe(ctx context.Context, mb *mailpush.Mailbox, c cached
 	if err != nil {
 		return err
 	}
+	if c.creds.Refreshable() {
+		// The URL must carry the newest refresh token.
+		cur, err := s.Client.Fresh(ctx, c.creds)
+		if err != nil {
+			return err
+		}
+		c.creds = sealable(cur)
+	}
 	serverURL := c.serverURL
 	tok := mailpush.CallbackToken{TenantID: mb.TenantID, MailboxID: mb.ID, ServerURL: serverURL, Credentials: c.creds, Address: c.address, IssuedAt: s.Clock.Now().Unix()}
 	sealed, err := s.Sealer.SealCallback(tok)

@@ -55,6 +55,11 @@ type Source struct {
 	// ApplicationImpersonation role), by tenant name: registrations of such
 	// a tenant without sealed credentials use service mode.
 	ServiceAccounts map[string]mailpush.Credentials
+	// TokenAuthorities are the OAuth authorities (https URL prefixes) whose
+	// token endpoints sealed refresh tokens may name, by tenant name
+	// (config tenants.<name>.ews.oauthAuthorities). A tokenUrl elsewhere
+	// is refused before any request: the refresh token would go there.
+	TokenAuthorities map[string][]string
 
 	st state
 }
@@ -75,6 +80,20 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 			mb.Mode = mailpush.ModeService
 		}
 	}
+	if mb.Mode == mailpush.ModeSealed && creds.TokenURL != "" && !AllowedTokenURL(creds.TokenURL, s.TokenAuthorities[t.Name]) {
+		return mailpush.WatchResult{}, mailpush.Errorf(mailpush.EForbidden,
+			"sealed credentials name a tokenUrl outside the tenant's OAuth authorities (tenants.%s.ews.oauthAuthorities): the refresh token is never sent there", t.Name)
+	}
+	if mb.Mode == mailpush.ModeSealed && creds.Refreshable() {
+		// Refresh now if the access token is missing or about to expire,
+		// so that the callback URL carries the newest refresh token.
+		cur, err := s.Client.Fresh(ctx, creds)
+		if err != nil {
+			s.Logger.Warn("OAuth refresh failed at registration", "mailbox", mb.ID, "err", err)
+			return mailpush.WatchResult{}, err
+		}
+		creds = cur
+	}
 	tok := mailpush.CallbackToken{TenantID: mb.TenantID, MailboxID: mb.ID, IssuedAt: s.Clock.Now().Unix()}
 	cached := cachedCreds{serverURL: mb.ServerURL, address: mb.Address}
 	switch mb.Mode {
@@ -82,7 +101,7 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 		// The address stays with the credentials: every request names the
 		// address's own Inbox, so Exchange itself refuses credentials that
 		// cannot open it.
-		cached.creds = creds
+		cached.creds = sealable(creds)
 	case mailpush.ModeService:
 		if cached.address == "" {
 			if c, ok := s.st.creds.get(mb.ID); ok {
@@ -96,6 +115,12 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 		tok.RegistrationID = reg.ID
 	}
 	sealed, err := s.Sealer.SealCallback(tok)
+	if err != nil && tok.Credentials.Refreshable() {
+		// The refresh token lives in the URL: a provider's (or an app's)
+		// oversized one is the caller's to fix, before any request.
+		return mailpush.WatchResult{}, mailpush.WrapError(mailpush.EBadSealed,
+			"sealed credentials: the refreshToken, tokenUrl and clientId are too long together to travel in a callback URL", err)
+	}
 	if err != nil {
 		return mailpush.WatchResult{}, mailpush.WrapError(mailpush.EInternal, "cannot seal the callback token", err)
 	}
@@ -176,8 +201,19 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 	return out, nil
 }
 
+// sealable is what of the credentials goes into a callback URL: with a
+// refresh token, not the access token (short-lived, derivable, and long).
+func sealable(c mailpush.Credentials) mailpush.Credentials {
+	if c.Refreshable() {
+		c.AccessToken, c.ExpiresAt = "", 0
+	}
+	return c
+}
+
 func subscribeError(err error) error {
 	switch {
+	case errors.Is(err, ErrRefresh):
+		return err // says what the token endpoint answered
 	case errors.Is(err, ErrUnauthorized):
 		return mailpush.WrapError(mailpush.ECredentials, "Exchange refused the sealed credentials", err)
 	case mailpush.ErrorCode(err) == mailpush.EUnavailable:
@@ -256,6 +292,21 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		return StatusUnsubscribe, nil
 	}
 	cached := s.remember(mb, tok)
+	if mb.Mode == mailpush.ModeSealed && cached.creds.Refreshable() {
+		// Refresh before expiry; a refused refresh (revoked, consent
+		// withdrawn) ends the subscription: the devices sign in again.
+		if _, err := s.Client.Fresh(ctx, cached.creds); err != nil {
+			if !errors.Is(err, ErrUnauthorized) {
+				return "", err // the token endpoint is down: Exchange retries
+			}
+			log.Info("OAuth refresh refused: asking the devices to check in", "err", err)
+			s.st.creds.drop(mb.ID)
+			if err := s.askDevices(ctx, mb); err != nil {
+				return "", err
+			}
+			return StatusUnsubscribe, nil
+		}
+	}
 
 	sum := summarize(n)
 	// Missed events show only within one subscription's chain of watermarks.
@@ -288,6 +339,14 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		ev = s.reduce(ctx, cached, mb, sum, regs)
 	}
 	now := s.Clock.Now()
+	// A changed mailbox's watermark moves only once its event is in the
+	// outbox. Stored first, with the enqueue then failing (the database
+	// went away between the two), Exchange's retry of this notification
+	// would look handled (replayed) and its push would be lost; this way
+	// the retry queues the event again (at least once).
+	wm := lastWatermark(n)
+	laterWM := changed && wm != ""
+	var prevWM string
 	updated, err := s.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error {
 		if bind {
 			if m.SubscriptionID != mb.SubscriptionID {
@@ -297,7 +356,8 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 			}
 			m.SubscriptionID, m.Status = n.SubscriptionID, mailpush.StatusActive
 		}
-		if wm := lastWatermark(n); wm != "" {
+		prevWM = m.Watermark
+		if wm != "" && !laterWM {
 			m.Watermark = wm
 		}
 		m.LastEventAt = now
@@ -318,13 +378,49 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		log.Info("subscription bound", "mode", mb.Mode)
 	}
 	if !changed {
+		s.rotated(ctx, updated, cached, n) // a status event may have met the refresh
 		return StatusOK, nil
 	}
 	ev.Seq = updated.Seq
 	if err := s.Sink.HandleEvent(ctx, ev); err != nil {
 		return "", err
 	}
+	if laterWM {
+		stored, err := s.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error {
+			if m.Watermark == prevWM { // else a later notification moved it on
+				m.Watermark = wm
+			}
+			return nil
+		})
+		if err != nil {
+			return "", err // queued already: the retry queues it again
+		}
+		updated = stored
+	}
+	s.rotated(ctx, updated, cached, n)
 	return StatusOK, nil
+}
+
+// rotated subscribes again with a new callback URL when the provider
+// rotated the refresh token the URL carries: the URL is the credentials'
+// only lasting home. Only the mailbox's current subscription triggers it
+// (an old one's late notification is about to be answered Unsubscribe).
+// A failure is logged: the next notification tries again, and the
+// identity's newest tokens stay in memory meanwhile.
+func (s *Source) rotated(ctx context.Context, mb *mailpush.Mailbox, c cachedCreds, n *Notification) {
+	if mb.Mode != mailpush.ModeSealed || !c.creds.Refreshable() || mb.SubscriptionID != n.SubscriptionID {
+		return
+	}
+	cur := s.Client.Current(c.creds)
+	if cur.RefreshToken == c.creds.RefreshToken {
+		return
+	}
+	c.creds = sealable(cur)
+	if err := s.resubscribe(ctx, mb, c); err != nil {
+		s.Logger.Warn("refresh token rotated but the new callback URL could not be subscribed; retrying at the next notification", "mailbox", mb.ID, "err", err)
+		return
+	}
+	s.Logger.Info("refresh token rotated: subscribed with a new callback URL", "mailbox", mb.ID)
 }
 
 // remember keeps a sealed- or service-mode token's credentials in memory

@@ -101,7 +101,7 @@ func (s *Store) DropDeadLetter(ctx context.Context, tenantID, pushID string) err
 
 // SetCallbackURL keeps a registration's callback URL, sealed.
 func (s *Store) SetCallbackURL(ctx context.Context, tenantID, registrationID, url string) error {
-	sealed, err := s.cipher.SealField([]byte(url))
+	sealed, err := s.codec.Cipher.SealField([]byte(url))
 	if err != nil {
 		return err
 	}
@@ -124,7 +124,7 @@ func (s *Store) CallbackURL(ctx context.Context, tenantID, registrationID string
 	if err != nil {
 		return "", dbError("callback URL", err)
 	}
-	url, err := s.cipher.OpenField(sealed)
+	url, err := s.codec.Cipher.OpenField(sealed)
 	if err != nil {
 		return "", fmt.Errorf("callback URL of registration %s: %w", registrationID, err)
 	}

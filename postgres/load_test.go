@@ -163,18 +163,18 @@ func (s *Store) copyRegistrations(ctx context.Context, tenantID string, from, n 
 		if !ok && i%devicesPerMailbox == 0 {
 			id = newID()
 			mbID[m] = id
-			mbRows = append(mbRows, []any{id, tenantID, s.cipher.HashField([]byte(loadAddress(m))), "ews", "sealed",
+			mbRows = append(mbRows, []any{id, tenantID, s.codec.Cipher.HashField([]byte(loadAddress(m))), "ews", "sealed",
 				"https://mail.example.com/EWS/Exchange.asmx", "", -1, "active", now, now})
 		}
 		if id == "" {
 			return fmt.Errorf("registration %d: batches must start at a mailbox's first device", i)
 		}
 		tok := loadToken(i)
-		sealed, err := s.cipher.SealField([]byte(tok))
+		sealed, hash, err := s.codec.SealToken(tok)
 		if err != nil {
 			return err
 		}
-		regRows = append(regRows, []any{newID(), tenantID, id, "ios", "production", sealed, s.cipher.HashField([]byte(tok)), "badge", "active", now, now, expires})
+		regRows = append(regRows, []any{newID(), tenantID, id, "ios", "production", sealed, hash, "badge", "active", now, now, expires})
 	}
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"mailboxes"},

@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -29,39 +28,6 @@ const (
 	claimEventsLock = 0x6d70_6576 // "mpev"
 	claimPushesLock = 0x6d70_7075 // "mppu"
 )
-
-// outboxContent is what of a push or event is secret; it is stored sealed.
-type outboxContent struct {
-	Subject string `json:"s,omitempty"`
-	Sender  string `json:"f,omitempty"`
-	Sealed  string `json:"e,omitempty"`
-}
-
-func (s *Store) sealContent(c outboxContent) ([]byte, error) {
-	if c == (outboxContent{}) {
-		return nil, nil
-	}
-	plain, _ := json.Marshal(c)
-	defer clear(plain)
-	return s.cipher.SealField(plain)
-}
-
-// openContent opens what sealContent sealed; it returns why it cannot.
-func (s *Store) openContent(sealed []byte) (outboxContent, string) {
-	var c outboxContent
-	if len(sealed) == 0 {
-		return c, ""
-	}
-	plain, err := s.cipher.OpenField(sealed)
-	if err != nil {
-		return c, "the stored content cannot be opened"
-	}
-	defer clear(plain)
-	if err := json.Unmarshal(plain, &c); err != nil {
-		return c, "the stored content is not valid JSON"
-	}
-	return c, ""
-}
 
 // inTx runs fn in a transaction; the store's coded errors pass as they are,
 // the database's are wrapped as op.
@@ -101,7 +67,7 @@ func (s *Store) EnqueueEvents(ctx context.Context, events []*mailpush.OutboxEven
 	b := &pgx.Batch{}
 	for _, e := range events {
 		ev := &e.Event
-		content, err := s.sealContent(outboxContent{Subject: ev.Subject, Sender: ev.Sender})
+		content, err := s.codec.SealContent(mailpush.StoredContent{Subject: ev.Subject, Sender: ev.Sender})
 		if err != nil {
 			return fmt.Errorf("postgres: enqueue events: %w", err)
 		}
@@ -228,7 +194,7 @@ func (s *Store) claimEventsTx(ctx context.Context, tx pgx.Tx, now time.Time, lim
 		}
 		ev.Kind, e.CreatedAt = mailpush.EventKind(kind), fromMS(created)
 		ev.At = e.CreatedAt
-		c, bad := s.openContent(content)
+		c, bad := s.codec.OpenContent(content)
 		if bad != "" {
 			// It must not stop every event behind it: a dead letter.
 			unreadable = append(unreadable, e)
@@ -292,10 +258,10 @@ func (s *Store) Recipients(ctx context.Context, mailboxIDs []string, since time.
 		}
 		r.Device.Platform, r.Device.Environment, r.Content, r.UpdatedAt = mailpush.Platform(platform), mailpush.Environment(env), mailpush.ContentMode(content), fromMS(updated)
 		r.LeftActiveAt = fromMS(left)
-		if tok, err := s.cipher.OpenField(sealed); err != nil {
+		if tok, err := s.codec.OpenToken(sealed); err != nil {
 			r.Unreadable = "the registration's stored push token cannot be opened"
 		} else {
-			r.Device.Token = string(tok)
+			r.Device.Token = tok
 		}
 		out = append(out, r)
 	}
@@ -318,7 +284,7 @@ const qEnqueuePush = `WITH newer AS (
 // queueEnqueuePush adds one device push, due at due (Unix ms) with the
 // attempts already made, to b.
 func (s *Store) queueEnqueuePush(b *pgx.Batch, p *mailpush.Push, due int64, attempts int, reason string, now int64) error {
-	content, err := s.sealContent(outboxContent{p.Subject, p.Sender, p.Sealed})
+	content, err := s.codec.SealContent(mailpush.StoredContent{Subject: p.Subject, Sender: p.Sender, Sealed: p.Sealed})
 	if err != nil {
 		return fmt.Errorf("postgres: enqueue: %w", err)
 	}
@@ -468,20 +434,20 @@ func (s *Store) claimTx(ctx context.Context, tx pgx.Tx, now time.Time, limit int
 		}
 		// A row that cannot be opened goes to the dead letters: it must
 		// not stop every other push behind it.
-		tok, err := s.cipher.OpenField(sealed)
+		tok, err := s.codec.OpenToken(sealed)
 		if err != nil {
 			unreadable = append(unreadable, deadRow{q.OutboxID, "the registration's stored push token cannot be opened"})
 			continue
 		}
-		c, bad := s.openContent(content)
+		c, bad := s.codec.OpenContent(content)
 		if bad != "" {
-			unreadable = append(unreadable, deadRow{q.OutboxID, "the stored push content cannot be opened"})
+			unreadable = append(unreadable, deadRow{q.OutboxID, bad})
 			continue
 		}
 		p.Subject, p.Sender, p.Sealed = c.Subject, c.Sender, c.Sealed
 		p.Kind = mailpush.PushKind(kind)
 		p.CreatedAt = fromMS(created)
-		p.Device.Platform, p.Device.Environment, p.Device.Token = mailpush.Platform(*platform), mailpush.Environment(*env), string(tok)
+		p.Device.Platform, p.Device.Environment, p.Device.Token = mailpush.Platform(*platform), mailpush.Environment(*env), tok
 		q.Attempts++
 		q.LastSeq, q.RegUpdatedAt = *lastSeq, fromMS(*updated)
 		out = append(out, &q)

@@ -60,7 +60,7 @@ type Config struct {
 // Store is the PostgreSQL implementation of mailpush.Store.
 type Store struct {
 	pool   *pgxpool.Pool
-	cipher mailpush.FieldCipher
+	codec  mailpush.StoreCodec
 	clock  mailpush.Clock
 	schema string
 	logger *slog.Logger
@@ -89,7 +89,7 @@ func Open(ctx context.Context, cfg Config, cipher mailpush.FieldCipher, clock ma
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Store{pool: pool, cipher: cipher, clock: clock, schema: cfg.Schema, logger: logger}
+	s := &Store{pool: pool, codec: mailpush.StoreCodec{Cipher: cipher}, clock: clock, schema: cfg.Schema, logger: logger}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err

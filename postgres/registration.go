@@ -45,11 +45,11 @@ func (s *Store) scanRegistration(row pgx.Row) (*mailpush.Registration, error) {
 	if err := row.Scan(&r.ID, &r.TenantID, &r.MailboxID, &platform, &env, &sealed, &r.Device.ContentKey, &content, &status, &created, &updated, &expires, &r.Device.ActiveSyncDeviceHash); err != nil {
 		return nil, err
 	}
-	tok, err := s.cipher.OpenField(sealed)
+	tok, err := s.codec.OpenToken(sealed)
 	if err != nil {
 		return nil, fmt.Errorf("registration %s: %w", r.ID, err)
 	}
-	r.Device.Token = string(tok)
+	r.Device.Token = tok
 	r.Device.Platform, r.Device.Environment = mailpush.Platform(platform), mailpush.Environment(env)
 	r.Content, r.Status = mailpush.ContentMode(content), mailpush.Status(status)
 	r.CreatedAt, r.UpdatedAt, r.ExpiresAt = fromMS(created), fromMS(updated), fromMS(expires)
@@ -68,11 +68,10 @@ func nullString(s string) any {
 // device at once end with one row each instead of a unique violation.
 func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *mailpush.Mailbox) (*mailpush.Mailbox, error) {
 	now := s.clock.Now().UTC()
-	sealed, err := s.cipher.SealField([]byte(reg.Device.Token))
+	sealed, tokenHash, err := s.codec.SealToken(reg.Device.Token)
 	if err != nil {
 		return nil, err
 	}
-	tokenHash := s.cipher.HashField([]byte(reg.Device.Token))
 	var stored *mailpush.Mailbox
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		m := *mb
@@ -158,12 +157,12 @@ func (s *Store) UpdateRegistration(ctx context.Context, tenantID, id string, fn 
 				return err
 			}
 		}
-		sealed, err := s.cipher.SealField([]byte(r.Device.Token))
+		sealed, tokenHash, err := s.codec.SealToken(r.Device.Token)
 		if err != nil {
 			return err
 		}
 		if _, err = tx.Exec(ctx, `UPDATE registrations SET platform = $1, environment = $2, token_sealed = $3, token_hash = $4, content_key = $5, content = $6, status = $7, updated_at = $8, expires_at = $9, activesync_device_hash = $10 WHERE id = $11`,
-			string(r.Device.Platform), string(r.Device.Environment), sealed, s.cipher.HashField([]byte(r.Device.Token)), r.Device.ContentKey,
+			string(r.Device.Platform), string(r.Device.Environment), sealed, tokenHash, r.Device.ContentKey,
 			string(r.Content), string(r.Status), ms(r.UpdatedAt), ms(r.ExpiresAt), r.Device.ActiveSyncDeviceHash, id); err != nil {
 			return dbError("update registration", err)
 		}
@@ -233,7 +232,7 @@ func (s *Store) ActiveRegistrations(ctx context.Context, mailboxID string) ([]*m
 // a push token through the (mailbox_id, token_hash) index.
 func (s *Store) RegistrationByToken(ctx context.Context, mailboxID, token string) (*mailpush.Registration, error) {
 	r, err := s.scanRegistration(s.pool.QueryRow(ctx, `SELECT `+registrationCols+` FROM registrations WHERE mailbox_id = $1 AND token_hash = $2 AND status IN ('active', 'pending')`,
-		mailboxID, s.cipher.HashField([]byte(token))))
+		mailboxID, s.codec.HashToken(token)))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound("registration")
 	}

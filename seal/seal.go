@@ -347,7 +347,10 @@ func (k *Keyring) OpenCredentials(sealed string) (mailpush.Credentials, error) {
 	dec := json.NewDecoder(strings.NewReader(string(plain)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
-		return mailpush.Credentials{}, mailpush.Errorf(mailpush.EBadSealed, "sealed credentials do not hold a JSON object with username/password or accessToken/refreshToken")
+		return mailpush.Credentials{}, mailpush.Errorf(mailpush.EBadSealed, "sealed credentials do not hold a JSON object with username/password or accessToken/refreshToken/tokenUrl/clientId")
+	}
+	if err := c.CheckOAuth(); err != nil {
+		return mailpush.Credentials{}, err
 	}
 	if c.Empty() {
 		return c, mailpush.Errorf(mailpush.EBadSealed, "sealed credentials hold neither a username and password nor an access token")

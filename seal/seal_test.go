@@ -255,3 +255,54 @@ func FuzzOpenCallback(f *testing.F) {
 		}
 	})
 }
+
+// FuzzOpenCredentialsPlaintext fuzzes what is inside the HPKE envelope
+// (a device's JSON), which FuzzOpenCredentials cannot reach: whatever it
+// holds, opened credentials are usable and OAuth ones well-formed.
+func FuzzOpenCredentialsPlaintext(f *testing.F) {
+	k := newKeyring(f)
+	kid, pub := k.PublicKey()
+	for _, s := range []string{
+		`{"username":"u","password":"p"}`,
+		`{"accessToken":"a"}`,
+		`{"accessToken":"a","refreshToken":"r","tokenUrl":"https://login.example.com/t/oauth2/v2.0/token","clientId":"c","expiresAt":1700000000}`,
+		`{"refreshToken":"r","tokenUrl":"https://login.example.com/t/token","clientId":"c"}`,
+		`{"refreshToken":"r","tokenUrl":"http://login.example.com/t/token","clientId":"c"}`,
+		`{"refreshToken":"r","clientId":"c"}`,
+		`{"refreshToken":"r","tokenUrl":"https://u:p@h/t","clientId":"c"}`,
+		`{"expiresAt":"soon"}`, `[]`, `null`, `{"accessToken":"a"} {}`,
+	} {
+		f.Add([]byte(s))
+	}
+	pk, err := ecdh.X25519().NewPublicKey(pub)
+	if err != nil {
+		f.Fatal(err)
+	}
+	hpk, err := hpke.NewDHKEMPublicKey(pk)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, plain []byte) {
+		ct, err := hpke.Seal(hpk, hpke.HKDFSHA256(), hpke.AES128GCM(), []byte(credentialsInfo+kid), plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sealed := kid + "." + b64.EncodeToString(ct)
+		c, err := k.OpenCredentials(sealed)
+		if err != nil {
+			if mailpush.ErrorCode(err) != mailpush.EBadSealed || (c != mailpush.Credentials{}) && !c.Empty() {
+				t.Fatalf("error %v with code %q and credentials", err, mailpush.ErrorCode(err))
+			}
+			return
+		}
+		if c.Empty() {
+			t.Fatal("opened credentials that hold nothing usable")
+		}
+		if err := c.CheckOAuth(); err != nil {
+			t.Fatalf("opened OAuth credentials that are not well-formed: %v", err)
+		}
+		if (c.RefreshToken != "" || c.TokenURL != "" || c.ClientID != "") && !c.Refreshable() {
+			t.Fatal("a partial OAuth triple was opened")
+		}
+	})
+}

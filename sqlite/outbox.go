@@ -31,13 +31,6 @@ const (
 
 var outboxStatements = append([]string{qCoalesceNewer, qCoalesceDelete, qClaim, qLeaseIDs, qDeleteIDs, qRaiseSeqs}, eventStatements...)
 
-// outboxContent is what of a push is secret; it is stored sealed.
-type outboxContent struct {
-	Subject string `json:"s,omitempty"`
-	Sender  string `json:"f,omitempty"`
-	Sealed  string `json:"e,omitempty"`
-}
-
 // EnqueuePushes stores pushes in one transaction, coalescing badge and sync
 // pushes with the queued ones of the same registration: an older one is
 // replaced, and one older than a queued one is not stored.
@@ -97,7 +90,7 @@ func (s *Store) enqueueOne(ctx context.Context, q enqueueStatements, p *mailpush
 			return dbError("coalesce", err)
 		}
 	}
-	content, err := s.sealContent(outboxContent{p.Subject, p.Sender, p.Sealed})
+	content, err := s.codec.SealContent(mailpush.StoredContent{Subject: p.Subject, Sender: p.Sender, Sealed: p.Sealed})
 	if err != nil {
 		return fmt.Errorf("sqlite: enqueue: %w", err)
 	}
@@ -195,29 +188,20 @@ func (s *Store) claimTx(ctx context.Context, tx *sql.Tx, now time.Time, limit in
 		// A row that cannot be opened (damaged, or sealed with a key this
 		// service no longer has) goes to the dead letters: it must not stop
 		// every other push behind it.
-		tok, err := s.cipher.OpenField(sealed)
+		tok, err := s.codec.OpenToken(sealed)
 		if err != nil {
 			unreadable = append(unreadable, deadRow{q.OutboxID, "the registration's stored push token cannot be opened"})
 			continue
 		}
-		if len(content) > 0 {
-			plain, err := s.cipher.OpenField(content)
-			if err != nil {
-				unreadable = append(unreadable, deadRow{q.OutboxID, "the stored push content cannot be opened"})
-				continue
-			}
-			var c outboxContent
-			err = json.Unmarshal(plain, &c)
-			clear(plain)
-			if err != nil {
-				unreadable = append(unreadable, deadRow{q.OutboxID, "the stored push content is not valid JSON"})
-				continue
-			}
-			p.Subject, p.Sender, p.Sealed = c.Subject, c.Sender, c.Sealed
+		c, bad := s.codec.OpenContent(content)
+		if bad != "" {
+			unreadable = append(unreadable, deadRow{q.OutboxID, bad})
+			continue
 		}
+		p.Subject, p.Sender, p.Sealed = c.Subject, c.Sender, c.Sealed
 		p.Kind = mailpush.PushKind(kind)
 		p.CreatedAt = fromMS(created)
-		p.Device.Platform, p.Device.Environment, p.Device.Token = mailpush.Platform(platform.String), mailpush.Environment(env.String), string(tok)
+		p.Device.Platform, p.Device.Environment, p.Device.Token = mailpush.Platform(platform.String), mailpush.Environment(env.String), tok
 		q.Attempts++
 		q.LastSeq, q.RegUpdatedAt = lastSeq.Int64, fromMS(updated.Int64)
 		out = append(out, &q)

@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
@@ -57,12 +56,16 @@ func (s *Store) EnqueueEvents(ctx context.Context, events []*mailpush.OutboxEven
 	if len(events) == 0 {
 		return nil
 	}
+	// In the store's group commit: the acknowledgement of a notification
+	// shares its commit with the mailbox updates of the others arriving
+	// at the same moment.
+	return s.grouped(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		return s.enqueueEventsTx(ctx, tx, events)
+	})
+}
+
+func (s *Store) enqueueEventsTx(ctx context.Context, tx *sql.Tx, events []*mailpush.OutboxEvent) error {
 	now := s.now()
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return dbError("enqueue events", err)
-	}
-	defer tx.Rollback()
 	newer, err := s.stmt(ctx, tx, qEventNewer)
 	if err != nil {
 		return dbError("enqueue events", err)
@@ -90,7 +93,7 @@ func (s *Store) EnqueueEvents(ctx context.Context, events []*mailpush.OutboxEven
 				return dbError("coalesce events", err)
 			}
 		}
-		content, err := s.sealContent(outboxContent{Subject: ev.Subject, Sender: ev.Sender})
+		content, err := s.codec.SealContent(mailpush.StoredContent{Subject: ev.Subject, Sender: ev.Sender})
 		if err != nil {
 			return fmt.Errorf("sqlite: enqueue events: %w", err)
 		}
@@ -106,37 +109,7 @@ func (s *Store) EnqueueEvents(ctx context.Context, events []*mailpush.OutboxEven
 			return dbError("enqueue events", err)
 		}
 	}
-	if err := tx.Commit(); err != nil {
-		return dbError("enqueue events", err)
-	}
 	return nil
-}
-
-// sealContent seals a push's or an event's secret part; nil when there is none.
-func (s *Store) sealContent(c outboxContent) ([]byte, error) {
-	if c == (outboxContent{}) {
-		return nil, nil
-	}
-	plain, _ := json.Marshal(c)
-	defer clear(plain)
-	return s.cipher.SealField(plain)
-}
-
-// openContent opens what sealContent sealed; it returns why it cannot.
-func (s *Store) openContent(sealed []byte) (outboxContent, string) {
-	var c outboxContent
-	if len(sealed) == 0 {
-		return c, ""
-	}
-	plain, err := s.cipher.OpenField(sealed)
-	if err != nil {
-		return c, "the stored content cannot be opened"
-	}
-	defer clear(plain)
-	if err := json.Unmarshal(plain, &c); err != nil {
-		return c, "the stored content is not valid JSON"
-	}
-	return c, ""
 }
 
 // ClaimEvents leases the oldest due events.
@@ -263,7 +236,7 @@ func (s *Store) claimEventsTx(ctx context.Context, tx *sql.Tx, now time.Time, li
 		}
 		ev.Kind, e.Unresolved, e.CreatedAt = mailpush.EventKind(kind), unresolved != 0, fromMS(created)
 		ev.At = e.CreatedAt
-		c, bad := s.openContent(content)
+		c, bad := s.codec.OpenContent(content)
 		if bad != "" {
 			// It must not stop every event behind it: a dead letter.
 			e.Attempts++
@@ -330,10 +303,10 @@ func (s *Store) Recipients(ctx context.Context, mailboxIDs []string, since time.
 		}
 		r.Device.Platform, r.Device.Environment, r.Content, r.UpdatedAt = mailpush.Platform(platform), mailpush.Environment(env), mailpush.ContentMode(content), fromMS(updated)
 		r.LeftActiveAt = fromMS(left)
-		if tok, err := s.cipher.OpenField(sealed); err != nil {
+		if tok, err := s.codec.OpenToken(sealed); err != nil {
 			r.Unreadable = "the registration's stored push token cannot be opened"
 		} else {
-			r.Device.Token = string(tok)
+			r.Device.Token = tok
 		}
 		out = append(out, r)
 	}

@@ -52,11 +52,11 @@ func (s *Store) scanRegistration(row scanner) (*mailpush.Registration, error) {
 	if err := row.Scan(&r.ID, &r.TenantID, &r.MailboxID, &platform, &env, &sealed, &r.Device.ContentKey, &content, &status, &created, &updated, &expires, &r.Device.ActiveSyncDeviceHash); err != nil {
 		return nil, err
 	}
-	tok, err := s.cipher.OpenField(sealed)
+	tok, err := s.codec.OpenToken(sealed)
 	if err != nil {
 		return nil, fmt.Errorf("registration %s: %w", r.ID, err)
 	}
-	r.Device.Token = string(tok)
+	r.Device.Token = tok
 	r.Device.Platform, r.Device.Environment = mailpush.Platform(platform), mailpush.Environment(env)
 	r.Content, r.Status = mailpush.ContentMode(content), mailpush.Status(status)
 	r.CreatedAt, r.UpdatedAt, r.ExpiresAt = fromMS(created), fromMS(updated), fromMS(expires)
@@ -73,11 +73,10 @@ func nullString(s string) any {
 // Register stores reg for its mailbox, creating the mailbox when needed.
 func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *mailpush.Mailbox) (*mailpush.Mailbox, error) {
 	now := s.clock.Now().UTC()
-	sealed, err := s.cipher.SealField([]byte(reg.Device.Token))
+	sealed, tokenHash, err := s.codec.SealToken(reg.Device.Token)
 	if err != nil {
 		return nil, err
 	}
-	tokenHash := s.cipher.HashField([]byte(reg.Device.Token))
 	// Concurrent registrations share a transaction (group commit); the
 	// caller's reg and mb change only once its write is committed.
 	r, m := *reg, *mb
@@ -152,11 +151,66 @@ const (
 	qUpdateRegistration = `UPDATE registrations SET platform = ?, environment = ?, token_sealed = ?, content_key = ?, content = ?, status = ?, updated_at = ?, expires_at = ?, activesync_device_hash = ? WHERE id = ?`
 )
 
-var registerStatements = []string{qFindMailbox, qInsertMailbox, qFindRegistration, qInsertRegistration, qUpdateRegistration}
+// The updates' statements, prepared once too: parsing them was a sixth of
+// a registration's CPU.
+const (
+	qMailboxByID           = `SELECT ` + mailboxCols + ` FROM mailboxes WHERE id = ?`
+	qUpdateMailbox         = `UPDATE mailboxes SET mode = ?, server_url = ?, subscription_id = ?, watermark = ?, badge = ?, seq = ?, status = ?, last_event_at = ?, updated_at = ? WHERE id = ?`
+	qRegistrationByID      = `SELECT ` + registrationCols + ` FROM registrations WHERE id = ? AND tenant_id = ?`
+	qUpdateRegistrationAll = `UPDATE registrations SET platform = ?, environment = ?, token_sealed = ?, token_hash = ?, content_key = ?, content = ?, status = ?, updated_at = ?, expires_at = ?, activesync_device_hash = ? WHERE id = ?`
+)
+
+var registerStatements = []string{qFindMailbox, qInsertMailbox, qFindRegistration, qInsertRegistration, qUpdateRegistration,
+	qMailboxByID, qUpdateMailbox, qRegistrationByID, qUpdateRegistrationAll}
+
+// txQuerier runs a transaction's queries through the statements prepared at
+// Open (others are prepared in the transaction, as tx.QueryContext would).
+type txQuerier struct {
+	s  *Store
+	tx *sql.Tx
+}
+
+func (q txQuerier) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	st, err := q.s.stmt(ctx, q.tx, query)
+	if err != nil {
+		return q.tx.QueryRowContext(ctx, query, args...)
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+// readQuerier runs queries on the reader pool through the statements
+// prepared at Open when there is one.
+type readQuerier struct{ s *Store }
+
+func (q readQuerier) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	q.s.cache.mu.Lock()
+	st, ok := q.s.cache.reads[query]
+	q.s.cache.mu.Unlock()
+	if !ok {
+		return q.s.r.QueryRowContext(ctx, query, args...)
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+func (q readQuerier) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return q.s.read(ctx, query, args...)
+}
+
+// qMailboxByAddress is MailboxByAddress's query, prepared on the reader pool:
+// the registrar asks it on every registration.
+const qMailboxByAddress = `SELECT ` + mailboxCols + ` FROM mailboxes WHERE tenant_id = ? AND address_hash = ? AND source = ?`
+
+func (q txQuerier) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	st, err := q.s.stmt(ctx, q.tx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
+}
 
 // Registration returns a tenant's registration.
 func (s *Store) Registration(ctx context.Context, tenantID, id string) (*mailpush.Registration, error) {
-	return s.registration(ctx, s.r, tenantID, id)
+	return s.registration(ctx, readQuerier{s}, tenantID, id)
 }
 
 func (s *Store) registration(ctx context.Context, q querier, tenantID, id string) (*mailpush.Registration, error) {
@@ -176,7 +230,7 @@ func (s *Store) UpdateRegistration(ctx context.Context, tenantID, id string, fn 
 	// transaction.
 	var out *mailpush.Registration
 	err := s.grouped(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		r, err := s.registration(ctx, tx, tenantID, id)
+		r, err := s.registration(ctx, txQuerier{s, tx}, tenantID, id)
 		if err != nil {
 			return err
 		}
@@ -186,12 +240,12 @@ func (s *Store) UpdateRegistration(ctx context.Context, tenantID, id string, fn 
 		}
 		r.ID, r.TenantID = id, tenantID // not changeable
 		r.UpdatedAt = s.clock.Now().UTC()
-		sealed, err := s.cipher.SealField([]byte(r.Device.Token))
+		sealed, tokenHash, err := s.codec.SealToken(r.Device.Token)
 		if err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE registrations SET platform = ?, environment = ?, token_sealed = ?, token_hash = ?, content_key = ?, content = ?, status = ?, updated_at = ?, expires_at = ?, activesync_device_hash = ? WHERE id = ?`,
-			string(r.Device.Platform), string(r.Device.Environment), sealed, s.cipher.HashField([]byte(r.Device.Token)), r.Device.ContentKey,
+		err = s.exec(ctx, tx, qUpdateRegistrationAll,
+			string(r.Device.Platform), string(r.Device.Environment), sealed, tokenHash, r.Device.ContentKey,
 			string(r.Content), string(r.Status), ms(r.UpdatedAt), ms(r.ExpiresAt), r.Device.ActiveSyncDeviceHash, id)
 		if err != nil {
 			return dbError("update registration", err)
@@ -240,7 +294,7 @@ func (s *Store) DeleteRegistration(ctx context.Context, tenantID, id string) err
 // RegistrationByToken finds the mailbox's active or pending registration of
 // a push token through the (mailbox_id, token_hash) index.
 func (s *Store) RegistrationByToken(ctx context.Context, mailboxID, token string) (*mailpush.Registration, error) {
-	rows, err := s.read(ctx, qRegistrationByToken, mailboxID, s.cipher.HashField([]byte(token)), string(mailpush.StatusActive), string(mailpush.StatusPending))
+	rows, err := s.read(ctx, qRegistrationByToken, mailboxID, s.codec.HashToken(token), string(mailpush.StatusActive), string(mailpush.StatusPending))
 	if err != nil {
 		return nil, dbError("get registration", err)
 	}
@@ -326,7 +380,7 @@ func (s *Store) MailboxBySubscription(ctx context.Context, subscriptionID string
 
 // MailboxByAddress returns the tenant's mailbox of a source by address hash.
 func (s *Store) MailboxByAddress(ctx context.Context, tenantID string, addressHash []byte, source mailpush.Source) (*mailpush.Mailbox, error) {
-	return mailboxWhere(ctx, s.r, "tenant_id = ? AND address_hash = ? AND source = ?", tenantID, addressHash, string(source))
+	return mailboxWhere(ctx, readQuerier{s}, "tenant_id = ? AND address_hash = ? AND source = ?", tenantID, addressHash, string(source))
 }
 
 func mailboxWhere(ctx context.Context, q querier, where string, args ...any) (*mailpush.Mailbox, error) {
@@ -347,7 +401,7 @@ func (s *Store) UpdateMailbox(ctx context.Context, id string, fn func(*mailpush.
 	// still see each other.
 	var out *mailpush.Mailbox
 	err := s.grouped(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		m, err := mailboxWhere(ctx, tx, "id = ?", id)
+		m, err := mailboxWhere(ctx, txQuerier{s, tx}, "id = ?", id)
 		if err != nil {
 			return err
 		}
@@ -356,7 +410,7 @@ func (s *Store) UpdateMailbox(ctx context.Context, id string, fn func(*mailpush.
 		}
 		m.ID = id
 		m.UpdatedAt = s.clock.Now().UTC()
-		_, err = tx.ExecContext(ctx, `UPDATE mailboxes SET mode = ?, server_url = ?, subscription_id = ?, watermark = ?, badge = ?, seq = ?, status = ?, last_event_at = ?, updated_at = ? WHERE id = ?`,
+		err = s.exec(ctx, tx, qUpdateMailbox,
 			string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark, m.Badge, m.Seq, string(m.Status), ms(m.LastEventAt), ms(m.UpdatedAt), id)
 		if err != nil {
 			if isUnique(err) {

@@ -33,11 +33,11 @@ var migrations embed.FS
 
 // Store is the SQLite implementation of mailpush.Store.
 type Store struct {
-	w, r   *sql.DB
-	cipher mailpush.FieldCipher
-	clock  mailpush.Clock
-	cache  stmtCache
-	group  groupCommit // registration writes of concurrent callers
+	w, r  *sql.DB
+	codec mailpush.StoreCodec
+	clock mailpush.Clock
+	cache stmtCache
+	group groupCommit // registration writes of concurrent callers
 }
 
 var _ mailpush.Store = (*Store)(nil)
@@ -68,12 +68,12 @@ func Open(ctx context.Context, path string, cipher mailpush.FieldCipher, clock m
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
 	r.SetMaxOpenConns(max(4, runtime.NumCPU()))
-	s := &Store{w: w, r: r, cipher: cipher, clock: clock}
+	s := &Store{w: w, r: r, codec: mailpush.StoreCodec{Cipher: cipher}, clock: clock}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err
 	}
-	if err := s.cache.prepareReads(ctx, s.r, qActiveRegistrations, qRecipients, qRegistrationByToken, qMailboxAudience); err != nil {
+	if err := s.cache.prepareReads(ctx, s.r, qActiveRegistrations, qRecipients, qRegistrationByToken, qMailboxAudience, qMailboxByAddress, qRegistrationByID, qMailboxByID); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("sqlite: prepare: %w", err)
 	}

@@ -64,3 +64,45 @@ func testMailboxAudience(t *testing.T, s mailpush.Store, e *env) {
 		t.Errorf("MailboxAudience of nothing = %+v, %v", a, err)
 	}
 }
+
+// testCountRegistrationsFollowsChanges: the tenant's live count follows
+// deletions and every status change, whichever way (a store may keep it
+// as a counter instead of counting).
+func testCountRegistrationsFollowsChanges(t *testing.T, s mailpush.Store, e *env) {
+	ctx := context.Background()
+	regs := outboxFixture(t, s, e, 4) // active
+	tenantID := regs[0].TenantID
+	count := func(want int, when string) {
+		t.Helper()
+		if n, err := s.CountRegistrations(ctx, tenantID); err != nil || n != want {
+			t.Errorf("%s: CountRegistrations = %d, %v; want %d", when, n, err, want)
+		}
+	}
+	count(4, "four active")
+	set := func(r *mailpush.Registration, st mailpush.Status) {
+		t.Helper()
+		if _, err := s.UpdateRegistration(ctx, tenantID, r.ID, func(r *mailpush.Registration) error {
+			r.Status = st
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set(regs[0], mailpush.StatusPending)
+	count(4, "one pending")
+	set(regs[0], mailpush.StatusInactive)
+	count(3, "one inactive")
+	set(regs[0], mailpush.StatusInactive)
+	count(3, "inactive again")
+	set(regs[0], mailpush.StatusActive)
+	count(4, "active again")
+	if err := s.DeleteRegistration(ctx, tenantID, regs[1].ID); err != nil {
+		t.Fatal(err)
+	}
+	count(3, "one deleted")
+	set(regs[2], mailpush.StatusInactive)
+	if err := s.DeleteRegistration(ctx, tenantID, regs[2].ID); err != nil {
+		t.Fatal(err)
+	}
+	count(2, "an inactive one deleted")
+}

@@ -73,6 +73,7 @@ func Run(t *testing.T, open Factory) {
 		{"OutboxSettleAndClaim", testOutboxSettleAndClaim},
 		{"RegistrationByToken", testRegistrationByToken},
 		{"MailboxAudience", testMailboxAudience},
+		{"CountRegistrationsFollowsChanges", testCountRegistrationsFollowsChanges},
 		{"OutboxEventsClaimAndLease", testOutboxEventsClaimAndLease},
 		{"OutboxEventsCoalesce", testOutboxEventsCoalesce},
 		{"OutboxEventsMailboxOrder", testOutboxEventsMailboxOrder},

@@ -707,10 +707,15 @@ func (b *bench) drive(ctx context.Context, name string, next func(yield func(m, 
 			p, float64(p)/el.Seconds(), d, float64(now)/(1<<20))
 	})
 	type job struct{ m, badge int }
-	jobs := make(chan job, b.f.concurrency)
+	// A mailbox's events go through one client, in order, as its mail
+	// server would send them (the unread count of a later notification
+	// reflects a later state).
+	queues := make([]chan job, b.f.concurrency)
 	var wg sync.WaitGroup
 	var firstErr atomic.Value
-	for range b.f.concurrency {
+	for i := range b.f.concurrency {
+		queues[i] = make(chan job, 64)
+		jobs := queues[i]
 		wg.Go(func() {
 			for j := range jobs {
 				took, err := n.notify(ctx, j.m, j.badge)
@@ -736,13 +741,15 @@ func (b *bench) drive(ctx context.Context, name string, next func(yield func(m, 
 		}
 		i++
 		select {
-		case jobs <- job{m, badge}:
+		case queues[m%len(queues)] <- job{m, badge}:
 			return true
 		case <-ctx.Done():
 			return false
 		}
 	})
-	close(jobs)
+	for _, q := range queues {
+		close(q)
+	}
 	wg.Wait()
 	sendDone := time.Since(start)
 	// Wait for the pushes: the expected count, or an empty outbox and no

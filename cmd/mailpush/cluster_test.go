@@ -261,15 +261,21 @@ func TestClusterSurvivesAKilledNode(t *testing.T) {
 	t.Logf("%d pushes delivered, %d of them a second time (at least once), %d push requests", len(w.apple.Pushes()), twice, w.apple.Requests())
 
 	// The gate keeps answering on the survivors, and a registry change made
-	// on one node holds on the other at once (broadcast), although each
-	// node caches answers for an hour here.
+	// on one node reaches the other at once (broadcast), although each node
+	// caches answers for an hour here.
 	w.gateDevice(t, 0, "compliant")
 	if code := w.gateAuth(t, 2); code != http.StatusOK {
 		t.Fatalf("node 2 gate for a compliant device = %d", code)
 	}
 	w.gateDevice(t, 0, "blocked")
-	if code := w.gateAuth(t, 2); code != http.StatusForbidden {
-		t.Errorf("node 2 gate after node 0 blocked the device = %d, want 403 at once", code)
+	// The broadcast is asynchronous: node 2 hears it within moments, far
+	// sooner than the hour its cached answer would otherwise live.
+	deadline := time.Now().Add(10 * time.Second)
+	for w.gateAuth(t, 2) != http.StatusForbidden {
+		if time.Now().After(deadline) {
+			t.Fatal("node 2 still allows the device 10 s after node 0 blocked it: the change did not reach it")
+		}
+		time.Sleep(20 * time.Millisecond) // polling, bounded by the deadline
 	}
 
 	// The survivors keep answering, and report themselves ready.
@@ -318,8 +324,5 @@ func (w *clusterWorld) gateAuth(t *testing.T, n int) int {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Logf("node %d gate: %d %s", n, resp.StatusCode, resp.Header.Get("X-Mailpush-Reason"))
-	}
 	return resp.StatusCode
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 
@@ -15,6 +16,12 @@ type TenantEWSConfig struct {
 	// service mode (mailpush subscribes as this account, impersonating the
 	// mailbox) instead of device-subscribed mode.
 	ServiceAccount *ServiceAccountConfig `yaml:"serviceAccount"`
+	// OAuthAuthorities are the OAuth authorities (absolute https URLs,
+	// e.g. https://login.microsoftonline.com/contoso.onmicrosoft.com/)
+	// under which the token endpoint of sealed OAuth credentials must lie:
+	// mailpush sends the user's refresh token there. Empty refuses sealed
+	// refresh tokens for the tenant.
+	OAuthAuthorities []string `yaml:"oauthAuthorities"`
 }
 
 // ServiceAccountConfig names the account and where its password is: a file
@@ -27,6 +34,11 @@ type ServiceAccountConfig struct {
 
 func (c *Config) validateTenants(bad func(key, format string, args ...any)) {
 	for name, tc := range c.Tenants {
+		for i, a := range tc.EWS.OAuthAuthorities {
+			if u, err := url.Parse(a); err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+				bad(fmt.Sprintf("tenants.%s.ews.oauthAuthorities[%d]", name, i), "must be an absolute https URL without user info, query or fragment, e.g. https://login.microsoftonline.com/contoso.onmicrosoft.com/")
+			}
+		}
 		sa := tc.EWS.ServiceAccount
 		if sa == nil {
 			continue
@@ -39,6 +51,17 @@ func (c *Config) validateTenants(bad func(key, format string, args ...any)) {
 			bad(key, "set exactly one of passwordFile and passwordEnv")
 		}
 	}
+}
+
+// ewsOAuthAuthorities are the tenants' OAuth authorities, by tenant name.
+func (c *Config) ewsOAuthAuthorities() map[string][]string {
+	out := map[string][]string{}
+	for name, tc := range c.Tenants {
+		if len(tc.EWS.OAuthAuthorities) > 0 {
+			out[name] = tc.EWS.OAuthAuthorities
+		}
+	}
+	return out
 }
 
 // ewsServiceAccounts reads the tenants' service-account passwords.

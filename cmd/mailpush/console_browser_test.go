@@ -200,7 +200,9 @@ func TestConsoleInARealBrowser(t *testing.T) {
 		t.Errorf("retried push badge = %d, want the current 2", ps[len(ps)-1].Badge)
 	}
 
-	// The deliveries page counts what was delivered and charts it.
+	// The deliveries page counts what was delivered and charts it (once the
+	// pipeline has counted the retried push).
+	w.waitMetrics(t, `mailpush_pushes_total{provider="apns",reason="",result="delivered"} 2`)
 	run("deliveries", chromedp.Navigate(base+"/admin/deliveries"), chromedp.WaitVisible(chromedp.CSS(`svg.chart path`)), shot("deliveries"))
 	if d := text(`#delivered`); d != "2" {
 		t.Errorf("deliveries page counts %q delivered, want 2", d)

@@ -214,10 +214,17 @@ func TestConsoleTokenSignInAndRefusals(t *testing.T) {
 		t.Error("a session outlived the absolute timeout")
 	}
 
-	// Revoking the admin token does not end a running session (documented),
-	// but it can no longer sign in.
+	// Revoking the admin token ends its sessions at once, and it can no
+	// longer sign in.
+	acme.signIn(admin) // the clock moved past the earlier session's timeouts
+	if _, page := acme.get("/admin/tenants"); !strings.Contains(page, "tenant-acme") {
+		t.Fatal("acme's admin is not signed in")
+	}
 	if err := w.main.RevokeToken(context.Background(), "acme", strings.SplitN(admin, ".", 2)[0]); err != nil {
 		t.Fatal(err)
+	}
+	if _, page := acme.get("/admin/tenants"); !strings.Contains(page, `name="token"`) {
+		t.Error("a session outlived the revocation of its token")
 	}
 	if st, _ := newAdminClient(t, base).signIn(admin); st != 401 {
 		t.Errorf("sign in with a revoked token = %d", st)

@@ -317,19 +317,7 @@ func apiCall(t testing.TB, base, method, path, token string, body any) (int, map
 // sealCredentials does what the app does: fetch the key and seal to it.
 func (w *world) sealCredentials(t testing.TB, user, pass string) string {
 	t.Helper()
-	st, key := w.call(t, "GET", "/api/v1/key", "", nil)
-	if st != 200 {
-		t.Fatalf("GET /api/v1/key = %d", st)
-	}
-	pub, err := b64url(key["publicKey"].(string))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := seal.SealCredentials(key["keyId"].(string), pub, mailpush.Credentials{Username: user, Password: pass})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return w.sealCreds(t, mailpush.Credentials{Username: user, Password: pass})
 }
 
 func deviceToken(i int) string { return fmt.Sprintf("%064x", i+0xA11CE) }

@@ -183,9 +183,10 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	m.EWS = &ews.Source{
-		ServiceAccounts: serviceAccounts,
-		Store:           m.Store, Sealer: m.Keys, Sink: m.Pipeline,
-		Client:          &ews.Client{HTTP: &http.Client{Transport: outbound, Timeout: 30 * time.Second}, UserAgent: "mailpush/" + mailpush.Version},
+		ServiceAccounts:  serviceAccounts,
+		TokenAuthorities: cfg.ewsOAuthAuthorities(),
+		Store:            m.Store, Sealer: m.Keys, Sink: m.Pipeline,
+		Client:          &ews.Client{HTTP: &http.Client{Transport: outbound, Timeout: 30 * time.Second}, UserAgent: "mailpush/" + mailpush.Version, Clock: m.Clock},
 		PublicURL:       strings.TrimSuffix(publicURL, "/"),
 		StatusFrequency: cfg.EWS.StatusFrequency,
 		FetchRate:       float64(cfg.EWS.FetchRate), FetchBurst: cfg.EWS.FetchBurst, CallbackMaxAge: cfg.EWS.CallbackMaxAge,

@@ -67,6 +67,15 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) *mailbox {
 			return nil
 		}
 		return s.ntlmAuth(w, r, st, scheme, token)
+	case strings.EqualFold(scheme, "Bearer"):
+		if mb := s.bearer(token); mb != nil {
+			return mb
+		}
+		// Exchange Online: expired or unknown tokens get a Bearer challenge.
+		s.count("Unauthorized")
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		http.Error(w, "401 - Unauthorized: the access token is invalid or has expired.", http.StatusUnauthorized)
+		return nil
 	case strings.EqualFold(scheme, "Basic"):
 		user, pass, ok := r.BasicAuth()
 		s.mu.Lock()

@@ -4,7 +4,9 @@
 // It serves Subscribe (push subscriptions on the Inbox), GetFolder (the Inbox
 // unread count) and GetItem (subject and sender) with Basic or NTLMv2
 // authentication (ntlm.go: NTLM bound to the TCP connection, as IIS does;
-// AddNTLMUser makes a user NTLM-only), ExchangeImpersonation for users given
+// AddNTLMUser makes a user NTLM-only), OAuth bearer tokens from its own
+// token endpoint with short lifetimes, refresh-token rotation and
+// revocation (oauth.go), ExchangeImpersonation for users given
 // the role with AllowImpersonation, and the X-BackEndOverrideCookie
 // server-affinity cookie,
 // and pushes SendNotification requests to subscribers the way Exchange does:
@@ -130,6 +132,9 @@ type Server struct {
 	maxInflight   map[string]int
 	failures      map[string][]failure
 	callbackDelay time.Duration
+	access        map[string]accessGrant  // OAuth access tokens (oauth.go)
+	refresh       map[string]refreshGrant // OAuth refresh tokens
+	tokenAnswer   *tokenAnswer            // the token endpoint's next answer, when set
 }
 
 // New starts a fake Exchange server on an HTTPS loopback address.
@@ -181,6 +186,7 @@ func New(opts Options) *Server {
 
 	mux := http.NewServeMux()
 	s.controlRoutes(mux)
+	mux.HandleFunc("POST "+tokenPath, s.handleToken)
 	mux.HandleFunc("/", s.handleEWS)
 	s.ts = httptest.NewUnstartedServer(mux)
 	s.ts.Config.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)

@@ -1,0 +1,67 @@
+package mailpush
+
+import "encoding/json"
+
+// StoreCodec is how every store turns secrets it must keep into what it
+// writes: push tokens sealed (with a keyed hash for lookups), and the secret
+// part of queued pushes and events sealed as one JSON value. The stores share
+// it, so that a row written by one implementation reads the same in another
+// and the format is decided in one place.
+type StoreCodec struct {
+	Cipher FieldCipher
+}
+
+// SealToken seals a device push token and returns it with its keyed hash
+// (the hash finds "this device" without opening every token).
+func (c StoreCodec) SealToken(token string) (sealed, hash []byte, err error) {
+	sealed, err = c.Cipher.SealField([]byte(token))
+	if err != nil {
+		return nil, nil, err
+	}
+	return sealed, c.Cipher.HashField([]byte(token)), nil
+}
+
+// HashToken is the keyed hash of a device push token.
+func (c StoreCodec) HashToken(token string) []byte { return c.Cipher.HashField([]byte(token)) }
+
+// OpenToken opens a sealed device push token.
+func (c StoreCodec) OpenToken(sealed []byte) (string, error) {
+	tok, err := c.Cipher.OpenField(sealed)
+	return string(tok), err
+}
+
+// StoredContent is what of a queued push or event is secret: subject and
+// sender in clear, or the content sealed to the device's key.
+type StoredContent struct {
+	Subject string `json:"s,omitempty"`
+	Sender  string `json:"f,omitempty"`
+	Sealed  string `json:"e,omitempty"`
+}
+
+// SealContent seals content; nil when there is none.
+func (c StoreCodec) SealContent(sc StoredContent) ([]byte, error) {
+	if sc == (StoredContent{}) {
+		return nil, nil
+	}
+	plain, _ := json.Marshal(sc)
+	defer clear(plain)
+	return c.Cipher.SealField(plain)
+}
+
+// OpenContent opens what SealContent sealed; when it cannot, it says why
+// (the row then becomes a dead letter instead of stopping the queue).
+func (c StoreCodec) OpenContent(sealed []byte) (StoredContent, string) {
+	var sc StoredContent
+	if len(sealed) == 0 {
+		return sc, ""
+	}
+	plain, err := c.Cipher.OpenField(sealed)
+	if err != nil {
+		return sc, "the stored content cannot be opened"
+	}
+	defer clear(plain)
+	if err := json.Unmarshal(plain, &sc); err != nil {
+		return sc, "the stored content is not valid JSON"
+	}
+	return sc, ""
+}
