@@ -318,3 +318,74 @@ func TestOAuthRegistrationRefusals(t *testing.T) {
 		t.Error("logs contain a token")
 	}
 }
+
+// TestOAuthHeal: a subscription that died while the access token expired
+// is made again by the engine with a refreshed token (the new URL carries
+// the rotated refresh token); once the grant is revoked, healing asks the
+// device to check in instead.
+func TestOAuthHeal(t *testing.T) {
+	w, clock, token := newOAuthWorld(t)
+	hw := &healWorld{world: w, clock: clock}
+	access, refresh, err := w.exchange.IssueTokens(address, oauthClientID, 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	device := deviceToken(8)
+	st, reg := w.call(t, "POST", "/api/v1/registrations", token, map[string]any{
+		"device": map[string]any{"platform": "ios", "token": device, "environment": "production"},
+		"mailbox": map[string]any{"address": address, "source": "ews", "ewsUrl": w.exchange.URL(), "sealedCredentials": w.sealCreds(t, mailpush.Credentials{
+			AccessToken: access, RefreshToken: refresh, TokenURL: w.exchange.TokenURL(), ClientID: oauthClientID,
+			ExpiresAt: clock.Now().Add(10 * time.Minute).Unix(),
+		})},
+	})
+	if st != 201 || reg["status"] != "active" {
+		t.Fatalf("register = %d %v", st, reg)
+	}
+	first := activeSubURL(t, w.exchange)
+	drop := func() {
+		t.Helper()
+		for _, s := range w.exchange.Subscriptions() {
+			if s.Active {
+				if err := w.exchange.DropSubscription(s.ID); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	drop()
+	clock.Advance(11 * time.Minute) // silent for 2×StatusFrequency, and the access token expired
+	if res := hw.check(t); res.Resubscribed != 1 {
+		t.Fatalf("check = %+v, want one resubscription", res)
+	}
+	if n := w.exchange.Requests("token"); n != 1 {
+		t.Fatalf("%d refreshes, want 1", n)
+	}
+	if u := activeSubURL(t, w.exchange); u == first {
+		t.Fatal("the healed subscription uses the old URL (with the rotated-away refresh token)")
+	}
+	w.exchange.Deliver(address, "After healing", "Bob Sender", "bob@example.com")
+	waitFor(t, "a push after healing", func(ctx context.Context) error {
+		return w.apple.WaitFor(ctx, func(ps []apnsfake.Push) bool {
+			for _, p := range ps {
+				if p.Token == device && p.Badge == 1 {
+					return true
+				}
+			}
+			return false
+		})
+	})
+
+	w.exchange.RevokeTokens(address)
+	drop()
+	clock.Advance(11 * time.Minute)
+	if res := hw.check(t); res.AskedDevices != 1 {
+		t.Fatalf("check after revocation = %+v, want the device asked", res)
+	}
+	r, err := w.main.Store.Registration(context.Background(), regIDTenant(t, w), reg["id"].(string))
+	if err != nil || r.Status != mailpush.StatusPending {
+		t.Fatalf("registration after revocation: %v %v, want pending", r, err)
+	}
+	if countActive(w.exchange) != 0 {
+		t.Error("a subscription was made with a revoked grant")
+	}
+}
