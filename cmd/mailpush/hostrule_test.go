@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"testing"
 	"time"
 
+	"github.com/mailpush/mailpush/fake/ewsfake"
 	"github.com/mailpush/mailpush/subscription"
 )
 
@@ -30,9 +32,35 @@ func (hw *healWorld) checkHosts(t *testing.T) subscription.CheckResult {
 	return hw.drive(t, hw.main.EWSEngine.CheckHosts)
 }
 
+// waitAnswered waits until mailpush has answered OK a notification of each
+// user's active subscription: only then has the host rule heard of it
+// (Subscribe alone moves LastEventAt, so waitHeard can pass while the first
+// status event is still in flight, and a restart then cancels it).
+func (hw *healWorld) waitAnswered(t *testing.T) {
+	t.Helper()
+	waitFor(t, "first notifications answered", func(ctx context.Context) error {
+		return hw.exchange.WaitFor(ctx, func(s *ewsfake.Server) bool {
+			answered := map[string]bool{}
+			for _, cb := range s.Callbacks() {
+				if cb.Result == "OK" {
+					answered[cb.SubscriptionID] = true
+				}
+			}
+			for _, u := range hw.users {
+				sub, ok := hw.activeSub(u)
+				if !ok || !answered[sub.ID] {
+					return false
+				}
+			}
+			return true
+		})
+	})
+}
+
 func TestHostRuleResubscribesASilentHostAtOnce(t *testing.T) {
 	hw := newHostRuleWorld(t, 6)
 	hw.waitHeard(t, hw.users...)
+	hw.waitAnswered(t)
 	hw.exchange.Restart()
 	hw.clock.Advance(lateBy)
 	if res := hw.check(t); res.Stale != 0 {
@@ -66,6 +94,7 @@ func TestHostRuleResubscribesASilentHostAtOnce(t *testing.T) {
 func TestHostRuleLeavesSmallHostsToThePerSubscriptionRule(t *testing.T) {
 	hw := newHostRuleWorld(t, 3) // fewer than hostMinSubscriptions (5)
 	hw.waitHeard(t, hw.users...)
+	hw.waitAnswered(t)
 	hw.exchange.Restart()
 	hw.clock.Advance(lateBy)
 	if res := hw.checkHosts(t); res.Stale != 0 {
