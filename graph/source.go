@@ -811,10 +811,14 @@ func (s *Source) lookup(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		// to the creation: while mailpush creates one for the URL's mailbox,
 		// its clientState, derived from the nonce stored before the
 		// creation, is what proves it ours.
-		// (The creation may also have ended between the two reads: then
-		// the mailbox holds the ID now.) The clientState is checked below.
+		// Whether it is creating is asked before the mailbox is read: a
+		// creation that ends in between has stored the new ID by then, so
+		// the read sees it (asked after the read, a creation ending in
+		// between left a stale mailbox and no creation: the notification
+		// was lost). The clientState is checked below.
+		wasCreating := s.creating(tok.MailboxID)
 		mb, err = s.Store.Mailbox(ctx, tok.MailboxID)
-		if mailpush.ErrorCode(err) == mailpush.ENotFound || err == nil && mb.SubscriptionID != n.SubscriptionID && !s.creating(mb.ID) {
+		if mailpush.ErrorCode(err) == mailpush.ENotFound || err == nil && mb.SubscriptionID != n.SubscriptionID && !wasCreating {
 			log.Warn("Graph notification ignored: unknown subscription")
 			return &known{}, nil
 		}
