@@ -1,6 +1,12 @@
 package mailpush
 
-import "encoding/json"
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/json"
+	"strings"
+	"time"
+)
 
 // StoreCodec is how every store turns secrets it must keep into what it
 // writes: push tokens sealed (with a keyed hash for lookups), and the secret
@@ -64,4 +70,30 @@ func (c StoreCodec) OpenContent(sealed []byte) (StoredContent, string) {
 		return sc, "the stored content is not valid JSON"
 	}
 	return sc, ""
+}
+
+// NewID returns a random 128-bit ID as 26 lower-case base32 characters: the
+// form of every stored object's ID (tenants, tokens, mailboxes,
+// registrations), whichever store made it.
+func NewID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b))
+}
+
+// UnixMilli is how the stores keep a time: Unix milliseconds, 0 for the
+// zero time (so both stores round alike and the conformance suite holds).
+func UnixMilli(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+// FromUnixMilli reads what UnixMilli wrote, in UTC.
+func FromUnixMilli(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(v).UTC()
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base32"
 	"encoding/base64"
 	"strings"
 	"time"
@@ -50,13 +49,11 @@ const TokenSecretBytes = 32
 // NewToken makes a token of the given scope for a tenant and returns it with
 // the bearer value to hand out once, "<ID>.<secret>".
 func NewToken(tenantID string, scope Scope) (*Token, string) {
-	id := make([]byte, 16)
-	rand.Read(id)
 	secret := make([]byte, TokenSecretBytes)
 	rand.Read(secret)
 	s := base64.RawURLEncoding.EncodeToString(secret)
 	t := &Token{
-		ID:         strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(id)),
+		ID:         NewID(),
 		TenantID:   tenantID,
 		Scope:      scope,
 		SecretHash: HashTokenSecret(s),

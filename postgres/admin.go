@@ -16,7 +16,7 @@ func (s *Store) AppendAudit(ctx context.Context, e *mailpush.AuditEntry) error {
 		e.At = s.clock.Now().UTC()
 	}
 	err := s.pool.QueryRow(ctx, `INSERT INTO audit_log (at, actor, tenant_id, action, target, detail) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`,
-		ms(e.At), e.Actor, e.TenantID, e.Action, e.Target, e.Detail).Scan(&e.ID)
+		mailpush.UnixMilli(e.At), e.Actor, e.TenantID, e.Action, e.Target, e.Detail).Scan(&e.ID)
 	if err != nil {
 		return dbError("append audit", err)
 	}
@@ -38,7 +38,7 @@ func (s *Store) AuditEntries(ctx context.Context, tenantID string, limit int) ([
 		if err := rows.Scan(&e.ID, &at, &e.Actor, &e.TenantID, &e.Action, &e.Target, &e.Detail); err != nil {
 			return nil, dbError("audit entries", err)
 		}
-		e.At = fromMS(at)
+		e.At = mailpush.FromUnixMilli(at)
 		out = append(out, e)
 	}
 	return out, rows.Err()
@@ -47,7 +47,7 @@ func (s *Store) AuditEntries(ctx context.Context, tenantID string, limit int) ([
 // SubscriptionHealth groups mailboxes by source and status.
 func (s *Store) SubscriptionHealth(ctx context.Context, tenantID string, overdueBefore time.Time) ([]mailpush.SourceHealth, error) {
 	rows, err := s.pool.Query(ctx, `SELECT source, status, count(*), count(*) FILTER (WHERE last_event_at < $1), coalesce(max(last_event_at), 0)
-		FROM mailboxes WHERE $2 = '' OR tenant_id = $2 GROUP BY source, status ORDER BY source, status`, ms(overdueBefore), tenantID)
+		FROM mailboxes WHERE $2 = '' OR tenant_id = $2 GROUP BY source, status ORDER BY source, status`, mailpush.UnixMilli(overdueBefore), tenantID)
 	if err != nil {
 		return nil, dbError("subscription health", err)
 	}
@@ -62,7 +62,7 @@ func (s *Store) SubscriptionHealth(ctx context.Context, tenantID string, overdue
 		}
 		h.Source, h.Status, h.Mailboxes, h.Overdue = mailpush.Source(src), mailpush.Status(status), int(n), int(overdue)
 		if last > 0 {
-			h.LastEventAt = fromMS(last)
+			h.LastEventAt = mailpush.FromUnixMilli(last)
 		}
 		out = append(out, h)
 	}

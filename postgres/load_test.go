@@ -161,7 +161,7 @@ func (s *Store) copyRegistrations(ctx context.Context, tenantID string, from, n 
 		m := i / devicesPerMailbox
 		id, ok := mbID[m]
 		if !ok && i%devicesPerMailbox == 0 {
-			id = newID()
+			id = mailpush.NewID()
 			mbID[m] = id
 			mbRows = append(mbRows, []any{id, tenantID, s.codec.Cipher.HashField([]byte(loadAddress(m))), "ews", "sealed",
 				"https://mail.example.com/EWS/Exchange.asmx", "", -1, "active", now, now})
@@ -174,7 +174,7 @@ func (s *Store) copyRegistrations(ctx context.Context, tenantID string, from, n 
 		if err != nil {
 			return err
 		}
-		regRows = append(regRows, []any{newID(), tenantID, id, "ios", "production", sealed, hash, "badge", "active", now, now, expires})
+		regRows = append(regRows, []any{mailpush.NewID(), tenantID, id, "ios", "production", sealed, hash, "badge", "active", now, now, expires})
 	}
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"mailboxes"},

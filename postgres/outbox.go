@@ -71,7 +71,7 @@ func (s *Store) EnqueueEvents(ctx context.Context, events []*mailpush.OutboxEven
 		if err != nil {
 			return fmt.Errorf("postgres: enqueue events: %w", err)
 		}
-		created := ms(e.CreatedAt)
+		created := mailpush.UnixMilli(e.CreatedAt)
 		if created == 0 {
 			created = now
 		}
@@ -124,12 +124,12 @@ func (s *Store) settleEventsTx(ctx context.Context, tx pgx.Tx, st mailpush.Event
 	}
 	queueRaiseSeqs(b, st.Delivered)
 	for _, d := range st.Queue {
-		if err := s.queueEnqueuePush(b, d.Push, ms(d.DueAt), d.Attempts, d.Reason, now); err != nil {
+		if err := s.queueEnqueuePush(b, d.Push, mailpush.UnixMilli(d.DueAt), d.Attempts, d.Reason, now); err != nil {
 			return err
 		}
 	}
 	for _, d := range st.Dead {
-		dead, created := ms(d.DeadAt), ms(d.CreatedAt)
+		dead, created := mailpush.UnixMilli(d.DeadAt), mailpush.UnixMilli(d.CreatedAt)
 		if dead == 0 {
 			dead = now
 		}
@@ -176,7 +176,7 @@ func (s *Store) claimEventsTx(ctx context.Context, tx pgx.Tx, now time.Time, lim
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(claimEventsLock)); err != nil {
 		return nil, err
 	}
-	rows, err := tx.Query(ctx, qClaimEvents, ms(now), limit, ms(now.Add(lease)))
+	rows, err := tx.Query(ctx, qClaimEvents, mailpush.UnixMilli(now), limit, mailpush.UnixMilli(now.Add(lease)))
 	if err != nil {
 		return nil, err
 	}
@@ -192,7 +192,7 @@ func (s *Store) claimEventsTx(ctx context.Context, tx pgx.Tx, now time.Time, lim
 			rows.Close()
 			return nil, err
 		}
-		ev.Kind, e.CreatedAt = mailpush.EventKind(kind), fromMS(created)
+		ev.Kind, e.CreatedAt = mailpush.EventKind(kind), mailpush.FromUnixMilli(created)
 		ev.At = e.CreatedAt
 		c, bad := s.codec.OpenContent(content)
 		if bad != "" {
@@ -210,7 +210,7 @@ func (s *Store) claimEventsTx(ctx context.Context, tx pgx.Tx, now time.Time, lim
 	b := &pgx.Batch{}
 	for _, e := range unreadable {
 		b.Queue(qDeadInsert, e.ID, e.Event.TenantID, "", e.Event.MailboxID, "event", e.Event.Seq, e.Attempts,
-			"the stored event content cannot be opened", ms(e.CreatedAt), ms(now))
+			"the stored event content cannot be opened", mailpush.UnixMilli(e.CreatedAt), mailpush.UnixMilli(now))
 		b.Queue(`DELETE FROM outbox_events WHERE id = $1`, e.OutboxID)
 	}
 	if err := sendBatch(ctx, tx, b); err != nil {
@@ -242,7 +242,7 @@ func (s *Store) Recipients(ctx context.Context, mailboxIDs []string, since time.
 		FROM registrations r JOIN mailboxes m ON m.id = r.mailbox_id
 		WHERE r.mailbox_id = ANY($1)
 		AND (r.status = 'active' OR r.status = 'pending' AND r.left_active_at >= $2)
-		ORDER BY r.mailbox_id, r.created_at, r.id`, mailboxIDs, max(1, ms(since)))
+		ORDER BY r.mailbox_id, r.created_at, r.id`, mailboxIDs, max(1, mailpush.UnixMilli(since)))
 	if err != nil {
 		return nil, dbError("recipients", err)
 	}
@@ -256,8 +256,8 @@ func (s *Store) Recipients(ctx context.Context, mailboxIDs []string, since time.
 		if err := rows.Scan(&r.RegistrationID, &r.TenantID, &r.MailboxID, &platform, &env, &sealed, &r.Device.ContentKey, &content, &r.LastSeq, &updated, &left, &r.Held); err != nil {
 			return nil, dbError("recipients", err)
 		}
-		r.Device.Platform, r.Device.Environment, r.Content, r.UpdatedAt = mailpush.Platform(platform), mailpush.Environment(env), mailpush.ContentMode(content), fromMS(updated)
-		r.LeftActiveAt = fromMS(left)
+		r.Device.Platform, r.Device.Environment, r.Content, r.UpdatedAt = mailpush.Platform(platform), mailpush.Environment(env), mailpush.ContentMode(content), mailpush.FromUnixMilli(updated)
+		r.LeftActiveAt = mailpush.FromUnixMilli(left)
 		if tok, err := s.codec.OpenToken(sealed); err != nil {
 			r.Unreadable = "the registration's stored push token cannot be opened"
 		} else {
@@ -288,7 +288,7 @@ func (s *Store) queueEnqueuePush(b *pgx.Batch, p *mailpush.Push, due int64, atte
 	if err != nil {
 		return fmt.Errorf("postgres: enqueue: %w", err)
 	}
-	created := ms(p.CreatedAt)
+	created := mailpush.UnixMilli(p.CreatedAt)
 	if created == 0 {
 		created = now
 	}
@@ -373,7 +373,7 @@ func (s *Store) settleTx(ctx context.Context, tx pgx.Tx, settlements []mailpush.
 			if st.Undo {
 				undo = 1
 			}
-			b.Queue(`UPDATE outbox SET due_at = $1, attempts = greatest(0, attempts - $2), last_error = $3 WHERE id = $4`, ms(st.DueAt), undo, st.Reason, st.OutboxID)
+			b.Queue(`UPDATE outbox SET due_at = $1, attempts = greatest(0, attempts - $2), last_error = $3 WHERE id = $4`, mailpush.UnixMilli(st.DueAt), undo, st.Reason, st.OutboxID)
 		case mailpush.SettleDead:
 			b.Queue(qBury, st.OutboxID, st.Reason, now)
 		default:
@@ -404,7 +404,7 @@ func (s *Store) claimTx(ctx context.Context, tx pgx.Tx, now time.Time, limit int
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(claimPushesLock)); err != nil {
 		return nil, err
 	}
-	rows, err := tx.Query(ctx, qClaimPushes, ms(now), limit)
+	rows, err := tx.Query(ctx, qClaimPushes, mailpush.UnixMilli(now), limit)
 	if err != nil {
 		return nil, err
 	}
@@ -446,10 +446,10 @@ func (s *Store) claimTx(ctx context.Context, tx pgx.Tx, now time.Time, limit int
 		}
 		p.Subject, p.Sender, p.Sealed = c.Subject, c.Sender, c.Sealed
 		p.Kind = mailpush.PushKind(kind)
-		p.CreatedAt = fromMS(created)
+		p.CreatedAt = mailpush.FromUnixMilli(created)
 		p.Device.Platform, p.Device.Environment, p.Device.Token = mailpush.Platform(*platform), mailpush.Environment(*env), tok
 		q.Attempts++
-		q.LastSeq, q.RegUpdatedAt = *lastSeq, fromMS(*updated)
+		q.LastSeq, q.RegUpdatedAt = *lastSeq, mailpush.FromUnixMilli(*updated)
 		out = append(out, &q)
 		claimed = append(claimed, q.OutboxID)
 	}
@@ -462,10 +462,10 @@ func (s *Store) claimTx(ctx context.Context, tx pgx.Tx, now time.Time, limit int
 		b.Queue(`DELETE FROM outbox WHERE id = ANY($1)`, orphans)
 	}
 	for _, d := range unreadable {
-		b.Queue(qBury, d.id, d.reason, ms(now))
+		b.Queue(qBury, d.id, d.reason, mailpush.UnixMilli(now))
 	}
 	if len(claimed) > 0 {
-		b.Queue(`UPDATE outbox SET due_at = $1, attempts = attempts + 1 WHERE id = ANY($2)`, ms(now.Add(lease)), claimed)
+		b.Queue(`UPDATE outbox SET due_at = $1, attempts = attempts + 1 WHERE id = ANY($2)`, mailpush.UnixMilli(now.Add(lease)), claimed)
 	}
 	if err := sendBatch(ctx, tx, b); err != nil {
 		return nil, err
@@ -497,7 +497,7 @@ func (s *Store) DeadLetters(ctx context.Context, limit int) ([]mailpush.DeadLett
 		if err := rows.Scan(&d.PushID, &d.TenantID, &d.RegistrationID, &d.MailboxID, &kind, &d.Seq, &d.Attempts, &d.Reason, &created, &dead); err != nil {
 			return nil, dbError("dead letters", err)
 		}
-		d.Kind, d.CreatedAt, d.DeadAt = mailpush.PushKind(kind), fromMS(created), fromMS(dead)
+		d.Kind, d.CreatedAt, d.DeadAt = mailpush.PushKind(kind), mailpush.FromUnixMilli(created), mailpush.FromUnixMilli(dead)
 		out = append(out, d)
 	}
 	if err := rows.Err(); err != nil {

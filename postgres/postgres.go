@@ -17,16 +17,13 @@ package postgres
 
 import (
 	"context"
-	"crypto/rand"
 	"embed"
-	"encoding/base32"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -155,28 +152,6 @@ func (s *Store) applyMigration(ctx context.Context, version, name string) error 
 }
 
 func (s *Store) now() int64 { return s.clock.Now().UnixMilli() }
-
-// newID returns a random 128-bit ID as 26 lower-case base32 characters, the
-// same form as the sqlite store's.
-func newID() string {
-	b := make([]byte, 16)
-	rand.Read(b)
-	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b))
-}
-
-func ms(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixMilli()
-}
-
-func fromMS(v int64) time.Time {
-	if v == 0 {
-		return time.Time{}
-	}
-	return time.UnixMilli(v).UTC()
-}
 
 func notFound(what string) error {
 	return mailpush.Errorf(mailpush.ENotFound, "%s not found", what)

@@ -33,7 +33,7 @@ func scanMailbox(row pgx.Row) (*mailpush.Mailbox, error) {
 	if sub != nil {
 		m.SubscriptionID = *sub
 	}
-	m.LastEventAt, m.CreatedAt, m.UpdatedAt = fromMS(last), fromMS(created), fromMS(updated)
+	m.LastEventAt, m.CreatedAt, m.UpdatedAt = mailpush.FromUnixMilli(last), mailpush.FromUnixMilli(created), mailpush.FromUnixMilli(updated)
 	return &m, nil
 }
 
@@ -52,7 +52,7 @@ func (s *Store) scanRegistration(row pgx.Row) (*mailpush.Registration, error) {
 	r.Device.Token = tok
 	r.Device.Platform, r.Device.Environment = mailpush.Platform(platform), mailpush.Environment(env)
 	r.Content, r.Status = mailpush.ContentMode(content), mailpush.Status(status)
-	r.CreatedAt, r.UpdatedAt, r.ExpiresAt = fromMS(created), fromMS(updated), fromMS(expires)
+	r.CreatedAt, r.UpdatedAt, r.ExpiresAt = mailpush.FromUnixMilli(created), mailpush.FromUnixMilli(updated), mailpush.FromUnixMilli(expires)
 	return &r, nil
 }
 
@@ -76,13 +76,13 @@ func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *ma
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		m := *mb
 		if m.ID == "" {
-			m.ID = newID()
+			m.ID = mailpush.NewID()
 		}
 		m.CreatedAt, m.UpdatedAt = now, now
 		if _, err := tx.Exec(ctx, `INSERT INTO mailboxes (`+mailboxCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 			ON CONFLICT (tenant_id, address_hash, source) DO NOTHING`,
 			m.ID, m.TenantID, m.AddressHash, string(m.Source), string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark,
-			m.Badge, m.Seq, string(m.Status), ms(m.LastEventAt), ms(m.CreatedAt), ms(m.UpdatedAt)); err != nil {
+			m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.CreatedAt), mailpush.UnixMilli(m.UpdatedAt)); err != nil {
 			return fmt.Errorf("create mailbox: %w", err)
 		}
 		var err error
@@ -95,7 +95,7 @@ func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *ma
 		reg.UpdatedAt = now
 		id := reg.ID
 		if id == "" {
-			id = newID()
+			id = mailpush.NewID()
 		}
 		var created int64
 		if err := tx.QueryRow(ctx, `INSERT INTO registrations (id, tenant_id, mailbox_id, platform, environment, token_sealed, token_hash, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash)
@@ -105,11 +105,11 @@ func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *ma
 				updated_at = excluded.updated_at, expires_at = excluded.expires_at, activesync_device_hash = excluded.activesync_device_hash
 			RETURNING id, created_at`,
 			id, reg.TenantID, reg.MailboxID, string(reg.Device.Platform), string(reg.Device.Environment), sealed, tokenHash,
-			reg.Device.ContentKey, string(reg.Content), string(reg.Status), ms(now), ms(reg.ExpiresAt), reg.Device.ActiveSyncDeviceHash).
+			reg.Device.ContentKey, string(reg.Content), string(reg.Status), mailpush.UnixMilli(now), mailpush.UnixMilli(reg.ExpiresAt), reg.Device.ActiveSyncDeviceHash).
 			Scan(&reg.ID, &created); err != nil {
 			return fmt.Errorf("store registration: %w", err)
 		}
-		reg.CreatedAt = fromMS(created)
+		reg.CreatedAt = mailpush.FromUnixMilli(created)
 		return nil
 	})
 	if err != nil {
@@ -153,7 +153,7 @@ func (s *Store) UpdateRegistration(ctx context.Context, tenantID, id string, fn 
 		if wasActive && r.Status != mailpush.StatusActive {
 			// The pushes of events accepted until now were decided while it
 			// was active (see Recipients).
-			if _, err := tx.Exec(ctx, `UPDATE registrations SET left_active_at = $1 WHERE id = $2`, ms(r.UpdatedAt), id); err != nil {
+			if _, err := tx.Exec(ctx, `UPDATE registrations SET left_active_at = $1 WHERE id = $2`, mailpush.UnixMilli(r.UpdatedAt), id); err != nil {
 				return err
 			}
 		}
@@ -163,7 +163,7 @@ func (s *Store) UpdateRegistration(ctx context.Context, tenantID, id string, fn 
 		}
 		if _, err = tx.Exec(ctx, `UPDATE registrations SET platform = $1, environment = $2, token_sealed = $3, token_hash = $4, content_key = $5, content = $6, status = $7, updated_at = $8, expires_at = $9, activesync_device_hash = $10 WHERE id = $11`,
 			string(r.Device.Platform), string(r.Device.Environment), sealed, tokenHash, r.Device.ContentKey,
-			string(r.Content), string(r.Status), ms(r.UpdatedAt), ms(r.ExpiresAt), r.Device.ActiveSyncDeviceHash, id); err != nil {
+			string(r.Content), string(r.Status), mailpush.UnixMilli(r.UpdatedAt), mailpush.UnixMilli(r.ExpiresAt), r.Device.ActiveSyncDeviceHash, id); err != nil {
 			return dbError("update registration", err)
 		}
 		return nil
@@ -309,7 +309,7 @@ func (s *Store) UpdateMailbox(ctx context.Context, id string, fn func(*mailpush.
 		m.ID = id
 		m.UpdatedAt = s.clock.Now().UTC()
 		_, err = tx.Exec(ctx, `UPDATE mailboxes SET mode = $1, server_url = $2, subscription_id = $3, watermark = $4, badge = $5, seq = $6, status = $7, last_event_at = $8, updated_at = $9 WHERE id = $10`,
-			string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark, m.Badge, m.Seq, string(m.Status), ms(m.LastEventAt), ms(m.UpdatedAt), id)
+			string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark, m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.UpdatedAt), id)
 		if isUnique(err) {
 			return mailpush.Errorf(mailpush.EConflict, "subscription is already bound to another mailbox")
 		}
@@ -330,7 +330,7 @@ func (s *Store) StaleMailboxes(ctx context.Context, source mailpush.Source, befo
 		return nil, mailpush.Errorf(mailpush.EInvalid, "StaleMailboxes: limit must be positive")
 	}
 	rows, err := s.pool.Query(ctx, `SELECT `+mailboxCols+` FROM mailboxes WHERE source = $1 AND status IN ('active', 'pending') AND last_event_at < $2 ORDER BY last_event_at, id LIMIT $3`,
-		string(source), ms(before), limit)
+		string(source), mailpush.UnixMilli(before), limit)
 	if err != nil {
 		return nil, dbError("stale mailboxes", err)
 	}

@@ -14,13 +14,13 @@ import (
 // CreateTenant stores a new tenant; its ID is generated when empty.
 func (s *Store) CreateTenant(ctx context.Context, t *mailpush.Tenant) error {
 	if t.ID == "" {
-		t.ID = newID()
+		t.ID = mailpush.NewID()
 	}
 	if t.CreatedAt.IsZero() {
 		t.CreatedAt = s.clock.Now().UTC()
 	}
 	_, err := s.pool.Exec(ctx, `INSERT INTO tenants (id, name, allowed_hosts, max_content, device_subscribed, created_at) VALUES ($1, $2, $3, $4, $5, $6)`,
-		t.ID, t.Name, strings.Join(t.AllowedHosts, "\n"), string(t.MaxContent), t.DeviceSubscribed, ms(t.CreatedAt))
+		t.ID, t.Name, strings.Join(t.AllowedHosts, "\n"), string(t.MaxContent), t.DeviceSubscribed, mailpush.UnixMilli(t.CreatedAt))
 	if err != nil {
 		if isUnique(err) {
 			return mailpush.Errorf(mailpush.EConflict, "a tenant named %q already exists", t.Name)
@@ -58,7 +58,7 @@ func (s *Store) tenantWhere(ctx context.Context, where string, arg any) (*mailpu
 		t.AllowedHosts = strings.Split(hosts, "\n")
 	}
 	t.MaxContent = mailpush.ContentMode(content)
-	t.CreatedAt = fromMS(created)
+	t.CreatedAt = mailpush.FromUnixMilli(created)
 	return &t, nil
 }
 
@@ -84,7 +84,7 @@ func (s *Store) CreateToken(ctx context.Context, tok *mailpush.Token) error {
 		tok.CreatedAt = s.clock.Now().UTC()
 	}
 	_, err := s.pool.Exec(ctx, `INSERT INTO tokens (`+tokenCols+`) VALUES ($1, $2, $3, $4, $5)`,
-		tok.ID, tok.TenantID, string(tok.Scope), tok.SecretHash, ms(tok.CreatedAt))
+		tok.ID, tok.TenantID, string(tok.Scope), tok.SecretHash, mailpush.UnixMilli(tok.CreatedAt))
 	switch {
 	case isUnique(err):
 		return mailpush.Errorf(mailpush.EConflict, "a token with this ID already exists")
@@ -105,7 +105,7 @@ func scanToken(row pgx.Row) (*mailpush.Token, error) {
 	if err := row.Scan(&tok.ID, &tok.TenantID, &scope, &tok.SecretHash, &created); err != nil {
 		return nil, err
 	}
-	tok.Scope, tok.CreatedAt = mailpush.Scope(scope), fromMS(created)
+	tok.Scope, tok.CreatedAt = mailpush.Scope(scope), mailpush.FromUnixMilli(created)
 	return &tok, nil
 }
 

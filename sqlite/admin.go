@@ -16,7 +16,7 @@ func (s *Store) AppendAudit(ctx context.Context, e *mailpush.AuditEntry) error {
 		e.At = s.clock.Now().UTC()
 	}
 	res, err := s.w.ExecContext(ctx, `INSERT INTO audit_log (at, actor, tenant_id, action, target, detail) VALUES (?, ?, ?, ?, ?, ?)`,
-		ms(e.At), e.Actor, e.TenantID, e.Action, e.Target, e.Detail)
+		mailpush.UnixMilli(e.At), e.Actor, e.TenantID, e.Action, e.Target, e.Detail)
 	if err != nil {
 		return dbError("append audit", err)
 	}
@@ -39,7 +39,7 @@ func (s *Store) AuditEntries(ctx context.Context, tenantID string, limit int) ([
 		if err := rows.Scan(&e.ID, &at, &e.Actor, &e.TenantID, &e.Action, &e.Target, &e.Detail); err != nil {
 			return nil, dbError("audit entries", err)
 		}
-		e.At = fromMS(at)
+		e.At = mailpush.FromUnixMilli(at)
 		out = append(out, e)
 	}
 	return out, rows.Err()
@@ -48,7 +48,7 @@ func (s *Store) AuditEntries(ctx context.Context, tenantID string, limit int) ([
 // SubscriptionHealth groups mailboxes by source and status.
 func (s *Store) SubscriptionHealth(ctx context.Context, tenantID string, overdueBefore time.Time) ([]mailpush.SourceHealth, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT source, status, count(*), coalesce(sum(last_event_at < ?), 0), coalesce(max(last_event_at), 0)
-		FROM mailboxes WHERE ? = '' OR tenant_id = ? GROUP BY source, status ORDER BY source, status`, ms(overdueBefore), tenantID, tenantID)
+		FROM mailboxes WHERE ? = '' OR tenant_id = ? GROUP BY source, status ORDER BY source, status`, mailpush.UnixMilli(overdueBefore), tenantID, tenantID)
 	if err != nil {
 		return nil, dbError("subscription health", err)
 	}
@@ -63,7 +63,7 @@ func (s *Store) SubscriptionHealth(ctx context.Context, tenantID string, overdue
 		}
 		h.Source, h.Status = mailpush.Source(src), mailpush.Status(status)
 		if last > 0 {
-			h.LastEventAt = fromMS(last)
+			h.LastEventAt = mailpush.FromUnixMilli(last)
 		}
 		out = append(out, h)
 	}

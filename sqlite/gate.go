@@ -21,14 +21,14 @@ func (s *Store) PutGateDevice(ctx context.Context, d *mailpush.GateDevice) error
 		ON CONFLICT (tenant_id, device_id) DO UPDATE SET user_hash = excluded.user_hash, device_type = excluded.device_type,
 			state = excluded.state, updated_at = excluded.updated_at
 		RETURNING created_at, last_seen`,
-		d.TenantID, d.DeviceID, d.UserHash, d.DeviceType, string(d.State), ms(now), ms(now)).Scan(&created, &lastSeen)
+		d.TenantID, d.DeviceID, d.UserHash, d.DeviceType, string(d.State), mailpush.UnixMilli(now), mailpush.UnixMilli(now)).Scan(&created, &lastSeen)
 	if err != nil {
 		if isForeignKey(err) {
 			return notFound("tenant")
 		}
 		return dbError("put gate device", err)
 	}
-	d.CreatedAt, d.UpdatedAt, d.LastSeen = fromMS(created), now, fromMS(lastSeen)
+	d.CreatedAt, d.UpdatedAt, d.LastSeen = mailpush.FromUnixMilli(created), now, mailpush.FromUnixMilli(lastSeen)
 	return nil
 }
 
@@ -53,7 +53,7 @@ func scanGateDevice(row interface{ Scan(...any) error }) (*mailpush.GateDevice, 
 		return nil, err
 	}
 	d.State = mailpush.DeviceState(state)
-	d.LastSeen, d.CreatedAt, d.UpdatedAt = fromMS(last), fromMS(created), fromMS(updated)
+	d.LastSeen, d.CreatedAt, d.UpdatedAt = mailpush.FromUnixMilli(last), mailpush.FromUnixMilli(created), mailpush.FromUnixMilli(updated)
 	return &d, nil
 }
 
@@ -86,7 +86,7 @@ func (s *Store) TouchGateDevices(ctx context.Context, tenantID string, seen map[
 	}
 	defer stmt.Close()
 	for id, t := range seen {
-		if _, err := stmt.ExecContext(ctx, ms(t), tenantID, id, ms(t)); err != nil {
+		if _, err := stmt.ExecContext(ctx, mailpush.UnixMilli(t), tenantID, id, mailpush.UnixMilli(t)); err != nil {
 			return dbError("touch gate devices", err)
 		}
 	}

@@ -94,7 +94,7 @@ func (s *Store) enqueueOne(ctx context.Context, q enqueueStatements, p *mailpush
 	if err != nil {
 		return fmt.Errorf("sqlite: enqueue: %w", err)
 	}
-	created := ms(p.CreatedAt)
+	created := mailpush.UnixMilli(p.CreatedAt)
 	if created == 0 {
 		created = now
 	}
@@ -161,7 +161,7 @@ func (s *Store) claimTx(ctx context.Context, tx *sql.Tx, now time.Time, limit in
 	if err != nil {
 		return nil, dbError("claim", err)
 	}
-	rows, err := sel.QueryContext(ctx, ms(now), ms(now), limit)
+	rows, err := sel.QueryContext(ctx, mailpush.UnixMilli(now), mailpush.UnixMilli(now), limit)
 	if err != nil {
 		return nil, dbError("claim", err)
 	}
@@ -200,10 +200,10 @@ func (s *Store) claimTx(ctx context.Context, tx *sql.Tx, now time.Time, limit in
 		}
 		p.Subject, p.Sender, p.Sealed = c.Subject, c.Sender, c.Sealed
 		p.Kind = mailpush.PushKind(kind)
-		p.CreatedAt = fromMS(created)
+		p.CreatedAt = mailpush.FromUnixMilli(created)
 		p.Device.Platform, p.Device.Environment, p.Device.Token = mailpush.Platform(platform.String), mailpush.Environment(env.String), tok
 		q.Attempts++
-		q.LastSeq, q.RegUpdatedAt = lastSeq.Int64, fromMS(updated.Int64)
+		q.LastSeq, q.RegUpdatedAt = lastSeq.Int64, mailpush.FromUnixMilli(updated.Int64)
 		out = append(out, &q)
 		claimed = append(claimed, q.OutboxID)
 	}
@@ -222,7 +222,7 @@ func (s *Store) claimTx(ctx context.Context, tx *sql.Tx, now time.Time, limit in
 		}
 	}
 	if len(claimed) > 0 {
-		if err := s.exec(ctx, tx, qLeaseIDs, ms(now.Add(lease)), idList(claimed)); err != nil {
+		if err := s.exec(ctx, tx, qLeaseIDs, mailpush.UnixMilli(now.Add(lease)), idList(claimed)); err != nil {
 			return nil, dbError("claim", err)
 		}
 	}
@@ -294,9 +294,9 @@ func (s *Store) settleTx(ctx context.Context, tx *sql.Tx, settlements []mailpush
 			if st.Undo {
 				undo = 1
 			}
-			_, err = tx.ExecContext(ctx, `UPDATE outbox SET due_at = ?, attempts = max(0, attempts - ?), last_error = ? WHERE id = ?`, ms(st.DueAt), undo, st.Reason, st.OutboxID)
+			_, err = tx.ExecContext(ctx, `UPDATE outbox SET due_at = ?, attempts = max(0, attempts - ?), last_error = ? WHERE id = ?`, mailpush.UnixMilli(st.DueAt), undo, st.Reason, st.OutboxID)
 		case mailpush.SettleDead:
-			err = s.bury(ctx, tx, st.OutboxID, st.Reason, fromMS(now))
+			err = s.bury(ctx, tx, st.OutboxID, st.Reason, mailpush.FromUnixMilli(now))
 		default:
 			return fmt.Errorf("sqlite: settle: unknown action %d", st.Action)
 		}
@@ -331,7 +331,7 @@ func (s *Store) DeadLetters(ctx context.Context, limit int) ([]mailpush.DeadLett
 		if err := rows.Scan(&d.PushID, &d.TenantID, &d.RegistrationID, &d.MailboxID, &kind, &d.Seq, &d.Attempts, &d.Reason, &created, &dead); err != nil {
 			return nil, dbError("dead letters", err)
 		}
-		d.Kind, d.CreatedAt, d.DeadAt = mailpush.PushKind(kind), fromMS(created), fromMS(dead)
+		d.Kind, d.CreatedAt, d.DeadAt = mailpush.PushKind(kind), mailpush.FromUnixMilli(created), mailpush.FromUnixMilli(dead)
 		out = append(out, d)
 	}
 	return out, rows.Err()
@@ -346,7 +346,7 @@ type deadRow struct {
 // no token).
 func (s *Store) bury(ctx context.Context, tx *sql.Tx, id int64, reason string, now time.Time) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO outbox_dead (push_id, tenant_id, registration_id, mailbox_id, kind, seq, attempts, reason, created_at, dead_at)
-		SELECT push_id, tenant_id, registration_id, mailbox_id, kind, seq, attempts, ?, created_at, ? FROM outbox WHERE id = ?`, reason, ms(now), id)
+		SELECT push_id, tenant_id, registration_id, mailbox_id, kind, seq, attempts, ?, created_at, ? FROM outbox WHERE id = ?`, reason, mailpush.UnixMilli(now), id)
 	if err == nil {
 		_, err = tx.ExecContext(ctx, `DELETE FROM outbox WHERE id = ?`, id)
 	}

@@ -97,7 +97,7 @@ func (s *Store) enqueueEventsTx(ctx context.Context, tx *sql.Tx, events []*mailp
 		if err != nil {
 			return fmt.Errorf("sqlite: enqueue events: %w", err)
 		}
-		created := ms(e.CreatedAt)
+		created := mailpush.UnixMilli(e.CreatedAt)
 		if created == 0 {
 			created = now
 		}
@@ -168,17 +168,17 @@ func (s *Store) settleEventsTx(ctx context.Context, tx *sql.Tx, st mailpush.Even
 			return dbError("settle events", err)
 		}
 		for _, d := range st.Queue {
-			if err := s.enqueueOne(ctx, q, d.Push, ms(d.DueAt), d.Attempts, d.Reason, now); err != nil {
+			if err := s.enqueueOne(ctx, q, d.Push, mailpush.UnixMilli(d.DueAt), d.Attempts, d.Reason, now); err != nil {
 				return err
 			}
 		}
 	}
 	for _, d := range st.Dead {
-		dead := ms(d.DeadAt)
+		dead := mailpush.UnixMilli(d.DeadAt)
 		if dead == 0 {
 			dead = now
 		}
-		created := ms(d.CreatedAt)
+		created := mailpush.UnixMilli(d.CreatedAt)
 		if created == 0 {
 			created = now
 		}
@@ -217,7 +217,7 @@ func (s *Store) claimEventsTx(ctx context.Context, tx *sql.Tx, now time.Time, li
 	if err != nil {
 		return nil, dbError("claim events", err)
 	}
-	rows, err := sel.QueryContext(ctx, ms(now), ms(now), limit)
+	rows, err := sel.QueryContext(ctx, mailpush.UnixMilli(now), mailpush.UnixMilli(now), limit)
 	if err != nil {
 		return nil, dbError("claim events", err)
 	}
@@ -234,7 +234,7 @@ func (s *Store) claimEventsTx(ctx context.Context, tx *sql.Tx, now time.Time, li
 			rows.Close()
 			return nil, dbError("claim events", err)
 		}
-		ev.Kind, e.Unresolved, e.CreatedAt = mailpush.EventKind(kind), unresolved != 0, fromMS(created)
+		ev.Kind, e.Unresolved, e.CreatedAt = mailpush.EventKind(kind), unresolved != 0, mailpush.FromUnixMilli(created)
 		ev.At = e.CreatedAt
 		c, bad := s.codec.OpenContent(content)
 		if bad != "" {
@@ -257,7 +257,7 @@ func (s *Store) claimEventsTx(ctx context.Context, tx *sql.Tx, now time.Time, li
 		for _, e := range unreadable {
 			ids = append(ids, e.OutboxID)
 			if err := s.exec(ctx, tx, qDeadInsert, e.ID, e.Event.TenantID, "", e.Event.MailboxID, "event", e.Event.Seq, e.Attempts,
-				"the stored event content cannot be opened", ms(e.CreatedAt), ms(now)); err != nil {
+				"the stored event content cannot be opened", mailpush.UnixMilli(e.CreatedAt), mailpush.UnixMilli(now)); err != nil {
 				return nil, dbError("claim events", err)
 			}
 		}
@@ -266,7 +266,7 @@ func (s *Store) claimEventsTx(ctx context.Context, tx *sql.Tx, now time.Time, li
 		}
 	}
 	if len(claimed) > 0 {
-		if err := s.exec(ctx, tx, qEventLease, ms(now.Add(lease)), idList(claimed)); err != nil {
+		if err := s.exec(ctx, tx, qEventLease, mailpush.UnixMilli(now.Add(lease)), idList(claimed)); err != nil {
 			return nil, dbError("claim events", err)
 		}
 	}
@@ -287,7 +287,7 @@ func (s *Store) Recipients(ctx context.Context, mailboxIDs []string, since time.
 		ids = appendJSONString(ids, id)
 	}
 	ids = append(ids, ']')
-	rows, err := s.read(ctx, qRecipients, string(ids), max(1, ms(since)))
+	rows, err := s.read(ctx, qRecipients, string(ids), max(1, mailpush.UnixMilli(since)))
 	if err != nil {
 		return nil, dbError("recipients", err)
 	}
@@ -301,8 +301,8 @@ func (s *Store) Recipients(ctx context.Context, mailboxIDs []string, since time.
 		if err := rows.Scan(&r.RegistrationID, &r.TenantID, &r.MailboxID, &platform, &env, &sealed, &r.Device.ContentKey, &content, &r.LastSeq, &updated, &left, &r.Held); err != nil {
 			return nil, dbError("recipients", err)
 		}
-		r.Device.Platform, r.Device.Environment, r.Content, r.UpdatedAt = mailpush.Platform(platform), mailpush.Environment(env), mailpush.ContentMode(content), fromMS(updated)
-		r.LeftActiveAt = fromMS(left)
+		r.Device.Platform, r.Device.Environment, r.Content, r.UpdatedAt = mailpush.Platform(platform), mailpush.Environment(env), mailpush.ContentMode(content), mailpush.FromUnixMilli(updated)
+		r.LeftActiveAt = mailpush.FromUnixMilli(left)
 		if tok, err := s.codec.OpenToken(sealed); err != nil {
 			r.Unreadable = "the registration's stored push token cannot be opened"
 		} else {

@@ -40,7 +40,7 @@ func scanMailbox(row scanner) (*mailpush.Mailbox, error) {
 	}
 	m.Source, m.Mode, m.Status = mailpush.Source(src), mailpush.Mode(mode), mailpush.Status(status)
 	m.SubscriptionID = sub.String
-	m.LastEventAt, m.CreatedAt, m.UpdatedAt = fromMS(last), fromMS(created), fromMS(updated)
+	m.LastEventAt, m.CreatedAt, m.UpdatedAt = mailpush.FromUnixMilli(last), mailpush.FromUnixMilli(created), mailpush.FromUnixMilli(updated)
 	return &m, nil
 }
 
@@ -59,7 +59,7 @@ func (s *Store) scanRegistration(row scanner) (*mailpush.Registration, error) {
 	r.Device.Token = tok
 	r.Device.Platform, r.Device.Environment = mailpush.Platform(platform), mailpush.Environment(env)
 	r.Content, r.Status = mailpush.ContentMode(content), mailpush.Status(status)
-	r.CreatedAt, r.UpdatedAt, r.ExpiresAt = fromMS(created), fromMS(updated), fromMS(expires)
+	r.CreatedAt, r.UpdatedAt, r.ExpiresAt = mailpush.FromUnixMilli(created), mailpush.FromUnixMilli(updated), mailpush.FromUnixMilli(expires)
 	return &r, nil
 }
 
@@ -101,12 +101,12 @@ func (s *Store) registerTx(ctx context.Context, tx *sql.Tx, reg *mailpush.Regist
 	case errors.Is(err, sql.ErrNoRows):
 		m := *mb
 		if m.ID == "" {
-			m.ID = newID()
+			m.ID = mailpush.NewID()
 		}
 		m.CreatedAt, m.UpdatedAt = now, now
 		if _, err := s.txStmt(ctx, tx, qInsertMailbox).ExecContext(ctx,
 			m.ID, m.TenantID, m.AddressHash, string(m.Source), string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark,
-			m.Badge, m.Seq, string(m.Status), ms(m.LastEventAt), ms(m.CreatedAt), ms(m.UpdatedAt)); err != nil {
+			m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.CreatedAt), mailpush.UnixMilli(m.UpdatedAt)); err != nil {
 			return nil, dbError("create mailbox", err)
 		}
 		stored = &m
@@ -122,19 +122,19 @@ func (s *Store) registerTx(ctx context.Context, tx *sql.Tx, reg *mailpush.Regist
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		if reg.ID == "" {
-			reg.ID = newID()
+			reg.ID = mailpush.NewID()
 		}
 		reg.CreatedAt = now
 		_, err = s.txStmt(ctx, tx, qInsertRegistration).ExecContext(ctx,
 			reg.ID, reg.TenantID, reg.MailboxID, string(reg.Device.Platform), string(reg.Device.Environment), sealed, tokenHash,
-			reg.Device.ContentKey, string(reg.Content), string(reg.Status), ms(reg.CreatedAt), ms(reg.UpdatedAt), ms(reg.ExpiresAt), reg.Device.ActiveSyncDeviceHash)
+			reg.Device.ContentKey, string(reg.Content), string(reg.Status), mailpush.UnixMilli(reg.CreatedAt), mailpush.UnixMilli(reg.UpdatedAt), mailpush.UnixMilli(reg.ExpiresAt), reg.Device.ActiveSyncDeviceHash)
 	case err != nil:
 		return nil, dbError("find registration", err)
 	default:
-		reg.ID, reg.CreatedAt = existingID, fromMS(existingCreated)
+		reg.ID, reg.CreatedAt = existingID, mailpush.FromUnixMilli(existingCreated)
 		_, err = s.txStmt(ctx, tx, qUpdateRegistration).ExecContext(ctx,
 			string(reg.Device.Platform), string(reg.Device.Environment), sealed, reg.Device.ContentKey, string(reg.Content), string(reg.Status),
-			ms(reg.UpdatedAt), ms(reg.ExpiresAt), reg.Device.ActiveSyncDeviceHash, reg.ID)
+			mailpush.UnixMilli(reg.UpdatedAt), mailpush.UnixMilli(reg.ExpiresAt), reg.Device.ActiveSyncDeviceHash, reg.ID)
 	}
 	if err != nil {
 		return nil, dbError("store registration", err)
@@ -246,14 +246,14 @@ func (s *Store) UpdateRegistration(ctx context.Context, tenantID, id string, fn 
 		}
 		err = s.exec(ctx, tx, qUpdateRegistrationAll,
 			string(r.Device.Platform), string(r.Device.Environment), sealed, tokenHash, r.Device.ContentKey,
-			string(r.Content), string(r.Status), ms(r.UpdatedAt), ms(r.ExpiresAt), r.Device.ActiveSyncDeviceHash, id)
+			string(r.Content), string(r.Status), mailpush.UnixMilli(r.UpdatedAt), mailpush.UnixMilli(r.ExpiresAt), r.Device.ActiveSyncDeviceHash, id)
 		if err != nil {
 			return dbError("update registration", err)
 		}
 		if wasActive && r.Status != mailpush.StatusActive {
 			// The pushes of events accepted until now were decided while it
 			// was active (see Recipients).
-			if _, err := tx.ExecContext(ctx, `UPDATE registrations SET left_active_at = ? WHERE id = ?`, ms(r.UpdatedAt), id); err != nil {
+			if _, err := tx.ExecContext(ctx, `UPDATE registrations SET left_active_at = ? WHERE id = ?`, mailpush.UnixMilli(r.UpdatedAt), id); err != nil {
 				return dbError("update registration", err)
 			}
 		}
@@ -411,7 +411,7 @@ func (s *Store) UpdateMailbox(ctx context.Context, id string, fn func(*mailpush.
 		m.ID = id
 		m.UpdatedAt = s.clock.Now().UTC()
 		err = s.exec(ctx, tx, qUpdateMailbox,
-			string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark, m.Badge, m.Seq, string(m.Status), ms(m.LastEventAt), ms(m.UpdatedAt), id)
+			string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark, m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.UpdatedAt), id)
 		if err != nil {
 			if isUnique(err) {
 				return mailpush.Errorf(mailpush.EConflict, "subscription is already bound to another mailbox")
@@ -434,7 +434,7 @@ func (s *Store) StaleMailboxes(ctx context.Context, source mailpush.Source, befo
 	}
 	// The status list is written as in the partial index so that SQLite uses it.
 	rows, err := s.r.QueryContext(ctx, `SELECT `+mailboxCols+` FROM mailboxes WHERE source = ? AND status IN ('active', 'pending') AND last_event_at < ? ORDER BY last_event_at, id LIMIT ?`,
-		string(source), ms(before), limit)
+		string(source), mailpush.UnixMilli(before), limit)
 	if err != nil {
 		return nil, dbError("stale mailboxes", err)
 	}

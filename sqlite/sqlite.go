@@ -10,10 +10,8 @@ package sqlite
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"embed"
-	"encoding/base32"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -22,7 +20,6 @@ import (
 	"runtime"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/mailpush/mailpush"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -144,27 +141,6 @@ func (s *Store) applyMigration(ctx context.Context, version, name string) error 
 }
 
 func (s *Store) now() int64 { return s.clock.Now().UnixMilli() }
-
-// newID returns a random 128-bit ID as 26 lower-case base32 characters.
-func newID() string {
-	b := make([]byte, 16)
-	rand.Read(b)
-	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b))
-}
-
-func ms(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixMilli()
-}
-
-func fromMS(v int64) time.Time {
-	if v == 0 {
-		return time.Time{}
-	}
-	return time.UnixMilli(v).UTC()
-}
 
 func notFound(what string) error {
 	return mailpush.Errorf(mailpush.ENotFound, "%s not found", what)

@@ -12,13 +12,13 @@ import (
 // CreateTenant stores a new tenant; its ID is generated when empty.
 func (s *Store) CreateTenant(ctx context.Context, t *mailpush.Tenant) error {
 	if t.ID == "" {
-		t.ID = newID()
+		t.ID = mailpush.NewID()
 	}
 	if t.CreatedAt.IsZero() {
 		t.CreatedAt = s.clock.Now().UTC()
 	}
 	_, err := s.w.ExecContext(ctx, `INSERT INTO tenants (id, name, allowed_hosts, max_content, device_subscribed, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		t.ID, t.Name, strings.Join(t.AllowedHosts, "\n"), string(t.MaxContent), t.DeviceSubscribed, ms(t.CreatedAt))
+		t.ID, t.Name, strings.Join(t.AllowedHosts, "\n"), string(t.MaxContent), t.DeviceSubscribed, mailpush.UnixMilli(t.CreatedAt))
 	if err != nil {
 		if isUnique(err) {
 			return mailpush.Errorf(mailpush.EConflict, "a tenant named %q already exists", t.Name)
@@ -56,7 +56,7 @@ func (s *Store) tenantWhere(ctx context.Context, where string, arg any) (*mailpu
 		t.AllowedHosts = strings.Split(hosts, "\n")
 	}
 	t.MaxContent = mailpush.ContentMode(content)
-	t.CreatedAt = fromMS(created)
+	t.CreatedAt = mailpush.FromUnixMilli(created)
 	return &t, nil
 }
 

@@ -14,7 +14,7 @@ func (s *Store) CreateToken(ctx context.Context, tok *mailpush.Token) error {
 		tok.CreatedAt = s.clock.Now().UTC()
 	}
 	_, err := s.w.ExecContext(ctx, `INSERT INTO tokens (id, tenant_id, scope, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)`,
-		tok.ID, tok.TenantID, string(tok.Scope), tok.SecretHash, ms(tok.CreatedAt))
+		tok.ID, tok.TenantID, string(tok.Scope), tok.SecretHash, mailpush.UnixMilli(tok.CreatedAt))
 	if err != nil {
 		if isUnique(err) {
 			return mailpush.Errorf(mailpush.EConflict, "a token with this ID already exists")
@@ -49,7 +49,7 @@ func scanToken(row interface{ Scan(...any) error }) (*mailpush.Token, error) {
 	if err := row.Scan(&tok.ID, &tok.TenantID, &scope, &tok.SecretHash, &created); err != nil {
 		return nil, err
 	}
-	tok.Scope, tok.CreatedAt = mailpush.Scope(scope), fromMS(created)
+	tok.Scope, tok.CreatedAt = mailpush.Scope(scope), mailpush.FromUnixMilli(created)
 	return &tok, nil
 }
 
