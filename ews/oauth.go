@@ -157,7 +157,14 @@ func (c *Client) bearer(ctx context.Context, cred mailpush.Credentials, refused 
 // over the client's HTTP client (no redirects: the refresh token never
 // follows one). The answer is read by oauth2 up to 1 MiB; a longer one is
 // cut and fails to parse.
+//
+// The grant does not end with the caller: a provider that rotates refresh
+// tokens has spent the old one as soon as it answers, so a refresh abandoned
+// halfway (the notification's request went away) would lose the only
+// refresh token there is. It runs on its own deadline instead.
 func (c *Client) refresh(ctx context.Context, cur mailpush.Credentials) (mailpush.Credentials, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
+	defer cancel()
 	cfg := oauth2.Config{ClientID: cur.ClientID, Endpoint: oauth2.Endpoint{TokenURL: cur.TokenURL, AuthStyle: oauth2.AuthStyleInParams}}
 	rctx := context.WithValue(ctx, oauth2.HTTPClient, c.httpClient())
 	t, err := cfg.TokenSource(rctx, &oauth2.Token{RefreshToken: cur.RefreshToken}).Token()
@@ -184,6 +191,9 @@ func (c *Client) refresh(ctx context.Context, cur mailpush.Credentials) (mailpus
 	}
 	return next, nil
 }
+
+// refreshTimeout bounds one refresh grant, whoever asked for it.
+const refreshTimeout = 30 * time.Second
 
 // refreshError says why a refresh failed without the tokens: oauth2's
 // RetrieveError carries the answer's body, which may hold them, so only
