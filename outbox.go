@@ -139,6 +139,14 @@ type OutboxEvent struct {
 	Unresolved bool
 	Attempts   int       // including the one this claim starts
 	CreatedAt  time.Time // when the event was accepted
+	// Record, when set, moves the event's mailbox with the event, in the
+	// transaction that stores it (one write for both, so a source's
+	// acknowledgement waits for one commit): EnqueueEvents reads the
+	// mailbox, calls Record on it, writes it back and stores the event
+	// with the mailbox's sequence as Event.Seq, only when Record reports
+	// news. A mailbox that is gone stores nothing. Record may run more than
+	// once (a transaction tried again), each time on a fresh read.
+	Record func(*Mailbox) (news bool)
 }
 
 // Recipient is one active device of a mailbox, as the fan-out needs it.

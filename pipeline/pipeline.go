@@ -302,6 +302,13 @@ func (p *Pipeline) HandleEvent(ctx context.Context, ev mailpush.Event) error {
 	return p.accept(ctx, &mailpush.OutboxEvent{ID: newUUID(), Event: ev, CreatedAt: p.cfg.Clock.Now()})
 }
 
+// HandleMailboxEvent is HandleEvent for a source that moves the event's
+// mailbox with it (mailpush.MailboxEventSink): the mailbox update and the
+// event row are one write, and the event carries the mailbox's new sequence.
+func (p *Pipeline) HandleMailboxEvent(ctx context.Context, ev mailpush.Event, record func(*mailpush.Mailbox) bool) error {
+	return p.accept(ctx, &mailpush.OutboxEvent{ID: newUUID(), Event: ev, CreatedAt: p.cfg.Clock.Now(), Record: record})
+}
+
 // HandleUnresolvedEvent stores an event whose badge and content are not known
 // yet (a source that acknowledges before fetching them from the mail
 // server): the Resolver completes it after the claim, before the fan-out.

@@ -80,6 +80,15 @@ func (s *Store) enqueueEventsTx(ctx context.Context, tx *sql.Tx, events []*mailp
 	}
 	for _, e := range events {
 		ev := &e.Event
+		if e.Record != nil {
+			news, err := s.recordEvent(ctx, tx, e)
+			if err != nil {
+				return err
+			}
+			if !news {
+				continue
+			}
+		}
 		class := e.CoalesceClass()
 		if class != "" {
 			var n int
@@ -110,6 +119,26 @@ func (s *Store) enqueueEventsTx(ctx context.Context, tx *sql.Tx, events []*mailp
 		}
 	}
 	return nil
+}
+
+// recordEvent applies e.Record to its mailbox in tx (OutboxEvent.Record)
+// and reports whether the event is to be stored.
+func (s *Store) recordEvent(ctx context.Context, tx *sql.Tx, e *mailpush.OutboxEvent) (bool, error) {
+	m, err := mailboxWhere(ctx, txQuerier{s, tx}, "id = ?", e.Event.MailboxID)
+	if mailpush.ErrorCode(err) == mailpush.ENotFound {
+		return false, nil // gone since the source looked it up
+	}
+	if err != nil {
+		return false, err
+	}
+	news := e.Record(m)
+	if err := s.writeMailbox(ctx, tx, m); err != nil {
+		return false, err
+	}
+	if news {
+		e.Event.Seq = m.Seq
+	}
+	return news, nil
 }
 
 // ClaimEvents leases the oldest due events.
