@@ -1,10 +1,13 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mailpush/mailpush"
@@ -37,14 +40,16 @@ const (
 	qEnqueueState = `INSERT INTO outbox (push_id, tenant_id, registration_id, mailbox_id, kind, badge, seq, collapse_id, content, attempts, due_at, last_error, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	qDeadInsert   = `INSERT INTO outbox_dead (push_id, tenant_id, registration_id, mailbox_id, kind, seq, attempts, reason, created_at, dead_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	// qRecipients reads the devices of a batch's mailboxes in one query;
-	// "held" is whether the registration has device pushes queued.
+	// "held" is whether the registration has device pushes queued. No
+	// ORDER BY: SQLite would copy every row, sealed token included, into a
+	// temporary b-tree to sort it (40 % of the query); Recipients sorts
+	// the rows' pointers instead.
 	qRecipients = `SELECT r.id, r.tenant_id, r.mailbox_id, r.platform, r.environment, r.token_sealed, r.content_key, r.content, max(r.last_seq, m.fanned_seq), r.updated_at,
 		CASE r.status WHEN 'active' THEN 0 ELSE r.left_active_at END,
-		EXISTS (SELECT 1 FROM outbox o WHERE o.registration_id = r.id)
+		EXISTS (SELECT 1 FROM outbox o WHERE o.registration_id = r.id), r.created_at
 		FROM registrations r JOIN mailboxes m ON m.id = r.mailbox_id
 		WHERE r.mailbox_id IN (SELECT value FROM json_each(?))
-		AND (r.status = 'active' OR r.status = 'pending' AND r.left_active_at >= ?)
-		ORDER BY r.mailbox_id, r.created_at, r.id`
+		AND (r.status = 'active' OR r.status = 'pending' AND r.left_active_at >= ?)`
 )
 
 var eventStatements = []string{qEventNewer, qEventCoalesce, qEventInsert, qEventClaim, qEventLease, qEventDelete, qEventFanned, qEnqueueState, qDeadInsert}
@@ -321,13 +326,18 @@ func (s *Store) Recipients(ctx context.Context, mailboxIDs []string, since time.
 		return nil, dbError("recipients", err)
 	}
 	defer rows.Close()
-	var out []*mailpush.Recipient
+	type row struct {
+		r       mailpush.Recipient
+		created int64
+	}
+	var all []*row
 	for rows.Next() {
-		r := &mailpush.Recipient{}
+		w := &row{}
+		r := &w.r
 		var platform, env, content string
 		var sealed []byte
 		var updated, left int64
-		if err := rows.Scan(&r.RegistrationID, &r.TenantID, &r.MailboxID, &platform, &env, &sealed, &r.Device.ContentKey, &content, &r.LastSeq, &updated, &left, &r.Held); err != nil {
+		if err := rows.Scan(&r.RegistrationID, &r.TenantID, &r.MailboxID, &platform, &env, &sealed, &r.Device.ContentKey, &content, &r.LastSeq, &updated, &left, &r.Held, &w.created); err != nil {
 			return nil, dbError("recipients", err)
 		}
 		r.Device.Platform, r.Device.Environment, r.Content, r.UpdatedAt = mailpush.Platform(platform), mailpush.Environment(env), mailpush.ContentMode(content), mailpush.FromUnixMilli(updated)
@@ -337,10 +347,24 @@ func (s *Store) Recipients(ctx context.Context, mailboxIDs []string, since time.
 		} else {
 			r.Device.Token = tok
 		}
-		out = append(out, r)
+		all = append(all, w)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, dbError("recipients", err)
+	}
+	// By mailbox, in registration order.
+	slices.SortFunc(all, func(a, b *row) int {
+		if c := strings.Compare(a.r.MailboxID, b.r.MailboxID); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.created, b.created); c != 0 {
+			return c
+		}
+		return strings.Compare(a.r.RegistrationID, b.r.RegistrationID)
+	})
+	out := make([]*mailpush.Recipient, len(all))
+	for i, w := range all {
+		out[i] = &w.r
 	}
 	return out, nil
 }
