@@ -40,7 +40,8 @@ type Outbox interface {
 	ClaimEvents(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]*OutboxEvent, error)
 	// Recipients lists the registrations of the given mailboxes that are
 	// active, or pending but active at since or later (LeftActiveAt), with
-	// their push tokens opened, grouped by mailbox in registration order,
+	// their push tokens opened, grouped by mailbox (in no particular order
+	// within one: a device's pushes are ordered by event, not by device),
 	// and for each whether device pushes of it are queued (then new pushes
 	// queue behind them).
 	Recipients(ctx context.Context, mailboxIDs []string, since time.Time) ([]*Recipient, error)

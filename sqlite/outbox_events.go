@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
@@ -43,10 +42,10 @@ const (
 	// "held" is whether the registration has device pushes queued. No
 	// ORDER BY: SQLite would copy every row, sealed token included, into a
 	// temporary b-tree to sort it (40 % of the query); Recipients sorts
-	// the rows' pointers instead.
+	// the rows' pointers by mailbox instead.
 	qRecipients = `SELECT r.id, r.tenant_id, r.mailbox_id, r.platform, r.environment, r.token_sealed, r.content_key, r.content, max(r.last_seq, m.fanned_seq), r.updated_at,
 		CASE r.status WHEN 'active' THEN 0 ELSE r.left_active_at END,
-		EXISTS (SELECT 1 FROM outbox o WHERE o.registration_id = r.id), r.created_at
+		EXISTS (SELECT 1 FROM outbox o WHERE o.registration_id = r.id)
 		FROM registrations r JOIN mailboxes m ON m.id = r.mailbox_id
 		WHERE r.mailbox_id IN (SELECT value FROM json_each(?))
 		AND (r.status = 'active' OR r.status = 'pending' AND r.left_active_at >= ?)`
@@ -326,18 +325,13 @@ func (s *Store) Recipients(ctx context.Context, mailboxIDs []string, since time.
 		return nil, dbError("recipients", err)
 	}
 	defer rows.Close()
-	type row struct {
-		r       mailpush.Recipient
-		created int64
-	}
-	var all []*row
+	var out []*mailpush.Recipient
 	for rows.Next() {
-		w := &row{}
-		r := &w.r
+		r := &mailpush.Recipient{}
 		var platform, env, content string
 		var sealed []byte
 		var updated, left int64
-		if err := rows.Scan(&r.RegistrationID, &r.TenantID, &r.MailboxID, &platform, &env, &sealed, &r.Device.ContentKey, &content, &r.LastSeq, &updated, &left, &r.Held, &w.created); err != nil {
+		if err := rows.Scan(&r.RegistrationID, &r.TenantID, &r.MailboxID, &platform, &env, &sealed, &r.Device.ContentKey, &content, &r.LastSeq, &updated, &left, &r.Held); err != nil {
 			return nil, dbError("recipients", err)
 		}
 		r.Device.Platform, r.Device.Environment, r.Content, r.UpdatedAt = mailpush.Platform(platform), mailpush.Environment(env), mailpush.ContentMode(content), mailpush.FromUnixMilli(updated)
@@ -347,24 +341,17 @@ func (s *Store) Recipients(ctx context.Context, mailboxIDs []string, since time.
 		} else {
 			r.Device.Token = tok
 		}
-		all = append(all, w)
+		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, dbError("recipients", err)
 	}
-	// By mailbox, in registration order.
-	slices.SortFunc(all, func(a, b *row) int {
-		if c := strings.Compare(a.r.MailboxID, b.r.MailboxID); c != 0 {
+	// Grouped by mailbox, in a stable order.
+	slices.SortFunc(out, func(a, b *mailpush.Recipient) int {
+		if c := strings.Compare(a.MailboxID, b.MailboxID); c != 0 {
 			return c
 		}
-		if c := cmp.Compare(a.created, b.created); c != 0 {
-			return c
-		}
-		return strings.Compare(a.r.RegistrationID, b.r.RegistrationID)
+		return strings.Compare(a.RegistrationID, b.RegistrationID)
 	})
-	out := make([]*mailpush.Recipient, len(all))
-	for i, w := range all {
-		out[i] = &w.r
-	}
 	return out, nil
 }
