@@ -21,6 +21,8 @@ import (
 //     node's leases run out and another node takes the work.
 //   - The gate's device cache is per node, and every registry change is
 //     broadcast (LISTEN/NOTIFY) so each node drops its cached answer at once.
+//     The gate's rules are stored (gaterules.go); a console edit is applied
+//     on its node and broadcast, and every other node reads them again.
 //   - The per-tenant push rate is split honestly: each node sends
 //     tenantRate/(live nodes), the live nodes counted from heartbeats.
 //   - The host-level dead-server rule runs on the leader only (an advisory
@@ -112,6 +114,22 @@ func (m *Main) startCluster() {
 				log.Warn("could not broadcast a gate change: other nodes see it within gate.cacheTtl", "err", err)
 			}
 		}
+		// Rules edited in the console: this node applied them already; the
+		// others read the stored list again (after a reconnection too).
+		m.gateRulesChanged = func(ctx context.Context) {
+			if err := store.Broadcast(ctx, gateRulesChannel, m.gateTenantID); err != nil {
+				log.Warn("could not broadcast a gate rule change: other nodes apply it when they restart or next hear of one", "err", err)
+			}
+		}
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			store.Listen(ctx, gateRulesChannel, func(string) {
+				if err := m.reloadGateRules(ctx); err != nil && ctx.Err() == nil {
+					log.Warn("could not apply the stored gate rules", "err", err)
+				}
+			})
+		}()
 	}
 	c.wg.Add(1)
 	go func() {
@@ -187,8 +205,12 @@ func (c *cluster) ready() error {
 	return nil
 }
 
-// gateChannel carries "<tenantID>/<deviceID>" for every gate registry change.
-const gateChannel = "gate"
+// gateChannel carries "<tenantID>/<deviceID>" for every gate registry change;
+// gateRulesChannel the gate tenant's ID for every change of its rules.
+const (
+	gateChannel      = "gate"
+	gateRulesChannel = "gate_rules"
+)
 
 func (c *cluster) close() {
 	if c == nil {
