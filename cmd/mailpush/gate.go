@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mailpush/mailpush"
+	"github.com/mailpush/mailpush/console"
 	"github.com/mailpush/mailpush/gate"
 )
 
@@ -32,6 +33,9 @@ func newGateRegistry(m *Main) *gate.Registry {
 		Identity: id, ClearIDs: m.Config.Gate.AuditIdentifiers == "clear"}
 }
 
+// gateDecisionsKept is how many recent gate decisions the console lists.
+const gateDecisionsKept = 200
+
 // startGate resolves gate.tenant and starts the gate; its routes are mounted
 // by Run.
 func (m *Main) startGate(ctx context.Context) error {
@@ -46,11 +50,18 @@ func (m *Main) startGate(ctx context.Context) error {
 			return m.logHandler(w).WithAttrs([]slog.Attr{slog.String("component", "gate")})
 		}
 	}
+	if m.Config.Console.on() {
+		m.gateDecisions = console.NewDecisionLog(gateDecisionsKept)
+		deps.OnDecision = m.gateDecisions.Add
+	}
 	g, err := gate.New(m.Config.Gate, deps)
 	if err != nil {
 		return err
 	}
 	m.Gate, m.gateTenantID = g, t.ID
+	if err := m.seedGateRules(ctx); err != nil {
+		return err
+	}
 	m.GateRegistry.OnChange = g.Invalidate
 	g.Start()
 	m.Logger.Info("ActiveSync gate on", "tenant", t.Name, "mode", m.Config.Gate.Mode, "failMode", m.Config.Gate.FailMode, "rules", len(m.Config.Gate.Rules))
