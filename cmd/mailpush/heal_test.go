@@ -713,10 +713,10 @@ func TestMissedEventsRecomputeTheBadge(t *testing.T) {
 	if a := hw.notify(t, u, "AAAAAAAAAAAAAAAAAAAAAA==", false, `<t:StatusEvent><t:Watermark>wm-x</t:Watermark></t:StatusEvent>`); !strings.Contains(a, "OK") {
 		t.Fatalf("answer %s", a)
 	}
+	hw.waitBadge(t, u) // 2, fetched after the answer
 	if hw.exchange.Requests("GetFolder") == getFolders {
 		t.Error("no GetFolder after missed events")
 	}
-	hw.waitBadge(t, u) // 2
 }
 
 func TestMoreEventsPushOnce(t *testing.T) {
