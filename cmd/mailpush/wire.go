@@ -630,4 +630,3 @@ func (m *Main) startGraph(cfg *Config, outbound *http.Transport, publicURL strin
 	m.GraphEngine.Run(context.Background())
 	return nil
 }
-
