@@ -70,7 +70,7 @@ func Open(ctx context.Context, path string, cipher mailpush.FieldCipher, clock m
 		s.Close()
 		return nil, err
 	}
-	if err := s.cache.prepareReads(ctx, s.r, qActiveRegistrations, qRecipients, qRegistrationByToken, qMailboxAudience, qMailboxByAddress, qRegistrationByID, qMailboxByID); err != nil {
+	if err := s.cache.prepareReads(ctx, s.r, qActiveRegistrations, qRecipients, qRegistrationByToken, qMailboxAudience, qMailboxByAddress, qRegistrationByID, qMailboxByID, qGateDevice); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("sqlite: prepare: %w", err)
 	}
