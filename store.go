@@ -20,6 +20,7 @@ type Store interface {
 	RegistrationStore
 	MailboxStore
 	GateStore
+	GateRuleStore
 	// Outbox is the durable push queue (see Outbox).
 	Outbox
 

@@ -20,6 +20,8 @@ import (
 //     node's leases run out and another node takes the work.
 //   - The gate's device cache is per node, and every registry change is
 //     broadcast (LISTEN/NOTIFY) so each node drops its cached answer at once.
+//     The gate's rules are stored (gaterules.go); a console edit is applied
+//     on its node and broadcast, and every other node reads them again.
 //   - The per-tenant push rate is split honestly: each node sends
 //     tenantRate/(live nodes), the live nodes counted from heartbeats.
 //   - The host-level dead-server rule runs on the leader only (an advisory
@@ -110,6 +112,22 @@ func (m *Main) startCluster() {
 				gateTenant.Invalidate(tenantID, deviceID)
 			})
 		}()
+		// Rules edited in the console: this node applied them already; the
+		// others read the stored list again (after a reconnection too).
+		m.gateRulesChanged = func(ctx context.Context) {
+			if err := store.Broadcast(ctx, gateRulesChannel, m.gateTenantID); err != nil {
+				log.Warn("could not broadcast a gate rule change: other nodes apply it when they restart or next hear of one", "err", err)
+			}
+		}
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			store.Listen(ctx, gateRulesChannel, func(string) {
+				if err := m.reloadGateRules(ctx); err != nil && ctx.Err() == nil {
+					log.Warn("could not apply the stored gate rules", "err", err)
+				}
+			})
+		}()
 	}
 
 	if m.EWSEngine != nil && m.EWSEngine.HostRule.MinSubscriptions > 0 {
@@ -142,8 +160,12 @@ func (m *Main) startCluster() {
 	log.Info("cluster node started", "database", m.Config.databaseName())
 }
 
-// gateChannel carries "<tenantID>/<deviceID>" for every gate registry change.
-const gateChannel = "gate"
+// gateChannel carries "<tenantID>/<deviceID>" for every gate registry change;
+// gateRulesChannel the gate tenant's ID for every change of its rules.
+const (
+	gateChannel      = "gate"
+	gateRulesChannel = "gate_rules"
+)
 
 func (c *cluster) close() {
 	if c == nil {

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mailpush/mailpush"
@@ -85,7 +86,14 @@ type Main struct {
 	pprofAddr string
 	// gateTenantID is the ID of gate.tenant while the gate is on.
 	gateTenantID string
-	closed       bool
+	// gateDecisions keeps the gate's last decisions for the console.
+	gateDecisions *console.DecisionLog
+	// gateRulesMu orders the application of stored rule versions
+	// (gaterules.go); gateRulesChanged tells the other nodes (cluster.go).
+	gateRulesMu      sync.Mutex
+	gateRulesVersion int64
+	gateRulesChanged func(ctx context.Context)
+	closed           bool
 }
 
 // NewMain returns a Main that logs to logOutput.
