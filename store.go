@@ -122,7 +122,9 @@ type MigrationStore interface {
 	// MoveRegistrations moves every registration of mailbox fromID to
 	// mailbox toID of the same tenant in one transaction, keeping their IDs;
 	// a device (push token) that toID has already keeps toID's registration
-	// and its other one is deleted. fromID is then inactive. It returns how
+	// and its other one is deleted. toID's sequence is raised to fromID's
+	// (the moved devices have seen it: later events must not look stale).
+	// fromID is then inactive. It returns how
 	// many registrations moved; 0 when fromID had none left (a second run).
 	MoveRegistrations(ctx context.Context, fromID, toID string) (int, error)
 }

@@ -79,6 +79,11 @@ func (s *Store) MoveRegistrations(ctx context.Context, fromID, toID string) (int
 		if fromID == toID || tenants[fromID] != tenants[toID] {
 			return mailpush.Errorf(mailpush.EInvalid, "registrations move only between two mailboxes of one tenant")
 		}
+		// The moved devices have seen the old mailbox's sequence: the new
+		// one's events must come after it, or they would look stale.
+		if _, err := tx.Exec(ctx, `UPDATE mailboxes SET seq = f.seq, updated_at = $3 FROM mailboxes f WHERE mailboxes.id = $1 AND f.id = $2 AND mailboxes.seq < f.seq`, toID, fromID, s.now()); err != nil {
+			return err
+		}
 		// A device already on the target keeps its registration there.
 		if _, err := tx.Exec(ctx, `DELETE FROM registrations WHERE mailbox_id = $1 AND token_hash IN (SELECT token_hash FROM registrations WHERE mailbox_id = $2)`, fromID, toID); err != nil {
 			return err

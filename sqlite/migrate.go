@@ -62,6 +62,11 @@ func (s *Store) MoveRegistrations(ctx context.Context, fromID, toID string) (int
 			return mailpush.Errorf(mailpush.EInvalid, "registrations move only between two mailboxes of one tenant")
 		}
 		now := s.now()
+		// The moved devices have seen the old mailbox's sequence: the new
+		// one's events must come after it, or they would look stale.
+		if _, err := tx.ExecContext(ctx, `UPDATE mailboxes SET seq = ?, updated_at = ? WHERE id = ? AND seq < ?`, from.Seq, now, toID, from.Seq); err != nil {
+			return dbError("move registrations", err)
+		}
 		// A device already on the target keeps its registration there.
 		if _, err := tx.ExecContext(ctx, `DELETE FROM registrations WHERE mailbox_id = ? AND token_hash IN (SELECT token_hash FROM registrations WHERE mailbox_id = ?)`, fromID, toID); err != nil {
 			return dbError("move registrations", err)

@@ -86,6 +86,9 @@ func testMigration(t *testing.T, s mailpush.Store, e *env) {
 	if _, err := s.MoveRegistrations(ctx, alice.ID, "no-such-mailbox"); mailpush.ErrorCode(err) != mailpush.ENotFound {
 		t.Errorf("move to a missing mailbox: %v, want not_found", err)
 	}
+	if _, err := s.UpdateMailbox(ctx, alice.ID, func(m *mailpush.Mailbox) error { m.Seq = 41; return nil }); err != nil {
+		t.Fatal(err)
+	}
 	n, err := s.MoveRegistrations(ctx, alice.ID, g.ID)
 	if err != nil || n != 1 {
 		t.Fatalf("MoveRegistrations = %d, %v; want 1 moved (the other device was there already)", n, err)
@@ -99,6 +102,9 @@ func testMigration(t *testing.T, s mailpush.Store, e *env) {
 	}
 	if live, err := s.ActiveRegistrations(ctx, g.ID); err != nil || len(live) != 2 {
 		t.Errorf("graph mailbox has %d registrations (%v), want 2", len(live), err)
+	}
+	if gm, err := s.Mailbox(ctx, g.ID); err != nil || gm.Seq != 41 {
+		t.Errorf("graph mailbox seq = %d (%v), want raised to the old mailbox's 41", gm.Seq, err)
 	}
 	if old, err := s.Mailbox(ctx, alice.ID); err != nil || old.Status != mailpush.StatusInactive {
 		t.Errorf("old mailbox = %+v, %v; want inactive", old, err)
