@@ -94,6 +94,20 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 		}
 		creds = cur
 	}
+	var id *Identity
+	if creds.HasIdentity() {
+		if mb.Mode != mailpush.ModeSealed {
+			return mailpush.WatchResult{}, mailpush.Errorf(mailpush.EInvalid, "a client identity signs in as the user: it needs mode sealed, not %s", mb.Mode)
+		}
+		// Opened and checked before any request. Only the opened identity
+		// stays, in memory: the callback URL names it by its fingerprint.
+		opened, err := s.openIdentity(ctx, creds)
+		if err != nil {
+			s.Logger.Info("client identity refused at registration", "mailbox", mb.ID, "code", mailpush.ErrorCode(err), "why", mailpush.ErrorMessage(err))
+			return mailpush.WatchResult{}, err
+		}
+		id, creds = opened, mailpush.Credentials{}
+	}
 	tok := mailpush.CallbackToken{TenantID: mb.TenantID, MailboxID: mb.ID, IssuedAt: s.Clock.Now().Unix()}
 	cached := cachedCreds{serverURL: mb.ServerURL, address: mb.Address}
 	switch mb.Mode {
@@ -101,7 +115,7 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 		// The address stays with the credentials: every request names the
 		// address's own Inbox, so Exchange itself refuses credentials that
 		// cannot open it.
-		cached.creds = sealable(creds)
+		cached.creds, cached.identity = sealable(creds), id
 	case mailpush.ModeService:
 		if cached.address == "" {
 			if c, ok := s.st.creds.get(mb.ID); ok {
@@ -110,7 +124,7 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 		}
 	}
 	if mb.Mode != mailpush.ModeDeviceSubscribed {
-		tok.ServerURL, tok.Credentials, tok.Address = cached.serverURL, cached.creds, cached.address
+		tok.ServerURL, tok.Credentials, tok.Address, tok.Identity = cached.serverURL, cached.creds, cached.address, cached.identity.fingerprint()
 	} else {
 		tok.RegistrationID = reg.ID
 	}
@@ -164,6 +178,13 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 		if _, err := s.Client.GetInboxUnread(ctx, ep); err != nil {
 			s.Logger.Warn("sealed credentials refused for the mailbox", "mailbox", mb.ID, "err", err)
 			return mailpush.WatchResult{}, subscribeError(err)
+		}
+		if cached.identity != nil {
+			// The new subscription's first notification may arrive before
+			// Subscribe returns; its URL names this identity, which must
+			// be in memory by then.
+			cached.keyID = keyIDOf(sealed)
+			s.st.creds.put(mb.ID, cached)
 		}
 	}
 	// Forget the old subscription first, so that its next notification is
@@ -291,7 +312,21 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		log.Info("unsubscribing: callback URL older than ews.callbackMaxAge", "issued", time.Unix(tok.IssuedAt, 0).UTC())
 		return StatusUnsubscribe, nil
 	}
-	cached := s.remember(mb, tok)
+	cached, inMemory := s.remember(mb, tok)
+	if mb.Mode == mailpush.ModeSealed && tok.Identity != "" {
+		// The client identity lives only in memory: gone (a restart, an
+		// eviction) or expired, only the device can give it again.
+		why := ""
+		switch {
+		case !inMemory:
+			why = "client identity not in memory (restart or eviction)"
+		case s.Clock.Now().After(cached.identity.NotAfter()):
+			why = "client certificate expired"
+		}
+		if why != "" {
+			return s.identityLost(ctx, mb, why)
+		}
+	}
 	if mb.Mode == mailpush.ModeSealed && cached.creds.Refreshable() {
 		// Refresh before expiry; a refused refresh (revoked, consent
 		// withdrawn) ends the subscription: the devices sign in again.
@@ -336,7 +371,10 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 	changed := sum.changed && !deferred
 	var ev mailpush.Event
 	if changed {
-		ev = s.reduce(ctx, cached, mb, sum, regs)
+		var refused bool
+		if ev, refused = s.reduce(ctx, cached, mb, sum, regs); refused {
+			return s.identityLost(ctx, mb, "Exchange refused the client certificate (revoked?)")
+		}
 	}
 	now := s.Clock.Now()
 	// A changed mailbox's watermark moves only once its event is in the
@@ -425,12 +463,33 @@ func (s *Source) rotated(ctx context.Context, mb *mailpush.Mailbox, c cachedCred
 
 // remember keeps a sealed- or service-mode token's credentials in memory
 // only, so that a dead subscription can be made again, and returns them.
-func (s *Source) remember(mb *mailpush.Mailbox, tok mailpush.CallbackToken) cachedCreds {
-	cached := cachedCreds{serverURL: tok.ServerURL, creds: tok.Credentials, address: tok.Address, keyID: tok.KeyID}
+// A token naming a client identity carries no credentials: the identity
+// comes from memory, and inMemory reports whether it is still there.
+func (s *Source) remember(mb *mailpush.Mailbox, tok mailpush.CallbackToken) (cached cachedCreds, inMemory bool) {
+	cached = cachedCreds{serverURL: tok.ServerURL, creds: tok.Credentials, address: tok.Address, keyID: tok.KeyID}
+	if tok.Identity != "" {
+		c, ok := s.st.creds.get(mb.ID)
+		if !ok || c.identity.fingerprint() != tok.Identity {
+			return cached, false
+		}
+		return c, true
+	}
 	if tok.ServerURL != "" && (mb.Mode == mailpush.ModeSealed && !tok.Credentials.Empty() || mb.Mode == mailpush.ModeService && tok.Address != "") {
 		s.st.creds.put(mb.ID, cached)
 	}
-	return cached
+	return cached, true
+}
+
+// identityLost ends a client-identity subscription whose identity mailpush
+// can no longer use: the devices are asked to check in (with the
+// identity, sealed again) and the notification is answered Unsubscribe.
+func (s *Source) identityLost(ctx context.Context, mb *mailpush.Mailbox, why string) (SubscriptionStatus, error) {
+	s.Logger.Info(why+": asking the devices to check in", "mailbox", mb.ID)
+	s.st.creds.drop(mb.ID)
+	if err := s.askDevices(ctx, mb); err != nil {
+		return "", err
+	}
+	return StatusUnsubscribe, nil
 }
 
 // summary is what a notification (or a run of MoreEvents batches) changed.
@@ -483,16 +542,22 @@ func (a summary) then(b summary) summary {
 // some device may show it, the newest message's subject and sender from
 // GetItem. After missed events without a count, device-subscribed mode
 // pushes a sync signal.
-func (s *Source) reduce(ctx context.Context, c cachedCreds, mb *mailpush.Mailbox, sum summary, regs []*mailpush.Registration) mailpush.Event {
-	ev := mailpush.Event{TenantID: mb.TenantID, MailboxID: mb.ID, Kind: mailpush.EventChanged, Badge: sum.badge, At: s.Clock.Now()}
+//
+// refused reports that Exchange refused a client identity (a revoked
+// certificate): the event is then not to be pushed.
+func (s *Source) reduce(ctx context.Context, c cachedCreds, mb *mailpush.Mailbox, sum summary, regs []*mailpush.Registration) (ev mailpush.Event, refused bool) {
+	ev = mailpush.Event{TenantID: mb.TenantID, MailboxID: mb.ID, Kind: mailpush.EventChanged, Badge: sum.badge, At: s.Clock.Now()}
 	if sum.newMail {
 		ev.Kind = mailpush.EventNewMail
 	}
 	// mailpush reads the mailbox only in sealed and service mode.
 	ep, err := s.endpoint(ctx, mb, c)
-	sealed := err == nil && c.serverURL != "" && mb.Mode != mailpush.ModeDeviceSubscribed && !ep.Credentials.Empty()
+	sealed := err == nil && c.serverURL != "" && mb.Mode != mailpush.ModeDeviceSubscribed && (!ep.Credentials.Empty() || ep.Identity != nil)
+	identityRefused := func(err error) bool { return ep.Identity != nil && errors.Is(err, ErrUnauthorized) }
 	if (ev.Badge == mailpush.NoBadge || sum.missed) && sealed && s.mayFetch(mb, "GetFolder") {
-		if unread, err := s.Client.GetInboxUnread(ctx, ep); err != nil {
+		if unread, err := s.Client.GetInboxUnread(ctx, ep); identityRefused(err) {
+			return ev, true
+		} else if err != nil {
 			s.Logger.Warn("GetFolder failed: pushing a sync signal instead of a badge", "mailbox", mb.ID, "err", err)
 		} else {
 			ev.Badge = unread
@@ -503,6 +568,9 @@ func (s *Source) reduce(ctx context.Context, c cachedCreds, mb *mailpush.Mailbox
 	}
 	if sum.newest != "" && sealed && mailpush.WantsContent(regs) && s.mayFetch(mb, "GetItem") {
 		items, err := s.Client.GetItems(ctx, ep, []string{sum.newest})
+		if identityRefused(err) {
+			return ev, true
+		}
 		if err != nil {
 			s.Logger.Warn("GetItem failed: pushing the badge without content", "mailbox", mb.ID, "err", err)
 		} else if len(items) > 0 {
@@ -513,7 +581,7 @@ func (s *Source) reduce(ctx context.Context, c cachedCreds, mb *mailpush.Mailbox
 			}
 		}
 	}
-	return ev
+	return ev, false
 }
 
 func lastWatermark(n *Notification) string {
