@@ -129,3 +129,46 @@ type GateRegistry interface {
 	// the rows before it stay applied.
 	Import(ctx context.Context, tenantID string, csv io.Reader, progress func(GateImportResult)) (GateImportResult, error)
 }
+
+// GateRule is one of a tenant's ordered gate rules as it is stored and
+// edited (the admin console). It matches when every field that is set
+// matches (a list when any entry does). Users are kept only as keyed hashes
+// (AddressHasher of their canonical form): a rule never puts an address on
+// disk.
+type GateRule struct {
+	Name        string   `json:"name"`
+	Action      string   `json:"action"` // allow or deny
+	UserHashes  [][]byte `json:"userHashes,omitempty"`
+	DeviceIDs   []string `json:"deviceIds,omitempty"`
+	DeviceTypes []string `json:"deviceTypes,omitempty"`
+	UserAgent   string   `json:"userAgent,omitempty"` // RE2, unanchored
+	Commands    []string `json:"commands,omitempty"`
+	Networks    []string `json:"networks,omitempty"` // CIDR
+}
+
+// GateRuleStore keeps each tenant's edited gate rules, in order, as one
+// versioned list: the configuration's gate.rules only seed it (the first
+// start stores them), after which the console's edits are what every node
+// applies.
+type GateRuleStore interface {
+	// GateRules returns the tenant's rules and their version; ENotFound
+	// when none were ever stored.
+	GateRules(ctx context.Context, tenantID string) ([]GateRule, int64, error)
+	// PutGateRules replaces the tenant's rules if their stored version is
+	// still version (0: none stored yet) and returns the new version; a
+	// concurrent change makes it fail with EConflict and change nothing.
+	PutGateRules(ctx context.Context, tenantID string, rules []GateRule, version int64) (int64, error)
+}
+
+// GateDecisionRecord is one gate decision as the admin console lists it.
+// Device is the DeviceId as the gate's audit log shows it (a keyed-hash
+// prefix unless gate.auditIdentifiers is clear), User a keyed-hash prefix.
+type GateDecisionRecord struct {
+	At         time.Time
+	Device     string
+	DeviceType string
+	User       string
+	Rule       string
+	Allow      bool
+	Reason     string
+}

@@ -61,14 +61,12 @@ type GateInfo struct {
 	TenantID string
 	Mode     string
 	FailMode string
-	Rules    []GateRule
+	// Rules reads and edits the gate's rules, in order.
+	Rules GateRuleEditor
 	// Decisions returns the allow and deny counts since the start.
 	Decisions func() (allowed, denied uint64)
-}
-
-// GateRule is one gate rule as the console lists it, in order.
-type GateRule struct {
-	Name, Action, Match string
+	// Recent holds the last decisions (the gate feeds it); nil: not kept.
+	Recent *DecisionLog
 }
 
 // Config holds the console's dependencies.

@@ -36,6 +36,8 @@ func (c *Console) Routes(mux *http.ServeMux) {
 	mux.Handle("POST /admin/deadletters/{tenant}/{id}/{action}", c.change(c.deadLetterAction))
 	mux.Handle("GET /admin/gate", c.view(c.gatePage))
 	mux.Handle("POST /admin/gate/devices", c.change(c.gateDeviceAction))
+	mux.Handle("POST /admin/gate/rules/{op}", c.change(c.gateRuleAction))
+	mux.Handle("POST /admin/gate/rules/{index}/{op}", c.change(c.gateRuleAction))
 	mux.Handle("GET /admin/audit", c.view(c.auditPage))
 	mux.HandleFunc("/admin/", func(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, http.StatusNotFound, "not_found", "no console page "+r.URL.Path)
@@ -417,6 +419,10 @@ func newPushID() string {
 
 type gateData struct {
 	Info       *GateInfo
+	ShowGate   bool // the gate's rules and decisions are this session's to see
+	Rules      []ruleView
+	Version    int64
+	Decisions  []mailpush.GateDecisionRecord
 	Allowed    uint64
 	Denied     uint64
 	Tenant     *mailpush.Tenant
@@ -431,6 +437,19 @@ func (c *Console) gatePage(w http.ResponseWriter, r *http.Request, sess *session
 	d := gateData{Info: c.cfg.Gate, HasGate: c.cfg.Gate != nil, Query: r.URL.Query().Get("device")}
 	if d.HasGate && c.cfg.Gate.Decisions != nil {
 		d.Allowed, d.Denied = c.cfg.Gate.Decisions()
+	}
+	if d.ShowGate = c.gateTenantVisible(sess); d.ShowGate {
+		if ed := c.cfg.Gate.Rules; ed != nil {
+			rules, version, err := ed.GateRules(r.Context())
+			if err != nil {
+				c.fail(w, r, http.StatusInternalServerError, "store", mailpush.ErrorMessage(err))
+				return
+			}
+			d.Rules, d.Version = ruleViews(rules), version
+		}
+		if c.cfg.Gate.Recent != nil {
+			d.Decisions = c.cfg.Gate.Recent.Recent()
+		}
 	}
 	ts, err := c.visibleTenants(r.Context(), sess)
 	if err != nil {

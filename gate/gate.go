@@ -30,15 +30,22 @@ type Deps struct {
 	Store    mailpush.GateStore
 	Hasher   mailpush.AddressHasher
 	TenantID string // the resolved Config.Tenant
-	Logger   *slog.Logger
-	Clock    mailpush.Clock
+	// OnDecision, when set, is told every decision (the admin console's
+	// list of recent ones). It runs on the request path: it must not block.
+	OnDecision func(mailpush.GateDecisionRecord)
+	Logger     *slog.Logger
+	Clock      mailpush.Clock
 }
 
 // Gate decides, for every ActiveSync request a reverse proxy asks about,
 // whether it may pass. Start runs its last-seen writer; Close stops it.
 type Gate struct {
-	deps    Deps
+	deps Deps
+	// policy is the configuration's; live is what decides: policy with
+	// the rules in force (SetRules swaps it). The identity rules are the
+	// configuration's and never change.
 	policy  *Policy
+	live    atomic.Pointer[Policy]
 	cache   *cache
 	hashes  *memo // keyed hashes of users, DeviceIds and IPs
 	trusted []netip.Prefix
@@ -113,6 +120,7 @@ func New(cfg Config, deps Deps) (*Gate, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	g.live.Store(p)
 	if g.clearIDs && g.audit != "off" {
 		deps.Logger.Warn("gate: the audit log holds ActiveSync DeviceIds and client IP addresses in clear (gate.auditIdentifiers: clear)")
 	}
@@ -130,6 +138,18 @@ func (g *Gate) hash(kind, value string) []byte {
 		}
 		return g.deps.Hasher.HashAddress(g.deps.TenantID, "gate-client-ip\x00"+value)
 	})
+}
+
+// SetRules makes rules the ones that decide, from the next request on
+// (the admin console's edits, read from the store). Invalid rules change
+// nothing and are reported with an EInvalid error naming the rule.
+func (g *Gate) SetRules(rules []mailpush.GateRule) error {
+	p, err := g.policy.WithRules(rules)
+	if err != nil {
+		return err
+	}
+	g.live.Store(p)
+	return nil
 }
 
 // Invalidate drops the cached registry answer for a device, so that a

@@ -457,11 +457,15 @@ func (g *Gate) decide(r *http.Request, in Input) (Decision, bool) {
 			in.StoreErr = err
 		}
 	}
-	d := g.policy.Decide(in)
+	d := g.live.Load().Decide(in)
 	if d.Allow {
 		g.allowed.Add(1)
 	} else {
 		g.denied.Add(1)
+	}
+	if f := g.deps.OnDecision; f != nil {
+		f(mailpush.GateDecisionRecord{At: g.deps.Clock.Now(), Device: g.deviceLogID(in.Query.DeviceID), DeviceType: headerSafe(in.Query.DeviceType),
+			User: userID(in.UserHash), Rule: d.Rule, Allow: d.Allow, Reason: d.Reason})
 	}
 	if in.StoreErr != nil {
 		g.deps.Logger.Warn("gate: device registry unavailable", "deviceId", g.deviceLogID(in.Query.DeviceID), "decision", decisionWord(d), "err", in.StoreErr)

@@ -142,63 +142,131 @@ func Compile(cfg Config, h mailpush.AddressHasher, tenantID string) (*Policy, er
 	default:
 		bad("failMode", "%q must be open or closed", cfg.FailMode)
 	}
-	for i, rc := range cfg.Rules {
+	stored, ruleErrs := StoredRules(cfg.Rules, id, h, tenantID)
+	errs = append(errs, ruleErrs...)
+	rules, err := compileRules(stored, "config key gate.")
+	if err != nil {
+		errs = append(errs, err)
+	}
+	p.rules = rules
+	return p, errors.Join(errs...)
+}
+
+// StoredRules turns the configuration's rules into the form in which rules
+// are stored and edited: user names become keyed hashes of their canonical
+// form (id), so that no address is kept. Errors name the key.
+func StoredRules(rules []Rule, id *Identity, h mailpush.AddressHasher, tenantID string) ([]mailpush.GateRule, []error) {
+	var errs []error
+	out := make([]mailpush.GateRule, 0, len(rules))
+	for i, rc := range rules {
+		r := mailpush.GateRule{Name: rc.Name, Action: rc.Action, DeviceIDs: rc.DeviceIDs, DeviceTypes: rc.DeviceTypes,
+			UserAgent: rc.UserAgent, Commands: rc.Commands, Networks: rc.Networks}
+		if r.Name == "" {
+			r.Name = fmt.Sprintf("rules[%d]", i)
+		}
+		for _, u := range rc.Users {
+			cu, err := id.Canonical(u)
+			if err != nil || cu == "" {
+				errs = append(errs, fmt.Errorf("config key gate.rules[%d].users: a user name is empty or not a user name", i))
+				continue
+			}
+			r.UserHashes = append(r.UserHashes, h.HashAddress(tenantID, cu))
+		}
+		out = append(out, r)
+	}
+	return out, errs
+}
+
+// compileRules validates and compiles stored rules; errors start with
+// prefix and name the rule and its field.
+func compileRules(rules []mailpush.GateRule, prefix string) ([]rule, error) {
+	var errs []error
+	out := make([]rule, 0, len(rules))
+	for i, rc := range rules {
 		key := fmt.Sprintf("rules[%d]", i)
+		bad := func(field, format string, args ...any) {
+			errs = append(errs, fmt.Errorf("%s%s%s: %s", prefix, key, field, fmt.Sprintf(format, args...)))
+		}
 		r := rule{name: rc.Name}
 		if r.name == "" {
 			r.name = key
+		}
+		if len(r.name) > 100 {
+			bad(".name", "is longer than 100 characters")
 		}
 		switch rc.Action {
 		case "allow", "deny":
 			r.allow = rc.Action == "allow"
 		default:
-			bad(key+".action", "%q must be allow or deny", rc.Action)
+			bad(".action", "%q must be allow or deny", rc.Action)
 		}
-		if len(rc.Users) > 0 {
+		if len(rc.UserHashes) > 0 {
 			r.users = map[string]bool{}
-			for _, u := range rc.Users {
-				cu, err := id.Canonical(u)
-				if err != nil || cu == "" {
-					bad(key+".users", "a user name is empty or not a user name")
-					continue
-				}
-				r.users[string(h.HashAddress(tenantID, cu))] = true
+			for _, u := range rc.UserHashes {
+				r.users[string(u)] = true
 			}
 		}
 		for _, d := range rc.DeviceIDs {
 			if !mailpush.ValidDeviceID(mailpush.NormalizeDeviceID(d)) {
-				bad(key+".deviceIds", "%q is not 1 to %d ASCII letters and digits", d, mailpush.MaxDeviceIDLen)
+				bad(".deviceIds", "%q is not 1 to %d ASCII letters and digits", d, mailpush.MaxDeviceIDLen)
 			}
 		}
 		r.deviceIDs = set(rc.DeviceIDs, mailpush.NormalizeDeviceID)
+		for _, d := range rc.DeviceTypes {
+			if d == "" || len(d) > 64 || !printable(d) {
+				bad(".deviceTypes", "%q is not 1 to 64 printable characters", d)
+			}
+		}
 		r.deviceTypes = set(rc.DeviceTypes, strings.ToLower)
 		if rc.UserAgent != "" {
 			re, err := regexp.Compile(rc.UserAgent)
-			if err != nil {
-				bad(key+".userAgent", "%q is not a regular expression: %v", rc.UserAgent, err)
+			if err != nil || len(rc.UserAgent) > 512 {
+				bad(".userAgent", "%q is not a regular expression of up to 512 characters: %v", rc.UserAgent, err)
 			}
 			r.userAgent = re
 		}
 		for _, c := range rc.Commands {
 			if CanonicalCommand(c) == "" {
-				bad(key+".commands", "%q is not an ActiveSync command", c)
+				bad(".commands", "%q is not an ActiveSync command", c)
 			}
 		}
 		r.commands = set(rc.Commands, CanonicalCommand)
 		for _, n := range rc.Networks {
 			pfx, err := netip.ParsePrefix(n)
 			if err != nil {
-				bad(key+".networks", "%q is not a CIDR network such as 10.0.0.0/8", n)
+				bad(".networks", "%q is not a CIDR network such as 10.0.0.0/8", n)
 				continue
 			}
 			r.networks = append(r.networks, pfx.Masked())
 		}
 		if r.users == nil && r.deviceIDs == nil && r.deviceTypes == nil && r.userAgent == nil && r.commands == nil && r.networks == nil {
-			bad(key, "matches every request: give users, deviceIds, deviceTypes, userAgent, commands or networks (use defaultAction for a catch-all)")
+			bad("", "matches every request: give users, deviceIds, deviceTypes, userAgent, commands or networks (use defaultAction for a catch-all)")
 		}
-		p.rules = append(p.rules, r)
+		out = append(out, r)
 	}
-	return p, errors.Join(errs...)
+	return out, errors.Join(errs...)
+}
+
+// CheckRules validates rules as WithRules does, with an EInvalid error
+// naming each bad rule and field ("rules[2].networks: …").
+func CheckRules(rules []mailpush.GateRule) error {
+	_, err := compileRules(rules, "")
+	if err != nil {
+		return mailpush.Errorf(mailpush.EInvalid, "%s", err.Error())
+	}
+	return nil
+}
+
+// WithRules returns a copy of p that applies rules instead of its own;
+// errors are CheckRules's.
+func (p *Policy) WithRules(rules []mailpush.GateRule) (*Policy, error) {
+	compiled, err := compileRules(rules, "")
+	if err != nil {
+		return nil, mailpush.Errorf(mailpush.EInvalid, "%s", err.Error())
+	}
+	cp := *p
+	cp.rules = compiled
+	return &cp, nil
 }
 
 func set(list []string, norm func(string) string) map[string]bool {

@@ -53,5 +53,8 @@
 // Unknown subscriptions, another mailbox's subscription and a wrong
 // clientState are ignored with a log line and no push, never an error that
 // Graph would retry forever. A validation request is answered only while
-// mailpush itself is creating a subscription for the URL's mailbox.
+// mailpush itself is creating a subscription for the URL's mailbox. That
+// creating state is in the store (Mailbox.Watermark: the nonce and the
+// creation's deadline), not in the creating node's memory: in a cluster the
+// validation and the first notification reach any node.
 package graph

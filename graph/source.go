@@ -11,6 +11,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -89,7 +91,6 @@ type state struct {
 	apps      map[string]*tenantApp // by Entra tenant name key: mailpush tenant name
 	addresses map[string]string     // mailbox ID → address, in memory only
 	newest    map[string]string     // mailbox ID → its newest created message, for Resolve
-	expecting map[string]int        // mailbox ID → validations we wait for
 	queue     chan job
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -106,7 +107,6 @@ func (s *Source) init() *state {
 		s.st.apps = map[string]*tenantApp{}
 		s.st.addresses = map[string]string{}
 		s.st.newest = map[string]string{}
-		s.st.expecting = map[string]int{}
 		s.st.queue = make(chan job, orInt(s.QueueSize, DefaultQueueSize))
 	})
 	return &s.st
@@ -281,20 +281,11 @@ func (s *Source) subscribe(ctx context.Context, ta *tenantApp, mb *mailpush.Mail
 		sub.IncludeResourceData, sub.EncryptionCertificateID, sub.EncryptionCertificate = true, id, cert
 		sub.Resource += "?$select=subject,from,isRead"
 	}
-	st := s.init()
-	st.mu.Lock()
-	st.expecting[mb.ID]++
-	st.mu.Unlock()
-	defer func() {
-		st.mu.Lock()
-		if st.expecting[mb.ID]--; st.expecting[mb.ID] <= 0 {
-			delete(st.expecting, mb.ID)
-		}
-		st.mu.Unlock()
-	}()
-	// The nonce is stored first: the first notification may beat the answer.
+	// The nonce and the creation's deadline are stored first: Graph's
+	// validation requests and the first notification may beat its answer,
+	// and reach any node (creatingNow).
 	if _, err := s.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error {
-		m.Mode, m.Watermark = mailpush.ModeService, nonce
+		m.Mode, m.Watermark = mailpush.ModeService, creatingWatermark(nonce, now.Add(creatingFor))
 		if m.Status == mailpush.StatusInactive {
 			m.Status = mailpush.StatusPending
 		}
@@ -307,12 +298,22 @@ func (s *Source) subscribe(ctx context.Context, ta *tenantApp, mb *mailpush.Mail
 		created, err = ta.client.CreateSubscription(ctx, sub)
 		return err
 	})
+	// The creation is over: its ID (on success) and the end of the
+	// creating state are stored in one update, so that a node reading the
+	// mailbox sees either the creation or its result, never neither.
+	settle := func(m *mailpush.Mailbox) {
+		if n, _ := parseWatermark(m.Watermark); n == nonce {
+			m.Watermark = nonce // a later creation's state is its own to end
+		}
+	}
 	if err != nil {
+		s.Store.UpdateMailbox(context.WithoutCancel(ctx), mb.ID, func(m *mailpush.Mailbox) error { settle(m); return nil })
 		s.Logger.Warn("Graph subscription failed", "mailbox", mb.ID, "err", err)
 		return subscribeError(err)
 	}
 	if _, err := s.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error {
 		m.SubscriptionID, m.Status, m.LastEventAt = created.ID, mailpush.StatusActive, now
+		settle(m)
 		return nil
 	}); err != nil {
 		return err
@@ -533,7 +534,13 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, string) {
 // creating right now (a handshake for a subscription we never asked for is
 // refused, so Graph refuses to create it).
 func (s *Source) validation(w http.ResponseWriter, r *http.Request, tok mailpush.CallbackToken, token string) {
-	if !s.creating(tok.MailboxID) {
+	mb, err := s.Store.Mailbox(r.Context(), tok.MailboxID)
+	if err != nil && mailpush.ErrorCode(err) != mailpush.ENotFound {
+		s.Logger.Error("validation not answered: the store failed; Graph will fail the creation", "mailbox", tok.MailboxID, "err", err)
+		http.Error(w, "temporarily unable to answer", http.StatusServiceUnavailable)
+		return
+	}
+	if err != nil || mb.TenantID != tok.TenantID || !s.creatingNow(mb) {
 		s.Logger.Warn("validation refused: mailpush is not creating a subscription for this mailbox", "mailbox", tok.MailboxID)
 		http.Error(w, "no subscription is being created for this URL", http.StatusForbidden)
 		return
@@ -808,17 +815,14 @@ func (s *Source) lookup(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 	mb, err := s.Store.MailboxBySubscription(ctx, n.SubscriptionID)
 	if mailpush.ErrorCode(err) == mailpush.ENotFound {
 		// A new subscription's first notification may beat Graph's answer
-		// to the creation: while mailpush creates one for the URL's mailbox,
-		// its clientState, derived from the nonce stored before the
-		// creation, is what proves it ours.
-		// Whether it is creating is asked before the mailbox is read: a
-		// creation that ends in between has stored the new ID by then, so
-		// the read sees it (asked after the read, a creation ending in
-		// between left a stale mailbox and no creation: the notification
-		// was lost). The clientState is checked below.
-		wasCreating := s.creating(tok.MailboxID)
+		// to the creation, and reach another node than the one creating it:
+		// while any node creates one for the URL's mailbox (the store says
+		// so, creatingNow), its clientState, derived from the nonce stored
+		// before the creation, is what proves it ours. One read tells both:
+		// the creation's end stores the new ID and ends the creating state
+		// in one update. The clientState is checked below.
 		mb, err = s.Store.Mailbox(ctx, tok.MailboxID)
-		if mailpush.ErrorCode(err) == mailpush.ENotFound || err == nil && mb.SubscriptionID != n.SubscriptionID && !wasCreating {
+		if mailpush.ErrorCode(err) == mailpush.ENotFound || err == nil && mb.SubscriptionID != n.SubscriptionID && !s.creatingNow(mb) {
 			log.Warn("Graph notification ignored: unknown subscription")
 			return &known{}, nil
 		}
@@ -834,15 +838,44 @@ func (s *Source) lookup(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		log.Info("Graph notification ignored: no registration left")
 		return &known{}, nil
 	}
-	return &known{mb: mb, clientState: s.clientState(mb, mb.Watermark)}, nil
+	nonce, _ := parseWatermark(mb.Watermark)
+	return &known{mb: mb, clientState: s.clientState(mb, nonce)}, nil
 }
 
-// creating reports whether mailpush is creating a subscription for the mailbox.
-func (s *Source) creating(mailboxID string) bool {
-	st := s.init()
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return st.expecting[mailboxID] > 0
+// creatingFor bounds the creating state a creation stores: a node that dies
+// while creating leaves it, and it ends by itself after this (longer than a
+// creation's requests with their Retry-After waits).
+const creatingFor = 5 * time.Minute
+
+// A Graph mailbox's Watermark holds its subscription's nonce and, while a
+// node creates a subscription, that creation's deadline: "<nonce>" or
+// "<nonce>.<deadline in Unix ms>". In the store and not in one node's
+// memory, because in a cluster Graph's validation requests and the new
+// subscription's first notification reach whichever node the balancer
+// picks, not the one that is creating it.
+func creatingWatermark(nonce string, until time.Time) string {
+	return nonce + "." + strconv.FormatInt(until.UnixMilli(), 10)
+}
+
+// parseWatermark splits a Graph mailbox's Watermark; until is zero when no
+// creation is under way.
+func parseWatermark(w string) (nonce string, until time.Time) {
+	nonce, ms, ok := strings.Cut(w, ".")
+	if !ok {
+		return w, time.Time{}
+	}
+	n, err := strconv.ParseInt(ms, 10, 64)
+	if err != nil {
+		return nonce, time.Time{}
+	}
+	return nonce, time.UnixMilli(n)
+}
+
+// creatingNow reports whether some node is creating a subscription for the
+// mailbox (as the store says).
+func (s *Source) creatingNow(mb *mailpush.Mailbox) bool {
+	_, until := parseWatermark(mb.Watermark)
+	return s.Clock.Now().Before(until)
 }
 
 // job is the work a notification leaves for the workers.

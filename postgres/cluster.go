@@ -2,8 +2,11 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
+	"sort"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -44,11 +47,15 @@ func (s *Store) channel(name string) string {
 // it was away are lost, so it calls fn with the empty payload after every
 // reconnection: "anything may have changed, drop what you cached".
 func (s *Store) Listen(ctx context.Context, channel string, fn func(payload string)) {
+	link := "the broadcast connection (LISTEN " + channel + ")"
+	s.links.down(link, errNotYet)
+	defer s.links.gone(link)
 	pause := 100 * time.Millisecond
 	const retryMax = 5 * time.Second
 	first := true
 	for ctx.Err() == nil {
 		err := s.listenOnce(ctx, channel, func() {
+			s.links.up(link)
 			if !first {
 				fn("")
 			}
@@ -58,6 +65,7 @@ func (s *Store) Listen(ctx context.Context, channel string, fn func(payload stri
 		if ctx.Err() != nil {
 			return
 		}
+		s.links.down(link, err)
 		s.logger.Warn("lost the broadcast connection; connecting again", "channel", channel, "err", err)
 		if mailpush.Sleep(ctx, s.clock, pause) != nil {
 			return
@@ -95,9 +103,12 @@ func (s *Store) listenOnce(ctx context.Context, channel string, listening func()
 // takes over at its next try.
 func (s *Store) Lead(ctx context.Context, name string, check time.Duration, fn func(ctx context.Context)) {
 	key := lockKey(s.schema + "/" + name)
+	link := "the leadership connection (" + name + ")"
+	defer s.links.gone(link)
 	for ctx.Err() == nil {
-		err := s.leadOnce(ctx, key, check, fn)
+		err := s.leadOnce(ctx, key, check, func() { s.links.up(link) }, fn)
 		if err != nil && ctx.Err() == nil {
+			s.links.down(link, err)
 			s.logger.Warn("leadership check failed", "lock", name, "err", err)
 		}
 		if mailpush.Sleep(ctx, s.clock, check) != nil {
@@ -106,7 +117,7 @@ func (s *Store) Lead(ctx context.Context, name string, check time.Duration, fn f
 	}
 }
 
-func (s *Store) leadOnce(ctx context.Context, key int64, check time.Duration, fn func(context.Context)) error {
+func (s *Store) leadOnce(ctx context.Context, key int64, check time.Duration, asked func(), fn func(context.Context)) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return err
@@ -118,6 +129,7 @@ func (s *Store) leadOnce(ctx context.Context, key int64, check time.Duration, fn
 	if err := c.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&got); err != nil {
 		return err
 	}
+	asked() // led here or elsewhere: either way this node takes part
 	if !got {
 		return nil
 	}
@@ -172,4 +184,60 @@ func (s *Store) LiveNodes(ctx context.Context, within time.Duration) (int, error
 		return 0, dbError("live nodes", err)
 	}
 	return n, nil
+}
+
+// errNotYet is the state of a connection that has not connected yet.
+var errNotYet = errors.New("not connected yet")
+
+// links is the state of the store's long-lived connections of its own (a
+// broadcast listener, leadership), which the pool's health does not show:
+// a node whose broadcast connection is lost misses other nodes' changes
+// while its queries still work.
+type links struct {
+	mu   sync.Mutex
+	lost map[string]error // link → why it is down; absent: up (or not run)
+}
+
+func (l *links) down(link string, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lost == nil {
+		l.lost = map[string]error{}
+	}
+	l.lost[link] = err
+}
+
+func (l *links) up(link string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.lost, link)
+}
+
+// gone forgets a link that stopped running (its context ended).
+func (l *links) gone(link string) { l.up(link) }
+
+// LinksReady reports whether every long-lived connection the store runs
+// (Listen, Lead) is up: nil, or an EUnavailable error naming the lost ones
+// (its message fit for /readyz; the cause, which may name the database
+// host, is wrapped for the log). A lost link reconnects by itself.
+func (s *Store) LinksReady() error {
+	s.links.mu.Lock()
+	defer s.links.mu.Unlock()
+	if len(s.links.lost) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(s.links.lost))
+	for n := range s.links.lost {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	causes := make([]error, 0, len(names))
+	for _, n := range names {
+		causes = append(causes, fmt.Errorf("%s: %w", n, s.links.lost[n]))
+	}
+	msg := names[0]
+	for _, n := range names[1:] {
+		msg += " and " + n
+	}
+	return mailpush.WrapError(mailpush.EUnavailable, msg+" to the database is lost; reconnecting", errors.Join(causes...))
 }

@@ -61,6 +61,7 @@ type Store struct {
 	clock  mailpush.Clock
 	schema string
 	logger *slog.Logger
+	links  links // the long-lived connections' state (cluster.go)
 }
 
 // Open connects to the database and migrates it.

@@ -171,7 +171,7 @@ func (s *Store) Tenants(ctx context.Context) ([]*mailpush.Tenant, error) {
 
 // tenantOwned lists the tables whose rows belong to a tenant, children
 // before parents, for DeleteTenant.
-var tenantOwned = []string{"outbox_events", "outbox", "outbox_dead", "gate_devices", "registrations", "mailboxes", "tokens"}
+var tenantOwned = []string{"outbox_events", "outbox", "outbox_dead", "gate_devices", "gate_rules", "registrations", "mailboxes", "tokens"}
 
 // DeleteTenant removes a tenant and every row that is its own, in one
 // transaction.

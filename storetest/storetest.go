@@ -62,6 +62,7 @@ func Run(t *testing.T, open Factory) {
 		{"ConcurrentMailboxUpdates", testConcurrentMailboxUpdates},
 		{"StaleMailboxes", testStaleMailboxes},
 		{"GateDevices", testGateDevices},
+		{"GateRules", testGateRules},
 		{"DeleteRegistrationsByActiveSyncDevice", testDeleteRegistrationsByActiveSyncDevice},
 		{"OutboxClaimAndLease", testOutboxClaimAndLease},
 		{"OutboxSettle", testOutboxSettle},

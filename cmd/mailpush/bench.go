@@ -52,6 +52,10 @@ scenarios (-scenario):
   raw            the raw HTTP/2 client alone (N x M pushes)
   registrations  N registrations through POST /api/v1/registrations by -concurrency
                  clients (source dovecot); reports registrations/s, RSS and DB bytes each
+
+-nodes N (with -database-url; fanout, realworld, overload): N nodes on the one
+PostgreSQL database: this process's server and N-1 "mailpush serve" child
+processes of this binary; the notifications are spread over the nodes by mailbox.
 `
 
 type benchFlags struct {
@@ -68,6 +72,7 @@ type benchFlags struct {
 	contentMode string
 	dbURL       string // PostgreSQL instead of SQLite
 	dbSchema    string
+	nodes       int // servers on the database (PostgreSQL): 1 in-process, the others child processes
 }
 
 // benchDevices parses "M" or "LO-HI".
@@ -103,8 +108,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.contentMode, "content", "badge", "content mode of the devices: badge, subject or subject_sender")
 	fs.StringVar(&f.dbURL, "database-url", "", "run on the PostgreSQL database at this URL (database.driver postgres) instead of SQLite in -dir")
 	fs.StringVar(&f.dbSchema, "database-schema", "", "with -database-url: the schema, created if missing and kept (default: a fresh one, dropped after)")
+	fs.IntVar(&f.nodes, "nodes", 1, "nodes on the -database-url database: this process's and N-1 `mailpush serve` child processes")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if f.nodes < 1 || f.nodes > 1 && (f.dbURL == "" || f.scenario == "raw" || f.scenario == "registrations") {
+		return usageError{"-nodes above 1 needs -database-url (nodes share a PostgreSQL database) and the fanout, realworld or overload scenario"}
 	}
 	defaults := map[string]struct {
 		mailboxes int
@@ -149,6 +158,8 @@ type bench struct {
 	key     *ecdsa.PrivateKey
 	main    *Main
 	base    string
+	bases   []string // every node's base URL; base is bases[0]
+	nodes   []*benchNode
 	secret  string // the Dovecot shared secret
 	tenant  *mailpush.Tenant
 	tokenOf []int // device index -> mailbox index
@@ -202,9 +213,11 @@ func (b *bench) run(ctx context.Context) error {
 		defer drop()
 	}
 	if err := b.start(ctx, p8); err != nil {
+		b.stopNodes()
 		return err
 	}
 	defer b.main.Close()
+	defer b.stopNodes() // before node 1 closes
 	switch b.f.scenario {
 	case "fanout":
 		return b.fanout(ctx)
@@ -285,6 +298,7 @@ tenants:
 		return err
 	}
 	b.base = "http://" + b.main.listener.Addr().String()
+	b.bases = []string{b.base}
 	if b.tenant, err = b.main.Store.TenantByName(ctx, "bench"); err != nil {
 		return err
 	}
@@ -299,7 +313,13 @@ tenants:
 		b.secret = lines[len(lines)-1] // the API's bearer token
 		return nil
 	}
-	return b.seed(ctx)
+	if err := b.seed(ctx); err != nil {
+		return err
+	}
+	if b.f.nodes > 1 {
+		return b.startNodes(ctx, yaml)
+	}
+	return nil
 }
 
 func benchAddress(i int) string { return fmt.Sprintf("user%d@bench.example", i) }
@@ -404,7 +424,7 @@ func (b *bench) notifier() *notifier {
 func (n *notifier) notify(ctx context.Context, m, badge int) (time.Duration, error) {
 	body, _ := json.Marshal(map[string]any{"user": benchAddress(m), "folder": "INBOX", "event": "MessageNew", "unseen": badge,
 		"from": "Bob <bob@example.com>", "subject": "bench message " + strconv.Itoa(badge), "imap-uid": badge, "imap-uidvalidity": 1})
-	req, _ := http.NewRequestWithContext(ctx, "POST", n.b.base+"/dovecot/notify", bytes.NewReader(body))
+	req, _ := http.NewRequestWithContext(ctx, "POST", n.b.bases[m%len(n.b.bases)]+"/dovecot/notify", bytes.NewReader(body))
 	req.SetBasicAuth("dovecot", n.b.secret)
 	req.Header.Set("Content-Type", "application/json")
 	start := time.Now()
@@ -515,7 +535,7 @@ func ms3(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6)
 func (b *bench) report(ph phase) {
 	now, peak := rss()
 	fmt.Fprintf(b.out, "%s: %d pushes, %d events in %s\n", ph.name, ph.pushes, ph.events, ph.elapsed.Round(time.Millisecond))
-	fmt.Fprintf(b.out, "  pushes/s %.0f   events/s %.0f   CPU µs/push %.1f (process: fake APNs, load generator and server)\n",
+	fmt.Fprintf(b.out, "  pushes/s %.0f   events/s %.0f   CPU µs/push %.1f (process: fake APNs, load generator and server; and the child nodes)\n",
 		float64(ph.pushes)/ph.elapsed.Seconds(), float64(ph.events)/ph.elapsed.Seconds(), float64(ph.cpu.Microseconds())/float64(max(1, ph.pushes)))
 	if len(ph.acks) > 0 {
 		fmt.Fprintf(b.out, "  ack latency p50 %s  p99 %s  max %s (%d)\n", ms3(pct(ph.acks, .5)), ms3(pct(ph.acks, .99)), ms3(pct(ph.acks, 1)), len(ph.acks))
@@ -524,6 +544,9 @@ func (b *bench) report(ph phase) {
 		fmt.Fprintf(b.out, "  event->push latency p50 %s  p99 %s  max %s (%d pushes)\n", ms3(pct(ph.e2e, .5)), ms3(pct(ph.e2e, .99)), ms3(pct(ph.e2e, 1)), len(ph.e2e))
 	}
 	fmt.Fprintf(b.out, "  RSS %.1f MiB (peak %.1f MiB)   outbox depth max %d, now %d\n", float64(now)/(1<<20), float64(peak)/(1<<20), ph.maxDepth, b.depthOrZero())
+	for i, r := range b.childRSS() {
+		fmt.Fprintf(b.out, "  node %d (child process) RSS %.1f MiB\n", i+2, float64(r)/(1<<20))
+	}
 }
 
 func (b *bench) depthOrZero() int {
@@ -695,7 +718,7 @@ func (b *bench) drive(ctx context.Context, name string, next func(yield func(m, 
 	acks := make([]time.Duration, 0, 1024)
 	var maxDepth atomic.Int64
 	stopProfile := b.profile("")
-	cpu0, start := cpuTime(), time.Now()
+	cpu0, start := cpuTime()+b.childCPU(), time.Now()
 	stop := b.ticker(func(el time.Duration) string {
 		d := b.depth()
 		if int64(d) > maxDepth.Load() {
@@ -781,7 +804,7 @@ func (b *bench) drive(ctx context.Context, name string, next func(yield func(m, 
 	if want < 0 {
 		elapsed = max(sendDone, time.Since(start)-2*time.Second) // the quiet wait is not work
 	}
-	ph := phase{name: name, pushes: b.accepted.Load() - before, events: sent.Load(), elapsed: elapsed, cpu: cpuTime() - cpu0, maxDepth: int(maxDepth.Load())}
+	ph := phase{name: name, pushes: b.accepted.Load() - before, events: sent.Load(), elapsed: elapsed, cpu: cpuTime() + b.childCPU() - cpu0, maxDepth: int(maxDepth.Load())}
 	stop()
 	stopProfile()
 	ackMu.Lock()

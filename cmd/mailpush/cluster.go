@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailpush/mailpush"
 	"github.com/mailpush/mailpush/postgres"
 )
 
@@ -20,6 +21,8 @@ import (
 //     node's leases run out and another node takes the work.
 //   - The gate's device cache is per node, and every registry change is
 //     broadcast (LISTEN/NOTIFY) so each node drops its cached answer at once.
+//     The gate's rules are stored (gaterules.go); a console edit is applied
+//     on its node and broadcast, and every other node reads them again.
 //   - The per-tenant push rate is split honestly: each node sends
 //     tenantRate/(live nodes), the live nodes counted from heartbeats.
 //   - The host-level dead-server rule runs on the leader only (an advisory
@@ -44,6 +47,9 @@ type cluster struct {
 	nodeID string
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	mu           sync.Mutex
+	heartbeatErr error // the last heartbeat's failure; nil once one succeeds
 }
 
 // defaultNodeID names a node when nodeId is not set: the host name and the
@@ -75,7 +81,13 @@ func (m *Main) startCluster() {
 		defer t.Stop()
 		shared := 0
 		for {
-			if err := store.Heartbeat(ctx, c.nodeID); err != nil && ctx.Err() == nil {
+			err := store.Heartbeat(ctx, c.nodeID)
+			if ctx.Err() == nil {
+				c.mu.Lock()
+				c.heartbeatErr = err
+				c.mu.Unlock()
+			}
+			if err != nil && ctx.Err() == nil {
 				log.Warn("heartbeat failed", "err", err)
 			} else if n, err := store.LiveNodes(ctx, liveWithin); err == nil && n != shared {
 				shared = n
@@ -90,27 +102,47 @@ func (m *Main) startCluster() {
 		}
 	}()
 
+	// The broadcast listener runs on every node, gate or not: /readyz
+	// reports a node whose listener is lost (LinksReady), so the check means
+	// the same everywhere.
+	var gateTenant gateCache = noGate{}
 	if m.Gate != nil {
-		gateTenant := m.Gate
+		gateTenant = m.Gate
 		m.GateRegistry.OnChange = func(tenantID, deviceID string) {
 			gateTenant.Invalidate(tenantID, deviceID) // this node at once, even if the broadcast fails
 			if err := store.Broadcast(ctx, gateChannel, tenantID+"/"+deviceID); err != nil {
 				log.Warn("could not broadcast a gate change: other nodes see it within gate.cacheTtl", "err", err)
 			}
 		}
+		// Rules edited in the console: this node applied them already; the
+		// others read the stored list again (after a reconnection too).
+		m.gateRulesChanged = func(ctx context.Context) {
+			if err := store.Broadcast(ctx, gateRulesChannel, m.gateTenantID); err != nil {
+				log.Warn("could not broadcast a gate rule change: other nodes apply it when they restart or next hear of one", "err", err)
+			}
+		}
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
-			store.Listen(ctx, gateChannel, func(payload string) {
-				tenantID, deviceID, ok := strings.Cut(payload, "/")
-				if !ok {
-					gateTenant.InvalidateAll() // reconnected: changes may have been missed
-					return
+			store.Listen(ctx, gateRulesChannel, func(string) {
+				if err := m.reloadGateRules(ctx); err != nil && ctx.Err() == nil {
+					log.Warn("could not apply the stored gate rules", "err", err)
 				}
-				gateTenant.Invalidate(tenantID, deviceID)
 			})
 		}()
 	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		store.Listen(ctx, gateChannel, func(payload string) {
+			tenantID, deviceID, ok := strings.Cut(payload, "/")
+			if !ok {
+				gateTenant.InvalidateAll() // reconnected: changes may have been missed
+				return
+			}
+			gateTenant.Invalidate(tenantID, deviceID)
+		})
+	}()
 
 	if m.EWSEngine != nil && m.EWSEngine.HostRule.MinSubscriptions > 0 {
 		c.wg.Add(1)
@@ -142,8 +174,43 @@ func (m *Main) startCluster() {
 	log.Info("cluster node started", "database", m.Config.databaseName())
 }
 
-// gateChannel carries "<tenantID>/<deviceID>" for every gate registry change.
-const gateChannel = "gate"
+// gateCache is what a broadcast changes: the gate's cached answers.
+type gateCache interface {
+	Invalidate(tenantID, deviceID string)
+	InvalidateAll()
+}
+
+// noGate is the gateCache of a node without gate.tenant.
+type noGate struct{}
+
+func (noGate) Invalidate(string, string) {}
+func (noGate) InvalidateAll()            {}
+
+// ready reports why this node is not ready in the cluster: a lost
+// broadcast or leadership connection (the store's LinksReady), or a failed
+// heartbeat; nil on SQLite.
+func (c *cluster) ready() error {
+	if c == nil {
+		return nil
+	}
+	if err := c.store.LinksReady(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	err := c.heartbeatErr
+	c.mu.Unlock()
+	if err != nil {
+		return mailpush.WrapError(mailpush.EUnavailable, "this node's heartbeat failed: the other nodes no longer count it", err)
+	}
+	return nil
+}
+
+// gateChannel carries "<tenantID>/<deviceID>" for every gate registry change;
+// gateRulesChannel the gate tenant's ID for every change of its rules.
+const (
+	gateChannel      = "gate"
+	gateRulesChannel = "gate_rules"
+)
 
 func (c *cluster) close() {
 	if c == nil {

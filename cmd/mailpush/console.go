@@ -110,29 +110,13 @@ func (m *Main) startConsole(ctx context.Context, mux *http.ServeMux, publicURL s
 func (m *Main) gateInfo() *console.GateInfo {
 	g := m.Config.Gate
 	info := &console.GateInfo{TenantID: m.gateTenantID, Mode: g.Mode, FailMode: g.FailMode,
-		Decisions: func() (uint64, uint64) { s := m.Gate.Stats(); return s.Allowed, s.Denied }}
+		Decisions: func() (uint64, uint64) { s := m.Gate.Stats(); return s.Allowed, s.Denied },
+		Rules:     gateRuleEditor{m}, Recent: m.gateDecisions}
 	if info.Mode == "" {
 		info.Mode = "compliantOnly"
 	}
 	if info.FailMode == "" {
 		info.FailMode = "closed"
-	}
-	for _, r := range g.Rules {
-		var match []string
-		add := func(name string, v []string) {
-			if len(v) > 0 {
-				match = append(match, name+" "+strings.Join(v, ", "))
-			}
-		}
-		add("users", r.Users)
-		add("deviceIds", r.DeviceIDs)
-		add("deviceTypes", r.DeviceTypes)
-		add("commands", r.Commands)
-		add("networks", r.Networks)
-		if r.UserAgent != "" {
-			match = append(match, "userAgent ~ "+r.UserAgent)
-		}
-		info.Rules = append(info.Rules, console.GateRule{Name: r.Name, Action: r.Action, Match: strings.Join(match, "; ")})
 	}
 	return info
 }

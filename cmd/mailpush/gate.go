@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mailpush/mailpush"
+	"github.com/mailpush/mailpush/console"
 	"github.com/mailpush/mailpush/gate"
 )
 
@@ -31,6 +32,9 @@ func newGateRegistry(m *Main) *gate.Registry {
 		Identity: id, ClearIDs: m.Config.Gate.AuditIdentifiers == "clear"}
 }
 
+// gateDecisionsKept is how many recent gate decisions the console lists.
+const gateDecisionsKept = 200
+
 // startGate resolves gate.tenant and starts the gate; its routes are mounted
 // by Run.
 func (m *Main) startGate(ctx context.Context) error {
@@ -38,11 +42,19 @@ func (m *Main) startGate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("config key gate.tenant: tenant %q: %w (create it with mailpush tenant add)", m.Config.Gate.Tenant, err)
 	}
-	g, err := gate.New(m.Config.Gate, gate.Deps{Store: m.Store, Hasher: m.Keys, TenantID: t.ID, Logger: m.Logger.With("component", "gate"), Clock: m.Clock})
+	deps := gate.Deps{Store: m.Store, Hasher: m.Keys, TenantID: t.ID, Logger: m.Logger.With("component", "gate"), Clock: m.Clock}
+	if m.Config.Console.on() {
+		m.gateDecisions = console.NewDecisionLog(gateDecisionsKept)
+		deps.OnDecision = m.gateDecisions.Add
+	}
+	g, err := gate.New(m.Config.Gate, deps)
 	if err != nil {
 		return err
 	}
 	m.Gate, m.gateTenantID = g, t.ID
+	if err := m.seedGateRules(ctx); err != nil {
+		return err
+	}
 	m.GateRegistry.OnChange = g.Invalidate
 	g.Start()
 	m.Logger.Info("ActiveSync gate on", "tenant", t.Name, "mode", m.Config.Gate.Mode, "failMode", m.Config.Gate.FailMode, "rules", len(m.Config.Gate.Rules))

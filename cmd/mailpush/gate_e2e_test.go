@@ -43,17 +43,19 @@ func requireBinary(t *testing.T, name string) string {
 
 // backend is a fake Exchange ActiveSync endpoint that records what reaches it.
 type backend struct {
-	srv  *httptest.Server
-	mu   sync.Mutex
-	seen []string // "METHOD URI"
+	srv   *httptest.Server
+	mu    sync.Mutex
+	seen  []string          // "METHOD URI"
+	peers map[string]string // the connection (remote address) each URI came on
 }
 
 func newBackend(t *testing.T) *backend {
-	b := &backend{}
+	b := &backend{peers: map[string]string{}}
 	b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		b.mu.Lock()
 		b.seen = append(b.seen, r.Method+" "+r.RequestURI)
+		b.peers[r.RequestURI] = r.RemoteAddr
 		b.mu.Unlock()
 		w.Header().Set("MS-Server-ActiveSync", "15.1")
 		w.Write([]byte("exchange says hi"))
@@ -84,7 +86,9 @@ func freePort(t *testing.T) string {
 }
 
 // renderTemplate fills a proxy template of docs/gate the way its header says
-// (envsubst of ${MAILPUSH} ${EXCHANGE} ${LISTEN}, and ${GATE_LUA} for HAProxy).
+// (envsubst of ${MAILPUSH} ${EXCHANGE} ${LISTEN}, ${GATE_LUA} for HAProxy, and
+// for nginx's upstream block ${EXCHANGE_SCHEME} and ${EXCHANGE_HOST}, the
+// two halves of exchange's URL).
 func renderTemplate(t *testing.T, name, mailpushAddr, exchange, listen string) string {
 	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "gate", name))
 	if err != nil {
@@ -94,7 +98,9 @@ func renderTemplate(t *testing.T, name, mailpushAddr, exchange, listen string) s
 	if err != nil {
 		t.Fatal(err)
 	}
-	return strings.NewReplacer("${MAILPUSH}", mailpushAddr, "${EXCHANGE}", exchange, "${LISTEN}", listen, "${GATE_LUA}", lua).Replace(string(b))
+	scheme, host, _ := strings.Cut(exchange, "://")
+	return strings.NewReplacer("${MAILPUSH}", mailpushAddr, "${EXCHANGE}", exchange, "${EXCHANGE_SCHEME}", scheme, "${EXCHANGE_HOST}", host,
+		"${LISTEN}", listen, "${GATE_LUA}", lua).Replace(string(b))
 }
 
 // gateProxyName is gate.proxy for each proxy the tests run.

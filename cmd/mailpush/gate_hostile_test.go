@@ -283,3 +283,50 @@ func TestGateDownDeniesThroughRealProxies(t *testing.T) {
 		})
 	}
 }
+
+// TestGateKeepsExchangeAliveWithoutConnectionAuth: docs/gate/nginx.conf and
+// the Caddyfile keep their connections to Exchange alive and share them
+// between clients, so they must refuse the schemes that authenticate a
+// connection rather than a request (NTLM, Negotiate): one client's NTLM
+// handshake would otherwise leave a pooled connection on which another
+// client's request without credentials is served as the first user.
+// (HAProxy marks such a connection private itself.)
+func TestGateKeepsExchangeAliveWithoutConnectionAuth(t *testing.T) {
+	for _, kind := range []string{"nginx", "caddy"} {
+		t.Run(kind, func(t *testing.T) { keepsExchangeAliveWithoutConnectionAuth(t, kind) })
+	}
+}
+
+func keepsExchangeAliveWithoutConnectionAuth(t *testing.T, kind string) {
+	w, _, token := newGateWorldFor(t, gateProxyName[kind], gateHostileConfig)
+	if st, body := w.call(t, "PUT", "/api/v1/gate/devices/GOODDEV01", token, map[string]string{"user": "alice@example.com", "state": "compliant"}); st != 200 {
+		t.Fatalf("PUT device = %d %v", st, body)
+	}
+	exchange := newBackend(t)
+	proxy := strings.TrimPrefix(startProxy(t, kind, strings.TrimPrefix(w.main.URL(), "http://"), exchange.srv.URL), "http://")
+	std := [][2]string{basicAuth("alice@example.com"), {"User-Agent", "Apple-iPhone/1"}, {"MS-ASProtocolVersion", "16.1"}}
+	// Five clients, one after the other, each on its own connection to the
+	// proxy: Exchange sees them all on one kept-alive connection.
+	conns := map[string]bool{}
+	for i := range 5 {
+		uri := fmt.Sprintf("/Microsoft-Server-ActiveSync?Cmd=Ping&DeviceId=GOODDEV01&DeviceType=iPhone&ItemId=KA%d", i)
+		if code, body := rawRequest(t, proxy, uri, std); code != 200 {
+			t.Fatalf("request %d: %d %q", i, code, body)
+		}
+		exchange.mu.Lock()
+		conns[exchange.peers[uri]] = true
+		exchange.mu.Unlock()
+	}
+	if len(conns) != 1 {
+		t.Errorf("five requests reached Exchange on %d connections %v, want one kept-alive connection", len(conns), conns)
+	}
+	ntlmNegotiate := "TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAGAbEdAAAADw=="
+	for i, auth := range []string{"NTLM " + ntlmNegotiate, "ntlm " + ntlmNegotiate, "Negotiate " + ntlmNegotiate, "NEGOTIATE YIIGhgYGKwYBBQUCoIIGejCCBnag", "NTLM"} {
+		mark := fmt.Sprintf("CONNAUTH%d", i)
+		uri := "/Microsoft-Server-ActiveSync?Cmd=Ping&DeviceId=GOODDEV01&DeviceType=iPhone&ItemId=" + mark
+		code, body := rawRequest(t, proxy, uri, [][2]string{{"Authorization", auth}, {"User-Agent", "Apple-iPhone/1"}, {"MS-ASProtocolVersion", "16.1"}})
+		if code != 403 || exchange.sawMark(mark) {
+			t.Errorf("Authorization %.12q…: %d %q, reached Exchange %v; want 403", auth, code, body, exchange.sawMark(mark))
+		}
+	}
+}

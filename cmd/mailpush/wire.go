@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mailpush/mailpush"
@@ -85,7 +86,14 @@ type Main struct {
 	pprofAddr string
 	// gateTenantID is the ID of gate.tenant while the gate is on.
 	gateTenantID string
-	closed       bool
+	// gateDecisions keeps the gate's last decisions for the console.
+	gateDecisions *console.DecisionLog
+	// gateRulesMu orders the application of stored rule versions
+	// (gaterules.go); gateRulesChanged tells the other nodes (cluster.go).
+	gateRulesMu      sync.Mutex
+	gateRulesVersion int64
+	gateRulesChanged func(ctx context.Context)
+	closed           bool
 }
 
 // NewMain returns a Main that logs to logOutput.
@@ -268,7 +276,7 @@ func (m *Main) Run(ctx context.Context) error {
 	srv := &api.Server{
 		Store: m.Store, Keys: m.Keys, Registrar: m.Registrar,
 		Logger: m.Logger.With("component", "api"), Gate: m.GateRegistry,
-		AppConfigs: m.AppConfigs,
+		AppConfigs: m.AppConfigs, Ready: m.ready,
 	}
 	if m.SMIME != nil {
 		srv.SMIME = m.SMIME
@@ -333,6 +341,16 @@ func (m *Main) Run(ctx context.Context) error {
 	m.Logger.Info("mailpush serving", "version", mailpush.Version, "listen", m.listener.Addr().String(), "publicUrl", publicURL,
 		"database", cfg.databaseName(), "apns", cfg.APNsEnabled())
 	return nil
+}
+
+// ready is /readyz's check: the database answers and, in a cluster, this
+// node's own connections to it (broadcast, leadership) and its heartbeat
+// are alive. The error's message says which.
+func (m *Main) ready(ctx context.Context) error {
+	if err := m.Store.Ping(ctx); err != nil {
+		return err
+	}
+	return m.cluster.ready()
 }
 
 // dovecotSource builds the Dovecot source from the tenants' dovecot

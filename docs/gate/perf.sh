@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Gate throughput through real nginx, side by side in one run (docs/PERFORMANCE.md):
 #   ceiling: wrk -> nginx answering 200 itself (the proxy's own ceiling)
-#   proxied: wrk -> nginx -> backend (no gate)
+#   proxied: wrk -> nginx -> backend (no gate; kept-alive upstream, as the template)
 #   gated:   wrk -> nginx -> /gate/auth (mailpush) -> backend, from docs/gate/nginx.conf
+#            as shipped (both upstreams kept alive)
 # The three are measured in alternating rounds with the same wrk script (same
 # requests, 10,000 registered devices). Needs nginx, wrk, and the mailpush binary
 # (go build -o "$DIR/mailpush" ./cmd/mailpush). Usage: bash docs/gate/perf.sh [connections] [seconds] [rounds]
-# AUDIT=deny|off changes gate.audit (default all).
+# AUDIT=deny|off changes gate.audit (default all). PROFILE=1 takes a CPU
+# profile of mailpush during the first gated measurement ($DIR/gated.pprof;
+# go tool pprof -top $DIR/mailpush $DIR/gated.pprof).
 set -euo pipefail
 CONNS=${1:-4}; SECS=${2:-10}; ROUNDS=${3:-3}
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -14,22 +17,24 @@ DIR=${DIR:-/tmp/gate-perf}
 mkdir -p "$DIR" && cd "$DIR"
 rm -rf data nginx && mkdir -p data nginx
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-P_CEIL=18181 P_PROX=18182 P_GATE=18183 P_BACK=18184 P_MP=18185
+P_CEIL=18181 P_PROX=18182 P_GATE=18183 P_BACK=18184 P_MP=18185 P_PPROF=18186
 
 cat > mailpush.yaml <<YAML
 listen: 127.0.0.1:$P_MP
 database: {path: $DIR/data/m.db}
 keyDir: $DIR/data/keys
 log: {level: info}
+debug: {pprofListen: "127.0.0.1:$P_PPROF"}
 gate: {tenant: acme, proxy: nginx, audit: ${AUDIT:-all}, minProtocolVersion: "14.0"}
 YAML
 ./mailpush tenant add acme --config mailpush.yaml >/dev/null
 python3 -c "print('deviceId,user,deviceType,state'); [print(f'DEV{i:05d},perf@example.com,iPhone,' + ('compliant' if i%10 else 'blocked')) for i in range(10000)]" > devices.csv
 ./mailpush gate import devices.csv --tenant acme --config mailpush.yaml 2>/dev/null
+ADMIN=$(./mailpush token add --tenant acme --scope admin --config mailpush.yaml | tail -1)
 ./mailpush serve --config mailpush.yaml 2> serve.log &
 MP=$!
 
-GATED=$(sed -e "s|\${MAILPUSH}|127.0.0.1:$P_MP|g; s|\${EXCHANGE}|http://127.0.0.1:$P_BACK|g; s|\${LISTEN}|127.0.0.1:$P_GATE|g" "$REPO/docs/gate/nginx.conf")
+GATED=$(sed -e "s|\${MAILPUSH}|127.0.0.1:$P_MP|g; s|\${EXCHANGE_SCHEME}|http|g; s|\${EXCHANGE_HOST}|127.0.0.1:$P_BACK|g; s|\${LISTEN}|127.0.0.1:$P_GATE|g" "$REPO/docs/gate/nginx.conf")
 USER_LINE=""; [ "$(id -u)" = 0 ] && USER_LINE="user root;"
 cat > nginx/nginx.conf <<NGINX
 $USER_LINE
@@ -44,9 +49,10 @@ http {
     fastcgi_temp_path $DIR/nginx/fcgi; uwsgi_temp_path $DIR/nginx/uwsgi; scgi_temp_path $DIR/nginx/scgi;
     server { listen 127.0.0.1:$P_CEIL; location / { return 200 "exchange says hi"; } }
     server { listen 127.0.0.1:$P_BACK; location / { return 200 "exchange says hi"; } }
+    upstream backend_direct { server 127.0.0.1:$P_BACK; keepalive 64; }
     server {
         listen 127.0.0.1:$P_PROX;
-        location /Microsoft-Server-ActiveSync { proxy_pass http://127.0.0.1:$P_BACK; proxy_http_version 1.1; proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; }
+        location /Microsoft-Server-ActiveSync { proxy_pass http://backend_direct; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; }
     }
 $GATED
 }
@@ -73,7 +79,13 @@ echo "audit ${AUDIT:-all}; nproc $(nproc); load before: $(cut -d' ' -f1-3 /proc/
 for r in $(seq "$ROUNDS"); do
   for v in ceiling:$P_CEIL proxied:$P_PROX gated:$P_GATE; do
     name=${v%%:*}; port=${v##*:}
+    prof=""
+    if [ -n "${PROFILE:-}" ] && [ "$name" = gated ] && [ "$r" = 1 ]; then
+      curl -s -H "Authorization: Bearer $ADMIN" "http://127.0.0.1:$P_PPROF/debug/pprof/profile?seconds=$((SECS > 2 ? SECS - 1 : 1))" -o gated.pprof &
+      prof=$!
+    fi
     out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s varied.lua "http://127.0.0.1:$port")
+    [ -n "$prof" ] && wait "$prof"
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     p50=$(echo "$out" | awk '$1=="50%" {print $2}')
     p99=$(echo "$out" | awk '$1=="99%" {print $2}')

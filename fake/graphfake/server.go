@@ -56,10 +56,16 @@ type Options struct {
 	// HTTPClient posts notifications; nil trusts nothing but plain HTTP and
 	// the system roots.
 	HTTPClient *http.Client
+	// BeforeAnswer, when set, is called with every new subscription after
+	// it exists (its notifications flow) and before its creation is
+	// answered: as on Graph, where the first notification may beat the
+	// answer to the creation.
+	BeforeAnswer func(Subscription)
 }
 
 // Server is the fake.
 type Server struct {
+	before func(Subscription)
 	tenant string
 	clock  mailpush.Clock
 	log    *slog.Logger
@@ -149,7 +155,7 @@ func New(opts Options) *Server {
 	if err != nil {
 		panic(err)
 	}
-	s := &Server{tenant: opts.TenantID, clock: opts.Clock, log: opts.Logger, hc: opts.HTTPClient, key: key, kid: "fake-key-1",
+	s := &Server{before: opts.BeforeAnswer, tenant: opts.TenantID, clock: opts.Clock, log: opts.Logger, hc: opts.HTTPClient, key: key, kid: "fake-key-1",
 		changed: make(chan struct{}), apps: map[string]app{}, tokens: map[string]issued{}, users: map[string]*user{},
 		subs: map[string]*Subscription{}, requests: map[string]int{}}
 	if s.tenant == "" {
@@ -456,6 +462,9 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 	s.subs[in.ID] = &sub
 	s.notifyLocked()
 	s.mu.Unlock()
+	if s.before != nil {
+		s.before(sub)
+	}
 	writeJSON(w, http.StatusCreated, sub)
 }
 
