@@ -172,6 +172,7 @@ func TestEndToEndCBA(t *testing.T) {
 			t.Errorf("a push shows mail fetched with a revoked certificate: %s", p.Payload)
 		}
 	}
+	clock.Advance(time.Minute) // Exchange's next status event is answered Unsubscribe
 	waitFor(t, "no active subscription after the revocation", func(ctx context.Context) error {
 		return w.exchange.WaitFor(ctx, func(s *ewsfake.Server) bool { return countActive(s) == 0 })
 	})

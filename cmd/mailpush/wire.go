@@ -58,7 +58,7 @@ type Main struct {
 	// GraphEngine renews its subscriptions.
 	Graph       *graph.Source
 	GraphEngine *subscription.Engine
-	resolver    resolver // the pipeline's, made before the sources
+	resolvers   pipeline.SourceResolvers // the pipeline's, made before the sources
 	// GateRegistry is the ActiveSync gate's device registry (always on);
 	// Gate decides for gate.tenant (nil when no tenant is configured).
 	GateRegistry *gate.Registry
@@ -170,9 +170,9 @@ func (m *Main) Run(ctx context.Context) error {
 		Workers: cfg.Push.Workers, BatchSize: cfg.Push.BatchSize, MaxAttempts: cfg.Push.MaxAttempts,
 		RetryBase: cfg.Push.RetryBase, RetryMax: cfg.Push.RetryMax, SyncPerHour: cfg.Push.SyncPerHour,
 		TenantRate: float64(cfg.Push.TenantRate), TenantBurst: cfg.Push.TenantBurst, Lease: cfg.Push.Lease,
-		Resolver: &m.resolver,
+		Resolver: &m.resolvers,
 	})
-	m.Pipeline.Start()
+	m.resolvers.Mailboxes, m.resolvers.Logger = m.Store, m.Logger.With("component", "pipeline")
 
 	m.listener, err = net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -273,6 +273,11 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	// The sources ask the registrar what a notification may change.
 	m.EWS.Rules = m.Registrar
+	// The sources that acknowledge before fetching complete their events in
+	// the pipeline's workers: every one is wired before the pipeline claims
+	// the events a previous run left.
+	m.resolvers.Set(mailpush.SourceEWS, m.EWS)
+	m.Pipeline.Start()
 	srv := &api.Server{
 		Store: m.Store, Keys: m.Keys, Registrar: m.Registrar,
 		Logger: m.Logger.With("component", "api"), Gate: m.GateRegistry,
@@ -638,21 +643,8 @@ func (m *Main) startGraph(cfg *Config, outbound *http.Transport, publicURL strin
 		DueAfter: m.Graph.RenewAfter(), Interval: time.Minute, Rate: float64(orDefault(cfg.Graph.RenewRate, 20)), MaxPerAccount: 4,
 	}
 	m.Graph.Engine = m.GraphEngine
-	m.resolver.graph = m.Graph
+	m.resolvers.Set(mailpush.SourceGraph, m.Graph)
 	m.Graph.Run(context.Background())
 	m.GraphEngine.Run(context.Background())
 	return nil
-}
-
-// resolver completes the pipeline's unresolved events (only Graph stores
-// them: it acknowledges before fetching). The pipeline is made before the
-// sources, so the source is set once it exists.
-type resolver struct{ graph *graph.Source }
-
-func (r *resolver) Resolve(ctx context.Context, ev *mailpush.OutboxEvent) error {
-	if r.graph == nil {
-		ev.Event.Badge = mailpush.NoBadge
-		return nil
-	}
-	return r.graph.Resolve(ctx, ev)
 }
