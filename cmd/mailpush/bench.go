@@ -74,6 +74,7 @@ type benchFlags struct {
 	dbSchema    string
 	nodes       int // servers on the database (PostgreSQL): 1 in-process, the others child processes
 	apnsDelay   time.Duration
+	compare     bool // run on SQLite, PostgreSQL with one node and with -nodes nodes, one after the other
 }
 
 // benchDevices parses "M" or "LO-HI".
@@ -110,12 +111,19 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.dbURL, "database-url", "", "run on the PostgreSQL database at this URL (database.driver postgres) instead of SQLite in -dir")
 	fs.StringVar(&f.dbSchema, "database-schema", "", "with -database-url: the schema, created if missing and kept (default: a fresh one, dropped after)")
 	fs.DurationVar(&f.apnsDelay, "apns-delay", time.Second, "takeover: how long the fake APNs takes to answer each push")
+	fs.BoolVar(&f.compare, "compare", false, "fanout, realworld: run on SQLite, on -database-url with one node and with -nodes nodes (default 3), one after the other, and print the ratios")
 	fs.IntVar(&f.nodes, "nodes", 1, "nodes on the -database-url database: this process's and N-1 `mailpush serve` child processes")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if f.nodes < 1 || f.nodes > 1 && (f.dbURL == "" || f.scenario == "raw" || f.scenario == "registrations") {
 		return usageError{"-nodes above 1 needs -database-url (nodes share a PostgreSQL database) and the fanout, realworld, overload or takeover scenario"}
+	}
+	if f.compare && (f.dbURL == "" || f.scenario != "fanout" && f.scenario != "realworld") {
+		return usageError{"-compare needs -database-url and the fanout or realworld scenario"}
+	}
+	if f.compare && f.nodes == 1 {
+		f.nodes = 3
 	}
 	if f.scenario == "takeover" && f.nodes < 2 {
 		return usageError{"-scenario takeover needs -database-url and -nodes 2 or more (one of them is killed)"}
@@ -147,6 +155,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if mailpush.ContentMode(f.contentMode).Rank() < 0 {
 		return usageError{"-content must be badge, subject or subject_sender"}
 	}
+	if f.compare {
+		return compareStores(ctx, f, lo, hi, stdout, stderr)
+	}
 	b := &bench{f: f, lo: lo, hi: hi, out: stdout, progress: stderr}
 	return b.run(ctx)
 }
@@ -177,6 +188,7 @@ type bench struct {
 	lastBadge []int32             // by device: highest badge delivered
 	e2e       []time.Duration     // event -> push
 	accepted  atomic.Int64
+	measured  phase // the scenario's mailpush phase (fanout, paced), for -compare
 
 	// takeover (bench_takeover.go): the fake APNs' answer delay, and what
 	// it calls with the token of every background push.
@@ -659,6 +671,7 @@ func (b *bench) fanout(ctx context.Context) error {
 		return err
 	}
 	b.report(ph)
+	b.measured = ph
 	rawRate := float64(raw.pushes) / raw.elapsed.Seconds()
 	rate := float64(ph.pushes) / ph.elapsed.Seconds()
 	rawCPU := float64(raw.cpu.Microseconds()) / float64(raw.pushes)
@@ -704,6 +717,7 @@ func (b *bench) paced(ctx context.Context) error {
 		return err
 	}
 	b.report(ph)
+	b.measured = ph
 	if b.f.scenario == "overload" {
 		_, peak := rss()
 		fmt.Fprintf(b.out, "overload: APNs down until %s; peak RSS %.1f MiB against the bound of %d MiB: %s\n", outageEnd.UTC().Format(time.TimeOnly),
