@@ -208,6 +208,17 @@ type Watcher interface {
 	Watch(ctx context.Context, t *Tenant, mb *Mailbox, reg *Registration, creds Credentials) (WatchResult, error)
 }
 
+// Admitter is a Watcher that decides a registration without the mail server
+// and without a write (Dovecot: the tenant's Dovecot pushes to mailpush, so
+// there is no subscription to make). Admit answers what Watch would, and
+// the registrar then stores the registration and a new mailbox with that
+// answer in one write instead of three (create pending, mark the mailbox
+// watched, mark the registration active). An existing mailbox that is not
+// yet watched as asked still goes through Watch.
+type Admitter interface {
+	Admit(ctx context.Context, t *Tenant, mb *Mailbox, creds Credentials) (WatchResult, error)
+}
+
 // Unwatcher is a Watcher that ends a mailbox's subscription itself when its
 // last registration goes (Graph deletes it; EWS needs no call: its next
 // notification is answered Unsubscribe).

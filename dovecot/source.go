@@ -142,19 +142,30 @@ func (s *Source) authenticate(r *http.Request) *tenantSecret {
 // whose push METADATA is set, so nothing is subscribed; the tenant only needs
 // a Dovecot configuration. Dovecot needs no user credential.
 func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mailbox, reg *mailpush.Registration, creds mailpush.Credentials) (mailpush.WatchResult, error) {
+	res, err := s.Admit(ctx, t, mb, creds)
+	if err != nil {
+		return res, err
+	}
+	if _, err := s.cfg.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error {
+		m.Mode, m.Status = mailpush.ModeService, res.Status
+		return nil
+	}); err != nil {
+		return mailpush.WatchResult{}, err
+	}
+	return res, nil
+}
+
+// Admit is Watch's decision without its write (mailpush.Admitter): a
+// mailbox of a tenant with a Dovecot configuration is watched in service
+// mode from the start, as nothing needs to be asked of Dovecot.
+func (s *Source) Admit(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mailbox, creds mailpush.Credentials) (mailpush.WatchResult, error) {
 	if !creds.Empty() {
 		return mailpush.WatchResult{}, mailpush.Errorf(mailpush.EInvalid, "source dovecot takes no user credentials: mailpush uses the tenant's Dovecot shared secret")
 	}
 	if s.tenantNamed(t.Name) == nil {
 		return mailpush.WatchResult{}, mailpush.Errorf(mailpush.EUnsupported, "tenant %q has no Dovecot configuration on this server (tenants.%s.dovecot)", t.Name, t.Name)
 	}
-	if _, err := s.cfg.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error {
-		m.Mode, m.Status = mailpush.ModeService, mailpush.StatusActive
-		return nil
-	}); err != nil {
-		return mailpush.WatchResult{}, err
-	}
-	return mailpush.WatchResult{Status: mailpush.StatusActive}, nil
+	return mailpush.WatchResult{Status: mailpush.StatusActive, Mode: mailpush.ModeService}, nil
 }
 
 // ServeHTTP handles one notification from Dovecot.

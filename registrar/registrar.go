@@ -128,6 +128,17 @@ func (s *Service) Register(ctx context.Context, t *mailpush.Tenant, req mailpush
 		Status:    mailpush.StatusPending,
 		ExpiresAt: now.Add(s.RegistrationTTL),
 	}
+	// A source that decides without the mail server answers before the
+	// write: the registration, and a new mailbox, are then stored once with
+	// their final status (one write, not three).
+	admitted, err := s.admit(ctx, t, mb, creds)
+	if err != nil {
+		return nil, err
+	}
+	if admitted != nil {
+		reg.Status = admitted.Status
+		mb.Status, mb.Mode = admitted.Status, chosen(mb.Mode, *admitted)
+	}
 	stored, err := s.Store.Register(ctx, reg, mb)
 	if err != nil {
 		return nil, err
@@ -135,8 +146,10 @@ func (s *Service) Register(ctx context.Context, t *mailpush.Tenant, req mailpush
 	// The request's own address and server URL, never those another
 	// registration stored: credentials go only where this request said.
 	stored.Address, stored.ServerURL = mb.Address, mb.ServerURL
-	res, err := s.watch(ctx, t, stored, reg, mb.Mode, creds)
-	if err != nil {
+	var res mailpush.WatchResult
+	if admitted != nil && stored.Status == admitted.Status && stored.Mode == mb.Mode {
+		res = *admitted
+	} else if res, err = s.watch(ctx, t, stored, reg, mb.Mode, creds); err != nil {
 		if derr := s.takeBack(ctx, t.ID, reg.ID, previous); derr != nil {
 			s.Logger.Error("could not take back a failed registration", "registration", reg.ID, "err", derr)
 		}
@@ -151,7 +164,7 @@ func (s *Service) Register(ctx context.Context, t *mailpush.Tenant, req mailpush
 		}
 	}
 	mode := chosen(mb.Mode, res)
-	if mode != mailpush.ModeDeviceSubscribed {
+	if mode != mailpush.ModeDeviceSubscribed && deviceSubscribedSource(mb.Source) {
 		if err := s.dropDeviceSubscribed(ctx, t, mb, dev); err != nil {
 			s.Logger.Error("could not remove the device's device-subscribed registration", "registration", reg.ID, "err", err)
 		}
@@ -178,6 +191,21 @@ func (s *Service) watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Ma
 	}
 	mb.Mode = mode
 	return s.Watchers[mb.Source].Watch(ctx, t, mb, reg, creds)
+}
+
+// admit asks a source that decides without the mail server
+// (mailpush.Admitter) for its answer; nil when the source must be asked
+// after the write (Watch).
+func (s *Service) admit(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mailbox, creds mailpush.Credentials) (*mailpush.WatchResult, error) {
+	a, ok := s.Watchers[mb.Source].(mailpush.Admitter)
+	if !ok {
+		return nil, nil
+	}
+	res, err := a.Admit(ctx, t, mb, creds)
+	if err != nil {
+		return nil, err
+	}
+	return &res, nil
 }
 
 // checkJoin looks at the mailbox the registration would join, and enforces
@@ -485,6 +513,7 @@ func (s *Service) mailbox(ctx context.Context, t *mailpush.Tenant, req mailpush.
 	case !creds.Empty():
 		mb.Mode = mailpush.ModeSealed
 	default:
+		// Only EWS gets here (deviceSubscribedSource).
 		mb.Mode = mailpush.ModeDeviceSubscribed
 		if !t.DeviceSubscribed {
 			return nil, creds, deviceSubscribedOff(t)
@@ -520,6 +549,13 @@ func (s *Service) mailboxKey(tenantID, address string, mode mailpush.Mode, devic
 	}
 	return s.Keys.HashAddress(tenantID, address)
 }
+
+// deviceSubscribedSource reports whether a source's mailboxes can be in
+// device-subscribed mode: only EWS lets a device subscribe itself (mailbox
+// puts Dovecot and Graph in service mode), so only there can a device have a
+// device-subscribed registration to drop, and the lookup for it is skipped
+// elsewhere.
+func deviceSubscribedSource(src mailpush.Source) bool { return src == mailpush.SourceEWS }
 
 // dropDeviceSubscribed removes the device's device-subscribed registration
 // for the address once the device proved itself in a stronger mode: it

@@ -351,11 +351,15 @@ func (s *Store) ActiveRegistrations(ctx context.Context, mailboxID string) ([]*m
 	return out, nil
 }
 
+// qCountRegistrations is prepared on the reader pool: the quota check runs
+// it for every registration of a new mailbox.
+const qCountRegistrations = `SELECT live_registrations FROM tenants WHERE id = ?`
+
 // CountRegistrations counts a tenant's active and pending registrations:
 // the count that triggers keep on the tenant row (migration 0007).
 func (s *Store) CountRegistrations(ctx context.Context, tenantID string) (int, error) {
 	var n int
-	err := s.r.QueryRowContext(ctx, `SELECT live_registrations FROM tenants WHERE id = ?`, tenantID).Scan(&n)
+	err := readQuerier{s}.QueryRowContext(ctx, qCountRegistrations, tenantID).Scan(&n)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, notFound("tenant")
 	}

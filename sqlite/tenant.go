@@ -30,6 +30,10 @@ func (s *Store) CreateTenant(ctx context.Context, t *mailpush.Tenant) error {
 
 const tenantCols = `id, name, allowed_hosts, max_content, device_subscribed, created_at`
 
+// qTenantByID is prepared on the reader pool: every API request reads its
+// token's tenant.
+const qTenantByID = `SELECT ` + tenantCols + ` FROM tenants WHERE id = ?`
+
 // Tenant returns the tenant with the given ID.
 func (s *Store) Tenant(ctx context.Context, id string) (*mailpush.Tenant, error) {
 	return s.tenantWhere(ctx, "id = ?", id)
@@ -44,7 +48,7 @@ func (s *Store) tenantWhere(ctx context.Context, where string, arg any) (*mailpu
 	var t mailpush.Tenant
 	var hosts, content string
 	var created int64
-	err := s.r.QueryRowContext(ctx, `SELECT `+tenantCols+` FROM tenants WHERE `+where, arg).
+	err := readQuerier{s}.QueryRowContext(ctx, `SELECT `+tenantCols+` FROM tenants WHERE `+where, arg).
 		Scan(&t.ID, &t.Name, &hosts, &content, &t.DeviceSubscribed, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound("tenant")

@@ -30,7 +30,7 @@ func (s *Store) CreateToken(ctx context.Context, tok *mailpush.Token) error {
 // Token returns the token with the given ID. It reads the database every
 // time: a revoked token must stop working at once, on every node.
 func (s *Store) Token(ctx context.Context, id string) (*mailpush.Token, error) {
-	tok, err := scanToken(s.r.QueryRowContext(ctx, `SELECT `+tokenCols+` FROM tokens WHERE id = ?`, id))
+	tok, err := scanToken(readQuerier{s}.QueryRowContext(ctx, qTokenByID, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound("token")
 	}
@@ -41,6 +41,9 @@ func (s *Store) Token(ctx context.Context, id string) (*mailpush.Token, error) {
 }
 
 const tokenCols = `id, tenant_id, scope, secret_hash, created_at`
+
+// qTokenByID is prepared on the reader pool: every API request reads it.
+const qTokenByID = `SELECT ` + tokenCols + ` FROM tokens WHERE id = ?`
 
 func scanToken(row interface{ Scan(...any) error }) (*mailpush.Token, error) {
 	var tok mailpush.Token
