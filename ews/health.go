@@ -24,8 +24,10 @@ type state struct {
 	once  sync.Once
 	creds *credCache
 	fetch *fetchLimiter // per mailbox (fetchlimit.go)
-	mu    sync.Mutex
-	more  map[string]summary // changes of MoreEvents batches, pushed with the last batch
+	// pending are the fetch plans of events stored unresolved (resolve.go)
+	pending pendingFetches
+	mu      sync.Mutex
+	more    map[string]summary // changes of MoreEvents batches, pushed with the last batch
 }
 
 func (s *Source) init() *state {

@@ -27,7 +27,7 @@ type Source struct {
 	// or reach (package registrar).
 	Rules  mailpush.RegistrationRules
 	Sealer mailpush.CallbackSealer
-	Sink   mailpush.EventSink
+	Sink   Sink
 	Client *Client
 	// PublicURL is this service's base URL as Exchange reaches it.
 	PublicURL string
@@ -283,7 +283,7 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 	if adm.Unsubscribe {
 		return StatusUnsubscribe, nil
 	}
-	mb, regs, bind := adm.Mailbox, adm.Recipients, adm.Bind
+	mb, bind := adm.Mailbox, adm.Bind
 	if s.expired(tok) {
 		// The engine makes a fresh URL, with these credentials, once the
 		// subscription is silent.
@@ -334,9 +334,12 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 	}
 	st.mu.Unlock()
 	changed := sum.changed && !deferred
-	var ev mailpush.Event
+	var (
+		ev   mailpush.Event
+		plan *fetchPlan // what Resolve fetches after the answer; nil: nothing
+	)
 	if changed {
-		ev = s.reduce(ctx, cached, mb, sum, regs)
+		ev, plan = s.event(mb, cached, sum)
 	}
 	now := s.Clock.Now()
 	// A changed mailbox's watermark moves only once its event is in the
@@ -382,7 +385,7 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		return StatusOK, nil
 	}
 	ev.Seq = updated.Seq
-	if err := s.Sink.HandleEvent(ctx, ev); err != nil {
+	if err := s.store(ctx, ev, plan); err != nil {
 		return "", err
 	}
 	if laterWM {
@@ -478,42 +481,20 @@ func (a summary) then(b summary) summary {
 	return out
 }
 
-// reduce turns a summary into one Event: the latest unread count (from the
-// Inbox's ModifiedEvent, or GetFolder in sealed mode) and, for new mail when
-// some device may show it, the newest message's subject and sender from
-// GetItem. After missed events without a count, device-subscribed mode
-// pushes a sync signal.
-func (s *Source) reduce(ctx context.Context, c cachedCreds, mb *mailpush.Mailbox, sum summary, regs []*mailpush.Registration) mailpush.Event {
-	ev := mailpush.Event{TenantID: mb.TenantID, MailboxID: mb.ID, Kind: mailpush.EventChanged, Badge: sum.badge, At: s.Clock.Now()}
-	if sum.newMail {
-		ev.Kind = mailpush.EventNewMail
+// store makes the event durable: as it is when nothing is left to fetch,
+// else unresolved, with its fetch plan in memory for Resolve (kept before
+// the store, which the pipeline may claim at once).
+func (s *Source) store(ctx context.Context, ev mailpush.Event, plan *fetchPlan) error {
+	if plan == nil {
+		return s.Sink.HandleEvent(ctx, ev)
 	}
-	// mailpush reads the mailbox only in sealed and service mode.
-	ep, err := s.endpoint(ctx, mb, c)
-	sealed := err == nil && c.serverURL != "" && mb.Mode != mailpush.ModeDeviceSubscribed && !ep.Credentials.Empty()
-	if (ev.Badge == mailpush.NoBadge || sum.missed) && sealed && s.mayFetch(mb, "GetFolder") {
-		if unread, err := s.Client.GetInboxUnread(ctx, ep); err != nil {
-			s.Logger.Warn("GetFolder failed: pushing a sync signal instead of a badge", "mailbox", mb.ID, "err", err)
-		} else {
-			ev.Badge = unread
-		}
+	st := s.init()
+	st.pending.put(ev.MailboxID, ev.Seq, *plan)
+	if err := s.Sink.HandleUnresolvedEvent(ctx, ev); err != nil {
+		st.pending.drop(ev.MailboxID, ev.Seq)
+		return err
 	}
-	if sum.missed && !sum.newMail && ev.Badge == mailpush.NoBadge {
-		ev.Kind = mailpush.EventResync // no count to trust: the device syncs
-	}
-	if sum.newest != "" && sealed && mailpush.WantsContent(regs) && s.mayFetch(mb, "GetItem") {
-		items, err := s.Client.GetItems(ctx, ep, []string{sum.newest})
-		if err != nil {
-			s.Logger.Warn("GetItem failed: pushing the badge without content", "mailbox", mb.ID, "err", err)
-		} else if len(items) > 0 {
-			ev.Subject = items[0].Subject
-			ev.Sender = items[0].FromName
-			if ev.Sender == "" {
-				ev.Sender = items[0].FromAddress
-			}
-		}
-	}
-	return ev
+	return nil
 }
 
 func lastWatermark(n *Notification) string {

@@ -100,11 +100,13 @@
 // # Acknowledge before fetching: unresolved events
 //
 // A source that must answer the mail server before it knows the badge and
-// content (Microsoft Graph: a webhook is answered within seconds, the unread
-// count and the subject are fetched afterwards) stores the event with
+// content (Microsoft Graph and EWS: a webhook is answered as soon as its
+// notifications are durable, the unread count and the subject are fetched
+// afterwards) stores the event with
 // HandleUnresolvedEvent: the row is marked unresolved and carries no badge
 // and no content yet. After the claim and before the fan-out the pipeline
-// calls Config.Resolver, which fetches and fills in the event; a failure
+// calls Config.Resolver (SourceResolvers routes each event to its
+// mailbox's source), which fetches and fills in the event; a failure
 // leaves the event leased, to be tried again when the lease ends. Credentials
 // are never stored with the event: in sealed mode they exist only in memory
 // (the resolver keeps them, e.g. by mailbox, from the notification that

@@ -178,6 +178,9 @@ func (s *Server) handleEWS(w http.ResponseWriter, r *http.Request) {
 		writeFault(w, "ErrorInvalidRequest", fmt.Sprintf("The request is invalid: SOAPAction names %s but the body holds %s.", truncate(action), op), 0)
 		return
 	}
+	if !s.slow(r, op) {
+		return // the client went away while Exchange was slow
+	}
 	if f, ok := s.popFailure(op); ok {
 		writeFailure(w, op, f)
 		return

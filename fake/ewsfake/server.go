@@ -21,7 +21,7 @@
 // through a JSON control API under /control/ for a separate process. Tests
 // observe the server with Subscriptions, Callbacks, Requests and WaitFor, and
 // inject faults with DropSubscription, Restart, FailNext and
-// SetCallbackDelay.
+// SetCallbackDelay, and slow its answers with Hold and SetLatency.
 //
 // The fake writes and reads EWS XML on its own, without package ews, so that
 // a test of ews against it checks two independent readings of the protocol.
@@ -132,9 +132,12 @@ type Server struct {
 	maxInflight   map[string]int
 	failures      map[string][]failure
 	callbackDelay time.Duration
-	access        map[string]accessGrant  // OAuth access tokens (oauth.go)
-	refresh       map[string]refreshGrant // OAuth refresh tokens
-	tokenAnswer   *tokenAnswer            // the token endpoint's next answer, when set
+	holds         map[string]chan struct{} // operations held until released (slow.go)
+	held          map[string]int           // requests waiting for a hold
+	latency       map[string]time.Duration // per operation (slow.go)
+	access        map[string]accessGrant   // OAuth access tokens (oauth.go)
+	refresh       map[string]refreshGrant  // OAuth refresh tokens
+	tokenAnswer   *tokenAnswer             // the token endpoint's next answer, when set
 }
 
 // New starts a fake Exchange server on an HTTPS loopback address.
@@ -154,6 +157,9 @@ func New(opts Options) *Server {
 		inflight:     make(map[string]int),
 		maxInflight:  make(map[string]int),
 		failures:     make(map[string][]failure),
+		holds:        make(map[string]chan struct{}),
+		held:         make(map[string]int),
+		latency:      make(map[string]time.Duration),
 	}
 	if s.scale <= 0 {
 		s.scale = 1
