@@ -27,6 +27,7 @@ type Store interface {
 	// AdminReader and AuditLog serve the admin console (admin.go).
 	AdminReader
 	AuditLog
+	ConsoleSessionStore
 
 	// Ping reports whether the store can answer.
 	Ping(ctx context.Context) error

@@ -63,6 +63,7 @@ func Run(t *testing.T, open Factory) {
 		{"StaleMailboxes", testStaleMailboxes},
 		{"GateDevices", testGateDevices},
 		{"GateRules", testGateRules},
+		{"ConsoleSessions", testConsoleSessions},
 		{"DeleteRegistrationsByActiveSyncDevice", testDeleteRegistrationsByActiveSyncDevice},
 		{"OutboxClaimAndLease", testOutboxClaimAndLease},
 		{"OutboxSettle", testOutboxSettle},
