@@ -21,12 +21,14 @@ type Store interface {
 	MailboxStore
 	GateStore
 	GateRuleStore
+	MigrationStore
 	// Outbox is the durable push queue (see Outbox).
 	Outbox
 
 	// AdminReader and AuditLog serve the admin console (admin.go).
 	AdminReader
 	AuditLog
+	ConsoleSessionStore
 
 	// Ping reports whether the store can answer.
 	Ping(ctx context.Context) error
@@ -107,6 +109,26 @@ type MailboxStore interface {
 	// pending, whose LastEventAt is before the given time, oldest first: the
 	// subscriptions that a health monitor must look at.
 	StaleMailboxes(ctx context.Context, source Source, before time.Time, limit int) ([]*Mailbox, error)
+}
+
+// MigrationStore moves a tenant's mailboxes from one source to another
+// (`mailpush tenant migrate`: EWS to Microsoft Graph).
+type MigrationStore interface {
+	// TenantMailboxes lists up to limit of the tenant's mailboxes of source
+	// with status active or pending whose ID sorts after afterID, by ID.
+	TenantMailboxes(ctx context.Context, tenantID string, source Source, afterID string, limit int) ([]*Mailbox, error)
+	// EnsureMailbox returns the mailbox of (mb.TenantID, mb.AddressHash,
+	// mb.Source), creating it from mb when there is none (then mb.ID is
+	// used when set).
+	EnsureMailbox(ctx context.Context, mb *Mailbox) (*Mailbox, error)
+	// MoveRegistrations moves every registration of mailbox fromID to
+	// mailbox toID of the same tenant in one transaction, keeping their IDs;
+	// a device (push token) that toID has already keeps toID's registration
+	// and its other one is deleted. toID's sequence is raised to fromID's
+	// (the moved devices have seen it: later events must not look stale).
+	// fromID is then inactive. It returns how
+	// many registrations moved; 0 when fromID had none left (a second run).
+	MoveRegistrations(ctx context.Context, fromID, toID string) (int, error)
 }
 
 // GateStore keeps the ActiveSync gate's device registry (the gate).
