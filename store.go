@@ -187,7 +187,12 @@ type CallbackToken struct {
 	// that this device subscribed, so only it activates that registration.
 	RegistrationID string      `json:"r,omitempty"`
 	Credentials    Credentials `json:"c,omitzero"`
-	IssuedAt       int64       `json:"i"` // Unix seconds
+	// Identity names the client identity (CBA) the subscription was made
+	// with: the SHA-256 of its leaf certificate, hex. The identity itself
+	// is too big for a URL; it stays in the source's memory, and a URL
+	// whose identity is gone (a restart) makes the devices check in.
+	Identity string `json:"x,omitempty"`
+	IssuedAt int64  `json:"i"` // Unix seconds
 	// KeyID is the key the token was sealed with, set by OpenCallback;
 	// not part of the sealed content.
 	KeyID string `json:"-"`

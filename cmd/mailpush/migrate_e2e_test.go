@@ -274,6 +274,16 @@ func TestMigrateToGraphWithMailFlowing(t *testing.T) {
 			}
 		}
 	}
+	// An app that still checks in with its EWS credentials stays on Graph.
+	st, reg := mw.call(t, "POST", "/api/v1/registrations/"+alice.regIDs[0]+"/checkin", mw.app, map[string]any{
+		"mailbox": map[string]any{"address": alice.address, "sealedCredentials": mw.sealCredentials(t, alice.user, alice.pass)}})
+	if st != 200 || reg["status"] != "active" || reg["mode"] != "service" {
+		t.Errorf("EWS-style check-in after the move = %d %v, want 200 active service", st, reg)
+	}
+	if n := mw.graph.Requests("create"); n != 2 {
+		t.Errorf("the check-in made a subscription: %d creations, want 2", n)
+	}
+
 	// Carol stays on EWS and keeps her pushes.
 	if sub := mw.ewsSub(t, carol); !sub.Active {
 		t.Errorf("carol's EWS subscription ended: %+v", sub)
