@@ -183,4 +183,11 @@ func TestMigrationRefusals(t *testing.T) {
 	if err != nil || r.State != mailpush.MigrationDone || r.Migrated != 1 || r.GraphReads != 1 || fmt.Sprint(stayReasons(r)) != fmt.Sprint(map[string]string{bad.ID: mailpush.StayFailed}) {
 		t.Errorf("dry run = %+v, %v; want the mismatched address to stay, unread", r, err)
 	}
+	// A lookup that fails is reported by status and code only: Graph's
+	// message and the request URL may name the address.
+	f.fake.FailNext("user", 500, 0)
+	r = f.runMigration(t, true)
+	if got := stayReasons(r); got[good.ID] != mailpush.StayFailed || !strings.Contains(fmt.Sprint(r.Stayed), "user lookup: Graph answered HTTP 500") || strings.Contains(fmt.Sprint(r.Stayed), "@") {
+		t.Errorf("failed lookup: %+v", r.Stayed)
+	}
 }
