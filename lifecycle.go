@@ -76,7 +76,4 @@ type Admission struct {
 	// device-subscribed registration's own subscription reached it first),
 	// and Registration is activated once the source recorded it.
 	Bind bool
-	// Recipients are the mailbox's live registrations: who the event may
-	// reach (the source decides from them whether content is wanted).
-	Recipients []*Registration
 }

@@ -62,6 +62,10 @@ func (f *flakySink) HandleEvent(ctx context.Context, ev mailpush.Event) error {
 	return nil
 }
 
+func (f *flakySink) HandleUnresolvedEvent(ctx context.Context, ev mailpush.Event) error {
+	return f.HandleEvent(ctx, ev)
+}
+
 type quietEngine struct{ mailpush.SubscriptionEngine }
 
 func (quietEngine) Heard(host, mailboxID string, at time.Time) {}

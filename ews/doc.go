@@ -134,6 +134,26 @@
 // sync push otherwise). A batch with MoreEvents is stored but not pushed:
 // its changes are merged into the push of the last batch.
 //
+// Acknowledge before fetching (resolve.go). A notification is answered as
+// soon as its event is durable in the pipeline's outbox; nothing on that
+// path calls Exchange or loads the mailbox's registrations (the registrar
+// counts them). When the notification carried the Inbox's UnreadCount and
+// no new message, or mailpush may not read the mailbox (device-subscribed
+// mode), the event is complete and stored as it is. Otherwise it is stored
+// unresolved, with the notification's count if any, and a fetch plan (the
+// credentials from the callback URL, the new message's ID, whether events
+// were missed) stays in memory; the pipeline's resolver workers call
+// Resolve after the claim, which makes the GetFolder and GetItem calls
+// (within the fetch limit, GetItem only when the tenant's content policy and
+// some device allow content). A slow Exchange therefore delays the push, not
+// the answer: Exchange's delivery is never held up, and its retries never
+// pile up behind our fetches. Watermarks move as before, once the event is
+// stored. After kill -9 between the answer and the fetch the event is
+// still in the outbox; its plan is not (the credentials never go to disk),
+// so it is pushed with the count the notification carried, or as a
+// background push, unless a later notification brought the credentials
+// back to memory.
+//
 // Errors returned by this package are *mailpush.Error values with a stable
 // code; the Exchange detail, when there is one, is a *ResponseError in the
 // chain. Credentials never appear in an error.

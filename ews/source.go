@@ -27,7 +27,7 @@ type Source struct {
 	// or reach (package registrar).
 	Rules  mailpush.RegistrationRules
 	Sealer mailpush.CallbackSealer
-	Sink   mailpush.EventSink
+	Sink   Sink
 	Client *Client
 	// PublicURL is this service's base URL as Exchange reaches it.
 	PublicURL string
@@ -94,6 +94,20 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 		}
 		creds = cur
 	}
+	var id *Identity
+	if creds.HasIdentity() {
+		if mb.Mode != mailpush.ModeSealed {
+			return mailpush.WatchResult{}, mailpush.Errorf(mailpush.EInvalid, "a client identity signs in as the user: it needs mode sealed, not %s", mb.Mode)
+		}
+		// Opened and checked before any request. Only the opened identity
+		// stays, in memory: the callback URL names it by its fingerprint.
+		opened, err := s.openIdentity(ctx, creds)
+		if err != nil {
+			s.Logger.Info("client identity refused at registration", "mailbox", mb.ID, "code", mailpush.ErrorCode(err), "why", mailpush.ErrorMessage(err))
+			return mailpush.WatchResult{}, err
+		}
+		id, creds = opened, mailpush.Credentials{}
+	}
 	tok := mailpush.CallbackToken{TenantID: mb.TenantID, MailboxID: mb.ID, IssuedAt: s.Clock.Now().Unix()}
 	cached := cachedCreds{serverURL: mb.ServerURL, address: mb.Address}
 	switch mb.Mode {
@@ -101,7 +115,7 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 		// The address stays with the credentials: every request names the
 		// address's own Inbox, so Exchange itself refuses credentials that
 		// cannot open it.
-		cached.creds = sealable(creds)
+		cached.creds, cached.identity = sealable(creds), id
 	case mailpush.ModeService:
 		if cached.address == "" {
 			if c, ok := s.st.creds.get(mb.ID); ok {
@@ -110,7 +124,7 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 		}
 	}
 	if mb.Mode != mailpush.ModeDeviceSubscribed {
-		tok.ServerURL, tok.Credentials, tok.Address = cached.serverURL, cached.creds, cached.address
+		tok.ServerURL, tok.Credentials, tok.Address, tok.Identity = cached.serverURL, cached.creds, cached.address, cached.identity.fingerprint()
 	} else {
 		tok.RegistrationID = reg.ID
 	}
@@ -164,6 +178,13 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 		if _, err := s.Client.GetInboxUnread(ctx, ep); err != nil {
 			s.Logger.Warn("sealed credentials refused for the mailbox", "mailbox", mb.ID, "err", err)
 			return mailpush.WatchResult{}, subscribeError(err)
+		}
+		if cached.identity != nil {
+			// The new subscription's first notification may arrive before
+			// Subscribe returns; its URL names this identity, which must
+			// be in memory by then.
+			cached.keyID = keyIDOf(sealed)
+			s.st.creds.put(mb.ID, cached)
 		}
 	}
 	// Forget the old subscription first, so that its next notification is
@@ -283,7 +304,7 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 	if adm.Unsubscribe {
 		return StatusUnsubscribe, nil
 	}
-	mb, regs, bind := adm.Mailbox, adm.Recipients, adm.Bind
+	mb, bind := adm.Mailbox, adm.Bind
 	if s.expired(tok) {
 		// The engine makes a fresh URL, with these credentials, once the
 		// subscription is silent.
@@ -291,7 +312,21 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		log.Info("unsubscribing: callback URL older than ews.callbackMaxAge", "issued", time.Unix(tok.IssuedAt, 0).UTC())
 		return StatusUnsubscribe, nil
 	}
-	cached := s.remember(mb, tok)
+	cached, inMemory := s.remember(mb, tok)
+	if mb.Mode == mailpush.ModeSealed && tok.Identity != "" {
+		// The client identity lives only in memory: gone (a restart, an
+		// eviction) or expired, only the device can give it again.
+		why := ""
+		switch {
+		case !inMemory:
+			why = "client identity not in memory (restart or eviction)"
+		case s.Clock.Now().After(cached.identity.NotAfter()):
+			why = "client certificate expired"
+		}
+		if why != "" {
+			return s.identityLost(ctx, mb, why)
+		}
+	}
 	if mb.Mode == mailpush.ModeSealed && cached.creds.Refreshable() {
 		// Refresh before expiry; a refused refresh (revoked, consent
 		// withdrawn) ends the subscription: the devices sign in again.
@@ -334,9 +369,12 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 	}
 	st.mu.Unlock()
 	changed := sum.changed && !deferred
-	var ev mailpush.Event
+	var (
+		ev   mailpush.Event
+		plan *fetchPlan // what Resolve fetches after the answer; nil: nothing
+	)
 	if changed {
-		ev = s.reduce(ctx, cached, mb, sum, regs)
+		ev, plan = s.event(mb, cached, sum)
 	}
 	now := s.Clock.Now()
 	// A changed mailbox's watermark moves only once its event is in the
@@ -382,7 +420,7 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		return StatusOK, nil
 	}
 	ev.Seq = updated.Seq
-	if err := s.Sink.HandleEvent(ctx, ev); err != nil {
+	if err := s.store(ctx, ev, plan); err != nil {
 		return "", err
 	}
 	if laterWM {
@@ -425,12 +463,40 @@ func (s *Source) rotated(ctx context.Context, mb *mailpush.Mailbox, c cachedCred
 
 // remember keeps a sealed- or service-mode token's credentials in memory
 // only, so that a dead subscription can be made again, and returns them.
-func (s *Source) remember(mb *mailpush.Mailbox, tok mailpush.CallbackToken) cachedCreds {
-	cached := cachedCreds{serverURL: tok.ServerURL, creds: tok.Credentials, address: tok.Address, keyID: tok.KeyID}
+// A token naming a client identity carries no credentials: the identity
+// comes from memory, and inMemory reports whether it is still there.
+func (s *Source) remember(mb *mailpush.Mailbox, tok mailpush.CallbackToken) (cached cachedCreds, inMemory bool) {
+	cached = cachedCreds{serverURL: tok.ServerURL, creds: tok.Credentials, address: tok.Address, keyID: tok.KeyID}
+	if tok.Identity != "" {
+		c, ok := s.st.creds.get(mb.ID)
+		if !ok || c.identity.fingerprint() != tok.Identity {
+			return cached, false
+		}
+		return c, true
+	}
 	if tok.ServerURL != "" && (mb.Mode == mailpush.ModeSealed && !tok.Credentials.Empty() || mb.Mode == mailpush.ModeService && tok.Address != "") {
 		s.st.creds.put(mb.ID, cached)
 	}
-	return cached
+	return cached, true
+}
+
+// identityLost ends a client-identity subscription whose identity mailpush
+// can no longer use: the devices are asked to check in (with the
+// identity, sealed again) and the notification is answered Unsubscribe.
+func (s *Source) identityLost(ctx context.Context, mb *mailpush.Mailbox, why string) (SubscriptionStatus, error) {
+	if err := s.forgetIdentity(ctx, mb, why); err != nil {
+		return "", err
+	}
+	return StatusUnsubscribe, nil
+}
+
+// forgetIdentity drops a client identity mailpush can no longer use and
+// asks the devices to check in; the mailbox's subscription is forgotten,
+// so its next notification is answered Unsubscribe.
+func (s *Source) forgetIdentity(ctx context.Context, mb *mailpush.Mailbox, why string) error {
+	s.Logger.Info(why+": asking the devices to check in", "mailbox", mb.ID)
+	s.st.creds.drop(mb.ID)
+	return s.askDevices(ctx, mb)
 }
 
 // summary is what a notification (or a run of MoreEvents batches) changed.
@@ -478,42 +544,20 @@ func (a summary) then(b summary) summary {
 	return out
 }
 
-// reduce turns a summary into one Event: the latest unread count (from the
-// Inbox's ModifiedEvent, or GetFolder in sealed mode) and, for new mail when
-// some device may show it, the newest message's subject and sender from
-// GetItem. After missed events without a count, device-subscribed mode
-// pushes a sync signal.
-func (s *Source) reduce(ctx context.Context, c cachedCreds, mb *mailpush.Mailbox, sum summary, regs []*mailpush.Registration) mailpush.Event {
-	ev := mailpush.Event{TenantID: mb.TenantID, MailboxID: mb.ID, Kind: mailpush.EventChanged, Badge: sum.badge, At: s.Clock.Now()}
-	if sum.newMail {
-		ev.Kind = mailpush.EventNewMail
+// store makes the event durable: as it is when nothing is left to fetch,
+// else unresolved, with its fetch plan in memory for Resolve (kept before
+// the store, which the pipeline may claim at once).
+func (s *Source) store(ctx context.Context, ev mailpush.Event, plan *fetchPlan) error {
+	if plan == nil {
+		return s.Sink.HandleEvent(ctx, ev)
 	}
-	// mailpush reads the mailbox only in sealed and service mode.
-	ep, err := s.endpoint(ctx, mb, c)
-	sealed := err == nil && c.serverURL != "" && mb.Mode != mailpush.ModeDeviceSubscribed && !ep.Credentials.Empty()
-	if (ev.Badge == mailpush.NoBadge || sum.missed) && sealed && s.mayFetch(mb, "GetFolder") {
-		if unread, err := s.Client.GetInboxUnread(ctx, ep); err != nil {
-			s.Logger.Warn("GetFolder failed: pushing a sync signal instead of a badge", "mailbox", mb.ID, "err", err)
-		} else {
-			ev.Badge = unread
-		}
+	st := s.init()
+	st.pending.put(ev.MailboxID, ev.Seq, *plan)
+	if err := s.Sink.HandleUnresolvedEvent(ctx, ev); err != nil {
+		st.pending.drop(ev.MailboxID, ev.Seq)
+		return err
 	}
-	if sum.missed && !sum.newMail && ev.Badge == mailpush.NoBadge {
-		ev.Kind = mailpush.EventResync // no count to trust: the device syncs
-	}
-	if sum.newest != "" && sealed && mailpush.WantsContent(regs) && s.mayFetch(mb, "GetItem") {
-		items, err := s.Client.GetItems(ctx, ep, []string{sum.newest})
-		if err != nil {
-			s.Logger.Warn("GetItem failed: pushing the badge without content", "mailbox", mb.ID, "err", err)
-		} else if len(items) > 0 {
-			ev.Subject = items[0].Subject
-			ev.Sender = items[0].FromName
-			if ev.Sender == "" {
-				ev.Sender = items[0].FromAddress
-			}
-		}
-	}
-	return ev
+	return nil
 }
 
 func lastWatermark(n *Notification) string {

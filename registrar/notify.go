@@ -57,17 +57,26 @@ func (s *Service) Admit(ctx context.Context, tok mailpush.CallbackToken, subscri
 			return no, err
 		}
 	}
-	regs, err := s.Store.ActiveRegistrations(ctx, mb.ID)
+	// The webhook's path counts the registrations without loading them (a
+	// mailbox may have thousands of devices); the list is read only when a
+	// device-subscribed registration's newer subscription asks to rebind.
+	aud, err := s.Store.MailboxAudience(ctx, mb.ID)
 	if err != nil {
 		return no, err
 	}
-	if len(regs) == 0 {
+	if aud.Registrations == 0 {
 		log.Info("unsubscribing: no active registration")
 		return no, nil
 	}
 	rebind := false
 	if mb.SubscriptionID != "" && mb.SubscriptionID != subscriptionID {
-		if tokReg == nil || tokReg.Status != mailpush.StatusPending || mb.Mode != mailpush.ModeDeviceSubscribed || othersActive(regs, tokReg) {
+		replaced := tokReg == nil || tokReg.Status != mailpush.StatusPending || mb.Mode != mailpush.ModeDeviceSubscribed
+		if !replaced {
+			if replaced, err = s.othersActive(ctx, mb.ID, tokReg); err != nil {
+				return no, err
+			}
+		}
+		if replaced {
 			log.Info("unsubscribing: subscription replaced by a newer one")
 			return no, nil
 		}
@@ -80,20 +89,24 @@ func (s *Service) Admit(ctx context.Context, tok mailpush.CallbackToken, subscri
 	// unbound binds nothing, or an old subscription could win the race
 	// against the new one and take the mailbox back.
 	bind := tokReg != nil && (mb.SubscriptionID == "" && mb.Mode == mailpush.ModeDeviceSubscribed || rebind)
-	return mailpush.Admission{Mailbox: mb, Registration: tokReg, Bind: bind, Recipients: regs}, nil
+	return mailpush.Admission{Mailbox: mb, Registration: tokReg, Bind: bind}, nil
 }
 
 // othersActive reports whether a registration other than reg is active:
 // then a newer subscription through reg's URL may not replace the one the
 // others get their pushes from. (A device-subscribed registration has a
 // mailbox of its own; older data may still share one.)
-func othersActive(regs []*mailpush.Registration, reg *mailpush.Registration) bool {
+func (s *Service) othersActive(ctx context.Context, mailboxID string, reg *mailpush.Registration) (bool, error) {
+	regs, err := s.Store.ActiveRegistrations(ctx, mailboxID)
+	if err != nil {
+		return false, err
+	}
 	for _, r := range regs {
 		if r.ID != reg.ID && r.Status == mailpush.StatusActive {
-			return true
+			return true, nil
 		}
 	}
-	return false
+	return false, nil
 }
 
 // Activate makes a pending registration active.

@@ -63,6 +63,7 @@ func Run(t *testing.T, open Factory) {
 		{"StaleMailboxes", testStaleMailboxes},
 		{"GateDevices", testGateDevices},
 		{"GateRules", testGateRules},
+		{"ConsoleSessions", testConsoleSessions},
 		{"DeleteRegistrationsByActiveSyncDevice", testDeleteRegistrationsByActiveSyncDevice},
 		{"OutboxClaimAndLease", testOutboxClaimAndLease},
 		{"OutboxSettle", testOutboxSettle},
@@ -70,6 +71,7 @@ func Run(t *testing.T, open Factory) {
 		{"OutboxInactiveRegistration", testOutboxInactiveRegistration},
 		{"OutboxSettleAfterCoalesce", testOutboxSettleAfterCoalesce},
 		{"MailboxByAddress", testMailboxByAddress},
+		{"Migration", testMigration},
 		{"OutboxClaimKeepsDeviceOrder", testOutboxClaimKeepsDeviceOrder},
 		{"OutboxSettleAndClaim", testOutboxSettleAndClaim},
 		{"RegistrationByToken", testRegistrationByToken},
@@ -78,6 +80,7 @@ func Run(t *testing.T, open Factory) {
 		{"OutboxEventsClaimAndLease", testOutboxEventsClaimAndLease},
 		{"OutboxEventsCoalesce", testOutboxEventsCoalesce},
 		{"OutboxEventsMailboxOrder", testOutboxEventsMailboxOrder},
+		{"OutboxEventsRecord", testOutboxEventsRecord},
 		{"OutboxRecipients", testOutboxRecipients},
 		{"OutboxSettleEvents", testOutboxSettleEvents},
 	}

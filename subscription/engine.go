@@ -13,6 +13,12 @@
 // within the per-host and per-account limits (Acquire) and after any pause a
 // host asked for (Busy).
 //
+// With several nodes on one database the claim is a lease: a row-locked
+// compare-and-set of the mailbox's LastEventAt, which only one node's claim
+// wins, and which holds for DueAfter (the mailbox is not due again before).
+// No node owns a subscription; a node that dies mid-heal leaves its claims
+// to run out, and any survivor's next sweep takes them (docs/cluster.md).
+//
 // Everything is driven by the injected mailpush.Clock, timers included, so a
 // test with a clocktest.Clock decides when time passes.
 package subscription
@@ -275,6 +281,14 @@ func (e *Engine) claim(ctx context.Context, mailboxID string, before time.Time, 
 	case <-ctx.Done():
 		return true, ctx.Err()
 	}
+}
+
+// Pace waits for the next start slot at the engine's Rate, the same slots
+// its own heals take: writes a source starts on its own (a migration's
+// new subscriptions) share the one budget with renewals.
+func (e *Engine) Pace(ctx context.Context) error {
+	e.init()
+	return e.pace(ctx)
 }
 
 // pace waits, on the engine's clock, for the next start slot: spacing

@@ -79,6 +79,13 @@ type killWorld struct {
 
 func newKillWorld(t *testing.T, devices int) *killWorld {
 	t.Helper()
+	return newKillWorldContent(t, devices, "")
+}
+
+// newKillWorldContent is newKillWorld whose first device registers with
+// the given content mode ("" for the default, badge).
+func newKillWorldContent(t *testing.T, devices int, content string) *killWorld {
+	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "mailpush")
 	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".")
@@ -121,6 +128,7 @@ func newKillWorld(t *testing.T, devices int) *killWorld {
 	st, reg := call("POST", "/api/v1/registrations", map[string]any{
 		"device":  map[string]any{"platform": "ios", "token": deviceToken(0)},
 		"mailbox": map[string]any{"address": address, "source": "ews", "ewsUrl": exchange.URL(), "sealedCredentials": sealed},
+		"content": content,
 	})
 	if st != 201 || reg["status"] != "active" {
 		t.Fatalf("register = %d %v", st, reg)
@@ -246,4 +254,50 @@ func TestKill9InTheMiddleOfAFanOut(t *testing.T) {
 	w.apple.Reset()
 	w.restartAndWait(t, ctx, devices)
 	t.Logf("killed after %d of %d pushes; %d pushes after restart", before, devices, w.apple.Accepted())
+}
+
+// TestKill9BetweenAckAndFetch kills mailpush after it answered Exchange's
+// new-mail notification and before the fetch that completes its event
+// (Exchange holds GetItem): the event is durable, so after the restart the
+// device still gets its push (badge 1, which the notification carried; the
+// subject needed the credentials, which lived only in the killed process's
+// memory and in Exchange's callback URL).
+func TestKill9BetweenAckAndFetch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	w := newKillWorldContent(t, 1, "subject_sender")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	subs := w.exchange.Subscriptions()
+	if len(subs) != 1 {
+		t.Fatalf("%d subscriptions, want 1", len(subs))
+	}
+	release := w.exchange.Hold("GetItem")
+	defer release()
+	w.exchange.Deliver(address, "Quarterly report", "Bob Sender", "bob@example.com")
+	// Answered OK: the notification with the new mail (and the Inbox's
+	// count) was acknowledged...
+	err := w.exchange.WaitFor(ctx, func(x *ewsfake.Server) bool {
+		for _, c := range x.CallbacksFor(subs[0].ID) {
+			if c.Events > 1 && c.Result == "OK" {
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		t.Fatalf("the new mail's notification was not answered OK: %v\n%s", err, w.p.logs.String())
+	}
+	// ...and its fetch is held by Exchange: nothing was pushed yet.
+	if err := w.exchange.WaitFor(ctx, func(x *ewsfake.Server) bool { return x.Held("GetItem") == 1 }); err != nil {
+		t.Fatalf("no GetItem after the answer: %v\n%s", err, w.p.logs.String())
+	}
+	if n := len(w.apple.Pushes()); n != 0 {
+		t.Fatalf("%d pushes before the fetch was answered", n)
+	}
+	w.p.kill()
+	release()
+	w.restartAndWait(t, ctx, 1)
+	t.Logf("after kill -9 between the answer and the fetch: %d push(es) after the restart, badge %v", len(w.apple.Pushes()), badges(w.apple.Pushes()))
 }

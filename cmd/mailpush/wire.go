@@ -58,7 +58,7 @@ type Main struct {
 	// GraphEngine renews its subscriptions.
 	Graph       *graph.Source
 	GraphEngine *subscription.Engine
-	resolver    resolver // the pipeline's, made before the sources
+	resolvers   pipeline.SourceResolvers // the pipeline's, made before the sources
 	// GateRegistry is the ActiveSync gate's device registry (always on);
 	// Gate decides for gate.tenant (nil when no tenant is configured).
 	GateRegistry *gate.Registry
@@ -93,18 +93,27 @@ type Main struct {
 	gateRulesMu      sync.Mutex
 	gateRulesVersion int64
 	gateRulesChanged func(ctx context.Context)
+	logOutput        io.Writer // where Logger writes
 	closed           bool
 }
 
-// NewMain returns a Main that logs to logOutput.
+// NewMain returns a Main that logs to logOutput, which must accept
+// concurrent writes (the gate's audit lines are written in batches beside
+// the other lines; an *os.File does).
 func NewMain(cfg Config, logOutput io.Writer) *Main {
-	level := map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}[cfg.Log.Level]
+	m := &Main{Config: cfg, Clock: mailpush.SystemClock{}, logOutput: logOutput}
+	m.Logger = slog.New(m.logHandler(logOutput))
+	return m
+}
+
+// logHandler formats log records as log.format and log.level say, to w.
+func (m *Main) logHandler(w io.Writer) slog.Handler {
+	level := map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}[m.Config.Log.Level]
 	opts := &slog.HandlerOptions{Level: level}
-	var h slog.Handler = slog.NewTextHandler(logOutput, opts)
-	if cfg.Log.Format == "json" {
-		h = slog.NewJSONHandler(logOutput, opts)
+	if m.Config.Log.Format == "json" {
+		return slog.NewJSONHandler(w, opts)
 	}
-	return &Main{Config: cfg, Logger: slog.New(h), Clock: mailpush.SystemClock{}}
+	return slog.NewTextHandler(w, opts)
 }
 
 // openStore opens the keyring and the store (also used by the tenant commands).
@@ -170,9 +179,9 @@ func (m *Main) Run(ctx context.Context) error {
 		Workers: cfg.Push.Workers, BatchSize: cfg.Push.BatchSize, MaxAttempts: cfg.Push.MaxAttempts,
 		RetryBase: cfg.Push.RetryBase, RetryMax: cfg.Push.RetryMax, SyncPerHour: cfg.Push.SyncPerHour,
 		TenantRate: float64(cfg.Push.TenantRate), TenantBurst: cfg.Push.TenantBurst, Lease: cfg.Push.Lease,
-		Resolver: &m.resolver,
+		Resolver: &m.resolvers,
 	})
-	m.Pipeline.Start()
+	m.resolvers.Mailboxes, m.resolvers.Logger = m.Store, m.Logger.With("component", "pipeline")
 
 	m.listener, err = net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -273,10 +282,16 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	// The sources ask the registrar what a notification may change.
 	m.EWS.Rules = m.Registrar
+	// The sources that acknowledge before fetching complete their events in
+	// the pipeline's workers: every one is wired before the pipeline claims
+	// the events a previous run left.
+	m.resolvers.Set(mailpush.SourceEWS, m.EWS)
+	m.Pipeline.Start()
 	srv := &api.Server{
 		Store: m.Store, Keys: m.Keys, Registrar: m.Registrar,
 		Logger: m.Logger.With("component", "api"), Gate: m.GateRegistry,
 		AppConfigs: m.AppConfigs, Ready: m.ready,
+		Migrator: migrator{cfg: &m.Config, graph: m.Graph},
 	}
 	if m.SMIME != nil {
 		srv.SMIME = m.SMIME
@@ -638,21 +653,9 @@ func (m *Main) startGraph(cfg *Config, outbound *http.Transport, publicURL strin
 		DueAfter: m.Graph.RenewAfter(), Interval: time.Minute, Rate: float64(orDefault(cfg.Graph.RenewRate, 20)), MaxPerAccount: 4,
 	}
 	m.Graph.Engine = m.GraphEngine
-	m.resolver.graph = m.Graph
+	m.Graph.Addresses = m.EWS // the cut-over from EWS (migrate.go)
+	m.resolvers.Set(mailpush.SourceGraph, m.Graph)
 	m.Graph.Run(context.Background())
 	m.GraphEngine.Run(context.Background())
 	return nil
-}
-
-// resolver completes the pipeline's unresolved events (only Graph stores
-// them: it acknowledges before fetching). The pipeline is made before the
-// sources, so the source is set once it exists.
-type resolver struct{ graph *graph.Source }
-
-func (r *resolver) Resolve(ctx context.Context, ev *mailpush.OutboxEvent) error {
-	if r.graph == nil {
-		ev.Event.Badge = mailpush.NoBadge
-		return nil
-	}
-	return r.graph.Resolve(ctx, ev)
 }

@@ -6,7 +6,9 @@
 // authentication (ntlm.go: NTLM bound to the TCP connection, as IIS does;
 // AddNTLMUser makes a user NTLM-only), OAuth bearer tokens from its own
 // token endpoint with short lifetimes, refresh-token rotation and
-// revocation (oauth.go), ExchangeImpersonation for users given
+// revocation (oauth.go), TLS client certificates mapped to users by the UPN
+// in their subject alternative name, issued by its own test CA and
+// revocable (cba.go), ExchangeImpersonation for users given
 // the role with AllowImpersonation, and the X-BackEndOverrideCookie
 // server-affinity cookie,
 // and pushes SendNotification requests to subscribers the way Exchange does:
@@ -21,7 +23,7 @@
 // through a JSON control API under /control/ for a separate process. Tests
 // observe the server with Subscriptions, Callbacks, Requests and WaitFor, and
 // inject faults with DropSubscription, Restart, FailNext and
-// SetCallbackDelay.
+// SetCallbackDelay, and slow its answers with Hold and SetLatency.
 //
 // The fake writes and reads EWS XML on its own, without package ews, so that
 // a test of ews against it checks two independent readings of the protocol.
@@ -29,6 +31,7 @@ package ewsfake
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -132,9 +135,14 @@ type Server struct {
 	maxInflight   map[string]int
 	failures      map[string][]failure
 	callbackDelay time.Duration
-	access        map[string]accessGrant  // OAuth access tokens (oauth.go)
-	refresh       map[string]refreshGrant // OAuth refresh tokens
-	tokenAnswer   *tokenAnswer            // the token endpoint's next answer, when set
+	holds         map[string]chan struct{} // operations held until released (slow.go)
+	held          map[string]int           // requests waiting for a hold
+	latency       map[string]time.Duration // per operation (slow.go)
+	access        map[string]accessGrant   // OAuth access tokens (oauth.go)
+	refresh       map[string]refreshGrant  // OAuth refresh tokens
+	tokenAnswer   *tokenAnswer             // the token endpoint's next answer, when set
+	clientCA      *CA                      // issues the client certificates it maps (cba.go)
+	revoked       map[string]bool          // revoked client certificates' serial numbers, hex
 }
 
 // New starts a fake Exchange server on an HTTPS loopback address.
@@ -154,6 +162,9 @@ func New(opts Options) *Server {
 		inflight:     make(map[string]int),
 		maxInflight:  make(map[string]int),
 		failures:     make(map[string][]failure),
+		holds:        make(map[string]chan struct{}),
+		held:         make(map[string]int),
+		latency:      make(map[string]time.Duration),
 	}
 	if s.scale <= 0 {
 		s.scale = 1
@@ -191,6 +202,9 @@ func New(opts Options) *Server {
 	s.ts = httptest.NewUnstartedServer(mux)
 	s.ts.Config.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
 	s.ts.Config.ConnContext = connContext
+	// Asked, not required: certificate-based authentication beside the
+	// others (cba.go).
+	s.ts.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
 	s.ts.StartTLS()
 	return s
 }
