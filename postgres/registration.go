@@ -74,22 +74,9 @@ func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *ma
 	}
 	var stored *mailpush.Mailbox
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		m := *mb
-		if m.ID == "" {
-			m.ID = mailpush.NewID()
-		}
-		m.CreatedAt, m.UpdatedAt = now, now
-		if _, err := tx.Exec(ctx, `INSERT INTO mailboxes (`+mailboxCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-			ON CONFLICT (tenant_id, address_hash, source) DO NOTHING`,
-			m.ID, m.TenantID, m.AddressHash, string(m.Source), string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark,
-			m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.CreatedAt), mailpush.UnixMilli(m.UpdatedAt)); err != nil {
-			return fmt.Errorf("create mailbox: %w", err)
-		}
 		var err error
-		stored, err = scanMailbox(tx.QueryRow(ctx, `SELECT `+mailboxCols+` FROM mailboxes WHERE tenant_id = $1 AND address_hash = $2 AND source = $3`,
-			mb.TenantID, mb.AddressHash, string(mb.Source)))
-		if err != nil {
-			return fmt.Errorf("find mailbox: %w", err)
+		if stored, err = ensureMailboxTx(ctx, tx, mb, now); err != nil {
+			return err
 		}
 		reg.TenantID, reg.MailboxID = stored.TenantID, stored.ID
 		reg.UpdatedAt = now
@@ -114,6 +101,29 @@ func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *ma
 	})
 	if err != nil {
 		return nil, dbError("register", err)
+	}
+	return stored, nil
+}
+
+// ensureMailboxTx returns the mailbox of (mb.TenantID, mb.AddressHash,
+// mb.Source), creating it from mb when there is none (an upsert: two nodes
+// creating it at once end with one row).
+func ensureMailboxTx(ctx context.Context, tx pgx.Tx, mb *mailpush.Mailbox, now time.Time) (*mailpush.Mailbox, error) {
+	m := *mb
+	if m.ID == "" {
+		m.ID = mailpush.NewID()
+	}
+	m.CreatedAt, m.UpdatedAt = now, now
+	if _, err := tx.Exec(ctx, `INSERT INTO mailboxes (`+mailboxCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+		ON CONFLICT (tenant_id, address_hash, source) DO NOTHING`,
+		m.ID, m.TenantID, m.AddressHash, string(m.Source), string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark,
+		m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.CreatedAt), mailpush.UnixMilli(m.UpdatedAt)); err != nil {
+		return nil, fmt.Errorf("create mailbox: %w", err)
+	}
+	stored, err := scanMailbox(tx.QueryRow(ctx, `SELECT `+mailboxCols+` FROM mailboxes WHERE tenant_id = $1 AND address_hash = $2 AND source = $3`,
+		mb.TenantID, mb.AddressHash, string(mb.Source)))
+	if err != nil {
+		return nil, fmt.Errorf("find mailbox: %w", err)
 	}
 	return stored, nil
 }
@@ -307,13 +317,7 @@ func (s *Store) UpdateMailbox(ctx context.Context, id string, fn func(*mailpush.
 			return fnErr
 		}
 		m.ID = id
-		m.UpdatedAt = s.clock.Now().UTC()
-		_, err = tx.Exec(ctx, `UPDATE mailboxes SET mode = $1, server_url = $2, subscription_id = $3, watermark = $4, badge = $5, seq = $6, status = $7, last_event_at = $8, updated_at = $9 WHERE id = $10`,
-			string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark, m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.UpdatedAt), id)
-		if isUnique(err) {
-			return mailpush.Errorf(mailpush.EConflict, "subscription is already bound to another mailbox")
-		}
-		return err
+		return s.writeMailbox(ctx, tx, m)
 	})
 	if fnErr != nil {
 		return nil, fnErr
@@ -322,6 +326,17 @@ func (s *Store) UpdateMailbox(ctx context.Context, id string, fn func(*mailpush.
 		return nil, passOrWrap("update mailbox", err)
 	}
 	return m, nil
+}
+
+// writeMailbox stores m's changeable fields in tx (its row locked).
+func (s *Store) writeMailbox(ctx context.Context, tx pgx.Tx, m *mailpush.Mailbox) error {
+	m.UpdatedAt = s.clock.Now().UTC()
+	_, err := tx.Exec(ctx, `UPDATE mailboxes SET mode = $1, server_url = $2, subscription_id = $3, watermark = $4, badge = $5, seq = $6, status = $7, last_event_at = $8, updated_at = $9 WHERE id = $10`,
+		string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark, m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.UpdatedAt), m.ID)
+	if isUnique(err) {
+		return mailpush.Errorf(mailpush.EConflict, "subscription is already bound to another mailbox")
+	}
+	return err
 }
 
 // StaleMailboxes lists live mailboxes of source silent since before.

@@ -20,7 +20,8 @@ const qActiveRegistrations = `SELECT ` + registrationCols + ` FROM registrations
 
 const (
 	qRegistrationByToken = `SELECT ` + registrationCols + ` FROM registrations WHERE mailbox_id = ? AND token_hash = ? AND status IN (?, ?)`
-	qMailboxAudience     = `SELECT count(*), coalesce(max(content IN (?4, ?5)), 0) FROM registrations WHERE mailbox_id = ?1 AND status IN (?2, ?3)`
+	// Counts kept by triggers (migration 0022): no registration is read.
+	qMailboxAudience = `SELECT live_registrations, content_registrations > 0 FROM mailboxes WHERE id = ?`
 )
 
 type scanner interface{ Scan(dest ...any) error }
@@ -96,22 +97,9 @@ func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *ma
 
 // registerTx is Register's writes in tx.
 func (s *Store) registerTx(ctx context.Context, tx *sql.Tx, reg *mailpush.Registration, mb *mailpush.Mailbox, sealed, tokenHash []byte, now time.Time) (*mailpush.Mailbox, error) {
-	stored, err := scanMailbox(s.txStmt(ctx, tx, qFindMailbox).QueryRowContext(ctx, mb.TenantID, mb.AddressHash, string(mb.Source)))
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		m := *mb
-		if m.ID == "" {
-			m.ID = mailpush.NewID()
-		}
-		m.CreatedAt, m.UpdatedAt = now, now
-		if _, err := s.txStmt(ctx, tx, qInsertMailbox).ExecContext(ctx,
-			m.ID, m.TenantID, m.AddressHash, string(m.Source), string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark,
-			m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.CreatedAt), mailpush.UnixMilli(m.UpdatedAt)); err != nil {
-			return nil, dbError("create mailbox", err)
-		}
-		stored = &m
-	case err != nil:
-		return nil, dbError("find mailbox", err)
+	stored, err := s.ensureMailboxTx(ctx, tx, mb, now)
+	if err != nil {
+		return nil, err
 	}
 
 	reg.TenantID, reg.MailboxID = stored.TenantID, stored.ID
@@ -138,6 +126,29 @@ func (s *Store) registerTx(ctx context.Context, tx *sql.Tx, reg *mailpush.Regist
 	}
 	if err != nil {
 		return nil, dbError("store registration", err)
+	}
+	return stored, nil
+}
+
+// ensureMailboxTx returns the mailbox of (mb.TenantID, mb.AddressHash,
+// mb.Source), creating it from mb when there is none.
+func (s *Store) ensureMailboxTx(ctx context.Context, tx *sql.Tx, mb *mailpush.Mailbox, now time.Time) (*mailpush.Mailbox, error) {
+	stored, err := scanMailbox(s.txStmt(ctx, tx, qFindMailbox).QueryRowContext(ctx, mb.TenantID, mb.AddressHash, string(mb.Source)))
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		m := *mb
+		if m.ID == "" {
+			m.ID = mailpush.NewID()
+		}
+		m.CreatedAt, m.UpdatedAt = now, now
+		if _, err := s.txStmt(ctx, tx, qInsertMailbox).ExecContext(ctx,
+			m.ID, m.TenantID, m.AddressHash, string(m.Source), string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark,
+			m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.CreatedAt), mailpush.UnixMilli(m.UpdatedAt)); err != nil {
+			return nil, dbError("create mailbox", err)
+		}
+		return &m, nil
+	case err != nil:
+		return nil, dbError("find mailbox", err)
 	}
 	return stored, nil
 }
@@ -316,8 +327,7 @@ func (s *Store) RegistrationByToken(ctx context.Context, mailboxID, token string
 // whether one may show content, in one indexed read.
 func (s *Store) MailboxAudience(ctx context.Context, mailboxID string) (mailpush.Audience, error) {
 	var a mailpush.Audience
-	rows, err := s.read(ctx, qMailboxAudience, mailboxID, string(mailpush.StatusActive), string(mailpush.StatusPending),
-		string(mailpush.ContentSubject), string(mailpush.ContentSubjectSender))
+	rows, err := s.read(ctx, qMailboxAudience, mailboxID)
 	if err != nil {
 		return a, dbError("mailbox audience", err)
 	}
@@ -413,14 +423,8 @@ func (s *Store) UpdateMailbox(ctx context.Context, id string, fn func(*mailpush.
 			return err
 		}
 		m.ID = id
-		m.UpdatedAt = s.clock.Now().UTC()
-		err = s.exec(ctx, tx, qUpdateMailbox,
-			string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark, m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.UpdatedAt), id)
-		if err != nil {
-			if isUnique(err) {
-				return mailpush.Errorf(mailpush.EConflict, "subscription is already bound to another mailbox")
-			}
-			return dbError("update mailbox", err)
+		if err := s.writeMailbox(ctx, tx, m); err != nil {
+			return err
 		}
 		out = m
 		return nil
@@ -429,6 +433,20 @@ func (s *Store) UpdateMailbox(ctx context.Context, id string, fn func(*mailpush.
 		return nil, err
 	}
 	return out, nil
+}
+
+// writeMailbox stores m's changeable fields in tx.
+func (s *Store) writeMailbox(ctx context.Context, tx *sql.Tx, m *mailpush.Mailbox) error {
+	m.UpdatedAt = s.clock.Now().UTC()
+	err := s.exec(ctx, tx, qUpdateMailbox,
+		string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark, m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.UpdatedAt), m.ID)
+	if err != nil {
+		if isUnique(err) {
+			return mailpush.Errorf(mailpush.EConflict, "subscription is already bound to another mailbox")
+		}
+		return dbError("update mailbox", err)
+	}
+	return nil
 }
 
 // StaleMailboxes lists live mailboxes of source silent since before.

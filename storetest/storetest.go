@@ -71,6 +71,7 @@ func Run(t *testing.T, open Factory) {
 		{"OutboxInactiveRegistration", testOutboxInactiveRegistration},
 		{"OutboxSettleAfterCoalesce", testOutboxSettleAfterCoalesce},
 		{"MailboxByAddress", testMailboxByAddress},
+		{"Migration", testMigration},
 		{"OutboxClaimKeepsDeviceOrder", testOutboxClaimKeepsDeviceOrder},
 		{"OutboxSettleAndClaim", testOutboxSettleAndClaim},
 		{"RegistrationByToken", testRegistrationByToken},
@@ -79,6 +80,7 @@ func Run(t *testing.T, open Factory) {
 		{"OutboxEventsClaimAndLease", testOutboxEventsClaimAndLease},
 		{"OutboxEventsCoalesce", testOutboxEventsCoalesce},
 		{"OutboxEventsMailboxOrder", testOutboxEventsMailboxOrder},
+		{"OutboxEventsRecord", testOutboxEventsRecord},
 		{"OutboxRecipients", testOutboxRecipients},
 		{"OutboxSettleEvents", testOutboxSettleEvents},
 	}

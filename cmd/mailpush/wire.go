@@ -291,6 +291,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Store: m.Store, Keys: m.Keys, Registrar: m.Registrar,
 		Logger: m.Logger.With("component", "api"), Gate: m.GateRegistry,
 		AppConfigs: m.AppConfigs, Ready: m.ready,
+		Migrator: migrator{cfg: &m.Config, graph: m.Graph},
 	}
 	if m.SMIME != nil {
 		srv.SMIME = m.SMIME
@@ -652,6 +653,7 @@ func (m *Main) startGraph(cfg *Config, outbound *http.Transport, publicURL strin
 		DueAfter: m.Graph.RenewAfter(), Interval: time.Minute, Rate: float64(orDefault(cfg.Graph.RenewRate, 20)), MaxPerAccount: 4,
 	}
 	m.Graph.Engine = m.GraphEngine
+	m.Graph.Addresses = m.EWS // the cut-over from EWS (migrate.go)
 	m.resolvers.Set(mailpush.SourceGraph, m.Graph)
 	m.Graph.Run(context.Background())
 	m.GraphEngine.Run(context.Background())
