@@ -50,3 +50,32 @@ type AdminReader interface {
 	// DropDeadLetter deletes one dead letter of a tenant.
 	DropDeadLetter(ctx context.Context, tenantID, pushID string) error
 }
+
+// ConsoleSession is a signed-in administrator of the admin console, kept in
+// the store so that every node of a cluster accepts it. It is found by the
+// SHA-256 of its cookie: the cookie itself is never stored. Display (an
+// OIDC email, say) is sealed at rest.
+type ConsoleSession struct {
+	IDHash    []byte
+	Actor     string // "oidc:<hash>" or "token:<id>"
+	Display   string
+	TenantID  string // "" for an operator of every tenant
+	TokenID   string // the admin token of a token sign-in
+	CreatedAt time.Time
+	LastSeen  time.Time
+}
+
+// ConsoleSessionStore keeps the admin console's sessions.
+type ConsoleSessionStore interface {
+	// CreateConsoleSession stores a new session, and deletes the sessions
+	// that expired (idle since before idleBefore, or created before
+	// createdBefore).
+	CreateConsoleSession(ctx context.Context, s *ConsoleSession, idleBefore, createdBefore time.Time) error
+	// TouchConsoleSession returns the session whose cookie hash is idHash
+	// and records now as its last use, if it was used at or after
+	// idleBefore and created at or after createdBefore; otherwise it is
+	// deleted and the error is ENotFound.
+	TouchConsoleSession(ctx context.Context, idHash []byte, now, idleBefore, createdBefore time.Time) (*ConsoleSession, error)
+	// DeleteConsoleSession ends a session (sign-out); a missing one is no error.
+	DeleteConsoleSession(ctx context.Context, idHash []byte) error
+}

@@ -37,4 +37,7 @@ type SubscriptionEngine interface {
 	Busy(host string, d time.Duration)
 	// Heard records a notification of mailboxID from host at at.
 	Heard(host, mailboxID string, at time.Time)
+	// Pace waits for the next start slot at the engine's rate, shared
+	// with its own heals (a migration's subscription writes take them too).
+	Pace(ctx context.Context) error
 }

@@ -1,6 +1,8 @@
 package mailpush
 
 import (
+	"encoding/base64"
+	"log/slog"
 	"net"
 	"net/url"
 	"strconv"
@@ -266,6 +268,17 @@ type Credentials struct {
 	// ExpiresAt is when AccessToken expires (Unix seconds); 0 means unknown
 	// (it is then used until the mail server refuses it).
 	ExpiresAt int64 `json:"expiresAt,omitempty"`
+
+	// A client identity for certificate-based authentication (CBA): the
+	// mail server maps the TLS client certificate to its user. Either a
+	// PKCS#12 file (standard base64) with its password, or a PEM private
+	// key with its PEM certificate chain (leaf first). Package ews opens
+	// and checks it in memory; it never travels in a callback URL (too
+	// big: see docs/SECURITY.md) and goes with no other credential.
+	PKCS12         string `json:"pkcs12,omitempty"`
+	PKCS12Password string `json:"pkcs12Password,omitempty"`
+	CertificatePEM string `json:"certificatePem,omitempty"`
+	PrivateKeyPEM  string `json:"privateKeyPem,omitempty"`
 }
 
 // Size caps of OAuth credentials: the refresh token travels in the sealed
@@ -303,6 +316,44 @@ func (c Credentials) CheckOAuth() error {
 	return nil
 }
 
+// MaxIdentity caps each part of a client identity (the PKCS#12 file, the
+// PEM chain, the PEM key): an identity with a few intermediates is a few
+// KiB.
+const MaxIdentity = 16 << 10
+
+// HasIdentity reports whether c carries a client identity (CBA).
+func (c Credentials) HasIdentity() bool {
+	return c.PKCS12 != "" || c.PKCS12Password != "" || c.CertificatePEM != "" || c.PrivateKeyPEM != ""
+}
+
+// CheckIdentity checks the shape of a client identity: a PKCS#12 or a PEM
+// key and chain, not both, nothing oversized, and no other credential
+// beside it. Opening it (password, key, validity, usage) is the source's.
+func (c Credentials) CheckIdentity() error {
+	if !c.HasIdentity() {
+		return nil
+	}
+	if c.Username != "" || c.Password != "" || c.AccessToken != "" || c.RefreshToken != "" || c.TokenURL != "" || c.ClientID != "" {
+		return Errorf(EBadSealed, "sealed credentials: a client identity (pkcs12 or certificatePem/privateKeyPem) goes alone, without username, password or tokens")
+	}
+	pem := c.CertificatePEM != "" || c.PrivateKeyPEM != ""
+	switch {
+	case c.PKCS12 != "" && pem:
+		return Errorf(EBadSealed, "sealed credentials: send the client identity either as pkcs12 (with pkcs12Password) or as certificatePem and privateKeyPem, not both")
+	case c.PKCS12 == "" && c.PKCS12Password != "":
+		return Errorf(EBadSealed, "sealed credentials: pkcs12Password without pkcs12")
+	case pem && (c.CertificatePEM == "" || c.PrivateKeyPEM == ""):
+		return Errorf(EBadSealed, "sealed credentials: certificatePem and privateKeyPem go together")
+	case len(c.PKCS12) > base64.StdEncoding.EncodedLen(MaxIdentity):
+		return Errorf(EBadSealed, "sealed credentials: pkcs12 is longer than %d bytes (before base64)", MaxIdentity)
+	case len(c.CertificatePEM) > MaxIdentity:
+		return Errorf(EBadSealed, "sealed credentials: certificatePem is longer than %d bytes", MaxIdentity)
+	case len(c.PrivateKeyPEM) > MaxIdentity:
+		return Errorf(EBadSealed, "sealed credentials: privateKeyPem is longer than %d bytes", MaxIdentity)
+	}
+	return nil
+}
+
 // Refreshable reports whether c can get itself a new access token.
 func (c Credentials) Refreshable() bool {
 	return c.RefreshToken != "" && c.TokenURL != "" && c.ClientID != ""
@@ -311,12 +362,16 @@ func (c Credentials) Refreshable() bool {
 // String hides the secrets from fmt and slog.
 func (Credentials) String() string { return "Credentials{…}" }
 
-// LogValue hides the secrets from slog.
-func (c Credentials) LogValue() any { return c.String() }
+// LogValue hides the secrets from slog, whatever its handler (a JSON
+// handler would otherwise marshal every field).
+func (c Credentials) LogValue() slog.Value { return slog.StringValue(c.String()) }
+
+// GoString hides the secrets from %#v.
+func (c Credentials) GoString() string { return c.String() }
 
 // Empty reports whether c holds no usable credential.
 func (c Credentials) Empty() bool {
-	return (c.Username == "" || c.Password == "") && c.AccessToken == "" && !c.Refreshable()
+	return (c.Username == "" || c.Password == "") && c.AccessToken == "" && !c.Refreshable() && !c.HasIdentity()
 }
 
 // WantsContent reports whether some registration may show subject or

@@ -21,12 +21,14 @@ type Store interface {
 	MailboxStore
 	GateStore
 	GateRuleStore
+	MigrationStore
 	// Outbox is the durable push queue (see Outbox).
 	Outbox
 
 	// AdminReader and AuditLog serve the admin console (admin.go).
 	AdminReader
 	AuditLog
+	ConsoleSessionStore
 
 	// Ping reports whether the store can answer.
 	Ping(ctx context.Context) error
@@ -109,6 +111,26 @@ type MailboxStore interface {
 	StaleMailboxes(ctx context.Context, source Source, before time.Time, limit int) ([]*Mailbox, error)
 }
 
+// MigrationStore moves a tenant's mailboxes from one source to another
+// (`mailpush tenant migrate`: EWS to Microsoft Graph).
+type MigrationStore interface {
+	// TenantMailboxes lists up to limit of the tenant's mailboxes of source
+	// with status active or pending whose ID sorts after afterID, by ID.
+	TenantMailboxes(ctx context.Context, tenantID string, source Source, afterID string, limit int) ([]*Mailbox, error)
+	// EnsureMailbox returns the mailbox of (mb.TenantID, mb.AddressHash,
+	// mb.Source), creating it from mb when there is none (then mb.ID is
+	// used when set).
+	EnsureMailbox(ctx context.Context, mb *Mailbox) (*Mailbox, error)
+	// MoveRegistrations moves every registration of mailbox fromID to
+	// mailbox toID of the same tenant in one transaction, keeping their IDs;
+	// a device (push token) that toID has already keeps toID's registration
+	// and its other one is deleted. toID's sequence is raised to fromID's
+	// (the moved devices have seen it: later events must not look stale).
+	// fromID is then inactive. It returns how
+	// many registrations moved; 0 when fromID had none left (a second run).
+	MoveRegistrations(ctx context.Context, fromID, toID string) (int, error)
+}
+
 // GateStore keeps the ActiveSync gate's device registry (the gate).
 type GateStore interface {
 	// PutGateDevice creates or replaces the gate device (d.TenantID,
@@ -165,7 +187,12 @@ type CallbackToken struct {
 	// that this device subscribed, so only it activates that registration.
 	RegistrationID string      `json:"r,omitempty"`
 	Credentials    Credentials `json:"c,omitzero"`
-	IssuedAt       int64       `json:"i"` // Unix seconds
+	// Identity names the client identity (CBA) the subscription was made
+	// with: the SHA-256 of its leaf certificate, hex. The identity itself
+	// is too big for a URL; it stays in the source's memory, and a URL
+	// whose identity is gone (a restart) makes the devices check in.
+	Identity string `json:"x,omitempty"`
+	IssuedAt int64  `json:"i"` // Unix seconds
 	// KeyID is the key the token was sealed with, set by OpenCallback;
 	// not part of the sealed content.
 	KeyID string `json:"-"`

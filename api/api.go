@@ -43,6 +43,9 @@ type Server struct {
 	AppConfigs mailpush.AppConfigs
 	// SMIME serves /api/v1/smime/…; nil turns them into unsupported errors.
 	SMIME mailpush.SMIME
+	// Migrator runs a tenant's cut-over from EWS to Microsoft Graph
+	// (/api/v1/migrations); nil turns its routes into unsupported errors.
+	Migrator mailpush.Migrator
 	// Ready reports whether the service can take traffic (for /readyz);
 	// nil means Store.Ping. The message of a *mailpush.Error it returns
 	// is the reason /readyz gives; its cause is logged, never answered.
@@ -64,6 +67,7 @@ func (s *Server) Routes(mux *http.ServeMux) {
 	s.gateRoutes(mux)
 	s.appConfigRoutes(mux)
 	s.smimeRoutes(mux)
+	s.migrationRoutes(mux)
 }
 
 func (s *Server) alive(w http.ResponseWriter, r *http.Request) {

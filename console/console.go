@@ -17,10 +17,12 @@
 //     page and every change is limited to it, and the session ends as soon
 //     as the token is revoked.
 //
-// Sessions live in memory (a restart signs everyone out), in an HttpOnly,
+// Sessions live in the store (any node of a cluster accepts them, and a
+// restart signs nobody out), found by the SHA-256 of an HttpOnly,
 // SameSite=Strict cookie (Secure when served over TLS) holding 256 random
-// bits; they end after an idle and an absolute timeout. Every form carries
-// the session's CSRF token, checked in constant time before any change;
+// bits; they end after an idle and an absolute timeout, checked against the
+// stored times. Every form carries the session's CSRF token (a hash of the
+// cookie, so no node needs to store it), checked in constant time before any change;
 // the Origin header, when present, must be this server's. Pages are sent
 // with a Content-Security-Policy that allows no script, so that even a
 // template mistake could not run an injected one.
@@ -46,6 +48,7 @@ type Store interface {
 	mailpush.TokenReader
 	mailpush.AdminReader
 	mailpush.AuditLog
+	mailpush.ConsoleSessionStore
 	Tenants(ctx context.Context) ([]*mailpush.Tenant, error)
 	UpdateTenant(ctx context.Context, t *mailpush.Tenant) error
 	Tokens(ctx context.Context, tenantID string) ([]*mailpush.Token, error)
@@ -131,7 +134,7 @@ func New(cfg Config) (*Console, error) {
 	sub, _ := fs.Sub(staticFS, "static")
 	return &Console{
 		cfg: cfg, pages: pages,
-		sessions: newSessions(cfg.Clock, cfg.IdleTimeout, cfg.MaxAge, 10000),
+		sessions: &sessions{store: cfg.Store, clock: cfg.Clock, idle: cfg.IdleTimeout, maxAge: cfg.MaxAge},
 		samples:  newSampler(90),
 		static:   http.StripPrefix("/admin/static/", http.FileServerFS(sub)),
 		stop:     make(chan struct{}), done: make(chan struct{}),

@@ -1,55 +1,104 @@
 package console
 
 import (
+	"bytes"
+	"context"
+	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/mailpush/mailpush"
 	"github.com/mailpush/mailpush/clocktest"
+	"github.com/mailpush/mailpush/sqlite"
+	"github.com/mailpush/mailpush/storetest"
 )
 
-// TestSessionsExpireAndStayBounded: idle and absolute timeouts, and the
-// oldest session dropped when the table is full.
-func TestSessionsExpireAndStayBounded(t *testing.T) {
+// TestSessionsAreSharedThroughTheStore: a session made by one console is
+// accepted by another on the same store (another node), with the same CSRF
+// token; the idle timeout and sign-out end it for both; the database holds
+// neither the cookie nor the display name in clear.
+func TestSessionsAreSharedThroughTheStore(t *testing.T) {
+	ctx := context.Background()
 	clock := clocktest.New(time.Unix(1_700_000_000, 0))
-	s := newSessions(clock, 30*time.Minute, 2*time.Hour, 2)
-	a := s.create(&session{actor: "a"})
-	if got := s.get(a); got == nil || got.actor != "a" || got.CSRF == "" {
-		t.Fatalf("get = %+v", got)
+	path := filepath.Join(t.TempDir(), "console.db")
+	store, err := sqlite.Open(ctx, path, storetest.Keyring(t), clock)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if s.get("forged") != nil || s.get("") != nil {
+	defer store.Close()
+	nodeA := &sessions{store: store, clock: clock, idle: 30 * time.Minute, maxAge: 2 * time.Hour}
+	nodeB := &sessions{store: store, clock: clock, idle: 30 * time.Minute, maxAge: 2 * time.Hour}
+	sess := &session{actor: "oidc:x", Display: "ops@example.com"}
+	cookie, err := nodeA.create(ctx, sess)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := nodeB.get(ctx, cookie)
+	if got == nil || got.actor != "oidc:x" || got.Display != "ops@example.com" || got.CSRF != sess.CSRF || got.CSRF == "" {
+		t.Fatalf("the other node's view = %+v, want the session with CSRF %q", got, sess.CSRF)
+	}
+	if nodeB.get(ctx, "forged") != nil || nodeB.get(ctx, "") != nil || nodeB.get(ctx, strings.Repeat("A", 43)) != nil {
 		t.Error("an unknown cookie is a session")
 	}
 	clock.Advance(29 * time.Minute)
-	if s.get(a) == nil {
-		t.Error("a used session expired early")
+	if nodeA.get(ctx, cookie) == nil {
+		t.Fatal("a used session expired early")
 	}
-	clock.Advance(31 * time.Minute)
-	if s.get(a) != nil {
-		t.Error("an idle session survived")
+	clock.Advance(29 * time.Minute) // 29 minutes after its last use on A
+	if nodeB.get(ctx, cookie) == nil {
+		t.Fatal("node B did not see node A's use of the session")
 	}
-	b := s.create(&session{actor: "b"})
-	for range 5 {
-		clock.Advance(25 * time.Minute)
-		s.get(b)
+	if err := nodeB.delete(ctx, cookie); err != nil {
+		t.Fatal(err)
 	}
-	if s.get(b) != nil {
-		t.Error("a session outlived its absolute timeout")
+	if nodeA.get(ctx, cookie) != nil {
+		t.Error("a session signed out on node B lives on node A")
 	}
-	c := s.create(&session{actor: "c"})
-	clock.Advance(time.Second)
-	d := s.create(&session{actor: "d"})
-	clock.Advance(time.Second)
-	e := s.create(&session{actor: "e"})
-	if s.get(c) != nil || s.get(d) == nil || s.get(e) == nil {
-		t.Error("a full table did not drop its oldest session")
-	}
-	// Only the cookie's hash is kept.
-	for id := range s.byID {
-		if strings.Contains(id, e) {
-			t.Error("the cookie value is kept in clear")
+	store.Close()
+	for _, f := range []string{path, path + "-wal"} {
+		b, _ := os.ReadFile(f)
+		if bytes.Contains(b, []byte(cookie)) || bytes.Contains(b, []byte("ops@example.com")) {
+			t.Errorf("%s holds the cookie or the display name in clear", f)
 		}
+	}
+}
+
+// TestDecisionLogKeepsTheLast: newest first, bounded, safe under
+// concurrent adds.
+func TestDecisionLogKeepsTheLast(t *testing.T) {
+	l := NewDecisionLog(3)
+	if len(l.Recent()) != 0 {
+		t.Fatal("an empty log lists decisions")
+	}
+	for i := range 5 {
+		l.Add(mailpush.GateDecisionRecord{Reason: fmt.Sprint(i)})
+	}
+	var got []string
+	for _, r := range l.Recent() {
+		got = append(got, r.Reason)
+	}
+	if fmt.Sprint(got) != "[4 3 2]" {
+		t.Errorf("Recent = %v, want [4 3 2]", got)
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 1000 {
+				l.Add(mailpush.GateDecisionRecord{Allow: true})
+				l.Recent()
+			}
+		}()
+	}
+	wg.Wait()
+	if n := len(l.Recent()); n != 3 {
+		t.Errorf("after concurrent adds: %d kept, want 3", n)
 	}
 }
 

@@ -191,7 +191,12 @@ func sameOrigin(r *http.Request) bool {
 // redirect, a browser would not send a SameSite=Strict cookie on a
 // redirect chain that began on another site.
 func (c *Console) signIn(w http.ResponseWriter, r *http.Request, sess *session) {
-	cookie := c.sessions.create(sess)
+	cookie, err := c.sessions.create(r.Context(), sess)
+	if err != nil {
+		c.cfg.Logger.Error("console: could not store a session", "err", err)
+		c.fail(w, r, http.StatusServiceUnavailable, "store", "the session could not be stored: try again")
+		return
+	}
 	c.setCookie(w, c.cookieName(), cookie, c.cfg.MaxAge, http.SameSiteStrictMode)
 	c.audit(r.Context(), sess, sess.tenantID, "console.sign_in", sess.actor, "")
 	c.render(w, http.StatusOK, "signedin", page{Title: "Signed in"})
@@ -199,7 +204,10 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request, sess *session) 
 
 func (c *Console) logout(w http.ResponseWriter, r *http.Request, sess *session) {
 	if ck, err := r.Cookie(c.cookieName()); err == nil {
-		c.sessions.delete(ck.Value)
+		if err := c.sessions.delete(r.Context(), ck.Value); err != nil {
+			c.fail(w, r, http.StatusServiceUnavailable, "store", "the session could not be ended: try again")
+			return
+		}
 	}
 	c.clearCookie(w, c.cookieName())
 	http.Redirect(w, r, "/admin/login", http.StatusSeeOther)

@@ -1,12 +1,12 @@
 package console
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/mailpush/mailpush"
@@ -23,33 +23,24 @@ const (
 	pendingCookie = "mailpush_admin_oidc"
 )
 
-// session is one signed-in administrator.
+// session is one signed-in administrator, as a request sees it.
 type session struct {
-	id        string // the cookie value's SHA-256, as the map key
-	CSRF      string
-	actor     string // for the audit log: "oidc:<sub>" or "token:<id>"
-	Display   string // shown in the page header (email or token ID)
-	tenantID  string // "" for an operator of every tenant
-	tokenID   string // the admin token a token sign-in used
-	created   time.Time
-	lastSeen  time.Time
-	oidcState string // pending OIDC sign-ins only
-	oidcNonce string
+	CSRF     string
+	actor    string // for the audit log: "oidc:<hash>" or "token:<id>"
+	Display  string // shown in the page header (email or "admin of <tenant>")
+	tenantID string // "" for an operator of every tenant
+	tokenID  string // the admin token a token sign-in used
 }
 
-// sessions keeps sessions in memory, bounded: when full, the oldest is
-// dropped (its holder signs in again).
+// sessions are kept in the store (mailpush.ConsoleSessionStore), so that
+// every node of a cluster accepts them, found by the SHA-256 of the cookie
+// value: the store never holds a cookie. The idle and absolute timeouts are
+// checked against the stored times on every request.
 type sessions struct {
-	mu      sync.Mutex
-	byID    map[string]*session
-	clock   mailpush.Clock
-	idle    time.Duration
-	maxAge  time.Duration
-	maxSize int
-}
-
-func newSessions(clock mailpush.Clock, idle, maxAge time.Duration, maxSize int) *sessions {
-	return &sessions{byID: map[string]*session{}, clock: clock, idle: idle, maxAge: maxAge, maxSize: maxSize}
+	store  mailpush.ConsoleSessionStore
+	clock  mailpush.Clock
+	idle   time.Duration
+	maxAge time.Duration
 }
 
 func randomString() string {
@@ -58,72 +49,51 @@ func randomString() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// key is how a cookie value is kept: only its hash is in memory, so that a
-// heap dump does not hand out live sessions.
-func key(cookie string) string {
+// key is how a cookie value is stored: only its hash, so that a copy of the
+// database does not hand out live sessions.
+func key(cookie string) []byte {
 	h := sha256.Sum256([]byte(cookie))
-	return string(h[:])
+	return h[:]
+}
+
+// csrfToken is the session's CSRF token, derived from the cookie: a page
+// carries it, and it does not reveal the cookie. A cross-site form has
+// neither.
+func csrfToken(cookie string) string {
+	h := sha256.Sum256([]byte("mailpush console csrf\x00" + cookie))
+	return base64.RawURLEncoding.EncodeToString(h[:])
 }
 
 // create stores a new session and returns the cookie value.
-func (s *sessions) create(sess *session) string {
+func (s *sessions) create(ctx context.Context, sess *session) (string, error) {
 	cookie := randomString()
 	now := s.clock.Now()
-	sess.id, sess.CSRF, sess.created, sess.lastSeen = key(cookie), randomString(), now, now
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.evictLocked(now)
-	if len(s.byID) >= s.maxSize {
-		var oldest *session
-		for _, o := range s.byID {
-			if oldest == nil || o.created.Before(oldest.created) {
-				oldest = o
-			}
-		}
-		delete(s.byID, oldest.id)
+	err := s.store.CreateConsoleSession(ctx, &mailpush.ConsoleSession{IDHash: key(cookie), Actor: sess.actor, Display: sess.Display,
+		TenantID: sess.tenantID, TokenID: sess.tokenID, CreatedAt: now, LastSeen: now}, now.Add(-s.idle), now.Add(-s.maxAge))
+	if err != nil {
+		return "", err
 	}
-	s.byID[sess.id] = sess
-	return cookie
+	sess.CSRF = csrfToken(cookie)
+	return cookie, nil
 }
 
-func (s *sessions) evictLocked(now time.Time) {
-	for id, o := range s.byID {
-		if s.expired(o, now) {
-			delete(s.byID, id)
-		}
-	}
-}
-
-func (s *sessions) expired(o *session, now time.Time) bool {
-	return now.Sub(o.lastSeen) > s.idle || now.Sub(o.created) > s.maxAge
-}
-
-// get returns the live session of a cookie value and marks it used; an
-// expired one is deleted.
-func (s *sessions) get(cookie string) *session {
-	if cookie == "" {
+// get returns the live session of a cookie value and marks it used; nil
+// when there is none (never was, expired, signed out, or the store failed:
+// a console that cannot read its store has nothing to show).
+func (s *sessions) get(ctx context.Context, cookie string) *session {
+	if cookie == "" || len(cookie) > 100 {
 		return nil
 	}
 	now := s.clock.Now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	o := s.byID[key(cookie)]
-	if o == nil {
+	cs, err := s.store.TouchConsoleSession(ctx, key(cookie), now, now.Add(-s.idle), now.Add(-s.maxAge))
+	if err != nil {
 		return nil
 	}
-	if s.expired(o, now) {
-		delete(s.byID, o.id)
-		return nil
-	}
-	o.lastSeen = now
-	cp := *o
-	return &cp
+	return &session{CSRF: csrfToken(cookie), actor: cs.Actor, Display: cs.Display, tenantID: cs.TenantID, tokenID: cs.TokenID}
 }
 
-func (s *sessions) delete(cookie string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.byID, key(cookie))
+func (s *sessions) delete(ctx context.Context, cookie string) error {
+	return s.store.DeleteConsoleSession(ctx, key(cookie))
 }
 
 func (c *Console) cookieName() string {
@@ -156,10 +126,12 @@ func (c *Console) current(r *http.Request) *session {
 	if err != nil {
 		return nil
 	}
-	sess := c.sessions.get(ck.Value)
+	sess := c.sessions.get(r.Context(), ck.Value)
 	if sess != nil && sess.tokenID != "" {
 		if _, err := c.cfg.Store.Token(r.Context(), sess.tokenID); err != nil {
-			c.sessions.delete(ck.Value)
+			if mailpush.ErrorCode(err) == mailpush.ENotFound {
+				c.sessions.delete(r.Context(), ck.Value)
+			}
 			return nil
 		}
 	}

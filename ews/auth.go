@@ -27,6 +27,9 @@ import (
 //     any header, so NTLM requests never share a connection pool between
 //     identities: each (user, password, host) gets its own transport, cloned
 //     from the client's, in a bounded cache.
+//   - Certificate-based authentication: a client identity presented as
+//     the TLS client certificate, over connections of its own
+//     (identity.go).
 //   - A service account with the ApplicationImpersonation role: Basic or NTLM
 //     as the service account, plus Endpoint.Impersonate (ExchangeImpersonation
 //     header and X-AnchorMailbox).
@@ -49,12 +52,21 @@ type authState struct {
 }
 
 // do sends the request that newRequest builds with the credentials, and
-// switches the host to NTLM when it asks for it.
-func (c *Client) do(u *url.URL, cred mailpush.Credentials, newRequest func() (*http.Request, error)) (*http.Response, error) {
+// switches the host to NTLM when it asks for it. With a client identity
+// the request goes without an Authorization header, over the identity's
+// own connections (identity.go).
+func (c *Client) do(u *url.URL, cred mailpush.Credentials, id *Identity, newRequest func() (*http.Request, error)) (*http.Response, error) {
 	hc := c.httpClient()
 	req, err := newRequest()
 	if err != nil {
 		return nil, err
+	}
+	if id != nil {
+		ic, err := c.identityClient(hc, id)
+		if err != nil {
+			return nil, err
+		}
+		return ic.Do(req)
 	}
 	if cred.AccessToken != "" || cred.Refreshable() {
 		return c.doBearer(hc, cred, req, newRequest)

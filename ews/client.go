@@ -45,11 +45,16 @@ type Client struct {
 	// Clock decides when an OAuth access token is due for refresh; nil is
 	// the system clock.
 	Clock mailpush.Clock
+	// MaxIdentities bounds the per-identity connection pools of
+	// certificate-based authentication (identity.go); 0 means
+	// DefaultMaxIdentities.
+	MaxIdentities int
 
 	once  sync.Once
-	hc    *http.Client // HTTP without redirects
-	auth  authState    // NTLM hosts and connections, affinity cookies
-	oauth oauthState   // refreshed OAuth tokens (oauth.go)
+	hc    *http.Client  // HTTP without redirects
+	auth  authState     // NTLM hosts and connections, affinity cookies
+	oauth oauthState    // refreshed OAuth tokens (oauth.go)
+	ids   identityPools // one connection pool per client identity (identity.go)
 }
 
 func (c *Client) now() time.Time {
@@ -109,6 +114,10 @@ type Endpoint struct {
 	// another's Inbox under that other's address. Empty names the
 	// authenticated user's own Inbox.
 	Mailbox string
+	// Identity, when set, is the TLS client certificate the requests
+	// present (certificate-based authentication, identity.go) instead of
+	// Credentials.
+	Identity *Identity
 }
 
 // inboxFolderID is the Inbox of ep.Mailbox (or of the caller).
@@ -254,7 +263,7 @@ func (c *Client) call(ctx context.Context, ep Endpoint, op, body string) (int, s
 		return 0, "", nil, invalid("%s: the EWS URL must not hold credentials", op)
 	}
 	cred := ep.Credentials
-	if cred.Empty() {
+	if cred.Empty() && ep.Identity == nil {
 		return 0, "", nil, invalid("%s: no credentials for the EWS endpoint", op)
 	}
 
@@ -288,7 +297,7 @@ func (c *Client) call(ctx context.Context, ep Endpoint, op, body string) (int, s
 		c.auth.addAffinity(req, ep.Affinity)
 		return req, nil
 	}
-	resp, err := c.do(u, cred, newRequest)
+	resp, err := c.do(u, cred, ep.Identity, newRequest)
 	if err != nil {
 		var me *mailpush.Error
 		if errors.As(err, &me) {

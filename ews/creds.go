@@ -19,6 +19,7 @@ type credCache struct {
 type cachedCreds struct {
 	serverURL string
 	creds     mailpush.Credentials // sealed mode
+	identity  *Identity            // sealed mode with a client identity (CBA): lives only here
 	address   string               // the mailbox whose Inbox requests name (service mode: impersonate)
 	keyID     string               // the key that sealed the callback URL Exchange holds
 }

@@ -28,6 +28,8 @@ type state struct {
 	pending pendingFetches
 	mu      sync.Mutex
 	more    map[string]summary // changes of MoreEvents batches, pushed with the last batch
+	// opening bounds the client identities opened at once (identity.go).
+	opening chan struct{}
 }
 
 func (s *Source) init() *state {
@@ -39,6 +41,7 @@ func (s *Source) init() *state {
 		s.st.creds = newCredCache(size)
 		s.st.fetch = newFetchLimiter(s.FetchRate, s.FetchBurst)
 		s.st.more = map[string]summary{}
+		s.st.opening = make(chan struct{}, identityOpeners)
 	})
 	return &s.st
 }
@@ -117,7 +120,7 @@ func (s *Source) resubscribe(ctx context.Context, mb *mailpush.Mailbox, c cached
 		c.creds = sealable(cur)
 	}
 	serverURL := c.serverURL
-	tok := mailpush.CallbackToken{TenantID: mb.TenantID, MailboxID: mb.ID, ServerURL: serverURL, Credentials: c.creds, Address: c.address, IssuedAt: s.Clock.Now().Unix()}
+	tok := mailpush.CallbackToken{TenantID: mb.TenantID, MailboxID: mb.ID, ServerURL: serverURL, Credentials: c.creds, Identity: c.identity.fingerprint(), Address: c.address, IssuedAt: s.Clock.Now().Unix()}
 	sealed, err := s.Sealer.SealCallback(tok)
 	if err != nil {
 		return mailpush.WrapError(mailpush.EInternal, "cannot seal the callback token", err)
@@ -263,7 +266,7 @@ func accountOf(ep Endpoint, mailboxID string) string {
 func (s *Source) endpoint(ctx context.Context, mb *mailpush.Mailbox, c cachedCreds) (Endpoint, error) {
 	// Requests name the address's own Inbox (Mailbox): Exchange checks that
 	// the credentials may open it.
-	ep := Endpoint{URL: c.serverURL, Credentials: c.creds, Affinity: mb.ID, Mailbox: c.address}
+	ep := Endpoint{URL: c.serverURL, Credentials: c.creds, Identity: c.identity, Affinity: mb.ID, Mailbox: c.address}
 	if mb.Mode == mailpush.ModeService {
 		svc, ok := s.serviceAccount(ctx, mb.TenantID)
 		if !ok {

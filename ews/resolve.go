@@ -2,6 +2,7 @@ package ews
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -130,7 +131,7 @@ func (s *Source) mayRead(mb *mailpush.Mailbox, c cachedCreds) bool {
 	case c.serverURL == "":
 		return false
 	case mb.Mode == mailpush.ModeSealed:
-		return !c.creds.Empty()
+		return !c.creds.Empty() || c.identity != nil
 	case mb.Mode == mailpush.ModeService:
 		return c.address != "" && len(s.ServiceAccounts) > 0
 	}
@@ -167,7 +168,9 @@ func (s *Source) Resolve(ctx context.Context, oe *mailpush.OutboxEvent) error {
 	ep, err := s.endpoint(ctx, mb, plan.creds)
 	readable := err == nil && s.mayRead(mb, plan.creds)
 	if (ev.Badge == mailpush.NoBadge || plan.missed) && readable && s.mayFetch(mb, "GetFolder") {
-		if unread, err := s.Client.GetInboxUnread(ctx, ep); err != nil {
+		if unread, err := s.Client.GetInboxUnread(ctx, ep); refusedIdentity(ep, err) {
+			return s.forgetIdentity(ctx, mb, "Exchange refused the client certificate (revoked?)")
+		} else if err != nil {
 			log.Warn("GetFolder failed: pushing without a fresh count", "err", err)
 		} else {
 			ev.Badge = unread
@@ -186,6 +189,9 @@ func (s *Source) Resolve(ctx context.Context, oe *mailpush.OutboxEvent) error {
 		return nil
 	}
 	items, err := s.Client.GetItems(ctx, ep, []string{plan.itemID})
+	if refusedIdentity(ep, err) {
+		return s.forgetIdentity(ctx, mb, "Exchange refused the client certificate (revoked?)")
+	}
 	if err != nil {
 		log.Warn("GetItem failed: pushing the badge without content", "err", err)
 		return nil
@@ -197,6 +203,14 @@ func (s *Source) Resolve(ctx context.Context, oe *mailpush.OutboxEvent) error {
 		}
 	}
 	return nil
+}
+
+// refusedIdentity reports whether Exchange refused the client identity
+// of ep (a revoked certificate): only its device can give another, so the
+// event goes on without what it could not fetch and the devices are asked
+// to check in.
+func refusedIdentity(ep Endpoint, err error) bool {
+	return ep.Identity != nil && errors.Is(err, ErrUnauthorized)
 }
 
 // wantsContent reports whether a push of mb may carry a subject: the

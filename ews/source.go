@@ -94,6 +94,20 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 		}
 		creds = cur
 	}
+	var id *Identity
+	if creds.HasIdentity() {
+		if mb.Mode != mailpush.ModeSealed {
+			return mailpush.WatchResult{}, mailpush.Errorf(mailpush.EInvalid, "a client identity signs in as the user: it needs mode sealed, not %s", mb.Mode)
+		}
+		// Opened and checked before any request. Only the opened identity
+		// stays, in memory: the callback URL names it by its fingerprint.
+		opened, err := s.openIdentity(ctx, creds)
+		if err != nil {
+			s.Logger.Info("client identity refused at registration", "mailbox", mb.ID, "code", mailpush.ErrorCode(err), "why", mailpush.ErrorMessage(err))
+			return mailpush.WatchResult{}, err
+		}
+		id, creds = opened, mailpush.Credentials{}
+	}
 	tok := mailpush.CallbackToken{TenantID: mb.TenantID, MailboxID: mb.ID, IssuedAt: s.Clock.Now().Unix()}
 	cached := cachedCreds{serverURL: mb.ServerURL, address: mb.Address}
 	switch mb.Mode {
@@ -101,7 +115,7 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 		// The address stays with the credentials: every request names the
 		// address's own Inbox, so Exchange itself refuses credentials that
 		// cannot open it.
-		cached.creds = sealable(creds)
+		cached.creds, cached.identity = sealable(creds), id
 	case mailpush.ModeService:
 		if cached.address == "" {
 			if c, ok := s.st.creds.get(mb.ID); ok {
@@ -110,7 +124,7 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 		}
 	}
 	if mb.Mode != mailpush.ModeDeviceSubscribed {
-		tok.ServerURL, tok.Credentials, tok.Address = cached.serverURL, cached.creds, cached.address
+		tok.ServerURL, tok.Credentials, tok.Address, tok.Identity = cached.serverURL, cached.creds, cached.address, cached.identity.fingerprint()
 	} else {
 		tok.RegistrationID = reg.ID
 	}
@@ -164,6 +178,13 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 		if _, err := s.Client.GetInboxUnread(ctx, ep); err != nil {
 			s.Logger.Warn("sealed credentials refused for the mailbox", "mailbox", mb.ID, "err", err)
 			return mailpush.WatchResult{}, subscribeError(err)
+		}
+		if cached.identity != nil {
+			// The new subscription's first notification may arrive before
+			// Subscribe returns; its URL names this identity, which must
+			// be in memory by then.
+			cached.keyID = keyIDOf(sealed)
+			s.st.creds.put(mb.ID, cached)
 		}
 	}
 	// Forget the old subscription first, so that its next notification is
@@ -291,7 +312,21 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		log.Info("unsubscribing: callback URL older than ews.callbackMaxAge", "issued", time.Unix(tok.IssuedAt, 0).UTC())
 		return StatusUnsubscribe, nil
 	}
-	cached := s.remember(mb, tok)
+	cached, inMemory := s.remember(mb, tok)
+	if mb.Mode == mailpush.ModeSealed && tok.Identity != "" {
+		// The client identity lives only in memory: gone (a restart, an
+		// eviction) or expired, only the device can give it again.
+		why := ""
+		switch {
+		case !inMemory:
+			why = "client identity not in memory (restart or eviction)"
+		case s.Clock.Now().After(cached.identity.NotAfter()):
+			why = "client certificate expired"
+		}
+		if why != "" {
+			return s.identityLost(ctx, mb, why)
+		}
+	}
 	if mb.Mode == mailpush.ModeSealed && cached.creds.Refreshable() {
 		// Refresh before expiry; a refused refresh (revoked, consent
 		// withdrawn) ends the subscription: the devices sign in again.
@@ -428,12 +463,40 @@ func (s *Source) rotated(ctx context.Context, mb *mailpush.Mailbox, c cachedCred
 
 // remember keeps a sealed- or service-mode token's credentials in memory
 // only, so that a dead subscription can be made again, and returns them.
-func (s *Source) remember(mb *mailpush.Mailbox, tok mailpush.CallbackToken) cachedCreds {
-	cached := cachedCreds{serverURL: tok.ServerURL, creds: tok.Credentials, address: tok.Address, keyID: tok.KeyID}
+// A token naming a client identity carries no credentials: the identity
+// comes from memory, and inMemory reports whether it is still there.
+func (s *Source) remember(mb *mailpush.Mailbox, tok mailpush.CallbackToken) (cached cachedCreds, inMemory bool) {
+	cached = cachedCreds{serverURL: tok.ServerURL, creds: tok.Credentials, address: tok.Address, keyID: tok.KeyID}
+	if tok.Identity != "" {
+		c, ok := s.st.creds.get(mb.ID)
+		if !ok || c.identity.fingerprint() != tok.Identity {
+			return cached, false
+		}
+		return c, true
+	}
 	if tok.ServerURL != "" && (mb.Mode == mailpush.ModeSealed && !tok.Credentials.Empty() || mb.Mode == mailpush.ModeService && tok.Address != "") {
 		s.st.creds.put(mb.ID, cached)
 	}
-	return cached
+	return cached, true
+}
+
+// identityLost ends a client-identity subscription whose identity mailpush
+// can no longer use: the devices are asked to check in (with the
+// identity, sealed again) and the notification is answered Unsubscribe.
+func (s *Source) identityLost(ctx context.Context, mb *mailpush.Mailbox, why string) (SubscriptionStatus, error) {
+	if err := s.forgetIdentity(ctx, mb, why); err != nil {
+		return "", err
+	}
+	return StatusUnsubscribe, nil
+}
+
+// forgetIdentity drops a client identity mailpush can no longer use and
+// asks the devices to check in; the mailbox's subscription is forgotten,
+// so its next notification is answered Unsubscribe.
+func (s *Source) forgetIdentity(ctx context.Context, mb *mailpush.Mailbox, why string) error {
+	s.Logger.Info(why+": asking the devices to check in", "mailbox", mb.ID)
+	s.st.creds.drop(mb.ID)
+	return s.askDevices(ctx, mb)
 }
 
 // summary is what a notification (or a run of MoreEvents batches) changed.

@@ -102,12 +102,18 @@ func (c *cache) clear() {
 type memo struct {
 	max int
 	mu  sync.RWMutex
-	m   map[string][]byte
+	m   map[memoKey][]byte
 }
 
-func newMemo(max int) *memo { return &memo{max: max, m: make(map[string][]byte)} }
+// memoKey is what a hash is of; a struct, so that a lookup builds no string.
+type memoKey struct {
+	kind  hashKind
+	value string
+}
 
-func (c *memo) get(key string, compute func() []byte) []byte {
+func newMemo(max int) *memo { return &memo{max: max, m: make(map[memoKey][]byte)} }
+
+func (c *memo) get(key memoKey, compute func() []byte) []byte {
 	c.mu.RLock()
 	v, ok := c.m[key]
 	c.mu.RUnlock()

@@ -3,6 +3,7 @@ package gate
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -35,6 +36,13 @@ type Deps struct {
 	OnDecision func(mailpush.GateDecisionRecord)
 	Logger     *slog.Logger
 	Clock      mailpush.Clock
+	// AuditHandler and AuditOutput, both set, make the audit log's lines
+	// with AuditHandler (the server's log format, over the gate's buffer)
+	// and write them to AuditOutput in batches of whole lines (audit.go);
+	// AuditOutput must accept concurrent writes, as an *os.File does.
+	// Unset, the lines go through Logger, a write each.
+	AuditHandler func(io.Writer) slog.Handler
+	AuditOutput  io.Writer
 }
 
 // Gate decides, for every ActiveSync request a reverse proxy asks about,
@@ -48,6 +56,7 @@ type Gate struct {
 	live    atomic.Pointer[Policy]
 	cache   *cache
 	hashes  *memo // keyed hashes of users, DeviceIds and IPs
+	auditor *auditor
 	trusted []netip.Prefix
 	proxy   Proxy
 	// the headers of proxy and of gate.identity.header, canonical
@@ -117,6 +126,7 @@ func New(cfg Config, deps Deps) (*Gate, error) {
 	}
 	g.cache = newCache(ttl, size)
 	g.hashes = newMemo(min(size, 100_000))
+	g.auditor = newAuditor(g, deps)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -127,13 +137,22 @@ func New(cfg Config, deps Deps) (*Gate, error) {
 	return g, nil
 }
 
+// hashKind is what a remembered hash is of.
+type hashKind uint8
+
+const (
+	kindUser hashKind = iota
+	kindDevice
+	kindIP
+)
+
 // hash is the tenant's keyed hash of a value, remembered.
-func (g *Gate) hash(kind, value string) []byte {
-	return g.hashes.get(kind+"\x00"+value, func() []byte {
+func (g *Gate) hash(kind hashKind, value string) []byte {
+	return g.hashes.get(memoKey{kind, value}, func() []byte {
 		switch kind {
-		case "user":
+		case kindUser:
 			return g.deps.Hasher.HashAddress(g.deps.TenantID, value)
-		case "device":
+		case kindDevice:
 			return mailpush.ActiveSyncDeviceHash(g.deps.Hasher, g.deps.TenantID, value)
 		}
 		return g.deps.Hasher.HashAddress(g.deps.TenantID, "gate-client-ip\x00"+value)
@@ -179,21 +198,24 @@ func (g *Gate) Stats() Stats {
 		CacheEntries: g.cache.len(), LastSeenDropped: g.touchDrops.Load()}
 }
 
-// Start runs the last-seen writer until Close.
+// Start runs the last-seen writer and the audit log's writer until Close.
 func (g *Gate) Start() {
 	if g.started.CompareAndSwap(false, true) {
 		go g.flushLoop()
+		g.auditor.start()
 	}
 }
 
-// Close stops the last-seen writer after a final flush. It is safe to call
-// more than once, and without Start.
+// Close stops the last-seen writer after a final flush, and the audit
+// log's writer after writing every queued line. It is safe to call more
+// than once, and without Start.
 func (g *Gate) Close() {
 	g.closeOnce.Do(func() {
 		close(g.stop)
 		if !g.started.CompareAndSwap(false, true) { // a later Start does nothing
 			<-g.done
 		}
+		g.auditor.close()
 		s := g.Stats()
 		g.deps.Logger.Info("gate stopped", "allowed", s.Allowed, "denied", s.Denied, "cacheHits", s.CacheHits, "cacheMisses", s.CacheMisses, "lastSeenDropped", s.LastSeenDropped)
 	})

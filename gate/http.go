@@ -3,11 +3,11 @@ package gate
 import (
 	"encoding/base64"
 	"encoding/json"
-	"log/slog"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/mailpush/mailpush"
 )
@@ -88,9 +88,7 @@ type request struct {
 func (g *Gate) forwardAuth(w http.ResponseWriter, r *http.Request) {
 	in := g.forwardInput(r)
 	d, hit := g.decide(r, in)
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Mailpush-Decision", decisionWord(d))
-	w.Header().Set("X-Mailpush-Reason", headerSafe(d.Reason))
+	setDecisionHeaders(w.Header(), d)
 	g.auditLog(r, in, d, hit)
 	if d.Allow {
 		w.WriteHeader(http.StatusOK)
@@ -183,9 +181,7 @@ func (g *Gate) authorize(w http.ResponseWriter, r *http.Request) {
 	in, q := g.authorizeInput(r)
 	d, hit := g.decide(r, in)
 	g.auditLog(r, in, d, hit)
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Mailpush-Decision", decisionWord(d))
-	w.Header().Set("X-Mailpush-Reason", headerSafe(d.Reason))
+	setDecisionHeaders(w.Header(), d)
 	word := "Deny"
 	if d.Allow {
 		word = "Allow"
@@ -338,7 +334,7 @@ func (g *Gate) input(req request) Input {
 	}
 	switch {
 	case canon != "":
-		in.UserHash = g.hash("user", canon)
+		in.UserHash = g.hash(kindUser, canon)
 	case cred.challenge:
 		in.Creds = CredsChallenge
 	case req.auth != "":
@@ -390,7 +386,7 @@ func parseTarget(uri string, absolute bool) (Query, error) {
 	if strings.Contains(raw, "#") || strings.Contains(path, "#") {
 		return Query{}, invalid("the original URI has a fragment")
 	}
-	if p := asciiLower(path); p != activeSyncPath && p != activeSyncPath+"/" {
+	if !asciiEqualFold(path, activeSyncPath) && !asciiEqualFold(path, activeSyncPath+"/") {
 		return Query{}, invalid("the original URI is not /Microsoft-Server-ActiveSync")
 	}
 	return ParseQuery(raw)
@@ -422,19 +418,19 @@ func (g *Gate) forwardedFor(peer netip.Addr, lines []string) (netip.Addr, error)
 	if len(joined) > MaxHeaderLen {
 		return peer, invalid("X-Forwarded-For is longer than %d bytes", MaxHeaderLen)
 	}
-	parts := strings.Split(joined, ",")
 	var client netip.Addr
-	for i := len(parts) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(parts[i]))
+	for rest := joined; ; { // the list from its right end, one address at a time
+		i := strings.LastIndexByte(rest, ',')
+		a, err := netip.ParseAddr(strings.TrimSpace(rest[i+1:]))
 		if err != nil {
 			return peer, invalid("X-Forwarded-For is not a list of IP addresses")
 		}
 		client = a.Unmap()
-		if !g.isTrusted(client) {
-			break
+		if !g.isTrusted(client) || i < 0 {
+			return client, nil
 		}
+		rest = rest[:i]
 	}
-	return client, nil
 }
 
 func (g *Gate) isTrusted(a netip.Addr) bool {
@@ -473,33 +469,14 @@ func (g *Gate) decide(r *http.Request, in Input) (Decision, bool) {
 	return d, hit
 }
 
-// auditLog writes one line per decision: never the password, the user only
-// as a hash prefix, and DeviceIds and client addresses as keyed-hash
-// prefixes unless gate.auditIdentifiers is clear, which every line says.
+// auditLog hands the decision to the audit log (audit.go), which writes
+// one line per decision as gate.audit says.
 func (g *Gate) auditLog(r *http.Request, in Input, d Decision, hit bool) {
-	if g.audit == "off" || (g.audit == "deny" && d.Allow) {
+	if g.audit == "off" || (g.audit == "deny" && d.Allow) || !g.auditor.enabled(r.Context()) {
 		return
 	}
-	ids := "hashed"
-	if g.clearIDs {
-		ids = "clear"
-	}
-	attrs := []slog.Attr{
-		slog.String("decision", decisionWord(d)), slog.String("reason", d.Reason),
-		slog.String("deviceId", g.deviceLogID(in.Query.DeviceID)), slog.String("deviceType", headerSafe(in.Query.DeviceType)),
-		slog.String("cmd", in.Query.Cmd), slog.String("user", userID(in.UserHash)), slog.Bool("cached", hit), slog.String("identifiers", ids),
-	}
-	if d.Rule != "" {
-		attrs = append(attrs, slog.String("rule", d.Rule))
-	}
-	if in.IP.IsValid() {
-		ip := in.IP.String()
-		if !g.clearIDs {
-			ip = userID(g.hash("ip", ip))
-		}
-		attrs = append(attrs, slog.String("ip", ip))
-	}
-	g.deps.Logger.LogAttrs(r.Context(), slog.LevelInfo, "gate decision", attrs...)
+	g.auditor.log(auditRecord{t: time.Now(), allow: d.Allow, cached: hit, reason: d.Reason, rule: d.Rule,
+		cmd: in.Query.Cmd, deviceType: in.Query.DeviceType, deviceID: in.Query.DeviceID, user: in.UserHash, ip: in.IP})
 }
 
 // deviceLogID is how a DeviceId appears in logs: a keyed-hash prefix (the
@@ -508,7 +485,27 @@ func (g *Gate) deviceLogID(id string) string {
 	if id == "" || g.clearIDs {
 		return headerSafe(id)
 	}
-	return userID(g.hash("device", id))
+	return userID(g.hash(kindDevice, id))
+}
+
+// The decision headers' values that do not change, shared by every answer
+// (net/http only reads a header's values): a Header.Set is an allocation.
+var (
+	noStore    = []string{"no-store"}
+	allowValue = []string{"allow"}
+	denyValue  = []string{"deny"}
+)
+
+// setDecisionHeaders sets Cache-Control, X-Mailpush-Decision and
+// X-Mailpush-Reason (keys in canonical form).
+func setDecisionHeaders(h http.Header, d Decision) {
+	h["Cache-Control"] = noStore
+	if d.Allow {
+		h["X-Mailpush-Decision"] = allowValue
+	} else {
+		h["X-Mailpush-Decision"] = denyValue
+	}
+	h["X-Mailpush-Reason"] = []string{headerSafe(d.Reason)}
 }
 
 func decisionWord(d Decision) string {

@@ -62,7 +62,21 @@ var commandNames = func() map[string]string {
 
 // CanonicalCommand returns the canonical spelling of an ActiveSync command,
 // or "" when it is not one.
-func CanonicalCommand(c string) string { return commandNames[strings.ToLower(c)] }
+func CanonicalCommand(c string) string {
+	if canonicalCommands[c] { // as clients spell it: no lower-case copy
+		return c
+	}
+	return commandNames[strings.ToLower(c)]
+}
+
+// canonicalCommands are the values of commandNames.
+var canonicalCommands = func() map[string]bool {
+	m := map[string]bool{}
+	for _, c := range commandNames {
+		m[c] = true
+	}
+	return m
+}()
 
 const userTag = 8 // MS-ASHTTP command parameter tag of User
 
@@ -102,18 +116,32 @@ func isPlain(raw string) bool {
 // a stray name (a base64 query smuggled in as a bare key, a look-alike)
 // differently from the gate, and a gate must not judge a request it reads
 // differently from the server behind it.
-var plainParams = func() map[string]bool {
-	m := map[string]bool{}
-	for _, k := range []string{"Cmd", "User", "DeviceId", "DeviceType", "AttachmentName", "CollectionId", "CollectionName",
-		"ItemId", "LongId", "ParentId", "Occurrence", "Options", "RoundTripId", "SaveInSent"} {
-		m[strings.ToLower(k)] = true
+var plainParams = func() map[string]int {
+	m := map[string]int{}
+	for i, k := range plainParamNames {
+		m[strings.ToLower(k)] = i
+	}
+	return m
+}()
+
+// plainParamNames are MS-ASHTTP's spellings; a parameter's index is its bit
+// in parsePlain's record of the parameters seen.
+var plainParamNames = [...]string{"Cmd", "User", "DeviceId", "DeviceType", "AttachmentName", "CollectionId", "CollectionName",
+	"ItemId", "LongId", "ParentId", "Occurrence", "Options", "RoundTripId", "SaveInSent"}
+
+// plainParamsAsSpelled finds a parameter spelled as MS-ASHTTP spells it
+// without making a lower-case copy.
+var plainParamsAsSpelled = func() map[string]int {
+	m := map[string]int{}
+	for i, k := range plainParamNames {
+		m[k] = i
 	}
 	return m
 }()
 
 func parsePlain(raw string) (Query, error) {
 	var q Query
-	seen := map[string]bool{}
+	var seen uint32 // bit i: plainParamNames[i]
 	for pair := range strings.SplitSeq(raw, "&") {
 		k, v, ok := strings.Cut(pair, "=")
 		if !ok {
@@ -127,22 +155,25 @@ func parsePlain(raw string) (Query, error) {
 		if err != nil {
 			return Query{}, invalid("the ActiveSync query has a bad %%-escape")
 		}
-		key = strings.ToLower(key)
-		if !plainParams[key] {
+		i, ok := plainParamsAsSpelled[key]
+		if !ok {
+			i, ok = plainParams[strings.ToLower(key)]
+		}
+		if !ok {
 			return Query{}, invalid("the ActiveSync query has a parameter MS-ASHTTP does not define")
 		}
-		if seen[key] {
+		if seen&(1<<i) != 0 {
 			return Query{}, invalid("the ActiveSync query repeats a parameter")
 		}
-		seen[key] = true
-		switch key {
-		case "cmd":
+		seen |= 1 << i
+		switch plainParamNames[i] {
+		case "Cmd":
 			q.Cmd = val
-		case "user":
+		case "User":
 			q.User = val
-		case "deviceid":
+		case "DeviceId":
 			q.DeviceID = val
-		case "devicetype":
+		case "DeviceType":
 			q.DeviceType = val
 		}
 	}

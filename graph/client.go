@@ -118,6 +118,19 @@ func (c *Client) DeleteSubscription(ctx context.Context, id string) error {
 	return err
 }
 
+// UserExists reports whether the tenant has the user (users/{id}, a read):
+// false, nil when Graph answers 404.
+func (c *Client) UserExists(ctx context.Context, user string) (bool, error) {
+	var u struct {
+		ID string `json:"id"`
+	}
+	err := c.do(ctx, http.MethodGet, "/users/"+url.PathEscape(user)+"?$select=id", nil, &u)
+	if IsStatus(err, http.StatusNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 // InboxUnread returns the unread count of the user's Inbox.
 func (c *Client) InboxUnread(ctx context.Context, user string) (int, error) {
 	var f struct {

@@ -68,6 +68,9 @@ type Source struct {
 	// certificate (lifetime then at most 1,440 minutes), so no fetch is
 	// needed for the content.
 	Certs *Certs
+	// Addresses tells the addresses of EWS mailboxes that this process
+	// knows (the EWS source), for the cut-over to Graph (migrate.go).
+	Addresses AddressBook
 
 	st state
 }
@@ -94,6 +97,10 @@ type state struct {
 	queue     chan job
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
+	// The tenants' migrations from EWS (migrate.go), by tenant ID.
+	migrations map[string]*migrationJob
+	jobCancels []context.CancelFunc
+	jobs       sync.WaitGroup
 }
 
 type tenantApp struct {
@@ -107,6 +114,7 @@ func (s *Source) init() *state {
 		s.st.apps = map[string]*tenantApp{}
 		s.st.addresses = map[string]string{}
 		s.st.newest = map[string]string{}
+		s.st.migrations = map[string]*migrationJob{}
 		s.st.queue = make(chan job, orInt(s.QueueSize, DefaultQueueSize))
 	})
 	return &s.st
@@ -939,11 +947,17 @@ func (s *Source) Close() {
 	st := s.init()
 	st.mu.Lock()
 	cancel := st.cancel
+	jobs := st.jobCancels
+	st.jobCancels = nil
 	st.mu.Unlock()
 	if cancel != nil {
 		cancel()
 	}
+	for _, c := range jobs {
+		c()
+	}
 	st.wg.Wait()
+	st.jobs.Wait()
 }
 
 func (s *Source) work(ctx context.Context, j job) {

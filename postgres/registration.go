@@ -74,22 +74,9 @@ func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *ma
 	}
 	var stored *mailpush.Mailbox
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		m := *mb
-		if m.ID == "" {
-			m.ID = mailpush.NewID()
-		}
-		m.CreatedAt, m.UpdatedAt = now, now
-		if _, err := tx.Exec(ctx, `INSERT INTO mailboxes (`+mailboxCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-			ON CONFLICT (tenant_id, address_hash, source) DO NOTHING`,
-			m.ID, m.TenantID, m.AddressHash, string(m.Source), string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark,
-			m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.CreatedAt), mailpush.UnixMilli(m.UpdatedAt)); err != nil {
-			return fmt.Errorf("create mailbox: %w", err)
-		}
 		var err error
-		stored, err = scanMailbox(tx.QueryRow(ctx, `SELECT `+mailboxCols+` FROM mailboxes WHERE tenant_id = $1 AND address_hash = $2 AND source = $3`,
-			mb.TenantID, mb.AddressHash, string(mb.Source)))
-		if err != nil {
-			return fmt.Errorf("find mailbox: %w", err)
+		if stored, err = ensureMailboxTx(ctx, tx, mb, now); err != nil {
+			return err
 		}
 		reg.TenantID, reg.MailboxID = stored.TenantID, stored.ID
 		reg.UpdatedAt = now
@@ -114,6 +101,29 @@ func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *ma
 	})
 	if err != nil {
 		return nil, dbError("register", err)
+	}
+	return stored, nil
+}
+
+// ensureMailboxTx returns the mailbox of (mb.TenantID, mb.AddressHash,
+// mb.Source), creating it from mb when there is none (an upsert: two nodes
+// creating it at once end with one row).
+func ensureMailboxTx(ctx context.Context, tx pgx.Tx, mb *mailpush.Mailbox, now time.Time) (*mailpush.Mailbox, error) {
+	m := *mb
+	if m.ID == "" {
+		m.ID = mailpush.NewID()
+	}
+	m.CreatedAt, m.UpdatedAt = now, now
+	if _, err := tx.Exec(ctx, `INSERT INTO mailboxes (`+mailboxCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+		ON CONFLICT (tenant_id, address_hash, source) DO NOTHING`,
+		m.ID, m.TenantID, m.AddressHash, string(m.Source), string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark,
+		m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.CreatedAt), mailpush.UnixMilli(m.UpdatedAt)); err != nil {
+		return nil, fmt.Errorf("create mailbox: %w", err)
+	}
+	stored, err := scanMailbox(tx.QueryRow(ctx, `SELECT `+mailboxCols+` FROM mailboxes WHERE tenant_id = $1 AND address_hash = $2 AND source = $3`,
+		mb.TenantID, mb.AddressHash, string(mb.Source)))
+	if err != nil {
+		return nil, fmt.Errorf("find mailbox: %w", err)
 	}
 	return stored, nil
 }

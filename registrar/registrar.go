@@ -9,8 +9,10 @@
 // The rules, in one place:
 //
 //   - An app token (it ships inside every app, so anyone holds it) creates
-//     only registrations that prove themselves: sealed credentials that
-//     open the very mailbox named (Exchange itself checks it), or a
+//     only registrations that prove themselves: sealed credentials (a
+//     password, an OAuth token, or a client identity for Exchange's
+//     certificate-based authentication, source ews only) that open the
+//     very mailbox named (Exchange itself checks it), or a
 //     device-subscribed callback (its pushes are then confined to it), or a
 //     per-user proof in service mode (Dovecot: the user's IMAP password,
 //     checked by an IMAP LOGIN, then forgotten). Service mode without a
@@ -500,6 +502,11 @@ func (s *Service) mailbox(ctx context.Context, t *mailpush.Tenant, req mailpush.
 			return nil, creds, err
 		}
 	}
+	if creds.HasIdentity() && req.Source != mailpush.SourceEWS {
+		// Certificate-based authentication is Exchange's: it maps the
+		// certificate to its user. Dovecot's proof is an IMAP password.
+		return nil, creds, mailpush.Errorf(mailpush.EInvalid, "a client identity (pkcs12, certificatePem) in mailbox.sealedCredentials is for source ews only")
+	}
 	switch {
 	case req.Source == mailpush.SourceDovecot || req.Source == mailpush.SourceGraph || creds.Empty() && s.ServiceMode != nil && s.ServiceMode(t, req.Source):
 		mb.Mode = mailpush.ModeService
@@ -526,7 +533,14 @@ func (s *Service) mailbox(ctx context.Context, t *mailpush.Tenant, req mailpush.
 		}
 		// Autodiscover checks every host against the tenant's list before
 		// it sends anything; checkServerURL checks the result again.
-		raw, err := s.Autodiscover.LocateEWS(ctx, t, addr, creds)
+		// A client identity is not sent to autodiscover (it would need
+		// a TLS pool of its own there too): autodiscover asks without
+		// credentials, as its JSON v2 endpoint expects anyway.
+		adCreds := creds
+		if creds.HasIdentity() {
+			adCreds = mailpush.Credentials{}
+		}
+		raw, err := s.Autodiscover.LocateEWS(ctx, t, addr, adCreds)
 		if err != nil {
 			return nil, creds, err
 		}

@@ -53,7 +53,7 @@ import (
 
 // Size caps for values that arrive from outside.
 const (
-	MaxSealedCredentials = 8 << 10
+	MaxSealedCredentials = 32 << 10 // room for a client identity (mailpush.MaxIdentity) sealed and encoded twice
 	MaxCallbackToken     = 4 << 10
 )
 
@@ -347,13 +347,16 @@ func (k *Keyring) OpenCredentials(sealed string) (mailpush.Credentials, error) {
 	dec := json.NewDecoder(strings.NewReader(string(plain)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
-		return mailpush.Credentials{}, mailpush.Errorf(mailpush.EBadSealed, "sealed credentials do not hold a JSON object with username/password or accessToken/refreshToken/tokenUrl/clientId")
+		return mailpush.Credentials{}, mailpush.Errorf(mailpush.EBadSealed, "sealed credentials do not hold a JSON object with username/password, accessToken/refreshToken/tokenUrl/clientId, or a client identity (pkcs12/pkcs12Password or certificatePem/privateKeyPem)")
 	}
 	if err := c.CheckOAuth(); err != nil {
 		return mailpush.Credentials{}, err
 	}
+	if err := c.CheckIdentity(); err != nil {
+		return mailpush.Credentials{}, err
+	}
 	if c.Empty() {
-		return c, mailpush.Errorf(mailpush.EBadSealed, "sealed credentials hold neither a username and password nor an access token")
+		return c, mailpush.Errorf(mailpush.EBadSealed, "sealed credentials hold neither a username and password, an access token nor a client identity")
 	}
 	return c, nil
 }

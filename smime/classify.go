@@ -26,11 +26,8 @@ import (
 const MaxFileSize = 256 << 10
 
 // MaxPKCS12Iterations caps the key-derivation iterations of a PKCS#12 that
-// Classify opens: the count is chosen by whoever made the file, and
-// go-pkcs12 would run any count (2^31 iterations is minutes of CPU per
-// request). Tools use 2,048 (OpenSSL 3) to 600,000 (the highest
-// recommendations for PBKDF2).
-const MaxPKCS12Iterations = 600_000
+// Classify opens (mailpush.MaxPKCS12Iterations says why).
+const MaxPKCS12Iterations = mailpush.MaxPKCS12Iterations
 
 var oidKeyUsage = asn1.ObjectIdentifier{2, 5, 29, 15}
 
@@ -247,7 +244,7 @@ func looksLikePFX(der []byte) bool {
 }
 
 func parsePKCS12(file []byte, password string) ([]*x509.Certificate, *x509.Certificate, error) {
-	if n := maxIterations(file, 0); n > MaxPKCS12Iterations {
+	if n := mailpush.PKCS12Iterations(file); n > MaxPKCS12Iterations {
 		return nil, nil, mailpush.Errorf(mailpush.EInvalid, "the PKCS#12 file asks for %d key-derivation iterations; at most %d are accepted", n, MaxPKCS12Iterations)
 	}
 	_, leaf, cas, err := pkcs12.DecodeChain(file, password)
@@ -264,70 +261,4 @@ func parsePKCS12(file []byte, password string) ([]*x509.Certificate, *x509.Certi
 		return nil, nil, mailpush.Errorf(mailpush.EBadPassword, "the PKCS#12 password is wrong")
 	}
 	return nil, nil, mailpush.WrapError(mailpush.EInvalid, "the PKCS#12 file cannot be read", err)
-}
-
-// maxIterations returns the largest iteration count visible in der: every
-// SEQUENCE whose first element is an OCTET STRING (a salt) and whose next
-// INTEGER is small enough to be a count — the shape of PKCS#12 MacData,
-// PBE parameters and PBKDF2 parameters — searched recursively, including
-// inside OCTET STRINGs that hold DER (unencrypted PKCS#12 contents).
-// Parameters inside encrypted contents are visible only after decryption;
-// the cap on concurrent PKCS#12 work bounds what those can cost.
-func maxIterations(der []byte, depth int) int {
-	if depth > 16 {
-		return 0
-	}
-	max := 0
-	for len(der) > 0 {
-		var v asn1.RawValue
-		rest, err := asn1.Unmarshal(der, &v)
-		if err != nil {
-			return max
-		}
-		der = rest
-		switch {
-		case v.Class == asn1.ClassUniversal && v.Tag == asn1.TagSequence:
-			if n := saltCount(v.Bytes); n > max {
-				max = n
-			}
-			if n := maxIterations(v.Bytes, depth+1); n > max {
-				max = n
-			}
-		case v.IsCompound || (v.Class == asn1.ClassUniversal && v.Tag == asn1.TagOctetString):
-			if n := maxIterations(v.Bytes, depth+1); n > max {
-				max = n
-			}
-		}
-	}
-	return max
-}
-
-// saltCount returns the iteration count of a SEQUENCE body shaped
-// { OCTET STRING salt, INTEGER iterations, … } or MacData's
-// { DigestInfo, OCTET STRING salt, INTEGER iterations }, else 0.
-func saltCount(body []byte) int {
-	var first, second asn1.RawValue
-	rest, err := asn1.Unmarshal(body, &first)
-	if err != nil {
-		return 0
-	}
-	if first.Tag == asn1.TagSequence { // MacData: skip the DigestInfo
-		if rest, err = asn1.Unmarshal(rest, &first); err != nil {
-			return 0
-		}
-	}
-	if first.Class != asn1.ClassUniversal || first.Tag != asn1.TagOctetString {
-		return 0
-	}
-	if _, err := asn1.Unmarshal(rest, &second); err != nil || second.Tag != asn1.TagInteger || second.Class != asn1.ClassUniversal {
-		return 0
-	}
-	var n int64
-	if _, err := asn1.Unmarshal(second.FullBytes, &n); err != nil {
-		return 1 << 31 // larger than any int64: certainly too many
-	}
-	if n > 1<<31 || n < 0 {
-		return 1 << 31
-	}
-	return int(n)
 }

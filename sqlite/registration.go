@@ -96,22 +96,9 @@ func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *ma
 
 // registerTx is Register's writes in tx.
 func (s *Store) registerTx(ctx context.Context, tx *sql.Tx, reg *mailpush.Registration, mb *mailpush.Mailbox, sealed, tokenHash []byte, now time.Time) (*mailpush.Mailbox, error) {
-	stored, err := scanMailbox(s.txStmt(ctx, tx, qFindMailbox).QueryRowContext(ctx, mb.TenantID, mb.AddressHash, string(mb.Source)))
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		m := *mb
-		if m.ID == "" {
-			m.ID = mailpush.NewID()
-		}
-		m.CreatedAt, m.UpdatedAt = now, now
-		if _, err := s.txStmt(ctx, tx, qInsertMailbox).ExecContext(ctx,
-			m.ID, m.TenantID, m.AddressHash, string(m.Source), string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark,
-			m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.CreatedAt), mailpush.UnixMilli(m.UpdatedAt)); err != nil {
-			return nil, dbError("create mailbox", err)
-		}
-		stored = &m
-	case err != nil:
-		return nil, dbError("find mailbox", err)
+	stored, err := s.ensureMailboxTx(ctx, tx, mb, now)
+	if err != nil {
+		return nil, err
 	}
 
 	reg.TenantID, reg.MailboxID = stored.TenantID, stored.ID
@@ -138,6 +125,29 @@ func (s *Store) registerTx(ctx context.Context, tx *sql.Tx, reg *mailpush.Regist
 	}
 	if err != nil {
 		return nil, dbError("store registration", err)
+	}
+	return stored, nil
+}
+
+// ensureMailboxTx returns the mailbox of (mb.TenantID, mb.AddressHash,
+// mb.Source), creating it from mb when there is none.
+func (s *Store) ensureMailboxTx(ctx context.Context, tx *sql.Tx, mb *mailpush.Mailbox, now time.Time) (*mailpush.Mailbox, error) {
+	stored, err := scanMailbox(s.txStmt(ctx, tx, qFindMailbox).QueryRowContext(ctx, mb.TenantID, mb.AddressHash, string(mb.Source)))
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		m := *mb
+		if m.ID == "" {
+			m.ID = mailpush.NewID()
+		}
+		m.CreatedAt, m.UpdatedAt = now, now
+		if _, err := s.txStmt(ctx, tx, qInsertMailbox).ExecContext(ctx,
+			m.ID, m.TenantID, m.AddressHash, string(m.Source), string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark,
+			m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.CreatedAt), mailpush.UnixMilli(m.UpdatedAt)); err != nil {
+			return nil, dbError("create mailbox", err)
+		}
+		return &m, nil
+	case err != nil:
+		return nil, dbError("find mailbox", err)
 	}
 	return stored, nil
 }

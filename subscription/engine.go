@@ -277,6 +277,14 @@ func (e *Engine) claim(ctx context.Context, mailboxID string, before time.Time, 
 	}
 }
 
+// Pace waits for the next start slot at the engine's Rate, the same slots
+// its own heals take: writes a source starts on its own (a migration's
+// new subscriptions) share the one budget with renewals.
+func (e *Engine) Pace(ctx context.Context) error {
+	e.init()
+	return e.pace(ctx)
+}
+
 // pace waits, on the engine's clock, for the next start slot: spacing
 // uniform in [1/Rate, 1.25/Rate), so that no second ever sees more than
 // Rate starts and starts are never in lock step.

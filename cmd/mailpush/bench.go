@@ -73,6 +73,8 @@ type benchFlags struct {
 	dbURL       string // PostgreSQL instead of SQLite
 	dbSchema    string
 	nodes       int // servers on the database (PostgreSQL): 1 in-process, the others child processes
+	apnsDelay   time.Duration
+	compare     bool // run on SQLite, PostgreSQL with one node and with -nodes nodes, one after the other
 }
 
 // benchDevices parses "M" or "LO-HI".
@@ -108,17 +110,28 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.contentMode, "content", "badge", "content mode of the devices: badge, subject or subject_sender")
 	fs.StringVar(&f.dbURL, "database-url", "", "run on the PostgreSQL database at this URL (database.driver postgres) instead of SQLite in -dir")
 	fs.StringVar(&f.dbSchema, "database-schema", "", "with -database-url: the schema, created if missing and kept (default: a fresh one, dropped after)")
+	fs.DurationVar(&f.apnsDelay, "apns-delay", time.Second, "takeover: how long the fake APNs takes to answer each push")
+	fs.BoolVar(&f.compare, "compare", false, "fanout, realworld: run on SQLite, on -database-url with one node and with -nodes nodes (default 3), one after the other, and print the ratios")
 	fs.IntVar(&f.nodes, "nodes", 1, "nodes on the -database-url database: this process's and N-1 `mailpush serve` child processes")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if f.nodes < 1 || f.nodes > 1 && (f.dbURL == "" || f.scenario == "raw" || f.scenario == "registrations") {
-		return usageError{"-nodes above 1 needs -database-url (nodes share a PostgreSQL database) and the fanout, realworld or overload scenario"}
+		return usageError{"-nodes above 1 needs -database-url (nodes share a PostgreSQL database) and the fanout, realworld, overload or takeover scenario"}
+	}
+	if f.compare && (f.dbURL == "" || f.scenario != "fanout" && f.scenario != "realworld") {
+		return usageError{"-compare needs -database-url and the fanout or realworld scenario"}
+	}
+	if f.compare && f.nodes == 1 {
+		f.nodes = 3
+	}
+	if f.scenario == "takeover" && f.nodes < 2 {
+		return usageError{"-scenario takeover needs -database-url and -nodes 2 or more (one of them is killed)"}
 	}
 	defaults := map[string]struct {
 		mailboxes int
 		devices   string
-	}{"fanout": {1000, "100"}, "raw": {1000, "100"}, "realworld": {100000, "1-3"}, "overload": {10000, "1-3"}, "registrations": {100000, "1"}}
+	}{"fanout": {1000, "100"}, "raw": {1000, "100"}, "realworld": {100000, "1-3"}, "overload": {10000, "1-3"}, "registrations": {100000, "1"}, "takeover": {200, "1"}}
 	d, ok := defaults[f.scenario]
 	if !ok {
 		return usageError{fmt.Sprintf("unknown scenario %q\n%s", f.scenario, benchUsage)}
@@ -141,6 +154,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if mailpush.ContentMode(f.contentMode).Rank() < 0 {
 		return usageError{"-content must be badge, subject or subject_sender"}
+	}
+	if f.compare {
+		return compareStores(ctx, f, lo, hi, stdout, stderr)
 	}
 	b := &bench{f: f, lo: lo, hi: hi, out: stdout, progress: stderr}
 	return b.run(ctx)
@@ -172,6 +188,12 @@ type bench struct {
 	lastBadge []int32             // by device: highest badge delivered
 	e2e       []time.Duration     // event -> push
 	accepted  atomic.Int64
+	measured  phase // the scenario's mailpush phase (fanout, paced), for -compare
+
+	// takeover (bench_takeover.go): the fake APNs' answer delay, and what
+	// it calls with the token of every background push.
+	apnsDelay    atomic.Int64 // time.Duration
+	onBackground atomic.Pointer[func(token string)]
 }
 
 const (
@@ -225,6 +247,8 @@ func (b *bench) run(ctx context.Context) error {
 		return b.paced(ctx)
 	case "registrations":
 		return b.registrations(ctx)
+	case "takeover":
+		return b.takeover(ctx)
 	}
 	return nil
 }
@@ -252,6 +276,10 @@ func (b *bench) start(ctx context.Context, p8 []byte) error {
 		// of backoff.
 		retry = "  retryMax: 5s\n  maxAttempts: 1000\n"
 	}
+	ewsBlock := ""
+	if b.f.scenario == "takeover" {
+		retry, ewsBlock = takeoverConfig, takeoverEWS
+	}
 	cfgPath := filepath.Join(b.dir, "mailpush.yaml")
 	database := fmt.Sprintf("database:\n  path: %s\n", filepath.Join(b.dir, "data", "mailpush.db"))
 	if b.f.dbURL != "" {
@@ -271,14 +299,14 @@ apns:
   sandboxUrl: %s
 push:
 %s  batchSize: 512
-tenants:
+%stenants:
   bench:
     dovecot:
       username: dovecot
       passwordFile: %s
       userMapping: address
 `, database, filepath.Join(b.dir, "data", "keys"), ca, benchTeam, benchKeyID, keyFile, benchTopic,
-		b.apple.URL(), b.apple.URL(), retry, secretFile)
+		b.apple.URL(), b.apple.URL(), retry, ewsBlock, secretFile)
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
 		return err
 	}
@@ -394,6 +422,12 @@ func (b *bench) seedMailbox(ctx context.Context, m, first, n int, done *atomic.I
 // onAccept is the fake APNs' hook: delivery latency and last badges.
 func (b *bench) onAccept(p apnsfake.Push) {
 	b.accepted.Add(1)
+	if d := time.Duration(b.apnsDelay.Load()); d > 0 {
+		time.Sleep(d) // a slow APNs: pushes stay in flight
+	}
+	if f := b.onBackground.Load(); f != nil && p.Badge < 0 {
+		(*f)(p.Token)
+	}
 	dev, ok := b.devOf[p.Token]
 	if !ok || p.Badge < 0 {
 		return
@@ -637,6 +671,7 @@ func (b *bench) fanout(ctx context.Context) error {
 		return err
 	}
 	b.report(ph)
+	b.measured = ph
 	rawRate := float64(raw.pushes) / raw.elapsed.Seconds()
 	rate := float64(ph.pushes) / ph.elapsed.Seconds()
 	rawCPU := float64(raw.cpu.Microseconds()) / float64(raw.pushes)
@@ -682,6 +717,7 @@ func (b *bench) paced(ctx context.Context) error {
 		return err
 	}
 	b.report(ph)
+	b.measured = ph
 	if b.f.scenario == "overload" {
 		_, peak := rss()
 		fmt.Fprintf(b.out, "overload: APNs down until %s; peak RSS %.1f MiB against the bound of %d MiB: %s\n", outageEnd.UTC().Format(time.TimeOnly),

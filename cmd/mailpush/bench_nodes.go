@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -85,8 +86,11 @@ func (b *bench) startNodes(ctx context.Context, cfgYAML string) error {
 			}
 		}
 	}
-	fmt.Fprintf(b.out, "nodes: %d (node 1 in this process, %d `mailpush serve` child processes) on one PostgreSQL; mailbox m's events go to node m mod %d\n",
-		b.f.nodes, len(b.nodes), b.f.nodes)
+	spread := fmt.Sprintf("mailbox m's events go to node m mod %d", b.f.nodes)
+	if b.f.scenario == "takeover" {
+		spread = fmt.Sprintf("every event goes to node %d, which is killed", b.f.nodes)
+	}
+	fmt.Fprintf(b.out, "nodes: %d (node 1 in this process, %d `mailpush serve` child processes) on one PostgreSQL; %s\n", b.f.nodes, len(b.nodes), spread)
 	return nil
 }
 
@@ -162,4 +166,55 @@ func procRSS(pid int) int64 {
 		}
 	}
 	return 0
+}
+
+// compareStores runs the scenario three times in one invocation: on SQLite,
+// on PostgreSQL with one node, and on PostgreSQL with f.nodes nodes, and
+// prints each figure's ratio to SQLite's. The three runs share the machine
+// one after the other, so the ratios are only as steady as the machine's
+// load between them (the load average is printed with them).
+func compareStores(ctx context.Context, f benchFlags, lo, hi int, stdout, stderr io.Writer) error {
+	type run struct {
+		name string
+		ph   phase
+	}
+	var runs []run
+	for _, c := range []struct {
+		name  string
+		url   string
+		nodes int
+	}{{"SQLite", "", 1}, {"PostgreSQL, 1 node", f.dbURL, 1}, {fmt.Sprintf("PostgreSQL, %d nodes", f.nodes), f.dbURL, f.nodes}} {
+		g := f
+		g.compare, g.dbURL, g.nodes = false, c.url, c.nodes
+		fmt.Fprintf(stdout, "\n== %s (load average %s)\n", c.name, loadAverage())
+		b := &bench{f: g, lo: lo, hi: hi, out: stdout, progress: stderr}
+		if err := b.run(ctx); err != nil {
+			return fmt.Errorf("%s: %w", c.name, err)
+		}
+		runs = append(runs, run{c.name, b.measured})
+	}
+	fmt.Fprintf(stdout, "\n== %s, one invocation (load average now %s); ratios to SQLite\n", f.scenario, loadAverage())
+	fmt.Fprintf(stdout, "%-22s %10s %8s %12s %8s %22s %22s\n", "", "pushes/s", "ratio", "CPU µs/push", "ratio", "ack p50/p99 ms", "event→push p50/p99 ms")
+	base := runs[0].ph
+	rate := func(p phase) float64 { return float64(p.pushes) / p.elapsed.Seconds() }
+	cpu := func(p phase) float64 { return float64(p.cpu.Microseconds()) / float64(max(1, p.pushes)) }
+	for _, r := range runs {
+		fmt.Fprintf(stdout, "%-22s %10.0f %8.2f %12.1f %8.2f %10.1f / %-9.1f %10.1f / %-9.1f\n", r.name, rate(r.ph), rate(r.ph)/rate(base), cpu(r.ph), cpu(r.ph)/cpu(base),
+			float64(pct(r.ph.acks, .5))/1e6, float64(pct(r.ph.acks, .99))/1e6, float64(pct(r.ph.e2e, .5))/1e6, float64(pct(r.ph.e2e, .99))/1e6)
+	}
+	fmt.Fprintln(stdout, "(CPU counts the bench process and the child nodes, not PostgreSQL's server; every process shares this machine's cores)")
+	return nil
+}
+
+// loadAverage is /proc/loadavg's first three fields.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }

@@ -84,7 +84,9 @@ type clusterWorld struct {
 	admin    string
 }
 
-func newClusterWorld(t *testing.T, nodes int, pg string) *clusterWorld {
+// newClusterWorld starts the nodes on the database block pg; edits change
+// the configuration file's text before the nodes start.
+func newClusterWorld(t *testing.T, nodes int, pg string, edits ...func(string) string) *clusterWorld {
 	t.Helper()
 	w := &clusterWorld{dir: t.TempDir()}
 	w.bin = filepath.Join(w.dir, "mailpush")
@@ -113,12 +115,16 @@ push:
   lease: 2s
 `, lbServer.URL))
 	useDatabase(t, base, pg)
-	text, err := os.ReadFile(base)
+	b, err := os.ReadFile(base)
 	if err != nil {
 		t.Fatal(err)
 	}
+	text := string(b)
+	for _, edit := range edits {
+		text = edit(text)
+	}
 	for i, l := range listens {
-		cfg := strings.Replace(string(text), "listen: "+listens[0], "listen: "+l, 1) + fmt.Sprintf("nodeId: node-%d\n", i)
+		cfg := strings.Replace(text, "listen: "+listens[0], "listen: "+l, 1) + fmt.Sprintf("nodeId: node-%d\n", i)
 		path := filepath.Join(w.dir, fmt.Sprintf("node-%d.yaml", i))
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"github.com/prometheus/client_golang/prometheus"
 	"io"
+	"log/slog"
 	"os"
 	"time"
 
@@ -43,6 +44,12 @@ func (m *Main) startGate(ctx context.Context) error {
 		return fmt.Errorf("config key gate.tenant: tenant %q: %w (create it with mailpush tenant add)", m.Config.Gate.Tenant, err)
 	}
 	deps := gate.Deps{Store: m.Store, Hasher: m.Keys, TenantID: t.ID, Logger: m.Logger.With("component", "gate"), Clock: m.Clock}
+	if m.logOutput != nil { // the audit lines in the same format and place as every other line, written in batches
+		deps.AuditOutput = m.logOutput
+		deps.AuditHandler = func(w io.Writer) slog.Handler {
+			return m.logHandler(w).WithAttrs([]slog.Attr{slog.String("component", "gate")})
+		}
+	}
 	if m.Config.Console.on() {
 		m.gateDecisions = console.NewDecisionLog(gateDecisionsKept)
 		deps.OnDecision = m.gateDecisions.Add

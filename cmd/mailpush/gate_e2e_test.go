@@ -350,6 +350,7 @@ func gateBehindRealProxy(t *testing.T, kind string) {
 	if s := m.Gate.Stats(); s.CacheHits == 0 || s.CacheMisses == 0 {
 		t.Errorf("gate stats %+v: the cache was not used", s)
 	}
+	m.Gate.Flush() // the audit lines of every decision above
 	for _, secret := range []string{"Secret-Passw0rd", "alice.wonder@example.com", "alice.wonder%40example.com"} {
 		if strings.Contains(logs.String(), secret) {
 			t.Errorf("the log holds %q", secret)

@@ -47,13 +47,20 @@ func newGraphWorldLevel(t testing.TB, logLevel string) *graphWorld {
 // newGraphWorldOptions is newGraphWorld with a log level and more YAML.
 func newGraphWorldOptions(t testing.TB, logLevel, yaml string) *graphWorld {
 	t.Helper()
+	return newGraphWorldWith(t, logLevel, yaml, worldOptions{})
+}
+
+// newGraphWorldWith is newGraphWorldOptions with world options (its extra
+// is replaced by the Graph tenant's).
+func newGraphWorldWith(t testing.TB, logLevel, yaml string, o worldOptions) *graphWorld {
+	t.Helper()
 	g := graphfake.New(graphfake.Options{})
 	t.Cleanup(g.Close)
 	g.AddApp(graphClientID, graphClientSecret, nil)
 	g.AddUser(graphUser)
 	secretFile := filepath.Join(t.TempDir(), "graph-secret")
 	os.WriteFile(secretFile, []byte(graphClientSecret+"\n"), 0o600)
-	w := newWorldWith(t, logLevel, worldOptions{extra: func(*world) (string, []*x509.Certificate) {
+	o.extra = func(*world) (string, []*x509.Certificate) {
 		return yaml + fmt.Sprintf(`tenants:
   acme:
     graph:
@@ -63,7 +70,8 @@ func newGraphWorldOptions(t testing.TB, logLevel, yaml string) *graphWorld {
       authority: %s
       graphUrl: %s
 `, g.TenantID(), graphClientID, secretFile, g.Authority(), g.GraphURL()), []*x509.Certificate{g.Certificate()}
-	}})
+	}
+	w := newWorldWith(t, logLevel, o)
 	gw := &graphWorld{world: w, graph: g, app: w.addTenant(t, "acme")}
 	gw.backend = w.addToken(t, "acme", mailpush.ScopeBackend)
 	return gw

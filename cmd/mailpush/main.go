@@ -3,7 +3,7 @@
 //	mailpush serve  [--config FILE]   run every configured service
 //	mailpush demo                     the server against fake Exchange and APNs, for a first look
 //	mailpush config check FILE        validate a configuration without starting
-//	mailpush tenant add|set|list|delete …
+//	mailpush tenant add|set|list|delete|migrate …
 //	mailpush token add|list|revoke --tenant NAME …
 //	mailpush keys rotate|list [--config FILE]
 //	mailpush keys retire KEYID [--config FILE]
@@ -53,6 +53,7 @@ const usage = `usage:
   mailpush tenant set NAME [--config FILE] [--allow-host HOST[:PORT]]... [--max-content badge|subject|subject_sender] [--device-subscribed on|off]
   mailpush tenant list [--config FILE]
   mailpush tenant delete NAME --yes [--config FILE]
+  mailpush tenant migrate NAME --to graph [--dry-run] [--server URL] [--token-file FILE] [--config FILE]   (asks the running server; admin token)
   mailpush token add --tenant NAME --scope app|backend|admin [--config FILE]
   mailpush token list --tenant NAME [--config FILE]
   mailpush token revoke ID --tenant NAME [--config FILE]
@@ -82,8 +83,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 		}
 		return runConfigCheck(ctx, args[2:], stdout, stderr, environ)
 	case "tenant":
-		if len(args) < 2 || !slices.Contains([]string{"add", "set", "list", "delete"}, args[1]) {
-			return subcommandError(stdout, "tenant", args[1:], "add", "set", "list", "delete")
+		if len(args) < 2 || !slices.Contains([]string{"add", "set", "list", "delete", "migrate"}, args[1]) {
+			return subcommandError(stdout, "tenant", args[1:], "add", "set", "list", "delete", "migrate")
+		}
+		if args[1] == "migrate" {
+			return runTenantMigrate(ctx, args[2:], stdout, stderr, environ)
 		}
 		return runTenant(ctx, args[1], args[2:], stdout, stderr, environ)
 	case "token":
@@ -196,13 +200,7 @@ func parseFlags(fs *flag.FlagSet, args []string, names ...string) ([]string, err
 }
 
 func configFlag(fs *flag.FlagSet, environ []string) *string {
-	def := ""
-	for _, kv := range environ {
-		if v, ok := strings.CutPrefix(kv, "MAILPUSH_CONFIG="); ok {
-			def = v
-		}
-	}
-	return fs.String("config", def, "YAML configuration file (default: none, or $MAILPUSH_CONFIG)")
+	return fs.String("config", envOf(environ, "MAILPUSH_CONFIG"), "YAML configuration file (default: none, or $MAILPUSH_CONFIG)")
 }
 
 // loadForCommand parses the flags of a command that takes only --config and

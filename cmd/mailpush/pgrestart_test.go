@@ -294,3 +294,186 @@ func waitReady(t *testing.T, ctx context.Context, base string, status int) strin
 		}
 	}
 }
+
+// TestPostgresRestartUnderLoadThreeNodes is the restart with a cluster:
+// three `mailpush serve` processes on one private PostgreSQL, behind a
+// balancer that Exchange calls, registrations spread over the nodes, mail
+// arriving all along. PostgreSQL stops: every node's /readyz answers 503
+// naming the database, and every notification Exchange sends meanwhile is
+// refused (none is acknowledged OK after its subscription's first refusal).
+// PostgreSQL starts again and, with no operator action, every node is ready
+// again (its pool, its broadcast listener and its heartbeat reconnected),
+// the subscriptions live on, and every device ends with the badge of every
+// mail its mailbox received. Pushes delivered twice (at least once allows
+// them) are counted and reported.
+func TestPostgresRestartUnderLoadThreeNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary, runs three servers and a private PostgreSQL")
+	}
+	const nodes, mailboxes, devicesPer = 3, 6, 2
+	pg := pgtest.Private(t)
+	// Exchange's minutes are 10 ms here; it retries a refused notification
+	// for StatusFrequency minutes (72: 43 s), longer than the outage.
+	w := newClusterWorld(t, nodes, fmt.Sprintf("database: {driver: postgres, url: %q}", pg.URL), func(cfg string) string {
+		return strings.Replace(cfg, "statusFrequency: 1\n", "statusFrequency: 72\n", 1)
+	})
+	var addrs []string
+	for m := range mailboxes {
+		a := fmt.Sprintf("user%d@example.com", m)
+		w.exchange.AddUser(a, fmt.Sprintf(`EXAMPLE\user%d`, m), password)
+		addrs = append(addrs, a)
+		for d := range devicesPer {
+			w.register(t, (m+d)%nodes, a, fmt.Sprintf(`EXAMPLE\user%d`, m), password, m*devicesPer+d)
+		}
+	}
+
+	var mu sync.Mutex
+	sent := map[int]int{} // mailbox → mails
+	stopLoad := make(chan struct{})
+	loadDone := make(chan struct{})
+	go func() {
+		defer close(loadDone)
+		for i := 0; ; i++ {
+			select {
+			case <-stopLoad:
+				return
+			case <-time.After(20 * time.Millisecond): // the load's pace, not a wait
+			}
+			m := i % mailboxes
+			w.exchange.Deliver(addrs[m], fmt.Sprintf("Report %d", i), "Bob Sender", "bob@example.com")
+			mu.Lock()
+			sent[m]++
+			mu.Unlock()
+		}
+	}()
+	stop := sync.OnceFunc(func() { close(stopLoad); <-loadDone })
+	defer stop()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	if err := w.apple.WaitFor(ctx, func(ps []apnsfake.Push) bool { return len(ps) >= 3*mailboxes*devicesPer }); err != nil {
+		t.Fatalf("no pushes under load before the outage: %v", err)
+	}
+
+	// The outage: every node says why it is not ready.
+	pg.Stop()
+	before := len(w.exchange.Callbacks())
+	down := time.Now()
+	for n, base := range w.bases {
+		if reason := waitReady(t, ctx, base, http.StatusServiceUnavailable); !strings.Contains(reason, "database") {
+			t.Fatalf("node %d /readyz while PostgreSQL is down says %q: it should name the database", n, reason)
+		}
+	}
+	// Every subscription has notifications refused (six each) while the
+	// database is down.
+	const refusals = 6
+	refused := func(cbs []ewsfake.Callback) map[string]int {
+		r := map[string]int{}
+		for _, cb := range cbs {
+			if cb.Status != 0 && cb.Status != http.StatusOK {
+				r[cb.SubscriptionID]++
+			}
+		}
+		return r
+	}
+	if err := w.exchange.WaitFor(ctx, func(s *ewsfake.Server) bool {
+		n := 0
+		for _, c := range refused(s.Callbacks()[before:]) {
+			if c >= refusals {
+				n++
+			}
+		}
+		return n >= mailboxes
+	}); err != nil {
+		t.Fatalf("notifications refused during the outage: %v (want %d for each of %d subscriptions): %v", refused(w.exchange.Callbacks()[before:]), refusals, mailboxes, err)
+	}
+	for n, base := range w.bases {
+		if code, body := readyz(t, base); code != http.StatusServiceUnavailable {
+			t.Fatalf("node %d /readyz = %d %s while PostgreSQL is still down", n, code, body)
+		}
+	}
+	failed := map[string]bool{}
+	refusedN := 0
+	for _, cb := range w.exchange.Callbacks()[before:] {
+		if cb.Status != 0 && cb.Status != http.StatusOK {
+			failed[cb.SubscriptionID] = true
+			refusedN++
+			continue
+		}
+		if failed[cb.SubscriptionID] && cb.Result == "OK" {
+			t.Fatalf("a notification was acknowledged OK while PostgreSQL was down: %+v", cb)
+		}
+	}
+	t.Logf("outage of %v: %d notifications refused across %d subscriptions, through %d nodes", time.Since(down).Round(time.Millisecond), refusedN, len(failed), nodes)
+
+	// PostgreSQL comes back; nobody touches mailpush.
+	pg.Start()
+	up := time.Now()
+	for _, base := range w.bases {
+		waitReady(t, ctx, base, http.StatusOK)
+	}
+	t.Logf("every node ready again %v after PostgreSQL started", time.Since(up).Round(time.Millisecond))
+	n := len(w.apple.Pushes())
+	if err := w.apple.WaitFor(ctx, func(ps []apnsfake.Push) bool { return len(ps) >= n+mailboxes*devicesPer }); err != nil {
+		t.Fatalf("no pushes after PostgreSQL came back: %v", err)
+	}
+	stop()
+
+	// Every device ends with its mailbox's unread count.
+	mu.Lock()
+	want := map[string]int{}
+	for m := range mailboxes {
+		for d := range devicesPer {
+			want[deviceToken(m*devicesPer+d)] = sent[m]
+		}
+	}
+	mu.Unlock()
+	last := map[string]int{}
+	err := w.apple.WaitFor(ctx, func(ps []apnsfake.Push) bool {
+		clear(last)
+		for _, p := range ps {
+			last[p.Token] = p.Badge
+		}
+		for d, n := range want {
+			if last[d] != n {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		for d, n := range want {
+			if last[d] != n {
+				t.Errorf("device %s…: last badge %d, want %d", d[:8], last[d], n)
+			}
+		}
+		t.Fatalf("the devices did not reach their badges: %v", err)
+	}
+	// At least once: the same push (apns-id) delivered twice, and a badge
+	// a device was sent more than once, counted and reported.
+	ps := w.apple.Pushes()
+	sameID, sameBadge := map[string]int{}, map[string]int{}
+	for _, p := range ps {
+		sameID[p.Token+"/"+p.ID]++
+		sameBadge[fmt.Sprint(p.Token, "/", p.Badge)]++
+	}
+	twice, repeated := 0, 0
+	for _, c := range sameID {
+		twice += c - 1
+	}
+	for _, c := range sameBadge {
+		repeated += c - 1
+	}
+	current := map[string]ewsfake.Subscription{}
+	for _, s := range w.exchange.Subscriptions() { // oldest first
+		current[s.Address] = s
+	}
+	for _, a := range addrs {
+		if s := current[a]; !s.Active {
+			t.Errorf("the subscription of %s ended: %q", a, s.EndReason)
+		}
+	}
+	mu.Lock()
+	t.Logf("after the restart every one of %d devices has its badge; mail sent %v; %d pushes, %d of them the same push a second time, %d a badge the device already had (at least once)", len(want), sent, len(ps), twice, repeated)
+	mu.Unlock()
+}

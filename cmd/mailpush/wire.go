@@ -93,18 +93,27 @@ type Main struct {
 	gateRulesMu      sync.Mutex
 	gateRulesVersion int64
 	gateRulesChanged func(ctx context.Context)
+	logOutput        io.Writer // where Logger writes
 	closed           bool
 }
 
-// NewMain returns a Main that logs to logOutput.
+// NewMain returns a Main that logs to logOutput, which must accept
+// concurrent writes (the gate's audit lines are written in batches beside
+// the other lines; an *os.File does).
 func NewMain(cfg Config, logOutput io.Writer) *Main {
-	level := map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}[cfg.Log.Level]
+	m := &Main{Config: cfg, Clock: mailpush.SystemClock{}, logOutput: logOutput}
+	m.Logger = slog.New(m.logHandler(logOutput))
+	return m
+}
+
+// logHandler formats log records as log.format and log.level say, to w.
+func (m *Main) logHandler(w io.Writer) slog.Handler {
+	level := map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}[m.Config.Log.Level]
 	opts := &slog.HandlerOptions{Level: level}
-	var h slog.Handler = slog.NewTextHandler(logOutput, opts)
-	if cfg.Log.Format == "json" {
-		h = slog.NewJSONHandler(logOutput, opts)
+	if m.Config.Log.Format == "json" {
+		return slog.NewJSONHandler(w, opts)
 	}
-	return &Main{Config: cfg, Logger: slog.New(h), Clock: mailpush.SystemClock{}}
+	return slog.NewTextHandler(w, opts)
 }
 
 // openStore opens the keyring and the store (also used by the tenant commands).
@@ -282,6 +291,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Store: m.Store, Keys: m.Keys, Registrar: m.Registrar,
 		Logger: m.Logger.With("component", "api"), Gate: m.GateRegistry,
 		AppConfigs: m.AppConfigs, Ready: m.ready,
+		Migrator: migrator{cfg: &m.Config, graph: m.Graph},
 	}
 	if m.SMIME != nil {
 		srv.SMIME = m.SMIME
@@ -643,6 +653,7 @@ func (m *Main) startGraph(cfg *Config, outbound *http.Transport, publicURL strin
 		DueAfter: m.Graph.RenewAfter(), Interval: time.Minute, Rate: float64(orDefault(cfg.Graph.RenewRate, 20)), MaxPerAccount: 4,
 	}
 	m.Graph.Engine = m.GraphEngine
+	m.Graph.Addresses = m.EWS // the cut-over from EWS (migrate.go)
 	m.resolvers.Set(mailpush.SourceGraph, m.Graph)
 	m.Graph.Run(context.Background())
 	m.GraphEngine.Run(context.Background())

@@ -2,9 +2,11 @@
 # Gate throughput through real nginx, side by side in one run (docs/PERFORMANCE.md):
 #   ceiling: wrk -> nginx answering 200 itself (the proxy's own ceiling)
 #   proxied: wrk -> nginx -> backend (no gate; kept-alive upstream, as the template)
+#   authnull: wrk -> nginx -> auth_request answered 200 by nginx itself -> backend
+#            (nginx's own cost of asking an auth server, with an instant one)
 #   gated:   wrk -> nginx -> /gate/auth (mailpush) -> backend, from docs/gate/nginx.conf
 #            as shipped (both upstreams kept alive)
-# The three are measured in alternating rounds with the same wrk script (same
+# The four are measured in alternating rounds with the same wrk script (same
 # requests, 10,000 registered devices). Needs nginx, wrk, and the mailpush binary
 # (go build -o "$DIR/mailpush" ./cmd/mailpush). Usage: bash docs/gate/perf.sh [connections] [seconds] [rounds]
 # AUDIT=deny|off changes gate.audit (default all). PROFILE=1 takes a CPU
@@ -17,7 +19,7 @@ DIR=${DIR:-/tmp/gate-perf}
 mkdir -p "$DIR" && cd "$DIR"
 rm -rf data nginx && mkdir -p data nginx
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-P_CEIL=18181 P_PROX=18182 P_GATE=18183 P_BACK=18184 P_MP=18185 P_PPROF=18186
+P_CEIL=18181 P_PROX=18182 P_GATE=18183 P_BACK=18184 P_MP=18185 P_PPROF=18186 P_NULL=18187
 
 cat > mailpush.yaml <<YAML
 listen: 127.0.0.1:$P_MP
@@ -54,13 +56,18 @@ http {
         listen 127.0.0.1:$P_PROX;
         location /Microsoft-Server-ActiveSync { proxy_pass http://backend_direct; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; }
     }
+    server {
+        listen 127.0.0.1:$P_NULL;
+        location /Microsoft-Server-ActiveSync { auth_request /null-auth; proxy_pass http://backend_direct; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; }
+        location = /null-auth { internal; proxy_pass http://backend_direct/null-auth; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_pass_request_body off; proxy_set_header Content-Length ""; proxy_set_header X-Original-URI \$request_uri; }
+    }
 $GATED
 }
 NGINX
 "$NGINX" -p "$DIR/nginx" -c "$DIR/nginx/nginx.conf" &
 NG=$!
 trap 'kill $NG $MP 2>/dev/null; wait $NG $MP 2>/dev/null || true' EXIT
-for p in $P_CEIL $P_GATE $P_MP; do
+for p in $P_CEIL $P_NULL $P_GATE $P_MP; do
   for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
 done
 
@@ -75,9 +82,11 @@ request = function()
     ["MS-ASProtocolVersion"] = "16.1", ["Content-Type"] = "application/vnd.ms-sync.wbxml"}, "\3\1j\0")
 end
 LUA
+# us converts wrk's latency (850.00us, 1.20ms, 2.00s) to microseconds.
+us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n*1000; else if (v ~ /s$/) print n*1000000; else print n }'; }
 echo "audit ${AUDIT:-all}; nproc $(nproc); load before: $(cut -d' ' -f1-3 /proc/loadavg); wrk -t1 -c$CONNS -d${SECS}s --latency"
 for r in $(seq "$ROUNDS"); do
-  for v in ceiling:$P_CEIL proxied:$P_PROX gated:$P_GATE; do
+  for v in ceiling:$P_CEIL proxied:$P_PROX authnull:$P_NULL gated:$P_GATE; do
     name=${v%%:*}; port=${v##*:}
     prof=""
     if [ -n "${PROFILE:-}" ] && [ "$name" = gated ] && [ "$r" = 1 ]; then
@@ -91,7 +100,11 @@ for r in $(seq "$ROUNDS"); do
     p99=$(echo "$out" | awk '$1=="99%" {print $2}')
     non2xx=$(echo "$out" | awk '/Non-2xx/ {print $5}')
     echo "round $r $name: $rps req/s, p50 $p50, p99 $p99, non-2xx ${non2xx:-0}, load $(cut -d' ' -f1 /proc/loadavg)"
+    eval "rps_$name=$rps p99_$name=$(us "$p99")"
   done
+  awk -v r="$r" -v c="$rps_ceiling" -v p="$rps_proxied" -v n="$rps_authnull" -v g="$rps_gated" -v pp="$p99_proxied" -v pn="$p99_authnull" -v pg="$p99_gated" 'BEGIN {
+    printf "round %s: gated/ceiling %.0f %%, gated/proxied %.0f %%, gated/authnull %.0f %%, authnull/ceiling %.0f %%; p99 added by the gate %.2f ms (gated - proxied), %.2f ms (gated - authnull)\n",
+      r, 100*g/c, 100*g/p, 100*g/n, 100*n/c, (pg-pp)/1000, (pg-pn)/1000 }'
 done
 kill $MP; wait $MP 2>/dev/null || true
 grep -o 'gate stopped.*' serve.log || true

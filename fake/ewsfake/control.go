@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"net/http"
 	"time"
 )
@@ -24,7 +25,26 @@ import (
 //	POST /control/restart
 //	POST /control/fail            {"op","code","backOffMs"} (backOffMs only for ErrorServerBusy; 0 = default)
 //	POST /control/callback-delay  {"delayMs"}
+//	GET  /control/client-ca       → the client CA certificate, PEM
+//	POST /control/revoke          {"serial"} (hex): revokes a client certificate
 func (s *Server) controlRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /control/client-ca", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		w.Write(s.ClientCA().PEM())
+	})
+	mux.HandleFunc("POST /control/revoke", func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ Serial string }
+		if !readJSON(w, r, &req) {
+			return
+		}
+		n, ok := new(big.Int).SetString(req.Serial, 16)
+		if !ok || n.Sign() <= 0 {
+			writeJSONError(w, http.StatusBadRequest, "serial must be a positive hexadecimal number")
+			return
+		}
+		s.RevokeClientCert(n)
+		writeJSON(w, http.StatusOK, struct{}{})
+	})
 	mux.HandleFunc("POST /control/users", func(w http.ResponseWriter, r *http.Request) {
 		var req struct{ Address, Username, Password string }
 		if !readJSON(w, r, &req) {

@@ -53,11 +53,22 @@ func (s *Server) popFailure(op string) (failure, bool) {
 	return f, true
 }
 
-// authenticate returns the user of the request: Basic (unless the user is
+// authenticate returns the user of the request: the user its TLS client
+// certificate maps to (cba.go), Basic (unless the user is
 // NTLM-only), NTLM or Negotiate (NTLMSSP inside), or the user an earlier
 // NTLM handshake authenticated on this connection. When it returns nil it
 // has answered 401 itself.
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) *mailbox {
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		mb, err := s.certificateUser(r.TLS.PeerCertificates)
+		if err != nil {
+			s.count("CertificateRefused")
+			s.unauthorized(w, err.Error())
+			return nil
+		}
+		s.count("Certificate")
+		return mb
+	}
 	st, _ := r.Context().Value(connKey{}).(*connState)
 	scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 	switch {

@@ -6,7 +6,9 @@
 // authentication (ntlm.go: NTLM bound to the TCP connection, as IIS does;
 // AddNTLMUser makes a user NTLM-only), OAuth bearer tokens from its own
 // token endpoint with short lifetimes, refresh-token rotation and
-// revocation (oauth.go), ExchangeImpersonation for users given
+// revocation (oauth.go), TLS client certificates mapped to users by the UPN
+// in their subject alternative name, issued by its own test CA and
+// revocable (cba.go), ExchangeImpersonation for users given
 // the role with AllowImpersonation, and the X-BackEndOverrideCookie
 // server-affinity cookie,
 // and pushes SendNotification requests to subscribers the way Exchange does:
@@ -29,6 +31,7 @@ package ewsfake
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -138,6 +141,8 @@ type Server struct {
 	access        map[string]accessGrant   // OAuth access tokens (oauth.go)
 	refresh       map[string]refreshGrant  // OAuth refresh tokens
 	tokenAnswer   *tokenAnswer             // the token endpoint's next answer, when set
+	clientCA      *CA                      // issues the client certificates it maps (cba.go)
+	revoked       map[string]bool          // revoked client certificates' serial numbers, hex
 }
 
 // New starts a fake Exchange server on an HTTPS loopback address.
@@ -197,6 +202,9 @@ func New(opts Options) *Server {
 	s.ts = httptest.NewUnstartedServer(mux)
 	s.ts.Config.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
 	s.ts.Config.ConnContext = connContext
+	// Asked, not required: certificate-based authentication beside the
+	// others (cba.go).
+	s.ts.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
 	s.ts.StartTLS()
 	return s
 }

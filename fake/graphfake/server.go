@@ -86,6 +86,8 @@ type Server struct {
 	answers    []answer // the listener's answers in the window
 	deliveries []Delivery
 	requests   map[string]int
+	holds      map[string]chan struct{} // Hold: requests of the op wait for it to close
+	held       map[string]int           // requests that waited in a Hold, by op
 	wg         sync.WaitGroup
 	closed     bool
 }
@@ -176,6 +178,7 @@ func New(opts Options) *Server {
 	mux.HandleFunc("POST /v1.0/subscriptions", s.authed("create", s.handleCreate))
 	mux.HandleFunc("PATCH /v1.0/subscriptions/{id}", s.authed("renew", s.handleRenew))
 	mux.HandleFunc("DELETE /v1.0/subscriptions/{id}", s.authed("delete", s.handleDelete))
+	mux.HandleFunc("GET /v1.0/users/{user}", s.authed("user", s.handleUser))
 	mux.HandleFunc("GET /v1.0/users/{user}/mailFolders/inbox", s.authed("inbox", s.handleInbox))
 	mux.HandleFunc("GET /v1.0/users/{user}/messages/{id}", s.authed("message", s.handleMessage))
 	s.controlRoutes(mux)
@@ -352,7 +355,7 @@ func (s *Server) count(op string) {
 }
 
 // Requests returns how many requests of op (token, create, renew, delete,
-// inbox, message) the fake answered.
+// user, inbox, message) the fake answered.
 func (s *Server) Requests(op string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -367,10 +370,56 @@ func (s *Server) FailNext(op string, status, retryAfter int) {
 	s.failures = append(s.failures, failure{op: op, status: status, retryAfter: retryAfter})
 }
 
+// Hold makes the requests of op wait, counted but not yet handled (a
+// creation: not yet validated nor made), until release is called; a
+// request whose client goes away meanwhile is dropped unhandled. Tests use
+// it to act while mailpush waits for Graph.
+func (s *Server) Hold(op string) (release func()) {
+	ch := make(chan struct{})
+	s.mu.Lock()
+	if s.holds == nil {
+		s.holds, s.held = map[string]chan struct{}{}, map[string]int{}
+	}
+	s.holds[op] = ch
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			if s.holds[op] == ch {
+				delete(s.holds, op)
+			}
+			s.mu.Unlock()
+			close(ch)
+		})
+	}
+}
+
+// Held returns how many requests of op have waited in a Hold so far.
+func (s *Server) Held(op string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.held[op]
+}
+
 // authed checks the bearer token and applies FailNext.
 func (s *Server) authed(op string, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		s.count(op)
+		s.mu.Lock()
+		hold := s.holds[op]
+		if hold != nil {
+			s.held[op]++
+			s.notifyLocked()
+		}
+		s.mu.Unlock()
+		if hold != nil {
+			select {
+			case <-hold:
+			case <-r.Context().Done():
+				return
+			}
+		}
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		s.mu.Lock()
 		iss, known := s.tokens[tok]
@@ -569,6 +618,19 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 	delete(s.subs, r.PathValue("id"))
 	s.notifyLocked()
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleUser answers users/{id or userPrincipalName}: the user's ID and
+// address, or Graph's 404 for a user the tenant does not have.
+func (s *Server) handleUser(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	u := s.findUserLocked(r.PathValue("user"))
+	s.mu.Unlock()
+	if u == nil {
+		graphError(w, http.StatusNotFound, "Request_ResourceNotFound", "Resource '"+r.PathValue("user")+"' does not exist or one of its queried reference-property objects are not present.")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": u.id, "userPrincipalName": u.address, "mail": u.address})
 }
 
 func (s *Server) handleInbox(w http.ResponseWriter, r *http.Request) {
