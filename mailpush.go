@@ -23,6 +23,17 @@ type EventSink interface {
 	HandleEvent(ctx context.Context, ev Event) error
 }
 
+// MailboxEventSink is an EventSink that also moves the event's mailbox
+// (sequence, badge, last event) in the write that accepts the event, so
+// that a source acknowledges after one commit instead of two.
+type MailboxEventSink interface {
+	EventSink
+	// HandleMailboxEvent applies record to the event's mailbox and, when
+	// record reports news, accepts the event with the mailbox's new
+	// sequence (OutboxEvent.Record). When it returns nil both are durable.
+	HandleMailboxEvent(ctx context.Context, ev Event, record func(*Mailbox) (news bool)) error
+}
+
 // CredentialVerifier checks a user's own credentials against the tenant's
 // mail server (Dovecot: an IMAP LOGIN) without keeping them: a per-user
 // proof that the holder of an app token may register that address in

@@ -40,7 +40,8 @@ type Outbox interface {
 	ClaimEvents(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]*OutboxEvent, error)
 	// Recipients lists the registrations of the given mailboxes that are
 	// active, or pending but active at since or later (LeftActiveAt), with
-	// their push tokens opened, grouped by mailbox in registration order,
+	// their push tokens opened, grouped by mailbox (in no particular order
+	// within one: a device's pushes are ordered by event, not by device),
 	// and for each whether device pushes of it are queued (then new pushes
 	// queue behind them).
 	Recipients(ctx context.Context, mailboxIDs []string, since time.Time) ([]*Recipient, error)
@@ -139,6 +140,14 @@ type OutboxEvent struct {
 	Unresolved bool
 	Attempts   int       // including the one this claim starts
 	CreatedAt  time.Time // when the event was accepted
+	// Record, when set, moves the event's mailbox with the event, in the
+	// transaction that stores it (one write for both, so a source's
+	// acknowledgement waits for one commit): EnqueueEvents reads the
+	// mailbox, calls Record on it, writes it back and stores the event
+	// with the mailbox's sequence as Event.Seq, only when Record reports
+	// news. A mailbox that is gone stores nothing. Record may run more than
+	// once (a transaction tried again), each time on a fresh read.
+	Record func(*Mailbox) (news bool)
 }
 
 // Recipient is one active device of a mailbox, as the fan-out needs it.

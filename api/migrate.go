@@ -30,14 +30,17 @@ type migrationRequest struct {
 	DryRun bool   `json:"dryRun,omitempty"`
 }
 
-type migrationStay struct {
+// MigrationStay is one mailbox of a Migration that stays on EWS.
+type MigrationStay struct {
 	Mailbox   string `json:"mailbox"`
 	AddressID string `json:"addressId"`
 	Reason    string `json:"reason"`
 	Detail    string `json:"detail"`
 }
 
-type migrationResponse struct {
+// Migration is the JSON of a migration (docs/openapi.yaml's Migration),
+// also what `mailpush tenant migrate` reads.
+type Migration struct {
 	Tenant             string          `json:"tenant"`
 	To                 string          `json:"to"`
 	DryRun             bool            `json:"dryRun"`
@@ -51,19 +54,19 @@ type migrationResponse struct {
 	MovedRegistrations int             `json:"movedRegistrations"`
 	GraphReads         int             `json:"graphReads"`
 	GraphWrites        int             `json:"graphWrites"`
-	Stayed             []migrationStay `json:"stayed"`
+	Stayed             []MigrationStay `json:"stayed"`
 }
 
-func migrationJSON(r *mailpush.MigrationReport) migrationResponse {
-	out := migrationResponse{Tenant: r.Tenant, To: string(r.To), DryRun: r.DryRun, State: string(r.State), Error: r.Error,
+func migrationJSON(r *mailpush.MigrationReport) Migration {
+	out := Migration{Tenant: r.Tenant, To: string(r.To), DryRun: r.DryRun, State: string(r.State), Error: r.Error,
 		StartedAt: r.StartedAt.UTC().Format(time.RFC3339), Mailboxes: r.Mailboxes, Registrations: r.Registrations,
 		Migrated: r.Migrated, MovedRegistrations: r.MovedRegistrations, GraphReads: r.GraphReads, GraphWrites: r.GraphWrites,
-		Stayed: []migrationStay{}}
+		Stayed: []MigrationStay{}}
 	if !r.FinishedAt.IsZero() {
 		out.FinishedAt = r.FinishedAt.UTC().Format(time.RFC3339)
 	}
 	for _, st := range r.Stayed {
-		out.Stayed = append(out.Stayed, migrationStay{Mailbox: st.MailboxID, AddressID: st.AddressID, Reason: st.Reason, Detail: st.Detail})
+		out.Stayed = append(out.Stayed, MigrationStay{Mailbox: st.MailboxID, AddressID: st.AddressID, Reason: st.Reason, Detail: st.Detail})
 	}
 	return out
 }

@@ -1,7 +1,6 @@
 package apns
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -21,7 +20,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sideshow/apns2"
 	"github.com/sideshow/apns2/token"
 
 	"github.com/mailpush/mailpush"
@@ -43,9 +41,9 @@ const (
 
 // Reasons that this package acts on.
 const (
-	reasonBadDeviceToken         = apns2.ReasonBadDeviceToken
-	reasonDeviceTokenNotForTopic = apns2.ReasonDeviceTokenNotForTopic
-	reasonExpiredProviderToken   = apns2.ReasonExpiredProviderToken
+	reasonBadDeviceToken         = "BadDeviceToken"
+	reasonDeviceTokenNotForTopic = "DeviceTokenNotForTopic"
+	reasonExpiredProviderToken   = "ExpiredProviderToken"
 )
 
 // ErrClosed is returned by Push after Close.
@@ -60,11 +58,14 @@ type Client struct {
 	production *endpoint
 	sandbox    *endpoint
 	closed     atomic.Bool
+	auth       atomic.Pointer[bearer] // the authorization header of the token's current JWT
 }
 
 type endpoint struct {
 	name      string
-	client    *apns2.Client
+	scheme    string // "https"
+	host      string // host[:port] of the URL
+	prefix    string // path before the device token, "/3/device/" under the URL's path
 	transport *http.Transport
 	// net/http dials one connection per waiting request while none is up:
 	// a burst of pushes on a cold endpoint would open dozens of
@@ -106,14 +107,23 @@ func New(cfg Config) (*Client, error) {
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
-	c.production = newEndpoint("production", cfg.ProductionURL, tok, cfg.Certificate, cfg.RootCAs)
-	c.sandbox = newEndpoint("sandbox", cfg.SandboxURL, tok, cfg.Certificate, cfg.RootCAs)
+	var err error
+	if c.production, err = newEndpoint("production", cfg.ProductionURL, cfg.Certificate, cfg.RootCAs); err != nil {
+		return nil, err
+	}
+	if c.sandbox, err = newEndpoint("sandbox", cfg.SandboxURL, cfg.Certificate, cfg.RootCAs); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
 // newEndpoint makes the connection pool of one environment. With a
-// certificate, TLS presents it and no provider token is sent (tok is nil).
-func newEndpoint(name, host string, tok *token.Token, cert *tls.Certificate, roots *x509.CertPool) *endpoint {
+// certificate, TLS presents it (and the client sends no provider token).
+func newEndpoint(name, base string, cert *tls.Certificate, roots *x509.CertPool) (*endpoint, error) {
+	u, err := url.Parse(strings.TrimSuffix(base, "/"))
+	if err != nil {
+		return nil, fmt.Errorf("apns: %s URL: %w", name, err)
+	}
 	dialer := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
 	var protocols http.Protocols
 	protocols.SetHTTP2(true) // HTTP/2 only: APNs speaks nothing else
@@ -131,13 +141,7 @@ func newEndpoint(name, host string, tok *token.Token, cert *tls.Certificate, roo
 		// IdleConnTimeout stays zero: the connection is kept open for as
 		// long as APNs and the pings allow, as Apple asks.
 	}
-	cl := &apns2.Client{}
-	if tok != nil {
-		cl.Token = tok
-	}
-	cl.Host = strings.TrimSuffix(host, "/")
-	cl.HTTPClient = &http.Client{Transport: recorder{t}, Timeout: requestTimeout}
-	return &endpoint{name: name, client: cl, transport: t}
+	return &endpoint{name: name, scheme: u.Scheme, host: u.Host, prefix: u.Path + "/3/device/", transport: t}, nil
 }
 
 func tlsConfig(roots *x509.CertPool, cert *tls.Certificate) *tls.Config {
@@ -201,7 +205,7 @@ func (c *Client) push(ctx context.Context, p *mailpush.Push, topic string) (mail
 		// Not hex, so never a valid token; and it would end up in the URL.
 		return mailpush.PushResult{Outcome: mailpush.PushDropToken, Reason: reasonBadDeviceToken}, nil
 	}
-	n, err := c.notification(p, topic)
+	r, err := c.request(ep, p, topic)
 	if err != nil {
 		return mailpush.PushResult{Outcome: mailpush.PushFailed}, err
 	}
@@ -214,21 +218,24 @@ func (c *Client) push(ctx context.Context, p *mailpush.Push, topic string) (mail
 			defer ep.dial.Unlock() // alone until this push has its answer
 		}
 	}
-	var ex exchange
-	resp, err := ep.client.PushWithContext(context.WithValue(ctx, exchangeKey{}, &ex), n)
-	if err != nil && ex.status == 0 {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, requestTimeout)
+		defer cancel()
+	}
+	res, err := r.do(ctx, ep.transport)
+	if err == nil {
+		// Answered: net/http is done with the headers. After a failure
+		// its stream may still read them, so the request is not reused.
+		requests.Put(r)
+	} else {
 		ep.up.Store(false)
 		return mailpush.PushResult{Outcome: mailpush.PushRetry}, fmt.Errorf("apns: push to %s: %w", ep.name, redact(err))
 	}
 	ep.up.Store(true)
-	res := mailpush.PushResult{Status: ex.status, RetryAfter: ex.retryAfter}
-	if err == nil {
-		// apns2 decoded the answer; ex has the rest.
-		res.Status, res.Reason = resp.StatusCode, resp.Reason
-	}
 	res.Outcome = classify(res.Status, res.Reason)
-	if res.Status == http.StatusGone {
-		res.InvalidAt = ex.timestamp
+	if res.Status != http.StatusGone {
+		res.InvalidAt = time.Time{}
 	}
 	if res.Reason == reasonExpiredProviderToken && c.token != nil && expireToken(c.token, time.Now()) {
 		c.log.WarnContext(ctx, "apns: provider token refused as expired; signing a new one (is the clock right?)")
@@ -247,41 +254,166 @@ func (c *Client) endpoint(env mailpush.Environment) (*endpoint, error) {
 	return nil, fmt.Errorf("apns: unknown environment %q", env)
 }
 
-// notification turns p into an apns2 notification.
-func (c *Client) notification(p *mailpush.Push, topic string) (*apns2.Notification, error) {
+// request fills a pooled request with p's path, headers and payload.
+func (c *Client) request(ep *endpoint, p *mailpush.Push, topic string) (*request, error) {
 	// Pushes of one event with the same content share one encoding.
 	body, err := p.Shared.Payload("apns", func() ([]byte, error) { return buildPayload(p) })
 	if err != nil {
 		return nil, err
 	}
-	n := &apns2.Notification{
-		DeviceToken: p.Device.Token,
-		Topic:       topic,
-		CollapseID:  collapseID(p.CollapseID),
-		Payload:     body,
-		PushType:    apns2.PushTypeAlert,
-		Priority:    apns2.PriorityHigh,
+	r := requests.Get().(*request)
+	r.url = url.URL{Scheme: ep.scheme, Host: ep.host, Path: ep.prefix + p.Device.Token}
+	r.req.Host = ep.host
+	// The body is the push's own: net/http may still read a body after
+	// the answer came (a server may answer before reading it all).
+	r.req.Body = &payloadBody{b: body}
+	r.req.ContentLength = int64(len(body))
+	h := r.req.Header
+	if c.token != nil {
+		h["authorization"] = c.bearer()
+	} else {
+		delete(h, "authorization")
 	}
+	r.topic[0] = topic
+	h["apns-topic"] = r.topic[:]
 	if isUUID(p.ID) {
 		// APNs refuses anything else with BadMessageId; without one it
 		// makes its own.
-		n.ApnsID = strings.ToLower(p.ID)
+		r.id[0] = strings.ToLower(p.ID)
+		h["apns-id"] = r.id[:]
+	} else {
+		delete(h, "apns-id")
+	}
+	if id := collapseID(p.CollapseID); id != "" {
+		r.collapse[0] = id
+		h["apns-collapse-id"] = r.collapse[:]
+	} else {
+		delete(h, "apns-collapse-id")
 	}
 	created := p.CreatedAt
 	if created.IsZero() {
 		created = time.Now()
 	}
-	n.Expiration = created.Add(expiration)
+	if exp := created.Add(expiration).Unix(); exp != r.expUnix || r.expiration[0] == "" {
+		// The pushes of an event share it: formatted once per run of them.
+		r.expUnix, r.expiration[0] = exp, strconv.FormatInt(exp, 10)
+	}
+	h["apns-expiration"] = r.expiration[:]
 	switch {
 	case p.Kind == mailpush.PushSync:
 		// Background pushes must be priority 5 and carry no alert,
 		// badge or sound.
-		n.PushType, n.Priority = apns2.PushTypeBackground, apns2.PriorityLow
+		h["apns-push-type"], h["apns-priority"] = pushTypeBackground, priorityLow
 	case p.Kind == mailpush.PushBadge && p.Badge < 0:
 		// Nothing for the device to show: let it take its time.
-		n.Priority = apns2.PriorityLow
+		h["apns-push-type"], h["apns-priority"] = pushTypeAlert, priorityLow
+	default:
+		h["apns-push-type"], h["apns-priority"] = pushTypeAlert, priorityHigh
 	}
+	return r, nil
+}
+
+// bearer is the authorization header value of the current provider token,
+// built again only when the token is re-signed.
+func (c *Client) bearer() []string {
+	jwt := c.token.GenerateIfExpired()
+	if b := c.auth.Load(); b != nil && b.jwt == jwt {
+		return b.value
+	}
+	b := &bearer{jwt: jwt, value: []string{"bearer " + jwt}}
+	c.auth.Store(b)
+	return b.value
+}
+
+type bearer struct {
+	jwt   string
+	value []string // shared by every request: never modified
+}
+
+// Header values shared by every request: never modified.
+var (
+	pushTypeAlert      = []string{"alert"}
+	pushTypeBackground = []string{"background"}
+	priorityHigh       = []string{"10"}
+	priorityLow        = []string{"5"}
+	contentType        = []string{"application/json"}
+)
+
+// request is one push's HTTP request, reused from push to push (requests):
+// its header map and value slices are rebuilt in place, so a push allocates
+// little beyond what net/http itself does. A request goes back to the pool
+// only once APNs answered, when net/http has written its headers.
+type request struct {
+	req        http.Request
+	url        url.URL
+	topic      [1]string
+	id         [1]string
+	collapse   [1]string
+	expiration [1]string
+	expUnix    int64
+	errBody    [maxErrorBody]byte
+}
+
+var requests = sync.Pool{New: func() any {
+	r := &request{}
+	r.req = http.Request{Method: http.MethodPost, URL: &r.url, Proto: "HTTP/2.0", ProtoMajor: 2,
+		Header: http.Header{"content-type": contentType}}
+	// A request sent again on a new connection (GOAWAY) reads its body anew.
+	r.req.GetBody = func() (io.ReadCloser, error) {
+		return &payloadBody{b: r.req.Body.(*payloadBody).b}, nil
+	}
+	return r
+}}
+
+// payloadBody is a request body over a payload shared by the pushes of an
+// event: reading it does not consume the payload.
+type payloadBody struct {
+	b   []byte
+	off int
+}
+
+func (p *payloadBody) Read(b []byte) (int, error) {
+	if p.off >= len(p.b) {
+		return 0, io.EOF
+	}
+	n := copy(b, p.b[p.off:])
+	p.off += n
 	return n, nil
+}
+
+func (p *payloadBody) Close() error { return nil }
+
+// do sends the request and reads APNs' answer: its status, reason,
+// Retry-After and (410) the time the token became invalid.
+func (r *request) do(ctx context.Context, rt http.RoundTripper) (mailpush.PushResult, error) {
+	resp, err := rt.RoundTrip(r.req.WithContext(ctx))
+	if err != nil {
+		return mailpush.PushResult{}, err
+	}
+	defer resp.Body.Close()
+	res := mailpush.PushResult{Status: resp.StatusCode}
+	if v := resp.Header["Retry-After"]; len(v) > 0 {
+		res.RetryAfter = retryAfter(v[0], time.Now())
+	}
+	if resp.StatusCode == http.StatusOK {
+		io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody)) // APNs sends none
+		return res, nil
+	}
+	n, err := io.ReadFull(resp.Body, r.errBody[:])
+	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+		return mailpush.PushResult{}, err
+	}
+	var e struct {
+		Reason    string      `json:"reason"`
+		Timestamp json.Number `json:"timestamp"`
+	}
+	if json.Unmarshal(r.errBody[:n], &e) == nil {
+		res.Reason = e.Reason
+		if ms, err := e.Timestamp.Int64(); err == nil && ms > 0 {
+			res.InvalidAt = time.UnixMilli(ms)
+		}
+	}
+	return res, nil
 }
 
 // minTokenAge is the youngest provider token that may be replaced: Apple
@@ -357,48 +489,6 @@ func redact(err error) error {
 		return ue.Err
 	}
 	return err
-}
-
-// exchange is what recorder saw of one push's answer beyond what apns2
-// reports. Push puts one in the request context.
-type exchange struct {
-	status     int
-	retryAfter time.Duration
-	timestamp  time.Time // 410 only, to the millisecond
-}
-
-type exchangeKey struct{}
-
-// recorder fills the request's exchange from the response. For an error
-// answer it reads the small JSON body and hands apns2 a copy.
-type recorder struct{ next http.RoundTripper }
-
-func (rt recorder) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := rt.next.RoundTrip(req)
-	ex, _ := req.Context().Value(exchangeKey{}).(*exchange)
-	if err != nil || ex == nil {
-		return resp, err
-	}
-	ex.status = resp.StatusCode
-	ex.retryAfter = retryAfter(resp.Header.Get("Retry-After"), time.Now())
-	if resp.StatusCode == http.StatusOK {
-		return resp, nil
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	resp.Body.Close()
-	if err != nil {
-		return nil, err
-	}
-	resp.Body = io.NopCloser(bytes.NewReader(body))
-	var e struct {
-		Timestamp json.Number `json:"timestamp"`
-	}
-	if json.Unmarshal(body, &e) == nil {
-		if ms, err := e.Timestamp.Int64(); err == nil && ms > 0 {
-			ex.timestamp = time.UnixMilli(ms)
-		}
-	}
-	return resp, nil
 }
 
 // retryAfter parses a Retry-After value: seconds or an HTTP date.

@@ -4,13 +4,21 @@
 //
 // Choices, briefly:
 //
-//   - github.com/sideshow/apns2 builds the requests (headers from the
-//     notification, the /3/device path), decodes APNs' answers and signs the
-//     provider token. It is small, widely used and does only that, which is
-//     why we take it over hand-rolled protocol code.
+//   - Requests are built here, on the standard library's HTTP/2 transport:
+//     the provider API is one POST per push with a handful of headers, and
+//     the hot path is worth owning. A push reuses a pooled request (header
+//     map and value slices rebuilt in place, shared values such as the
+//     bearer header built once per token), sends the payload that the
+//     pushes of an event share without copying or re-encoding it, and goes
+//     straight to the transport's RoundTrip: no http.Client (whose timeout
+//     on a wrapped transport costs a goroutine and a timer per request),
+//     no JSON decoder for the empty 200 answer. Compared with the
+//     github.com/sideshow/apns2 client used before, a push against the fake
+//     costs 140 instead of 197 allocations, server side included
+//     (BenchmarkPush). From apns2 only the token package remains.
 //   - Token (.p8) authentication by default: one key serves every
 //     app of the team, never expires, and needs no yearly renewal. The
-//     token.Token of apns2 re-signs its JWT when it is 50 minutes old
+//     token.Token of github.com/sideshow/apns2 re-signs its JWT when it is 50 minutes old
 //     (token.TokenTimeout): Apple wants a new token between 20 and 60
 //     minutes, refuses one older than an hour (ExpiredProviderToken) and
 //     answers 429 TooManyProviderTokenUpdates when they change more often.
@@ -27,17 +35,15 @@
 //     a team key (or a multi-topic certificate) share its connections.
 //   - Connection reuse: Apple asks providers to keep connections open and
 //     treats rapid connect/disconnect as an attack. Client holds one
-//     apns2.Client per environment, each on its own long-lived net/http
-//     transport restricted to HTTP/2: pushes are multiplexed as streams on
-//     one pooled connection (a second one opens only when APNs' concurrent
-//     stream limit is reached), health-checked with HTTP/2 pings when idle.
-//     The first push on a cold endpoint (or after a transport failure)
-//     goes alone: net/http would otherwise dial once per waiting request.
-//     We replace apns2's x/net transport with the standard library's so
-//     that RootCAs, timeouts and an HTTPS proxy from the environment apply.
-//   - A thin wrapper around the transport records the Retry-After header
-//     and the millisecond timestamp of 410 answers, which apns2 does not
-//     expose (it rounds the timestamp to seconds).
+//     long-lived net/http transport per environment, restricted to HTTP/2:
+//     pushes are multiplexed as streams on one pooled connection (a second
+//     one opens only when APNs' concurrent stream limit is reached),
+//     health-checked with HTTP/2 pings when idle. The first push on a cold
+//     endpoint (or after a transport failure) goes alone: net/http would
+//     otherwise dial once per waiting request. RootCAs, timeouts and an
+//     HTTPS proxy from the environment apply.
+//   - The answer is read here too: the status, the reason of an error
+//     body, the Retry-After header and the millisecond timestamp of a 410.
 //
 // Privacy: payloads carry the subject and sender only when the pipeline put
 // them in the Push; this package never logs them, nor more than an 8

@@ -53,9 +53,9 @@ type mp struct {
 // buildPayload returns the JSON payload for p, shortening the subject, then
 // the sender, so that it fits in MaxPayload bytes.
 //
-// The payload is encoded with json.Marshal's HTML escaping on purpose: apns2
-// runs the payload through json.Marshal again, which would escape <, > and &
-// and so grow a payload measured without the escaping.
+// The payload is encoded with json.Marshal's HTML escaping (<, > and & as
+// \u003c...): the size measured is the size sent, whichever JSON encoder a
+// later version of the client might run it through.
 func buildPayload(p *mailpush.Push) ([]byte, error) {
 	var badge *int
 	if p.Badge >= 0 { // NoBadge, or any negative value, leaves the badge as it is

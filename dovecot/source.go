@@ -256,14 +256,23 @@ func (s *Source) handle(ctx context.Context, t *tenantSecret, body []byte) (igno
 			ev.Subject, ev.Sender = n.Subject, n.Sender()
 		}
 	}
-	push := true
-	updated, err := s.cfg.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error {
+	record := func(m *mailpush.Mailbox) (news bool) {
 		m.LastEventAt = ev.At
 		// A flag change that leaves the unread count alone (\Flagged,
 		// keywords) is no news for the phone.
-		if push = ev.Kind == mailpush.EventNewMail || ev.Badge != m.Badge; push {
+		if news = ev.Kind == mailpush.EventNewMail || ev.Badge != m.Badge; news {
 			m.Record(ev)
 		}
+		return news
+	}
+	if sink, ok := s.cfg.Sink.(mailpush.MailboxEventSink); ok {
+		// The mailbox update and the event in one write: the
+		// acknowledgement waits for one commit.
+		return "", sink.HandleMailboxEvent(ctx, ev, record)
+	}
+	push := true
+	updated, err := s.cfg.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error {
+		push = record(m)
 		return nil
 	})
 	if err != nil {

@@ -178,6 +178,42 @@ func Build(p *mailpush.Push) ([]byte, error) {
 	}
 }
 
+// messageHead is how every request body starts: the device token follows.
+const messageHead = `{"message":{"token":"`
+
+// requestBody is Build(p), made from the message that the pushes of p's
+// event share (Push.Shared: built once, with an empty token) by splicing
+// p's token in. A token that JSON would escape is built alone.
+func requestBody(p *mailpush.Push) ([]byte, error) {
+	if p.Shared == nil || !plainToken(p.Device.Token) {
+		return Build(p)
+	}
+	shared, err := p.Shared.Payload("fcm", func() ([]byte, error) {
+		q := *p
+		q.Device.Token = ""
+		return Build(&q)
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, len(shared)+len(p.Device.Token))
+	out = append(out, messageHead...)
+	out = append(out, p.Device.Token...)
+	return append(out, shared[len(messageHead):]...), nil
+}
+
+// plainToken reports whether t is written as it is in a JSON string (FCM
+// registration tokens are letters, digits, '-', '_' and ':').
+func plainToken(t string) bool {
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == ':' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
 // truncate cuts s to at most n bytes on a rune boundary and marks the cut.
 func truncate(s string, n int) string {
 	const ellipsis = "…"
@@ -196,7 +232,7 @@ func (c *Client) Push(ctx context.Context, p *mailpush.Push) (mailpush.PushResul
 	if p.Device.Platform != mailpush.PlatformAndroid {
 		return mailpush.PushResult{Outcome: mailpush.PushFailed}, fmt.Errorf("fcm: push for a %q device", p.Device.Platform)
 	}
-	body, err := Build(p)
+	body, err := requestBody(p)
 	if err != nil {
 		return mailpush.PushResult{Outcome: mailpush.PushFailed}, err
 	}

@@ -67,7 +67,9 @@ func (p *Pipeline) dispatch(ctx context.Context, b *batch, jobs chan<- groupJob)
 			defer b.wg.Done()
 			p.sem <- struct{}{}
 			defer func() { <-p.sem }()
-			b.groups[i].settled = p.sendGroup(ctx, b.groups[i].pushes)
+			d := newSendDeadline(ctx, p.cfg.SendTimeout)
+			defer d.close()
+			b.groups[i].settled = p.sendGroup(d, b.groups[i].pushes)
 		}()
 	}
 	return b
@@ -75,9 +77,11 @@ func (p *Pipeline) dispatch(ctx context.Context, b *batch, jobs chan<- groupJob)
 
 // work sends the groups it receives until jobs is closed.
 func (p *Pipeline) work(ctx context.Context, jobs <-chan groupJob) {
+	d := newSendDeadline(ctx, p.cfg.SendTimeout)
+	defer d.close()
 	for j := range jobs {
 		g := &j.b.groups[j.i]
-		g.settled = p.sendGroup(ctx, g.pushes)
+		g.settled = p.sendGroup(d, g.pushes)
 		j.b.wg.Done()
 	}
 }

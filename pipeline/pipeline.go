@@ -304,6 +304,13 @@ func (p *Pipeline) HandleEvent(ctx context.Context, ev mailpush.Event) error {
 	return p.accept(ctx, &mailpush.OutboxEvent{ID: newUUID(), Event: ev, CreatedAt: p.cfg.Clock.Now()})
 }
 
+// HandleMailboxEvent is HandleEvent for a source that moves the event's
+// mailbox with it (mailpush.MailboxEventSink): the mailbox update and the
+// event row are one write, and the event carries the mailbox's new sequence.
+func (p *Pipeline) HandleMailboxEvent(ctx context.Context, ev mailpush.Event, record func(*mailpush.Mailbox) bool) error {
+	return p.accept(ctx, &mailpush.OutboxEvent{ID: newUUID(), Event: ev, CreatedAt: p.cfg.Clock.Now(), Record: record})
+}
+
 // HandleUnresolvedEvent stores an event whose badge and content are not known
 // yet (a source that acknowledges before fetching them from the mail
 // server): the Resolver completes it after the claim, before the fan-out.
@@ -409,7 +416,7 @@ func (ep *eventPushes) done() {
 }
 
 // sendGroup sends one registration's pushes of a batch in outbox order.
-func (p *Pipeline) sendGroup(ctx context.Context, group []*mailpush.QueuedPush) []mailpush.PushSettlement {
+func (p *Pipeline) sendGroup(d *sendDeadline, group []*mailpush.QueuedPush) []mailpush.PushSettlement {
 	out := make([]mailpush.PushSettlement, 0, len(group))
 	var held time.Time // an earlier push waits until then
 	var lastSeq int64  // delivered in this batch
@@ -428,7 +435,7 @@ func (p *Pipeline) sendGroup(ctx context.Context, group []*mailpush.QueuedPush) 
 			q.Push.Badge = mailpush.NoBadge // the message is news; its badge is not
 			q.Push.Shared = nil             // no longer what the event's other pushes carry
 		}
-		s := p.send(ctx, q)
+		s := p.send(d, q)
 		if s.Action == mailpush.SettleRetry {
 			held = s.DueAt
 		}
@@ -440,8 +447,9 @@ func (p *Pipeline) sendGroup(ctx context.Context, group []*mailpush.QueuedPush) 
 	return out
 }
 
-// send delivers one push and says what to do with it.
-func (p *Pipeline) send(ctx context.Context, q *mailpush.QueuedPush) mailpush.PushSettlement {
+// send delivers one push, within SendTimeout, and says what to do with it.
+func (p *Pipeline) send(d *sendDeadline, q *mailpush.QueuedPush) mailpush.PushSettlement {
+	ctx := d.parent
 	push := &q.Push
 	s := mailpush.PushSettlement{OutboxID: q.OutboxID, RegistrationID: push.RegistrationID}
 	now := p.cfg.Clock.Now()
@@ -471,10 +479,9 @@ func (p *Pipeline) send(ctx context.Context, q *mailpush.QueuedPush) mailpush.Pu
 		s.Action, s.Reason = mailpush.SettleDead, "no provider for platform "+string(push.Device.Platform)
 		return s
 	}
-	sctx, cancel := context.WithTimeout(ctx, p.cfg.SendTimeout)
 	start := time.Now()
-	res, err := pusher.Push(sctx, push)
-	cancel()
+	res, err := pusher.Push(d.begin(), push)
+	d.end()
 	p.cfg.Metrics.sent(q, time.Since(start), p.cfg.Clock.Now())
 	reason := res.Reason
 	if reason == "" && res.Status != 0 {

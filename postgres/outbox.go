@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -57,27 +58,77 @@ const qEnqueueEvent = `WITH newer AS (
 	INSERT INTO outbox_events (event_id, tenant_id, mailbox_id, kind, class, badge, seq, content, unresolved, due_at, created_at)
 	SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 WHERE NOT EXISTS (SELECT 1 FROM newer)`
 
-// EnqueueEvents stores events in one transaction (one round trip),
-// coalescing as the Outbox interface says.
+// EnqueueEvents stores events in one transaction (one round trip, plus one
+// per event that moves its mailbox), coalescing as the Outbox interface
+// says. Events with Record lock their mailboxes in mailbox ID order; a
+// deadlock with another transaction's locks (a settlement raising several
+// mailboxes' fanned-out sequences) is tried again.
 func (s *Store) EnqueueEvents(ctx context.Context, events []*mailpush.OutboxEvent) error {
 	if len(events) == 0 {
 		return nil
 	}
-	now := s.now()
-	b := &pgx.Batch{}
+	var recorded []*mailpush.OutboxEvent
 	for _, e := range events {
-		ev := &e.Event
-		content, err := s.codec.SealContent(mailpush.StoredContent{Subject: ev.Subject, Sender: ev.Sender})
-		if err != nil {
-			return fmt.Errorf("postgres: enqueue events: %w", err)
+		if e.Record != nil {
+			recorded = append(recorded, e)
 		}
-		created := mailpush.UnixMilli(e.CreatedAt)
-		if created == 0 {
-			created = now
-		}
-		b.Queue(qEnqueueEvent, e.ID, ev.TenantID, ev.MailboxID, string(ev.Kind), string(e.CoalesceClass()), ev.Badge, ev.Seq, content, e.Unresolved, now, created)
 	}
-	return s.inTx(ctx, "enqueue events", func(tx pgx.Tx) error { return sendBatch(ctx, tx, b) })
+	slices.SortStableFunc(recorded, func(a, b *mailpush.OutboxEvent) int { return strings.Compare(a.Event.MailboxID, b.Event.MailboxID) })
+	for attempt := 1; ; attempt++ {
+		err := s.inTx(ctx, "enqueue events", func(tx pgx.Tx) error {
+			skip := map[*mailpush.OutboxEvent]bool{}
+			for _, e := range recorded {
+				news, err := s.recordEvent(ctx, tx, e)
+				if err != nil {
+					return err
+				}
+				if !news {
+					skip[e] = true
+				}
+			}
+			now := s.now()
+			b := &pgx.Batch{}
+			for _, e := range events {
+				if skip[e] {
+					continue
+				}
+				ev := &e.Event
+				content, err := s.codec.SealContent(mailpush.StoredContent{Subject: ev.Subject, Sender: ev.Sender})
+				if err != nil {
+					return fmt.Errorf("postgres: enqueue events: %w", err)
+				}
+				created := mailpush.UnixMilli(e.CreatedAt)
+				if created == 0 {
+					created = now
+				}
+				b.Queue(qEnqueueEvent, e.ID, ev.TenantID, ev.MailboxID, string(ev.Kind), string(e.CoalesceClass()), ev.Badge, ev.Seq, content, e.Unresolved, now, created)
+			}
+			return sendBatch(ctx, tx, b)
+		})
+		if pgCode(err) != "40P01" || attempt == 3 {
+			return err
+		}
+	}
+}
+
+// recordEvent applies e.Record to its mailbox, locked, in tx
+// (OutboxEvent.Record) and reports whether the event is to be stored.
+func (s *Store) recordEvent(ctx context.Context, tx pgx.Tx, e *mailpush.OutboxEvent) (bool, error) {
+	m, err := mailboxWhere(ctx, tx, "id = $1 FOR UPDATE", e.Event.MailboxID)
+	if mailpush.ErrorCode(err) == mailpush.ENotFound {
+		return false, nil // gone since the source looked it up
+	}
+	if err != nil {
+		return false, err
+	}
+	news := e.Record(m)
+	if err := s.writeMailbox(ctx, tx, m); err != nil {
+		return false, err
+	}
+	if news {
+		e.Event.Seq = m.Seq
+	}
+	return news, nil
 }
 
 // ClaimEvents leases the oldest due events.

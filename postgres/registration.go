@@ -317,13 +317,7 @@ func (s *Store) UpdateMailbox(ctx context.Context, id string, fn func(*mailpush.
 			return fnErr
 		}
 		m.ID = id
-		m.UpdatedAt = s.clock.Now().UTC()
-		_, err = tx.Exec(ctx, `UPDATE mailboxes SET mode = $1, server_url = $2, subscription_id = $3, watermark = $4, badge = $5, seq = $6, status = $7, last_event_at = $8, updated_at = $9 WHERE id = $10`,
-			string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark, m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.UpdatedAt), id)
-		if isUnique(err) {
-			return mailpush.Errorf(mailpush.EConflict, "subscription is already bound to another mailbox")
-		}
-		return err
+		return s.writeMailbox(ctx, tx, m)
 	})
 	if fnErr != nil {
 		return nil, fnErr
@@ -332,6 +326,17 @@ func (s *Store) UpdateMailbox(ctx context.Context, id string, fn func(*mailpush.
 		return nil, passOrWrap("update mailbox", err)
 	}
 	return m, nil
+}
+
+// writeMailbox stores m's changeable fields in tx (its row locked).
+func (s *Store) writeMailbox(ctx context.Context, tx pgx.Tx, m *mailpush.Mailbox) error {
+	m.UpdatedAt = s.clock.Now().UTC()
+	_, err := tx.Exec(ctx, `UPDATE mailboxes SET mode = $1, server_url = $2, subscription_id = $3, watermark = $4, badge = $5, seq = $6, status = $7, last_event_at = $8, updated_at = $9 WHERE id = $10`,
+		string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark, m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.UpdatedAt), m.ID)
+	if isUnique(err) {
+		return mailpush.Errorf(mailpush.EConflict, "subscription is already bound to another mailbox")
+	}
+	return err
 }
 
 // StaleMailboxes lists live mailboxes of source silent since before.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mailpush/mailpush"
@@ -37,14 +39,16 @@ const (
 	qEnqueueState = `INSERT INTO outbox (push_id, tenant_id, registration_id, mailbox_id, kind, badge, seq, collapse_id, content, attempts, due_at, last_error, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	qDeadInsert   = `INSERT INTO outbox_dead (push_id, tenant_id, registration_id, mailbox_id, kind, seq, attempts, reason, created_at, dead_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	// qRecipients reads the devices of a batch's mailboxes in one query;
-	// "held" is whether the registration has device pushes queued.
+	// "held" is whether the registration has device pushes queued. No
+	// ORDER BY: SQLite would copy every row, sealed token included, into a
+	// temporary b-tree to sort it (40 % of the query); Recipients sorts
+	// the rows' pointers by mailbox instead.
 	qRecipients = `SELECT r.id, r.tenant_id, r.mailbox_id, r.platform, r.environment, r.token_sealed, r.content_key, r.content, max(r.last_seq, m.fanned_seq), r.updated_at,
 		CASE r.status WHEN 'active' THEN 0 ELSE r.left_active_at END,
 		EXISTS (SELECT 1 FROM outbox o WHERE o.registration_id = r.id)
 		FROM registrations r JOIN mailboxes m ON m.id = r.mailbox_id
 		WHERE r.mailbox_id IN (SELECT value FROM json_each(?))
-		AND (r.status = 'active' OR r.status = 'pending' AND r.left_active_at >= ?)
-		ORDER BY r.mailbox_id, r.created_at, r.id`
+		AND (r.status = 'active' OR r.status = 'pending' AND r.left_active_at >= ?)`
 )
 
 var eventStatements = []string{qEventNewer, qEventCoalesce, qEventInsert, qEventClaim, qEventLease, qEventDelete, qEventFanned, qEnqueueState, qDeadInsert}
@@ -80,6 +84,15 @@ func (s *Store) enqueueEventsTx(ctx context.Context, tx *sql.Tx, events []*mailp
 	}
 	for _, e := range events {
 		ev := &e.Event
+		if e.Record != nil {
+			news, err := s.recordEvent(ctx, tx, e)
+			if err != nil {
+				return err
+			}
+			if !news {
+				continue
+			}
+		}
 		class := e.CoalesceClass()
 		if class != "" {
 			var n int
@@ -110,6 +123,26 @@ func (s *Store) enqueueEventsTx(ctx context.Context, tx *sql.Tx, events []*mailp
 		}
 	}
 	return nil
+}
+
+// recordEvent applies e.Record to its mailbox in tx (OutboxEvent.Record)
+// and reports whether the event is to be stored.
+func (s *Store) recordEvent(ctx context.Context, tx *sql.Tx, e *mailpush.OutboxEvent) (bool, error) {
+	m, err := mailboxWhere(ctx, txQuerier{s, tx}, "id = ?", e.Event.MailboxID)
+	if mailpush.ErrorCode(err) == mailpush.ENotFound {
+		return false, nil // gone since the source looked it up
+	}
+	if err != nil {
+		return false, err
+	}
+	news := e.Record(m)
+	if err := s.writeMailbox(ctx, tx, m); err != nil {
+		return false, err
+	}
+	if news {
+		e.Event.Seq = m.Seq
+	}
+	return news, nil
 }
 
 // ClaimEvents leases the oldest due events.
@@ -313,5 +346,12 @@ func (s *Store) Recipients(ctx context.Context, mailboxIDs []string, since time.
 	if err := rows.Err(); err != nil {
 		return nil, dbError("recipients", err)
 	}
+	// Grouped by mailbox, in a stable order.
+	slices.SortFunc(out, func(a, b *mailpush.Recipient) int {
+		if c := strings.Compare(a.MailboxID, b.MailboxID); c != 0 {
+			return c
+		}
+		return strings.Compare(a.RegistrationID, b.RegistrationID)
+	})
 	return out, nil
 }

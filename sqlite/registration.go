@@ -20,7 +20,8 @@ const qActiveRegistrations = `SELECT ` + registrationCols + ` FROM registrations
 
 const (
 	qRegistrationByToken = `SELECT ` + registrationCols + ` FROM registrations WHERE mailbox_id = ? AND token_hash = ? AND status IN (?, ?)`
-	qMailboxAudience     = `SELECT count(*), coalesce(max(content IN (?4, ?5)), 0) FROM registrations WHERE mailbox_id = ?1 AND status IN (?2, ?3)`
+	// Counts kept by triggers (migration 0022): no registration is read.
+	qMailboxAudience = `SELECT live_registrations, content_registrations > 0 FROM mailboxes WHERE id = ?`
 )
 
 type scanner interface{ Scan(dest ...any) error }
@@ -326,8 +327,7 @@ func (s *Store) RegistrationByToken(ctx context.Context, mailboxID, token string
 // whether one may show content, in one indexed read.
 func (s *Store) MailboxAudience(ctx context.Context, mailboxID string) (mailpush.Audience, error) {
 	var a mailpush.Audience
-	rows, err := s.read(ctx, qMailboxAudience, mailboxID, string(mailpush.StatusActive), string(mailpush.StatusPending),
-		string(mailpush.ContentSubject), string(mailpush.ContentSubjectSender))
+	rows, err := s.read(ctx, qMailboxAudience, mailboxID)
 	if err != nil {
 		return a, dbError("mailbox audience", err)
 	}
@@ -423,14 +423,8 @@ func (s *Store) UpdateMailbox(ctx context.Context, id string, fn func(*mailpush.
 			return err
 		}
 		m.ID = id
-		m.UpdatedAt = s.clock.Now().UTC()
-		err = s.exec(ctx, tx, qUpdateMailbox,
-			string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark, m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.UpdatedAt), id)
-		if err != nil {
-			if isUnique(err) {
-				return mailpush.Errorf(mailpush.EConflict, "subscription is already bound to another mailbox")
-			}
-			return dbError("update mailbox", err)
+		if err := s.writeMailbox(ctx, tx, m); err != nil {
+			return err
 		}
 		out = m
 		return nil
@@ -439,6 +433,20 @@ func (s *Store) UpdateMailbox(ctx context.Context, id string, fn func(*mailpush.
 		return nil, err
 	}
 	return out, nil
+}
+
+// writeMailbox stores m's changeable fields in tx.
+func (s *Store) writeMailbox(ctx context.Context, tx *sql.Tx, m *mailpush.Mailbox) error {
+	m.UpdatedAt = s.clock.Now().UTC()
+	err := s.exec(ctx, tx, qUpdateMailbox,
+		string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark, m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.UpdatedAt), m.ID)
+	if err != nil {
+		if isUnique(err) {
+			return mailpush.Errorf(mailpush.EConflict, "subscription is already bound to another mailbox")
+		}
+		return dbError("update mailbox", err)
+	}
+	return nil
 }
 
 // StaleMailboxes lists live mailboxes of source silent since before.

@@ -60,6 +60,25 @@ func testMailboxAudience(t *testing.T, s mailpush.Store, e *env) {
 	if a, err := s.MailboxAudience(ctx, regs[0].MailboxID); err != nil || a.Registrations != 2 || !a.WantsContent {
 		t.Errorf("MailboxAudience = %+v, %v; want 2 registrations (active and pending), content wanted", a, err)
 	}
+	// Deleting the one that may show content, then setting another one's
+	// content back and forth.
+	if err := s.DeleteRegistration(ctx, regs[0].TenantID, regs[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := s.MailboxAudience(ctx, regs[2].MailboxID); err != nil || a.Registrations != 1 || a.WantsContent {
+		t.Errorf("after a delete: MailboxAudience = %+v, %v; want 1 registration, no content", a, err)
+	}
+	for _, c := range []mailpush.ContentMode{mailpush.ContentSubjectSender, mailpush.ContentBadge} {
+		if _, err := s.UpdateRegistration(ctx, regs[2].TenantID, regs[2].ID, func(r *mailpush.Registration) error {
+			r.Content = c
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if a, err := s.MailboxAudience(ctx, regs[2].MailboxID); err != nil || a.Registrations != 1 || a.WantsContent != (c != mailpush.ContentBadge) {
+			t.Errorf("content %s: MailboxAudience = %+v, %v", c, a, err)
+		}
+	}
 	if a, err := s.MailboxAudience(ctx, "no-such-mailbox"); err != nil || a.Registrations != 0 {
 		t.Errorf("MailboxAudience of nothing = %+v, %v", a, err)
 	}

@@ -101,6 +101,56 @@ func testOutboxEventsCoalesce(t *testing.T, s mailpush.Store, e *env) {
 	}
 }
 
+// testOutboxEventsRecord: an event with Record moves its mailbox in the
+// write that stores it, and carries the mailbox's new sequence; one that is
+// no news moves the mailbox and is not stored; an event of a mailbox that is
+// gone stores nothing and fails nothing else of its batch.
+func testOutboxEventsRecord(t *testing.T, s mailpush.Store, e *env) {
+	ctx := context.Background()
+	reg := outboxFixture(t, s, e, 1)[0]
+	at := e.clock.Now().Add(-time.Minute).Truncate(time.Millisecond)
+	record := func(badge int) func(*mailpush.Mailbox) bool {
+		return func(m *mailpush.Mailbox) bool {
+			m.LastEventAt = at
+			if badge == m.Badge {
+				return false
+			}
+			m.Record(mailpush.Event{Badge: badge})
+			return true
+		}
+	}
+	mb, err := s.Mailbox(ctx, reg.MailboxID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq0 := mb.Seq
+	first, same, second := eventFor(reg, mailpush.EventChanged, 5, 0), eventFor(reg, mailpush.EventChanged, 5, 0), eventFor(reg, mailpush.EventChanged, 6, 0)
+	first.ID, same.ID, second.ID = "00000000-0000-4000-8000-0000000000a1", "00000000-0000-4000-8000-0000000000a2", "00000000-0000-4000-8000-0000000000a3"
+	first.Record, same.Record, second.Record = record(5), record(5), record(6)
+	gone := eventFor(reg, mailpush.EventChanged, 7, 0)
+	gone.ID, gone.Event.MailboxID, gone.Record = "00000000-0000-4000-8000-0000000000a4", "no-such-mailbox", record(7)
+	enqueueEvents(t, s, first, same, gone, second)
+	if first.Event.Seq != seq0+1 || second.Event.Seq != seq0+2 {
+		t.Errorf("sequences given: %d and %d, want %d and %d", first.Event.Seq, second.Event.Seq, seq0+1, seq0+2)
+	}
+	mb, err = s.Mailbox(ctx, reg.MailboxID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mb.Seq != seq0+2 || mb.Badge != 6 || !mb.LastEventAt.Equal(at) {
+		t.Errorf("mailbox after the events: seq %d badge %d last event %v; want %d, 6, %v", mb.Seq, mb.Badge, mb.LastEventAt, seq0+2, at)
+	}
+	got := claimEvents(t, s, e, 10)
+	var ids []string
+	for _, ev := range got {
+		ids = append(ids, fmt.Sprintf("%s/%d/%d", ev.ID[len(ev.ID)-2:], ev.Event.Seq, ev.Event.Badge))
+	}
+	want := fmt.Sprintf("[a3/%d/6]", seq0+2) // badge 5 coalesced into 6; the repeat and the gone mailbox's not stored
+	if fmt.Sprint(ids) != want {
+		t.Errorf("stored events %v, want %s", ids, want)
+	}
+}
+
 // testOutboxEventsMailboxOrder: an event is not claimed while an older event
 // of its mailbox is leased; other mailboxes' events are.
 func testOutboxEventsMailboxOrder(t *testing.T, s mailpush.Store, e *env) {

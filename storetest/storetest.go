@@ -80,6 +80,7 @@ func Run(t *testing.T, open Factory) {
 		{"OutboxEventsClaimAndLease", testOutboxEventsClaimAndLease},
 		{"OutboxEventsCoalesce", testOutboxEventsCoalesce},
 		{"OutboxEventsMailboxOrder", testOutboxEventsMailboxOrder},
+		{"OutboxEventsRecord", testOutboxEventsRecord},
 		{"OutboxRecipients", testOutboxRecipients},
 		{"OutboxSettleEvents", testOutboxSettleEvents},
 	}

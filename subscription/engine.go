@@ -13,6 +13,12 @@
 // within the per-host and per-account limits (Acquire) and after any pause a
 // host asked for (Busy).
 //
+// With several nodes on one database the claim is a lease: a row-locked
+// compare-and-set of the mailbox's LastEventAt, which only one node's claim
+// wins, and which holds for DueAfter (the mailbox is not due again before).
+// No node owns a subscription; a node that dies mid-heal leaves its claims
+// to run out, and any survivor's next sweep takes them (docs/cluster.md).
+//
 // Everything is driven by the injected mailpush.Clock, timers included, so a
 // test with a clocktest.Clock decides when time passes.
 package subscription

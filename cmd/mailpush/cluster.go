@@ -29,6 +29,12 @@ import (
 //     lock): its book of hosts is per node, and its heals are claimed
 //     against the store's LastEventAt, so a host that other nodes still hear
 //     is never healed.
+//   - Graph's "a subscription is being created" state is in the mailbox
+//     row (graph: creatingWatermark), since Graph's validation and first
+//     notification reach whichever node the balancer picks.
+//   - /readyz (Main.ready) fails with the reason while the database does not
+//     answer, this node's broadcast or leadership connection is lost
+//     (postgres: LinksReady) or its heartbeat fails.
 //   - Per node by design: the sealed-credential cache (a node that lacks a
 //     mailbox's credentials asks its devices to check in, as after a
 //     restart), the per-mailbox fetch limiter (the bound is per node), the

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mailpush/mailpush"
+	"github.com/mailpush/mailpush/api"
 	"github.com/mailpush/mailpush/graph"
 )
 
@@ -130,27 +131,7 @@ func runTenantMigrate(ctx context.Context, args []string, stdout, stderr io.Writ
 	return nil
 }
 
-// migrationAnswer is the API's migration (api/migrate.go).
-type migrationAnswer struct {
-	Tenant             string `json:"tenant"`
-	DryRun             bool   `json:"dryRun"`
-	State              string `json:"state"`
-	Error              string `json:"error"`
-	Mailboxes          int    `json:"mailboxes"`
-	Registrations      int    `json:"registrations"`
-	Migrated           int    `json:"migrated"`
-	MovedRegistrations int    `json:"movedRegistrations"`
-	GraphReads         int    `json:"graphReads"`
-	GraphWrites        int    `json:"graphWrites"`
-	Stayed             []struct {
-		Mailbox   string `json:"mailbox"`
-		AddressID string `json:"addressId"`
-		Reason    string `json:"reason"`
-		Detail    string `json:"detail"`
-	} `json:"stayed"`
-}
-
-func printMigration(w io.Writer, r *migrationAnswer) {
+func printMigration(w io.Writer, r *api.Migration) {
 	verb, moved := "migrated", "moved"
 	if r.DryRun {
 		fmt.Fprintf(w, "dry run: nothing was changed; Graph was only read (%d user lookups, %d subscription writes)\n", r.GraphReads, r.GraphWrites)
@@ -177,7 +158,7 @@ type migrateClient struct {
 	http        *http.Client
 }
 
-func (c *migrateClient) do(ctx context.Context, method, path string, body any) (*migrationAnswer, error) {
+func (c *migrateClient) do(ctx context.Context, method, path string, body any) (*api.Migration, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -215,7 +196,7 @@ func (c *migrateClient) do(ctx context.Context, method, path string, body any) (
 		}
 		return nil, fmt.Errorf("the server refused: HTTP %d", res.StatusCode)
 	}
-	var out migrationAnswer
+	var out api.Migration
 	if err := json.Unmarshal(data, &out); err != nil {
 		return nil, errors.New("the server's answer is not a migration")
 	}
