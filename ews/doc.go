@@ -43,13 +43,24 @@
 //     in MessageXml as t:Value Name="BackOffMilliseconds". Wrong credentials give
 //     HTTP 401 with no SOAP body.
 //
-// Authentication (auth.go): OAuth bearer tokens (refreshed, oauth.go), Basic, NTLM (through
+// Authentication (auth.go): OAuth bearer tokens (refreshed, oauth.go), client
+// certificates (identity.go), Basic, NTLM (through
 // github.com/Azure/go-ntlmssp, switched on per host when Exchange offers it,
 // with one connection pool per identity because IIS binds NTLM to the
 // connection), and a tenant's service account impersonating the mailbox
 // (ExchangeImpersonation + X-AnchorMailbox; mode "service"). Each mailbox's
 // X-BackEndOverrideCookie is kept in memory so that its requests stay on one
 // mailbox server.
+//
+// Certificate-based authentication (identity.go): a sealed client identity
+// (PKCS#12 and password, or PEM key and chain), opened and checked in
+// memory by OpenIdentity, is the TLS client certificate of the mailbox's
+// requests, over a connection pool and TLS session cache of its own. It is
+// too big for a callback URL (docs/SECURITY.md measures it): the URL
+// carries its leaf's fingerprint, the identity stays in the credential
+// cache, and a notification whose identity is gone (a restart, an
+// eviction), expired or refused by Exchange (revoked) asks the devices to
+// check in.
 //
 // OAuth that outlives its first hour (oauth.go): sealed credentials with a
 // refresh token, its token endpoint and client ID. The endpoint must lie

@@ -267,9 +267,10 @@ func clientAuthEKU(c *x509.Certificate) bool {
 // identityOpeners bounds the client identities a Source opens at once. A
 // PKCS#12's key derivation costs what its maker chose: up to
 // mailpush.MaxPKCS12Iterations for each of its MAC, key and certificates
-// (the counts inside encrypted parts show only once decrypted), about a
-// second of CPU, and the app token that registers is public.
-const identityOpeners = 2
+// (the counts inside encrypted parts show only once decrypted), seconds of
+// CPU (docs/PERFORMANCE.md), and the app token that registers is public:
+// one core at most goes to it.
+const identityOpeners = 1
 
 // openIdentity is OpenIdentity at most identityOpeners at a time; the
 // others wait while ctx allows.

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -370,5 +371,69 @@ func FuzzOpenIdentity(f *testing.F) {
 		if len(password) >= 8 && strings.Contains(mailpush.ErrorMessage(err), password) {
 			t.Fatalf("the message holds the password: %v", err)
 		}
+	})
+}
+
+// BenchmarkOpenIdentity: what opening a client identity costs, by form.
+// The PKCS#12 cost is the key derivation its maker chose: go-pkcs12's
+// Modern (as OpenSSL 3) uses 2,048 iterations; the cap is 600,000.
+func BenchmarkOpenIdentity(b *testing.B) {
+	ca, err := ewsfake.NewCA("bench CA", time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := issue(b, ca, ewsfake.ClientCertOptions{UPN: "alice@example.com"})
+	maxIter, err := pkcs12.Modern.WithIterations(mailpush.MaxPKCS12Iterations).Encode(c.Key, c.Certificate, []*x509.Certificate{ca.Certificate}, p12Password)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for name, creds := range map[string]mailpush.Credentials{
+		"pem":                   pemCreds(c),
+		"pkcs12-2048-iter":      {PKCS12: p12(b, c), PKCS12Password: p12Password},
+		"pkcs12-600000-iter":    {PKCS12: b64(maxIter), PKCS12Password: p12Password},
+		"pkcs12-wrong-password": {PKCS12: p12(b, c), PKCS12Password: "wrong"},
+	} {
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				ews.OpenIdentity(creds, time.Now())
+			}
+		})
+	}
+}
+
+// BenchmarkGetInboxUnreadAuth: one GetFolder against the fake Exchange
+// over loopback TLS, signed in with a password (Basic) or a client
+// certificate (on the identity's kept-alive connection), and the first
+// request of an identity (a new pool: a full TLS handshake with the client
+// certificate).
+func BenchmarkGetInboxUnreadAuth(b *testing.B) {
+	fake := ewsfake.New(ewsfake.Options{})
+	defer fake.Close()
+	fake.AddUser("alice@example.com", `EXAMPLE\alice`, "alice's password")
+	cert, err := fake.IssueClientCert("alice@example.com", ewsfake.ClientCertOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	id, err := ews.OpenIdentity(pemCreds(cert), time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	basic := ews.Endpoint{URL: fake.URL(), Credentials: mailpush.Credentials{Username: `EXAMPLE\alice`, Password: "alice's password"}}
+	withCert := ews.Endpoint{URL: fake.URL(), Identity: id}
+	run := func(b *testing.B, c func() *ews.Client, ep ews.Endpoint) {
+		for b.Loop() {
+			if _, err := c().GetInboxUnread(ctx, ep); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	shared := &ews.Client{HTTP: fake.HTTPClient()}
+	b.Run("basic", func(b *testing.B) { run(b, func() *ews.Client { return shared }, basic) })
+	b.Run("certificate", func(b *testing.B) { run(b, func() *ews.Client { return shared }, withCert) })
+	b.Run("certificate-first-request", func(b *testing.B) {
+		run(b, func() *ews.Client {
+			return &ews.Client{HTTP: &http.Client{Transport: fake.HTTPClient().Transport.(*http.Transport).Clone()}}
+		}, withCert)
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -55,6 +56,7 @@ const (
 )
 
 type migrationJob struct {
+	dryRun bool
 	mu     sync.Mutex
 	report mailpush.MigrationReport
 	done   chan struct{}
@@ -100,7 +102,7 @@ func (s *Source) StartMigration(ctx context.Context, t *mailpush.Tenant, to mail
 			return r, nil
 		}
 	}
-	j := &migrationJob{done: make(chan struct{}), report: mailpush.MigrationReport{
+	j := &migrationJob{dryRun: dryRun, done: make(chan struct{}), report: mailpush.MigrationReport{
 		Tenant: t.Name, To: mailpush.SourceGraph, DryRun: dryRun, State: mailpush.MigrationRunning, StartedAt: s.Clock.Now().UTC()}}
 	st.migrations[t.ID] = j
 	r := j.snapshot()
@@ -242,11 +244,10 @@ func (s *Source) migrateMailbox(ctx context.Context, ta *tenantApp, t *mailpush.
 		stay(mailpush.StayNotInTarget, err.Error())
 		return
 	case err != nil:
-		stay(mailpush.StayFailed, "user lookup: "+err.Error())
+		stay(mailpush.StayFailed, lookupFailure(err))
 		return
 	}
-	dry := j.snapshot().DryRun
-	if dry {
+	if j.dryRun {
 		aud, err := s.Store.MailboxAudience(ctx, e.ID)
 		if err != nil {
 			stay(mailpush.StayFailed, mailpush.ErrorMessage(err))
@@ -310,4 +311,18 @@ func (s *Source) abandon(ctx context.Context, mailboxID string) {
 		}
 		return nil
 	})
+}
+
+// lookupFailure says why a user lookup failed without Graph's message or
+// the request's URL: both may name the address, and this goes to the log
+// and the report.
+func lookupFailure(err error) string {
+	var ge *Error
+	switch {
+	case errors.As(err, &ge):
+		return fmt.Sprintf("user lookup: Graph answered HTTP %d %s", ge.Status, ge.Code)
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		return "user lookup: stopped (the server is shutting down or Graph did not answer in time)"
+	}
+	return "user lookup: Graph could not be reached"
 }

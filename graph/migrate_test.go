@@ -3,12 +3,15 @@ package graph_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mailpush/mailpush"
+	"github.com/mailpush/mailpush/clocktest"
 	"github.com/mailpush/mailpush/fake/graphfake"
+	"github.com/mailpush/mailpush/subscription"
 )
 
 // addressBook plays the EWS source's memory of addresses.
@@ -182,5 +185,55 @@ func TestMigrationRefusals(t *testing.T) {
 	r, err := f.src.Migration(ctx, f.tenant, mailpush.SourceGraph, 20*time.Second)
 	if err != nil || r.State != mailpush.MigrationDone || r.Migrated != 1 || r.GraphReads != 1 || fmt.Sprint(stayReasons(r)) != fmt.Sprint(map[string]string{bad.ID: mailpush.StayFailed}) {
 		t.Errorf("dry run = %+v, %v; want the mismatched address to stay, unread", r, err)
+	}
+	// A lookup that fails is reported by status and code only: Graph's
+	// message and the request URL may name the address.
+	f.fake.FailNext("user", 500, 0)
+	r = f.runMigration(t, true)
+	if got := stayReasons(r); got[good.ID] != mailpush.StayFailed || !strings.Contains(fmt.Sprint(r.Stayed), "user lookup: Graph answered HTTP 500") || strings.Contains(fmt.Sprint(r.Stayed), "@") {
+		t.Errorf("failed lookup: %+v", r.Stayed)
+	}
+}
+
+// TestMigrationIsPacedByTheEngine: the cut-over's subscription creations
+// take the Graph engine's start slots (Rate per second, on its clock), the
+// ones renewals take: three mailboxes at Rate 1 are created one per
+// second of the engine's clock, never in a burst.
+func TestMigrationIsPacedByTheEngine(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	clk := clocktest.New(time.Now())
+	f.src.Engine = &subscription.Engine{Store: f.store, Source: mailpush.SourceGraph, Healer: f.src, Logger: slog.New(slog.DiscardHandler),
+		Clock: clk, DueAfter: f.src.RenewAfter(), Rate: 1, MaxPerAccount: 4}
+	book := addressBook{}
+	for i, a := range []string{"p1@contoso.example", "p2@contoso.example", "p3@contoso.example"} {
+		f.fake.AddUser(a)
+		mb, _ := f.ewsMailbox(t, a, mailpush.ModeSealed, 10+i)
+		book[mb.ID] = a
+	}
+	f.src.Addresses = book
+	if _, err := f.src.StartMigration(ctx, f.tenant, mailpush.SourceGraph, false); err != nil {
+		t.Fatal(err)
+	}
+	for want := 1; want <= 3; want++ {
+		if err := f.fake.WaitFor(ctx, func(s *graphfake.Server) bool { return len(s.Subscriptions()) >= want }); err != nil {
+			t.Fatalf("creation %d: %v", want, err)
+		}
+		if want == 3 {
+			break
+		}
+		// The others wait for their slots on the engine's clock.
+		if err := clk.WaitPending(ctx, 3-want); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(f.fake.Subscriptions()); n != want {
+			t.Fatalf("%d subscriptions before the clock moved, want %d", n, want)
+		}
+		clk.Advance(1250 * time.Millisecond) // the longest spacing at Rate 1
+	}
+	r, err := f.src.Migration(ctx, f.tenant, mailpush.SourceGraph, 20*time.Second)
+	if err != nil || r.Migrated != 3 || r.GraphWrites != 3 {
+		t.Fatalf("migration = %+v, %v", r, err)
 	}
 }
