@@ -44,6 +44,10 @@ type AdminReader interface {
 	// tenant) by source and status; Overdue counts those whose last event
 	// is before overdueBefore.
 	SubscriptionHealth(ctx context.Context, tenantID string, overdueBefore time.Time) ([]SourceHealth, error)
+	// DueSubscriptions counts, for each time in before, the live (active
+	// or pending) mailboxes of tenantID ("" for every tenant) and source
+	// whose last event is before it: the renewals that fall due by then.
+	DueSubscriptions(ctx context.Context, tenantID string, source Source, before []time.Time) ([]int, error)
 	// GateDevices lists up to limit of a tenant's gate devices, most
 	// recently changed first.
 	GateDevices(ctx context.Context, tenantID string, limit int) ([]*GateDevice, error)

@@ -72,14 +72,26 @@ func (c StoreCodec) OpenContent(sealed []byte) (StoredContent, string) {
 	return sc, ""
 }
 
-// NewID returns a random 128-bit ID as 26 lower-case base32 characters: the
-// form of every stored object's ID (tenants, tokens, mailboxes,
-// registrations), whichever store made it.
+// NewID returns a 128-bit ID as 26 lower-case base32 characters (the
+// extended-hex alphabet, so that IDs sort as their bytes do): the form of
+// every stored object's ID (tenants, tokens, mailboxes, registrations),
+// whichever store made it. The first 48 bits are the Unix milliseconds of
+// its making, the other 80 random: IDs made together sort together, so the
+// primary-key index of a table receives a burst of new rows on the same few
+// pages instead of on a random page each (a random ID made every
+// registration dirty index pages of its own, written to the WAL at each
+// commit). An ID says when it was made, nothing else.
 func NewID() string {
-	b := make([]byte, 16)
-	rand.Read(b)
-	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b))
+	var b [16]byte
+	ms := uint64(time.Now().UnixMilli())
+	for i := range 6 {
+		b[i] = byte(ms >> (40 - 8*i))
+	}
+	rand.Read(b[6:])
+	return strings.ToLower(idEncoding.EncodeToString(b[:]))
 }
+
+var idEncoding = base32.HexEncoding.WithPadding(base32.NoPadding)
 
 // UnixMilli is how the stores keep a time: Unix milliseconds, 0 for the
 // zero time (so both stores round alike and the conformance suite holds).

@@ -41,3 +41,28 @@ type SubscriptionEngine interface {
 	// with its own heals (a migration's subscription writes take them too).
 	Pace(ctx context.Context) error
 }
+
+// String names an outcome for people (the admin console).
+func (o HealOutcome) String() string {
+	switch o {
+	case HealResubscribed:
+		return "resubscribed (renewed or made again)"
+	case HealAsked:
+		return "devices asked to check in"
+	case HealFailed:
+		return "failed: tried again when due"
+	}
+	return "nothing needed"
+}
+
+// HealRecord is one heal of the subscription engine, running or ended, as
+// the admin console lists it: the mailbox by ID (never its address), why it
+// was healed and how it ended.
+type HealRecord struct {
+	MailboxID string
+	TenantID  string
+	Reason    string
+	Started   time.Time
+	Ended     time.Time // zero while running
+	Outcome   HealOutcome
+}

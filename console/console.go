@@ -49,6 +49,7 @@ type Store interface {
 	mailpush.AdminReader
 	mailpush.AuditLog
 	mailpush.ConsoleSessionStore
+	CountRegistrations(ctx context.Context, tenantID string) (int, error)
 	Tenants(ctx context.Context) ([]*mailpush.Tenant, error)
 	UpdateTenant(ctx context.Context, t *mailpush.Tenant) error
 	Tokens(ctx context.Context, tenantID string) ([]*mailpush.Token, error)
@@ -72,6 +73,16 @@ type GateInfo struct {
 	Recent *DecisionLog
 }
 
+// EngineState is what the subscriptions page shows of one source's
+// subscription engine (package subscription).
+type EngineState struct {
+	// DueAfter: a subscription silent this long is renewed or healed.
+	DueAfter time.Duration
+	// Healing returns the heals running on this node and the last ones
+	// that ended.
+	Healing func() (running, ended []mailpush.HealRecord)
+}
+
 // Config holds the console's dependencies.
 type Config struct {
 	Store  Store
@@ -80,6 +91,12 @@ type Config struct {
 	Registry mailpush.GateRegistry
 	// Gate describes the running gate; nil when the gate is off.
 	Gate *GateInfo
+	// Quotas returns the registration limits of a tenant (per tenant and
+	// per mailbox); nil: not shown.
+	Quotas func(t *mailpush.Tenant) (perTenant, perMailbox int)
+	// Engines are the subscription engines by source, for renewals due
+	// and heals in progress on the subscriptions page.
+	Engines map[mailpush.Source]EngineState
 	// Metrics is read for the deliveries page (nil: no figures).
 	Metrics prometheus.Gatherer
 	// OIDC enables OpenID Connect sign-in; nil leaves token sign-in only.

@@ -219,6 +219,14 @@ type tenantRow struct {
 	Tenant *mailpush.Tenant
 	Tokens map[mailpush.Scope][]*mailpush.Token
 	Hosts  string
+	Quota  *quotaView
+}
+
+// quotaView is a tenant's registration quota: the limits and what is used.
+type quotaView struct {
+	Registrations, PerTenant, PerMailbox int
+	Percent                              int // of PerTenant used
+	High                                 int // 90% of PerTenant: the meter warns above it
 }
 
 func (c *Console) tenantsPage(w http.ResponseWriter, r *http.Request, sess *session) {
@@ -235,6 +243,19 @@ func (c *Console) tenantsPage(w http.ResponseWriter, r *http.Request, sess *sess
 			return
 		}
 		row := tenantRow{Tenant: t, Tokens: map[mailpush.Scope][]*mailpush.Token{}, Hosts: strings.Join(t.AllowedHosts, "\n")}
+		if c.cfg.Quotas != nil {
+			n, err := c.cfg.Store.CountRegistrations(r.Context(), t.ID)
+			if err != nil {
+				c.fail(w, r, http.StatusInternalServerError, "store", mailpush.ErrorMessage(err))
+				return
+			}
+			q := &quotaView{Registrations: n}
+			q.PerTenant, q.PerMailbox = c.cfg.Quotas(t)
+			if q.PerTenant > 0 {
+				q.Percent, q.High = min(100, n*100/q.PerTenant), q.PerTenant*9/10
+			}
+			row.Quota = q
+		}
 		for _, tok := range toks {
 			row.Tokens[tok.Scope] = append(row.Tokens[tok.Scope], tok)
 		}
@@ -343,20 +364,76 @@ func (c *Console) registrationsPage(w http.ResponseWriter, r *http.Request, sess
 
 type healthData struct {
 	OverdueAfter time.Duration
-	Rows         []mailpush.SourceHealth
+	Sources      []sourceHealth
 }
+
+// sourceHealth is one source's part of the subscriptions page.
+type sourceHealth struct {
+	Source mailpush.Source
+	Rows   []mailpush.SourceHealth
+	// Engine is false for a source without subscriptions to renew
+	// (Dovecot pushes on its own) or whose engine is off.
+	Engine   bool
+	DueAfter time.Duration
+	Due      []dueWindow
+	Running  []mailpush.HealRecord
+	Ended    []mailpush.HealRecord
+}
+
+type dueWindow struct {
+	Label string
+	Count int
+}
+
+// dueWindows are the upcoming windows the page counts renewals in.
+var dueWindows = []struct {
+	label string
+	d     time.Duration
+}{{"due now", 0}, {"within the next hour", time.Hour}, {"within the next day", 24 * time.Hour}}
 
 // overdueAfter is when a subscription that sent nothing counts as overdue:
 // twice Exchange's default status frequency (5 minutes).
 const overdueAfter = 10 * time.Minute
 
 func (c *Console) subscriptionsPage(w http.ResponseWriter, r *http.Request, sess *session) {
-	rows, err := c.cfg.Store.SubscriptionHealth(r.Context(), sess.tenantID, c.cfg.Clock.Now().Add(-overdueAfter))
+	ctx := r.Context()
+	now := c.cfg.Clock.Now()
+	rows, err := c.cfg.Store.SubscriptionHealth(ctx, sess.tenantID, now.Add(-overdueAfter))
 	if err != nil {
 		c.fail(w, r, http.StatusInternalServerError, "store", mailpush.ErrorMessage(err))
 		return
 	}
-	c.render(w, http.StatusOK, "subscriptions", page{Title: "Subscriptions", Nav: "subscriptions", Session: sess, Data: healthData{overdueAfter, rows}})
+	d := healthData{OverdueAfter: overdueAfter}
+	others := func(h mailpush.HealRecord) bool { return !c.mayChange(sess, h.TenantID) }
+	for _, src := range []mailpush.Source{mailpush.SourceEWS, mailpush.SourceGraph, mailpush.SourceDovecot} {
+		sh := sourceHealth{Source: src}
+		for _, row := range rows {
+			if row.Source == src {
+				sh.Rows = append(sh.Rows, row)
+			}
+		}
+		if e, ok := c.cfg.Engines[src]; ok && e.DueAfter > 0 {
+			sh.Engine, sh.DueAfter = true, e.DueAfter
+			before := make([]time.Time, len(dueWindows))
+			for i, win := range dueWindows {
+				before[i] = now.Add(win.d - e.DueAfter)
+			}
+			counts, err := c.cfg.Store.DueSubscriptions(ctx, sess.tenantID, src, before)
+			if err != nil {
+				c.fail(w, r, http.StatusInternalServerError, "store", mailpush.ErrorMessage(err))
+				return
+			}
+			for i, win := range dueWindows {
+				sh.Due = append(sh.Due, dueWindow{win.label, counts[i]})
+			}
+			if e.Healing != nil {
+				sh.Running, sh.Ended = e.Healing()
+				sh.Running, sh.Ended = slices.DeleteFunc(sh.Running, others), slices.DeleteFunc(sh.Ended, others)
+			}
+		}
+		d.Sources = append(d.Sources, sh)
+	}
+	c.render(w, http.StatusOK, "subscriptions", page{Title: "Subscriptions", Nav: "subscriptions", Session: sess, Data: d})
 }
 
 // --- dead letters

@@ -130,3 +130,16 @@ func (s *Store) CallbackURL(ctx context.Context, tenantID, registrationID string
 	}
 	return string(url), nil
 }
+
+// DueSubscriptions counts the live mailboxes silent since each time.
+func (s *Store) DueSubscriptions(ctx context.Context, tenantID string, source mailpush.Source, before []time.Time) ([]int, error) {
+	out := make([]int, len(before))
+	for i, b := range before {
+		err := s.pool.QueryRow(ctx, `SELECT count(*) FROM mailboxes WHERE source = $1 AND status IN ('active', 'pending') AND last_event_at < $2 AND ($3 = '' OR tenant_id = $3)`,
+			string(source), mailpush.UnixMilli(b), tenantID).Scan(&out[i])
+		if err != nil {
+			return nil, dbError("due subscriptions", err)
+		}
+	}
+	return out, nil
+}

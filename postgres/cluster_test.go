@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"hash/fnv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mailpush/mailpush"
+	"github.com/mailpush/mailpush/clocktest"
 	"github.com/mailpush/mailpush/postgres"
 	"github.com/mailpush/mailpush/postgres/pgtest"
 	"github.com/mailpush/mailpush/storetest"
@@ -184,4 +186,73 @@ func TestLiveNodes(t *testing.T) {
 	if n, err := ns[0].LiveNodes(ctx, -time.Minute); err != nil || n != 0 {
 		t.Errorf("LiveNodes within the future = %d, %v; want 0", n, err)
 	}
+}
+
+// TestLinksReadyNamesALostLeadership: while a node's leadership connection
+// is lost, LinksReady says so (for /readyz), with a message that names the
+// connection and not the database host; it is nil again once the node has
+// reconnected by itself (after its check pause, on the test's clock).
+func TestLinksReadyNamesALostLeadership(t *testing.T) {
+	url, schema := pgtest.Schema(t)
+	clock := clocktest.New(time.Now())
+	s, err := postgres.Open(context.Background(), postgres.Config{URL: url, Schema: schema}, storetest.Keyring(t), clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	led := make(chan struct{}, 8)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.Lead(ctx, "sweeps", time.Second, func(lctx context.Context) {
+			led <- struct{}{}
+			<-lctx.Done()
+		})
+	}()
+	select {
+	case <-led:
+	case <-time.After(time.Minute):
+		t.Fatal("the only node never led")
+	}
+	if err := s.LinksReady(); err != nil {
+		t.Fatalf("LinksReady while leading = %v", err)
+	}
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	h := fnv.New64a()
+	h.Write([]byte(schema + "/sweeps"))
+	key := h.Sum64()
+	if _, err := conn.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted
+		AND classid = $1 AND objid = $2 AND objsubid = 1`, uint32(key>>32), uint32(key)); err != nil {
+		t.Fatal(err)
+	}
+	// The leader notices at its next check (its ticker, on the test's
+	// clock, once it is parked on it) and then waits one check before it
+	// asks again, so it stays lost until the clock moves on.
+	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+	defer wcancel()
+	if err := clock.WaitPending(wctx, 1); err != nil {
+		t.Fatalf("the leader never waited for its check: %v", err)
+	}
+	clock.Advance(time.Second)
+	eventually(t, "LinksReady reports the lost leadership", func() bool { return s.LinksReady() != nil })
+	err = s.LinksReady()
+	if msg := mailpush.ErrorMessage(err); !strings.Contains(msg, "leadership connection (sweeps)") || strings.Contains(msg, "127.0.0.1") {
+		t.Fatalf("LinksReady = %q: it should name the leadership connection, not the host", msg)
+	}
+	eventually(t, "the node leads again after its pause", func() bool {
+		clock.Advance(time.Second)
+		select {
+		case <-led:
+			return s.LinksReady() == nil
+		default:
+			return false
+		}
+	})
 }

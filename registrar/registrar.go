@@ -219,7 +219,7 @@ func (s *Service) admit(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Ma
 // already has in the mailbox, if any, so that a refused request can restore
 // it.
 func (s *Service) checkJoin(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mailbox, dev mailpush.Device) (*mailpush.Registration, error) {
-	q := s.quotas(t)
+	q := s.TenantQuotas(t)
 	if mb.Mode == mailpush.ModeDeviceSubscribed {
 		watched, err := s.Store.MailboxByAddress(ctx, mb.TenantID, s.Keys.HashAddress(t.ID, mb.Address), mb.Source)
 		if err == nil && watched.Mode == mailpush.ModeSealed && watched.Status != mailpush.StatusInactive {
@@ -266,7 +266,9 @@ func (s *Service) checkTenantQuota(ctx context.Context, t *mailpush.Tenant, q Qu
 	return nil
 }
 
-func (s *Service) quotas(t *mailpush.Tenant) Quotas {
+// TenantQuotas are the registration limits that apply to t, defaults
+// filled in (the admin console shows them).
+func (s *Service) TenantQuotas(t *mailpush.Tenant) Quotas {
 	var q Quotas
 	if s.Quotas != nil {
 		q = s.Quotas(t)

@@ -131,3 +131,16 @@ func (s *Store) CallbackURL(ctx context.Context, tenantID, registrationID string
 	}
 	return string(url), nil
 }
+
+// DueSubscriptions counts the live mailboxes silent since each time.
+func (s *Store) DueSubscriptions(ctx context.Context, tenantID string, source mailpush.Source, before []time.Time) ([]int, error) {
+	out := make([]int, len(before))
+	for i, b := range before {
+		err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM mailboxes WHERE source = ? AND status IN ('active', 'pending') AND last_event_at < ? AND (? = '' OR tenant_id = ?)`,
+			string(source), mailpush.UnixMilli(b), tenantID, tenantID).Scan(&out[i])
+		if err != nil {
+			return nil, dbError("due subscriptions", err)
+		}
+	}
+	return out, nil
+}

@@ -265,6 +265,17 @@ func testAdminReads(t *testing.T, s mailpush.Store, e *env) {
 	if hs, _ := s.SubscriptionHealth(ctx, "", e.clock.Now().Add(-10*time.Minute)); len(hs) != 2 {
 		t.Errorf("SubscriptionHealth(all) = %+v: want acme's active and globex's pending", hs)
 	}
+	// Due: acme's bob silent for an hour, alice now, globex's carol (pending, never heard) since its creation.
+	now := e.clock.Now()
+	if due, err := s.DueSubscriptions(ctx, acme.ID, mailpush.SourceEWS, []time.Time{now.Add(-30 * time.Minute), now.Add(time.Millisecond), now.Add(time.Hour)}); err != nil || fmt.Sprint(due) != "[1 2 2]" {
+		t.Errorf("DueSubscriptions(acme) = %v, %v; want [1 2 2]", due, err)
+	}
+	if due, err := s.DueSubscriptions(ctx, "", mailpush.SourceEWS, []time.Time{now.Add(time.Hour)}); err != nil || fmt.Sprint(due) != "[3]" {
+		t.Errorf("DueSubscriptions(all) = %v, %v; want [3]", due, err)
+	}
+	if due, err := s.DueSubscriptions(ctx, "", mailpush.SourceGraph, []time.Time{now.Add(time.Hour)}); err != nil || fmt.Sprint(due) != "[0]" {
+		t.Errorf("DueSubscriptions(graph) = %v, %v; want [0]", due, err)
+	}
 	for _, id := range []string{"DEV1", "DEV2"} {
 		if err := s.PutGateDevice(ctx, &mailpush.GateDevice{TenantID: acme.ID, DeviceID: id, State: mailpush.DeviceCompliant}); err != nil {
 			t.Fatal(err)

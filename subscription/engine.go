@@ -81,6 +81,7 @@ type state struct {
 	once   sync.Once
 	limit  *limiter
 	hosts  *hostBook
+	heals  healBook
 	mu     sync.Mutex
 	next   time.Time // when the next claim may start (pacing, shared by Check and CheckHosts)
 	cancel context.CancelFunc
@@ -187,12 +188,13 @@ type CheckResult struct {
 func (e *Engine) Check(ctx context.Context) (CheckResult, error) {
 	e.init()
 	before := e.Clock.Now().Add(-e.DueAfter)
-	return e.sweep(ctx, func(jobs chan<- *mailpush.Mailbox) (int, error) { return e.claimStale(ctx, before, jobs) })
+	reason := "no event for " + e.DueAfter.String() + ": due"
+	return e.sweep(ctx, reason, func(jobs chan<- *mailpush.Mailbox) (int, error) { return e.claimStale(ctx, before, jobs) })
 }
 
 // sweep heals, with Workers workers, the mailboxes that feed claims, and
 // returns when all are done.
-func (e *Engine) sweep(ctx context.Context, feed func(jobs chan<- *mailpush.Mailbox) (int, error)) (CheckResult, error) {
+func (e *Engine) sweep(ctx context.Context, reason string, feed func(jobs chan<- *mailpush.Mailbox) (int, error)) (CheckResult, error) {
 	workers := orDefault(e.Workers, DefaultWorkers)
 	jobs := make(chan *mailpush.Mailbox, workers)
 	var resubscribed, asked, failed atomic.Int64
@@ -208,7 +210,12 @@ func (e *Engine) sweep(ctx context.Context, feed func(jobs chan<- *mailpush.Mail
 					failed.Add(1)
 					continue
 				}
-				switch e.Healer.Heal(ctx, mb) {
+				rec := mailpush.HealRecord{MailboxID: mb.ID, TenantID: mb.TenantID, Reason: reason, Started: e.Clock.Now()}
+				e.st.heals.begin(rec)
+				rec.Outcome = e.Healer.Heal(ctx, mb)
+				rec.Ended = e.Clock.Now()
+				e.st.heals.end(rec)
+				switch rec.Outcome {
 				case mailpush.HealResubscribed:
 					resubscribed.Add(1)
 				case mailpush.HealAsked:

@@ -144,7 +144,7 @@ func (e *Engine) CheckHosts(ctx context.Context) (CheckResult, error) {
 	if len(dead) == 0 {
 		return CheckResult{}, nil
 	}
-	return e.sweep(ctx, func(jobs chan<- *mailpush.Mailbox) (int, error) {
+	return e.sweep(ctx, "its mail-server host went silent", func(jobs chan<- *mailpush.Mailbox) (int, error) {
 		n := 0
 		for _, d := range dead {
 			e.Logger.Warn("mail-server host silent: treating all its subscriptions as dead", "host", d.host,

@@ -8,7 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailpush/mailpush"
 	"github.com/mailpush/mailpush/console"
+	"github.com/mailpush/mailpush/subscription"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -72,6 +74,16 @@ func (m *Main) startConsole(ctx context.Context, mux *http.ServeMux, publicURL s
 	}
 	if m.Gate != nil {
 		cc.Gate = m.gateInfo()
+	}
+	cc.Engines = map[mailpush.Source]console.EngineState{}
+	for src, e := range map[mailpush.Source]*subscription.Engine{mailpush.SourceEWS: m.EWSEngine, mailpush.SourceGraph: m.GraphEngine} {
+		if e != nil {
+			cc.Engines[src] = console.EngineState{DueAfter: e.DueAfter, Healing: e.Healing}
+		}
+	}
+	cc.Quotas = func(t *mailpush.Tenant) (int, int) {
+		q := m.Registrar.TenantQuotas(t)
+		return q.PerTenant, q.PerMailbox
 	}
 	if o := cfg.OIDC; o.Issuer != "" {
 		secret, err := os.ReadFile(o.ClientSecretFile)

@@ -19,7 +19,8 @@ import (
 
 // TestConsoleInARealBrowser drives Debian's chromium through the console:
 // sign in with an admin token, find a registration by address, block a
-// device in the gate and see /gate/auth deny it, retry a dead letter and
+// device in the gate and see /gate/auth deny it, add a gate rule (named with
+// a script payload) and see /gate/auth deny by it, then remove it, retry a dead letter and
 // see the push arrive, and try a script in each search box (it must not
 // run, nor even become an element). With MAILPUSH_SCREENSHOTS=1 it writes a
 // screenshot of every page to docs/console/ (the README shows them).
@@ -176,6 +177,50 @@ func TestConsoleInARealBrowser(t *testing.T) {
 		t.Errorf("/gate/auth after the block = %d, want 403", st)
 	}
 
+	// Edit the gate's rules: a deny rule added first (its name a script
+	// payload) denies BROWSERDEV2 at the next /gate/auth; removed, it is
+	// allowed again. The name comes back as text, never as markup.
+	if st, reason := consoleGateAuth(t, base, "BROWSERDEV2"); st != 200 {
+		t.Fatalf("/gate/auth for BROWSERDEV2 before the rule = %d %q", st, reason)
+	}
+	ruleName := `<script>alert(3)</script><img src=x onerror="alert(4)">no-iphones`
+	run("add a gate rule",
+		chromedp.Navigate(base+"/admin/gate"),
+		chromedp.WaitVisible(chromedp.CSS(`#add-rule`)),
+		chromedp.SendKeys(chromedp.CSS(`#rule-name`), ruleName),
+		chromedp.SetValue(chromedp.CSS(`#rule-action`), "deny"),
+		chromedp.SendKeys(chromedp.CSS(`#rule-types`), "iPhone"),
+		chromedp.SendKeys(chromedp.CSS(`#rule-position`), "0"),
+		chromedp.Submit(chromedp.CSS(`#rule-name`)),
+		chromedp.WaitVisible(chromedp.CSS(`.flash`)),
+	)
+	if got := text(`#rule-0 .rule-name`); got != ruleName {
+		t.Errorf("the first rule's name reads %q, want the payload as text", got)
+	}
+	if st, reason := consoleGateAuth(t, base, "BROWSERDEV2"); st != 403 || reason != "denied by rule "+ruleName {
+		t.Errorf("/gate/auth after adding the rule = %d %q", st, reason)
+	}
+	run("see the decision and the rules",
+		chromedp.Navigate(base+"/admin/gate"),
+		chromedp.WaitVisible(chromedp.CSS(`tr.decision`)),
+		shot("gate"),
+	)
+	if d := text(`#decisions`); !strings.Contains(d, "denied by rule "+ruleName) || strings.Contains(d, "BROWSERDEV") {
+		t.Errorf("recent decisions lack the rule's denial or show a DeviceId in clear:\n%s", d)
+	}
+	for _, q := range []string{`document.querySelectorAll("main script").length`, `document.querySelectorAll("img").length`} {
+		if n, err := chromedp.Run(bctx, chromedp.Evaluate[int](q)); err != nil || n != 0 {
+			t.Errorf("%s = %d, %v: the rule name became markup", q, n, err)
+		}
+	}
+	run("remove the gate rule",
+		chromedp.Click(chromedp.CSS(`#rule-0 button.remove`)),
+		chromedp.WaitVisible(chromedp.CSS(`.flash`)),
+	)
+	if st, reason := consoleGateAuth(t, base, "BROWSERDEV2"); st != 200 {
+		t.Errorf("/gate/auth after removing the rule = %d %q", st, reason)
+	}
+
 	// Retry the dead letter: the device gets the mailbox's current badge.
 	before := len(w.apple.PushesFor(device))
 	run("retry a dead letter",
@@ -219,7 +264,7 @@ func TestConsoleInARealBrowser(t *testing.T) {
 		run(p.name, chromedp.Navigate(base+p.path), chromedp.WaitVisible(chromedp.CSS(p.sel)), shot(p.name))
 	}
 	audit := text(`main`)
-	for _, want := range []string{"gate.blocked", "deadletter.retry", "console.sign_in"} {
+	for _, want := range []string{"gate.blocked", "gate.rule.add", "gate.rule.remove", "deadletter.retry", "console.sign_in"} {
 		if !strings.Contains(audit, want) {
 			t.Errorf("audit page lacks %s", want)
 		}

@@ -180,3 +180,41 @@ func TestConsoleGateRules(t *testing.T) {
 		}
 	}
 }
+
+// TestConsoleSubscriptionsAndQuotas: the subscriptions page counts the
+// renewals due per window from the engine's rule and says which sources
+// have none to renew; the tenants page shows the registration quota and
+// its use. No address appears.
+func TestConsoleSubscriptionsAndQuotas(t *testing.T) {
+	w := newWorldWith(t, "info", worldOptions{extraConfig: "registrations: {maxPerTenant: 40, maxPerMailbox: 3}\n"})
+	app := w.addTenant(t, "acme")
+	admin := w.addToken(t, "acme", mailpush.ScopeAdmin)
+	st, reg := w.call(t, "POST", "/api/v1/registrations", app, map[string]any{
+		"device":  map[string]any{"platform": "ios", "token": deviceToken(3)},
+		"mailbox": map[string]any{"address": address, "source": "ews", "ewsUrl": w.exchange.URL(), "sealedCredentials": w.sealCredentials(t, username, password)},
+	})
+	if st != 201 {
+		t.Fatalf("register = %d %v", st, reg)
+	}
+	c := newAdminClient(t, w.main.URL())
+	c.signIn(admin)
+	_, page := c.get("/admin/subscriptions")
+	ews := page[strings.Index(page, `id="source-ews"`):]
+	ews = ews[:strings.Index(ews, "</section>")]
+	due := regexp.MustCompile(`<b>(\d+)</b><span>([a-z ]+)</span>`).FindAllStringSubmatch(ews, -1)
+	if len(due) != 3 || due[0][1] != "0" || due[0][2] != "due now" || due[2][1] != "1" || due[2][2] != "within the next day" {
+		t.Errorf("EWS renewals due = %v, want 0 due now and 1 within the next day:\n%s", due, ews)
+	}
+	if !strings.Contains(ews, "Healing in progress") || !strings.Contains(page, "there is no subscription to renew") {
+		t.Errorf("the page lacks the healing list or Dovecot's note:\n%s", page)
+	}
+	_, page = c.get("/admin/tenants")
+	if !strings.Contains(page, `<span class="reg-count">1</span> of <span class="reg-limit">40</span>`) || !strings.Contains(page, `<span class="mailbox-limit">3</span>`) {
+		t.Errorf("the tenants page does not show the quota 1 of 40, 3 per mailbox:\n%s", page)
+	}
+	for _, p := range []string{"/admin/subscriptions", "/admin/tenants"} {
+		if _, page := c.get(p); strings.Contains(strings.ToLower(page), address) {
+			t.Errorf("%s shows the address", p)
+		}
+	}
+}
