@@ -109,3 +109,46 @@ func FromUnixMilli(v int64) time.Time {
 	}
 	return time.UnixMilli(v).UTC()
 }
+
+// TenantRow receives a stored tenant's columns, in the stores' order (id,
+// name, allowed_hosts, max_content, device_subscribed, created_at), from
+// either store's Scan, and converts them: one decoding for both stores.
+type TenantRow struct {
+	t              *Tenant
+	hosts, content string
+	created        int64
+}
+
+// Dest returns the Scan destinations that fill t once Finish runs.
+func (r *TenantRow) Dest(t *Tenant) []any {
+	r.t = t
+	return []any{&t.ID, &t.Name, &r.hosts, &r.content, &t.DeviceSubscribed, &r.created}
+}
+
+// Finish converts the scanned columns into the tenant.
+func (r *TenantRow) Finish() {
+	if r.hosts != "" {
+		r.t.AllowedHosts = strings.Split(r.hosts, "\n")
+	}
+	r.t.MaxContent = ContentMode(r.content)
+	r.t.CreatedAt = FromUnixMilli(r.created)
+}
+
+// TokenRow is TenantRow for a stored token's columns (id, tenant_id,
+// scope, secret_hash, created_at).
+type TokenRow struct {
+	t       *Token
+	scope   string
+	created int64
+}
+
+// Dest returns the Scan destinations that fill t once Finish runs.
+func (r *TokenRow) Dest(t *Token) []any {
+	r.t = t
+	return []any{&t.ID, &t.TenantID, &r.scope, &t.SecretHash, &r.created}
+}
+
+// Finish converts the scanned columns into the token.
+func (r *TokenRow) Finish() {
+	r.t.Scope, r.t.CreatedAt = Scope(r.scope), FromUnixMilli(r.created)
+}

@@ -44,34 +44,16 @@ func (s *Store) TenantByName(ctx context.Context, name string) (*mailpush.Tenant
 
 func (s *Store) tenantWhere(ctx context.Context, where string, arg any) (*mailpush.Tenant, error) {
 	var t mailpush.Tenant
-	var tc tenantScan
-	err := s.pool.QueryRow(ctx, `SELECT `+tenantCols+` FROM tenants WHERE `+where, arg).Scan(tc.dest(&t)...)
+	var tr mailpush.TenantRow
+	err := s.pool.QueryRow(ctx, `SELECT `+tenantCols+` FROM tenants WHERE `+where, arg).Scan(tr.Dest(&t)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound("tenant")
 	}
 	if err != nil {
 		return nil, dbError("get tenant", err)
 	}
-	tc.finish(&t)
+	tr.Finish()
 	return &t, nil
-}
-
-// tenantScan holds the columns of tenantCols that need converting.
-type tenantScan struct {
-	hosts, content string
-	created        int64
-}
-
-func (tc *tenantScan) dest(t *mailpush.Tenant) []any {
-	return []any{&t.ID, &t.Name, &tc.hosts, &tc.content, &t.DeviceSubscribed, &tc.created}
-}
-
-func (tc *tenantScan) finish(t *mailpush.Tenant) {
-	if tc.hosts != "" {
-		t.AllowedHosts = strings.Split(tc.hosts, "\n")
-	}
-	t.MaxContent = mailpush.ContentMode(tc.content)
-	t.CreatedAt = mailpush.FromUnixMilli(tc.created)
 }
 
 // UpdateTenant stores a tenant's name and policy.
@@ -112,12 +94,11 @@ const tokenCols = `id, tenant_id, scope, secret_hash, created_at`
 
 func scanToken(row pgx.Row) (*mailpush.Token, error) {
 	var tok mailpush.Token
-	var scope string
-	var created int64
-	if err := row.Scan(&tok.ID, &tok.TenantID, &scope, &tok.SecretHash, &created); err != nil {
+	var r mailpush.TokenRow
+	if err := row.Scan(r.Dest(&tok)...); err != nil {
 		return nil, err
 	}
-	tok.Scope, tok.CreatedAt = mailpush.Scope(scope), mailpush.FromUnixMilli(created)
+	r.Finish()
 	return &tok, nil
 }
 
@@ -143,21 +124,20 @@ var _ mailpush.TokenTenantReader = (*Store)(nil)
 func (s *Store) TokenAndTenant(ctx context.Context, id string) (*mailpush.Token, *mailpush.Tenant, error) {
 	var tok mailpush.Token
 	var t mailpush.Tenant
-	var scope string
-	var created int64
-	var tc tenantScan
+	var kr mailpush.TokenRow
+	var tr mailpush.TenantRow
 	err := s.pool.QueryRow(ctx, `SELECT tokens.id, tokens.tenant_id, tokens.scope, tokens.secret_hash, tokens.created_at,
 		tenants.id, tenants.name, tenants.allowed_hosts, tenants.max_content, tenants.device_subscribed, tenants.created_at
 		FROM tokens JOIN tenants ON tenants.id = tokens.tenant_id WHERE tokens.id = $1`, id).
-		Scan(append([]any{&tok.ID, &tok.TenantID, &scope, &tok.SecretHash, &created}, tc.dest(&t)...)...)
+		Scan(append(kr.Dest(&tok), tr.Dest(&t)...)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil, notFound("token")
 	}
 	if err != nil {
 		return nil, nil, dbError("get token", err)
 	}
-	tok.Scope, tok.CreatedAt = mailpush.Scope(scope), mailpush.FromUnixMilli(created)
-	tc.finish(&t)
+	kr.Finish()
+	tr.Finish()
 	return &tok, &t, nil
 }
 

@@ -46,34 +46,16 @@ func (s *Store) TenantByName(ctx context.Context, name string) (*mailpush.Tenant
 
 func (s *Store) tenantWhere(ctx context.Context, where string, arg any) (*mailpush.Tenant, error) {
 	var t mailpush.Tenant
-	var tc tenantScan
-	err := readQuerier{s}.QueryRowContext(ctx, `SELECT `+tenantCols+` FROM tenants WHERE `+where, arg).Scan(tc.dest(&t)...)
+	var tr mailpush.TenantRow
+	err := readQuerier{s}.QueryRowContext(ctx, `SELECT `+tenantCols+` FROM tenants WHERE `+where, arg).Scan(tr.Dest(&t)...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound("tenant")
 	}
 	if err != nil {
 		return nil, dbError("get tenant", err)
 	}
-	tc.finish(&t)
+	tr.Finish()
 	return &t, nil
-}
-
-// tenantScan holds the columns of tenantCols that need converting.
-type tenantScan struct {
-	hosts, content string
-	created        int64
-}
-
-func (tc *tenantScan) dest(t *mailpush.Tenant) []any {
-	return []any{&t.ID, &t.Name, &tc.hosts, &tc.content, &t.DeviceSubscribed, &tc.created}
-}
-
-func (tc *tenantScan) finish(t *mailpush.Tenant) {
-	if tc.hosts != "" {
-		t.AllowedHosts = strings.Split(tc.hosts, "\n")
-	}
-	t.MaxContent = mailpush.ContentMode(tc.content)
-	t.CreatedAt = mailpush.FromUnixMilli(tc.created)
 }
 
 // UpdateTenant stores a tenant's name and policy.

@@ -55,19 +55,18 @@ var _ mailpush.TokenTenantReader = (*Store)(nil)
 func (s *Store) TokenAndTenant(ctx context.Context, id string) (*mailpush.Token, *mailpush.Tenant, error) {
 	var tok mailpush.Token
 	var t mailpush.Tenant
-	var scope string
-	var created int64
-	var tc tenantScan
+	var kr mailpush.TokenRow
+	var tr mailpush.TenantRow
 	err := readQuerier{s}.QueryRowContext(ctx, qTokenAndTenant, id).
-		Scan(append([]any{&tok.ID, &tok.TenantID, &scope, &tok.SecretHash, &created}, tc.dest(&t)...)...)
+		Scan(append(kr.Dest(&tok), tr.Dest(&t)...)...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil, notFound("token")
 	}
 	if err != nil {
 		return nil, nil, dbError("get token", err)
 	}
-	tok.Scope, tok.CreatedAt = mailpush.Scope(scope), mailpush.FromUnixMilli(created)
-	tc.finish(&t)
+	kr.Finish()
+	tr.Finish()
 	return &tok, &t, nil
 }
 
@@ -76,12 +75,11 @@ const qTokenByID = `SELECT ` + tokenCols + ` FROM tokens WHERE id = ?`
 
 func scanToken(row interface{ Scan(...any) error }) (*mailpush.Token, error) {
 	var tok mailpush.Token
-	var scope string
-	var created int64
-	if err := row.Scan(&tok.ID, &tok.TenantID, &scope, &tok.SecretHash, &created); err != nil {
+	var r mailpush.TokenRow
+	if err := row.Scan(r.Dest(&tok)...); err != nil {
 		return nil, err
 	}
-	tok.Scope, tok.CreatedAt = mailpush.Scope(scope), mailpush.FromUnixMilli(created)
+	r.Finish()
 	return &tok, nil
 }
 
