@@ -64,8 +64,15 @@ func (s *Service) Admit(ctx context.Context, tok mailpush.CallbackToken, subscri
 	if err != nil {
 		return no, err
 	}
+	// Pending registrations count: a registration that went pending (its
+	// devices were asked to check in) subscribes anew at its check-in, and
+	// that subscription's first notification may arrive before Subscribe
+	// returns and the registration is active again. Answered Unsubscribe,
+	// it would end the very subscription the check-in is making (the
+	// mailbox, unbound meanwhile, binds nothing from it: see bind below).
+	// cmd/mailpush's TestEarlyNotificationOfANewSubscription guards this.
 	if aud.Registrations == 0 {
-		log.Info("unsubscribing: no active registration")
+		log.Info("unsubscribing: no active or pending registration")
 		return no, nil
 	}
 	rebind := false

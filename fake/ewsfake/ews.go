@@ -198,7 +198,7 @@ func (s *Server) handleEWS(w http.ResponseWriter, r *http.Request) {
 	}
 	switch op {
 	case "Subscribe":
-		s.subscribe(w, d, start, mb)
+		s.subscribe(w, r, d, start, mb)
 	case "GetFolder":
 		s.getFolder(w, d, start, mb)
 	case "GetItem":
@@ -444,7 +444,7 @@ func parseSubscribe(d *xml.Decoder) (*pushRequest, error) {
 	return req, err
 }
 
-func (s *Server) subscribe(w http.ResponseWriter, d *xml.Decoder, _ xml.StartElement, mb *mailbox) {
+func (s *Server) subscribe(w http.ResponseWriter, r *http.Request, d *xml.Decoder, _ xml.StartElement, mb *mailbox) {
 	req, err := parseSubscribe(d)
 	if err != nil {
 		writeFault(w, "ErrorSchemaValidation", "The request failed schema validation: "+err.Error(), 0)
@@ -501,10 +501,20 @@ func (s *Server) subscribe(w http.ResponseWriter, d *xml.Decoder, _ xml.StartEle
 	sub.enqueueLocked(backlog, s.queueSize)
 	s.subs[sub.id] = sub
 	mb.subs[sub.id] = sub
+	early := s.holds[SubscribeAnswer] != nil
 	s.notifyLocked()
 	s.mu.Unlock()
-	// Exchange sends the first notification once it has answered.
-	defer s.start(sub)
+	if early {
+		// Exchange's sender runs on its own: the new subscription's first
+		// notifications may reach the listener before the answer does.
+		s.start(sub)
+		if !s.slow(r, SubscribeAnswer) {
+			return // the client gave up; the subscription stands, as on Exchange
+		}
+	} else {
+		// Exchange sends the first notification once it has answered.
+		defer s.start(sub)
+	}
 
 	writeEnvelope(w, http.StatusOK, `<m:SubscribeResponse xmlns:m="`+nsMessages+`" xmlns:t="`+nsTypes+`">`+
 		`<m:ResponseMessages><m:SubscribeResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode>`+

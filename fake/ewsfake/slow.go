@@ -8,6 +8,14 @@ import (
 // A slow Exchange, for the tests that show a notification's answer does not
 // wait for the reads it triggers, and for the benchmarks that measure it.
 
+// SubscribeAnswer is the pseudo-operation to Hold for an Exchange whose
+// notifications outrun its answers: while it is held, Subscribe creates
+// the subscription and starts sending its notifications (the first status
+// event, then any new mail) at once, but its answer waits for the release.
+// Real Exchange may deliver a new subscription's first notification before
+// the subscriber has read the SubscribeResponse.
+const SubscribeAnswer = "SubscribeAnswer"
+
 // Hold makes every request of the EWS operation op (e.g. "GetFolder",
 // "GetItem") wait, once authenticated and counted, until release is
 // called, as an Exchange that does not answer does. A waiting request also
