@@ -37,4 +37,9 @@
 //   - Last-seen times are written in batches by one goroutine from a bounded
 //     queue, at most once a minute per device, so that the request path
 //     never waits for a write.
+//   - Audit lines are formatted and written by one goroutine too, in
+//     batches of whole lines, woken every few hundred decisions rather than
+//     per decision (audit.go). Unlike last-seen times they are never
+//     dropped: a full queue makes the request wait, and Close writes them
+//     all.
 package gate

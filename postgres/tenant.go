@@ -44,21 +44,15 @@ func (s *Store) TenantByName(ctx context.Context, name string) (*mailpush.Tenant
 
 func (s *Store) tenantWhere(ctx context.Context, where string, arg any) (*mailpush.Tenant, error) {
 	var t mailpush.Tenant
-	var hosts, content string
-	var created int64
-	err := s.pool.QueryRow(ctx, `SELECT `+tenantCols+` FROM tenants WHERE `+where, arg).
-		Scan(&t.ID, &t.Name, &hosts, &content, &t.DeviceSubscribed, &created)
+	var tr mailpush.TenantRow
+	err := s.pool.QueryRow(ctx, `SELECT `+tenantCols+` FROM tenants WHERE `+where, arg).Scan(tr.Dest(&t)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound("tenant")
 	}
 	if err != nil {
 		return nil, dbError("get tenant", err)
 	}
-	if hosts != "" {
-		t.AllowedHosts = strings.Split(hosts, "\n")
-	}
-	t.MaxContent = mailpush.ContentMode(content)
-	t.CreatedAt = mailpush.FromUnixMilli(created)
+	tr.Finish()
 	return &t, nil
 }
 
@@ -100,12 +94,11 @@ const tokenCols = `id, tenant_id, scope, secret_hash, created_at`
 
 func scanToken(row pgx.Row) (*mailpush.Token, error) {
 	var tok mailpush.Token
-	var scope string
-	var created int64
-	if err := row.Scan(&tok.ID, &tok.TenantID, &scope, &tok.SecretHash, &created); err != nil {
+	var r mailpush.TokenRow
+	if err := row.Scan(r.Dest(&tok)...); err != nil {
 		return nil, err
 	}
-	tok.Scope, tok.CreatedAt = mailpush.Scope(scope), mailpush.FromUnixMilli(created)
+	r.Finish()
 	return &tok, nil
 }
 
@@ -120,6 +113,32 @@ func (s *Store) Token(ctx context.Context, id string) (*mailpush.Token, error) {
 		return nil, dbError("get token", err)
 	}
 	return tok, nil
+}
+
+var _ mailpush.TokenTenantReader = (*Store)(nil)
+
+// TokenAndTenant returns the token with the given ID and its tenant in one
+// round trip (mailpush.TokenTenantReader): every API request authenticates,
+// and it reads the database every time so that a revoke takes effect at
+// once, on every node.
+func (s *Store) TokenAndTenant(ctx context.Context, id string) (*mailpush.Token, *mailpush.Tenant, error) {
+	var tok mailpush.Token
+	var t mailpush.Tenant
+	var kr mailpush.TokenRow
+	var tr mailpush.TenantRow
+	err := s.pool.QueryRow(ctx, `SELECT tokens.id, tokens.tenant_id, tokens.scope, tokens.secret_hash, tokens.created_at,
+		tenants.id, tenants.name, tenants.allowed_hosts, tenants.max_content, tenants.device_subscribed, tenants.created_at
+		FROM tokens JOIN tenants ON tenants.id = tokens.tenant_id WHERE tokens.id = $1`, id).
+		Scan(append(kr.Dest(&tok), tr.Dest(&t)...)...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil, notFound("token")
+	}
+	if err != nil {
+		return nil, nil, dbError("get token", err)
+	}
+	kr.Finish()
+	tr.Finish()
+	return &tok, &t, nil
 }
 
 // Tokens lists a tenant's tokens, oldest first.

@@ -313,3 +313,44 @@ func TestQuotas(t *testing.T) {
 		t.Errorf("a registration over quota was stored")
 	}
 }
+
+// locator records what autodiscover was asked with.
+type locator struct{ creds []mailpush.Credentials }
+
+func (l *locator) LocateEWS(_ context.Context, _ *mailpush.Tenant, _ string, c mailpush.Credentials) (string, error) {
+	l.creds = append(l.creds, c)
+	return ewsURL, nil
+}
+
+// TestClientIdentityRules: a client identity (CBA) is Exchange's way of
+// signing in: refused for another source before anything is stored or any
+// source is asked, and never handed to autodiscover (which would send it
+// nowhere useful: it asks without credentials).
+func TestClientIdentityRules(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t)
+	kid, pub := f.keys.PublicKey()
+	identity, err := seal.SealCredentials(kid, pub, mailpush.Credentials{CertificatePEM: "-----BEGIN CERTIFICATE-----\n…", PrivateKeyPEM: "-----BEGIN PRIVATE KEY-----\n…"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.svc.Register(ctx, f.tenant, mailpush.RegisterRequest{Scope: mailpush.ScopeApp, Device: device(1), Address: "alice@example.com", Source: mailpush.SourceDovecot, SealedCredentials: identity})
+	if mailpush.ErrorCode(err) != mailpush.EInvalid || !strings.Contains(mailpush.ErrorMessage(err), "source ews only") {
+		t.Errorf("identity for dovecot: %v, want invalid_request", err)
+	}
+	if len(f.dovecot.calls) != 0 || f.registrations(t, "alice@example.com", mailpush.SourceDovecot) != 0 {
+		t.Error("a refused identity reached the source or was stored")
+	}
+	loc := &locator{}
+	f.svc.Autodiscover = loc
+	res, err := f.svc.Register(ctx, f.tenant, mailpush.RegisterRequest{Scope: mailpush.ScopeApp, Device: device(2), Address: "alice@example.com", Source: mailpush.SourceEWS, SealedCredentials: identity})
+	if err != nil || res.Mode != mailpush.ModeSealed {
+		t.Fatalf("identity for ews without ewsUrl: %v %+v", err, res)
+	}
+	if len(loc.creds) != 1 || !loc.creds[0].Empty() {
+		t.Errorf("autodiscover was asked with %d credentials, want one empty", len(loc.creds))
+	}
+	if c := f.ews.last(); !c.creds.HasIdentity() || c.serverURL != ewsURL {
+		t.Errorf("the source got no identity, or another URL: %q", c.serverURL)
+	}
+}

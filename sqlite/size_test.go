@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -92,4 +93,43 @@ func BenchmarkCountRegistrations(b *testing.B) {
 			b.Fatalf("count = %d, %v", got, err)
 		}
 	}
+}
+
+// BenchmarkRegisterParallel is the store's share of a registration through
+// the API: concurrent callers (16 per CPU), each registration with a mailbox
+// of its own, sharing group commits.
+//
+//	go test -run XXX -bench RegisterParallel -benchtime 20000x ./sqlite
+func BenchmarkRegisterParallel(b *testing.B) {
+	ctx := context.Background()
+	keys := storetest.Keyring(b)
+	s, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "reg.db"), keys, storetest.NewClock())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	tn := &mailpush.Tenant{Name: "acme", MaxContent: mailpush.ContentSubjectSender}
+	if err := s.CreateTenant(ctx, tn); err != nil {
+		b.Fatal(err)
+	}
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(16)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := next.Add(1)
+			reg := &mailpush.Registration{
+				Device:    mailpush.Device{Platform: mailpush.PlatformIOS, Token: fmt.Sprintf("%064x", i), Environment: mailpush.EnvProduction},
+				Content:   mailpush.ContentBadge,
+				Status:    mailpush.StatusActive,
+				ExpiresAt: time.Now().Add(720 * time.Hour),
+			}
+			mb := &mailpush.Mailbox{TenantID: tn.ID, AddressHash: keys.HashAddress(tn.ID, fmt.Sprintf("user%d@example.com", i)),
+				Source: mailpush.SourceDovecot, Mode: mailpush.ModeService, Badge: mailpush.NoBadge, Status: mailpush.StatusActive}
+			if _, err := s.Register(ctx, reg, mb); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -46,21 +46,15 @@ func (s *Store) TenantByName(ctx context.Context, name string) (*mailpush.Tenant
 
 func (s *Store) tenantWhere(ctx context.Context, where string, arg any) (*mailpush.Tenant, error) {
 	var t mailpush.Tenant
-	var hosts, content string
-	var created int64
-	err := readQuerier{s}.QueryRowContext(ctx, `SELECT `+tenantCols+` FROM tenants WHERE `+where, arg).
-		Scan(&t.ID, &t.Name, &hosts, &content, &t.DeviceSubscribed, &created)
+	var tr mailpush.TenantRow
+	err := readQuerier{s}.QueryRowContext(ctx, `SELECT `+tenantCols+` FROM tenants WHERE `+where, arg).Scan(tr.Dest(&t)...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound("tenant")
 	}
 	if err != nil {
 		return nil, dbError("get tenant", err)
 	}
-	if hosts != "" {
-		t.AllowedHosts = strings.Split(hosts, "\n")
-	}
-	t.MaxContent = mailpush.ContentMode(content)
-	t.CreatedAt = mailpush.FromUnixMilli(created)
+	tr.Finish()
 	return &t, nil
 }
 

@@ -42,17 +42,44 @@ func (s *Store) Token(ctx context.Context, id string) (*mailpush.Token, error) {
 
 const tokenCols = `id, tenant_id, scope, secret_hash, created_at`
 
+// qTokenAndTenant is TokenAndTenant's query, prepared on the reader pool.
+const qTokenAndTenant = `SELECT tokens.id, tokens.tenant_id, tokens.scope, tokens.secret_hash, tokens.created_at,
+	tenants.id, tenants.name, tenants.allowed_hosts, tenants.max_content, tenants.device_subscribed, tenants.created_at
+	FROM tokens JOIN tenants ON tenants.id = tokens.tenant_id WHERE tokens.id = ?`
+
+var _ mailpush.TokenTenantReader = (*Store)(nil)
+
+// TokenAndTenant returns the token with the given ID and its tenant in one
+// read (mailpush.TokenTenantReader): every API request authenticates, and
+// it reads the database every time so that a revoke takes effect at once.
+func (s *Store) TokenAndTenant(ctx context.Context, id string) (*mailpush.Token, *mailpush.Tenant, error) {
+	var tok mailpush.Token
+	var t mailpush.Tenant
+	var kr mailpush.TokenRow
+	var tr mailpush.TenantRow
+	err := readQuerier{s}.QueryRowContext(ctx, qTokenAndTenant, id).
+		Scan(append(kr.Dest(&tok), tr.Dest(&t)...)...)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil, notFound("token")
+	}
+	if err != nil {
+		return nil, nil, dbError("get token", err)
+	}
+	kr.Finish()
+	tr.Finish()
+	return &tok, &t, nil
+}
+
 // qTokenByID is prepared on the reader pool: every API request reads it.
 const qTokenByID = `SELECT ` + tokenCols + ` FROM tokens WHERE id = ?`
 
 func scanToken(row interface{ Scan(...any) error }) (*mailpush.Token, error) {
 	var tok mailpush.Token
-	var scope string
-	var created int64
-	if err := row.Scan(&tok.ID, &tok.TenantID, &scope, &tok.SecretHash, &created); err != nil {
+	var r mailpush.TokenRow
+	if err := row.Scan(r.Dest(&tok)...); err != nil {
 		return nil, err
 	}
-	tok.Scope, tok.CreatedAt = mailpush.Scope(scope), mailpush.FromUnixMilli(created)
+	r.Finish()
 	return &tok, nil
 }
 

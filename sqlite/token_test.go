@@ -63,3 +63,49 @@ func TestMigrationKeepsOldTenantTokens(t *testing.T) {
 		t.Errorf("tenant after migration = %+v, %v", tn, err)
 	}
 }
+
+// BenchmarkVerifyToken is the authentication every API request pays: the
+// token and its tenant in one prepared read (TokenAndTenant) against two
+// (Token, then Tenant).
+func BenchmarkVerifyToken(b *testing.B) {
+	ctx := context.Background()
+	s, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "tok.db"), storetest.Keyring(b), storetest.NewClock())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	tn := &mailpush.Tenant{ID: mailpush.NewID(), Name: "acme", MaxContent: mailpush.ContentBadge}
+	if err := s.CreateTenant(ctx, tn); err != nil {
+		b.Fatal(err)
+	}
+	tok, bearer := mailpush.NewToken(tn.ID, mailpush.ScopeApp)
+	if err := s.CreateToken(ctx, tok); err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		store mailpush.TokenReader
+	}{{"one-read", s}, {"two-reads", twoReads{s}}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, _, err := mailpush.VerifyToken(ctx, c.store, bearer); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}
+
+// twoReads hides TokenAndTenant: VerifyToken then reads Token and Tenant.
+type twoReads struct{ s *sqlite.Store }
+
+func (r twoReads) Token(ctx context.Context, id string) (*mailpush.Token, error) {
+	return r.s.Token(ctx, id)
+}
+
+func (r twoReads) Tenant(ctx context.Context, id string) (*mailpush.Tenant, error) {
+	return r.s.Tenant(ctx, id)
+}

@@ -3,6 +3,7 @@ package storetest
 import (
 	"bytes"
 	"context"
+	"reflect"
 	"testing"
 	"time"
 
@@ -56,6 +57,27 @@ func testTokens(t *testing.T, s mailpush.Store, e *env) {
 		}
 	}
 
+	both, joined := s.(mailpush.TokenTenantReader)
+	if joined {
+		// The one-read path of every API request answers as Token and
+		// Tenant do.
+		acme.AllowedHosts = []string{"mail.acme.example", "*.acme.example"}
+		if err := s.UpdateTenant(ctx, acme); err != nil {
+			t.Fatal(err)
+		}
+		tok, tn, err := both.TokenAndTenant(ctx, admin.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantTok, _ := s.Token(ctx, admin.ID)
+		wantTn, _ := s.Tenant(ctx, acme.ID)
+		if !reflect.DeepEqual(tok, wantTok) || !reflect.DeepEqual(tn, wantTn) {
+			t.Errorf("TokenAndTenant = %+v, %+v; want %+v, %+v", tok, tn, wantTok, wantTn)
+		}
+		_, _, err = both.TokenAndTenant(ctx, "nope")
+		wantCode(t, "TokenAndTenant of a missing token", err, mailpush.ENotFound)
+	}
+
 	wantCode(t, "revoke another tenant's token", s.DeleteToken(ctx, globex.ID, app.ID), mailpush.ENotFound)
 	if _, err := s.Token(ctx, app.ID); err != nil {
 		t.Errorf("a refused revoke removed the token: %v", err)
@@ -65,6 +87,10 @@ func testTokens(t *testing.T, s mailpush.Store, e *env) {
 	}
 	_, err = s.Token(ctx, app.ID)
 	wantCode(t, "revoked token", err, mailpush.ENotFound)
+	if joined {
+		_, _, err = both.TokenAndTenant(ctx, app.ID)
+		wantCode(t, "TokenAndTenant of a revoked token", err, mailpush.ENotFound)
+	}
 	wantCode(t, "revoke twice", s.DeleteToken(ctx, acme.ID, app.ID), mailpush.ENotFound)
 	if list, _ := s.Tokens(ctx, acme.ID); len(list) != 1 || list[0].ID != admin.ID {
 		t.Errorf("after revoke Tokens(acme) = %v", list)

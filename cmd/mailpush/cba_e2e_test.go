@@ -365,3 +365,41 @@ func TestCBARegistrationRefusals(t *testing.T) {
 		t.Error("the logs hold the identity")
 	}
 }
+
+// TestCBACertificateExpiresInMemory: a client certificate that expires
+// while mailpush holds it is used no more: the next notification asks the
+// device to check in (for the MDM's renewed certificate).
+func TestCBACertificateExpiresInMemory(t *testing.T) {
+	clock := clocktest.New(time.Now())
+	w := newWorldWith(t, "debug", worldOptions{clock: clock, configure: func(c *Config) {
+		c.EWS.HealthInterval, c.EWS.HostCheckInterval = 1000*time.Hour, 1000*time.Hour
+	}})
+	token := w.addTenant(t, "acme")
+	cert, err := w.exchange.IssueClientCert(address, ewsfake.ClientCertOptions{NotAfter: clock.Now().Add(2 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	device := deviceToken(16)
+	st, reg := w.call(t, "POST", "/api/v1/registrations", token, map[string]any{
+		"device":  map[string]any{"platform": "ios", "token": device, "environment": "production"},
+		"mailbox": map[string]any{"address": address, "source": "ews", "ewsUrl": w.exchange.URL(), "sealedCredentials": w.sealCreds(t, identityCreds(t, cert, true))},
+	})
+	if st != 201 || reg["status"] != "active" {
+		t.Fatalf("register = %d %v", st, reg)
+	}
+	requests := w.exchange.Requests("Certificate")
+	clock.Advance(3 * time.Hour) // past NotAfter; Exchange sends a status event
+	w.waitStatus(t, reg["id"].(string), mailpush.StatusPending)
+	waitFor(t, "a check-in push", func(ctx context.Context) error {
+		return w.apple.WaitFor(ctx, func(ps []apnsfake.Push) bool {
+			ps = pushesTo(ps, device)
+			return len(ps) > 0 && ps[len(ps)-1].PushType == "background"
+		})
+	})
+	if !strings.Contains(w.logs.String(), "client certificate expired") {
+		t.Error("the logs do not say the certificate expired")
+	}
+	if n := w.exchange.Requests("Certificate") - requests; n != 0 {
+		t.Errorf("%d requests made with the expired certificate", n)
+	}
+}
