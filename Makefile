@@ -20,7 +20,7 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o mailpush ./cmd/mailpush
 
 test:
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 release:
 	mkdir -p dist
