@@ -33,13 +33,28 @@ const (
 // by mailpush, its private key only in Dir (mode 0600), never in the
 // database or a log. It rotates before expiry and keeps the previous keys,
 // so that notifications encrypted to them in flight still open.
+//
+// A key is retired (forgotten and its file removed) once its certificate
+// has ended, whether the process restarted or not. No subscription can
+// still name it then: a subscription with resource data lives at most
+// 1,440 minutes and is renewed at half of that, and every renewal carries
+// the current certificate, which replaces the old one CertRenewBefore
+// (30 days) before the old one ends. A subscription that failed to renew
+// for 30 days has long expired on Graph's side and is recreated, with the
+// current certificate, by the subscription engine.
 type Certs struct {
 	Dir   string
 	Clock mailpush.Clock
 
 	mu   sync.Mutex
-	keys map[string]*rsa.PrivateKey // certificate ID → key
+	keys map[string]certKey // certificate ID → key
 	cur  *x509.Certificate
+}
+
+type certKey struct {
+	key      *rsa.PrivateKey
+	notAfter time.Time
+	file     string
 }
 
 // Current returns the certificate to give Graph (base64 DER) and its ID,
@@ -51,6 +66,7 @@ func (c *Certs) Current() (id, cert string, err error) {
 		return "", "", err
 	}
 	now := c.Clock.Now()
+	c.retireLocked(now)
 	if c.cur == nil || c.cur.NotAfter.Sub(now) < CertRenewBefore {
 		if err := c.makeLocked(now); err != nil {
 			return "", "", err
@@ -66,15 +82,30 @@ func (c *Certs) Key(id string) (*rsa.PrivateKey, bool) {
 	if c.loadLocked() != nil {
 		return nil, false
 	}
+	c.retireLocked(c.Clock.Now())
 	k, ok := c.keys[id]
-	return k, ok
+	return k.key, ok
+}
+
+// retireLocked forgets the keys whose certificates have ended and removes
+// their files: nothing can be encrypted to them any more.
+func (c *Certs) retireLocked(now time.Time) {
+	for id, k := range c.keys {
+		if now.After(k.notAfter) {
+			os.Remove(k.file)
+			delete(c.keys, id)
+			if c.cur != nil && c.cur.SerialNumber.Text(16) == id {
+				c.cur = nil
+			}
+		}
+	}
 }
 
 func (c *Certs) loadLocked() error {
 	if c.keys != nil {
 		return nil
 	}
-	c.keys = map[string]*rsa.PrivateKey{}
+	c.keys = map[string]certKey{}
 	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
 		return err
 	}
@@ -104,7 +135,7 @@ func (c *Certs) loadLocked() error {
 			os.Remove(f) // nothing can be encrypted to it any more
 			continue
 		}
-		c.keys[cert.SerialNumber.Text(16)] = key
+		c.keys[cert.SerialNumber.Text(16)] = certKey{key, cert.NotAfter, f}
 		if c.cur == nil || cert.NotAfter.After(c.cur.NotAfter) {
 			c.cur = cert
 		}
@@ -135,9 +166,10 @@ func (c *Certs) makeLocked(now time.Time) error {
 	if err := os.WriteFile(tmp, out, 0o600); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, filepath.Join(c.Dir, id+".pem")); err != nil {
+	file := filepath.Join(c.Dir, id+".pem")
+	if err := os.Rename(tmp, file); err != nil {
 		return err
 	}
-	c.keys[id], c.cur = key, cert
+	c.keys[id], c.cur = certKey{key, cert.NotAfter, file}, cert
 	return nil
 }

@@ -35,8 +35,16 @@ func TestEncryptionCertificateRotatesBeforeExpiry(t *testing.T) {
 			t.Errorf("%s mode %v, want 0600", filepath.Base(f), fi.Mode().Perm())
 		}
 	}
-	// After the first one's end, a restart (a new Certs) forgets it.
+	// After the first one's end, the running Certs forgets it and removes
+	// its file, without waiting for a restart.
 	clock.Advance(graph.CertRenewBefore)
+	if _, ok := c.Key(id1); ok {
+		t.Error("a running Certs keeps an ended certificate's key")
+	}
+	if _, err := os.Stat(filepath.Join(dir, id1+".pem")); !os.IsNotExist(err) {
+		t.Errorf("the ended certificate's key file is still on disk (%v)", err)
+	}
+	// A restart (a new Certs) keeps the current one.
 	c = &graph.Certs{Dir: dir, Clock: clock}
 	if cur, _, _ := c.Current(); cur != id2 {
 		t.Errorf("after a restart the current certificate is %s, want %s", cur, id2)

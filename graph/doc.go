@@ -50,6 +50,15 @@
 // before the data is decrypted; content that fails is not used and the
 // message is fetched instead. Subscriptions then last at most 1,440 minutes.
 //
+// The cut-over from EWS (migrate.go, `mailpush tenant migrate NAME --to
+// graph`, docs/migrate.md) runs in the server as a background job per
+// tenant: per EWS mailbox whose address this process knows (Addresses,
+// the EWS source's memory) and whose user Graph knows, the Graph
+// subscription is created and validated first, then the registrations move
+// in one store transaction (same IDs), then the badge is pushed; the
+// inactive EWS mailbox's subscription is answered Unsubscribe at its next
+// notification. Creations take the engine's paced slots (Pace).
+//
 // Unknown subscriptions, another mailbox's subscription and a wrong
 // clientState are ignored with a log line and no push, never an error that
 // Graph would retry forever. A validation request is answered only while
