@@ -141,3 +141,16 @@ func TestTemplatesParse(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkDecisionLogAdd is the cost the recent-decisions list adds to
+// each gate decision (gate.Deps.OnDecision), from every core at once.
+func BenchmarkDecisionLogAdd(b *testing.B) {
+	l := NewDecisionLog(200)
+	r := mailpush.GateDecisionRecord{At: time.Now(), Device: "0123456789ab", DeviceType: "iPhone", User: "ba9876543210", Allow: true, Reason: "device is compliant"}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			l.Add(r)
+		}
+	})
+}

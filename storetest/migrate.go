@@ -103,6 +103,12 @@ func testMigration(t *testing.T, s mailpush.Store, e *env) {
 	if live, err := s.ActiveRegistrations(ctx, g.ID); err != nil || len(live) != 2 {
 		t.Errorf("graph mailbox has %d registrations (%v), want 2", len(live), err)
 	}
+	if a, err := s.MailboxAudience(ctx, g.ID); err != nil || a.Registrations != 2 {
+		t.Errorf("graph mailbox audience = %+v (%v), want 2 registrations", a, err)
+	}
+	if a, err := s.MailboxAudience(ctx, alice.ID); err != nil || a.Registrations != 0 {
+		t.Errorf("old mailbox audience = %+v (%v), want none", a, err)
+	}
 	if gm, err := s.Mailbox(ctx, g.ID); err != nil || gm.Seq != 41 {
 		t.Errorf("graph mailbox seq = %d (%v), want raised to the old mailbox's 41", gm.Seq, err)
 	}

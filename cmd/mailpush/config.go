@@ -127,7 +127,7 @@ type Config struct {
 		Lease time.Duration `yaml:"lease"`
 	} `yaml:"push"`
 	// Gate is the ActiveSync access gate; it is on when gate.tenant is set
-	// (see docs/gate.md). Its rules are set in the file only.
+	// (see docs/gate.md). Its rules seed the stored rules that the admin console edits (gaterules.go).
 	Gate gate.Config `yaml:"gate"`
 	// Console is the admin console at /admin/ (console.go).
 	Console ConsoleConfig `yaml:"console"`
