@@ -52,6 +52,41 @@ func (w *world) restart(t *testing.T) {
 	}
 }
 
+// newCBAWorld is a world with a fake clock (Exchange's timers run on it:
+// a restart takes no Exchange time) and no health checks of their own,
+// its tenant acme's app token, and a client certificate for address
+// issued with opts.
+func newCBAWorld(t *testing.T, opts ewsfake.ClientCertOptions) (*world, *clocktest.Clock, string, *ewsfake.ClientCert) {
+	t.Helper()
+	clock := clocktest.New(time.Now())
+	w := newWorldWith(t, "debug", worldOptions{clock: clock, configure: func(c *Config) {
+		c.EWS.HealthInterval, c.EWS.HostCheckInterval = 1000*time.Hour, 1000*time.Hour
+	}})
+	token := w.addTenant(t, "acme")
+	cert, err := w.exchange.IssueClientCert(address, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w, clock, token, cert
+}
+
+// deliverAndWaitPush delivers a mail with the subject to address and
+// waits for the device's push that shows it with the badge.
+func (w *world) deliverAndWaitPush(t *testing.T, device, subject string, badge int) {
+	t.Helper()
+	w.exchange.Deliver(address, subject, "Bob Sender", "bob@example.com")
+	waitFor(t, "a push for "+subject, func(ctx context.Context) error {
+		return w.apple.WaitFor(ctx, func(ps []apnsfake.Push) bool {
+			for _, p := range pushesTo(ps, device) {
+				if p.Badge == badge && strings.Contains(string(p.Payload), subject) {
+					return true
+				}
+			}
+			return false
+		})
+	})
+}
+
 // waitStatus waits until the registration has the status.
 func (w *world) waitStatus(t *testing.T, regID string, want mailpush.Status) {
 	t.Helper()
@@ -77,15 +112,7 @@ func (w *world) waitStatus(t *testing.T, regID string, want mailpush.Status) {
 func TestEndToEndCBA(t *testing.T) {
 	// Exchange's timers run on the test's clock: a restart takes no
 	// Exchange time (its retries would otherwise end the subscription).
-	clock := clocktest.New(time.Now())
-	w := newWorldWith(t, "debug", worldOptions{clock: clock, configure: func(c *Config) {
-		c.EWS.HealthInterval, c.EWS.HostCheckInterval = 1000*time.Hour, 1000*time.Hour
-	}})
-	token := w.addTenant(t, "acme")
-	cert, err := w.exchange.IssueClientCert(address, ewsfake.ClientCertOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w, clock, token, cert := newCBAWorld(t, ewsfake.ClientCertOptions{})
 	device := deviceToken(15)
 	st, reg := w.call(t, "POST", "/api/v1/registrations", token, map[string]any{
 		"device":  map[string]any{"platform": "ios", "token": device, "environment": "production"},
@@ -107,18 +134,7 @@ func TestEndToEndCBA(t *testing.T) {
 		t.Helper()
 		unread++
 		n := unread
-		subject := fmt.Sprintf("CBA %s %d", what, n)
-		w.exchange.Deliver(address, subject, "Bob Sender", "bob@example.com")
-		waitFor(t, "a push for "+subject, func(ctx context.Context) error {
-			return w.apple.WaitFor(ctx, func(ps []apnsfake.Push) bool {
-				for _, p := range pushesTo(ps, device) {
-					if p.Badge == n && strings.Contains(string(p.Payload), subject) {
-						return true
-					}
-				}
-				return false
-			})
-		})
+		w.deliverAndWaitPush(t, device, fmt.Sprintf("CBA %s %d", what, n), n)
 	}
 	deliverAndWait("registered")
 	if w.exchange.Requests("Certificate") == 0 || w.exchange.Requests("Unauthorized") != 0 {
@@ -370,15 +386,7 @@ func TestCBARegistrationRefusals(t *testing.T) {
 // while mailpush holds it is used no more: the next notification asks the
 // device to check in (for the MDM's renewed certificate).
 func TestCBACertificateExpiresInMemory(t *testing.T) {
-	clock := clocktest.New(time.Now())
-	w := newWorldWith(t, "debug", worldOptions{clock: clock, configure: func(c *Config) {
-		c.EWS.HealthInterval, c.EWS.HostCheckInterval = 1000*time.Hour, 1000*time.Hour
-	}})
-	token := w.addTenant(t, "acme")
-	cert, err := w.exchange.IssueClientCert(address, ewsfake.ClientCertOptions{NotAfter: clock.Now().Add(2 * time.Hour)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w, clock, token, cert := newCBAWorld(t, ewsfake.ClientCertOptions{NotAfter: time.Now().Add(2 * time.Hour)})
 	device := deviceToken(16)
 	st, reg := w.call(t, "POST", "/api/v1/registrations", token, map[string]any{
 		"device":  map[string]any{"platform": "ios", "token": device, "environment": "production"},

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/mailpush/mailpush"
-	"github.com/mailpush/mailpush/clocktest"
-	"github.com/mailpush/mailpush/fake/apnsfake"
 	"github.com/mailpush/mailpush/fake/ewsfake"
 )
 
@@ -75,19 +73,7 @@ func earlySubscribe(t *testing.T, w *world, device string, unread *int, call fun
 		t.Fatalf("after the call: new subscription %+v (found %v), %d active", s, ok, countActive(w.exchange))
 	}
 	*unread++
-	n := *unread
-	subject := fmt.Sprintf("After %d", n)
-	w.exchange.Deliver(address, subject, "Bob Sender", "bob@example.com")
-	waitFor(t, "a push for "+subject, func(ctx context.Context) error {
-		return w.apple.WaitFor(ctx, func(ps []apnsfake.Push) bool {
-			for _, p := range pushesTo(ps, device) {
-				if p.Badge == n && strings.Contains(string(p.Payload), subject) {
-					return true
-				}
-			}
-			return false
-		})
-	})
+	w.deliverAndWaitPush(t, device, fmt.Sprintf("After %d", *unread), *unread)
 	for _, cb := range w.exchange.CallbacksFor(sub) {
 		if cb.Result != "OK" {
 			t.Fatalf("the new subscription's notification was answered %q", cb.Result)
@@ -102,15 +88,7 @@ func earlySubscribe(t *testing.T, w *world, device string, unread *int, call fun
 // check-in of a registration that went pending (its client identity was
 // lost in a restart), so the subscription the call makes survives.
 func TestEarlyNotificationOfANewSubscription(t *testing.T) {
-	clock := clocktest.New(time.Now())
-	w := newWorldWith(t, "debug", worldOptions{clock: clock, configure: func(c *Config) {
-		c.EWS.HealthInterval, c.EWS.HostCheckInterval = 1000*time.Hour, 1000*time.Hour
-	}})
-	token := w.addTenant(t, "acme")
-	cert, err := w.exchange.IssueClientCert(address, ewsfake.ClientCertOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w, clock, token, cert := newCBAWorld(t, ewsfake.ClientCertOptions{})
 	device := deviceToken(16)
 	unread := 0
 	var regID string
