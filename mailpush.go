@@ -34,6 +34,16 @@ type MailboxEventSink interface {
 	HandleMailboxEvent(ctx context.Context, ev Event, record func(*Mailbox) (news bool)) error
 }
 
+// ResolvingSink is an EventSink that also accepts an event whose badge and
+// content are not known yet (HandleUnresolvedEvent): durable before the
+// mail server is answered, completed after by the source's resolver in the
+// pipeline's workers, so a slow mail server never slows the answer. The
+// EWS and Graph sources write to one.
+type ResolvingSink interface {
+	EventSink
+	HandleUnresolvedEvent(ctx context.Context, ev Event) error
+}
+
 // CredentialVerifier checks a user's own credentials against the tenant's
 // mail server (Dovecot: an IMAP LOGIN) without keeping them: a per-user
 // proof that the holder of an app token may register that address in

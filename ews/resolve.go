@@ -9,15 +9,6 @@ import (
 	"github.com/mailpush/mailpush"
 )
 
-// Sink is where the Source's events go: the pipeline. An event whose badge
-// or content must still be fetched from Exchange is stored unresolved
-// (HandleUnresolvedEvent), so that the notification is answered as soon as
-// the event is durable; the pipeline calls Resolve after its claim.
-type Sink interface {
-	mailpush.EventSink
-	HandleUnresolvedEvent(ctx context.Context, ev mailpush.Event) error
-}
-
 // maxPendingFetches bounds the fetch plans waiting in memory for their
 // event's Resolve; when it is reached, plans older than pendingFetchTTL are
 // forgotten (their event's mailbox went away before the claim), and if none

@@ -27,7 +27,9 @@ type Source struct {
 	// or reach (package registrar).
 	Rules  mailpush.RegistrationRules
 	Sealer mailpush.CallbackSealer
-	Sink   Sink
+	// Sink is the pipeline: an event still to be fetched from Exchange is
+	// stored unresolved and completed by Resolve after the answer.
+	Sink   mailpush.ResolvingSink
 	Client *Client
 	// PublicURL is this service's base URL as Exchange reaches it.
 	PublicURL string

@@ -49,7 +49,9 @@ type Source struct {
 	Store  mailpush.Store
 	Sealer mailpush.CallbackSealer
 	Hasher mailpush.AddressHasher // derives each subscription's clientState
-	Sink   Sink
+	// Sink is the pipeline: a change notification is stored unresolved
+	// before the 202 and completed by Resolve after the claim.
+	Sink   mailpush.ResolvingSink
 	Engine mailpush.SubscriptionEngine
 	// Apps are the tenants' Entra ID apps, by tenant name.
 	Apps map[string]*App
@@ -73,14 +75,6 @@ type Source struct {
 	Addresses AddressBook
 
 	st state
-}
-
-// Sink is where the Source's events go: the pipeline. A change notification
-// becomes an unresolved event (HandleUnresolvedEvent): durable before the
-// 202, completed by the Source's Resolve after the pipeline claims it.
-type Sink interface {
-	mailpush.EventSink
-	HandleUnresolvedEvent(ctx context.Context, ev mailpush.Event) error
 }
 
 var (
