@@ -13,9 +13,18 @@ import (
 // event's Resolve; when it is reached, plans older than pendingFetchTTL are
 // forgotten (their event's mailbox went away before the claim), and if none
 // is, a new event resolves with the credential cache alone (no content).
+//
+// One mailbox keeps at most maxPendingPerMailbox plans: a newer plan pushes
+// out its oldest (that event resolves from the credential cache alone, and
+// the newer fetch reads the current unread count anyway). So the holder of
+// one callback URL, flooding its notifications, cannot fill the table and
+// take the fetches of every other mailbox; and a full table is swept at
+// most once per pendingFetchSweep, not on every notification.
 const (
-	maxPendingFetches = 100_000
-	pendingFetchTTL   = time.Hour
+	maxPendingFetches    = 100_000
+	maxPendingPerMailbox = 16
+	pendingFetchTTL      = time.Hour
+	pendingFetchSweep    = time.Minute
 )
 
 // fetchPlan is what Resolve must read from Exchange for one stored event.
@@ -32,37 +41,52 @@ type fetchPlan struct {
 // the notification that stored the event until its Resolve (which may run
 // concurrently for several events of one mailbox).
 type pendingFetches struct {
-	mu sync.Mutex
-	n  int
-	m  map[string]map[int64]fetchPlan
+	mu    sync.Mutex
+	n     int
+	m     map[string]map[int64]fetchPlan
+	swept time.Time // the last sweep of a full table
 }
 
 func (p *pendingFetches) put(mailboxID string, seq int64, f fetchPlan) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.n >= maxPendingFetches {
-		for id, byseq := range p.m {
-			for s, old := range byseq {
+	byseq := p.m[mailboxID]
+	if _, ok := byseq[seq]; ok {
+		byseq[seq] = f
+		return
+	}
+	if len(byseq) >= maxPendingPerMailbox {
+		oldest := seq
+		for s := range byseq {
+			oldest = min(oldest, s)
+		}
+		if oldest == seq {
+			return // older than every plan kept: the newer ones fetch for it
+		}
+		p.remove(mailboxID, oldest)
+		byseq = p.m[mailboxID]
+	}
+	if p.n >= maxPendingFetches && f.at.Sub(p.swept) >= pendingFetchSweep {
+		p.swept = f.at
+		for id, plans := range p.m {
+			for s, old := range plans {
 				if f.at.Sub(old.at) > pendingFetchTTL {
 					p.remove(id, s)
 				}
 			}
 		}
-		if p.n >= maxPendingFetches {
-			return
-		}
+	}
+	if p.n >= maxPendingFetches {
+		return
 	}
 	if p.m == nil {
 		p.m = map[string]map[int64]fetchPlan{}
 	}
-	byseq := p.m[mailboxID]
 	if byseq == nil {
 		byseq = map[int64]fetchPlan{}
 		p.m[mailboxID] = byseq
 	}
-	if _, ok := byseq[seq]; !ok {
-		p.n++
-	}
+	p.n++
 	byseq[seq] = f
 }
 
