@@ -321,7 +321,8 @@ func keepsExchangeAliveWithoutConnectionAuth(t *testing.T, kind string) {
 		t.Errorf("five requests reached Exchange on %d connections %v, want one kept-alive connection", len(conns), conns)
 	}
 	ntlmNegotiate := "TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAGAbEdAAAADw=="
-	for i, auth := range []string{"NTLM " + ntlmNegotiate, "ntlm " + ntlmNegotiate, "Negotiate " + ntlmNegotiate, "NEGOTIATE YIIGhgYGKwYBBQUCoIIGejCCBnag", "NTLM"} {
+	for i, auth := range []string{"NTLM " + ntlmNegotiate, "ntlm " + ntlmNegotiate, "Negotiate " + ntlmNegotiate, "NEGOTIATE YIIGhgYGKwYBBQUCoIIGejCCBnag", "NTLM",
+		"NTLM\t" + ntlmNegotiate, "Negotiate\t" + ntlmNegotiate} { // a tab is whitespace to IIS too
 		mark := fmt.Sprintf("CONNAUTH%d", i)
 		uri := "/Microsoft-Server-ActiveSync?Cmd=Ping&DeviceId=GOODDEV01&DeviceType=iPhone&ItemId=" + mark
 		code, body := rawRequest(t, proxy, uri, [][2]string{{"Authorization", auth}, {"User-Agent", "Apple-iPhone/1"}, {"MS-ASProtocolVersion", "16.1"}})
