@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -104,35 +105,8 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 		t.Fatalf("%d subscriptions for %d mailboxes", len(subs), mailboxes)
 	}
 
-	// Load: a mail every 20 ms, round robin over the mailboxes, until
-	// stopped.
-	var mu sync.Mutex
-	sent := map[string]int{}
-	stopLoad := make(chan struct{})
-	loadDone := make(chan struct{})
-	go func() {
-		defer close(loadDone)
-		for i := 0; ; i++ {
-			select {
-			case <-stopLoad:
-				return
-			case <-time.After(20 * time.Millisecond): // the load's pace, not a wait
-			}
-			a := addrs[i%mailboxes]
-			exchange.Deliver(a, fmt.Sprintf("Report %d", i), "Bob Sender", "bob@example.com")
-			mu.Lock()
-			sent[a]++
-			mu.Unlock()
-		}
-	}()
-	defer func() {
-		select {
-		case <-stopLoad:
-		default:
-			close(stopLoad)
-		}
-		<-loadDone
-	}()
+	load := startMailLoad(exchange, addrs)
+	defer load.stop()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -192,9 +166,7 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 			t.Fatalf("a notification was acknowledged OK while PostgreSQL was down: %+v", cb)
 		}
 	}
-	mu.Lock()
-	t.Logf("outage of %v: %d notifications refused (503) across %d subscriptions; mail sent so far %v", time.Since(down).Round(time.Millisecond), refusedN, len(failed), sent)
-	mu.Unlock()
+	t.Logf("outage of %v: %d notifications refused (503) across %d subscriptions; mail sent so far %v", time.Since(down).Round(time.Millisecond), refusedN, len(failed), load.sent())
 
 	// PostgreSQL comes back; nobody touches mailpush.
 	pg.Start()
@@ -204,19 +176,17 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 	if err := apple.WaitFor(ctx, func(ps []apnsfake.Push) bool { return len(ps) >= n+mailboxes*devicesPer }); err != nil {
 		t.Fatalf("no pushes after PostgreSQL came back: %v", err)
 	}
-	close(stopLoad)
-	<-loadDone
+	load.stop()
 
 	// Every device ends with its mailbox's unread count: every mail
 	// Exchange was told OK for (and every one it retried) reached it.
-	mu.Lock()
+	sent := load.sent()
 	want := map[string]int{}
 	for a, devs := range devices {
 		for _, d := range devs {
 			want[d] = sent[a]
 		}
 	}
-	mu.Unlock()
 	lastBadge := func(ps []apnsfake.Push) map[string]int {
 		last := map[string]int{}
 		for _, p := range ps {
@@ -327,27 +297,8 @@ func TestPostgresRestartUnderLoadThreeNodes(t *testing.T) {
 		}
 	}
 
-	var mu sync.Mutex
-	sent := map[int]int{} // mailbox → mails
-	stopLoad := make(chan struct{})
-	loadDone := make(chan struct{})
-	go func() {
-		defer close(loadDone)
-		for i := 0; ; i++ {
-			select {
-			case <-stopLoad:
-				return
-			case <-time.After(20 * time.Millisecond): // the load's pace, not a wait
-			}
-			m := i % mailboxes
-			w.exchange.Deliver(addrs[m], fmt.Sprintf("Report %d", i), "Bob Sender", "bob@example.com")
-			mu.Lock()
-			sent[m]++
-			mu.Unlock()
-		}
-	}()
-	stop := sync.OnceFunc(func() { close(stopLoad); <-loadDone })
-	defer stop()
+	load := startMailLoad(w.exchange, addrs)
+	defer load.stop()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -417,17 +368,16 @@ func TestPostgresRestartUnderLoadThreeNodes(t *testing.T) {
 	if err := w.apple.WaitFor(ctx, func(ps []apnsfake.Push) bool { return len(ps) >= n+mailboxes*devicesPer }); err != nil {
 		t.Fatalf("no pushes after PostgreSQL came back: %v", err)
 	}
-	stop()
+	load.stop()
 
 	// Every device ends with its mailbox's unread count.
-	mu.Lock()
+	sent := load.sent()
 	want := map[string]int{}
 	for m := range mailboxes {
 		for d := range devicesPer {
-			want[deviceToken(m*devicesPer+d)] = sent[m]
+			want[deviceToken(m*devicesPer+d)] = sent[addrs[m]]
 		}
 	}
-	mu.Unlock()
 	last := map[string]int{}
 	err := w.apple.WaitFor(ctx, func(ps []apnsfake.Push) bool {
 		clear(last)
@@ -473,7 +423,42 @@ func TestPostgresRestartUnderLoadThreeNodes(t *testing.T) {
 			t.Errorf("the subscription of %s ended: %q", a, s.EndReason)
 		}
 	}
-	mu.Lock()
 	t.Logf("after the restart every one of %d devices has its badge; mail sent %v; %d pushes, %d of them the same push a second time, %d a badge the device already had (at least once)", len(want), sent, len(ps), twice, repeated)
-	mu.Unlock()
+}
+
+// mailLoad delivers a mail every 20 ms, round robin over the addresses,
+// until stopped, and counts what it sent to each address.
+type mailLoad struct {
+	mu     sync.Mutex
+	counts map[string]int
+	stop   func() // ends the load and waits for its last mail; safe to call twice
+}
+
+func startMailLoad(exchange *ewsfake.Server, addrs []string) *mailLoad {
+	l := &mailLoad{counts: map[string]int{}}
+	quit, done := make(chan struct{}), make(chan struct{})
+	l.stop = sync.OnceFunc(func() { close(quit); <-done })
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-quit:
+				return
+			case <-time.After(20 * time.Millisecond): // the load's pace, not a wait
+			}
+			a := addrs[i%len(addrs)]
+			exchange.Deliver(a, fmt.Sprintf("Report %d", i), "Bob Sender", "bob@example.com")
+			l.mu.Lock()
+			l.counts[a]++
+			l.mu.Unlock()
+		}
+	}()
+	return l
+}
+
+// sent is a copy of the mails sent so far, by address.
+func (l *mailLoad) sent() map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return maps.Clone(l.counts)
 }
