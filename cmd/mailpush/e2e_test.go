@@ -324,10 +324,17 @@ func deviceToken(i int) string { return fmt.Sprintf("%064x", i+0xA11CE) }
 
 func waitFor(t testing.TB, what string, fn func(ctx context.Context) error) {
 	t.Helper()
+	waitForExplained(t, what, fn, func() string { return "" })
+}
+
+// waitForExplained is waitFor that adds what explain says (the state
+// reached) to a failure.
+func waitForExplained(t testing.TB, what string, fn func(ctx context.Context) error, explain func() string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := fn(ctx); err != nil {
-		t.Fatalf("waiting for %s: %v", what, err)
+		t.Fatalf("waiting for %s: %v%s", what, err, explain())
 	}
 }
 

@@ -92,24 +92,37 @@ func (gw *graphWorld) userToken(mutate func(jwt.MapClaims)) string {
 	return gw.graph.UserToken(graphUser, graphClientID, time.Hour, mutate)
 }
 
-// waitPush waits for the device's last push to carry badge (and, when
-// subject is set, that subject and sender).
+// waitPush waits for the device's badge (what its last push carrying one
+// set) to be badge and, when subject is set, for an alert with that subject
+// and sender to have reached it. The alert need not be the last push: a
+// resync racing with the new mail (after a subscription is made again) may
+// push the same badge after it, or take a higher sequence first so that the
+// alert goes without its stale badge; the device shows the same either way.
 func (gw *graphWorld) waitPush(t *testing.T, device string, badge int, subject, sender string) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("push with badge %d %q", badge, subject), func(ctx context.Context) error {
+	waitForExplained(t, fmt.Sprintf("push with badge %d %q", badge, subject), func(ctx context.Context) error {
 		return gw.apple.WaitFor(ctx, func(all []apnsfake.Push) bool {
 			ps := pushesTo(all, device)
-			if len(ps) == 0 {
-				return false
+			shown, alerted := -1, subject == ""
+			for _, p := range ps {
+				if p.Badge != -1 {
+					shown = p.Badge
+				}
+				text := p.AlertTitle + " " + p.AlertBody
+				alerted = alerted || strings.Contains(text, subject) && strings.Contains(text, sender)
 			}
-			p := ps[len(ps)-1]
-			if p.Badge != badge {
-				return false
-			}
-			text := p.AlertTitle + " " + p.AlertBody
-			return subject == "" || strings.Contains(text, subject) && strings.Contains(text, sender)
+			return shown == badge && alerted
 		})
-	})
+	}, func() string { return describePushes(gw.apple.PushesFor(device)) })
+}
+
+// describePushes says what a device received, for a failed wait.
+func describePushes(ps []apnsfake.Push) string {
+	var b strings.Builder
+	for _, p := range ps {
+		fmt.Fprintf(&b, "\n  seq %d badge %d type %s alert %q", p.Seq, p.Badge, p.PushType, p.AlertTitle+" "+p.AlertBody)
+	}
+	return b.String()
 }
 
 func (gw *graphWorld) oneSubscription(t *testing.T) graphfake.Subscription {
