@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,7 +49,7 @@ func (s *Store) channel(name string) string {
 // reconnection: "anything may have changed, drop what you cached".
 func (s *Store) Listen(ctx context.Context, channel string, fn func(payload string)) {
 	link := "the broadcast connection (LISTEN " + channel + ")"
-	s.links.down(link, errNotYet)
+	s.links.setDown(link, errNotYet)
 	defer s.links.gone(link)
 	pause := 100 * time.Millisecond
 	const retryMax = 5 * time.Second
@@ -65,7 +66,7 @@ func (s *Store) Listen(ctx context.Context, channel string, fn func(payload stri
 		if ctx.Err() != nil {
 			return
 		}
-		s.links.down(link, err)
+		s.links.setDown(link, err)
 		s.logger.Warn("lost the broadcast connection; connecting again", "channel", channel, "err", err)
 		if mailpush.Sleep(ctx, s.clock, pause) != nil {
 			return
@@ -108,7 +109,7 @@ func (s *Store) Lead(ctx context.Context, name string, check time.Duration, fn f
 	for ctx.Err() == nil {
 		err := s.leadOnce(ctx, key, check, func() { s.links.up(link) }, fn)
 		if err != nil && ctx.Err() == nil {
-			s.links.down(link, err)
+			s.links.setDown(link, err)
 			s.logger.Warn("leadership check failed", "lock", name, "err", err)
 		}
 		if mailpush.Sleep(ctx, s.clock, check) != nil {
@@ -192,52 +193,75 @@ var errNotYet = errors.New("not connected yet")
 // links is the state of the store's long-lived connections of its own (a
 // broadcast listener, leadership), which the pool's health does not show:
 // a node whose broadcast connection is lost misses other nodes' changes
-// while its queries still work.
+// while its queries still work. A link that has never been up is
+// "connecting" (a node that has just started), not "lost": an operator who
+// reads "lost" looks for a failure that did not happen.
 type links struct {
 	mu   sync.Mutex
-	lost map[string]error // link → why it is down; absent: up (or not run)
+	down map[string]error // link → why it is down; absent: up (or not run)
+	was  map[string]bool  // links that have been up at least once
 }
 
-func (l *links) down(link string, err error) {
+func (l *links) setDown(link string, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.lost == nil {
-		l.lost = map[string]error{}
+	if l.down == nil {
+		l.down = map[string]error{}
 	}
-	l.lost[link] = err
+	l.down[link] = err
 }
 
 func (l *links) up(link string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	delete(l.lost, link)
+	delete(l.down, link)
+	if l.was == nil {
+		l.was = map[string]bool{}
+	}
+	l.was[link] = true
 }
 
 // gone forgets a link that stopped running (its context ended).
-func (l *links) gone(link string) { l.up(link) }
+func (l *links) gone(link string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.down, link)
+	delete(l.was, link)
+}
 
 // LinksReady reports whether every long-lived connection the store runs
-// (Listen, Lead) is up: nil, or an EUnavailable error naming the lost ones
-// (its message fit for /readyz; the cause, which may name the database
-// host, is wrapped for the log). A lost link reconnects by itself.
+// (Listen, Lead) is up: nil, or an EUnavailable error naming the ones that
+// are down (its message fit for /readyz; the cause, which may name the
+// database host, is wrapped for the log): "connecting" for a link that has
+// never been up, "lost; reconnecting" for one that was. A link that is down
+// connects (again) by itself.
 func (s *Store) LinksReady() error {
 	s.links.mu.Lock()
 	defer s.links.mu.Unlock()
-	if len(s.links.lost) == 0 {
+	if len(s.links.down) == 0 {
 		return nil
 	}
-	names := make([]string, 0, len(s.links.lost))
-	for n := range s.links.lost {
+	names := make([]string, 0, len(s.links.down))
+	for n := range s.links.down {
 		names = append(names, n)
 	}
 	sort.Strings(names)
+	var lost, connecting []string
 	causes := make([]error, 0, len(names))
 	for _, n := range names {
-		causes = append(causes, fmt.Errorf("%s: %w", n, s.links.lost[n]))
+		causes = append(causes, fmt.Errorf("%s: %w", n, s.links.down[n]))
+		if s.links.was[n] {
+			lost = append(lost, n)
+		} else {
+			connecting = append(connecting, n)
+		}
 	}
-	msg := names[0]
-	for _, n := range names[1:] {
-		msg += " and " + n
+	var parts []string
+	if len(lost) > 0 {
+		parts = append(parts, strings.Join(lost, " and ")+" to the database is lost; reconnecting")
 	}
-	return mailpush.WrapError(mailpush.EUnavailable, msg+" to the database is lost; reconnecting", errors.Join(causes...))
+	if len(connecting) > 0 {
+		parts = append(parts, strings.Join(connecting, " and ")+" to the database is connecting (not connected since the node started)")
+	}
+	return mailpush.WrapError(mailpush.EUnavailable, strings.Join(parts, "; "), errors.Join(causes...))
 }
