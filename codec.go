@@ -36,12 +36,61 @@ func (c StoreCodec) OpenToken(sealed []byte) (string, error) {
 	return string(tok), err
 }
 
+// SealAddress seals a mailbox's address for its row (Mailbox.StoredAddress),
+// bound to the mailbox's ID: a sealed address copied into another
+// mailbox's row does not open there.
+func (c StoreCodec) SealAddress(mailboxID, address string) ([]byte, error) {
+	if address == "" {
+		return nil, nil
+	}
+	return c.Cipher.SealBound([]byte(address), addressAAD(mailboxID))
+}
+
+// OpenAddress opens what SealAddress sealed for the mailbox; "" when there
+// is none or it cannot be opened (a retired key, another row's value): the
+// mailbox's address is then unknown, as for one stored before addresses
+// were kept, and the sources fall back to what they do without it.
+func (c StoreCodec) OpenAddress(mailboxID string, sealed []byte) string {
+	if len(sealed) == 0 {
+		return ""
+	}
+	plain, err := c.Cipher.OpenBound(sealed, addressAAD(mailboxID))
+	if err != nil {
+		return ""
+	}
+	return string(plain)
+}
+
+// AddressUpdate is what a mailbox write stores in the sealed address column:
+// nil (keep the stored value) unless m.StoredAddress was set to another
+// address than before (the value read), then that address sealed. Most
+// writes (every notification's) thus seal nothing, and an address is never
+// erased by a write that did not know it.
+func (c StoreCodec) AddressUpdate(m *Mailbox, before string) ([]byte, error) {
+	if m.StoredAddress == "" || m.StoredAddress == before {
+		return nil, nil
+	}
+	return c.SealAddress(m.ID, m.StoredAddress)
+}
+
+// NewMailboxAddress is the address a new mailbox row keeps: StoredAddress,
+// else Address (the registration's), sealed; it sets m.StoredAddress.
+func (c StoreCodec) NewMailboxAddress(m *Mailbox) ([]byte, error) {
+	if m.StoredAddress == "" {
+		m.StoredAddress = m.Address
+	}
+	return c.SealAddress(m.ID, m.StoredAddress)
+}
+
+func addressAAD(mailboxID string) []byte { return []byte("mailpush mailbox address\x00" + mailboxID) }
+
 // StoredContent is what of a queued push or event is secret: subject and
 // sender in clear, or the content sealed to the device's key.
 type StoredContent struct {
 	Subject string `json:"s,omitempty"`
 	Sender  string `json:"f,omitempty"`
 	Sealed  string `json:"e,omitempty"`
+	Ref     string `json:"r,omitempty"` // an event's Ref
 }
 
 // SealContent seals content; nil when there is none.

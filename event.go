@@ -21,8 +21,13 @@ type Event struct {
 	Badge     int // unread count in the Inbox, or NoBadge
 	Subject   string
 	Sender    string
-	Seq       int64 // the mailbox sequence after this event; orders pushes
-	At        time.Time
+	// Ref names what a source must fetch to resolve an unresolved event
+	// after its claim (Graph: the ID of the message it is about). It is
+	// kept sealed with Subject and Sender in the event's row, so that
+	// whichever node claims the event finds it.
+	Ref string
+	Seq int64 // the mailbox sequence after this event; orders pushes
+	At  time.Time
 }
 
 // PushKind is the kind of notification a device receives.

@@ -196,8 +196,20 @@ type Mailbox struct {
 	UpdatedAt      time.Time
 
 	// Address is the mailbox's address while a request that carried it is
-	// handled (service mode impersonates it). Never stored.
+	// handled (service mode impersonates it). A store creating the mailbox
+	// keeps it as StoredAddress; reading a mailbox never sets Address.
 	Address string
+	// StoredAddress is the address the store keeps for the mailbox, sealed
+	// with its field cipher and bound to the mailbox's ID (StoreCodec's
+	// SealAddress; never in clear on disk), for work that no request brings
+	// it to: a Graph event resolved by whichever node claims it, a renewal
+	// that must make the subscription again, the EWS to Graph cut-over. Set
+	// from Address when the mailbox is created; a source that learns it
+	// later sets it in UpdateMailbox (written only when it changes, in the
+	// same statement). Empty when unknown: a mailbox created before
+	// addresses were kept and not heard of since, or a seal that cannot be
+	// opened.
+	StoredAddress string
 }
 
 // NoBadge marks an unknown unread count.

@@ -157,9 +157,14 @@ type Audience struct {
 
 // FieldCipher protects values that the store must keep but must not keep in
 // clear (device push tokens). Hash gives a stable keyed hash for lookups.
+// SealBound and OpenBound bind the sealed value to a context (additional
+// authenticated data, not stored with it), such as the ID of the row that
+// holds it: a value copied into another row does not open there.
 type FieldCipher interface {
 	SealField(plain []byte) ([]byte, error)
 	OpenField(sealed []byte) ([]byte, error)
+	SealBound(plain, aad []byte) ([]byte, error)
+	OpenBound(sealed, aad []byte) ([]byte, error)
 	HashField(plain []byte) []byte
 }
 

@@ -20,7 +20,7 @@ func (s *Store) TenantMailboxes(ctx context.Context, tenantID string, source mai
 	defer rows.Close()
 	var out []*mailpush.Mailbox
 	for rows.Next() {
-		m, err := scanMailbox(rows)
+		m, err := s.scanMailbox(rows)
 		if err != nil {
 			return nil, dbError("tenant mailboxes", err)
 		}
@@ -38,7 +38,7 @@ func (s *Store) EnsureMailbox(ctx context.Context, mb *mailpush.Mailbox) (*mailp
 	var out *mailpush.Mailbox
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
-		out, err = ensureMailboxTx(ctx, tx, mb, now)
+		out, err = s.ensureMailboxTx(ctx, tx, mb, now)
 		return err
 	})
 	if err != nil {

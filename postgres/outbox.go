@@ -93,7 +93,7 @@ func (s *Store) EnqueueEvents(ctx context.Context, events []*mailpush.OutboxEven
 					continue
 				}
 				ev := &e.Event
-				content, err := s.codec.SealContent(mailpush.StoredContent{Subject: ev.Subject, Sender: ev.Sender})
+				content, err := s.codec.SealContent(mailpush.StoredContent{Subject: ev.Subject, Sender: ev.Sender, Ref: ev.Ref})
 				if err != nil {
 					return fmt.Errorf("postgres: enqueue events: %w", err)
 				}
@@ -114,15 +114,16 @@ func (s *Store) EnqueueEvents(ctx context.Context, events []*mailpush.OutboxEven
 // recordEvent applies e.Record to its mailbox, locked, in tx
 // (OutboxEvent.Record) and reports whether the event is to be stored.
 func (s *Store) recordEvent(ctx context.Context, tx pgx.Tx, e *mailpush.OutboxEvent) (bool, error) {
-	m, err := mailboxWhere(ctx, tx, "id = $1 FOR UPDATE", e.Event.MailboxID)
+	m, err := s.mailboxWhere(ctx, tx, "id = $1 FOR UPDATE", e.Event.MailboxID)
 	if mailpush.ErrorCode(err) == mailpush.ENotFound {
 		return false, nil // gone since the source looked it up
 	}
 	if err != nil {
 		return false, err
 	}
+	before := m.StoredAddress
 	news := e.Record(m)
-	if err := s.writeMailbox(ctx, tx, m); err != nil {
+	if err := s.writeMailbox(ctx, tx, m, before); err != nil {
 		return false, err
 	}
 	if news {
@@ -251,7 +252,7 @@ func (s *Store) claimEventsTx(ctx context.Context, tx pgx.Tx, now time.Time, lim
 			unreadable = append(unreadable, e)
 			continue
 		}
-		ev.Subject, ev.Sender = c.Subject, c.Sender
+		ev.Subject, ev.Sender, ev.Ref = c.Subject, c.Sender, c.Ref
 		out = append(out, e)
 	}
 	rows.Close()

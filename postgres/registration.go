@@ -11,7 +11,7 @@ import (
 	"github.com/mailpush/mailpush"
 )
 
-const mailboxCols = `id, tenant_id, address_hash, source, mode, server_url, subscription_id, watermark, badge, seq, status, last_event_at, created_at, updated_at`
+const mailboxCols = `id, tenant_id, address_hash, source, mode, server_url, subscription_id, watermark, badge, seq, status, last_event_at, created_at, updated_at, address_sealed`
 
 const registrationCols = `id, tenant_id, mailbox_id, platform, environment, token_sealed, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash`
 
@@ -21,15 +21,17 @@ type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-func scanMailbox(row pgx.Row) (*mailpush.Mailbox, error) {
+func (s *Store) scanMailbox(row pgx.Row) (*mailpush.Mailbox, error) {
 	var m mailpush.Mailbox
 	var src, mode, status string
 	var sub *string
 	var last, created, updated int64
-	if err := row.Scan(&m.ID, &m.TenantID, &m.AddressHash, &src, &mode, &m.ServerURL, &sub, &m.Watermark, &m.Badge, &m.Seq, &status, &last, &created, &updated); err != nil {
+	var address []byte
+	if err := row.Scan(&m.ID, &m.TenantID, &m.AddressHash, &src, &mode, &m.ServerURL, &sub, &m.Watermark, &m.Badge, &m.Seq, &status, &last, &created, &updated, &address); err != nil {
 		return nil, err
 	}
 	m.Source, m.Mode, m.Status = mailpush.Source(src), mailpush.Mode(mode), mailpush.Status(status)
+	m.StoredAddress = s.codec.OpenAddress(m.ID, address)
 	if sub != nil {
 		m.SubscriptionID = *sub
 	}
@@ -75,7 +77,7 @@ func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *ma
 	var stored *mailpush.Mailbox
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
-		if stored, err = ensureMailboxTx(ctx, tx, mb, now); err != nil {
+		if stored, err = s.ensureMailboxTx(ctx, tx, mb, now); err != nil {
 			return err
 		}
 		reg.TenantID, reg.MailboxID = stored.TenantID, stored.ID
@@ -108,19 +110,23 @@ func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *ma
 // ensureMailboxTx returns the mailbox of (mb.TenantID, mb.AddressHash,
 // mb.Source), creating it from mb when there is none (an upsert: two nodes
 // creating it at once end with one row).
-func ensureMailboxTx(ctx context.Context, tx pgx.Tx, mb *mailpush.Mailbox, now time.Time) (*mailpush.Mailbox, error) {
+func (s *Store) ensureMailboxTx(ctx context.Context, tx pgx.Tx, mb *mailpush.Mailbox, now time.Time) (*mailpush.Mailbox, error) {
 	m := *mb
 	if m.ID == "" {
 		m.ID = mailpush.NewID()
 	}
 	m.CreatedAt, m.UpdatedAt = now, now
-	if _, err := tx.Exec(ctx, `INSERT INTO mailboxes (`+mailboxCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-		ON CONFLICT (tenant_id, address_hash, source) DO NOTHING`,
-		m.ID, m.TenantID, m.AddressHash, string(m.Source), string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark,
-		m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.CreatedAt), mailpush.UnixMilli(m.UpdatedAt)); err != nil {
+	address, err := s.codec.NewMailboxAddress(&m)
+	if err != nil {
 		return nil, fmt.Errorf("create mailbox: %w", err)
 	}
-	stored, err := scanMailbox(tx.QueryRow(ctx, `SELECT `+mailboxCols+` FROM mailboxes WHERE tenant_id = $1 AND address_hash = $2 AND source = $3`,
+	if _, err := tx.Exec(ctx, `INSERT INTO mailboxes (`+mailboxCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+		ON CONFLICT (tenant_id, address_hash, source) DO NOTHING`,
+		m.ID, m.TenantID, m.AddressHash, string(m.Source), string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark,
+		m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.CreatedAt), mailpush.UnixMilli(m.UpdatedAt), address); err != nil {
+		return nil, fmt.Errorf("create mailbox: %w", err)
+	}
+	stored, err := s.scanMailbox(tx.QueryRow(ctx, `SELECT `+mailboxCols+` FROM mailboxes WHERE tenant_id = $1 AND address_hash = $2 AND source = $3`,
 		mb.TenantID, mb.AddressHash, string(mb.Source)))
 	if err != nil {
 		return nil, fmt.Errorf("find mailbox: %w", err)
@@ -275,7 +281,7 @@ func (s *Store) CountRegistrations(ctx context.Context, tenantID string) (int, e
 
 // Mailbox returns a mailbox by ID.
 func (s *Store) Mailbox(ctx context.Context, id string) (*mailpush.Mailbox, error) {
-	return mailboxWhere(ctx, s.pool, "id = $1", id)
+	return s.mailboxWhere(ctx, s.pool, "id = $1", id)
 }
 
 // MailboxBySubscription returns the mailbox bound to a mail-server subscription.
@@ -283,16 +289,16 @@ func (s *Store) MailboxBySubscription(ctx context.Context, subscriptionID string
 	if subscriptionID == "" {
 		return nil, notFound("mailbox")
 	}
-	return mailboxWhere(ctx, s.pool, "subscription_id = $1", subscriptionID)
+	return s.mailboxWhere(ctx, s.pool, "subscription_id = $1", subscriptionID)
 }
 
 // MailboxByAddress returns the tenant's mailbox of a source by address hash.
 func (s *Store) MailboxByAddress(ctx context.Context, tenantID string, addressHash []byte, source mailpush.Source) (*mailpush.Mailbox, error) {
-	return mailboxWhere(ctx, s.pool, "tenant_id = $1 AND address_hash = $2 AND source = $3", tenantID, addressHash, string(source))
+	return s.mailboxWhere(ctx, s.pool, "tenant_id = $1 AND address_hash = $2 AND source = $3", tenantID, addressHash, string(source))
 }
 
-func mailboxWhere(ctx context.Context, q querier, where string, args ...any) (*mailpush.Mailbox, error) {
-	m, err := scanMailbox(q.QueryRow(ctx, `SELECT `+mailboxCols+` FROM mailboxes WHERE `+where, args...))
+func (s *Store) mailboxWhere(ctx context.Context, q querier, where string, args ...any) (*mailpush.Mailbox, error) {
+	m, err := s.scanMailbox(q.QueryRow(ctx, `SELECT `+mailboxCols+` FROM mailboxes WHERE `+where, args...))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound("mailbox")
 	}
@@ -310,14 +316,15 @@ func (s *Store) UpdateMailbox(ctx context.Context, id string, fn func(*mailpush.
 	var fnErr error
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
-		if m, err = mailboxWhere(ctx, tx, "id = $1 FOR UPDATE", id); err != nil {
+		if m, err = s.mailboxWhere(ctx, tx, "id = $1 FOR UPDATE", id); err != nil {
 			return err
 		}
+		before := m.StoredAddress
 		if fnErr = fn(m); fnErr != nil {
 			return fnErr
 		}
 		m.ID = id
-		return s.writeMailbox(ctx, tx, m)
+		return s.writeMailbox(ctx, tx, m, before)
 	})
 	if fnErr != nil {
 		return nil, fnErr
@@ -328,11 +335,17 @@ func (s *Store) UpdateMailbox(ctx context.Context, id string, fn func(*mailpush.
 	return m, nil
 }
 
-// writeMailbox stores m's changeable fields in tx (its row locked).
-func (s *Store) writeMailbox(ctx context.Context, tx pgx.Tx, m *mailpush.Mailbox) error {
+// writeMailbox stores m's changeable fields in tx (its row locked); its
+// address (sealed) only when it is no longer before, the address read
+// (StoreCodec.AddressUpdate).
+func (s *Store) writeMailbox(ctx context.Context, tx pgx.Tx, m *mailpush.Mailbox, before string) error {
 	m.UpdatedAt = s.clock.Now().UTC()
-	_, err := tx.Exec(ctx, `UPDATE mailboxes SET mode = $1, server_url = $2, subscription_id = $3, watermark = $4, badge = $5, seq = $6, status = $7, last_event_at = $8, updated_at = $9 WHERE id = $10`,
-		string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark, m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.UpdatedAt), m.ID)
+	address, err := s.codec.AddressUpdate(m, before)
+	if err != nil {
+		return fmt.Errorf("update mailbox: %w", err)
+	}
+	_, err = tx.Exec(ctx, `UPDATE mailboxes SET mode = $1, server_url = $2, subscription_id = $3, watermark = $4, badge = $5, seq = $6, status = $7, last_event_at = $8, updated_at = $9, address_sealed = coalesce($10, address_sealed) WHERE id = $11`,
+		string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark, m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.UpdatedAt), address, m.ID)
 	if isUnique(err) {
 		return mailpush.Errorf(mailpush.EConflict, "subscription is already bound to another mailbox")
 	}
@@ -352,7 +365,7 @@ func (s *Store) StaleMailboxes(ctx context.Context, source mailpush.Source, befo
 	defer rows.Close()
 	var out []*mailpush.Mailbox
 	for rows.Next() {
-		m, err := scanMailbox(rows)
+		m, err := s.scanMailbox(rows)
 		if err != nil {
 			return nil, dbError("stale mailboxes", err)
 		}

@@ -457,18 +457,25 @@ func AddressID(hash []byte) string {
 }
 
 // SealField encrypts a value for storage (AES-256-GCM, random nonce).
-func (k *Keyring) SealField(plain []byte) ([]byte, error) {
-	nonce := randomBytes(k.fieldKey.NonceSize())
-	return k.fieldKey.Seal(nonce, nonce, plain, nil), nil
-}
+func (k *Keyring) SealField(plain []byte) ([]byte, error) { return k.SealBound(plain, nil) }
 
 // OpenField decrypts a value sealed by SealField.
-func (k *Keyring) OpenField(sealed []byte) ([]byte, error) {
+func (k *Keyring) OpenField(sealed []byte) ([]byte, error) { return k.OpenBound(sealed, nil) }
+
+// SealBound is SealField with additional authenticated data: the value
+// opens only with the same aad (OpenBound), which is not stored with it.
+func (k *Keyring) SealBound(plain, aad []byte) ([]byte, error) {
+	nonce := randomBytes(k.fieldKey.NonceSize())
+	return k.fieldKey.Seal(nonce, nonce, plain, aad), nil
+}
+
+// OpenBound decrypts a value sealed by SealBound with the same aad.
+func (k *Keyring) OpenBound(sealed, aad []byte) ([]byte, error) {
 	ns := k.fieldKey.NonceSize()
 	if len(sealed) < ns {
 		return nil, errors.New("seal: stored field is truncated")
 	}
-	p, err := k.fieldKey.Open(nil, sealed[:ns], sealed[ns:], nil)
+	p, err := k.fieldKey.Open(nil, sealed[:ns], sealed[ns:], aad)
 	if err != nil {
 		return nil, fmt.Errorf("seal: stored field cannot be opened: %w", err)
 	}

@@ -20,7 +20,7 @@ func (s *Store) TenantMailboxes(ctx context.Context, tenantID string, source mai
 	defer rows.Close()
 	var out []*mailpush.Mailbox
 	for rows.Next() {
-		m, err := scanMailbox(rows)
+		m, err := s.scanMailbox(rows)
 		if err != nil {
 			return nil, dbError("tenant mailboxes", err)
 		}
@@ -50,11 +50,11 @@ func (s *Store) MoveRegistrations(ctx context.Context, fromID, toID string) (int
 	var moved int
 	err := s.grouped(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		q := txQuerier{s, tx}
-		from, err := mailboxWhere(ctx, q, "id = ?", fromID)
+		from, err := s.mailboxWhere(ctx, q, "id = ?", fromID)
 		if err != nil {
 			return err
 		}
-		to, err := mailboxWhere(ctx, q, "id = ?", toID)
+		to, err := s.mailboxWhere(ctx, q, "id = ?", toID)
 		if err != nil {
 			return err
 		}

@@ -106,7 +106,7 @@ func (s *Store) enqueueEventsTx(ctx context.Context, tx *sql.Tx, events []*mailp
 				return dbError("coalesce events", err)
 			}
 		}
-		content, err := s.codec.SealContent(mailpush.StoredContent{Subject: ev.Subject, Sender: ev.Sender})
+		content, err := s.codec.SealContent(mailpush.StoredContent{Subject: ev.Subject, Sender: ev.Sender, Ref: ev.Ref})
 		if err != nil {
 			return fmt.Errorf("sqlite: enqueue events: %w", err)
 		}
@@ -128,15 +128,16 @@ func (s *Store) enqueueEventsTx(ctx context.Context, tx *sql.Tx, events []*mailp
 // recordEvent applies e.Record to its mailbox in tx (OutboxEvent.Record)
 // and reports whether the event is to be stored.
 func (s *Store) recordEvent(ctx context.Context, tx *sql.Tx, e *mailpush.OutboxEvent) (bool, error) {
-	m, err := mailboxWhere(ctx, txQuerier{s, tx}, "id = ?", e.Event.MailboxID)
+	m, err := s.mailboxWhere(ctx, txQuerier{s, tx}, "id = ?", e.Event.MailboxID)
 	if mailpush.ErrorCode(err) == mailpush.ENotFound {
 		return false, nil // gone since the source looked it up
 	}
 	if err != nil {
 		return false, err
 	}
+	before := m.StoredAddress
 	news := e.Record(m)
-	if err := s.writeMailbox(ctx, tx, m); err != nil {
+	if err := s.writeMailbox(ctx, tx, m, before); err != nil {
 		return false, err
 	}
 	if news {
@@ -276,7 +277,7 @@ func (s *Store) claimEventsTx(ctx context.Context, tx *sql.Tx, now time.Time, li
 			unreadable = append(unreadable, e)
 			continue
 		}
-		ev.Subject, ev.Sender = c.Subject, c.Sender
+		ev.Subject, ev.Sender, ev.Ref = c.Subject, c.Sender, c.Ref
 		e.Attempts++
 		out = append(out, e)
 		claimed = append(claimed, e.OutboxID)

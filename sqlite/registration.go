@@ -10,7 +10,7 @@ import (
 	"github.com/mailpush/mailpush"
 )
 
-const mailboxCols = `id, tenant_id, address_hash, source, mode, server_url, subscription_id, watermark, badge, seq, status, last_event_at, created_at, updated_at`
+const mailboxCols = `id, tenant_id, address_hash, source, mode, server_url, subscription_id, watermark, badge, seq, status, last_event_at, created_at, updated_at, address_sealed`
 
 const registrationCols = `id, tenant_id, mailbox_id, platform, environment, token_sealed, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash`
 
@@ -31,16 +31,18 @@ type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
-func scanMailbox(row scanner) (*mailpush.Mailbox, error) {
+func (s *Store) scanMailbox(row scanner) (*mailpush.Mailbox, error) {
 	var m mailpush.Mailbox
 	var src, mode, status string
 	var sub sql.NullString
 	var last, created, updated int64
-	if err := row.Scan(&m.ID, &m.TenantID, &m.AddressHash, &src, &mode, &m.ServerURL, &sub, &m.Watermark, &m.Badge, &m.Seq, &status, &last, &created, &updated); err != nil {
+	var address []byte
+	if err := row.Scan(&m.ID, &m.TenantID, &m.AddressHash, &src, &mode, &m.ServerURL, &sub, &m.Watermark, &m.Badge, &m.Seq, &status, &last, &created, &updated, &address); err != nil {
 		return nil, err
 	}
 	m.Source, m.Mode, m.Status = mailpush.Source(src), mailpush.Mode(mode), mailpush.Status(status)
 	m.SubscriptionID = sub.String
+	m.StoredAddress = s.codec.OpenAddress(m.ID, address)
 	m.LastEventAt, m.CreatedAt, m.UpdatedAt = mailpush.FromUnixMilli(last), mailpush.FromUnixMilli(created), mailpush.FromUnixMilli(updated)
 	return &m, nil
 }
@@ -133,7 +135,7 @@ func (s *Store) registerTx(ctx context.Context, tx *sql.Tx, reg *mailpush.Regist
 // ensureMailboxTx returns the mailbox of (mb.TenantID, mb.AddressHash,
 // mb.Source), creating it from mb when there is none.
 func (s *Store) ensureMailboxTx(ctx context.Context, tx *sql.Tx, mb *mailpush.Mailbox, now time.Time) (*mailpush.Mailbox, error) {
-	stored, err := scanMailbox(s.txStmt(ctx, tx, qFindMailbox).QueryRowContext(ctx, mb.TenantID, mb.AddressHash, string(mb.Source)))
+	stored, err := s.scanMailbox(s.txStmt(ctx, tx, qFindMailbox).QueryRowContext(ctx, mb.TenantID, mb.AddressHash, string(mb.Source)))
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		m := *mb
@@ -141,9 +143,13 @@ func (s *Store) ensureMailboxTx(ctx context.Context, tx *sql.Tx, mb *mailpush.Ma
 			m.ID = mailpush.NewID()
 		}
 		m.CreatedAt, m.UpdatedAt = now, now
+		address, err := s.codec.NewMailboxAddress(&m)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: create mailbox: %w", err)
+		}
 		if _, err := s.txStmt(ctx, tx, qInsertMailbox).ExecContext(ctx,
 			m.ID, m.TenantID, m.AddressHash, string(m.Source), string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark,
-			m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.CreatedAt), mailpush.UnixMilli(m.UpdatedAt)); err != nil {
+			m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.CreatedAt), mailpush.UnixMilli(m.UpdatedAt), address); err != nil {
 			return nil, dbError("create mailbox", err)
 		}
 		return &m, nil
@@ -156,7 +162,7 @@ func (s *Store) ensureMailboxTx(ctx context.Context, tx *sql.Tx, mb *mailpush.Ma
 // Register's statements, prepared once at Open (registerStatements).
 const (
 	qFindMailbox        = `SELECT ` + mailboxCols + ` FROM mailboxes WHERE tenant_id = ? AND address_hash = ? AND source = ?`
-	qInsertMailbox      = `INSERT INTO mailboxes (` + mailboxCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	qInsertMailbox      = `INSERT INTO mailboxes (` + mailboxCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	qFindRegistration   = `SELECT id, created_at FROM registrations WHERE mailbox_id = ? AND token_hash = ?`
 	qInsertRegistration = `INSERT INTO registrations (id, tenant_id, mailbox_id, platform, environment, token_sealed, token_hash, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	qUpdateRegistration = `UPDATE registrations SET platform = ?, environment = ?, token_sealed = ?, content_key = ?, content = ?, status = ?, updated_at = ?, expires_at = ?, activesync_device_hash = ? WHERE id = ?`
@@ -166,7 +172,7 @@ const (
 // a registration's CPU.
 const (
 	qMailboxByID           = `SELECT ` + mailboxCols + ` FROM mailboxes WHERE id = ?`
-	qUpdateMailbox         = `UPDATE mailboxes SET mode = ?, server_url = ?, subscription_id = ?, watermark = ?, badge = ?, seq = ?, status = ?, last_event_at = ?, updated_at = ? WHERE id = ?`
+	qUpdateMailbox         = `UPDATE mailboxes SET mode = ?, server_url = ?, subscription_id = ?, watermark = ?, badge = ?, seq = ?, status = ?, last_event_at = ?, updated_at = ?, address_sealed = coalesce(?, address_sealed) WHERE id = ?`
 	qRegistrationByID      = `SELECT ` + registrationCols + ` FROM registrations WHERE id = ? AND tenant_id = ?`
 	qUpdateRegistrationAll = `UPDATE registrations SET platform = ?, environment = ?, token_sealed = ?, token_hash = ?, content_key = ?, content = ?, status = ?, updated_at = ?, expires_at = ?, activesync_device_hash = ? WHERE id = ?`
 )
@@ -381,7 +387,7 @@ func (s *Store) CountRegistrations(ctx context.Context, tenantID string) (int, e
 
 // Mailbox returns a mailbox by ID.
 func (s *Store) Mailbox(ctx context.Context, id string) (*mailpush.Mailbox, error) {
-	return mailboxWhere(ctx, s.r, "id = ?", id)
+	return s.mailboxWhere(ctx, s.r, "id = ?", id)
 }
 
 // MailboxBySubscription returns the mailbox bound to a mail-server subscription.
@@ -389,16 +395,16 @@ func (s *Store) MailboxBySubscription(ctx context.Context, subscriptionID string
 	if subscriptionID == "" {
 		return nil, notFound("mailbox")
 	}
-	return mailboxWhere(ctx, s.r, "subscription_id = ?", subscriptionID)
+	return s.mailboxWhere(ctx, s.r, "subscription_id = ?", subscriptionID)
 }
 
 // MailboxByAddress returns the tenant's mailbox of a source by address hash.
 func (s *Store) MailboxByAddress(ctx context.Context, tenantID string, addressHash []byte, source mailpush.Source) (*mailpush.Mailbox, error) {
-	return mailboxWhere(ctx, readQuerier{s}, "tenant_id = ? AND address_hash = ? AND source = ?", tenantID, addressHash, string(source))
+	return s.mailboxWhere(ctx, readQuerier{s}, "tenant_id = ? AND address_hash = ? AND source = ?", tenantID, addressHash, string(source))
 }
 
-func mailboxWhere(ctx context.Context, q querier, where string, args ...any) (*mailpush.Mailbox, error) {
-	m, err := scanMailbox(q.QueryRowContext(ctx, `SELECT `+mailboxCols+` FROM mailboxes WHERE `+where, args...))
+func (s *Store) mailboxWhere(ctx context.Context, q querier, where string, args ...any) (*mailpush.Mailbox, error) {
+	m, err := s.scanMailbox(q.QueryRowContext(ctx, `SELECT `+mailboxCols+` FROM mailboxes WHERE `+where, args...))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound("mailbox")
 	}
@@ -415,15 +421,16 @@ func (s *Store) UpdateMailbox(ctx context.Context, id string, fn func(*mailpush.
 	// still see each other.
 	var out *mailpush.Mailbox
 	err := s.grouped(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		m, err := mailboxWhere(ctx, txQuerier{s, tx}, "id = ?", id)
+		m, err := s.mailboxWhere(ctx, txQuerier{s, tx}, "id = ?", id)
 		if err != nil {
 			return err
 		}
+		before := m.StoredAddress
 		if err := fn(m); err != nil {
 			return err
 		}
 		m.ID = id
-		if err := s.writeMailbox(ctx, tx, m); err != nil {
+		if err := s.writeMailbox(ctx, tx, m, before); err != nil {
 			return err
 		}
 		out = m
@@ -435,11 +442,16 @@ func (s *Store) UpdateMailbox(ctx context.Context, id string, fn func(*mailpush.
 	return out, nil
 }
 
-// writeMailbox stores m's changeable fields in tx.
-func (s *Store) writeMailbox(ctx context.Context, tx *sql.Tx, m *mailpush.Mailbox) error {
+// writeMailbox stores m's changeable fields in tx; its address (sealed)
+// only when it is no longer before, the address read (StoreCodec.AddressUpdate).
+func (s *Store) writeMailbox(ctx context.Context, tx *sql.Tx, m *mailpush.Mailbox, before string) error {
 	m.UpdatedAt = s.clock.Now().UTC()
-	err := s.exec(ctx, tx, qUpdateMailbox,
-		string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark, m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.UpdatedAt), m.ID)
+	address, err := s.codec.AddressUpdate(m, before)
+	if err != nil {
+		return fmt.Errorf("sqlite: update mailbox: %w", err)
+	}
+	err = s.exec(ctx, tx, qUpdateMailbox,
+		string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark, m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.UpdatedAt), address, m.ID)
 	if err != nil {
 		if isUnique(err) {
 			return mailpush.Errorf(mailpush.EConflict, "subscription is already bound to another mailbox")
@@ -463,7 +475,7 @@ func (s *Store) StaleMailboxes(ctx context.Context, source mailpush.Source, befo
 	defer rows.Close()
 	var out []*mailpush.Mailbox
 	for rows.Next() {
-		m, err := scanMailbox(rows)
+		m, err := s.scanMailbox(rows)
 		if err != nil {
 			return nil, dbError("stale mailboxes", err)
 		}

@@ -83,6 +83,8 @@ func Run(t *testing.T, open Factory) {
 		{"OutboxEventsRecord", testOutboxEventsRecord},
 		{"OutboxRecipients", testOutboxRecipients},
 		{"OutboxSettleEvents", testOutboxSettleEvents},
+		{"MailboxAddress", testMailboxAddress},
+		{"OutboxEventsRef", testOutboxEventsRef},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
