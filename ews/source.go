@@ -396,6 +396,12 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 			}
 			m.SubscriptionID, m.Status = n.SubscriptionID, mailpush.StatusActive
 		}
+		if m.StoredAddress == "" && cached.address != "" {
+			// A mailbox registered before addresses were kept learns its
+			// own from its callback URL, in this write (for the cut-over
+			// to Graph on any node).
+			m.StoredAddress = cached.address
+		}
 		prevWM = m.Watermark
 		if wm != "" && !laterWM {
 			m.Watermark = wm

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/mailpush/mailpush"
 	"github.com/mailpush/mailpush/fake/graphfake"
 	"github.com/mailpush/mailpush/graph"
@@ -60,18 +62,8 @@ func newNode(t *testing.T, fake *graphfake.Server, store mailpush.Store, keys *s
 // new-mail event with the right badge), not ignored as an unknown
 // subscription: the creating state is in the store, not in A's memory.
 func TestCreationSeenFromAnotherNode(t *testing.T) {
-	url, schema := pgtest.Schema(t)
-	keys := storetest.Keyring(t)
+	stores, keys, _, _ := cluster(t)
 	ctx := context.Background()
-	var stores []*postgres.Store
-	for range 2 {
-		s, err := postgres.Open(ctx, postgres.Config{URL: url, Schema: schema}, keys, mailpush.SystemClock{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		stores = append(stores, s)
-	}
 	var fake *graphfake.Server
 	first := make(chan string, 1)
 	fake = graphfake.New(graphfake.Options{BeforeAnswer: func(sub graphfake.Subscription) {
@@ -141,5 +133,198 @@ func TestCreationSeenFromAnotherNode(t *testing.T) {
 		if res.StatusCode != http.StatusForbidden {
 			t.Errorf("a validation after the creation ended = %d, want 403", res.StatusCode)
 		}
+	}
+}
+
+// outboxSink plays the pipeline's acceptance on one node: an unresolved
+// event goes to the cluster's outbox, where any node claims it; a resolved
+// one (a subscription's first badge) is only counted.
+type outboxSink struct {
+	store      mailpush.Store
+	unresolved chan mailpush.Event
+}
+
+func (o *outboxSink) HandleEvent(context.Context, mailpush.Event) error { return nil }
+
+func (o *outboxSink) HandleUnresolvedEvent(ctx context.Context, ev mailpush.Event) error {
+	if err := o.store.EnqueueEvents(ctx, []*mailpush.OutboxEvent{{ID: mailpush.NewID(), Event: ev, Unresolved: true, CreatedAt: time.Now()}}); err != nil {
+		return err
+	}
+	o.unresolved <- ev
+	return nil
+}
+
+// cluster is two nodes (Graph sources) on one PostgreSQL schema.
+func cluster(t *testing.T) (stores []*postgres.Store, keys *seal.Keyring, url, schema string) {
+	t.Helper()
+	url, schema = pgtest.Schema(t)
+	keys = storetest.Keyring(t)
+	for range 2 {
+		s, err := postgres.Open(context.Background(), postgres.Config{URL: url, Schema: schema}, keys, mailpush.SystemClock{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		stores = append(stores, s)
+	}
+	return stores, keys, url, schema
+}
+
+// TestAnotherNodeResolvesWithTheBadge: node A takes Graph's notifications
+// and stores their events unresolved; node B, which never saw a
+// notification of these mailboxes, claims the events and resolves them
+// with the badge and the new message's subject and sender: the address is
+// the mailbox's (stored sealed when it was registered, or learned by A from
+// the notification's URL for a mailbox registered before addresses were
+// kept) and the message's ID is the event's. Neither address nor subject is
+// in clear anywhere in the database.
+func TestAnotherNodeResolvesWithTheBadge(t *testing.T) {
+	stores, keys, url, schema := cluster(t)
+	ctx := context.Background()
+	fake := graphfake.New(graphfake.Options{})
+	t.Cleanup(fake.Close)
+	fake.AddApp(clientID, secret, nil)
+	const older = "older.mailbox@contoso.example"
+	fake.AddUser(user)
+	fake.AddUser(older)
+	a := newNode(t, fake, stores[0], keys)
+	b := newNode(t, fake, stores[1], keys)
+	sinkA := &outboxSink{store: stores[0], unresolved: make(chan mailpush.Event, 8)}
+	a.src.Sink = sinkA
+
+	tenant := &mailpush.Tenant{Name: "acme", MaxContent: mailpush.ContentSubjectSender}
+	if err := stores[0].CreateTenant(ctx, tenant); err != nil {
+		t.Fatal(err)
+	}
+	register := func(address string, device int) *mailpush.Mailbox {
+		t.Helper()
+		mb := &mailpush.Mailbox{TenantID: tenant.ID, AddressHash: keys.HashAddress(tenant.ID, address), Source: mailpush.SourceGraph, Mode: mailpush.ModeService,
+			Badge: mailpush.NoBadge, Status: mailpush.StatusPending, Address: address}
+		reg := &mailpush.Registration{Device: mailpush.Device{Platform: mailpush.PlatformIOS, Token: fmt.Sprintf("%064x", device)}, Content: mailpush.ContentSubjectSender,
+			Status: mailpush.StatusPending, ExpiresAt: time.Now().Add(time.Hour)}
+		stored, err := stores[0].Register(ctx, reg, mb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored.Address = address
+		if _, err := a.src.Watch(ctx, tenant, stored, reg, mailpush.Credentials{}); err != nil {
+			t.Fatal(err)
+		}
+		return stored
+	}
+	fresh := register(user, 1)
+	old := register(older, 2)
+	// The second mailbox as if registered before addresses were kept.
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, fmt.Sprintf(`UPDATE %s SET address_sealed = NULL WHERE id = $1`, pgx.Identifier{schema, "mailboxes"}.Sanitize()), old.ID); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := stores[1].Mailbox(ctx, old.ID); m == nil || m.StoredAddress != "" {
+		t.Fatalf("the older mailbox still has an address: %+v", m)
+	}
+
+	fake.Deliver(user, "Quarterly figures", "Nestor Wilke", "nestor@contoso.example")
+	fake.Deliver(older, "Lunch on Friday", "Megan Bowen", "megan@contoso.example")
+	for range 2 {
+		select {
+		case <-sinkA.unresolved:
+		case <-time.After(time.Minute):
+			t.Fatal("node A stored no event for a notification")
+		}
+	}
+	claimed, err := stores[1].ClaimEvents(ctx, time.Now(), 10, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][2]string{fresh.ID: {"Quarterly figures", "Nestor Wilke"}, old.ID: {"Lunch on Friday", "Megan Bowen"}}
+	for _, oe := range claimed {
+		if !oe.Unresolved || oe.Event.Kind != mailpush.EventNewMail {
+			t.Fatalf("claimed %+v; want only the two unresolved new-mail events", oe)
+		}
+		if err := b.src.Resolve(ctx, oe); err != nil {
+			t.Fatalf("node B's Resolve: %v", err)
+		}
+		w, ok := want[oe.Event.MailboxID]
+		if !ok {
+			t.Fatalf("claimed an event of mailbox %s twice or of another mailbox", oe.Event.MailboxID)
+		}
+		delete(want, oe.Event.MailboxID)
+		if oe.Event.Badge != 1 || oe.Event.Subject != w[0] || oe.Event.Sender != w[1] {
+			t.Errorf("node B resolved %+v; want badge 1, subject %q, sender %q", oe.Event, w[0], w[1])
+		}
+	}
+	if len(want) != 0 {
+		t.Fatalf("events not claimed by node B: %v", want)
+	}
+	if m, _ := stores[1].Mailbox(ctx, old.ID); m == nil || m.StoredAddress != older {
+		t.Fatalf("the older mailbox did not learn its address from the notification: %+v", m)
+	}
+
+	dump := strings.ToLower(pgtest.Dump(t, url, schema))
+	for _, secret := range []string{user, older, "contoso", "quarterly figures", "lunch on friday", "nestor", "megan"} {
+		if strings.Contains(dump, strings.ToLower(secret)) {
+			t.Errorf("the database holds %q in clear", secret)
+		}
+	}
+}
+
+// TestMigrationOnANodeThatNeverSawTheMailbox: an EWS mailbox registered
+// on node A (its address stored sealed) is cut over to Graph by node B,
+// which has never heard an EWS notification of it (no address book at
+// all): the migration finds its address in the store.
+func TestMigrationOnANodeThatNeverSawTheMailbox(t *testing.T) {
+	stores, keys, _, _ := cluster(t)
+	ctx := context.Background()
+	fake := graphfake.New(graphfake.Options{})
+	t.Cleanup(fake.Close)
+	fake.AddApp(clientID, secret, nil)
+	fake.AddUser(user)
+	b := newNode(t, fake, stores[1], keys)
+	tenant := &mailpush.Tenant{Name: "acme", MaxContent: mailpush.ContentSubjectSender}
+	if err := stores[0].CreateTenant(ctx, tenant); err != nil {
+		t.Fatal(err)
+	}
+	var regIDs []string
+	var ews *mailpush.Mailbox
+	for d := range 2 {
+		reg := &mailpush.Registration{Device: mailpush.Device{Platform: mailpush.PlatformIOS, Token: fmt.Sprintf("%064x", d+1)}, Content: mailpush.ContentSubjectSender,
+			Status: mailpush.StatusActive, ExpiresAt: time.Now().Add(time.Hour)}
+		m, err := stores[0].Register(ctx, reg, &mailpush.Mailbox{TenantID: tenant.ID, AddressHash: keys.HashAddress(tenant.ID, user), Source: mailpush.SourceEWS,
+			Mode: mailpush.ModeSealed, ServerURL: "https://mail.contoso.example/EWS/Exchange.asmx", SubscriptionID: "ews-1", Badge: 2, Seq: 5,
+			Status: mailpush.StatusActive, Address: user})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ews, regIDs = m, append(regIDs, reg.ID)
+	}
+	if b.src.Addresses != nil {
+		t.Fatal("node B has an address book")
+	}
+	if _, err := b.src.StartMigration(ctx, tenant, mailpush.SourceGraph, false); err != nil {
+		t.Fatal(err)
+	}
+	r, err := b.src.Migration(ctx, tenant, mailpush.SourceGraph, time.Minute)
+	if err != nil || r.State != mailpush.MigrationDone {
+		t.Fatalf("migration = %+v, %v; want done", r, err)
+	}
+	if r.Mailboxes != 1 || r.Migrated != 1 || r.MovedRegistrations != 2 || len(r.Stayed) != 0 {
+		t.Fatalf("migration on node B = %+v; want the one mailbox moved with its two registrations", r)
+	}
+	for _, id := range regIDs {
+		reg, err := stores[0].Registration(ctx, tenant.ID, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := stores[0].Mailbox(ctx, reg.MailboxID)
+		if err != nil || g.Source != mailpush.SourceGraph || g.StoredAddress != user || g.SubscriptionID == "" {
+			t.Errorf("registration %s is on %+v, %v; want a subscribed Graph mailbox keeping the address", id, g, err)
+		}
+	}
+	if m, _ := stores[0].Mailbox(ctx, ews.ID); m.Status != mailpush.StatusInactive {
+		t.Errorf("the EWS mailbox is %s, want inactive", m.Status)
 	}
 }

@@ -12,8 +12,8 @@
 // One subscription per mailbox, on users/{address}/mailFolders('inbox')/messages
 // (created, updated, deleted), shared by all its devices and deleted when
 // the last registration goes (Unwatch). Both URLs carry a sealed token
-// naming the tenant, the mailbox and its address, so the address is never
-// stored; lifecycleNotificationUrl is always set. Each subscription's
+// naming the tenant, the mailbox and its address; lifecycleNotificationUrl
+// is always set. Each subscription's
 // clientState is derived from the mailbox and a nonce stored in
 // Mailbox.Watermark with the service's address key (nothing secret is
 // stored) and compared in constant time on every notification. For Graph,
@@ -33,9 +33,23 @@
 // (HandleUnresolvedEvent: the outbox's event row), and only then is the POST
 // answered 202. The pipeline calls Resolve after its claim, which fetches
 // unreadItemCount and the newest message's subject and sender: a slow Graph
-// never slows the answer Graph times. The address and the newest message ID
-// are in memory only; an event stored before a restart resolves as a
-// background push and the device fetches for itself. Lifecycle events that
+// never slows the answer Graph times.
+//
+// What Resolve needs is in the store, because in a cluster the node that
+// claims an event is seldom the one that took its notification: the ID of
+// the message a new-mail event is about travels in the event's row
+// (Event.Ref, sealed with its subject and sender: it belongs to that event,
+// and the row is written anyway), and the mailbox's address in the
+// mailbox's row (Mailbox.StoredAddress, sealed with the store's field
+// cipher and bound to the mailbox's ID; it belongs to the mailbox, and
+// renewals that must recreate a subscription and the cut-over from EWS need
+// it without any event). The address is written when the mailbox is
+// created (the registration carries it) or when its subscription is made;
+// a mailbox registered before addresses were kept learns it from its next
+// notification's URL token, in the update of the mailbox that the
+// notification makes anyway: one write per event stays one write. Only a
+// mailbox that has neither (registered before, and silent since) resolves
+// as a background push, the device fetching for itself. Lifecycle events that
 // need work (reauthorizationRequired renews, subscriptionRemoved recreates)
 // go to a bounded in-memory queue and its workers; "missed" is an unresolved
 // event like a change (the badge is resynchronised).
@@ -52,8 +66,10 @@
 //
 // The cut-over from EWS (migrate.go, `mailpush tenant migrate NAME --to
 // graph`, docs/migrate.md) runs in the server as a background job per
-// tenant: per EWS mailbox whose address this process knows (Addresses,
-// the EWS source's memory) and whose user Graph knows, the Graph
+// tenant: per EWS mailbox whose address is stored (Mailbox.StoredAddress;
+// for a mailbox registered before addresses were kept, what this process
+// learnt from its last notification: Addresses, the EWS source's memory,
+// until its next notification stores it) and whose user Graph knows, the Graph
 // subscription is created and validated first, then the registrations move
 // in one store transaction (same IDs), then the badge is pushed; the
 // inactive EWS mailbox's subscription is answered Unsubscribe at its next

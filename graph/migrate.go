@@ -14,15 +14,17 @@ import (
 // The EWS to Graph cut-over (`mailpush tenant migrate NAME --to graph`).
 //
 // It runs in the server, in the background, one per tenant at a time: the
-// new subscriptions' validation handshakes reach this process's webhooks
-// (answered only while it is creating them), and the mailboxes' addresses
-// are in its memory only (mailpush stores keyed hashes; the EWS source
-// learns an address from each callback URL, Addresses).
+// new subscriptions' validation handshakes reach any node's webhooks
+// (answered while the store says a creation is under way), and the
+// mailboxes' addresses are in the store, sealed (Mailbox.StoredAddress:
+// kept since registration, or stored by the EWS source from the callback
+// URL of a mailbox's next notification; Addresses, the EWS source's
+// memory, covers a mailbox heard here before that).
 //
 // For each of the tenant's live EWS mailboxes, in this order:
 //
-//  1. Its address must be known (else it stays: address_unknown, known
-//     again at its next EWS notification; device-subscribed mailboxes never
+//  1. Its address must be known (else it stays: address_unknown, stored
+//     with its next EWS notification; device-subscribed mailboxes never
 //     say it) and Graph must know the user (GET users/{id}; a 404 stays:
 //     not_in_graph).
 //  2. The Graph mailbox of the same address is found or made, and its
@@ -217,16 +219,16 @@ func (s *Source) migrateMailbox(ctx context.Context, ta *tenantApp, t *mailpush.
 		stay(mailpush.StayDeviceSubscribed, "the device subscribed on Exchange itself: mailpush never learns the address; the app must register with source graph")
 		return
 	}
-	var address string
-	if s.Addresses != nil {
+	address := e.StoredAddress
+	if address == "" && s.Addresses != nil {
 		address, _ = s.Addresses.KnownAddress(e.ID)
 	}
 	if address == "" {
-		stay(mailpush.StayAddressUnknown, "no EWS notification since the server started: the address arrives with the next one (within ews.statusFrequency); run the migration again then")
+		stay(mailpush.StayAddressUnknown, "the address is not stored yet (a mailbox registered before addresses were kept): it is stored with its next EWS notification (within ews.statusFrequency); run the migration again then")
 		return
 	}
 	if !hmac.Equal(s.Hasher.HashAddress(t.ID, address), e.AddressHash) {
-		stay(mailpush.StayFailed, "the address in memory does not match the mailbox")
+		stay(mailpush.StayFailed, "the known address does not match the mailbox")
 		return
 	}
 	var known bool
@@ -272,12 +274,11 @@ func (s *Source) migrateMailbox(ctx context.Context, ta *tenantApp, t *mailpush.
 func (s *Source) cutOver(ctx context.Context, ta *tenantApp, t *mailpush.Tenant, e *mailpush.Mailbox, address string) (moved, wrote int, err error) {
 	now := s.Clock.Now()
 	g, err := s.Store.EnsureMailbox(ctx, &mailpush.Mailbox{TenantID: t.ID, AddressHash: e.AddressHash, Source: mailpush.SourceGraph,
-		Mode: mailpush.ModeService, Badge: e.Badge, Seq: e.Seq, Status: mailpush.StatusPending, LastEventAt: now})
+		Mode: mailpush.ModeService, Badge: e.Badge, Seq: e.Seq, Status: mailpush.StatusPending, LastEventAt: now, Address: address})
 	if err != nil {
 		return 0, 0, err
 	}
 	g.Address = address
-	s.rememberAddress(g.ID, address)
 	if g.Status != mailpush.StatusActive || g.SubscriptionID == "" {
 		if err := s.Engine.Pace(ctx); err != nil {
 			return 0, 0, err

@@ -37,7 +37,6 @@ const (
 	DefaultWorkers   = 16
 	maxAttempts      = 3
 	retryDue         = time.Minute // a failed renewal is tried again after this
-	addressCacheSize = 100_000
 )
 
 // Source watches Microsoft 365 Inboxes through Graph change notifications,
@@ -83,14 +82,12 @@ var (
 )
 
 type state struct {
-	once      sync.Once
-	mu        sync.Mutex
-	apps      map[string]*tenantApp // by Entra tenant name key: mailpush tenant name
-	addresses map[string]string     // mailbox ID → address, in memory only
-	newest    map[string]string     // mailbox ID → its newest created message, for Resolve
-	queue     chan job
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
+	once   sync.Once
+	mu     sync.Mutex
+	apps   map[string]*tenantApp // by Entra tenant name key: mailpush tenant name
+	queue  chan job
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 	// The tenants' migrations from EWS (migrate.go), by tenant ID.
 	migrations map[string]*migrationJob
 	jobCancels []context.CancelFunc
@@ -106,8 +103,6 @@ type tenantApp struct {
 func (s *Source) init() *state {
 	s.st.once.Do(func() {
 		s.st.apps = map[string]*tenantApp{}
-		s.st.addresses = map[string]string{}
-		s.st.newest = map[string]string{}
 		s.st.migrations = map[string]*migrationJob{}
 		s.st.queue = make(chan job, orInt(s.QueueSize, DefaultQueueSize))
 	})
@@ -175,29 +170,6 @@ func (s *Source) appOf(ctx context.Context, tenantID string) (*tenantApp, *mailp
 	return ta, t, err
 }
 
-func (s *Source) rememberAddress(mailboxID, address string) {
-	if address == "" {
-		return
-	}
-	st := s.init()
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if _, ok := st.addresses[mailboxID]; !ok && len(st.addresses) >= addressCacheSize {
-		for k := range st.addresses {
-			delete(st.addresses, k)
-			break
-		}
-	}
-	st.addresses[mailboxID] = address
-}
-
-func (s *Source) address(mailboxID string) string {
-	st := s.init()
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return st.addresses[mailboxID]
-}
-
 // clientState derives a subscription's secret from the mailbox and the
 // subscription's nonce with the service's address key: nothing secret is
 // stored, and every new subscription has a new one.
@@ -240,18 +212,21 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 	if err != nil {
 		return mailpush.WatchResult{}, err
 	}
-	if mb.Address == "" {
+	address := mb.Address
+	if address == "" {
+		address = mb.StoredAddress // a check-in without it: the stored one
+	}
+	if address == "" {
 		return mailpush.WatchResult{}, mailpush.Errorf(mailpush.EInvalid, "the graph mailbox's subscription must be made again: send mailbox.address with the check-in")
 	}
-	s.rememberAddress(mb.ID, mb.Address)
 	mb.Mode = mailpush.ModeService
 	if mb.Status == mailpush.StatusActive && mb.SubscriptionID != "" {
 		return mailpush.WatchResult{Status: mailpush.StatusActive, Mode: mailpush.ModeService}, nil
 	}
-	if err := s.subscribe(ctx, ta, mb, mb.Address); err != nil {
+	if err := s.subscribe(ctx, ta, mb, address); err != nil {
 		return mailpush.WatchResult{}, err
 	}
-	s.resync(ctx, ta, mb.TenantID, mb.ID, mb.Address, mailpush.EventChanged)
+	s.resync(ctx, ta, mb.TenantID, mb.ID, address, mailpush.EventChanged)
 	return mailpush.WatchResult{Status: mailpush.StatusActive, Mode: mailpush.ModeService}, nil
 }
 
@@ -288,6 +263,7 @@ func (s *Source) subscribe(ctx context.Context, ta *tenantApp, mb *mailpush.Mail
 	// and reach any node (creatingNow).
 	if _, err := s.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error {
 		m.Mode, m.Watermark = mailpush.ModeService, creatingWatermark(nonce, now.Add(creatingFor))
+		m.StoredAddress = address // kept for every node (written when new)
 		if m.Status == mailpush.StatusInactive {
 			m.Status = mailpush.StatusPending
 		}
@@ -394,7 +370,7 @@ func (s *Source) Unwatch(ctx context.Context, mb *mailpush.Mailbox) error {
 
 // Heal renews a subscription that reached half its lifetime (the engine
 // found it due); one that Graph no longer has is made again when the
-// mailbox's address is in memory, else its devices are asked to check in.
+// mailbox's address is stored, else its devices are asked to check in.
 func (s *Source) Heal(ctx context.Context, mb *mailpush.Mailbox) mailpush.HealOutcome {
 	log := s.Logger.With("mailbox", mb.ID)
 	ta, _, err := s.appOf(ctx, mb.TenantID)
@@ -426,7 +402,7 @@ func (s *Source) Heal(ctx context.Context, mb *mailpush.Mailbox) mailpush.HealOu
 		}
 		log.Info("Graph no longer has the subscription: making it again")
 	}
-	return s.recreate(ctx, ta, mb, s.address(mb.ID))
+	return s.recreate(ctx, ta, mb, mb.StoredAddress)
 }
 
 // dueSoon makes a mailbox whose renewal failed due again after retryDue,
@@ -652,6 +628,7 @@ func (s *Source) serve(w http.ResponseWriter, r *http.Request, start time.Time) 
 // change is what a batch's notifications of one mailbox changed.
 type change struct {
 	tenantID, mailboxID string
+	address             string // from the URL's token, for a mailbox that has none stored
 	created             bool
 	newest              string // the last created message
 	subject, sender     string // its content, from a rich notification
@@ -665,7 +642,7 @@ func addChange(cs []*change, j job) []*change {
 		}
 	}
 	if c == nil {
-		c = &change{tenantID: j.tenantID, mailboxID: j.mailboxID}
+		c = &change{tenantID: j.tenantID, mailboxID: j.mailboxID, address: j.address}
 		cs = append(cs, c)
 	}
 	if j.changeType == "created" {
@@ -678,24 +655,24 @@ func addChange(cs []*change, j job) []*change {
 }
 
 // store makes the change durable: the mailbox's sequence moves on and the
-// pipeline stores an unresolved event, which Resolve completes later.
+// pipeline stores an unresolved event, which Resolve completes later, on
+// whichever node claims it. What Resolve needs travels in the store: the
+// newest created message's ID in the event (Ref, sealed with its content),
+// the address in the mailbox (kept since its registration; a mailbox
+// registered before addresses were kept learns it here, in the update
+// that runs anyway).
 func (s *Source) store(ctx context.Context, c *change) error {
 	ev := mailpush.Event{TenantID: c.tenantID, MailboxID: c.mailboxID, Kind: mailpush.EventChanged, Badge: mailpush.NoBadge, At: s.Clock.Now()}
 	if c.created {
 		ev.Kind = mailpush.EventNewMail
 		// Subject and sender are in memory until the pipeline seals them
 		// into the event row; the pipeline caps them per registration.
-		ev.Subject, ev.Sender = c.subject, c.sender
-	}
-	if c.newest != "" {
-		st := s.init()
-		st.mu.Lock()
-		if _, ok := st.newest[c.mailboxID]; ok || len(st.newest) < addressCacheSize {
-			st.newest[c.mailboxID] = c.newest
-		}
-		st.mu.Unlock()
+		ev.Subject, ev.Sender, ev.Ref = c.subject, c.sender, c.newest
 	}
 	updated, err := s.Store.UpdateMailbox(ctx, c.mailboxID, func(m *mailpush.Mailbox) error {
+		if m.StoredAddress == "" {
+			m.StoredAddress = c.address
+		}
 		m.Record(ev)
 		return nil
 	})
@@ -707,14 +684,23 @@ func (s *Source) store(ctx context.Context, c *change) error {
 }
 
 // Resolve completes an event stored before its badge and content were
-// known (the pipeline calls it after its claim): the Inbox's
+// known (the pipeline calls it after its claim, on any node): the Inbox's
 // unreadItemCount and, for new mail when the tenant allows content, the
-// newest message's subject and sender. The address is only in memory: after
-// a restart an event stored before it resolves as a background push
-// (NoBadge), and the device fetches for itself.
+// subject and sender of the message the event names (Ref). The address is
+// the mailbox's stored one; a mailbox without one (registered before
+// addresses were kept, and not heard of since) resolves as a background
+// push (NoBadge), and the device fetches for itself.
 func (s *Source) Resolve(ctx context.Context, oe *mailpush.OutboxEvent) error {
 	ev := &oe.Event
-	address := s.address(ev.MailboxID)
+	mb, err := s.Store.Mailbox(ctx, ev.MailboxID)
+	if mailpush.ErrorCode(err) == mailpush.ENotFound {
+		ev.Badge = mailpush.NoBadge
+		return nil
+	}
+	if err != nil {
+		return err // the lease runs out and the event is claimed again
+	}
+	address := mb.StoredAddress
 	if address == "" {
 		ev.Badge = mailpush.NoBadge
 		return nil
@@ -748,10 +734,7 @@ func (s *Source) Resolve(ctx context.Context, oe *mailpush.OutboxEvent) error {
 	if ev.Subject != "" || ev.Sender != "" {
 		return nil // a rich notification brought them: nothing to fetch
 	}
-	st := s.init()
-	st.mu.Lock()
-	id := st.newest[ev.MailboxID]
-	st.mu.Unlock()
+	id := ev.Ref
 	if id == "" {
 		return nil
 	}
@@ -791,7 +774,6 @@ func (s *Source) accept(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		s.Logger.Warn("Graph notification ignored: wrong clientState", "mailbox", tok.MailboxID)
 		return job{}, false, nil
 	}
-	s.rememberAddress(k.mb.ID, tok.Address)
 	return k.job(tok, n), true, nil
 }
 
