@@ -9,9 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -89,10 +87,7 @@ type clusterWorld struct {
 func newClusterWorld(t *testing.T, nodes int, pg string, edits ...func(string) string) *clusterWorld {
 	t.Helper()
 	w := &clusterWorld{dir: t.TempDir()}
-	w.bin = filepath.Join(w.dir, "mailpush")
-	if out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", w.bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	w.bin = buildMailpush(t)
 	// Exchange's minutes are 10 ms here: status events every 0.6 s, retries after 0.3 s.
 	w.exchange, w.apple = newFakesScaled(t, 0.01)
 	lb := &balancer{}

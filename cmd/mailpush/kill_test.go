@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -87,11 +86,7 @@ func newKillWorld(t *testing.T, devices int) *killWorld {
 func newKillWorldContent(t *testing.T, devices int, content string) *killWorld {
 	t.Helper()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "mailpush")
-	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildMailpush(t)
 
 	exchange, apple := newFakes(t)
 	listen := "127.0.0.1:" + freePort(t)

@@ -7,9 +7,6 @@ import (
 	"maps"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -38,10 +35,7 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 	const mailboxes, devicesPer = 5, 3
 	pg := pgtest.Private(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "mailpush")
-	if out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildMailpush(t)
 	exchange, apple := newFakes(t)
 	var addrs []string
 	for m := range mailboxes {
