@@ -1,4 +1,4 @@
-package postgres
+package postgres_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/mailpush/mailpush"
 	"github.com/mailpush/mailpush/clocktest"
+	"github.com/mailpush/mailpush/postgres"
 	"github.com/mailpush/mailpush/postgres/pgtest"
 	"github.com/mailpush/mailpush/storetest"
 )
@@ -27,7 +28,7 @@ import (
 func TestLinksReadySaysConnectingBeforeTheFirstConnection(t *testing.T) {
 	url, schema := pgtest.Schema(t)
 	clock := clocktest.New(time.Now())
-	s, err := Open(context.Background(), Config{URL: url, Schema: schema, MaxConns: 1}, storetest.Keyring(t), clock)
+	s, err := postgres.Open(context.Background(), postgres.Config{URL: url, Schema: schema, MaxConns: 1}, storetest.Keyring(t), clock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +37,7 @@ func TestLinksReadySaysConnectingBeforeTheFirstConnection(t *testing.T) {
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
 
-	held, err := s.pool.Acquire(ctx)
+	held, err := s.Pool().Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,16 +88,4 @@ func TestLinksReadySaysConnectingBeforeTheFirstConnection(t *testing.T) {
 		clock.Advance(200 * time.Millisecond)
 		return s.LinksReady() == nil
 	})
-}
-
-// eventually polls cond until it holds or thirty seconds pass.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
