@@ -82,6 +82,18 @@ func (c StoreCodec) NewMailboxAddress(m *Mailbox) ([]byte, error) {
 	return c.SealAddress(m.ID, m.StoredAddress)
 }
 
+// SealSharedKey seals a key of SharedKeyStore, bound to its kind and ID.
+func (c StoreCodec) SealSharedKey(kind, id string, value []byte) ([]byte, error) {
+	return c.Cipher.SealBound(value, sharedKeyAAD(kind, id))
+}
+
+// OpenSharedKey opens what SealSharedKey sealed under the same kind and ID.
+func (c StoreCodec) OpenSharedKey(kind, id string, sealed []byte) ([]byte, error) {
+	return c.Cipher.OpenBound(sealed, sharedKeyAAD(kind, id))
+}
+
+func sharedKeyAAD(kind, id string) []byte { return []byte("mailpush shared key\x00" + kind + "\x00" + id) }
+
 func addressAAD(mailboxID string) []byte { return []byte("mailpush mailbox address\x00" + mailboxID) }
 
 // StoredContent is what of a queued push or event is secret: subject and

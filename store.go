@@ -29,6 +29,7 @@ type Store interface {
 	AdminReader
 	AuditLog
 	ConsoleSessionStore
+	SharedKeyStore
 
 	// Ping reports whether the store can answer.
 	Ping(ctx context.Context) error
@@ -145,6 +146,31 @@ type GateStore interface {
 	// whose Device.ActiveSyncDeviceHash is hash, like DeleteRegistration, and
 	// returns how many it removed.
 	DeleteRegistrationsByActiveSyncDevice(ctx context.Context, tenantID string, hash []byte) (int, error)
+}
+
+// SharedKeyStore keeps keys that every node must hold and that mailpush
+// makes itself (Graph's rich-notification certificates with their private
+// keys: a notification encrypted to a certificate one node made reaches any
+// node). The store seals each value with its field cipher, bound to its kind
+// and ID (StoreCodec.SealSharedKey).
+type SharedKeyStore interface {
+	// PutSharedKey stores value under (kind, id) until notAfter; a value
+	// already stored under them is kept (two nodes that make one at once
+	// keep theirs under their own IDs).
+	PutSharedKey(ctx context.Context, kind, id string, value []byte, notAfter time.Time) error
+	// SharedKeys lists the kind's keys that have not ended at now, the
+	// latest-ending last. A value that cannot be opened (a retired key) is
+	// left out.
+	SharedKeys(ctx context.Context, kind string, now time.Time) ([]SharedKey, error)
+	// DeleteSharedKeys removes the kind's keys that ended before the time.
+	DeleteSharedKeys(ctx context.Context, kind string, endedBefore time.Time) error
+}
+
+// SharedKey is one of SharedKeyStore's keys, opened.
+type SharedKey struct {
+	ID       string
+	Value    []byte
+	NotAfter time.Time
 }
 
 // Audience is what a mailbox's active and pending registrations add up to.

@@ -328,3 +328,39 @@ func TestMigrationOnANodeThatNeverSawTheMailbox(t *testing.T) {
 		t.Errorf("the EWS mailbox is %s, want inactive", m.Status)
 	}
 }
+
+// TestEncryptionCertificateSharedByTheNodes: the rich-notification
+// certificate node A made (and gave Graph) opens on node B, which never
+// made one: B finds A's key in the store when a notification names it, and
+// B's own subscriptions get the same certificate instead of another.
+func TestEncryptionCertificateSharedByTheNodes(t *testing.T) {
+	stores, _, _, _ := cluster(t)
+	a := &graph.Certs{Store: stores[0], Clock: mailpush.SystemClock{}}
+	b := &graph.Certs{Store: stores[1], Clock: mailpush.SystemClock{}}
+	if _, ok := b.Key("none"); ok {
+		t.Fatal("node B holds a key before any was made")
+	}
+	idA, certA, err := a.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// B read the store a moment ago (the lookup above): the next read
+	// waits out its pause, as a stream of unknown IDs would.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if k, ok := b.Key(idA); ok {
+			if ka, _ := a.Key(idA); !k.Equal(ka) {
+				t.Fatal("node B's key for A's certificate is another key")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node B never found node A's certificate in the store")
+		}
+		time.Sleep(50 * time.Millisecond) // B's pause between store reads is a second
+	}
+	idB, certB, err := b.Current()
+	if err != nil || idB != idA || certB != certA {
+		t.Fatalf("node B's current certificate = %s, %v; want A's %s (one certificate for the cluster)", idB, err, idA)
+	}
+}

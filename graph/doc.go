@@ -57,8 +57,11 @@
 // Rich notifications (Certs set): subscriptions include the message's
 // subject, sender and read state, encrypted to a certificate that mailpush
 // makes (RSA 2048, 90 days, replaced 30 days before its end and sent to
-// Graph with the next renewal; its key only in the key directory, 0600;
-// previous keys kept until their end). A batch's validationTokens are
+// Graph with the next renewal; previous keys kept until their end). The
+// certificate and its key are kept in the store (SharedKeyStore, sealed
+// with the field key), not in one node's key directory: Graph sends a
+// notification to whichever node the balancer picks, and that node must
+// open what was encrypted to a certificate any node made (Certs). A batch's validationTokens are
 // checked (the tenant's JWKS, issuer its STS, audience our app, azp Graph's
 // change-notification app) and each dataSignature (HMAC-SHA256) is verified
 // before the data is decrypted; content that fails is not used and the

@@ -320,7 +320,7 @@ func waitFor(t *testing.T, cond func() bool) {
 // a valid dataSignature; otherwise the event carries no content from it.
 func TestRichContentNeedsValidTokensAndSignature(t *testing.T) {
 	f := newFixture(t)
-	f.src.Certs = &graph.Certs{Dir: t.TempDir(), Clock: mailpush.SystemClock{}}
+	f.src.Certs = &graph.Certs{Store: f.store, Clock: mailpush.SystemClock{}}
 	if _, err := f.register(t, 1, f.fake.UserToken(user, clientID, time.Hour, nil)); err != nil {
 		t.Fatal(err)
 	}

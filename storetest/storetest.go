@@ -85,6 +85,7 @@ func Run(t *testing.T, open Factory) {
 		{"OutboxSettleEvents", testOutboxSettleEvents},
 		{"MailboxAddress", testMailboxAddress},
 		{"OutboxEventsRef", testOutboxEventsRef},
+		{"SharedKeys", testSharedKeys},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -642,7 +642,7 @@ func (m *Main) startGraph(cfg *Config, outbound *http.Transport, publicURL strin
 		Metrics: graph.NewMetrics(registry, m.Clock, m.Logger.With("source", "graph")),
 	}
 	if cfg.Graph.RichNotifications {
-		m.Graph.Certs = &graph.Certs{Dir: filepath.Join(cfg.KeyDir, "graph-encryption"), Clock: m.Clock}
+		m.Graph.Certs = &graph.Certs{Store: m.Store, Dir: filepath.Join(cfg.KeyDir, "graph-encryption"), Clock: m.Clock}
 	}
 	// Renewal at half the lifetime, paced: a wave of registrations never
 	// becomes a wave of PATCHes. Graph allows 4 requests at once per app and
