@@ -92,7 +92,9 @@ func (c StoreCodec) OpenSharedKey(kind, id string, sealed []byte) ([]byte, error
 	return c.Cipher.OpenBound(sealed, sharedKeyAAD(kind, id))
 }
 
-func sharedKeyAAD(kind, id string) []byte { return []byte("mailpush shared key\x00" + kind + "\x00" + id) }
+func sharedKeyAAD(kind, id string) []byte {
+	return []byte("mailpush shared key\x00" + kind + "\x00" + id)
+}
 
 func addressAAD(mailboxID string) []byte { return []byte("mailpush mailbox address\x00" + mailboxID) }
 
