@@ -308,7 +308,7 @@ func TestGraphRegistrationNeedsAProof(t *testing.T) {
 
 // TestGraphRichNotifications: with graph.richNotifications the subject and
 // sender come encrypted in the notification (to the certificate mailpush
-// made, its key only in the key directory): no message is fetched.
+// made, its key sealed in the store): no message is fetched.
 func TestGraphRichNotifications(t *testing.T) {
 	gw := newGraphWorldOptions(t, "debug", "graph:\n  richNotifications: true\n")
 	device := deviceToken(720)
@@ -324,11 +324,13 @@ func TestGraphRichNotifications(t *testing.T) {
 	if n := gw.graph.Requests("message"); n != 0 {
 		t.Errorf("%d message fetches with rich notifications, want 0", n)
 	}
-	keys, _ := filepath.Glob(filepath.Join(gw.dir, "data", "keys", "graph-encryption", "*.pem"))
-	if len(keys) != 1 {
-		t.Fatalf("encryption keys: %v", keys)
+	// The certificate's key is in the store (sealed), for every node; no
+	// key file is left in the key directory.
+	keys, err := gw.main.Store.SharedKeys(context.Background(), "graph-encryption", time.Now())
+	if err != nil || len(keys) != 1 || keys[0].ID != sub.EncryptionCertificateID {
+		t.Fatalf("stored encryption keys = %d, %v; want the one of certificate %s", len(keys), err, sub.EncryptionCertificateID)
 	}
-	if fi, err := os.Stat(keys[0]); err != nil || fi.Mode().Perm() != 0o600 {
-		t.Errorf("key file mode %v %v, want 0600", fi.Mode(), err)
+	if files, _ := filepath.Glob(filepath.Join(gw.dir, "data", "keys", "graph-encryption", "*.pem")); len(files) != 0 {
+		t.Errorf("key files in the key directory: %v", files)
 	}
 }
