@@ -411,7 +411,7 @@ func (b *bench) seedMailbox(ctx context.Context, m, first, n int, done *atomic.I
 			Mode: mailpush.ModeService, Badge: mailpush.NoBadge, Status: mailpush.StatusActive}
 		reg := &mailpush.Registration{Device: mailpush.Device{Platform: mailpush.PlatformIOS, Token: benchToken(first + k), Environment: mailpush.EnvProduction},
 			Content: mailpush.ContentMode(b.f.contentMode), Status: mailpush.StatusActive, ExpiresAt: time.Now().Add(24 * time.Hour)}
-		if _, err := b.main.Store.Register(ctx, reg, mb); err != nil {
+		if _, err := b.main.Store.Register(ctx, reg, mb, nil); err != nil {
 			return err
 		}
 		done.Add(1)
