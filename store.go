@@ -77,10 +77,6 @@ type RegistrationStore interface {
 	// ActiveRegistrations lists a mailbox's registrations with status active
 	// or pending.
 	ActiveRegistrations(ctx context.Context, mailboxID string) ([]*Registration, error)
-	// RegistrationByToken returns the mailbox's registration (active or
-	// pending) of the device with this push token, by its keyed hash: the
-	// cost does not grow with the mailbox's devices.
-	RegistrationByToken(ctx context.Context, mailboxID, token string) (*Registration, error)
 	// MailboxAudience summarizes the mailbox's active and pending
 	// registrations without loading them (no token is opened): what a source
 	// needs to decide about an event before it acknowledges it.

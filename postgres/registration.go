@@ -276,20 +276,6 @@ func (s *Store) ActiveRegistrations(ctx context.Context, mailboxID string) ([]*m
 	return out, nil
 }
 
-// RegistrationByToken finds the mailbox's active or pending registration of
-// a push token through the (mailbox_id, token_hash) index.
-func (s *Store) RegistrationByToken(ctx context.Context, mailboxID, token string) (*mailpush.Registration, error) {
-	r, err := s.scanRegistration(s.pool.QueryRow(ctx, `SELECT `+registrationCols+` FROM registrations WHERE mailbox_id = $1 AND token_hash = $2 AND status IN ('active', 'pending')`,
-		mailboxID, s.codec.HashToken(token)))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, notFound("registration")
-	}
-	if err != nil {
-		return nil, dbError("get registration", err)
-	}
-	return r, nil
-}
-
 // MailboxAudience counts the mailbox's active and pending registrations and
 // whether one may show content, without loading them.
 func (s *Store) MailboxAudience(ctx context.Context, mailboxID string) (mailpush.Audience, error) {

@@ -26,7 +26,11 @@
 //     notifications reach only itself.
 //   - A refused request changes nothing: a new registration is taken back,
 //     or the device's previous one restored.
-//   - Quotas bound the registrations of a tenant and of a mailbox.
+//   - Quotas bound the registrations of a tenant and of a mailbox. They are
+//     decided inside the registration's write transaction (Store.Register's
+//     check), on what that transaction finds: concurrent registrations
+//     cannot all pass a quota that only one of them fits, and the check
+//     costs no read of its own.
 package registrar
 
 import (

@@ -19,7 +19,6 @@ const registrationCols = `id, tenant_id, mailbox_id, platform, environment, toke
 const qActiveRegistrations = `SELECT ` + registrationCols + ` FROM registrations WHERE mailbox_id = ? AND status IN (?, ?) ORDER BY created_at, id`
 
 const (
-	qRegistrationByToken = `SELECT ` + registrationCols + ` FROM registrations WHERE mailbox_id = ? AND token_hash = ? AND status IN (?, ?)`
 	// Counts kept by triggers (migration 0022): no registration is read.
 	qMailboxAudience = `SELECT live_registrations, content_registrations > 0 FROM mailboxes WHERE id = ?`
 )
@@ -344,27 +343,6 @@ func (s *Store) DeleteRegistration(ctx context.Context, tenantID, id string) err
 		return dbError("delete registration", err)
 	}
 	return nil
-}
-
-// RegistrationByToken finds the mailbox's active or pending registration of
-// a push token through the (mailbox_id, token_hash) index.
-func (s *Store) RegistrationByToken(ctx context.Context, mailboxID, token string) (*mailpush.Registration, error) {
-	rows, err := s.read(ctx, qRegistrationByToken, mailboxID, s.codec.HashToken(token), string(mailpush.StatusActive), string(mailpush.StatusPending))
-	if err != nil {
-		return nil, dbError("get registration", err)
-	}
-	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return nil, dbError("get registration", err)
-		}
-		return nil, notFound("registration")
-	}
-	r, err := s.scanRegistration(rows)
-	if err != nil {
-		return nil, dbError("get registration", err)
-	}
-	return r, nil
 }
 
 // MailboxAudience counts the mailbox's active and pending registrations and

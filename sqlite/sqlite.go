@@ -77,7 +77,7 @@ func Open(ctx context.Context, path string, cipher mailpush.FieldCipher, clock m
 		s.Close()
 		return nil, err
 	}
-	if err := s.cache.prepareReads(ctx, s.r, qActiveRegistrations, qRecipients, qRegistrationByToken, qMailboxAudience, qMailboxByAddress, qRegistrationByID, qMailboxByID,
+	if err := s.cache.prepareReads(ctx, s.r, qActiveRegistrations, qRecipients, qMailboxAudience, qMailboxByAddress, qRegistrationByID, qMailboxByID,
 		qGateDevice, qTokenByID, qTenantByID, qTokenAndTenant, qCountRegistrations); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("sqlite: prepare: %w", err)

@@ -8,34 +8,6 @@ import (
 	"github.com/mailpush/mailpush"
 )
 
-// testRegistrationByToken: the lookup a registration's join check makes
-// instead of loading the mailbox's every device.
-func testRegistrationByToken(t *testing.T, s mailpush.Store, e *env) {
-	ctx := context.Background()
-	regs := outboxFixture(t, s, e, 3)
-	got, err := s.RegistrationByToken(ctx, regs[1].MailboxID, regs[1].Device.Token)
-	if err != nil || got.ID != regs[1].ID || got.Device.Token != regs[1].Device.Token || got.MailboxID != regs[1].MailboxID {
-		t.Fatalf("RegistrationByToken = %+v, %v; want registration %s", got, err, regs[1].ID)
-	}
-	_, err = s.RegistrationByToken(ctx, regs[1].MailboxID, fmt.Sprintf("%064x", 999))
-	wantCode(t, "unknown token", err, mailpush.ENotFound)
-	other, mb := newReg(e, regs[0].TenantID, "bob@example.com", regs[1].Device.Token)
-	if _, err := s.Register(ctx, other, mb, nil); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := s.RegistrationByToken(ctx, other.MailboxID, regs[1].Device.Token); err != nil || got.ID != other.ID {
-		t.Errorf("same token in another mailbox = %+v, %v; want %s", got, err, other.ID)
-	}
-	if _, err := s.UpdateRegistration(ctx, regs[2].TenantID, regs[2].ID, func(r *mailpush.Registration) error {
-		r.Status = mailpush.StatusInactive
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	_, err = s.RegistrationByToken(ctx, regs[2].MailboxID, regs[2].Device.Token)
-	wantCode(t, "inactive registration", err, mailpush.ENotFound)
-}
-
 // testMailboxAudience: how many active or pending registrations, and
 // whether one may show content, without loading them.
 func testMailboxAudience(t *testing.T, s mailpush.Store, e *env) {
@@ -174,10 +146,22 @@ func testRegisterCheck(t *testing.T, s mailpush.Store, e *env) {
 		t.Errorf("replacement got ID %s; want %s kept", again.ID, r1.ID)
 	}
 
+	// The same token in another mailbox is another device's registration.
+	other, mbOther := newReg(e, tn.ID, "bob@example.com", fmt.Sprintf("%064x", 1))
+	if _, err := s.Register(ctx, other, mbOther, record); err != nil {
+		t.Fatal(err)
+	}
+	if j := got[3]; j.Mailbox != nil || j.Previous != nil || j.TenantRegistrations != 2 {
+		t.Errorf("same token, another mailbox: check saw %+v; want a new mailbox, no previous, tenant 2", j)
+	}
+	if other.ID == r1.ID {
+		t.Errorf("same token in another mailbox took registration %s", r1.ID)
+	}
+
 	// A refusal writes nothing, neither a new mailbox nor a replacement.
 	refusal := mailpush.Errorf(mailpush.EQuota, "no")
 	refuse := func(mailpush.Join) error { return refusal }
-	r4, mb4 := newReg(e, tn.ID, "bob@example.com", fmt.Sprintf("%064x", 4))
+	r4, mb4 := newReg(e, tn.ID, "carol@example.com", fmt.Sprintf("%064x", 4))
 	if _, err := s.Register(ctx, r4, mb4, refuse); err != refusal {
 		t.Errorf("refused: err = %v; want the check's own error", err)
 	}
@@ -192,7 +176,7 @@ func testRegisterCheck(t *testing.T, s mailpush.Store, e *env) {
 	if r, err := s.Registration(ctx, tn.ID, r2.ID); err != nil || r.Content != mailpush.ContentSubject || r.Status != r2.Status {
 		t.Errorf("after a refused replacement: %+v, %v; want it unchanged", r, err)
 	}
-	if n, err := s.CountRegistrations(ctx, tn.ID); err != nil || n != 2 {
-		t.Errorf("CountRegistrations = %d, %v; want 2", n, err)
+	if n, err := s.CountRegistrations(ctx, tn.ID); err != nil || n != 3 {
+		t.Errorf("CountRegistrations = %d, %v; want 3", n, err)
 	}
 }

@@ -74,7 +74,6 @@ func Run(t *testing.T, open Factory) {
 		{"Migration", testMigration},
 		{"OutboxClaimKeepsDeviceOrder", testOutboxClaimKeepsDeviceOrder},
 		{"OutboxSettleAndClaim", testOutboxSettleAndClaim},
-		{"RegistrationByToken", testRegistrationByToken},
 		{"MailboxAudience", testMailboxAudience},
 		{"RegisterCheck", testRegisterCheck},
 		{"CountRegistrationsFollowsChanges", testCountRegistrationsFollowsChanges},
