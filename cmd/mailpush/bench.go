@@ -53,7 +53,9 @@ scenarios (-scenario):
                  every device's last badge delivered
   raw            the raw HTTP/2 client alone (N x M pushes)
   registrations  N registrations through POST /api/v1/registrations by -concurrency
-                 clients (source dovecot); reports registrations/s, RSS and DB bytes each
+                 clients (source dovecot); reports registrations/s, RSS and DB bytes each;
+                 -ceiling measures a trivial JSON handler with the same clients first,
+                 -wrk D posts with wrk (another process) for D instead
 
 -nodes N (with -database-url; fanout, realworld, overload): N nodes on the one
 PostgreSQL database: this process's server and N-1 "mailpush serve" child
