@@ -86,7 +86,7 @@ func TestCreationSeenFromAnotherNode(t *testing.T) {
 	}
 	mb := &mailpush.Mailbox{TenantID: tenant.ID, AddressHash: keys.HashAddress(tenant.ID, user), Source: mailpush.SourceGraph, Mode: mailpush.ModeService, Badge: mailpush.NoBadge, Status: mailpush.StatusPending}
 	reg := &mailpush.Registration{Device: mailpush.Device{Platform: mailpush.PlatformIOS, Token: fmt.Sprintf("%064x", 1)}, Content: mailpush.ContentSubjectSender, Status: mailpush.StatusPending, ExpiresAt: time.Now().Add(time.Hour)}
-	stored, err := stores[0].Register(ctx, reg, mb)
+	stored, err := stores[0].Register(ctx, reg, mb, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +202,7 @@ func TestAnotherNodeResolvesWithTheBadge(t *testing.T) {
 			Badge: mailpush.NoBadge, Status: mailpush.StatusPending, Address: address}
 		reg := &mailpush.Registration{Device: mailpush.Device{Platform: mailpush.PlatformIOS, Token: fmt.Sprintf("%064x", device)}, Content: mailpush.ContentSubjectSender,
 			Status: mailpush.StatusPending, ExpiresAt: time.Now().Add(time.Hour)}
-		stored, err := stores[0].Register(ctx, reg, mb)
+		stored, err := stores[0].Register(ctx, reg, mb, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -295,7 +295,7 @@ func TestMigrationOnANodeThatNeverSawTheMailbox(t *testing.T) {
 			Status: mailpush.StatusActive, ExpiresAt: time.Now().Add(time.Hour)}
 		m, err := stores[0].Register(ctx, reg, &mailpush.Mailbox{TenantID: tenant.ID, AddressHash: keys.HashAddress(tenant.ID, user), Source: mailpush.SourceEWS,
 			Mode: mailpush.ModeSealed, ServerURL: "https://mail.contoso.example/EWS/Exchange.asmx", SubscriptionID: "ews-1", Badge: 2, Seq: 5,
-			Status: mailpush.StatusActive, Address: user})
+			Status: mailpush.StatusActive, Address: user}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -18,7 +18,7 @@ func testMailboxAddress(t *testing.T, s mailpush.Store, e *env) {
 	tn := mustTenant(t, s, "acme")
 	r, mb := newReg(e, tn.ID, "alice@example.com", "aa01")
 	mb.Address = "alice@example.com"
-	m, err := s.Register(ctx, r, mb)
+	m, err := s.Register(ctx, r, mb, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func testMailboxAddress(t *testing.T, s mailpush.Store, e *env) {
 	}
 	// A second registration of the mailbox without the address keeps it.
 	r2, mb2 := newReg(e, tn.ID, "alice@example.com", "aa02")
-	if _, err := s.Register(ctx, r2, mb2); err != nil {
+	if _, err := s.Register(ctx, r2, mb2, nil); err != nil {
 		t.Fatal(err)
 	}
 	// Updates that do not touch it, or clear it in memory, keep it.
@@ -47,7 +47,7 @@ func testMailboxAddress(t *testing.T, s mailpush.Store, e *env) {
 
 	// Created without it (a mailbox of before), learned in an update.
 	r3, mb3 := newReg(e, tn.ID, "bob@example.com", "bb01")
-	m3, err := s.Register(ctx, r3, mb3)
+	m3, err := s.Register(ctx, r3, mb3, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func testMailboxAddress(t *testing.T, s mailpush.Store, e *env) {
 
 	// An event's Record learns it too (one write with the event).
 	r4, mb4 := newReg(e, tn.ID, "carol@example.com", "cc01")
-	m4, err := s.Register(ctx, r4, mb4)
+	m4, err := s.Register(ctx, r4, mb4, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
