@@ -203,7 +203,7 @@ func (m *Main) Run(ctx context.Context) error {
 		ServiceAccounts:  serviceAccounts,
 		TokenAuthorities: cfg.ewsOAuthAuthorities(),
 		Store:            m.Store, Sealer: m.Keys, Sink: m.Pipeline,
-		Client:          &ews.Client{HTTP: &http.Client{Transport: outbound, Timeout: 30 * time.Second}, UserAgent: "mailpush/" + mailpush.Version, Clock: m.Clock},
+		Client:          &ews.Client{HTTP: &http.Client{Transport: outbound, Timeout: 30 * time.Second}, UserAgent: "mailpush/" + mailpush.Version, Clock: m.Clock, Grants: m.Store},
 		PublicURL:       strings.TrimSuffix(publicURL, "/"),
 		StatusFrequency: cfg.EWS.StatusFrequency,
 		FetchRate:       float64(cfg.EWS.FetchRate), FetchBurst: cfg.EWS.FetchBurst, CallbackMaxAge: cfg.EWS.CallbackMaxAge,
