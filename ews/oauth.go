@@ -34,7 +34,9 @@ import (
 // notifications and the new URL's first ones find the same access token
 // instead of refreshing (and rotating) again.
 //
-// Several nodes (Client.Grants set: the store's OAuthGrantStore). Each
+// Several nodes (Client.Grants set: the store's OAuthGrantStore;
+// cmd/mailpush sets it with the PostgreSQL store, so that one node on
+// SQLite keeps every token in memory, as before). Each
 // node has its own memory, and two notifications of one mailbox may reach
 // two nodes that both find the access token expired. Refreshing on both
 // would send the token endpoint one refresh token twice, and a provider

@@ -60,10 +60,30 @@ func newOAuthNodes(t *testing.T, shared bool) *oauthNodes {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { st.Close() })
-			w.nodes[i].Grants = st
+			w.nodes[i].Grants = &countingGrants{OAuthGrantStore: st}
 		}
 	}
 	return w
+}
+
+// countingGrants counts a node's trips to the shared grants.
+type countingGrants struct {
+	mailpush.OAuthGrantStore
+	mu    sync.Mutex
+	calls int
+}
+
+func (c *countingGrants) LeaseOAuthGrant(ctx context.Context, seed mailpush.OAuthGrant, holder string, until time.Time, due func(mailpush.OAuthGrant) bool) (mailpush.OAuthGrant, error) {
+	c.mu.Lock()
+	c.calls++
+	c.mu.Unlock()
+	return c.OAuthGrantStore.LeaseOAuthGrant(ctx, seed, holder, until, due)
+}
+
+func (c *countingGrants) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.calls
 }
 
 // race makes each node read the Inbox n times at once, all starting
@@ -127,6 +147,19 @@ func TestOAuthRefreshSharedByNodes(t *testing.T) {
 		}
 		if w.fake.Requests("Unauthorized") != 0 {
 			t.Fatalf("round %d: Exchange refused %d requests", round, w.fake.Requests("Unauthorized"))
+		}
+		// While the access token is fresh, memory answers: no trip to
+		// the store, however many requests.
+		before := [2]int{w.nodes[0].Grants.(*countingGrants).count(), w.nodes[1].Grants.(*countingGrants).count()}
+		for _, err := range w.race(8) {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range w.nodes {
+			if n := w.nodes[i].Grants.(*countingGrants).count(); n != before[i] {
+				t.Fatalf("round %d: node %d went to the store %d times with a fresh access token", round, i, n-before[i])
+			}
 		}
 	}
 }
