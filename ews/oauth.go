@@ -298,6 +298,7 @@ func (c *Client) renew(ctx context.Context, cur mailpush.Credentials, refused st
 		// the old one: see docs/cluster.md.
 		return next, true, nil
 	}
+	// Best effort: what a failure leaves is deleted after the next refresh.
 	now := c.now()
 	c.Grants.DeleteIdleOAuthGrants(ctx, now.Add(-OAuthGrantIdle), now.Add(-OAuthSupersededKeep), 100)
 	return next, true, nil

@@ -16,7 +16,6 @@ import (
 	"github.com/mailpush/mailpush"
 	"github.com/mailpush/mailpush/clocktest"
 	"github.com/mailpush/mailpush/ews"
-	"github.com/mailpush/mailpush/fake/apnsfake"
 	"github.com/mailpush/mailpush/fake/ewsfake"
 	"github.com/mailpush/mailpush/postgres/pgtest"
 )
@@ -130,39 +129,9 @@ func TestOAuthTwoNodesOneRefresh(t *testing.T) {
 	fan.bases = []string{w.main.URL(), node2.URL()}
 	fan.mu.Unlock()
 
-	access, refresh, err := w.exchange.IssueTokens(address, oauthClientID, 10*time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
 	device := deviceToken(9)
-	st, reg := w.call(t, "POST", "/api/v1/registrations", token, map[string]any{
-		"device": map[string]any{"platform": "ios", "token": device, "environment": "production"},
-		"mailbox": map[string]any{"address": address, "source": "ews", "ewsUrl": w.exchange.URL(), "sealedCredentials": w.sealCreds(t, mailpush.Credentials{
-			AccessToken: access, RefreshToken: refresh, TokenURL: w.exchange.TokenURL(), ClientID: oauthClientID,
-			ExpiresAt: clock.Now().Add(10 * time.Minute).Unix(),
-		})},
-		"content": "subject",
-	})
-	if st != 201 || reg["status"] != "active" {
-		t.Fatalf("register = %d %v", st, reg)
-	}
-	unread := 0
-	deliverAndWait := func() {
-		t.Helper()
-		unread++
-		i := unread
-		w.exchange.Deliver(address, fmt.Sprintf("Shared grant %d", i), "Bob Sender", "bob@example.com")
-		waitFor(t, fmt.Sprintf("push %d", i), func(ctx context.Context) error {
-			return w.apple.WaitFor(ctx, func(ps []apnsfake.Push) bool {
-				for _, p := range ps {
-					if p.Token == device && p.Badge == i {
-						return true
-					}
-				}
-				return false
-			})
-		})
-	}
+	reg, _, refresh := w.registerOAuth(t, clock, token, device)
+	deliverAndWait := w.deliverer(t, device, "Shared grant")
 	// Before the expiry: node 2 uses the access token node 1 was given.
 	deliverAndWait()
 	if n := w.exchange.Requests("token"); n != 0 {
@@ -174,19 +143,7 @@ func TestOAuthTwoNodesOneRefresh(t *testing.T) {
 	}
 	url := activeSubURL(t, w.exchange)
 	for round := 1; round <= 2; round++ {
-		clock.Advance(11 * time.Minute)
-		deliverAndWait()
-		waitFor(t, fmt.Sprintf("rotation %d: a new subscription", round), func(ctx context.Context) error {
-			return w.exchange.WaitFor(ctx, func(s *ewsfake.Server) bool {
-				u, ok := activeURL(s)
-				return ok && u != url
-			})
-		})
-		url, _ = activeURL(w.exchange)
-		deliverAndWait() // the old subscription's next notification is answered Unsubscribe
-		waitFor(t, fmt.Sprintf("rotation %d: the old subscription ended", round), func(ctx context.Context) error {
-			return w.exchange.WaitFor(ctx, func(s *ewsfake.Server) bool { return countActive(s) == 1 })
-		})
+		url = w.expireAndRotate(t, clock, deliverAndWait, url, round)
 		if n, reuse := w.exchange.Requests("token"), w.exchange.Requests("token-reuse"); n != round || reuse != 0 {
 			t.Fatalf("round %d: %d refreshes (want %d), %d reused refresh tokens", round, n, round, reuse)
 		}
