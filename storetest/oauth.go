@@ -161,4 +161,24 @@ func testOAuthGrants(t *testing.T, s mailpush.Store, e *env) {
 	if got := lease("h after it idled", seed("h-2"), "holder-h", noAccess); bytes.Equal(got.Key, h.Key) || got.AccessToken != "" {
 		t.Fatalf("an idle grant stayed: %+v", got)
 	}
+
+	// What the stores write is bound to the grant's key: sealed tokens
+	// moved to another grant's row do not open there.
+	codec := mailpush.StoreCodec{Cipher: e.keys}
+	mine := mailpush.OAuthGrant{Key: []byte("grant-key-a"), AccessToken: "at-secret", RefreshToken: "rt-secret", ExpiresAt: 42}
+	sealed, err := codec.SealOAuth(mine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(sealed, []byte("secret")) {
+		t.Fatal("sealed tokens hold a token in clear")
+	}
+	back := mailpush.OAuthGrant{Key: mine.Key}
+	if err := codec.OpenOAuth(&back, sealed); err != nil || back.AccessToken != "at-secret" || back.RefreshToken != "rt-secret" || back.ExpiresAt != 42 {
+		t.Fatalf("OpenOAuth = %+v, %v", back, err)
+	}
+	swapped := mailpush.OAuthGrant{Key: []byte("grant-key-b")}
+	if err := codec.OpenOAuth(&swapped, sealed); err == nil || swapped.RefreshToken != "" {
+		t.Fatalf("grant a's sealed tokens opened as grant b's: %+v", swapped)
+	}
 }
