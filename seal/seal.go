@@ -462,20 +462,21 @@ func (k *Keyring) SealField(plain []byte) ([]byte, error) { return k.SealBound(p
 // OpenField decrypts a value sealed by SealField.
 func (k *Keyring) OpenField(sealed []byte) ([]byte, error) { return k.OpenBound(sealed, nil) }
 
-// SealBound is SealField with additional authenticated data: the value
-// opens only with the same aad (OpenBound), which is not stored with it.
-func (k *Keyring) SealBound(plain, aad []byte) ([]byte, error) {
+// SealBound is SealField with ad as GCM's additional data: what it seals
+// opens only with the same ad (the row's key), so a sealed value copied
+// into another row does not open there.
+func (k *Keyring) SealBound(plain, ad []byte) ([]byte, error) {
 	nonce := randomBytes(k.fieldKey.NonceSize())
-	return k.fieldKey.Seal(nonce, nonce, plain, aad), nil
+	return k.fieldKey.Seal(nonce, nonce, plain, ad), nil
 }
 
-// OpenBound decrypts a value sealed by SealBound with the same aad.
-func (k *Keyring) OpenBound(sealed, aad []byte) ([]byte, error) {
+// OpenBound decrypts a value sealed by SealBound with the same ad.
+func (k *Keyring) OpenBound(sealed, ad []byte) ([]byte, error) {
 	ns := k.fieldKey.NonceSize()
 	if len(sealed) < ns {
 		return nil, errors.New("seal: stored field is truncated")
 	}
-	p, err := k.fieldKey.Open(nil, sealed[:ns], sealed[ns:], aad)
+	p, err := k.fieldKey.Open(nil, sealed[:ns], sealed[ns:], ad)
 	if err != nil {
 		return nil, fmt.Errorf("seal: stored field cannot be opened: %w", err)
 	}
