@@ -381,11 +381,29 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		ev, plan = s.event(mb, cached, sum)
 	}
 	now := s.Clock.Now()
+	if bind {
+		// The binding and the registration's activation come before the
+		// event: its fan-out must find the device active. Once per
+		// subscription, so its two extra writes are rare.
+		if _, err := s.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error {
+			if m.SubscriptionID != mb.SubscriptionID {
+				// Another notification bound the mailbox since it was read:
+				// fail, so that Exchange retries and the retry sees it.
+				return mailpush.Errorf(mailpush.EUnavailable, "the mailbox's subscription changed while this notification was handled")
+			}
+			m.SubscriptionID, m.Status = n.SubscriptionID, mailpush.StatusActive
+			return nil
+		}); err != nil {
+			return "", err
+		}
+		// Only the device that subscribed through this URL has proved anything.
+		if err := s.Rules.Activate(ctx, adm.Registration); err != nil {
+			return "", err
+		}
+		log.Info("subscription bound", "mode", mb.Mode)
+	}
 	wm := lastWatermark(n)
-	var (
-		updated  *mailpush.Mailbox // the mailbox as written
-		conflict bool              // another notification bound the mailbox since it was read
-	)
+	var updated *mailpush.Mailbox // the mailbox as written
 	// move is what the notification changes in the mailbox. For a changed
 	// mailbox it runs in the transaction that stores the event (one write:
 	// the acknowledgement waits for one commit), so the watermark moves
@@ -394,12 +412,6 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 	// push would be lost. It may run more than once (a transaction tried
 	// again), each time on a fresh read.
 	move := func(m *mailpush.Mailbox) bool {
-		if conflict = bind && m.SubscriptionID != mb.SubscriptionID; conflict {
-			return false // changes nothing: Exchange retries and the retry sees it
-		}
-		if bind {
-			m.SubscriptionID, m.Status = n.SubscriptionID, mailpush.StatusActive
-		}
 		if wm != "" {
 			m.Watermark = wm
 		}
@@ -422,19 +434,10 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 	switch {
 	case err != nil:
 		return "", err
-	case conflict:
-		return "", mailpush.Errorf(mailpush.EUnavailable, "the mailbox's subscription changed while this notification was handled")
 	case updated == nil:
 		return "", mailpush.Errorf(mailpush.ENotFound, "the mailbox was deleted while this notification was handled")
 	}
 	s.heard(mb, tok.ServerURL, now)
-	if bind {
-		// Only the device that subscribed through this URL has proved anything.
-		if err := s.Rules.Activate(ctx, adm.Registration); err != nil {
-			return "", err
-		}
-		log.Info("subscription bound", "mode", mb.Mode)
-	}
 	// A status event may have met the refresh.
 	s.rotated(ctx, updated, cached, n)
 	return StatusOK, nil
