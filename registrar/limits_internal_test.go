@@ -2,6 +2,7 @@ package registrar
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"testing"
 	"time"
@@ -113,4 +114,26 @@ func TestOpenersGiveUp(t *testing.T) {
 	if o.all.held != 0 || len(o.all.waiting) != 0 || len(o.tenants) != 0 {
 		t.Errorf("after giving up and releasing: %d global places held, %d waiting, %d tenants", o.all.held, len(o.all.waiting), len(o.tenants))
 	}
+}
+
+// BenchmarkTakeRate is what the registration rate adds to every Register
+// and CheckIn: the tenant's limits (a function of the configuration) and one
+// bucket, no store read.
+func BenchmarkTakeRate(b *testing.B) {
+	s := &Service{Clock: mailpush.SystemClock{}, Quotas: func(*mailpush.Tenant) Quotas {
+		return Quotas{Rate: Rate{PerSecond: 1e12, Burst: 1 << 30}}
+	}}
+	tenants := make([]*mailpush.Tenant, 100)
+	for i := range tenants {
+		tenants[i] = &mailpush.Tenant{ID: fmt.Sprintf("tenant-%03d", i), Name: fmt.Sprint(i)}
+	}
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			if err := s.takeRate(tenants[i%len(tenants)], mailpush.ScopeApp); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
 }

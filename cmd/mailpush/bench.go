@@ -323,6 +323,7 @@ push:
 	// registration rate.
 	cfg.Registrations.MaxPerTenant = 1 << 30
 	cfg.Registrations.Rate, cfg.Registrations.Burst = 1<<30, 1<<30
+	cfg.Registrations.BackendRate, cfg.Registrations.BackendBurst = 1<<30, 1<<30
 	b.main = NewMain(cfg, b.progress)
 	if err := b.main.Run(ctx); err != nil {
 		return err
