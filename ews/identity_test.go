@@ -391,7 +391,7 @@ func BenchmarkOpenIdentity(b *testing.B) {
 	for name, creds := range map[string]mailpush.Credentials{
 		"pem":                   pemCreds(c),
 		"pkcs12-2048-iter":      {PKCS12: p12(b, c), PKCS12Password: p12Password},
-		"pkcs12-at-the-cap":    {PKCS12: b64(maxIter), PKCS12Password: p12Password},
+		"pkcs12-at-the-cap":     {PKCS12: b64(maxIter), PKCS12Password: p12Password},
 		"pkcs12-wrong-password": {PKCS12: p12(b, c), PKCS12Password: "wrong"},
 	} {
 		b.Run(name, func(b *testing.B) {
