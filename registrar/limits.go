@@ -112,7 +112,7 @@ func (s *Service) prepare(ctx context.Context, t *mailpush.Tenant, src mailpush.
 	o := s.openers()
 	release, err := o.acquire(ctx, t)
 	if err != nil {
-		if code := mailpush.ErrorCode(err); code == mailpush.ERateLimited || code == mailpush.EUnavailable {
+		if mailpush.ErrorRetryAfter(err) > 0 { // refused for a full queue, not given up by its caller
 			s.Metrics.refused("openers")
 		}
 		return mailpush.Credentials{}, err
