@@ -59,10 +59,12 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 `)
 	useDatabase(t, config, fmt.Sprintf("database: {driver: postgres, url: %q}", pg.URL))
 	// Exchange retries a refused notification for StatusFrequency minutes
-	// (43 s at this time scale: 30 ms, 60 ms, … up to 3.8 s apart), longer
-	// than the outage; the subscriptions must outlive it.
+	// (1,440, EWS's maximum: 86 s at this time scale, retries 30 ms, 60 ms,
+	// … apart, the last 61 s after the first), far longer than the outage;
+	// the subscriptions must outlive it. (720, 43 s, left a loaded
+	// machine's outage too close to the last retry, at 31 s.)
 	b, _ := os.ReadFile(config)
-	os.WriteFile(config, []byte(strings.Replace(string(b), "statusFrequency: 1\n", "statusFrequency: 720\n", 1)), 0o600)
+	os.WriteFile(config, []byte(strings.Replace(string(b), "statusFrequency: 1\n", "statusFrequency: 1440\n", 1)), 0o600)
 
 	var out, errOut strings.Builder
 	if err := run(context.Background(), []string{"tenant", "add", "acme", "--config", config, "--allow-host", hostOf(exchange.URL()), "--max-content", "subject_sender"}, &out, &errOut, nil); err != nil {
@@ -168,8 +170,12 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 	}
 	t.Logf("outage of %v: %d notifications refused (503) across %d subscriptions; mail sent so far %v", time.Since(down).Round(time.Millisecond), refusedN, len(failed), load.sent())
 
-	// PostgreSQL comes back; nobody touches mailpush.
+	// PostgreSQL comes back; nobody touches mailpush. The recovery has a
+	// deadline of its own, whatever the load made the phases before it take;
+	// Exchange's next retry comes up to the outage's length after it.
 	pg.Start()
+	ctx, cancel = context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
 	waitReady(t, ctx, base, http.StatusOK)
 	// Some more mail after the recovery, then the load stops.
 	n := len(apple.Pushes())
@@ -282,10 +288,12 @@ func TestPostgresRestartUnderLoadThreeNodes(t *testing.T) {
 	}
 	const nodes, mailboxes, devicesPer = 3, 6, 2
 	pg := pgtest.Private(t)
-	// Exchange's minutes are 10 ms here; it retries a refused notification
-	// for StatusFrequency minutes (72: 43 s), longer than the outage.
+	// Exchange's minutes are 600 ms here; it retries a refused notification
+	// for StatusFrequency minutes (720: 7 min 12 s), far longer than the
+	// outage. (72, 43 s, was too short: on a loaded machine the outage took
+	// 38 s, past Exchange's last retry, and the subscriptions ended.)
 	w := newClusterWorld(t, nodes, fmt.Sprintf("database: {driver: postgres, url: %q}", pg.URL), func(cfg string) string {
-		return strings.Replace(cfg, "statusFrequency: 1\n", "statusFrequency: 72\n", 1)
+		return strings.Replace(cfg, "statusFrequency: 1\n", "statusFrequency: 720\n", 1)
 	})
 	var addrs []string
 	for m := range mailboxes {
@@ -357,8 +365,12 @@ func TestPostgresRestartUnderLoadThreeNodes(t *testing.T) {
 	}
 	t.Logf("outage of %v: %d notifications refused across %d subscriptions, through %d nodes", time.Since(down).Round(time.Millisecond), refusedN, len(failed), nodes)
 
-	// PostgreSQL comes back; nobody touches mailpush.
+	// PostgreSQL comes back; nobody touches mailpush. The recovery has a
+	// deadline of its own, whatever the load made the phases before it take;
+	// Exchange's next retry comes up to the outage's length after it.
 	pg.Start()
+	ctx, cancel = context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
 	up := time.Now()
 	for _, base := range w.bases {
 		waitReady(t, ctx, base, http.StatusOK)
