@@ -27,6 +27,11 @@
 //   - A refused request changes nothing: a new registration is taken back,
 //     or the device's previous one restored.
 //   - Quotas bound the registrations of a tenant and of a mailbox.
+//   - A token bucket per tenant and scope bounds the create and check-in
+//     calls, checked before anything else, and the costly opening of client
+//     identities is bounded per tenant and in total, before anything is
+//     stored (limits.go), so that one tenant's app token cannot flood the
+//     server or starve other tenants.
 package registrar
 
 import (
