@@ -65,7 +65,10 @@ type RegistrationStore interface {
 	// returns the stored mailbox (which may be an existing one: then mb's
 	// mutable fields are not applied) and sets reg.MailboxID. A registration of
 	// the same device token for the same mailbox is replaced, keeping its ID.
-	Register(ctx context.Context, reg *Registration, mb *Mailbox) (*Mailbox, error)
+	// When check is not nil, Register calls it inside its write transaction
+	// with what it found there, before writing; an error from check
+	// refuses the registration, writes nothing and is returned as is.
+	Register(ctx context.Context, reg *Registration, mb *Mailbox, check func(Join) error) (*Mailbox, error)
 	Registration(ctx context.Context, tenantID, id string) (*Registration, error)
 	// UpdateRegistration applies fn to the registration inside a transaction.
 	// If fn returns an error nothing is written and that error is returned.
@@ -74,10 +77,6 @@ type RegistrationStore interface {
 	// ActiveRegistrations lists a mailbox's registrations with status active
 	// or pending.
 	ActiveRegistrations(ctx context.Context, mailboxID string) ([]*Registration, error)
-	// RegistrationByToken returns the mailbox's registration (active or
-	// pending) of the device with this push token, by its keyed hash: the
-	// cost does not grow with the mailbox's devices.
-	RegistrationByToken(ctx context.Context, mailboxID, token string) (*Registration, error)
 	// MailboxAudience summarizes the mailbox's active and pending
 	// registrations without loading them (no token is opened): what a source
 	// needs to decide about an event before it acknowledges it.
@@ -145,6 +144,27 @@ type GateStore interface {
 	// whose Device.ActiveSyncDeviceHash is hash, like DeleteRegistration, and
 	// returns how many it removed.
 	DeleteRegistrationsByActiveSyncDevice(ctx context.Context, tenantID string, hash []byte) (int, error)
+}
+
+// Join is what a registration's write finds in its own transaction before
+// it writes (RegistrationStore.Register's check): the registrar decides the
+// quotas and a replacement on it. Deciding inside the write, not on reads
+// made before it, costs no read of its own (the write finds the mailbox and
+// the device's row anyway) and lets no two concurrent registrations pass a
+// quota that only one of them fits.
+type Join struct {
+	// Mailbox is the stored mailbox the registration joins; nil when the
+	// write creates it.
+	Mailbox *Mailbox
+	// Audience is Mailbox's (zero when Mailbox is nil).
+	Audience Audience
+	// Previous is the device's registration in Mailbox, of any status,
+	// that the write replaces; nil when there is none.
+	Previous *Registration
+	// TenantRegistrations counts the tenant's active and pending
+	// registrations (CountRegistrations), those written before in the same
+	// transaction included.
+	TenantRegistrations int
 }
 
 // Audience is what a mailbox's active and pending registrations add up to.

@@ -94,7 +94,7 @@ func TestCreationSeenFromAnotherNode(t *testing.T) {
 	}
 	mb := &mailpush.Mailbox{TenantID: tenant.ID, AddressHash: keys.HashAddress(tenant.ID, user), Source: mailpush.SourceGraph, Mode: mailpush.ModeService, Badge: mailpush.NoBadge, Status: mailpush.StatusPending}
 	reg := &mailpush.Registration{Device: mailpush.Device{Platform: mailpush.PlatformIOS, Token: fmt.Sprintf("%064x", 1)}, Content: mailpush.ContentSubjectSender, Status: mailpush.StatusPending, ExpiresAt: time.Now().Add(time.Hour)}
-	stored, err := stores[0].Register(ctx, reg, mb)
+	stored, err := stores[0].Register(ctx, reg, mb, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

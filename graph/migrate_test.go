@@ -27,7 +27,7 @@ func (f *fixture) ewsMailbox(t *testing.T, address string, mode mailpush.Mode, d
 	for _, d := range devices {
 		reg := &mailpush.Registration{Device: mailpush.Device{Platform: mailpush.PlatformIOS, Token: fmt.Sprintf("%064x", d)}, Content: mailpush.ContentSubjectSender, Status: mailpush.StatusActive, ExpiresAt: time.Now().Add(time.Hour)}
 		m, err := f.store.Register(context.Background(), reg, &mailpush.Mailbox{TenantID: f.tenant.ID, AddressHash: f.src.Hasher.HashAddress(f.tenant.ID, address),
-			Source: mailpush.SourceEWS, Mode: mode, ServerURL: "https://mail.contoso.example/EWS/Exchange.asmx", SubscriptionID: "ews-" + address, Badge: 4, Seq: 17, Status: mailpush.StatusActive})
+			Source: mailpush.SourceEWS, Mode: mode, ServerURL: "https://mail.contoso.example/EWS/Exchange.asmx", SubscriptionID: "ews-" + address, Badge: 4, Seq: 17, Status: mailpush.StatusActive}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

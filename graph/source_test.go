@@ -148,7 +148,7 @@ func (f *fixture) register(t *testing.T, device int, token string) (*mailpush.Ma
 	keys := f.src.Hasher
 	mb := &mailpush.Mailbox{TenantID: f.tenant.ID, AddressHash: keys.HashAddress(f.tenant.ID, user), Source: mailpush.SourceGraph, Mode: mailpush.ModeService, Badge: mailpush.NoBadge, Status: mailpush.StatusPending, Address: user}
 	reg := &mailpush.Registration{Device: mailpush.Device{Platform: mailpush.PlatformIOS, Token: fmt.Sprintf("%064x", device)}, Content: mailpush.ContentSubjectSender, Status: mailpush.StatusPending, ExpiresAt: time.Now().Add(time.Hour)}
-	stored, err := f.store.Register(ctx, reg, mb)
+	stored, err := f.store.Register(ctx, reg, mb, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -83,7 +83,7 @@ func registerDevice(tb testing.TB, store *sqlite.Store, keys *seal.Keyring, tn *
 		Content: mailpush.ContentSubject, Status: mailpush.StatusActive, ExpiresAt: time.Now().Add(time.Hour)}
 	mb := &mailpush.Mailbox{TenantID: tn.ID, AddressHash: keys.HashAddress(tn.ID, fmt.Sprintf("u%d@example.com", m)), Source: mailpush.SourceEWS,
 		Mode: mailpush.ModeSealed, Badge: mailpush.NoBadge, Status: mailpush.StatusActive}
-	stored, err := store.Register(context.Background(), reg, mb)
+	stored, err := store.Register(context.Background(), reg, mb, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -91,7 +91,7 @@ func (f *fixture) register(t testing.TB, platform mailpush.Platform, token strin
 		Content: content, Status: mailpush.StatusActive, ExpiresAt: f.clock.Now().Add(time.Hour)}
 	mb := &mailpush.Mailbox{TenantID: f.tenant.ID, AddressHash: f.keys.HashAddress(f.tenant.ID, "alice@example.com"), Source: mailpush.SourceEWS,
 		Mode: mailpush.ModeSealed, Badge: mailpush.NoBadge, Status: mailpush.StatusActive}
-	stored, err := f.store.Register(context.Background(), reg, mb)
+	stored, err := f.store.Register(context.Background(), reg, mb, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

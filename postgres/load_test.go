@@ -88,7 +88,7 @@ func TestLoadRegistrations(t *testing.T) {
 					Source: mailpush.SourceEWS, Mode: mailpush.ModeSealed, ServerURL: "https://mail.example.com/EWS/Exchange.asmx", Badge: mailpush.NoBadge, Status: mailpush.StatusActive}
 				reg := &mailpush.Registration{Device: mailpush.Device{Platform: mailpush.PlatformIOS, Token: loadToken(j), Environment: mailpush.EnvProduction},
 					Content: mailpush.ContentBadge, Status: mailpush.StatusActive, ExpiresAt: time.Now().Add(90 * 24 * time.Hour)}
-				if _, err := s.Register(ctx, reg, mb); err != nil {
+				if _, err := s.Register(ctx, reg, mb, nil); err != nil {
 					errs <- err
 					return
 				}

@@ -65,15 +65,23 @@ func nullString(s string) any {
 
 // Register stores reg for its mailbox, creating the mailbox when needed.
 // Both writes are upserts, so two nodes registering the same mailbox or
-// device at once end with one row each instead of a unique violation.
-func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *mailpush.Mailbox) (*mailpush.Mailbox, error) {
+// device at once end with one row each instead of a unique violation. check
+// runs in the same transaction, on what it reads before the writes
+// (mailpush.Join).
+func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *mailpush.Mailbox, check func(mailpush.Join) error) (*mailpush.Mailbox, error) {
 	now := s.clock.Now().UTC()
 	sealed, tokenHash, err := s.codec.SealToken(reg.Device.Token)
 	if err != nil {
 		return nil, err
 	}
 	var stored *mailpush.Mailbox
+	var refused error // check's answer, returned as it is
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if check != nil {
+			if refused = s.checkJoinTx(ctx, tx, mb, tokenHash, check); refused != nil {
+				return refused
+			}
+		}
 		var err error
 		if stored, err = ensureMailboxTx(ctx, tx, mb, now); err != nil {
 			return err
@@ -99,10 +107,40 @@ func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *ma
 		reg.CreatedAt = mailpush.FromUnixMilli(created)
 		return nil
 	})
+	if refused != nil {
+		return nil, refused
+	}
 	if err != nil {
 		return nil, dbError("register", err)
 	}
 	return stored, nil
+}
+
+// checkJoinTx reads what a registration joins, in tx, and asks check.
+func (s *Store) checkJoinTx(ctx context.Context, tx pgx.Tx, mb *mailpush.Mailbox, tokenHash []byte, check func(mailpush.Join) error) error {
+	var j mailpush.Join
+	stored, err := mailboxWhere(ctx, tx, "tenant_id = $1 AND address_hash = $2 AND source = $3", mb.TenantID, mb.AddressHash, string(mb.Source))
+	switch {
+	case mailpush.ErrorCode(err) == mailpush.ENotFound:
+	case err != nil:
+		return err
+	default:
+		j.Mailbox = stored
+		if j.Audience, err = mailboxAudience(ctx, tx, stored.ID); err != nil {
+			return err
+		}
+		j.Previous, err = s.scanRegistration(tx.QueryRow(ctx, `SELECT `+registrationCols+` FROM registrations WHERE mailbox_id = $1 AND token_hash = $2`, stored.ID, tokenHash))
+		if errors.Is(err, pgx.ErrNoRows) {
+			j.Previous, err = nil, nil
+		}
+		if err != nil {
+			return dbError("find registration", err)
+		}
+	}
+	if j.TenantRegistrations, err = countRegistrations(ctx, tx, mb.TenantID); err != nil {
+		return err
+	}
+	return check(j)
 }
 
 // ensureMailboxTx returns the mailbox of (mb.TenantID, mb.AddressHash,
@@ -238,25 +276,15 @@ func (s *Store) ActiveRegistrations(ctx context.Context, mailboxID string) ([]*m
 	return out, nil
 }
 
-// RegistrationByToken finds the mailbox's active or pending registration of
-// a push token through the (mailbox_id, token_hash) index.
-func (s *Store) RegistrationByToken(ctx context.Context, mailboxID, token string) (*mailpush.Registration, error) {
-	r, err := s.scanRegistration(s.pool.QueryRow(ctx, `SELECT `+registrationCols+` FROM registrations WHERE mailbox_id = $1 AND token_hash = $2 AND status IN ('active', 'pending')`,
-		mailboxID, s.codec.HashToken(token)))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, notFound("registration")
-	}
-	if err != nil {
-		return nil, dbError("get registration", err)
-	}
-	return r, nil
-}
-
 // MailboxAudience counts the mailbox's active and pending registrations and
 // whether one may show content, without loading them.
 func (s *Store) MailboxAudience(ctx context.Context, mailboxID string) (mailpush.Audience, error) {
+	return mailboxAudience(ctx, s.pool, mailboxID)
+}
+
+func mailboxAudience(ctx context.Context, q querier, mailboxID string) (mailpush.Audience, error) {
 	var a mailpush.Audience
-	err := s.pool.QueryRow(ctx, `SELECT count(*), coalesce(bool_or(content IN ('subject', 'subject_sender')), false)
+	err := q.QueryRow(ctx, `SELECT count(*), coalesce(bool_or(content IN ('subject', 'subject_sender')), false)
 		FROM registrations WHERE mailbox_id = $1 AND status IN ('active', 'pending')`, mailboxID).Scan(&a.Registrations, &a.WantsContent)
 	if err != nil {
 		return a, dbError("mailbox audience", err)
@@ -266,8 +294,12 @@ func (s *Store) MailboxAudience(ctx context.Context, mailboxID string) (mailpush
 
 // CountRegistrations counts a tenant's active and pending registrations.
 func (s *Store) CountRegistrations(ctx context.Context, tenantID string) (int, error) {
+	return countRegistrations(ctx, s.pool, tenantID)
+}
+
+func countRegistrations(ctx context.Context, q querier, tenantID string) (int, error) {
 	var n int
-	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM registrations WHERE tenant_id = $1 AND status IN ('active', 'pending')`, tenantID).Scan(&n); err != nil {
+	if err := q.QueryRow(ctx, `SELECT count(*) FROM registrations WHERE tenant_id = $1 AND status IN ('active', 'pending')`, tenantID).Scan(&n); err != nil {
 		return 0, dbError("count registrations", err)
 	}
 	return n, nil

@@ -48,7 +48,7 @@ func TestOutboxTakeover(t *testing.T) {
 	for i := range events {
 		mb, err := a.Register(ctx, &mailpush.Registration{Device: mailpush.Device{Platform: mailpush.PlatformIOS, Token: fmt.Sprintf("%064x", i+1), Environment: mailpush.EnvProduction},
 			Content: mailpush.ContentBadge, Status: mailpush.StatusActive, ExpiresAt: time.Now().Add(time.Hour)},
-			&mailpush.Mailbox{TenantID: tn.ID, AddressHash: cipher.HashField([]byte(fmt.Sprintf("user%d@example.com", i))), Source: mailpush.SourceEWS, Mode: mailpush.ModeSealed, Badge: mailpush.NoBadge, Status: mailpush.StatusActive})
+			&mailpush.Mailbox{TenantID: tn.ID, AddressHash: cipher.HashField([]byte(fmt.Sprintf("user%d@example.com", i))), Source: mailpush.SourceEWS, Mode: mailpush.ModeSealed, Badge: mailpush.NoBadge, Status: mailpush.StatusActive}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -26,7 +26,11 @@
 //     notifications reach only itself.
 //   - A refused request changes nothing: a new registration is taken back,
 //     or the device's previous one restored.
-//   - Quotas bound the registrations of a tenant and of a mailbox.
+//   - Quotas bound the registrations of a tenant and of a mailbox. They are
+//     decided inside the registration's write transaction (Store.Register's
+//     check), on what that transaction finds: concurrent registrations
+//     cannot all pass a quota that only one of them fits, and the check
+//     costs no read of its own.
 //   - A token bucket per tenant and scope bounds the create and check-in
 //     calls, checked before anything else, and the costly opening of client
 //     identities is bounded per tenant and in total, before anything is
@@ -141,8 +145,7 @@ func (s *Service) Register(ctx context.Context, t *mailpush.Tenant, req mailpush
 	if _, ok := s.Watchers[mb.Source]; !ok {
 		return nil, mailpush.Errorf(mailpush.EUnsupported, "source %q is not enabled on this server", mb.Source)
 	}
-	previous, err := s.checkJoin(ctx, t, mb, dev)
-	if err != nil {
+	if err := s.checkDeviceSubscribed(ctx, t, mb); err != nil {
 		return nil, err
 	}
 	now := s.Clock.Now().UTC()
@@ -163,7 +166,14 @@ func (s *Service) Register(ctx context.Context, t *mailpush.Tenant, req mailpush
 		reg.Status = admitted.Status
 		mb.Status, mb.Mode = admitted.Status, chosen(mb.Mode, *admitted)
 	}
-	stored, err := s.Store.Register(ctx, reg, mb)
+	// The quotas and a replacement are decided inside the write, on what
+	// its transaction finds (checkJoin).
+	var previous *mailpush.Registration
+	stored, err := s.Store.Register(ctx, reg, mb, func(j mailpush.Join) error {
+		var err error
+		previous, err = s.checkJoin(t, j)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -232,60 +242,44 @@ func (s *Service) admit(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Ma
 	return &res, nil
 }
 
-// checkJoin looks at the mailbox the registration would join, and enforces
-// the quotas. It refuses a device-subscribed registration for an address
-// watched with a user's sealed credentials: such a registration proves
-// nothing about the mailbox, and it would only ever get what its own
+// checkDeviceSubscribed refuses a device-subscribed registration for an
+// address watched with a user's sealed credentials: such a registration
+// proves nothing about the mailbox, and it would only ever get what its own
 // subscription reports (its mailbox is its own), so it is pointless there
-// and refused with a clear answer. It returns the registration this device
-// already has in the mailbox, if any, so that a refused request can restore
-// it.
-func (s *Service) checkJoin(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mailbox, dev mailpush.Device) (*mailpush.Registration, error) {
-	q := s.TenantQuotas(t)
-	if mb.Mode == mailpush.ModeDeviceSubscribed {
-		watched, err := s.Store.MailboxByAddress(ctx, mb.TenantID, s.Keys.HashAddress(t.ID, mb.Address), mb.Source)
-		if err == nil && watched.Mode == mailpush.ModeSealed && watched.Status != mailpush.StatusInactive {
-			return nil, mailpush.Errorf(mailpush.EConflict, "this mailbox is watched with a user's sealed credentials: register with mailbox.sealedCredentials")
-		}
-		if err != nil && mailpush.ErrorCode(err) != mailpush.ENotFound {
-			return nil, err
-		}
+// and refused with a clear answer.
+func (s *Service) checkDeviceSubscribed(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mailbox) error {
+	if mb.Mode != mailpush.ModeDeviceSubscribed {
+		return nil
 	}
-	existing, err := s.Store.MailboxByAddress(ctx, mb.TenantID, mb.AddressHash, mb.Source)
-	if mailpush.ErrorCode(err) == mailpush.ENotFound {
-		return nil, s.checkTenantQuota(ctx, t, q)
+	watched, err := s.Store.MailboxByAddress(ctx, mb.TenantID, s.Keys.HashAddress(t.ID, mb.Address), mb.Source)
+	if err == nil && watched.Mode == mailpush.ModeSealed && watched.Status != mailpush.StatusInactive {
+		return mailpush.Errorf(mailpush.EConflict, "this mailbox is watched with a user's sealed credentials: register with mailbox.sealedCredentials")
 	}
-	if err != nil {
-		return nil, err
-	}
-	// By the token's hash and a count: registering the n-th device of a
-	// mailbox must not load and open the n-1 others.
-	reg, err := s.Store.RegistrationByToken(ctx, existing.ID, dev.Token)
-	switch {
-	case err == nil:
-		return reg, nil // a replacement: it counts against no quota
-	case mailpush.ErrorCode(err) != mailpush.ENotFound:
-		return nil, err
-	}
-	audience, err := s.Store.MailboxAudience(ctx, existing.ID)
-	if err != nil {
-		return nil, err
-	}
-	if audience.Registrations >= q.PerMailbox {
-		return nil, mailpush.Errorf(mailpush.EQuota, "this mailbox already has %d registrations, the limit per mailbox (registrations.maxPerMailbox): delete one first", q.PerMailbox)
-	}
-	return nil, s.checkTenantQuota(ctx, t, q)
-}
-
-func (s *Service) checkTenantQuota(ctx context.Context, t *mailpush.Tenant, q Quotas) error {
-	n, err := s.Store.CountRegistrations(ctx, t.ID)
-	if err != nil {
+	if err != nil && mailpush.ErrorCode(err) != mailpush.ENotFound {
 		return err
 	}
-	if n >= q.PerTenant {
-		return mailpush.Errorf(mailpush.EQuota, "tenant %s already has %d registrations, its limit (registrations.maxPerTenant)", t.Name, q.PerTenant)
-	}
 	return nil
+}
+
+// checkJoin enforces the quotas on what the registration's write found
+// (Store.Register calls it inside its transaction, so concurrent
+// registrations cannot pass a quota together). It returns the registration
+// this device already has in the mailbox, if active or pending, so that a
+// refused request can restore it: such a replacement counts against no
+// quota. Nothing here grows with the mailbox's device count: the store
+// finds the device's row by its token's hash and keeps the counts.
+func (s *Service) checkJoin(t *mailpush.Tenant, j mailpush.Join) (*mailpush.Registration, error) {
+	if p := j.Previous; p != nil && (p.Status == mailpush.StatusActive || p.Status == mailpush.StatusPending) {
+		return p, nil
+	}
+	q := s.TenantQuotas(t)
+	if j.Mailbox != nil && j.Audience.Registrations >= q.PerMailbox {
+		return nil, mailpush.Errorf(mailpush.EQuota, "this mailbox already has %d registrations, the limit per mailbox (registrations.maxPerMailbox): delete one first", q.PerMailbox)
+	}
+	if j.TenantRegistrations >= q.PerTenant {
+		return nil, mailpush.Errorf(mailpush.EQuota, "tenant %s already has %d registrations, its limit (registrations.maxPerTenant)", t.Name, q.PerTenant)
+	}
+	return nil, nil
 }
 
 // TenantQuotas are the registration limits that apply to t, defaults

@@ -314,6 +314,49 @@ func TestQuotas(t *testing.T) {
 	}
 }
 
+// TestQuotasHoldUnderConcurrentRegistrations plays a client that fires many
+// registrations at once to slip past a quota between its check and its
+// write: the check runs inside the write (the group-committed transaction),
+// so exactly the quota's worth are stored, per mailbox and per tenant.
+func TestQuotasHoldUnderConcurrentRegistrations(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t) // 3 per mailbox, 5 per tenant
+	sealed := f.sealed(t, "u", "pw")
+	run := func(n int, addr func(i int) string, dev func(i int) int) (ok, quota int) {
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				_, errs[i] = f.svc.Register(ctx, f.tenant, mailpush.RegisterRequest{Scope: mailpush.ScopeApp, Device: device(dev(i)), Address: addr(i), Source: mailpush.SourceEWS, EWSURL: ewsURL, SealedCredentials: sealed})
+			})
+		}
+		wg.Wait()
+		for i, err := range errs {
+			switch mailpush.ErrorCode(err) {
+			case "":
+				ok++
+			case mailpush.EQuota:
+				quota++
+			default:
+				t.Errorf("registration %d: %v", i, err)
+			}
+		}
+		return ok, quota
+	}
+	if ok, quota := run(12, func(int) string { return "alice@example.com" }, func(i int) int { return 100 + i }); ok != 3 || quota != 9 {
+		t.Errorf("12 devices at once on one mailbox: %d stored, %d refused for quota; want 3 and 9", ok, quota)
+	}
+	if n := f.registrations(t, "alice@example.com", mailpush.SourceEWS); n != 3 {
+		t.Errorf("the mailbox has %d registrations; want 3", n)
+	}
+	if ok, quota := run(12, func(i int) string { return fmt.Sprintf("u%d@example.com", i) }, func(i int) int { return 200 + i }); ok != 2 || quota != 10 {
+		t.Errorf("12 mailboxes at once with 2 left in the tenant: %d stored, %d refused for quota; want 2 and 10", ok, quota)
+	}
+	if n, err := f.store.CountRegistrations(ctx, f.tenant.ID); err != nil || n != 5 {
+		t.Errorf("the tenant has %d registrations (%v); want its quota, 5", n, err)
+	}
+}
+
 // locator records what autodiscover was asked with.
 type locator struct{ creds []mailpush.Credentials }
 

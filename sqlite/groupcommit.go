@@ -8,6 +8,16 @@ import (
 	"time"
 )
 
+// The savepoint statements, prepared once at Open: each write of a group
+// runs two of them, and SQLite parsed them every time.
+const (
+	qSavepoint  = "SAVEPOINT w"
+	qRollbackTo = "ROLLBACK TO w"
+	qRelease    = "RELEASE w"
+)
+
+var groupStatements = []string{qSavepoint, qRollbackTo, qRelease}
+
 // maxGroupWrites bounds the writes that share one transaction.
 const maxGroupWrites = 256
 
@@ -85,15 +95,15 @@ func (s *Store) leadGroup(ctx context.Context) {
 				}
 				break
 			}
-			if _, err := tx.ExecContext(cctx, "SAVEPOINT w"); err != nil {
+			if _, err := s.txStmt(cctx, tx, qSavepoint).ExecContext(cctx); err != nil {
 				return err
 			}
 			if errs[i] = w.fn(cctx, tx); errs[i] != nil {
-				if _, err := tx.ExecContext(cctx, "ROLLBACK TO w"); err != nil {
+				if _, err := s.txStmt(cctx, tx, qRollbackTo).ExecContext(cctx); err != nil {
 					return err
 				}
 			}
-			if _, err := tx.ExecContext(cctx, "RELEASE w"); err != nil {
+			if _, err := s.txStmt(cctx, tx, qRelease).ExecContext(cctx); err != nil {
 				return err
 			}
 		}

@@ -44,7 +44,7 @@ func TestConcurrentRegistrationsShareCommits(t *testing.T) {
 				Content: mailpush.ContentBadge, Status: mailpush.StatusActive, ExpiresAt: clock.Now().Add(time.Hour)}
 			mb := &mailpush.Mailbox{TenantID: tenant, AddressHash: keys.HashAddress(tenant, addr), Source: mailpush.SourceDovecot,
 				Mode: mailpush.ModeService, Badge: mailpush.NoBadge, Status: mailpush.StatusActive}
-			_, errs[i] = s.Register(ctx, regs[i], mb)
+			_, errs[i] = s.Register(ctx, regs[i], mb, nil)
 		})
 	}
 	wg.Wait()

@@ -36,7 +36,7 @@ func TestDamagedOutboxRowIsBuried(t *testing.T) {
 			Content: mailpush.ContentSubject, Status: mailpush.StatusActive, ExpiresAt: clock.Now().Add(time.Hour)}
 		mb := &mailpush.Mailbox{TenantID: tn.ID, AddressHash: keys.HashAddress(tn.ID, strings.Repeat("x", i+1)+"@example.com"),
 			Source: mailpush.SourceEWS, Mode: mailpush.ModeSealed, Status: mailpush.StatusActive, Badge: mailpush.NoBadge}
-		if _, err := s.Register(ctx, reg, mb); err != nil {
+		if _, err := s.Register(ctx, reg, mb, nil); err != nil {
 			t.Fatal(err)
 		}
 		pushes = append(pushes, &mailpush.Push{ID: "push-" + tok[:2], TenantID: tn.ID, RegistrationID: reg.ID, MailboxID: reg.MailboxID,

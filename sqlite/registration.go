@@ -19,7 +19,6 @@ const registrationCols = `id, tenant_id, mailbox_id, platform, environment, toke
 const qActiveRegistrations = `SELECT ` + registrationCols + ` FROM registrations WHERE mailbox_id = ? AND status IN (?, ?) ORDER BY created_at, id`
 
 const (
-	qRegistrationByToken = `SELECT ` + registrationCols + ` FROM registrations WHERE mailbox_id = ? AND token_hash = ? AND status IN (?, ?)`
 	// Counts kept by triggers (migration 0022): no registration is read.
 	qMailboxAudience = `SELECT live_registrations, content_registrations > 0 FROM mailboxes WHERE id = ?`
 )
@@ -31,12 +30,14 @@ type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
-func scanMailbox(row scanner) (*mailpush.Mailbox, error) {
+// scanMailbox scans mailboxCols, then the columns that follow them into
+// extra.
+func scanMailbox(row scanner, extra ...any) (*mailpush.Mailbox, error) {
 	var m mailpush.Mailbox
 	var src, mode, status string
 	var sub sql.NullString
 	var last, created, updated int64
-	if err := row.Scan(&m.ID, &m.TenantID, &m.AddressHash, &src, &mode, &m.ServerURL, &sub, &m.Watermark, &m.Badge, &m.Seq, &status, &last, &created, &updated); err != nil {
+	if err := row.Scan(append([]any{&m.ID, &m.TenantID, &m.AddressHash, &src, &mode, &m.ServerURL, &sub, &m.Watermark, &m.Badge, &m.Seq, &status, &last, &created, &updated}, extra...)...); err != nil {
 		return nil, err
 	}
 	m.Source, m.Mode, m.Status = mailpush.Source(src), mailpush.Mode(mode), mailpush.Status(status)
@@ -72,7 +73,10 @@ func nullString(s string) any {
 }
 
 // Register stores reg for its mailbox, creating the mailbox when needed.
-func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *mailpush.Mailbox) (*mailpush.Mailbox, error) {
+// check runs inside the group's transaction (mailpush.Join): what it reads
+// there comes from the writer's own page cache, where a read before the
+// write was a read transaction of its own on the reader pool.
+func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *mailpush.Mailbox, check func(mailpush.Join) error) (*mailpush.Mailbox, error) {
 	now := s.clock.Now().UTC()
 	sealed, tokenHash, err := s.codec.SealToken(reg.Device.Token)
 	if err != nil {
@@ -85,7 +89,7 @@ func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *ma
 	err = s.grouped(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		r = *reg
-		stored, err = s.registerTx(ctx, tx, &r, &m, sealed, tokenHash, now)
+		stored, err = s.registerTx(ctx, tx, &r, &m, sealed, tokenHash, now, check)
 		return err
 	})
 	if err != nil {
@@ -95,20 +99,44 @@ func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *ma
 	return stored, nil
 }
 
-// registerTx is Register's writes in tx.
-func (s *Store) registerTx(ctx context.Context, tx *sql.Tx, reg *mailpush.Registration, mb *mailpush.Mailbox, sealed, tokenHash []byte, now time.Time) (*mailpush.Mailbox, error) {
-	stored, err := s.ensureMailboxTx(ctx, tx, mb, now)
+// registerTx is Register's writes in tx, after check (when not nil) has
+// accepted what the transaction finds.
+func (s *Store) registerTx(ctx context.Context, tx *sql.Tx, reg *mailpush.Registration, mb *mailpush.Mailbox, sealed, tokenHash []byte, now time.Time, check func(mailpush.Join) error) (*mailpush.Mailbox, error) {
+	stored, audience, err := s.findMailboxTx(ctx, tx, mb)
 	if err != nil {
 		return nil, err
+	}
+	var previous *mailpush.Registration
+	if stored != nil {
+		previous, err = s.scanRegistration(s.txStmt(ctx, tx, qFindRegistration).QueryRowContext(ctx, stored.ID, tokenHash))
+		if errors.Is(err, sql.ErrNoRows) {
+			previous, err = nil, nil
+		}
+		if err != nil {
+			return nil, dbError("find registration", err)
+		}
+	}
+	if check != nil {
+		j := mailpush.Join{Mailbox: stored, Audience: audience, Previous: previous}
+		if err := s.txStmt(ctx, tx, qCountRegistrations).QueryRowContext(ctx, mb.TenantID).Scan(&j.TenantRegistrations); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return nil, notFound("tenant")
+			}
+			return nil, dbError("count registrations", err)
+		}
+		if err := check(j); err != nil {
+			return nil, err
+		}
+	}
+	if stored == nil {
+		if stored, err = s.createMailboxTx(ctx, tx, mb, now); err != nil {
+			return nil, err
+		}
 	}
 
 	reg.TenantID, reg.MailboxID = stored.TenantID, stored.ID
 	reg.UpdatedAt = now
-	var existingID string
-	var existingCreated int64
-	err = s.txStmt(ctx, tx, qFindRegistration).QueryRowContext(ctx, stored.ID, tokenHash).Scan(&existingID, &existingCreated)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
+	if previous == nil {
 		if reg.ID == "" {
 			reg.ID = mailpush.NewID()
 		}
@@ -116,10 +144,8 @@ func (s *Store) registerTx(ctx context.Context, tx *sql.Tx, reg *mailpush.Regist
 		_, err = s.txStmt(ctx, tx, qInsertRegistration).ExecContext(ctx,
 			reg.ID, reg.TenantID, reg.MailboxID, string(reg.Device.Platform), string(reg.Device.Environment), sealed, tokenHash,
 			reg.Device.ContentKey, string(reg.Content), string(reg.Status), mailpush.UnixMilli(reg.CreatedAt), mailpush.UnixMilli(reg.UpdatedAt), mailpush.UnixMilli(reg.ExpiresAt), reg.Device.ActiveSyncDeviceHash)
-	case err != nil:
-		return nil, dbError("find registration", err)
-	default:
-		reg.ID, reg.CreatedAt = existingID, mailpush.FromUnixMilli(existingCreated)
+	} else {
+		reg.ID, reg.CreatedAt = previous.ID, previous.CreatedAt
 		_, err = s.txStmt(ctx, tx, qUpdateRegistration).ExecContext(ctx,
 			string(reg.Device.Platform), string(reg.Device.Environment), sealed, reg.Device.ContentKey, string(reg.Content), string(reg.Status),
 			mailpush.UnixMilli(reg.UpdatedAt), mailpush.UnixMilli(reg.ExpiresAt), reg.Device.ActiveSyncDeviceHash, reg.ID)
@@ -133,31 +159,48 @@ func (s *Store) registerTx(ctx context.Context, tx *sql.Tx, reg *mailpush.Regist
 // ensureMailboxTx returns the mailbox of (mb.TenantID, mb.AddressHash,
 // mb.Source), creating it from mb when there is none.
 func (s *Store) ensureMailboxTx(ctx context.Context, tx *sql.Tx, mb *mailpush.Mailbox, now time.Time) (*mailpush.Mailbox, error) {
-	stored, err := scanMailbox(s.txStmt(ctx, tx, qFindMailbox).QueryRowContext(ctx, mb.TenantID, mb.AddressHash, string(mb.Source)))
+	stored, _, err := s.findMailboxTx(ctx, tx, mb)
+	if err != nil || stored != nil {
+		return stored, err
+	}
+	return s.createMailboxTx(ctx, tx, mb, now)
+}
+
+// findMailboxTx returns the mailbox of (mb.TenantID, mb.AddressHash,
+// mb.Source) and its audience (the counts triggers keep on its row), or nil
+// when there is none.
+func (s *Store) findMailboxTx(ctx context.Context, tx *sql.Tx, mb *mailpush.Mailbox) (*mailpush.Mailbox, mailpush.Audience, error) {
+	var a mailpush.Audience
+	stored, err := scanMailbox(s.txStmt(ctx, tx, qFindMailbox).QueryRowContext(ctx, mb.TenantID, mb.AddressHash, string(mb.Source)), &a.Registrations, &a.WantsContent)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		m := *mb
-		if m.ID == "" {
-			m.ID = mailpush.NewID()
-		}
-		m.CreatedAt, m.UpdatedAt = now, now
-		if _, err := s.txStmt(ctx, tx, qInsertMailbox).ExecContext(ctx,
-			m.ID, m.TenantID, m.AddressHash, string(m.Source), string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark,
-			m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.CreatedAt), mailpush.UnixMilli(m.UpdatedAt)); err != nil {
-			return nil, dbError("create mailbox", err)
-		}
-		return &m, nil
+		return nil, a, nil
 	case err != nil:
-		return nil, dbError("find mailbox", err)
+		return nil, a, dbError("find mailbox", err)
 	}
-	return stored, nil
+	return stored, a, nil
+}
+
+// createMailboxTx stores mb as a new mailbox.
+func (s *Store) createMailboxTx(ctx context.Context, tx *sql.Tx, mb *mailpush.Mailbox, now time.Time) (*mailpush.Mailbox, error) {
+	m := *mb
+	if m.ID == "" {
+		m.ID = mailpush.NewID()
+	}
+	m.CreatedAt, m.UpdatedAt = now, now
+	if _, err := s.txStmt(ctx, tx, qInsertMailbox).ExecContext(ctx,
+		m.ID, m.TenantID, m.AddressHash, string(m.Source), string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark,
+		m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.CreatedAt), mailpush.UnixMilli(m.UpdatedAt)); err != nil {
+		return nil, dbError("create mailbox", err)
+	}
+	return &m, nil
 }
 
 // Register's statements, prepared once at Open (registerStatements).
 const (
-	qFindMailbox        = `SELECT ` + mailboxCols + ` FROM mailboxes WHERE tenant_id = ? AND address_hash = ? AND source = ?`
+	qFindMailbox        = `SELECT ` + mailboxCols + `, live_registrations, content_registrations > 0 FROM mailboxes WHERE tenant_id = ? AND address_hash = ? AND source = ?`
 	qInsertMailbox      = `INSERT INTO mailboxes (` + mailboxCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-	qFindRegistration   = `SELECT id, created_at FROM registrations WHERE mailbox_id = ? AND token_hash = ?`
+	qFindRegistration   = `SELECT ` + registrationCols + ` FROM registrations WHERE mailbox_id = ? AND token_hash = ?`
 	qInsertRegistration = `INSERT INTO registrations (id, tenant_id, mailbox_id, platform, environment, token_sealed, token_hash, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	qUpdateRegistration = `UPDATE registrations SET platform = ?, environment = ?, token_sealed = ?, content_key = ?, content = ?, status = ?, updated_at = ?, expires_at = ?, activesync_device_hash = ? WHERE id = ?`
 )
@@ -171,7 +214,7 @@ const (
 	qUpdateRegistrationAll = `UPDATE registrations SET platform = ?, environment = ?, token_sealed = ?, token_hash = ?, content_key = ?, content = ?, status = ?, updated_at = ?, expires_at = ?, activesync_device_hash = ? WHERE id = ?`
 )
 
-var registerStatements = []string{qFindMailbox, qInsertMailbox, qFindRegistration, qInsertRegistration, qUpdateRegistration,
+var registerStatements = []string{qFindMailbox, qInsertMailbox, qFindRegistration, qInsertRegistration, qUpdateRegistration, qCountRegistrations,
 	qMailboxByID, qUpdateMailbox, qRegistrationByID, qUpdateRegistrationAll}
 
 // txQuerier runs a transaction's queries through the statements prepared at
@@ -300,27 +343,6 @@ func (s *Store) DeleteRegistration(ctx context.Context, tenantID, id string) err
 		return dbError("delete registration", err)
 	}
 	return nil
-}
-
-// RegistrationByToken finds the mailbox's active or pending registration of
-// a push token through the (mailbox_id, token_hash) index.
-func (s *Store) RegistrationByToken(ctx context.Context, mailboxID, token string) (*mailpush.Registration, error) {
-	rows, err := s.read(ctx, qRegistrationByToken, mailboxID, s.codec.HashToken(token), string(mailpush.StatusActive), string(mailpush.StatusPending))
-	if err != nil {
-		return nil, dbError("get registration", err)
-	}
-	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return nil, dbError("get registration", err)
-		}
-		return nil, notFound("registration")
-	}
-	r, err := s.scanRegistration(rows)
-	if err != nil {
-		return nil, dbError("get registration", err)
-	}
-	return r, nil
 }
 
 // MailboxAudience counts the mailbox's active and pending registrations and

@@ -44,7 +44,7 @@ func BenchmarkRegistrationSize(b *testing.B) {
 			Source: mailpush.SourceEWS, Mode: mailpush.ModeSealed, ServerURL: "https://mail.example.com/EWS/Exchange.asmx",
 			SubscriptionID: fmt.Sprintf("FwBtYWlsMDEuZXhhbXBsZS5jb20QAAAA%016x", i), Watermark: "AQAAAEo8c2FuZ3VpbmUAAAAAAAAAAAAAAAAAAAA=",
 			Badge: 3, Status: mailpush.StatusActive}
-		if _, err := s.Register(ctx, reg, mb); err != nil {
+		if _, err := s.Register(ctx, reg, mb, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -83,7 +83,7 @@ func BenchmarkCountRegistrations(b *testing.B) {
 	mb := &mailpush.Mailbox{TenantID: tn.ID, AddressHash: keys.HashAddress(tn.ID, "shared@example.com"), Source: mailpush.SourceEWS, Mode: mailpush.ModeSealed, Status: mailpush.StatusActive, Badge: mailpush.NoBadge}
 	for i := range n {
 		reg := &mailpush.Registration{Device: mailpush.Device{Platform: mailpush.PlatformIOS, Token: fmt.Sprintf("%064x", i)}, Content: mailpush.ContentBadge, Status: mailpush.StatusActive}
-		if _, err := s.Register(ctx, reg, mb); err != nil {
+		if _, err := s.Register(ctx, reg, mb, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -127,7 +127,7 @@ func BenchmarkRegisterParallel(b *testing.B) {
 			}
 			mb := &mailpush.Mailbox{TenantID: tn.ID, AddressHash: keys.HashAddress(tn.ID, fmt.Sprintf("user%d@example.com", i)),
 				Source: mailpush.SourceDovecot, Mode: mailpush.ModeService, Badge: mailpush.NoBadge, Status: mailpush.StatusActive}
-			if _, err := s.Register(ctx, reg, mb); err != nil {
+			if _, err := s.Register(ctx, reg, mb, nil); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 
@@ -76,12 +77,12 @@ func Open(ctx context.Context, path string, cipher mailpush.FieldCipher, clock m
 		s.Close()
 		return nil, err
 	}
-	if err := s.cache.prepareReads(ctx, s.r, qActiveRegistrations, qRecipients, qRegistrationByToken, qMailboxAudience, qMailboxByAddress, qRegistrationByID, qMailboxByID,
+	if err := s.cache.prepareReads(ctx, s.r, qActiveRegistrations, qRecipients, qMailboxAudience, qMailboxByAddress, qRegistrationByID, qMailboxByID,
 		qGateDevice, qTokenByID, qTenantByID, qTokenAndTenant, qCountRegistrations); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("sqlite: prepare: %w", err)
 	}
-	if err := s.cache.prepare(ctx, s.w, append(outboxStatements, registerStatements...)...); err != nil {
+	if err := s.cache.prepare(ctx, s.w, slices.Concat(outboxStatements, registerStatements, groupStatements)...); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("sqlite: prepare: %w", err)
 	}

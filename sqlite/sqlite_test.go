@@ -60,7 +60,7 @@ func TestTokensAndAddressesNotInFile(t *testing.T) {
 	const addr = "carol.secret@example.com"
 	reg := &mailpush.Registration{Device: mailpush.Device{Platform: mailpush.PlatformIOS, Token: token, Environment: mailpush.EnvSandbox}, Content: mailpush.ContentBadge, Status: mailpush.StatusActive}
 	mb := &mailpush.Mailbox{TenantID: tn.ID, AddressHash: keys.HashAddress(tn.ID, addr), Source: mailpush.SourceEWS, Mode: mailpush.ModeSealed, Status: mailpush.StatusActive, Badge: mailpush.NoBadge}
-	if _, err := s.Register(ctx, reg, mb); err != nil {
+	if _, err := s.Register(ctx, reg, mb, nil); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.Registration(ctx, tn.ID, reg.ID)

@@ -84,20 +84,20 @@ func testDeleteRegistrationsByActiveSyncDevice(t *testing.T, s mailpush.Store, e
 	// Alice's phone is linked to dev1 in two mailboxes; Bob's is not linked.
 	r1, mb1 := newReg(e, acme.ID, "alice@example.com", "aa01")
 	r1.Device.ActiveSyncDeviceHash = hash
-	m1, err := s.Register(ctx, r1, mb1)
+	m1, err := s.Register(ctx, r1, mb1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.UpdateMailbox(ctx, m1.ID, func(m *mailpush.Mailbox) error { m.Status = mailpush.StatusActive; return nil })
 	r2, mb2 := newReg(e, acme.ID, "shared@example.com", "aa01")
 	r2.Device.ActiveSyncDeviceHash = hash
-	m2, err := s.Register(ctx, r2, mb2)
+	m2, err := s.Register(ctx, r2, mb2, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.UpdateMailbox(ctx, m2.ID, func(m *mailpush.Mailbox) error { m.Status = mailpush.StatusActive; return nil })
 	r3, mb3 := newReg(e, acme.ID, "shared@example.com", "bb02")
-	if _, err := s.Register(ctx, r3, mb3); err != nil {
+	if _, err := s.Register(ctx, r3, mb3, nil); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.Registration(ctx, acme.ID, r1.ID)

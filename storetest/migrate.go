@@ -18,18 +18,18 @@ func testMigration(t *testing.T, s mailpush.Store, e *env) {
 	var regs []*mailpush.Registration
 	for i, a := range []string{"alice@example.com", "bob@example.com", "carol@example.com"} {
 		r, mb := newReg(e, acme.ID, a, []string{"aa01", "bb01", "cc01"}[i])
-		m, err := s.Register(ctx, r, mb)
+		m, err := s.Register(ctx, r, mb, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ews, regs = append(ews, m), append(regs, r)
 	}
 	r2, mb2 := newReg(e, acme.ID, "alice@example.com", "aa02")
-	if _, err := s.Register(ctx, r2, mb2); err != nil {
+	if _, err := s.Register(ctx, r2, mb2, nil); err != nil {
 		t.Fatal(err)
 	}
 	ro, mbo := newReg(e, other.ID, "alice@example.com", "dd01")
-	otherMB, err := s.Register(ctx, ro, mbo)
+	otherMB, err := s.Register(ctx, ro, mbo, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func testMigration(t *testing.T, s mailpush.Store, e *env) {
 	// One of alice's devices is on the Graph mailbox already.
 	rg, mbg := newReg(e, acme.ID, "alice@example.com", "aa02")
 	mbg.Source, mbg.Mode, mbg.ServerURL = mailpush.SourceGraph, mailpush.ModeService, ""
-	if _, err := s.Register(ctx, rg, mbg); err != nil {
+	if _, err := s.Register(ctx, rg, mbg, nil); err != nil {
 		t.Fatal(err)
 	}
 

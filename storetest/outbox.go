@@ -18,7 +18,7 @@ func outboxFixture(t *testing.T, s mailpush.Store, e *env, n int) []*mailpush.Re
 	for i := range n {
 		reg, mb := newReg(e, tn.ID, "alice@example.com", fmt.Sprintf("%064x", i+1))
 		reg.Status = mailpush.StatusActive
-		if _, err := s.Register(ctx, reg, mb); err != nil {
+		if _, err := s.Register(ctx, reg, mb, nil); err != nil {
 			t.Fatal(err)
 		}
 		regs = append(regs, reg)

@@ -160,7 +160,7 @@ func testOutboxEventsMailboxOrder(t *testing.T, s mailpush.Store, e *env) {
 	for i, addr := range []string{"a@example.com", "b@example.com"} {
 		reg, mb := newReg(e, tn.ID, addr, fmt.Sprintf("%064x", i+100))
 		reg.Status = mailpush.StatusActive
-		if _, err := s.Register(ctx, reg, mb); err != nil {
+		if _, err := s.Register(ctx, reg, mb, nil); err != nil {
 			t.Fatal(err)
 		}
 		regs = append(regs, reg)
@@ -197,7 +197,7 @@ func testOutboxRecipients(t *testing.T, s mailpush.Store, e *env) {
 	regs := outboxFixture(t, s, e, 4)
 	// A registration that never proved itself (pending from the start).
 	unproven, _ := newReg(e, regs[0].TenantID, "alice@example.com", fmt.Sprintf("%064x", 98))
-	if _, err := s.Register(ctx, unproven, &mailpush.Mailbox{TenantID: regs[0].TenantID, AddressHash: e.keys.HashAddress(regs[0].TenantID, "alice@example.com"), Source: mailpush.SourceEWS}); err != nil {
+	if _, err := s.Register(ctx, unproven, &mailpush.Mailbox{TenantID: regs[0].TenantID, AddressHash: e.keys.HashAddress(regs[0].TenantID, "alice@example.com"), Source: mailpush.SourceEWS}, nil); err != nil {
 		t.Fatal(err)
 	}
 	before := e.clock.Now()
@@ -212,7 +212,7 @@ func testOutboxRecipients(t *testing.T, s mailpush.Store, e *env) {
 	}
 	other, mb := newReg(e, regs[0].TenantID, "bob@example.com", fmt.Sprintf("%064x", 99))
 	other.Status = mailpush.StatusActive
-	if _, err := s.Register(ctx, other, mb); err != nil {
+	if _, err := s.Register(ctx, other, mb, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.UpdateRegistration(ctx, regs[2].TenantID, regs[2].ID, func(r *mailpush.Registration) error {

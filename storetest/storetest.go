@@ -74,8 +74,8 @@ func Run(t *testing.T, open Factory) {
 		{"Migration", testMigration},
 		{"OutboxClaimKeepsDeviceOrder", testOutboxClaimKeepsDeviceOrder},
 		{"OutboxSettleAndClaim", testOutboxSettleAndClaim},
-		{"RegistrationByToken", testRegistrationByToken},
 		{"MailboxAudience", testMailboxAudience},
+		{"RegisterCheck", testRegisterCheck},
 		{"CountRegistrationsFollowsChanges", testCountRegistrationsFollowsChanges},
 		{"OutboxEventsClaimAndLease", testOutboxEventsClaimAndLease},
 		{"OutboxEventsCoalesce", testOutboxEventsCoalesce},
@@ -178,7 +178,7 @@ func testListAndDeleteTenants(t *testing.T, s mailpush.Store, e *env) {
 	var regs []*mailpush.Registration
 	for _, tn := range []*mailpush.Tenant{acme, globex} {
 		reg, mb := newReg(e, tn.ID, "alice@example.com", "aa01")
-		if _, err := s.Register(ctx, reg, mb); err != nil {
+		if _, err := s.Register(ctx, reg, mb, nil); err != nil {
 			t.Fatal(err)
 		}
 		regs = append(regs, reg)
@@ -242,7 +242,7 @@ func testAdminReads(t *testing.T, s mailpush.Store, e *env) {
 	// Two mailboxes of acme (one silent since long), one of globex.
 	for i, addr := range []string{"alice@example.com", "bob@example.com"} {
 		reg, mb := newReg(e, acme.ID, addr, fmt.Sprintf("ab%02d", i))
-		stored, err := s.Register(ctx, reg, mb)
+		stored, err := s.Register(ctx, reg, mb, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -255,7 +255,7 @@ func testAdminReads(t *testing.T, s mailpush.Store, e *env) {
 		}
 	}
 	reg, mb := newReg(e, globex.ID, "carol@example.com", "ac01")
-	if _, err := s.Register(ctx, reg, mb); err != nil {
+	if _, err := s.Register(ctx, reg, mb, nil); err != nil {
 		t.Fatal(err)
 	}
 	hs, err := s.SubscriptionHealth(ctx, acme.ID, e.clock.Now().Add(-10*time.Minute))
@@ -299,7 +299,7 @@ func testCallbackURLs(t *testing.T, s mailpush.Store, e *env) {
 	ctx := context.Background()
 	acme, globex := mustTenant(t, s, "acme"), mustTenant(t, s, "globex")
 	reg, mb := newReg(e, acme.ID, "alice@example.com", "cb01")
-	if _, err := s.Register(ctx, reg, mb); err != nil {
+	if _, err := s.Register(ctx, reg, mb, nil); err != nil {
 		t.Fatal(err)
 	}
 	_, err := s.CallbackURL(ctx, acme.ID, reg.ID)
@@ -331,7 +331,7 @@ func testRegisterSharesMailbox(t *testing.T, s mailpush.Store, e *env) {
 	ctx := context.Background()
 	tn := mustTenant(t, s, "acme")
 	r1, mb1 := newReg(e, tn.ID, "alice@example.com", "aa01")
-	m1, err := s.Register(ctx, r1, mb1)
+	m1, err := s.Register(ctx, r1, mb1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -340,7 +340,7 @@ func testRegisterSharesMailbox(t *testing.T, s mailpush.Store, e *env) {
 	}
 	r2, mb2 := newReg(e, tn.ID, "ALICE@example.com", "bb02")
 	mb2.ServerURL = "https://other.example.com/EWS"
-	m2, err := s.Register(ctx, r2, mb2)
+	m2, err := s.Register(ctx, r2, mb2, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,7 +371,7 @@ func testRegisterSharesMailbox(t *testing.T, s mailpush.Store, e *env) {
 	// A different source is a different mailbox.
 	r3, mb3 := newReg(e, tn.ID, "alice@example.com", "cc03")
 	mb3.Source = mailpush.SourceDovecot
-	m3, err := s.Register(ctx, r3, mb3)
+	m3, err := s.Register(ctx, r3, mb3, nil)
 	if err != nil || m3.ID == m1.ID {
 		t.Errorf("dovecot mailbox = %v, %v; want a new mailbox", m3, err)
 	}
@@ -381,13 +381,13 @@ func testRegisterSameTokenReplaces(t *testing.T, s mailpush.Store, e *env) {
 	ctx := context.Background()
 	tn := mustTenant(t, s, "acme")
 	r1, mb := newReg(e, tn.ID, "alice@example.com", "aa01")
-	if _, err := s.Register(ctx, r1, mb); err != nil {
+	if _, err := s.Register(ctx, r1, mb, nil); err != nil {
 		t.Fatal(err)
 	}
 	e.clock.Add(time.Minute)
 	r2, mb2 := newReg(e, tn.ID, "alice@example.com", "aa01")
 	r2.Content = mailpush.ContentSubject
-	if _, err := s.Register(ctx, r2, mb2); err != nil {
+	if _, err := s.Register(ctx, r2, mb2, nil); err != nil {
 		t.Fatal(err)
 	}
 	if r2.ID != r1.ID {
@@ -404,7 +404,7 @@ func testTenantIsolation(t *testing.T, s mailpush.Store, e *env) {
 	a := mustTenant(t, s, "a")
 	b := mustTenant(t, s, "b")
 	r, mb := newReg(e, a.ID, "alice@example.com", "aa01")
-	if _, err := s.Register(ctx, r, mb); err != nil {
+	if _, err := s.Register(ctx, r, mb, nil); err != nil {
 		t.Fatal(err)
 	}
 	_, err := s.Registration(ctx, b.ID, r.ID)
@@ -417,7 +417,7 @@ func testTenantIsolation(t *testing.T, s mailpush.Store, e *env) {
 	}
 	// The same address under another tenant is another mailbox.
 	rb, mbb := newReg(e, b.ID, "alice@example.com", "aa01")
-	m, err := s.Register(ctx, rb, mbb)
+	m, err := s.Register(ctx, rb, mbb, nil)
 	if err != nil || m.ID == r.MailboxID {
 		t.Errorf("tenant b's mailbox = %v, %v; want its own", m, err)
 	}
@@ -427,7 +427,7 @@ func testUpdateRegistration(t *testing.T, s mailpush.Store, e *env) {
 	ctx := context.Background()
 	tn := mustTenant(t, s, "acme")
 	r, mb := newReg(e, tn.ID, "alice@example.com", "aa01")
-	if _, err := s.Register(ctx, r, mb); err != nil {
+	if _, err := s.Register(ctx, r, mb, nil); err != nil {
 		t.Fatal(err)
 	}
 	boom := errors.New("boom")
@@ -461,13 +461,13 @@ func testDeleteRegistration(t *testing.T, s mailpush.Store, e *env) {
 	ctx := context.Background()
 	tn := mustTenant(t, s, "acme")
 	r1, mb := newReg(e, tn.ID, "alice@example.com", "aa01")
-	m, err := s.Register(ctx, r1, mb)
+	m, err := s.Register(ctx, r1, mb, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.UpdateMailbox(ctx, m.ID, func(m *mailpush.Mailbox) error { m.Status = mailpush.StatusActive; return nil })
 	r2, mb2 := newReg(e, tn.ID, "alice@example.com", "bb02")
-	s.Register(ctx, r2, mb2)
+	s.Register(ctx, r2, mb2, nil)
 
 	if err := s.DeleteRegistration(ctx, tn.ID, r1.ID); err != nil {
 		t.Fatal(err)
@@ -490,7 +490,7 @@ func testMailboxes(t *testing.T, s mailpush.Store, e *env) {
 	ctx := context.Background()
 	tn := mustTenant(t, s, "acme")
 	r, mb := newReg(e, tn.ID, "alice@example.com", "aa01")
-	m, _ := s.Register(ctx, r, mb)
+	m, _ := s.Register(ctx, r, mb, nil)
 	_, err := s.MailboxBySubscription(ctx, "sub-1")
 	wantCode(t, "unbound subscription", err, mailpush.ENotFound)
 	_, err = s.MailboxBySubscription(ctx, "")
@@ -514,7 +514,7 @@ func testMailboxes(t *testing.T, s mailpush.Store, e *env) {
 		t.Errorf("MailboxBySubscription = %+v (update returned %+v)", again, got)
 	}
 	r2, mb2 := newReg(e, tn.ID, "bob@example.com", "bb02")
-	m2, _ := s.Register(ctx, r2, mb2)
+	m2, _ := s.Register(ctx, r2, mb2, nil)
 	_, err = s.UpdateMailbox(ctx, m2.ID, func(m *mailpush.Mailbox) error { m.SubscriptionID = "sub-1"; return nil })
 	wantCode(t, "subscription bound twice", err, mailpush.EConflict)
 	if got, _ := s.Mailbox(ctx, m2.ID); got.SubscriptionID != "" {
@@ -526,7 +526,7 @@ func testConcurrentMailboxUpdates(t *testing.T, s mailpush.Store, e *env) {
 	ctx := context.Background()
 	tn := mustTenant(t, s, "acme")
 	r, mb := newReg(e, tn.ID, "alice@example.com", "aa01")
-	m, _ := s.Register(ctx, r, mb)
+	m, _ := s.Register(ctx, r, mb, nil)
 	const n = 50
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -556,12 +556,12 @@ func testMailboxByAddress(t *testing.T, s mailpush.Store, e *env) {
 	acme, other := mustTenant(t, s, "acme"), mustTenant(t, s, "other")
 	r, mb := newReg(e, acme.ID, "alice@example.com", "aa01")
 	mb.Source, mb.Mode, mb.ServerURL = mailpush.SourceDovecot, mailpush.ModeService, ""
-	m, err := s.Register(ctx, r, mb)
+	m, err := s.Register(ctx, r, mb, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r2, ews := newReg(e, acme.ID, "alice@example.com", "aa02")
-	if _, err := s.Register(ctx, r2, ews); err != nil {
+	if _, err := s.Register(ctx, r2, ews, nil); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.MailboxByAddress(ctx, acme.ID, e.keys.HashAddress(acme.ID, "Alice@Example.com "), mailpush.SourceDovecot)
@@ -599,7 +599,7 @@ func testStaleMailboxes(t *testing.T, s mailpush.Store, e *env) {
 	var ids []string
 	for i := range 5 {
 		r, mb := newReg(e, tn.ID, fmt.Sprintf("user%d@example.com", i), fmt.Sprintf("aa%02d", i))
-		m, err := s.Register(ctx, r, mb)
+		m, err := s.Register(ctx, r, mb, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -616,7 +616,7 @@ func testStaleMailboxes(t *testing.T, s mailpush.Store, e *env) {
 	s.UpdateMailbox(ctx, ids[0], func(m *mailpush.Mailbox) error { m.Status = mailpush.StatusInactive; return nil })
 	r, mb := newReg(e, tn.ID, "graph@example.com", "bb01")
 	mb.Source = mailpush.SourceGraph
-	if _, err := s.Register(ctx, r, mb); err != nil {
+	if _, err := s.Register(ctx, r, mb, nil); err != nil {
 		t.Fatal(err)
 	}
 	s.UpdateMailbox(ctx, ids[2], func(m *mailpush.Mailbox) error { m.Status = mailpush.StatusPending; return nil })

@@ -108,13 +108,13 @@ func testCountRegistrations(t *testing.T, s mailpush.Store, e *env) {
 		{tn.ID, "alice@example.com", "aa01"}, {tn.ID, "alice@example.com", "aa02"}, {tn.ID, "bob@example.com", "aa03"}, {other.ID, "carol@example.com", "aa04"},
 	} {
 		r, mb := newReg(e, c.tenant, c.address, c.token)
-		if _, err := s.Register(ctx, r, mb); err != nil {
+		if _, err := s.Register(ctx, r, mb, nil); err != nil {
 			t.Fatalf("register %d: %v", i, err)
 		}
 		regs = append(regs, r)
 	}
 	again, mb := newReg(e, tn.ID, "alice@example.com", "aa01") // a replacement
-	if _, err := s.Register(ctx, again, mb); err != nil {
+	if _, err := s.Register(ctx, again, mb, nil); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := s.CountRegistrations(ctx, tn.ID); err != nil || n != 3 {

@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
@@ -51,7 +53,9 @@ scenarios (-scenario):
                  every device's last badge delivered
   raw            the raw HTTP/2 client alone (N x M pushes)
   registrations  N registrations through POST /api/v1/registrations by -concurrency
-                 clients (source dovecot); reports registrations/s, RSS and DB bytes each
+                 clients (source dovecot); reports registrations/s, RSS and DB bytes each;
+                 -ceiling measures a trivial JSON handler with the same clients first,
+                 -wrk D posts with wrk (another process) for D instead
 
 -nodes N (with -database-url; fanout, realworld, overload): N nodes on the one
 PostgreSQL database: this process's server and N-1 "mailpush serve" child
@@ -74,7 +78,9 @@ type benchFlags struct {
 	dbSchema    string
 	nodes       int // servers on the database (PostgreSQL): 1 in-process, the others child processes
 	apnsDelay   time.Duration
-	compare     bool // run on SQLite, PostgreSQL with one node and with -nodes nodes, one after the other
+	compare     bool          // run on SQLite, PostgreSQL with one node and with -nodes nodes, one after the other
+	ceiling     bool          // registrations: measure a trivial JSON handler with the same clients first
+	wrk         time.Duration // registrations: drive with wrk, another process, for this long
 }
 
 // benchDevices parses "M" or "LO-HI".
@@ -104,6 +110,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&f.duration, "duration", 0, "how long events are sent (realworld and overload; default 60s)")
 	fs.DurationVar(&f.outage, "outage", 60*time.Second, "overload: how long the fake APNs answers 503")
 	fs.IntVar(&f.concurrency, "concurrency", 32, "concurrent HTTP clients sending notifications or registrations")
+	fs.BoolVar(&f.ceiling, "ceiling", false, "registrations: first post as many to a trivial net/http JSON handler with the same clients (the ceiling; its profile goes to FILE.ceiling)")
+	fs.DurationVar(&f.wrk, "wrk", 0, "registrations: post with wrk (another process, -concurrency connections) for this long instead of the in-process clients: the CPU per registration is then the server's alone")
 	fs.StringVar(&f.cpuprofile, "cpuprofile", "", "write a CPU profile of the measured phase to this file (the raw client's to FILE.raw)")
 	fs.StringVar(&f.dir, "dir", "", "working directory for the database and keys (default: a temporary one, removed after)")
 	fs.IntVar(&f.rssLimit, "rss-limit", 512, "overload: the RSS bound in MiB that the run is checked against")
@@ -414,7 +422,7 @@ func (b *bench) seedMailbox(ctx context.Context, m, first, n int, done *atomic.I
 			Mode: mailpush.ModeService, Badge: mailpush.NoBadge, Status: mailpush.StatusActive}
 		reg := &mailpush.Registration{Device: mailpush.Device{Platform: mailpush.PlatformIOS, Token: benchToken(first + k), Environment: mailpush.EnvProduction},
 			Content: mailpush.ContentMode(b.f.contentMode), Status: mailpush.StatusActive, ExpiresAt: time.Now().Add(24 * time.Hour)}
-		if _, err := b.main.Store.Register(ctx, reg, mb); err != nil {
+		if _, err := b.main.Store.Register(ctx, reg, mb, nil); err != nil {
 			return err
 		}
 		done.Add(1)
@@ -860,29 +868,162 @@ func (b *bench) drive(ctx context.Context, name string, next func(yield func(m, 
 }
 
 // registrations: N registrations through the device API by -concurrency
-// clients, then RSS and database bytes per registration.
+// clients, then RSS and database bytes per registration. With -ceiling, the
+// same clients first post as many to a trivial net/http JSON handler in this
+// process: what the machine's HTTP and JSON alone allow, the registrations'
+// ceiling.
 func (b *bench) registrations(ctx context.Context) error {
+	total := b.f.mailboxes * b.lo
+	var ceiling float64
+	if b.f.ceiling {
+		n, elapsed, cpu, err := b.ceiling(ctx, total)
+		what := "process: clients and server"
+		if b.f.wrk > 0 {
+			what = "server alone, clients in wrk"
+		}
+		if err != nil {
+			return err
+		}
+		ceiling = float64(n) / elapsed.Seconds()
+		fmt.Fprintf(b.out, "ceiling, a trivial net/http JSON handler with the same clients: %d in %s: %.0f/s; CPU µs/request %.0f (%s)\n",
+			n, elapsed.Round(time.Millisecond), ceiling, float64(cpu.Microseconds())/float64(n), what)
+	}
+	stopProfile := b.profile("")
+	n, elapsed, cpu, err := b.post(ctx, b.base, total, "registrations")
+	stopProfile()
+	if err != nil {
+		return err
+	}
+	what := "process: clients and server"
+	if b.f.wrk > 0 {
+		what = "server alone, clients in wrk"
+	}
+	fmt.Fprintf(b.out, "registrations through the API: %d in %s: %.0f/s; CPU µs/registration %.0f (%s)\n",
+		n, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(), float64(cpu.Microseconds())/float64(n), what)
+	if ceiling > 0 {
+		fmt.Fprintf(b.out, "  %.0f %% of the ceiling\n", 100*float64(n)/elapsed.Seconds()/ceiling)
+	}
+	return b.registrationBytes(ctx, n)
+}
+
+// ceiling serves a trivial handler (the bearer token present, the request
+// decoded into the API's shape, a response of the API's shape encoded) and
+// posts total registrations to it as postRegistrations does.
+func (b *bench) ceiling(ctx context.Context, total int) (n int64, elapsed, cpu time.Duration, err error) {
+	type request struct {
+		Device struct {
+			Platform, Token string
+		}
+		Mailbox struct {
+			Address, Source string
+		}
+		Content string
+	}
+	type response struct {
+		ID, Mode, Platform, Content, Status, ExpiresAt string
+	}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req request
+		if r.Header.Get("Authorization") == "" || json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req) != nil {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		json.NewEncoder(w).Encode(response{ID: mailpush.NewID(), Mode: "service", Platform: req.Device.Platform, Content: "badge", Status: "active", ExpiresAt: time.Now().UTC().Format(time.RFC3339)})
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	defer srv.Close()
+	stopProfile := b.profile(".ceiling")
+	defer stopProfile()
+	return b.post(ctx, "http://"+ln.Addr().String(), total, "ceiling")
+}
+
+// post posts registrations to base with wrk when -wrk is set, else with
+// postRegistrations.
+func (b *bench) post(ctx context.Context, base string, total int, name string) (n int64, elapsed, cpu time.Duration, err error) {
+	if b.f.wrk > 0 {
+		return b.wrkRegistrations(ctx, base, name)
+	}
+	return b.postRegistrations(ctx, base, total, name)
+}
+
+// wrkLua makes every request a new device of a new mailbox: thread t's
+// n-th request registers token t‖n for the address wt-n@bench.example.
+const wrkLua = `local threads = 0
+function setup(thread) thread:set("id", threads); threads = threads + 1 end
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %s"
+local n = 0
+function request()
+  n = n + 1
+  return wrk.format(nil, "/api/v1/registrations", nil, string.format('{"device":{"platform":"ios","token":"%%056x%%08x"},"mailbox":{"address":"w%%d-%%d@bench.example","source":"dovecot"},"content":"%s"}', id, n, id, n))
+end
+`
+
+// wrkRegistrations runs wrk against base for -wrk with -concurrency
+// connections on 2 threads and returns the requests it counted and this
+// process's CPU meanwhile (the server's alone). Any answer but 2xx fails.
+func (b *bench) wrkRegistrations(ctx context.Context, base, name string) (n int64, elapsed, cpu time.Duration, err error) {
+	script := filepath.Join(b.dir, "registrations.lua")
+	if err := os.WriteFile(script, fmt.Appendf(nil, wrkLua, b.secret, b.f.contentMode), 0o600); err != nil {
+		return 0, 0, 0, err
+	}
+	cmd := exec.CommandContext(ctx, "wrk", "-t2", "-c"+strconv.Itoa(b.f.concurrency), "-d"+b.f.wrk.String(), "-s", script, base)
+	fmt.Fprintf(b.progress, "%s: wrk for %s…\n", name, b.f.wrk)
+	cpu0, start := cpuTime(), time.Now()
+	out, err := cmd.CombinedOutput()
+	elapsed, cpu = time.Since(start), cpuTime()-cpu0
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("wrk: %w: %s", err, out)
+	}
+	if bytes.Contains(out, []byte("Non-2xx")) || bytes.Contains(out, []byte("Socket errors")) {
+		return 0, 0, 0, fmt.Errorf("wrk: requests failed:\n%s", out)
+	}
+	var secs float64
+	var unit string
+	for _, line := range strings.Split(string(out), "\n") {
+		if _, err := fmt.Sscanf(strings.TrimSpace(line), "%d requests in %f%s", &n, &secs, &unit); err == nil {
+			break
+		}
+	}
+	if n == 0 {
+		return 0, 0, 0, fmt.Errorf("wrk: no request count in its output:\n%s", out)
+	}
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		fmt.Fprintf(b.out, "  wrk's own CPU: %.0f µs/request\n", float64(ru.Utime.Nano()+ru.Stime.Nano())/1e3/float64(n))
+	}
+	return n, elapsed, cpu, nil
+}
+
+// postRegistrations posts total registrations to base by -concurrency
+// keep-alive clients and returns how many were answered 201 or 200, in
+// what time and with what CPU of this process.
+func (b *bench) postRegistrations(ctx context.Context, base string, total int, name string) (n int64, elapsed, cpu time.Duration, err error) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
 	defer client.CloseIdleConnections()
-	total := b.f.mailboxes * b.lo
 	var next, done atomic.Int64
 	var firstErr atomic.Value
-	stopProfile := b.profile("")
 	cpu0, start := cpuTime(), time.Now()
 	stop := b.ticker(func(el time.Duration) string {
 		d := done.Load()
-		return fmt.Sprintf("registrations: %d/%d (%.0f/s)", d, total, float64(d)/el.Seconds())
+		return fmt.Sprintf("%s: %d/%d (%.0f/s)", name, d, total, float64(d)/el.Seconds())
 	})
 	var wg sync.WaitGroup
 	for range b.f.concurrency {
 		wg.Go(func() {
 			for i := int(next.Add(1)) - 1; i < total; i = int(next.Add(1)) - 1 {
-				body, _ := json.Marshal(map[string]any{
-					"device":  map[string]any{"platform": "ios", "token": benchToken(i)},
-					"mailbox": map[string]any{"address": benchAddress(i / b.lo), "source": "dovecot"},
-					"content": b.f.contentMode,
-				})
-				req, _ := http.NewRequestWithContext(ctx, "POST", b.base+"/api/v1/registrations", bytes.NewReader(body))
+				// Formatted, not marshalled from maps: the client's CPU
+				// counts in the process's, so it is kept small.
+				body := fmt.Appendf(nil, `{"device":{"platform":"ios","token":%q},"mailbox":{"address":%q,"source":"dovecot"},"content":%q}`,
+					benchToken(i), benchAddress(i/b.lo), b.f.contentMode)
+				req, _ := http.NewRequestWithContext(ctx, "POST", base+"/api/v1/registrations", bytes.NewReader(body))
 				req.Header.Set("Authorization", "Bearer "+b.secret)
 				req.Header.Set("Content-Type", "application/json")
 				resp, err := client.Do(req)
@@ -893,7 +1034,7 @@ func (b *bench) registrations(ctx context.Context) error {
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
-					firstErr.CompareAndSwap(nil, fmt.Errorf("register: %s", resp.Status))
+					firstErr.CompareAndSwap(nil, fmt.Errorf("%s: %s", name, resp.Status))
 					return
 				}
 				done.Add(1)
@@ -901,16 +1042,17 @@ func (b *bench) registrations(ctx context.Context) error {
 		})
 	}
 	wg.Wait()
-	elapsed, cpu := time.Since(start), cpuTime()-cpu0
+	elapsed, cpu = time.Since(start), cpuTime()-cpu0
 	stop()
-	stopProfile()
 	if err, _ := firstErr.Load().(error); err != nil {
-		return err
+		return 0, 0, 0, err
 	}
-	n := done.Load()
+	return done.Load(), elapsed, cpu, nil
+}
+
+// registrationBytes prints RSS and database bytes per registration.
+func (b *bench) registrationBytes(ctx context.Context, n int64) error {
 	now, peak := rss()
-	fmt.Fprintf(b.out, "registrations through the API: %d in %s: %.0f/s; CPU µs/registration %.0f (process: clients and server)\n",
-		n, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(), float64(cpu.Microseconds())/float64(n))
 	dbPath := filepath.Join(b.dir, "data", "mailpush.db")
 	if err := b.main.Close(); err != nil { // checkpoints the WAL into the file
 		fmt.Fprintln(b.out, "close:", err)

@@ -60,7 +60,7 @@ func (b *bench) takeover(ctx context.Context) error {
 			Mode: mailpush.ModeSealed, ServerURL: "https://exchange.bench.example/EWS/Exchange.asmx", Badge: mailpush.NoBadge, Status: mailpush.StatusActive, SubscriptionID: fmt.Sprintf("bench-sub-%d", i)}
 		reg := &mailpush.Registration{Device: mailpush.Device{Platform: mailpush.PlatformIOS, Token: benchToken(ewsFirst + i), Environment: mailpush.EnvProduction},
 			Content: mailpush.ContentBadge, Status: mailpush.StatusActive, ExpiresAt: time.Now().Add(24 * time.Hour)}
-		stored, err := b.main.Store.Register(ctx, reg, mb)
+		stored, err := b.main.Store.Register(ctx, reg, mb, nil)
 		if err != nil {
 			return err
 		}

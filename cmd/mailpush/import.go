@@ -112,7 +112,7 @@ func runRegistrationsImport(ctx context.Context, args []string, stdout, stderr i
 				mb := &mailpush.Mailbox{TenantID: t.ID, AddressHash: m.Keys.HashAddress(t.ID, r.address), Source: mailpush.SourceDovecot,
 					Mode: mailpush.ModeService, Badge: mailpush.NoBadge, Status: mailpush.StatusActive}
 				reg := &mailpush.Registration{Device: r.device, Content: r.content, Status: mailpush.StatusActive, ExpiresAt: expires}
-				if _, err := m.Store.Register(ctx, reg, mb); err != nil {
+				if _, err := m.Store.Register(ctx, reg, mb, nil); err != nil {
 					firstErr.CompareAndSwap(nil, fmt.Errorf("line %d: %w", r.line, err))
 					continue
 				}

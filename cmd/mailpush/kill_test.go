@@ -159,7 +159,7 @@ func newKillWorldContent(t *testing.T, devices int, content string) *killWorld {
 	for i := 1; i < devices; i++ {
 		r := &mailpush.Registration{Device: mailpush.Device{Platform: mailpush.PlatformIOS, Token: deviceToken(i), Environment: mailpush.EnvProduction},
 			Content: mailpush.ContentBadge, Status: mailpush.StatusActive, ExpiresAt: time.Now().Add(time.Hour)}
-		if _, err := store.Register(context.Background(), r, mb); err != nil {
+		if _, err := store.Register(context.Background(), r, mb, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
