@@ -152,3 +152,42 @@ func (r *TokenRow) Dest(t *Token) []any {
 func (r *TokenRow) Finish() {
 	r.t.Scope, r.t.CreatedAt = Scope(r.scope), FromUnixMilli(r.created)
 }
+
+// OAuthTokenKey is the keyed hash under which a store finds the grant that
+// a refresh token (of a token endpoint and client) belongs to; a grant's
+// own key is that of its first refresh token.
+func (c StoreCodec) OAuthTokenKey(tokenURL, clientID, refreshToken string) []byte {
+	return c.Cipher.HashField([]byte("oauth grant\x00" + tokenURL + "\x00" + clientID + "\x00" + refreshToken))
+}
+
+// oauthSealed is what of an OAuth grant is sealed at rest.
+type oauthSealed struct {
+	AccessToken  string `json:"a,omitempty"`
+	RefreshToken string `json:"r"`
+	ExpiresAt    int64  `json:"e,omitempty"`
+}
+
+// SealOAuth seals a grant's tokens, bound to its key: a row's sealed
+// tokens copied into another row do not open there.
+func (c StoreCodec) SealOAuth(g OAuthGrant) ([]byte, error) {
+	plain, _ := json.Marshal(oauthSealed{AccessToken: g.AccessToken, RefreshToken: g.RefreshToken, ExpiresAt: g.ExpiresAt})
+	defer clear(plain)
+	return c.Cipher.SealBound(plain, oauthAD(g.Key))
+}
+
+// OpenOAuth opens what SealOAuth sealed into g's tokens (g.Key set).
+func (c StoreCodec) OpenOAuth(g *OAuthGrant, sealed []byte) error {
+	plain, err := c.Cipher.OpenBound(sealed, oauthAD(g.Key))
+	if err != nil {
+		return WrapError(EInternal, "a stored OAuth grant cannot be opened", err)
+	}
+	defer clear(plain)
+	var v oauthSealed
+	if err := json.Unmarshal(plain, &v); err != nil || v.RefreshToken == "" {
+		return Errorf(EInternal, "a stored OAuth grant is not valid")
+	}
+	g.AccessToken, g.RefreshToken, g.ExpiresAt = v.AccessToken, v.RefreshToken, v.ExpiresAt
+	return nil
+}
+
+func oauthAD(key []byte) []byte { return append([]byte("mailpush oauth grant v1\x00"), key...) }

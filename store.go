@@ -29,6 +29,8 @@ type Store interface {
 	AdminReader
 	AuditLog
 	ConsoleSessionStore
+	// OAuthGrantStore shares the EWS OAuth refreshes (oauthgrant.go).
+	OAuthGrantStore
 
 	// Ping reports whether the store can answer.
 	Ping(ctx context.Context) error
@@ -177,9 +179,14 @@ type Audience struct {
 
 // FieldCipher protects values that the store must keep but must not keep in
 // clear (device push tokens). Hash gives a stable keyed hash for lookups.
+// SealBound and OpenBound bind the sealed value to ad (authenticated, not
+// stored): a value sealed for one row cannot be opened as another's, so
+// rows cannot be swapped.
 type FieldCipher interface {
 	SealField(plain []byte) ([]byte, error)
 	OpenField(sealed []byte) ([]byte, error)
+	SealBound(plain, ad []byte) ([]byte, error)
+	OpenBound(sealed, ad []byte) ([]byte, error)
 	HashField(plain []byte) []byte
 }
 

@@ -49,6 +49,10 @@ type Client struct {
 	// certificate-based authentication (identity.go); 0 means
 	// DefaultMaxIdentities.
 	MaxIdentities int
+	// Grants, when set, shares OAuth refreshes with the other nodes
+	// through the store (oauth.go): one node refreshes a grant, the
+	// others use its tokens. Nil keeps them in this process's memory.
+	Grants mailpush.OAuthGrantStore
 
 	once  sync.Once
 	hc    *http.Client  // HTTP without redirects

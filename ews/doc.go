@@ -71,7 +71,14 @@
 // provider rotates the refresh token, the Source subscribes again with a
 // new sealed callback URL carrying it (the URL is where the credentials
 // live); a refused refresh asks the devices to check in. Callback URLs
-// carry the refresh token but not the access token.
+// carry the refresh token but not the access token. With several nodes
+// (Client.Grants: the PostgreSQL store), memory is the first level only:
+// a due refresh goes through the grant the nodes share, sealed in the
+// store, under a refresh lease taken before the token endpoint is called,
+// so that one node refreshes, the others take its tokens, and no
+// rotated-away refresh token is ever sent again (oauth.go says why a
+// lease and not a lock held across the call or an optimistic swap); only
+// the node that refreshed subscribes again with the new URL.
 //
 // Subscriptions that heal themselves (health.go). Source.Run starts a monitor
 // that every HealthInterval runs Check: a mailbox not heard of (not even a

@@ -444,9 +444,10 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 	return StatusOK, nil
 }
 
-// rotated subscribes again with a new callback URL when the provider
-// rotated the refresh token the URL carries: the URL is the credentials'
-// only lasting home. Only the mailbox's current subscription triggers it
+// rotated subscribes again with a new callback URL when this node's
+// refresh made the provider rotate the refresh token the URL carries: the
+// URL is the credentials' only lasting home (a rotation read from the
+// shared grant is the refreshing node's to carry). Only the mailbox's current subscription triggers it
 // (an old one's late notification is about to be answered Unsubscribe).
 // A failure is logged: the next notification tries again, and the
 // identity's newest tokens stay in memory meanwhile.
@@ -454,9 +455,9 @@ func (s *Source) rotated(ctx context.Context, mb *mailpush.Mailbox, c cachedCred
 	if mb.Mode != mailpush.ModeSealed || !c.creds.Refreshable() || mb.SubscriptionID != n.SubscriptionID {
 		return
 	}
-	cur := s.Client.Current(c.creds)
-	if cur.RefreshToken == c.creds.RefreshToken {
-		return
+	cur, mine := s.Client.Rotated(c.creds)
+	if !mine {
+		return // not rotated, or by another node, which resubscribes itself
 	}
 	c.creds = sealable(cur)
 	if err := s.resubscribe(ctx, mb, c); err != nil {

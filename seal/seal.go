@@ -457,18 +457,26 @@ func AddressID(hash []byte) string {
 }
 
 // SealField encrypts a value for storage (AES-256-GCM, random nonce).
-func (k *Keyring) SealField(plain []byte) ([]byte, error) {
-	nonce := randomBytes(k.fieldKey.NonceSize())
-	return k.fieldKey.Seal(nonce, nonce, plain, nil), nil
-}
+func (k *Keyring) SealField(plain []byte) ([]byte, error) { return k.SealBound(plain, nil) }
 
 // OpenField decrypts a value sealed by SealField.
-func (k *Keyring) OpenField(sealed []byte) ([]byte, error) {
+func (k *Keyring) OpenField(sealed []byte) ([]byte, error) { return k.OpenBound(sealed, nil) }
+
+// SealBound is SealField with ad as GCM's additional data: what it seals
+// opens only with the same ad (the row's key), so a sealed value copied
+// into another row does not open there.
+func (k *Keyring) SealBound(plain, ad []byte) ([]byte, error) {
+	nonce := randomBytes(k.fieldKey.NonceSize())
+	return k.fieldKey.Seal(nonce, nonce, plain, ad), nil
+}
+
+// OpenBound decrypts a value sealed by SealBound with the same ad.
+func (k *Keyring) OpenBound(sealed, ad []byte) ([]byte, error) {
 	ns := k.fieldKey.NonceSize()
 	if len(sealed) < ns {
 		return nil, errors.New("seal: stored field is truncated")
 	}
-	p, err := k.fieldKey.Open(nil, sealed[:ns], sealed[ns:], nil)
+	p, err := k.fieldKey.Open(nil, sealed[:ns], sealed[ns:], ad)
 	if err != nil {
 		return nil, fmt.Errorf("seal: stored field cannot be opened: %w", err)
 	}

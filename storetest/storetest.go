@@ -64,6 +64,7 @@ func Run(t *testing.T, open Factory) {
 		{"GateDevices", testGateDevices},
 		{"GateRules", testGateRules},
 		{"ConsoleSessions", testConsoleSessions},
+		{"OAuthGrants", testOAuthGrants},
 		{"DeleteRegistrationsByActiveSyncDevice", testDeleteRegistrationsByActiveSyncDevice},
 		{"OutboxClaimAndLease", testOutboxClaimAndLease},
 		{"OutboxSettle", testOutboxSettle},

@@ -81,6 +81,8 @@ type worldOptions struct {
 	// database replaces the configuration's database block (the SQLite
 	// file in the world's directory) for the server and the commands.
 	database string
+	// exchange changes the fake Exchange's options.
+	exchange func(*ewsfake.Options)
 }
 
 // useDatabase replaces the database block of a configuration file written
@@ -118,7 +120,11 @@ func newWorldWith(t testing.TB, logLevel string, o worldOptions) *world {
 			t.Logf("server logs:\n%s", w.logs.String())
 		}
 	})
-	w.exchange, w.apple = newFakesOptions(t, ewsfake.Options{TimeScale: o.timeScale, Clock: o.clock})
+	opts := ewsfake.Options{TimeScale: o.timeScale, Clock: o.clock}
+	if o.exchange != nil {
+		o.exchange(&opts)
+	}
+	w.exchange, w.apple = newFakesOptions(t, opts)
 	yaml, cas := o.extraConfig, []*x509.Certificate(nil)
 	if o.extra != nil {
 		more, moreCAs := o.extra(w)

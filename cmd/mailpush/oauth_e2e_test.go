@@ -61,22 +61,8 @@ func (w *world) sealCreds(t testing.TB, c mailpush.Credentials) string {
 // check in once the grant is revoked. No token reaches disk or logs.
 func TestEndToEndOAuthRefresh(t *testing.T) {
 	w, clock, token := newOAuthWorld(t)
-	access, refresh, err := w.exchange.IssueTokens(address, oauthClientID, 10*time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
 	device := deviceToken(7)
-	st, reg := w.call(t, "POST", "/api/v1/registrations", token, map[string]any{
-		"device": map[string]any{"platform": "ios", "token": device, "environment": "production"},
-		"mailbox": map[string]any{"address": address, "source": "ews", "ewsUrl": w.exchange.URL(), "sealedCredentials": w.sealCreds(t, mailpush.Credentials{
-			AccessToken: access, RefreshToken: refresh, TokenURL: w.exchange.TokenURL(), ClientID: oauthClientID,
-			ExpiresAt: clock.Now().Add(10 * time.Minute).Unix(),
-		})},
-		"content": "subject",
-	})
-	if st != 201 || reg["mode"] != "sealed" || reg["status"] != "active" {
-		t.Fatalf("register = %d %v", st, reg)
-	}
+	reg, access, refresh := w.registerOAuth(t, clock, token, device)
 	regID := reg["id"].(string)
 	if n := w.exchange.Requests("token"); n != 0 {
 		t.Fatalf("%d refreshes while the access token was fresh", n)
@@ -86,45 +72,14 @@ func TestEndToEndOAuthRefresh(t *testing.T) {
 		t.Fatal("callback URL carries a token in clear")
 	}
 
-	unread := 0
-	deliverAndWait := func() {
-		t.Helper()
-		unread++
-		i := unread
-		w.exchange.Deliver(address, fmt.Sprintf("Token test %d", i), "Bob Sender", "bob@example.com")
-		waitFor(t, fmt.Sprintf("push %d", i), func(ctx context.Context) error {
-			return w.apple.WaitFor(ctx, func(ps []apnsfake.Push) bool {
-				for _, p := range ps {
-					if p.Token == device && p.Badge == i {
-						return true
-					}
-				}
-				return false
-			})
-		})
-	}
+	deliverAndWait := w.deliverer(t, device, "Token test")
 	deliverAndWait()
 
 	// Two access-token lifetimes later: each expiry means a refresh, each
 	// refresh rotates the refresh token, each rotation a new callback URL.
 	url := firstURL
 	for round := 1; round <= 2; round++ {
-		clock.Advance(11 * time.Minute)
-		deliverAndWait()
-		waitFor(t, fmt.Sprintf("rotation %d: a new subscription", round), func(ctx context.Context) error {
-			return w.exchange.WaitFor(ctx, func(s *ewsfake.Server) bool {
-				u, ok := activeURL(s)
-				return ok && u != url && s.Requests("token") >= round
-			})
-		})
-		next, _ := activeURL(w.exchange)
-		url = next
-		// The old subscription's next notification is answered
-		// Unsubscribe: only the new URL, with the live refresh token, stays.
-		deliverAndWait()
-		waitFor(t, fmt.Sprintf("rotation %d: the old subscription ended", round), func(ctx context.Context) error {
-			return w.exchange.WaitFor(ctx, func(s *ewsfake.Server) bool { return countActive(s) == 1 })
-		})
+		url = w.expireAndRotate(t, clock, deliverAndWait, url, round)
 	}
 	deliverAndWait()
 	if n := w.exchange.Requests("token"); n != 2 {
@@ -194,6 +149,75 @@ func TestEndToEndOAuthRefresh(t *testing.T) {
 			t.Errorf("logs contain %q", s)
 		}
 	}
+}
+
+// registerOAuth registers device for the test address in sealed mode with
+// a new sign-in (an access token valid for 10 minutes) and returns the
+// registration and the sign-in's tokens.
+func (w *world) registerOAuth(t *testing.T, clock mailpush.Clock, token, device string) (reg map[string]any, access, refresh string) {
+	t.Helper()
+	access, refresh, err := w.exchange.IssueTokens(address, oauthClientID, 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, reg := w.call(t, "POST", "/api/v1/registrations", token, map[string]any{
+		"device": map[string]any{"platform": "ios", "token": device, "environment": "production"},
+		"mailbox": map[string]any{"address": address, "source": "ews", "ewsUrl": w.exchange.URL(), "sealedCredentials": w.sealCreds(t, mailpush.Credentials{
+			AccessToken: access, RefreshToken: refresh, TokenURL: w.exchange.TokenURL(), ClientID: oauthClientID,
+			ExpiresAt: clock.Now().Add(10 * time.Minute).Unix(),
+		})},
+		"content": "subject",
+	})
+	if st != 201 || reg["mode"] != "sealed" || reg["status"] != "active" {
+		t.Fatalf("register = %d %v", st, reg)
+	}
+	return reg, access, refresh
+}
+
+// deliverer returns a function that delivers one more mail to the test
+// address and waits for device's push with the Inbox's new unread count.
+func (w *world) deliverer(t *testing.T, device, subject string) func() {
+	unread := 0
+	return func() {
+		t.Helper()
+		unread++
+		i := unread
+		w.exchange.Deliver(address, fmt.Sprintf("%s %d", subject, i), "Bob Sender", "bob@example.com")
+		waitFor(t, fmt.Sprintf("push %d", i), func(ctx context.Context) error {
+			return w.apple.WaitFor(ctx, func(ps []apnsfake.Push) bool {
+				for _, p := range ps {
+					if p.Token == device && p.Badge == i {
+						return true
+					}
+				}
+				return false
+			})
+		})
+	}
+}
+
+// expireAndRotate lets the access token expire (a round's refresh
+// rotates the refresh token), has mail delivered, waits for the new
+// subscription whose URL carries the new refresh token, and for the old
+// one (at url) to end: its next notification is answered Unsubscribe, so
+// only the new URL, with the live refresh token, stays. It returns the
+// new URL.
+func (w *world) expireAndRotate(t *testing.T, clock *clocktest.Clock, deliver func(), url string, round int) string {
+	t.Helper()
+	clock.Advance(11 * time.Minute)
+	deliver()
+	waitFor(t, fmt.Sprintf("rotation %d: a new subscription", round), func(ctx context.Context) error {
+		return w.exchange.WaitFor(ctx, func(s *ewsfake.Server) bool {
+			u, ok := activeURL(s)
+			return ok && u != url && s.Requests("token") >= round
+		})
+	})
+	next, _ := activeURL(w.exchange)
+	deliver()
+	waitFor(t, fmt.Sprintf("rotation %d: the old subscription ended", round), func(ctx context.Context) error {
+		return w.exchange.WaitFor(ctx, func(s *ewsfake.Server) bool { return countActive(s) == 1 })
+	})
+	return next
 }
 
 func regIDTenant(t *testing.T, w *world) string {

@@ -199,11 +199,19 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// OAuth grants are shared through the database only by a cluster,
+	// where two nodes could otherwise spend one refresh token twice
+	// (package ews, oauth.go). One node refreshes alone, and keeps the
+	// tokens in memory only: nothing of a user's credentials on disk.
+	var grants mailpush.OAuthGrantStore
+	if cfg.Database.Driver == "postgres" {
+		grants = m.Store
+	}
 	m.EWS = &ews.Source{
 		ServiceAccounts:  serviceAccounts,
 		TokenAuthorities: cfg.ewsOAuthAuthorities(),
 		Store:            m.Store, Sealer: m.Keys, Sink: m.Pipeline,
-		Client:          &ews.Client{HTTP: &http.Client{Transport: outbound, Timeout: 30 * time.Second}, UserAgent: "mailpush/" + mailpush.Version, Clock: m.Clock},
+		Client:          &ews.Client{HTTP: &http.Client{Transport: outbound, Timeout: 30 * time.Second}, UserAgent: "mailpush/" + mailpush.Version, Clock: m.Clock, Grants: grants},
 		PublicURL:       strings.TrimSuffix(publicURL, "/"),
 		StatusFrequency: cfg.EWS.StatusFrequency,
 		FetchRate:       float64(cfg.EWS.FetchRate), FetchBurst: cfg.EWS.FetchBurst, CallbackMaxAge: cfg.EWS.CallbackMaxAge,

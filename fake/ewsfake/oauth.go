@@ -16,6 +16,14 @@ import (
 // RevokeTokens withdraws a user's grants (consent withdrawn, password
 // reset, admin revocation); SetTokenAnswer makes the next answer of the
 // token endpoint whatever a test needs (malformed, oversized).
+//
+// A refresh token used again after its rotation is counted
+// (Requests("token-reuse")); with Options.RevokeOnReuse the fake then
+// revokes the whole grant — every refresh and access token descending
+// from the same sign-in — as providers with reuse detection do (Entra ID
+// for single-page apps, Okta, Auth0): two refreshes racing with one
+// refresh token cost the user the grant. Each token knows its generation
+// (0 for IssueTokens', n after n refreshes): AccessTokenGeneration.
 
 const oauthAuthorityPath = "/oauth/tenant/"
 const tokenPath = oauthAuthorityPath + "oauth2/v2.0/token"
@@ -23,12 +31,16 @@ const tokenPath = oauthAuthorityPath + "oauth2/v2.0/token"
 type accessGrant struct {
 	mb      *mailbox
 	expires time.Time
+	family  string // the sign-in it descends from
+	gen     int
 }
 
 type refreshGrant struct {
 	mb       *mailbox
 	clientID string
 	lifetime time.Duration // of the access tokens it gives
+	family   string
+	gen      int
 }
 
 type tokenAnswer struct {
@@ -53,18 +65,44 @@ func (s *Server) IssueTokens(address, clientID string, lifetime time.Duration) (
 	if mb == nil {
 		return "", "", ErrNotFound
 	}
-	access, refresh = s.issueLocked(mb, clientID, lifetime)
+	access, refresh = s.issueLocked(refreshGrant{mb: mb, clientID: clientID, lifetime: lifetime, family: randomID("f", 8)})
 	return access, refresh, nil
 }
 
-func (s *Server) issueLocked(mb *mailbox, clientID string, lifetime time.Duration) (access, refresh string) {
+// issueLocked gives a new access and refresh token of g's family and
+// generation.
+func (s *Server) issueLocked(g refreshGrant) (access, refresh string) {
 	if s.access == nil {
-		s.access, s.refresh = map[string]accessGrant{}, map[string]refreshGrant{}
+		s.access, s.refresh, s.spent = map[string]accessGrant{}, map[string]refreshGrant{}, map[string]refreshGrant{}
 	}
 	access, refresh = randomID("eyJ0eXAi.", 48), randomID("0.AR8A", 48)
-	s.access[access] = accessGrant{mb: mb, expires: s.clock.Now().Add(lifetime)}
-	s.refresh[refresh] = refreshGrant{mb: mb, clientID: clientID, lifetime: lifetime}
+	s.access[access] = accessGrant{mb: g.mb, expires: s.clock.Now().Add(g.lifetime), family: g.family, gen: g.gen}
+	s.refresh[refresh] = g
 	return access, refresh
+}
+
+// AccessTokenGeneration says how many refreshes after the sign-in the
+// access token was issued, and whether it is known (issued and not
+// revoked; it may have expired).
+func (s *Server) AccessTokenGeneration(token string) (int, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, ok := s.access[token]
+	return g.gen, ok
+}
+
+// revokeFamilyLocked withdraws every token descending from one sign-in.
+func (s *Server) revokeFamilyLocked(family string) {
+	for k, g := range s.access {
+		if g.family == family {
+			delete(s.access, k)
+		}
+	}
+	for k, g := range s.refresh {
+		if g.family == family {
+			delete(s.refresh, k)
+		}
+	}
 }
 
 // RevokeTokens withdraws every access and refresh token of the user of
@@ -132,13 +170,22 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	old := r.PostForm.Get("refresh_token")
+	if g, reused := s.spent[old]; reused {
+		s.requests["token-reuse"]++
+		if s.revokeOnReuse {
+			s.revokeFamilyLocked(g.family)
+		}
+		s.notifyLocked()
+	}
 	g, ok := s.refresh[old]
 	if !ok || g.clientID != r.PostForm.Get("client_id") {
 		fail(http.StatusBadRequest, "invalid_grant", "AADSTS70000: the refresh token is invalid, expired or revoked")
 		return
 	}
 	delete(s.refresh, old) // rotation: a refresh token works once
-	access, refresh := s.issueLocked(g.mb, g.clientID, g.lifetime)
+	s.spent[old] = g
+	g.gen++
+	access, refresh := s.issueLocked(g)
 	s.notifyLocked()
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

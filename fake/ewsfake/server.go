@@ -69,6 +69,11 @@ type Options struct {
 	// MaxCallbacks bounds the delivery attempts kept for Callbacks; older
 	// ones are forgotten. 0 means 10,000.
 	MaxCallbacks int
+	// RevokeOnReuse makes the token endpoint revoke the whole grant (every
+	// refresh and access token of its lineage) when a refresh token it
+	// rotated away is used again, as providers with refresh-token reuse
+	// detection do (oauth.go).
+	RevokeOnReuse bool
 }
 
 // Subscription is the state of one push subscription.
@@ -140,31 +145,34 @@ type Server struct {
 	latency       map[string]time.Duration // per operation (slow.go)
 	access        map[string]accessGrant   // OAuth access tokens (oauth.go)
 	refresh       map[string]refreshGrant  // OAuth refresh tokens
-	tokenAnswer   *tokenAnswer             // the token endpoint's next answer, when set
-	clientCA      *CA                      // issues the client certificates it maps (cba.go)
-	revoked       map[string]bool          // revoked client certificates' serial numbers, hex
+	spent         map[string]refreshGrant  // refresh tokens rotated away
+	revokeOnReuse bool
+	tokenAnswer   *tokenAnswer    // the token endpoint's next answer, when set
+	clientCA      *CA             // issues the client certificates it maps (cba.go)
+	revoked       map[string]bool // revoked client certificates' serial numbers, hex
 }
 
 // New starts a fake Exchange server on an HTTPS loopback address.
 func New(opts Options) *Server {
 	s := &Server{
-		scale:        opts.TimeScale,
-		clock:        opts.Clock,
-		queueSize:    opts.QueueSize,
-		maxCallbacks: opts.MaxCallbacks,
-		log:          opts.Logger,
-		hc:           opts.HTTPClient,
-		changed:      make(chan struct{}),
-		mailboxes:    make(map[string]*mailbox),
-		logins:       make(map[string]*mailbox),
-		subs:         make(map[string]*subscription),
-		requests:     make(map[string]int),
-		inflight:     make(map[string]int),
-		maxInflight:  make(map[string]int),
-		failures:     make(map[string][]failure),
-		holds:        make(map[string]chan struct{}),
-		held:         make(map[string]int),
-		latency:      make(map[string]time.Duration),
+		scale:         opts.TimeScale,
+		clock:         opts.Clock,
+		queueSize:     opts.QueueSize,
+		maxCallbacks:  opts.MaxCallbacks,
+		revokeOnReuse: opts.RevokeOnReuse,
+		log:           opts.Logger,
+		hc:            opts.HTTPClient,
+		changed:       make(chan struct{}),
+		mailboxes:     make(map[string]*mailbox),
+		logins:        make(map[string]*mailbox),
+		subs:          make(map[string]*subscription),
+		requests:      make(map[string]int),
+		inflight:      make(map[string]int),
+		maxInflight:   make(map[string]int),
+		failures:      make(map[string][]failure),
+		holds:         make(map[string]chan struct{}),
+		held:          make(map[string]int),
+		latency:       make(map[string]time.Duration),
 	}
 	if s.scale <= 0 {
 		s.scale = 1
