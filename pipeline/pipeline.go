@@ -319,10 +319,17 @@ func (p *Pipeline) HandleMailboxEvent(ctx context.Context, ev mailpush.Event, re
 // server): the Resolver completes it after the claim, before the fan-out.
 // ev must not carry credentials; the resolver finds them itself.
 func (p *Pipeline) HandleUnresolvedEvent(ctx context.Context, ev mailpush.Event) error {
+	return p.HandleUnresolvedMailboxEvent(ctx, ev, nil)
+}
+
+// HandleUnresolvedMailboxEvent is HandleUnresolvedEvent for a source that
+// moves the event's mailbox with it (mailpush.ResolvingMailboxSink): one
+// write, as HandleMailboxEvent. A nil record moves nothing.
+func (p *Pipeline) HandleUnresolvedMailboxEvent(ctx context.Context, ev mailpush.Event, record func(*mailpush.Mailbox) bool) error {
 	if p.cfg.Resolver == nil {
 		return fmt.Errorf("pipeline: an unresolved event needs Config.Resolver")
 	}
-	return p.accept(ctx, &mailpush.OutboxEvent{ID: newUUID(), Event: ev, Unresolved: true, CreatedAt: p.cfg.Clock.Now()})
+	return p.accept(ctx, &mailpush.OutboxEvent{ID: newUUID(), Event: ev, Unresolved: true, CreatedAt: p.cfg.Clock.Now(), Record: record})
 }
 
 func (p *Pipeline) accept(ctx context.Context, e *mailpush.OutboxEvent) error {
