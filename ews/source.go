@@ -105,7 +105,10 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 		}
 		// Opened and checked before any request. Only the opened identity
 		// stays, in memory: the callback URL names it by its fingerprint.
-		opened, err := s.openIdentity(ctx, creds)
+		// The registrar prepared it (PrepareCredentials): the costly key
+		// derivation of a PKCS#12 ran there, within its bounds, and this
+		// opens PEM.
+		opened, err := OpenIdentity(creds, s.Clock.Now())
 		if err != nil {
 			s.Logger.Info("client identity refused at registration", "mailbox", mb.ID, "code", mailpush.ErrorCode(err), "why", mailpush.ErrorMessage(err))
 			return mailpush.WatchResult{}, err
