@@ -3,6 +3,7 @@ package mailpush
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Error codes are stable: apps and proxies match on them. The HTTP status for
@@ -16,6 +17,7 @@ const (
 	ENotFound      = "not_found"              // no such object (or not the caller's)
 	EConflict      = "conflict"               // state does not allow the change
 	EQuota         = "quota_exceeded"         // a configured limit (registrations per tenant or mailbox) is reached
+	ERateLimited   = "rate_limited"           // too many requests of a tenant for now; Error.RetryAfter says when to try again
 	EMethod        = "method_not_allowed"     // the path exists, not with this method
 	EUnsupported   = "unsupported"            // valid but not offered by this server or tenant
 	EMediaType     = "unsupported_media_type" // body is not JSON
@@ -35,6 +37,9 @@ type Error struct {
 	Code    string
 	Message string
 	Err     error // optional cause, for logs; never shown to callers
+	// RetryAfter, when positive, is how long the caller should wait before
+	// trying again (the API sends it as Retry-After).
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {
@@ -67,6 +72,16 @@ func ErrorCode(err error) string {
 		return e.Code
 	}
 	return EInternal
+}
+
+// ErrorRetryAfter returns the RetryAfter of the first *Error in err's
+// chain, zero when there is none.
+func ErrorRetryAfter(err error) time.Duration {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.RetryAfter
+	}
+	return 0
 }
 
 // ErrorMessage returns the caller-safe message of err. Errors that are not

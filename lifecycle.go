@@ -29,6 +29,7 @@ type RegisterRequest struct {
 
 // CheckInRequest is a check-in; every field is optional.
 type CheckInRequest struct {
+	Scope             Scope  // of the caller's token
 	DeviceToken       string // a rotated push token, already validated
 	SealedCredentials string
 	// Address lets a service-mode subscription be renewed after a restart

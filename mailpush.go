@@ -44,6 +44,18 @@ type ResolvingSink interface {
 	HandleUnresolvedEvent(ctx context.Context, ev Event) error
 }
 
+// ResolvingMailboxSink is a ResolvingSink that moves the event's mailbox in
+// the write that accepts the event, resolved or not (MailboxEventSink): the
+// EWS source answers Exchange after one commit for the mailbox's sequence,
+// watermark and last event and the event row together.
+type ResolvingMailboxSink interface {
+	ResolvingSink
+	MailboxEventSink
+	// HandleUnresolvedMailboxEvent is HandleMailboxEvent for an event
+	// whose badge and content are not known yet (HandleUnresolvedEvent).
+	HandleUnresolvedMailboxEvent(ctx context.Context, ev Event, record func(*Mailbox) (news bool)) error
+}
+
 // CredentialVerifier checks a user's own credentials against the tenant's
 // mail server (Dovecot: an IMAP LOGIN) without keeping them: a per-user
 // proof that the holder of an app token may register that address in

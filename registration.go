@@ -328,10 +328,16 @@ func (c Credentials) CheckOAuth() error {
 	return nil
 }
 
-// MaxIdentity caps each part of a client identity (the PKCS#12 file, the
-// PEM chain, the PEM key): an identity with a few intermediates is a few
-// KiB.
-const MaxIdentity = 16 << 10
+// MaxIdentity caps a PKCS#12 client identity: an identity with a few
+// intermediates is a few KiB. MaxIdentityPEM caps each part of a PEM one
+// (the chain, the key): half as much again, so that whatever a PKCS#12
+// under MaxIdentity holds fits in PEM form (base64 and the armour add about
+// a third), which is the form the registrar hands on once it has opened a
+// PKCS#12 (CredentialPreparer).
+const (
+	MaxIdentity    = 16 << 10
+	MaxIdentityPEM = MaxIdentity * 3 / 2
+)
 
 // HasIdentity reports whether c carries a client identity (CBA).
 func (c Credentials) HasIdentity() bool {
@@ -358,10 +364,10 @@ func (c Credentials) CheckIdentity() error {
 		return Errorf(EBadSealed, "sealed credentials: certificatePem and privateKeyPem go together")
 	case len(c.PKCS12) > base64.StdEncoding.EncodedLen(MaxIdentity):
 		return Errorf(EBadSealed, "sealed credentials: pkcs12 is longer than %d bytes (before base64)", MaxIdentity)
-	case len(c.CertificatePEM) > MaxIdentity:
-		return Errorf(EBadSealed, "sealed credentials: certificatePem is longer than %d bytes", MaxIdentity)
-	case len(c.PrivateKeyPEM) > MaxIdentity:
-		return Errorf(EBadSealed, "sealed credentials: privateKeyPem is longer than %d bytes", MaxIdentity)
+	case len(c.CertificatePEM) > MaxIdentityPEM:
+		return Errorf(EBadSealed, "sealed credentials: certificatePem is longer than %d bytes", MaxIdentityPEM)
+	case len(c.PrivateKeyPEM) > MaxIdentityPEM:
+		return Errorf(EBadSealed, "sealed credentials: privateKeyPem is longer than %d bytes", MaxIdentityPEM)
 	}
 	return nil
 }

@@ -299,6 +299,18 @@ type Admitter interface {
 	Admit(ctx context.Context, t *Tenant, mb *Mailbox, creds Credentials) (WatchResult, error)
 }
 
+// CredentialPreparer is a Watcher whose credentials can cost CPU to open (a
+// client identity: a PKCS#12's key derivation runs as many iterations as
+// its maker chose). PrepareCredentials opens and checks them, and returns
+// them in a form that costs next to nothing to open again (the identity as
+// PEM), with the same errors Watch would give. The registrar calls it before
+// anything is stored or sent, within its per-tenant bound on such work, so
+// one tenant's flood of costly identities cannot hold up another's
+// registrations (registrar: openers).
+type CredentialPreparer interface {
+	PrepareCredentials(ctx context.Context, t *Tenant, c Credentials) (Credentials, error)
+}
+
 // Unwatcher is a Watcher that ends a mailbox's subscription itself when its
 // last registration goes (Graph deletes it; EWS needs no call: its next
 // notification is answered Unsubscribe).

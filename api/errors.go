@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/mailpush/mailpush"
 )
@@ -37,7 +39,7 @@ func statusOf(code string) int {
 		return http.StatusBadGateway
 	case mailpush.EUnavailable:
 		return http.StatusServiceUnavailable
-	case mailpush.EQuota:
+	case mailpush.EQuota, mailpush.ERateLimited:
 		return http.StatusTooManyRequests
 	}
 	return http.StatusInternalServerError
@@ -58,6 +60,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status := statusOf(code)
 	if status >= 500 {
 		s.Logger.LogAttrs(r.Context(), slog.LevelError, "request failed", slog.String("route", r.Pattern), slog.String("code", code), slog.Any("err", err))
+	}
+	if d := mailpush.ErrorRetryAfter(err); d > 0 {
+		// Whole seconds, rounded up: a client that waits that long finds
+		// what was missing there.
+		w.Header().Set("Retry-After", strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10))
 	}
 	var body errorBody
 	body.Error.Code, body.Error.Message = code, mailpush.ErrorMessage(err)

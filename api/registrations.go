@@ -93,7 +93,7 @@ func (s *Server) checkin(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	var in mailpush.CheckInRequest
+	in := mailpush.CheckInRequest{Scope: scopeFrom(r.Context())}
 	if req.Device != nil {
 		// Checked against the registration's platform by the registrar.
 		in.DeviceToken = req.Device.Token

@@ -83,6 +83,18 @@ type EngineState struct {
 	Healing func() (running, ended []mailpush.HealRecord)
 }
 
+// Quotas are the registration limits that apply to a tenant, defaults
+// filled in: live registrations per tenant and per mailbox, and the rates
+// (per second, and bursts) of its app tokens' and backend tokens'
+// registration calls.
+type Quotas struct {
+	PerTenant, PerMailbox int
+	Rate                  float64
+	Burst                 int
+	BackendRate           float64
+	BackendBurst          int
+}
+
 // Config holds the console's dependencies.
 type Config struct {
 	Store  Store
@@ -91,9 +103,8 @@ type Config struct {
 	Registry mailpush.GateRegistry
 	// Gate describes the running gate; nil when the gate is off.
 	Gate *GateInfo
-	// Quotas returns the registration limits of a tenant (per tenant and
-	// per mailbox); nil: not shown.
-	Quotas func(t *mailpush.Tenant) (perTenant, perMailbox int)
+	// Quotas returns the registration limits of a tenant; nil: not shown.
+	Quotas func(t *mailpush.Tenant) Quotas
 	// Engines are the subscription engines by source, for renewals due
 	// and heals in progress on the subscriptions page.
 	Engines map[mailpush.Source]EngineState

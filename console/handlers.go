@@ -224,9 +224,10 @@ type tenantRow struct {
 
 // quotaView is a tenant's registration quota: the limits and what is used.
 type quotaView struct {
-	Registrations, PerTenant, PerMailbox int
-	Percent                              int // of PerTenant used
-	High                                 int // 90% of PerTenant: the meter warns above it
+	Quotas
+	Registrations int
+	Percent       int // of PerTenant used
+	High          int // 90% of PerTenant: the meter warns above it
 }
 
 func (c *Console) tenantsPage(w http.ResponseWriter, r *http.Request, sess *session) {
@@ -249,8 +250,7 @@ func (c *Console) tenantsPage(w http.ResponseWriter, r *http.Request, sess *sess
 				c.fail(w, r, http.StatusInternalServerError, "store", mailpush.ErrorMessage(err))
 				return
 			}
-			q := &quotaView{Registrations: n}
-			q.PerTenant, q.PerMailbox = c.cfg.Quotas(t)
+			q := &quotaView{Registrations: n, Quotas: c.cfg.Quotas(t)}
 			if q.PerTenant > 0 {
 				q.Percent, q.High = min(100, n*100/q.PerTenant), q.PerTenant*9/10
 			}

@@ -165,9 +165,23 @@
 // (within the fetch limit, GetItem only when the tenant's content policy and
 // some device allow content). A slow Exchange therefore delays the push, not
 // the answer: Exchange's delivery is never held up, and its retries never
-// pile up behind our fetches. Watermarks move as before, once the event is
-// stored. After kill -9 between the answer and the fetch the event is
-// still in the outbox; its plan is not (the credentials never go to disk),
+// pile up behind our fetches.
+//
+// One write per notification. The mailbox's move (its sequence and badge,
+// the last watermark, the last event time) and the event row are one
+// transaction (mailpush.ResolvingMailboxSink: HandleMailboxEvent, or
+// HandleUnresolvedMailboxEvent with the fetch plan kept under the sequence
+// the transaction gives the event), so the answer waits for one group
+// commit, and the watermark moves exactly when its event is stored: a
+// failed write leaves both, and Exchange's retry is not mistaken for a
+// replay. A notification that changes nothing (a status event) writes the
+// mailbox's watermark and last event time alone, also one write. The first
+// notification of a subscription binds it and activates the registration
+// in writes of their own before the event's, so that the fan-out finds the
+// device active.
+//
+// After kill -9 between the answer and the fetch the event is still in the
+// outbox; its plan is not (the credentials never go to disk),
 // so it is pushed with the count the notification carried, or as a
 // background push, unless a later notification brought the credentials
 // back to memory.

@@ -1,7 +1,6 @@
 package ews
 
 import (
-	"sync"
 	"time"
 
 	"github.com/mailpush/mailpush"
@@ -11,7 +10,7 @@ import (
 const (
 	DefaultFetchRate  = 20      // GetFolder/GetItem calls per minute per mailbox, sustained
 	DefaultFetchBurst = 10      // calls a mailbox may make at once
-	maxFetchBuckets   = 100_000 // mailboxes tracked; then an arbitrary one is forgotten
+	maxFetchBuckets   = 100_000 // mailboxes tracked
 )
 
 // fetchLimiter is a token bucket per mailbox for the mail-server reads that
@@ -24,20 +23,13 @@ const (
 // limited per device by push.syncPerHour). Exchange's own notifications stay
 // far below the rate (one per mail, and MoreEvents batches are pushed once).
 //
-// The map holds at most maxFetchBuckets mailboxes; when full an arbitrary one
-// is forgotten (its next fetch finds a full bucket). Only mailboxes with a
-// genuine callback URL reach it, so no caller can fill it at will.
+// The buckets hold at most maxFetchBuckets mailboxes (mailpush.Buckets says
+// which give way). Only mailboxes with a genuine callback URL reach them, so
+// no caller can fill them at will.
 type fetchLimiter struct {
-	rate  float64 // tokens per second
-	burst float64
-
-	mu sync.Mutex
-	m  map[string]*bucket
-}
-
-type bucket struct {
-	tokens float64
-	at     time.Time
+	rate    float64 // tokens per second
+	burst   int
+	buckets mailpush.Buckets
 }
 
 func newFetchLimiter(perMinute float64, burst int) *fetchLimiter {
@@ -47,33 +39,12 @@ func newFetchLimiter(perMinute float64, burst int) *fetchLimiter {
 	if burst <= 0 {
 		burst = DefaultFetchBurst
 	}
-	return &fetchLimiter{rate: perMinute / 60, burst: float64(burst), m: map[string]*bucket{}}
+	return &fetchLimiter{rate: perMinute / 60, burst: burst, buckets: mailpush.Buckets{Max: maxFetchBuckets}}
 }
 
 // allow takes one token from mailboxID's bucket, if there is one.
 func (l *fetchLimiter) allow(mailboxID string, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.m[mailboxID]
-	if b == nil {
-		if len(l.m) >= maxFetchBuckets {
-			for k := range l.m {
-				delete(l.m, k)
-				break
-			}
-		}
-		b = &bucket{tokens: l.burst, at: now}
-		l.m[mailboxID] = b
-	}
-	if dt := now.Sub(b.at).Seconds(); dt > 0 {
-		b.tokens = min(l.burst, b.tokens+dt*l.rate)
-		b.at = now
-	}
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
+	return l.buckets.Take(mailboxID, l.rate, l.burst, now) == 0
 }
 
 // mayFetch reports whether a notification of mb may read the mail server

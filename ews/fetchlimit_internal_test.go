@@ -32,7 +32,7 @@ func TestFetchLimiter(t *testing.T) {
 	for i := range maxFetchBuckets + 10 {
 		big.allow(fmt.Sprint(i), t0)
 	}
-	if n := len(big.m); n > maxFetchBuckets {
+	if n := big.buckets.Len(); n > maxFetchBuckets {
 		t.Errorf("%d buckets, want at most %d", n, maxFetchBuckets)
 	}
 }

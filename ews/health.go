@@ -28,8 +28,6 @@ type state struct {
 	pending pendingFetches
 	mu      sync.Mutex
 	more    map[string]summary // changes of MoreEvents batches, pushed with the last batch
-	// opening bounds the client identities opened at once (identity.go).
-	opening chan struct{}
 }
 
 func (s *Source) init() *state {
@@ -41,7 +39,6 @@ func (s *Source) init() *state {
 		s.st.creds = newCredCache(size)
 		s.st.fetch = newFetchLimiter(s.FetchRate, s.FetchBurst)
 		s.st.more = map[string]summary{}
-		s.st.opening = make(chan struct{}, identityOpeners)
 	})
 	return &s.st
 }

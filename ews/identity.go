@@ -264,25 +264,38 @@ func clientAuthEKU(c *x509.Certificate) bool {
 	return false
 }
 
-// identityOpeners bounds the client identities a Source opens at once. A
-// PKCS#12's key derivation costs what its maker chose: up to
-// mailpush.MaxPKCS12Iterations for each of its MAC, key and certificates
-// (the counts inside encrypted parts show only once decrypted), seconds of
-// CPU (docs/PERFORMANCE.md), and the app token that registers is public:
-// one core at most goes to it.
-const identityOpeners = 1
+var _ mailpush.CredentialPreparer = (*Source)(nil)
 
-// openIdentity is OpenIdentity at most identityOpeners at a time; the
-// others wait while ctx allows.
-func (s *Source) openIdentity(ctx context.Context, c mailpush.Credentials) (*Identity, error) {
-	st := s.init()
-	select {
-	case st.opening <- struct{}{}:
-		defer func() { <-st.opening }()
-	case <-ctx.Done():
-		return nil, mailpush.WrapError(mailpush.EUnavailable, "too many client identities being opened at once; try again", ctx.Err())
+// PrepareCredentials opens a client identity (OpenIdentity) and returns it
+// as PEM, which Watch opens again in a fraction of a millisecond: the
+// registrar runs the costly part (a PKCS#12's key derivation, as many
+// iterations as its maker chose up to mailpush.MaxPKCS12Iterations) here,
+// before anything is stored, within its per-tenant and global bounds on
+// such work. Credentials without an identity come back as they are.
+func (s *Source) PrepareCredentials(ctx context.Context, t *mailpush.Tenant, c mailpush.Credentials) (mailpush.Credentials, error) {
+	if !c.HasIdentity() {
+		return c, nil
 	}
-	return OpenIdentity(c, s.Clock.Now())
+	id, err := OpenIdentity(c, s.Clock.Now())
+	if err != nil {
+		s.Logger.Info("client identity refused at registration", "tenant", t.Name, "code", mailpush.ErrorCode(err), "why", mailpush.ErrorMessage(err))
+		return mailpush.Credentials{}, err
+	}
+	return id.pem()
+}
+
+// pem is the identity as PEM credentials: the chain (leaf first) and the
+// key as unencrypted PKCS#8, in memory only.
+func (id *Identity) pem() (mailpush.Credentials, error) {
+	key, err := x509.MarshalPKCS8PrivateKey(id.cert.PrivateKey)
+	if err != nil {
+		return mailpush.Credentials{}, mailpush.WrapError(mailpush.EInternal, "cannot re-encode the client identity's key", err)
+	}
+	var chain []byte
+	for _, der := range id.cert.Certificate {
+		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	return mailpush.Credentials{CertificatePEM: string(chain), PrivateKeyPEM: string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}))}, nil
 }
 
 // identityPools are the per-identity HTTP clients, least recently used

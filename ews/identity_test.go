@@ -376,7 +376,8 @@ func FuzzOpenIdentity(f *testing.F) {
 
 // BenchmarkOpenIdentity: what opening a client identity costs, by form.
 // The PKCS#12 cost is the key derivation its maker chose: go-pkcs12's
-// Modern (as OpenSSL 3) uses 2,048 iterations; the cap is 600,000.
+// Modern (as OpenSSL 3) uses 2,048 iterations; the cap is
+// mailpush.MaxPKCS12Iterations (100,000).
 func BenchmarkOpenIdentity(b *testing.B) {
 	ca, err := ewsfake.NewCA("bench CA", time.Now())
 	if err != nil {
@@ -390,7 +391,7 @@ func BenchmarkOpenIdentity(b *testing.B) {
 	for name, creds := range map[string]mailpush.Credentials{
 		"pem":                   pemCreds(c),
 		"pkcs12-2048-iter":      {PKCS12: p12(b, c), PKCS12Password: p12Password},
-		"pkcs12-600000-iter":    {PKCS12: b64(maxIter), PKCS12Password: p12Password},
+		"pkcs12-at-the-cap":     {PKCS12: b64(maxIter), PKCS12Password: p12Password},
 		"pkcs12-wrong-password": {PKCS12: p12(b, c), PKCS12Password: "wrong"},
 	} {
 		b.Run(name, func(b *testing.B) {
@@ -436,4 +437,45 @@ func BenchmarkGetInboxUnreadAuth(b *testing.B) {
 			return &ews.Client{HTTP: &http.Client{Transport: fake.HTTPClient().Transport.(*http.Transport).Clone()}}
 		}, withCert)
 	})
+}
+
+// TestPrepareCredentials: the registrar opens a PKCS#12 once, through
+// PrepareCredentials, and hands on PEM that Watch opens again to the same
+// identity; a wrong password is refused there, with Watch's error.
+func TestPrepareCredentials(t *testing.T) {
+	ca, err := ewsfake.NewCA("prepare CA", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := issue(t, ca, ewsfake.ClientCertOptions{UPN: "alice@example.com"})
+	src := &ews.Source{Clock: mailpush.SystemClock{}, Logger: slog.New(slog.DiscardHandler)}
+	tn := &mailpush.Tenant{Name: "acme"}
+	got, err := src.PrepareCredentials(context.Background(), tn, mailpush.Credentials{PKCS12: p12(t, c), PKCS12Password: p12Password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.PKCS12 != "" || got.PKCS12Password != "" || got.CertificatePEM == "" || got.PrivateKeyPEM == "" {
+		t.Fatal("prepared credentials are not PEM alone")
+	}
+	if err := got.CheckIdentity(); err != nil {
+		t.Fatalf("prepared PEM fails the shape check: %v", err)
+	}
+	again, err := ews.OpenIdentity(got, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := ews.OpenIdentity(pemCreds(c), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Fingerprint != want.Fingerprint {
+		t.Error("the prepared PEM opens another identity")
+	}
+	if _, err := src.PrepareCredentials(context.Background(), tn, mailpush.Credentials{PKCS12: p12(t, c), PKCS12Password: "wrong"}); mailpush.ErrorCode(err) != mailpush.EBadPassword {
+		t.Errorf("wrong password: %v, want wrong_password", err)
+	}
+	plain := mailpush.Credentials{Username: "u", Password: "p"}
+	if got, err := src.PrepareCredentials(context.Background(), tn, plain); err != nil || got != plain {
+		t.Errorf("a password came back as %v, %v", got, err)
+	}
 }

@@ -27,9 +27,11 @@ type Source struct {
 	// or reach (package registrar).
 	Rules  mailpush.RegistrationRules
 	Sealer mailpush.CallbackSealer
-	// Sink is the pipeline: an event still to be fetched from Exchange is
-	// stored unresolved and completed by Resolve after the answer.
-	Sink   mailpush.ResolvingSink
+	// Sink is the pipeline: the event and the mailbox's move (sequence,
+	// watermark, last event) are one write; an event still to be fetched
+	// from Exchange is stored unresolved and completed by Resolve after
+	// the answer.
+	Sink   mailpush.ResolvingMailboxSink
 	Client *Client
 	// PublicURL is this service's base URL as Exchange reaches it.
 	PublicURL string
@@ -103,7 +105,10 @@ func (s *Source) Watch(ctx context.Context, t *mailpush.Tenant, mb *mailpush.Mai
 		}
 		// Opened and checked before any request. Only the opened identity
 		// stays, in memory: the callback URL names it by its fingerprint.
-		opened, err := s.openIdentity(ctx, creds)
+		// The registrar prepared it (PrepareCredentials): the costly key
+		// derivation of a PKCS#12 ran there, within its bounds, and this
+		// opens PEM.
+		opened, err := OpenIdentity(creds, s.Clock.Now())
 		if err != nil {
 			s.Logger.Info("client identity refused at registration", "mailbox", mb.ID, "code", mailpush.ErrorCode(err), "why", mailpush.ErrorMessage(err))
 			return mailpush.WatchResult{}, err
@@ -379,70 +384,70 @@ func (s *Source) handle(ctx context.Context, tok mailpush.CallbackToken, n *Noti
 		ev, plan = s.event(mb, cached, sum)
 	}
 	now := s.Clock.Now()
-	// A changed mailbox's watermark moves only once its event is in the
-	// outbox. Stored first, with the enqueue then failing (the database
-	// went away between the two), Exchange's retry of this notification
-	// would look handled (replayed) and its push would be lost; this way
-	// the retry queues the event again (at least once).
-	wm := lastWatermark(n)
-	laterWM := changed && wm != ""
-	var prevWM string
-	updated, err := s.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error {
-		if bind {
+	if bind {
+		// The binding and the registration's activation come before the
+		// event: its fan-out must find the device active. Once per
+		// subscription, so its two extra writes are rare.
+		if _, err := s.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error {
 			if m.SubscriptionID != mb.SubscriptionID {
 				// Another notification bound the mailbox since it was read:
 				// fail, so that Exchange retries and the retry sees it.
 				return mailpush.Errorf(mailpush.EUnavailable, "the mailbox's subscription changed while this notification was handled")
 			}
 			m.SubscriptionID, m.Status = n.SubscriptionID, mailpush.StatusActive
+			return nil
+		}); err != nil {
+			return "", err
 		}
-		if m.StoredAddress == "" && cached.address != "" {
-			// A mailbox registered before addresses were kept learns its
-			// own from its callback URL, in this write (for the cut-over
-			// to Graph on any node).
-			m.StoredAddress = cached.address
-		}
-		prevWM = m.Watermark
-		if wm != "" && !laterWM {
-			m.Watermark = wm
-		}
-		m.LastEventAt = now
-		if changed {
-			m.Record(ev)
-		}
-		return nil
-	})
-	if err != nil {
-		return "", err
-	}
-	s.heard(mb, tok.ServerURL, now)
-	if bind {
 		// Only the device that subscribed through this URL has proved anything.
 		if err := s.Rules.Activate(ctx, adm.Registration); err != nil {
 			return "", err
 		}
 		log.Info("subscription bound", "mode", mb.Mode)
 	}
-	if !changed {
-		s.rotated(ctx, updated, cached, n) // a status event may have met the refresh
-		return StatusOK, nil
+	wm := lastWatermark(n)
+	var updated *mailpush.Mailbox // the mailbox as written
+	// move is what the notification changes in the mailbox. For a changed
+	// mailbox it runs in the transaction that stores the event (one write:
+	// the acknowledgement waits for one commit), so the watermark moves
+	// only with its event: had the event failed to be stored, Exchange's
+	// retry of this notification must not look handled (replayed), or its
+	// push would be lost. It may run more than once (a transaction tried
+	// again), each time on a fresh read.
+	move := func(m *mailpush.Mailbox) bool {
+		if m.StoredAddress == "" && cached.address != "" {
+			// A mailbox registered before addresses were kept learns its
+			// own from its callback URL, in this write (for the cut-over
+			// to Graph on any node).
+			m.StoredAddress = cached.address
+		}
+		if wm != "" {
+			m.Watermark = wm
+		}
+		m.LastEventAt = now
+		if changed {
+			m.Record(ev)
+		}
+		c := *m
+		updated = &c
+		return changed
 	}
-	ev.Seq = updated.Seq
-	if err := s.store(ctx, ev, plan); err != nil {
-		return "", err
-	}
-	if laterWM {
-		stored, err := s.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error {
-			if m.Watermark == prevWM { // else a later notification moved it on
-				m.Watermark = wm
-			}
+	if changed {
+		err = s.store(ctx, ev, plan, move)
+	} else {
+		_, err = s.Store.UpdateMailbox(ctx, mb.ID, func(m *mailpush.Mailbox) error {
+			move(m)
 			return nil
 		})
-		if err != nil {
-			return "", err // queued already: the retry queues it again
-		}
-		updated = stored
 	}
+	switch {
+	case err != nil:
+		return "", err
+	case updated == nil:
+		return "", mailpush.Errorf(mailpush.ENotFound, "the mailbox was deleted while this notification was handled")
+	}
+	s.heard(mb, tok.ServerURL, now)
+	// A status event may have met the refresh.
 	s.rotated(ctx, updated, cached, n)
 	return StatusOK, nil
 }
@@ -553,20 +558,33 @@ func (a summary) then(b summary) summary {
 	return out
 }
 
-// store makes the event durable: as it is when nothing is left to fetch,
-// else unresolved, with its fetch plan in memory for Resolve (kept before
-// the store, which the pipeline may claim at once).
-func (s *Source) store(ctx context.Context, ev mailpush.Event, plan *fetchPlan) error {
+// store makes the event durable with move applied to its mailbox, in one
+// write: as it is when nothing is left to fetch, else unresolved, with its
+// fetch plan in memory for Resolve. The plan is kept under the sequence
+// that move gives the event, inside the transaction, so before the commit
+// after which the pipeline may claim the event.
+func (s *Source) store(ctx context.Context, ev mailpush.Event, plan *fetchPlan, move func(*mailpush.Mailbox) bool) error {
 	if plan == nil {
-		return s.Sink.HandleEvent(ctx, ev)
+		return s.Sink.HandleMailboxEvent(ctx, ev, move)
 	}
 	st := s.init()
-	st.pending.put(ev.MailboxID, ev.Seq, *plan)
-	if err := s.Sink.HandleUnresolvedEvent(ctx, ev); err != nil {
-		st.pending.drop(ev.MailboxID, ev.Seq)
-		return err
+	var kept int64 // the sequence the plan is kept under; 0: none
+	err := s.Sink.HandleUnresolvedMailboxEvent(ctx, ev, func(m *mailpush.Mailbox) bool {
+		if kept != 0 {
+			st.pending.drop(ev.MailboxID, kept) // a transaction tried again
+			kept = 0
+		}
+		if !move(m) {
+			return false
+		}
+		kept = m.Seq
+		st.pending.put(ev.MailboxID, kept, *plan)
+		return true
+	})
+	if err != nil && kept != 0 {
+		st.pending.drop(ev.MailboxID, kept)
 	}
-	return nil
+	return err
 }
 
 func lastWatermark(n *Notification) string {

@@ -157,6 +157,49 @@ func TestUnresolvedEventIsResolvedBeforeFanOut(t *testing.T) {
 	}
 }
 
+// seqResolver resolves every event and remembers the sequences it saw.
+type seqResolver struct{ seqs []int64 }
+
+func (r *seqResolver) Resolve(ctx context.Context, e *mailpush.OutboxEvent) error {
+	r.seqs = append(r.seqs, e.Event.Seq)
+	e.Event.Badge = 7
+	return nil
+}
+
+// TestUnresolvedMailboxEventTakesTheMailboxSequence: an unresolved event
+// stored with its mailbox's move (one write, as the EWS source does) carries
+// the sequence that write gave the mailbox, to the resolver and to the push.
+func TestUnresolvedMailboxEventTakesTheMailboxSequence(t *testing.T) {
+	r := &seqResolver{}
+	f := newFixture(t, pipeline.Config{Resolver: r})
+	f.register(t, mailpush.PlatformIOS, tok(1), mailpush.ContentBadge, nil)
+	before, err := f.store.Mailbox(context.Background(), f.mb.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := mailpush.Event{TenantID: f.tenant.ID, MailboxID: f.mb.ID, Kind: mailpush.EventChanged, Badge: mailpush.NoBadge, At: f.clock.Now()}
+	err = f.p.HandleUnresolvedMailboxEvent(context.Background(), ev, func(m *mailpush.Mailbox) bool {
+		m.Watermark = "wm-after"
+		m.Record(ev)
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := f.store.Mailbox(context.Background(), f.mb.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Seq != before.Seq+1 || after.Watermark != "wm-after" {
+		t.Fatalf("mailbox seq %d watermark %q, want %d and the record's watermark", after.Seq, after.Watermark, before.Seq+1)
+	}
+	f.drain(t)
+	ps := f.ios.delivered()
+	if len(r.seqs) != 1 || r.seqs[0] != after.Seq || len(ps) != 1 || ps[0].Seq != after.Seq || ps[0].Badge != 7 {
+		t.Fatalf("resolver saw %v, pushes %+v; want sequence %d and the resolved badge", r.seqs, ps, after.Seq)
+	}
+}
+
 func TestUnresolvedEventNeedsAResolver(t *testing.T) {
 	f := newFixture(t, pipeline.Config{})
 	f.register(t, mailpush.PlatformIOS, tok(1), mailpush.ContentSubject, nil)

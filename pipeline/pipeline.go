@@ -199,8 +199,11 @@ type Resolver interface {
 // Pipeline fans events out to devices through the outbox.
 type Pipeline struct {
 	cfg     Config
-	tenants *limiter // per tenant
-	syncs   *limiter // per registration, background pushes only
+	tenants *mailpush.Buckets // per tenant, at tenantShare (nil: no tenant rate)
+	syncs   mailpush.Buckets  // per registration, background pushes only
+	// tenantShare is this process's share of TenantRate and TenantBurst
+	// (ShareTenantRate).
+	tenantShare atomic.Pointer[rateShare]
 
 	sem     chan struct{} // Workers send slots
 	enqueue groupCommit
@@ -257,12 +260,12 @@ func New(cfg Config) *Pipeline {
 		wakeQueue: make(chan struct{}, 1),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
-		syncs:     newLimiter(float64(cfg.SyncPerHour)/3600, cfg.SyncPerHour),
 		sem:       make(chan struct{}, cfg.Workers),
 	}
 	p.enqueue.store = cfg.Store
 	if cfg.TenantRate > 0 {
-		p.tenants = newLimiter(cfg.TenantRate, max(1, cfg.TenantBurst))
+		p.tenants = &mailpush.Buckets{}
+		p.tenantShare.Store(&rateShare{cfg.TenantRate, max(1, cfg.TenantBurst)})
 	}
 	return p
 }
@@ -316,10 +319,17 @@ func (p *Pipeline) HandleMailboxEvent(ctx context.Context, ev mailpush.Event, re
 // server): the Resolver completes it after the claim, before the fan-out.
 // ev must not carry credentials; the resolver finds them itself.
 func (p *Pipeline) HandleUnresolvedEvent(ctx context.Context, ev mailpush.Event) error {
+	return p.HandleUnresolvedMailboxEvent(ctx, ev, nil)
+}
+
+// HandleUnresolvedMailboxEvent is HandleUnresolvedEvent for a source that
+// moves the event's mailbox with it (mailpush.ResolvingMailboxSink): one
+// write, as HandleMailboxEvent. A nil record moves nothing.
+func (p *Pipeline) HandleUnresolvedMailboxEvent(ctx context.Context, ev mailpush.Event, record func(*mailpush.Mailbox) bool) error {
 	if p.cfg.Resolver == nil {
 		return fmt.Errorf("pipeline: an unresolved event needs Config.Resolver")
 	}
-	return p.accept(ctx, &mailpush.OutboxEvent{ID: newUUID(), Event: ev, Unresolved: true, CreatedAt: p.cfg.Clock.Now()})
+	return p.accept(ctx, &mailpush.OutboxEvent{ID: newUUID(), Event: ev, Unresolved: true, CreatedAt: p.cfg.Clock.Now(), Record: record})
 }
 
 func (p *Pipeline) accept(ctx context.Context, e *mailpush.OutboxEvent) error {
@@ -454,14 +464,15 @@ func (p *Pipeline) send(d *sendDeadline, q *mailpush.QueuedPush) mailpush.PushSe
 	s := mailpush.PushSettlement{OutboxID: q.OutboxID, RegistrationID: push.RegistrationID}
 	now := p.cfg.Clock.Now()
 	if push.Kind == mailpush.PushSync {
-		if wait := p.syncs.take(push.RegistrationID, now); wait > 0 {
+		if wait := p.syncs.Take(push.RegistrationID, float64(p.cfg.SyncPerHour)/3600, p.cfg.SyncPerHour, now); wait > 0 {
 			p.cfg.Metrics.result(q, "rate_limited", "device_sync")
 			s.Action, s.Undo, s.DueAt, s.Reason = mailpush.SettleRetry, true, now.Add(wait), "background push limit of the device"
 			return s
 		}
 	}
 	if p.tenants != nil {
-		if wait := p.tenants.take(push.TenantID, now); wait > 0 {
+		share := p.tenantShare.Load()
+		if wait := p.tenants.Take(push.TenantID, share.rate, share.burst, now); wait > 0 {
 			p.cfg.Metrics.result(q, "rate_limited", "tenant")
 			s.Action, s.Undo, s.DueAt, s.Reason = mailpush.SettleRetry, true, now.Add(wait), "tenant rate limit"
 			return s
@@ -626,5 +637,11 @@ func (p *Pipeline) ShareTenantRate(nodes int) {
 	if p.tenants == nil || nodes < 1 {
 		return
 	}
-	p.tenants.setRate(p.cfg.TenantRate/float64(nodes), max(1, p.cfg.TenantBurst/nodes))
+	p.tenantShare.Store(&rateShare{p.cfg.TenantRate / float64(nodes), max(1, p.cfg.TenantBurst/nodes)})
+}
+
+// rateShare is a token bucket's rate (per second) and burst.
+type rateShare struct {
+	rate  float64
+	burst int
 }

@@ -31,6 +31,11 @@
 //     check), on what that transaction finds: concurrent registrations
 //     cannot all pass a quota that only one of them fits, and the check
 //     costs no read of its own.
+//   - A token bucket per tenant and scope bounds the create and check-in
+//     calls, checked before anything else, and the costly opening of client
+//     identities is bounded per tenant and in total, before anything is
+//     stored (limits.go), so that one tenant's app token cannot flood the
+//     server or starve other tenants.
 package registrar
 
 import (
@@ -41,6 +46,8 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mailpush/mailpush"
@@ -87,12 +94,24 @@ type Service struct {
 	Metrics *Metrics
 	Logger  *slog.Logger
 	Clock   mailpush.Clock
+
+	rates        mailpush.Buckets // registration calls, by tenant and scope (limits.go)
+	nodes        atomic.Int32     // live nodes sharing the rates; 0 means 1
+	openersOnce  sync.Once
+	openersState *openers
 }
 
-// Quotas bound a tenant's live (active or pending) registrations.
+// Quotas bound a tenant's live (active or pending) registrations, and the
+// rate of its registration calls (limits.go).
 type Quotas struct {
 	PerTenant  int // 0: DefaultMaxPerTenant
 	PerMailbox int // 0: DefaultMaxPerMailbox
+	// Rate bounds the Register and CheckIn calls of app tokens; 0 fields:
+	// DefaultRate, DefaultBurst.
+	Rate Rate
+	// BackendRate bounds those of backend tokens; 0 fields:
+	// DefaultBackendRate, DefaultBackendBurst.
+	BackendRate Rate
 }
 
 var _ mailpush.Registrar = (*Service)(nil)
@@ -100,6 +119,9 @@ var _ mailpush.Registrar = (*Service)(nil)
 // Register registers a device for a mailbox. It makes no outbound request
 // before the request is checked, and a refused request changes nothing.
 func (s *Service) Register(ctx context.Context, t *mailpush.Tenant, req mailpush.RegisterRequest) (*mailpush.RegistrationResult, error) {
+	if err := s.takeRate(t, req.Scope); err != nil {
+		return nil, err
+	}
 	dev := req.Device
 	if id := req.ActiveSyncDeviceID; id != "" {
 		if !mailpush.ValidDeviceID(mailpush.NormalizeDeviceID(id)) {
@@ -273,6 +295,18 @@ func (s *Service) TenantQuotas(t *mailpush.Tenant) Quotas {
 	if q.PerMailbox <= 0 {
 		q.PerMailbox = DefaultMaxPerMailbox
 	}
+	if q.Rate.PerSecond <= 0 {
+		q.Rate.PerSecond = DefaultRate
+	}
+	if q.Rate.Burst <= 0 {
+		q.Rate.Burst = DefaultBurst
+	}
+	if q.BackendRate.PerSecond <= 0 {
+		q.BackendRate.PerSecond = DefaultBackendRate
+	}
+	if q.BackendRate.Burst <= 0 {
+		q.BackendRate.Burst = DefaultBackendBurst
+	}
 	return q
 }
 
@@ -337,6 +371,9 @@ func (s *Service) Delete(ctx context.Context, t *mailpush.Tenant, id string) err
 // CheckIn renews a registration: a rotated push token, fresh sealed
 // credentials, a resubscription of a stale or dead subscription.
 func (s *Service) CheckIn(ctx context.Context, t *mailpush.Tenant, id string, in mailpush.CheckInRequest) (*mailpush.RegistrationResult, error) {
+	if err := s.takeRate(t, in.Scope); err != nil {
+		return nil, err
+	}
 	reg, err := s.Store.Registration(ctx, t.ID, id)
 	if err != nil {
 		return nil, err
@@ -378,6 +415,9 @@ func (s *Service) CheckIn(ctx context.Context, t *mailpush.Tenant, id string, in
 		}
 		if mb.Address == "" {
 			return nil, mailpush.Errorf(mailpush.EInvalid, "mailbox.address is required with mailbox.sealedCredentials: Exchange checks that the credentials open that mailbox")
+		}
+		if creds, err = s.prepare(ctx, t, mb.Source, creds); err != nil {
+			return nil, err
 		}
 		mode = mailpush.ModeSealed
 	}
@@ -502,6 +542,11 @@ func (s *Service) mailbox(ctx context.Context, t *mailpush.Tenant, req mailpush.
 		// Certificate-based authentication is Exchange's: it maps the
 		// certificate to its user. Dovecot's proof is an IMAP password.
 		return nil, creds, mailpush.Errorf(mailpush.EInvalid, "a client identity (pkcs12, certificatePem) in mailbox.sealedCredentials is for source ews only")
+	}
+	// A client identity is opened now, within the per-tenant bound on such
+	// work, before anything is stored or sent (limits.go).
+	if creds, err = s.prepare(ctx, t, req.Source, creds); err != nil {
+		return nil, creds, err
 	}
 	switch {
 	case req.Source == mailpush.SourceDovecot || req.Source == mailpush.SourceGraph || creds.Empty() && s.ServiceMode != nil && s.ServiceMode(t, req.Source):

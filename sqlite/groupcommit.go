@@ -82,6 +82,11 @@ func (s *Store) leadGroup(ctx context.Context) {
 	// must not fail theirs.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	commitErr := func() error {
+		release, err := s.order.acquire(cctx, true)
+		if err != nil {
+			return err
+		}
+		defer release()
 		tx, err := s.w.BeginTx(cctx, nil)
 		if err != nil {
 			return err

@@ -39,6 +39,11 @@ func (s *Store) EnqueuePushes(ctx context.Context, pushes []*mailpush.Push) erro
 		return nil
 	}
 	now := s.now()
+	release, err := s.order.acquire(ctx, false)
+	if err != nil {
+		return dbError("enqueue", err)
+	}
+	defer release()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return dbError("enqueue", err)
@@ -113,6 +118,11 @@ func (s *Store) ClaimPushes(ctx context.Context, now time.Time, limit int, lease
 	if limit <= 0 {
 		return nil, nil
 	}
+	release, err := s.order.acquire(ctx, false)
+	if err != nil {
+		return nil, dbError("claim", err)
+	}
+	defer release()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, dbError("claim", err)
@@ -135,6 +145,11 @@ func (s *Store) ClaimPushes(ctx context.Context, now time.Time, limit int, lease
 // settled, and a failure leaves both undone (the settled pushes stay leased
 // and are sent again after the lease: at least once).
 func (s *Store) SettleAndClaim(ctx context.Context, settlements []mailpush.PushSettlement, now time.Time, limit int, lease time.Duration) ([]*mailpush.QueuedPush, error) {
+	release, err := s.order.acquire(ctx, false)
+	if err != nil {
+		return nil, dbError("settle", err)
+	}
+	defer release()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, dbError("settle", err)

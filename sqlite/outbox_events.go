@@ -158,6 +158,11 @@ func (s *Store) SettleEvents(ctx context.Context, st mailpush.EventSettlement, n
 	if empty && limit <= 0 {
 		return nil, nil
 	}
+	release, err := s.order.acquire(ctx, false)
+	if err != nil {
+		return nil, dbError("settle events", err)
+	}
+	defer release()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, dbError("settle events", err)
@@ -321,6 +326,12 @@ func (s *Store) Recipients(ctx context.Context, mailboxIDs []string, since time.
 		ids = appendJSONString(ids, id)
 	}
 	ids = append(ids, ']')
+	select {
+	case s.bulk <- struct{}{}:
+	case <-ctx.Done():
+		return nil, dbError("recipients", ctx.Err())
+	}
+	defer func() { <-s.bulk }()
 	rows, err := s.read(ctx, qRecipients, string(ids), max(1, mailpush.UnixMilli(since)))
 	if err != nil {
 		return nil, dbError("recipients", err)

@@ -53,18 +53,7 @@ func contentUser(t *testing.T, hw *healWorld) *healUser {
 func TestForgedNotificationsCannotStormExchange(t *testing.T) {
 	hw := newHealWorldOptions(t, 0, worldOptions{configure: func(c *Config) { c.EWS.FetchBurst, c.EWS.FetchRate = 3, 1 }})
 	u := contentUser(t, hw)
-	s, ok := hw.activeSub(u)
-	if !ok {
-		t.Fatal("no active subscription")
-	}
-	// Exchange's first notification of a new subscription must be answered
-	// before the attacker starts: arriving later, it would move the stored
-	// watermark and make the copies below look like missed events (a
-	// GetFolder more, seen as a flake under load).
-	waitFor(t, "the subscription's first notification", func(ctx context.Context) error {
-		return hw.exchange.WaitFor(ctx, func(x *ewsfake.Server) bool { return len(x.CallbacksFor(s.ID)) > 0 })
-	})
-	hw.exchange.SetCallbackDelay(time.Hour) // the attacker speaks, not Exchange
+	s := hw.speakForExchange(t, u) // the attacker speaks, not Exchange
 	item := hw.exchange.Deliver(u.address, "Quarterly numbers", "Bob", "bob@example.com")
 	fetches := func() int { return hw.exchange.Requests("GetFolder") + hw.exchange.Requests("GetItem") }
 	before, pushesBefore := fetches(), len(pushesTo(hw.apple.Pushes(), u.device))

@@ -23,8 +23,10 @@ import (
 //     broadcast (LISTEN/NOTIFY) so each node drops its cached answer at once.
 //     The gate's rules are stored (gaterules.go); a console edit is applied
 //     on its node and broadcast, and every other node reads them again.
-//   - The per-tenant push rate is split honestly: each node sends
-//     tenantRate/(live nodes), the live nodes counted from heartbeats.
+//   - The per-tenant push rate and registration rates are split honestly:
+//     each node sends tenantRate/(live nodes) and allows
+//     registrations.rate/(live nodes), the live nodes counted from
+//     heartbeats.
 //   - The host-level dead-server rule runs on the leader only (an advisory
 //     lock): its book of hosts is per node, and its heals are claimed
 //     against the store's LastEventAt, so a host that other nodes still hear
@@ -81,7 +83,7 @@ func (m *Main) startCluster() {
 	log := m.Logger.With("component", "cluster", "node", c.nodeID)
 
 	c.wg.Add(1)
-	go func() { // heartbeats, and this node's share of the tenant rate
+	go func() { // heartbeats, and this node's share of the tenant rates
 		defer c.wg.Done()
 		t, tick := m.Clock.NewTicker(heartbeatEvery)
 		defer t.Stop()
@@ -98,6 +100,7 @@ func (m *Main) startCluster() {
 			} else if n, err := store.LiveNodes(ctx, liveWithin); err == nil && n != shared {
 				shared = n
 				m.Pipeline.ShareTenantRate(n)
+				m.Registrar.ShareRates(n)
 				log.Info("live nodes", "nodes", n)
 			}
 			select {

@@ -135,21 +135,32 @@ type Config struct {
 	Debug DebugConfig `yaml:"debug"`
 }
 
-// RegistrationQuotas are the registrations.* keys: beyond them a new
-// registration gets 429 quota_exceeded, naming the key.
+// RegistrationQuotas are the registrations.* keys: beyond the quotas a new
+// registration gets 429 quota_exceeded, beyond the rates a registration
+// call gets 429 rate_limited with Retry-After, each naming the key.
 type RegistrationQuotas struct {
 	MaxPerTenant  int `yaml:"maxPerTenant"`  // live registrations of a tenant (default 100000)
 	MaxPerMailbox int `yaml:"maxPerMailbox"` // live registrations (devices) of one mailbox (default 20)
+	// Rate and Burst bound a tenant's create and check-in calls made with
+	// app tokens, per second and at once (default 50 and 200); BackendRate
+	// and BackendBurst those made with backend tokens (default 500 and
+	// 2000). With several nodes each allows rate/(live nodes).
+	Rate         float64 `yaml:"rate"`
+	Burst        int     `yaml:"burst"`
+	BackendRate  float64 `yaml:"backendRate"`
+	BackendBurst int     `yaml:"backendBurst"`
 }
 
-// quotas are the limits that apply to a tenant.
+// quotas are the limits that apply to a tenant: its own where it sets them,
+// else the top-level ones.
 func (c *Config) quotas(t *mailpush.Tenant) registrar.Quotas {
-	q := registrar.Quotas{PerTenant: c.Registrations.MaxPerTenant, PerMailbox: c.Registrations.MaxPerMailbox}
-	if own := c.Tenants[t.Name].Registrations; own.MaxPerTenant > 0 || own.MaxPerMailbox > 0 {
-		q.PerTenant = cmp.Or(own.MaxPerTenant, q.PerTenant)
-		q.PerMailbox = cmp.Or(own.MaxPerMailbox, q.PerMailbox)
+	top, own := c.Registrations, c.Tenants[t.Name].Registrations
+	return registrar.Quotas{
+		PerTenant:   cmp.Or(own.MaxPerTenant, top.MaxPerTenant),
+		PerMailbox:  cmp.Or(own.MaxPerMailbox, top.MaxPerMailbox),
+		Rate:        registrar.Rate{PerSecond: cmp.Or(own.Rate, top.Rate), Burst: cmp.Or(own.Burst, top.Burst)},
+		BackendRate: registrar.Rate{PerSecond: cmp.Or(own.BackendRate, top.BackendRate), Burst: cmp.Or(own.BackendBurst, top.BackendBurst)},
 	}
-	return q
 }
 
 // DovecotConfig is a tenant's Dovecot push_notification endpoint: the basic
@@ -184,6 +195,10 @@ func DefaultConfig() Config {
 	c.RegistrationTTL = 30 * 24 * time.Hour
 	c.Registrations.MaxPerTenant = registrar.DefaultMaxPerTenant
 	c.Registrations.MaxPerMailbox = registrar.DefaultMaxPerMailbox
+	c.Registrations.Rate = registrar.DefaultRate
+	c.Registrations.Burst = registrar.DefaultBurst
+	c.Registrations.BackendRate = registrar.DefaultBackendRate
+	c.Registrations.BackendBurst = registrar.DefaultBackendBurst
 	c.EWS.StatusFrequency = 5
 	c.EWS.FetchRate = ews.DefaultFetchRate
 	c.EWS.FetchBurst = ews.DefaultFetchBurst
@@ -307,6 +322,11 @@ func (c *Config) Validate() error {
 		}
 		if q.MaxPerMailbox < 0 {
 			bad(prefix+"maxPerMailbox", "%d must not be negative", q.MaxPerMailbox)
+		}
+		for key, v := range map[string]float64{"rate": q.Rate, "burst": float64(q.Burst), "backendRate": q.BackendRate, "backendBurst": float64(q.BackendBurst)} {
+			if v < 0 {
+				bad(prefix+key, "%g must not be negative (0 means the default)", v)
+			}
 		}
 	}
 	checkQuotas("registrations.", c.Registrations)

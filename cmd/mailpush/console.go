@@ -81,9 +81,10 @@ func (m *Main) startConsole(ctx context.Context, mux *http.ServeMux, publicURL s
 			cc.Engines[src] = console.EngineState{DueAfter: e.DueAfter, Healing: e.Healing}
 		}
 	}
-	cc.Quotas = func(t *mailpush.Tenant) (int, int) {
+	cc.Quotas = func(t *mailpush.Tenant) console.Quotas {
 		q := m.Registrar.TenantQuotas(t)
-		return q.PerTenant, q.PerMailbox
+		return console.Quotas{PerTenant: q.PerTenant, PerMailbox: q.PerMailbox,
+			Rate: q.Rate.PerSecond, Burst: q.Rate.Burst, BackendRate: q.BackendRate.PerSecond, BackendBurst: q.BackendRate.Burst}
 	}
 	if o := cfg.OIDC; o.Issuer != "" {
 		secret, err := os.ReadFile(o.ClientSecretFile)

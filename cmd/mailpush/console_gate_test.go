@@ -186,7 +186,7 @@ func TestConsoleGateRules(t *testing.T) {
 // have none to renew; the tenants page shows the registration quota and
 // its use. No address appears.
 func TestConsoleSubscriptionsAndQuotas(t *testing.T) {
-	w := newWorldWith(t, "info", worldOptions{extraConfig: "registrations: {maxPerTenant: 40, maxPerMailbox: 3}\n"})
+	w := newWorldWith(t, "info", worldOptions{extraConfig: "registrations: {maxPerTenant: 40, maxPerMailbox: 3, rate: 7}\n"})
 	app := w.addTenant(t, "acme")
 	admin := w.addToken(t, "acme", mailpush.ScopeAdmin)
 	st, reg := w.call(t, "POST", "/api/v1/registrations", app, map[string]any{
@@ -209,7 +209,8 @@ func TestConsoleSubscriptionsAndQuotas(t *testing.T) {
 		t.Errorf("the page lacks the healing list or Dovecot's note:\n%s", page)
 	}
 	_, page = c.get("/admin/tenants")
-	if !strings.Contains(page, `<span class="reg-count">1</span> of <span class="reg-limit">40</span>`) || !strings.Contains(page, `<span class="mailbox-limit">3</span>`) {
+	if !strings.Contains(page, `<span class="reg-count">1</span> of <span class="reg-limit">40</span>`) || !strings.Contains(page, `<span class="mailbox-limit">3</span>`) ||
+		!strings.Contains(page, `<span class="reg-rate">7</span>/s, bursts of <span class="reg-burst">200</span>`) {
 		t.Errorf("the tenants page does not show the quota 1 of 40, 3 per mailbox:\n%s", page)
 	}
 	for _, p := range []string{"/admin/subscriptions", "/admin/tenants"} {

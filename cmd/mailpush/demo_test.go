@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -31,10 +32,17 @@ func TestDemoPushesArrive(t *testing.T) {
 		t.Errorf("Close: %v", err)
 	}
 	s := out.String()
-	for _, want := range []string{"mailpush demo: server http://127.0.0.1:", "admin console:", "badge 1", "Demo mail 1", "mail 2 delivered"} {
+	for _, want := range []string{"mailpush demo: server http://127.0.0.1:", "admin console:", "mail 2 delivered"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, s)
 		}
+	}
+	// A push line with a badge and a mail's subject. Mails 50 ms apart may
+	// reach Exchange's same notification (it batches), and the badge is read
+	// when the event is resolved, after later mail may have come: the first
+	// push may say badge 2 with either subject.
+	if !regexp.MustCompile(`push to device \S+: badge [1-9][0-9]*, alert .*Demo mail [0-9]+`).MatchString(s) {
+		t.Errorf("demo output lacks a push with a badge and a demo mail's subject:\n%s", s)
 	}
 	if d.apple.Accepted() < 3 {
 		t.Errorf("the fake APNs accepted %d pushes", d.apple.Accepted())

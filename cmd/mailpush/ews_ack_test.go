@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/mailpush/mailpush/fake/apnsfake"
 	"github.com/mailpush/mailpush/fake/ewsfake"
@@ -21,14 +20,7 @@ import (
 func TestEWSAnswersBeforeFetching(t *testing.T) {
 	hw := newHealWorld(t, 0)
 	u := contentUser(t, hw)
-	s, ok := hw.activeSub(u)
-	if !ok {
-		t.Fatal("no active subscription")
-	}
-	waitFor(t, "the subscription's first notification", func(ctx context.Context) error {
-		return hw.exchange.WaitFor(ctx, func(x *ewsfake.Server) bool { return len(x.CallbacksFor(s.ID)) > 0 })
-	})
-	hw.exchange.SetCallbackDelay(time.Hour) // the test speaks for Exchange
+	s := hw.speakForExchange(t, u)
 	item := hw.exchange.Deliver(u.address, "Quarterly numbers", "Bob", "bob@example.com")
 	releaseFolder := hw.exchange.Hold("GetFolder")
 	releaseItem := hw.exchange.Hold("GetItem")

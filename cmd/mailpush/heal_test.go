@@ -116,6 +116,25 @@ func (hw *healWorld) activeSub(u *healUser) (ewsfake.Subscription, bool) {
 	return ewsfake.Subscription{}, false
 }
 
+// speakForExchange lets the test speak for Exchange from now on: it waits
+// for Exchange's first notification of the user's subscription (its status
+// event) to be answered, then holds every later delivery, and returns the
+// subscription. Arriving after the test's own notifications, that first one
+// would move the stored watermark and make them look like missed events (a
+// badge recomputed from the mailbox; seen as flakes under load).
+func (hw *healWorld) speakForExchange(t *testing.T, u *healUser) ewsfake.Subscription {
+	t.Helper()
+	s, ok := hw.activeSub(u)
+	if !ok {
+		t.Fatal("no active subscription")
+	}
+	waitFor(t, "the subscription's first notification", func(ctx context.Context) error {
+		return hw.exchange.WaitFor(ctx, func(x *ewsfake.Server) bool { return len(x.CallbacksFor(s.ID)) > 0 })
+	})
+	hw.exchange.SetCallbackDelay(time.Hour)
+	return s
+}
+
 // waitBadge waits until the device's last push carries the mailbox's unread
 // count on the fake Exchange.
 func (hw *healWorld) waitBadge(t *testing.T, u *healUser) {
@@ -701,7 +720,7 @@ func inboxModified(wm string, unread int) string {
 func TestMissedEventsRecomputeTheBadge(t *testing.T) {
 	hw := newHealWorld(t, 1)
 	u := hw.users[0]
-	hw.exchange.SetCallbackDelay(time.Hour) // the test speaks for Exchange now
+	hw.speakForExchange(t, u)
 	hw.exchange.Deliver(u.address, "Hello", "Bob", "bob@example.com")
 	hw.exchange.Deliver(u.address, "Hello again", "Bob", "bob@example.com")
 	getFolders := hw.exchange.Requests("GetFolder")
@@ -719,7 +738,7 @@ func TestMissedEventsRecomputeTheBadge(t *testing.T) {
 func TestMoreEventsPushOnce(t *testing.T) {
 	hw := newHealWorld(t, 1)
 	u := hw.users[0]
-	hw.exchange.SetCallbackDelay(time.Hour) // the test speaks for Exchange now
+	hw.speakForExchange(t, u)
 	wm := hw.mailbox(t, u).Watermark
 	pushes := len(hw.apple.PushesFor(u.device))
 	hw.notify(t, u, wm, true, inboxModified("wm-1", 5))
@@ -730,11 +749,13 @@ func TestMoreEventsPushOnce(t *testing.T) {
 		t.Errorf("watermark after the first batch = %q, want wm-1", got)
 	}
 	hw.notify(t, u, "wm-1", false, inboxModified("wm-2", 6))
-	waitFor(t, "one push with badge 6", func(ctx context.Context) error {
+	waitForExplained(t, "one push with badge 6", func(ctx context.Context) error {
 		return hw.apple.WaitFor(ctx, func(all []apnsfake.Push) bool {
 			ps := pushesTo(all, u.device)
 			return len(ps) == pushes+1 && ps[len(ps)-1].Badge == 6
 		})
+	}, func() string {
+		return fmt.Sprintf(" (%d pushes before the batches)%s", pushes, describePushes(hw.apple.PushesFor(u.device)))
 	})
 }
 
