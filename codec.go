@@ -92,6 +92,36 @@ func (c StoreCodec) OpenSharedKey(kind, id string, sealed []byte) ([]byte, error
 	return c.Cipher.OpenBound(sealed, sharedKeyAAD(kind, id))
 }
 
+// Rows is what both stores' query results offer (database/sql's *Rows and
+// pgx's Rows): the shared decodings below read either.
+type Rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// ScanSharedKeys reads rows of (id, value_sealed, not_after) of the kind's
+// shared keys and opens each; a key sealed with a retired key of the
+// keyring is left out, as if gone.
+func (c StoreCodec) ScanSharedKeys(kind string, rows Rows) ([]SharedKey, error) {
+	var out []SharedKey
+	for rows.Next() {
+		var k SharedKey
+		var sealed []byte
+		var notAfter int64
+		if err := rows.Scan(&k.ID, &sealed, &notAfter); err != nil {
+			return nil, err
+		}
+		var err error
+		if k.Value, err = c.OpenSharedKey(kind, k.ID, sealed); err != nil {
+			continue
+		}
+		k.NotAfter = FromUnixMilli(notAfter)
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
 func sharedKeyAAD(kind, id string) []byte {
 	return []byte("mailpush shared key\x00" + kind + "\x00" + id)
 }

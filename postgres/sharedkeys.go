@@ -28,24 +28,11 @@ func (s *Store) SharedKeys(ctx context.Context, kind string, now time.Time) ([]m
 		return nil, dbError("shared keys", err)
 	}
 	defer rows.Close()
-	var out []mailpush.SharedKey
-	for rows.Next() {
-		var k mailpush.SharedKey
-		var sealed []byte
-		var notAfter int64
-		if err := rows.Scan(&k.ID, &sealed, &notAfter); err != nil {
-			return nil, dbError("shared keys", err)
-		}
-		if k.Value, err = s.codec.OpenSharedKey(kind, k.ID, sealed); err != nil {
-			continue // sealed with a retired key: as if gone
-		}
-		k.NotAfter = mailpush.FromUnixMilli(notAfter)
-		out = append(out, k)
-	}
-	if err := rows.Err(); err != nil {
+	keys, err := s.codec.ScanSharedKeys(kind, rows)
+	if err != nil {
 		return nil, dbError("shared keys", err)
 	}
-	return out, nil
+	return keys, nil
 }
 
 // DeleteSharedKeys removes the kind's keys that ended before the time.
