@@ -7,6 +7,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -203,6 +206,59 @@ func TestPushHeadersNormalised(t *testing.T) {
 	}
 	if len(g.CollapseID) != 64 {
 		t.Errorf("collapse ID %q: want 64 bytes", g.CollapseID)
+	}
+}
+
+// TestPushSendsOnlyFieldsAPNsReads looks at the header fields on the wire:
+// every field APNs does not read is HPACK work on every push, so net/http's
+// own user-agent and accept-encoding are not sent, nor content-type, nor
+// apns-priority when it is APNs' default of 10.
+func TestPushSendsOnlyFieldsAPNsReads(t *testing.T) {
+	got := make(chan http.Header, 2)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor != 2 {
+			t.Errorf("request over %s, want HTTP/2", r.Proto)
+		}
+		got <- r.Header.Clone()
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	_, p8, err := apnsfake.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := apns.New(apns.Config{ProductionURL: srv.URL, SandboxURL: srv.URL, TeamID: team, KeyID: kid,
+		PrivateKey: p8, Topic: topic, RootCAs: roots, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+
+	alert := badgePush(tokA, 3)
+	if res := push(t, c, alert); res.Outcome != mailpush.PushDelivered {
+		t.Fatalf("alert push: %+v", res)
+	}
+	h := <-got
+	var names []string
+	for k := range h {
+		names = append(names, strings.ToLower(k))
+	}
+	slices.Sort(names)
+	want := []string{"apns-collapse-id", "apns-expiration", "apns-id", "apns-push-type", "apns-topic", "authorization", "content-length"}
+	if !slices.Equal(names, want) {
+		t.Errorf("alert push sent header fields %v, want exactly %v", names, want)
+	}
+
+	bg := badgePush(tokA, 0)
+	bg.Kind = mailpush.PushSync
+	if res := push(t, c, bg); res.Outcome != mailpush.PushDelivered {
+		t.Fatalf("sync push: %+v", res)
+	}
+	if h := <-got; h.Get("apns-priority") != "5" || h.Get("apns-push-type") != "background" {
+		t.Errorf("background push: priority %q, push type %q; want 5, background", h.Get("apns-priority"), h.Get("apns-push-type"))
 	}
 }
 

@@ -12,7 +12,10 @@
 //     pushes of an event share without copying or re-encoding it, and goes
 //     straight to the transport's RoundTrip: no http.Client (whose timeout
 //     on a wrapped transport costs a goroutine and a timer per request),
-//     no JSON decoder for the empty 200 answer. Compared with the
+//     no JSON decoder for the empty 200 answer. Only the header fields
+//     APNs reads go on the wire: no user-agent, accept-encoding or
+//     content-type, and no apns-priority when it is APNs' default of 10
+//     (each field is HPACK work on every push). Compared with the
 //     github.com/sideshow/apns2 client used before, a push against the fake
 //     costs 140 instead of 197 allocations, server side included
 //     (BenchmarkPush). From apns2 only the token package remains.
