@@ -9,9 +9,10 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mailpush/mailpush"
+	"github.com/mailpush/mailpush/internal/sqlstore"
 )
 
-const mailboxCols = `id, tenant_id, address_hash, source, mode, server_url, subscription_id, watermark, badge, seq, status, last_event_at, created_at, updated_at, address_sealed`
+const mailboxCols = sqlstore.MailboxCols
 
 const registrationCols = `id, tenant_id, mailbox_id, platform, environment, token_sealed, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash`
 
@@ -56,13 +57,6 @@ func (s *Store) scanRegistration(row pgx.Row) (*mailpush.Registration, error) {
 	r.Content, r.Status = mailpush.ContentMode(content), mailpush.Status(status)
 	r.CreatedAt, r.UpdatedAt, r.ExpiresAt = mailpush.FromUnixMilli(created), mailpush.FromUnixMilli(updated), mailpush.FromUnixMilli(expires)
 	return &r, nil
-}
-
-func nullString(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
 }
 
 // Register stores reg for its mailbox, creating the mailbox when needed.
@@ -149,19 +143,12 @@ func (s *Store) checkJoinTx(ctx context.Context, tx pgx.Tx, mb *mailpush.Mailbox
 // mb.Source), creating it from mb when there is none (an upsert: two nodes
 // creating it at once end with one row).
 func (s *Store) ensureMailboxTx(ctx context.Context, tx pgx.Tx, mb *mailpush.Mailbox, now time.Time) (*mailpush.Mailbox, error) {
-	m := *mb
-	if m.ID == "" {
-		m.ID = mailpush.NewID()
-	}
-	m.CreatedAt, m.UpdatedAt = now, now
-	address, err := s.codec.NewMailboxAddress(&m)
+	_, args, err := sqlstore.NewMailboxRow(s.codec, mb, now)
 	if err != nil {
 		return nil, fmt.Errorf("create mailbox: %w", err)
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO mailboxes (`+mailboxCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-		ON CONFLICT (tenant_id, address_hash, source) DO NOTHING`,
-		m.ID, m.TenantID, m.AddressHash, string(m.Source), string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark,
-		m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.CreatedAt), mailpush.UnixMilli(m.UpdatedAt), address); err != nil {
+		ON CONFLICT (tenant_id, address_hash, source) DO NOTHING`, args...); err != nil {
 		return nil, fmt.Errorf("create mailbox: %w", err)
 	}
 	stored, err := s.scanMailbox(tx.QueryRow(ctx, `SELECT `+mailboxCols+` FROM mailboxes WHERE tenant_id = $1 AND address_hash = $2 AND source = $3`,
@@ -377,7 +364,7 @@ func (s *Store) writeMailbox(ctx context.Context, tx pgx.Tx, m *mailpush.Mailbox
 		return fmt.Errorf("update mailbox: %w", err)
 	}
 	_, err = tx.Exec(ctx, `UPDATE mailboxes SET mode = $1, server_url = $2, subscription_id = $3, watermark = $4, badge = $5, seq = $6, status = $7, last_event_at = $8, updated_at = $9, address_sealed = coalesce($10, address_sealed) WHERE id = $11`,
-		string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark, m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.UpdatedAt), address, m.ID)
+		string(m.Mode), m.ServerURL, sqlstore.NullString(m.SubscriptionID), m.Watermark, m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.UpdatedAt), address, m.ID)
 	if isUnique(err) {
 		return mailpush.Errorf(mailpush.EConflict, "subscription is already bound to another mailbox")
 	}

@@ -8,9 +8,10 @@ import (
 	"time"
 
 	"github.com/mailpush/mailpush"
+	"github.com/mailpush/mailpush/internal/sqlstore"
 )
 
-const mailboxCols = `id, tenant_id, address_hash, source, mode, server_url, subscription_id, watermark, badge, seq, status, last_event_at, created_at, updated_at, address_sealed`
+const mailboxCols = sqlstore.MailboxCols
 
 const registrationCols = `id, tenant_id, mailbox_id, platform, environment, token_sealed, content_key, content, status, created_at, updated_at, expires_at, activesync_device_hash`
 
@@ -65,13 +66,6 @@ func (s *Store) scanRegistration(row scanner) (*mailpush.Registration, error) {
 	r.Content, r.Status = mailpush.ContentMode(content), mailpush.Status(status)
 	r.CreatedAt, r.UpdatedAt, r.ExpiresAt = mailpush.FromUnixMilli(created), mailpush.FromUnixMilli(updated), mailpush.FromUnixMilli(expires)
 	return &r, nil
-}
-
-func nullString(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
 }
 
 // Register stores reg for its mailbox, creating the mailbox when needed.
@@ -185,21 +179,14 @@ func (s *Store) findMailboxTx(ctx context.Context, tx *sql.Tx, mb *mailpush.Mail
 
 // createMailboxTx stores mb as a new mailbox.
 func (s *Store) createMailboxTx(ctx context.Context, tx *sql.Tx, mb *mailpush.Mailbox, now time.Time) (*mailpush.Mailbox, error) {
-	m := *mb
-	if m.ID == "" {
-		m.ID = mailpush.NewID()
-	}
-	m.CreatedAt, m.UpdatedAt = now, now
-	address, err := s.codec.NewMailboxAddress(&m)
+	m, args, err := sqlstore.NewMailboxRow(s.codec, mb, now)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: create mailbox: %w", err)
 	}
-	if _, err := s.txStmt(ctx, tx, qInsertMailbox).ExecContext(ctx,
-		m.ID, m.TenantID, m.AddressHash, string(m.Source), string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark,
-		m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.CreatedAt), mailpush.UnixMilli(m.UpdatedAt), address); err != nil {
+	if _, err := s.txStmt(ctx, tx, qInsertMailbox).ExecContext(ctx, args...); err != nil {
 		return nil, dbError("create mailbox", err)
 	}
-	return &m, nil
+	return m, nil
 }
 
 // Register's statements, prepared once at Open (registerStatements).
@@ -473,7 +460,7 @@ func (s *Store) writeMailbox(ctx context.Context, tx *sql.Tx, m *mailpush.Mailbo
 		return fmt.Errorf("sqlite: update mailbox: %w", err)
 	}
 	err = s.exec(ctx, tx, qUpdateMailbox,
-		string(m.Mode), m.ServerURL, nullString(m.SubscriptionID), m.Watermark, m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.UpdatedAt), address, m.ID)
+		string(m.Mode), m.ServerURL, sqlstore.NullString(m.SubscriptionID), m.Watermark, m.Badge, m.Seq, string(m.Status), mailpush.UnixMilli(m.LastEventAt), mailpush.UnixMilli(m.UpdatedAt), address, m.ID)
 	if err != nil {
 		if isUnique(err) {
 			return mailpush.Errorf(mailpush.EConflict, "subscription is already bound to another mailbox")
