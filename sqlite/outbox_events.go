@@ -312,6 +312,9 @@ func (s *Store) claimEventsTx(ctx context.Context, tx *sql.Tx, now time.Time, li
 	return out, nil
 }
 
+// recipientChunk is how many Recipients one allocation holds.
+const recipientChunk = 64
+
 // Recipients reads the active devices of mailboxes in one query, opening
 // each push token once.
 func (s *Store) Recipients(ctx context.Context, mailboxIDs []string, since time.Time) ([]*mailpush.Recipient, error) {
@@ -338,11 +341,22 @@ func (s *Store) Recipients(ctx context.Context, mailboxIDs []string, since time.
 	}
 	defer rows.Close()
 	var out []*mailpush.Recipient
+	// Allocated once per batch, not once per device: the scan targets
+	// (sealed is the driver's own bytes, valid until the next row; the
+	// strings are the driver's, not copies) and the recipients, taken from
+	// chunks.
+	var (
+		platform, env, content string
+		sealed                 sql.RawBytes
+		updated, left          int64
+		chunk                  []mailpush.Recipient
+	)
 	for rows.Next() {
-		r := &mailpush.Recipient{}
-		var platform, env, content string
-		var sealed []byte
-		var updated, left int64
+		if len(chunk) == 0 {
+			chunk = make([]mailpush.Recipient, recipientChunk)
+		}
+		r := &chunk[0]
+		chunk = chunk[1:]
 		if err := rows.Scan(&r.RegistrationID, &r.TenantID, &r.MailboxID, &platform, &env, &sealed, &r.Device.ContentKey, &content, &r.LastSeq, &updated, &left, &r.Held); err != nil {
 			return nil, dbError("recipients", err)
 		}
