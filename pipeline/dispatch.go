@@ -51,6 +51,19 @@ type batch struct {
 // with queued device pushes is queued behind them, so groups of different
 // batches never race for one device.
 func (p *Pipeline) dispatch(ctx context.Context, b *batch, jobs chan<- groupJob) *batch {
+	// The groups' settlements, one array for the batch: each group appends
+	// to its own window of it.
+	total := 0
+	for i := range b.groups {
+		total += len(b.groups[i].pushes)
+	}
+	settled := make([]mailpush.PushSettlement, total)
+	off := 0
+	for i := range b.groups {
+		n := len(b.groups[i].pushes)
+		b.groups[i].settled = settled[off : off : off+n]
+		off += n
+	}
 	b.wg.Add(len(b.groups))
 	for i := range b.groups {
 		if b.groups[i].held {
@@ -69,7 +82,7 @@ func (p *Pipeline) dispatch(ctx context.Context, b *batch, jobs chan<- groupJob)
 			defer func() { <-p.sem }()
 			d := newSendDeadline(ctx, p.cfg.SendTimeout)
 			defer d.close()
-			b.groups[i].settled = p.sendGroup(d, b.groups[i].pushes)
+			b.groups[i].settled = p.sendGroup(d, b.groups[i].pushes, b.groups[i].settled)
 		}()
 	}
 	return b
@@ -81,7 +94,7 @@ func (p *Pipeline) work(ctx context.Context, jobs <-chan groupJob) {
 	defer d.close()
 	for j := range jobs {
 		g := &j.b.groups[j.i]
-		g.settled = p.sendGroup(d, g.pushes)
+		g.settled = p.sendGroup(d, g.pushes, g.settled)
 		j.b.wg.Done()
 	}
 }
@@ -89,17 +102,57 @@ func (p *Pipeline) work(ctx context.Context, jobs <-chan groupJob) {
 // devicePushes groups claimed device pushes by registration, in outbox order.
 func devicePushes(pushes []*mailpush.QueuedPush) *batch {
 	b := &batch{tier: tierDevices, size: len(pushes)}
-	index := make(map[string]int, len(pushes))
+	g := newGrouper(len(pushes))
 	for _, q := range pushes {
-		i, ok := index[q.Push.RegistrationID]
-		if !ok {
-			i = len(b.groups)
-			index[q.Push.RegistrationID] = i
-			b.groups = append(b.groups, group{})
-		}
-		b.groups[i].pushes = append(b.groups[i].pushes, q)
+		g.add(b, q, false)
 	}
+	g.finish(b)
 	return b
+}
+
+// grouper groups a batch's pushes by registration, keeping their order, with
+// one allocation for every group's list of pushes instead of one (or more)
+// per group.
+type grouper struct {
+	index  map[string]int32 // registration → group
+	of     []int32          // the group of each push added
+	pushes []*mailpush.QueuedPush
+}
+
+func newGrouper(n int) *grouper {
+	return &grouper{index: make(map[string]int32, n), of: make([]int32, 0, n), pushes: make([]*mailpush.QueuedPush, 0, n)}
+}
+
+// add puts q in its registration's group of b, making the group (held or
+// not) when it is the registration's first push.
+func (g *grouper) add(b *batch, q *mailpush.QueuedPush, held bool) {
+	i, ok := g.index[q.Push.RegistrationID]
+	if !ok {
+		i = int32(len(b.groups))
+		g.index[q.Push.RegistrationID] = i
+		b.groups = append(b.groups, group{held: held})
+	}
+	g.of = append(g.of, i)
+	g.pushes = append(g.pushes, q)
+}
+
+// finish gives each group of b its pushes, in the order they were added,
+// as windows of one array.
+func (g *grouper) finish(b *batch) {
+	count := make([]int, len(b.groups))
+	for _, i := range g.of {
+		count[i]++
+	}
+	all := make([]*mailpush.QueuedPush, len(g.pushes))
+	off := 0
+	for i := range b.groups {
+		b.groups[i].pushes = all[off : off : off+count[i]]
+		off += count[i]
+	}
+	for k, q := range g.pushes {
+		gr := &b.groups[g.of[k]]
+		gr.pushes = append(gr.pushes, q)
+	}
 }
 
 // deviceSettlements waits for a device batch's sends and returns their outcomes.

@@ -66,7 +66,7 @@ func (p *Pipeline) fanOut(ctx context.Context, evs []*mailpush.OutboxEvent) *bat
 	}
 	// One allocation for every push of the batch.
 	arena := make([]mailpush.QueuedPush, total)
-	index := make(map[string]int, len(recipients))
+	g := newGrouper(total)
 	now := p.cfg.Clock.Now()
 	var counts kindCounts
 	n := 0
@@ -88,16 +88,11 @@ func (p *Pipeline) fanOut(ctx context.Context, evs []*mailpush.OutboxEvent) *bat
 				continue
 			}
 			counts.add(q.Push.Kind)
-			gi, ok := index[r.RegistrationID]
-			if !ok {
-				gi = len(b.groups)
-				index[r.RegistrationID] = gi
-				b.groups = append(b.groups, group{held: r.Held})
-			}
-			b.groups[gi].pushes = append(b.groups[gi].pushes, q)
+			g.add(b, q, r.Held)
 		}
 		ep.done()
 	}
+	g.finish(b)
 	for i := range b.groups {
 		b.groups[i].pushes = coalesce(b.groups[i].pushes)
 	}

@@ -425,9 +425,9 @@ func (ep *eventPushes) done() {
 	clear(ep.plain[1])
 }
 
-// sendGroup sends one registration's pushes of a batch in outbox order.
-func (p *Pipeline) sendGroup(d *sendDeadline, group []*mailpush.QueuedPush) []mailpush.PushSettlement {
-	out := make([]mailpush.PushSettlement, 0, len(group))
+// sendGroup sends one registration's pushes of a batch in outbox order,
+// appending their settlements to out.
+func (p *Pipeline) sendGroup(d *sendDeadline, group []*mailpush.QueuedPush, out []mailpush.PushSettlement) []mailpush.PushSettlement {
 	var held time.Time // an earlier push waits until then
 	var lastSeq int64  // delivered in this batch
 	for _, q := range group {
