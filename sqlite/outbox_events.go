@@ -329,12 +329,7 @@ func (s *Store) Recipients(ctx context.Context, mailboxIDs []string, since time.
 		ids = appendJSONString(ids, id)
 	}
 	ids = append(ids, ']')
-	select {
-	case s.bulk <- struct{}{}:
-	case <-ctx.Done():
-		return nil, dbError("recipients", ctx.Err())
-	}
-	defer func() { <-s.bulk }()
+	// On the bulk pool (Store.bulk): read prepared qRecipients there.
 	rows, err := s.read(ctx, qRecipients, string(ids), max(1, mailpush.UnixMilli(since)))
 	if err != nil {
 		return nil, dbError("recipients", err)

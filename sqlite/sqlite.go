@@ -14,9 +14,11 @@
 //   - checkpointer: the WAL is copied into the database file by a
 //     connection of its own, never inside a commit (the writer's
 //     wal_autocheckpoint is 0);
-//   - Store.bulk: the fan-out's device reads (Recipients) hold at most half
-//     the reader pool, so a notification's lookups never queue behind
-//     them.
+//   - Store.bulk: the fan-out's device reads (Recipients) run on
+//     connections of their own, with a small page cache, so a
+//     notification's lookups never queue behind them and never start by
+//     throwing away the hundreds of pages a device read left in its
+//     connection's cache (see Store.bulk).
 //
 // Migrations are embedded SQL files applied in order, each in a transaction,
 // and recorded in schema_migrations.
@@ -53,12 +55,20 @@ type Store struct {
 	cache stmtCache
 	group groupCommit // registration writes of concurrent callers
 	order writeOrder  // the group commit before the outbox's routine writes
-	// bulk bounds the fan-out's device reads (Recipients) to half the
-	// reader pool: each holds a reader for the whole batch's rows, and
-	// with InFlight batches per tier they could hold every reader while a
-	// notification's lookups (tenant, mailbox, audience) waited behind
-	// them, and its acknowledgement with them.
-	bulk chan struct{}
+	// bulk is the fan-out's device reads' (Recipients) own read-only
+	// pool, half the size of r. On r they held readers for a batch's rows
+	// while a notification's lookups (tenant, mailbox, audience) waited
+	// behind them, and its acknowledgement with them. And they filled the
+	// connection's page cache: in WAL mode a reader throws its whole cache
+	// away at the start of a read whenever the database changed since its
+	// last one (always, while the outbox commits), page by page under the
+	// page cache's process-wide lock and the driver's C allocator's; a
+	// notification's lookup that came after a device read on the same
+	// connection paid for hundreds of pages, and held those locks against
+	// every other connection while it did. The bulk connections' cache is
+	// small (bulkCacheKiB): a device read touches each page about once, and
+	// nothing of it survives to the next read anyway.
+	bulk *sql.DB
 	// ck is the checkpointer's connection (see checkpointer).
 	ck             *sql.DB
 	stopCk, ckDone chan struct{}
@@ -100,21 +110,34 @@ func Open(ctx context.Context, path string, cipher mailpush.FieldCipher, clock m
 	readers := max(4, runtime.NumCPU())
 	r.SetMaxOpenConns(readers)
 	r.SetMaxIdleConns(readers)
-	ck, err := sql.Open("sqlite", dsn)
+	bulk, err := sql.Open("sqlite", dsn+"&mode=ro&_pragma="+url.QueryEscape(fmt.Sprintf("cache_size(-%d)", bulkCacheKiB)))
 	if err != nil {
 		w.Close()
 		r.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
+	bulk.SetMaxOpenConns(max(1, readers/2))
+	bulk.SetMaxIdleConns(max(1, readers/2))
+	ck, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		w.Close()
+		r.Close()
+		bulk.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
 	ck.SetMaxOpenConns(1)
-	s := &Store{w: w, r: r, ck: ck, stopCk: make(chan struct{}), ckDone: make(chan struct{}), codec: mailpush.StoreCodec{Cipher: cipher}, clock: clock, bulk: make(chan struct{}, max(1, readers/2))}
+	s := &Store{w: w, r: r, bulk: bulk, ck: ck, stopCk: make(chan struct{}), ckDone: make(chan struct{}), codec: mailpush.StoreCodec{Cipher: cipher}, clock: clock}
 	go s.checkpointer()
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err
 	}
-	if err := s.cache.prepareReads(ctx, s.r, qActiveRegistrations, qRecipients, qMailboxAudience, qMailboxByAddress, qRegistrationByID, qMailboxByID,
-		qGateDevice, qTokenByID, qTenantByID, qTokenAndTenant, qCountRegistrations); err != nil {
+	if err := s.cache.prepareReads(ctx, s.bulk, qRecipients); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("sqlite: prepare: %w", err)
+	}
+	if err := s.cache.prepareReads(ctx, s.r, qActiveRegistrations, qMailboxAudience, qMailboxByAddress, qRegistrationByID, qMailboxByID,
+		qGateDevice, qTokenByID, qTenantByID, qTenantByName, qTokenAndTenant, qCountRegistrations); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("sqlite: prepare: %w", err)
 	}
@@ -124,6 +147,9 @@ func Open(ctx context.Context, path string, cipher mailpush.FieldCipher, clock m
 	}
 	return s, nil
 }
+
+// bulkCacheKiB is the page cache of each bulk connection (Store.bulk).
+const bulkCacheKiB = 256
 
 // checkpointInterval is how often checkpointer copies the WAL into the
 // database file.
@@ -160,7 +186,7 @@ func (s *Store) Close() error {
 	s.closeCk.Do(func() { close(s.stopCk) })
 	<-s.ckDone
 	s.cache.close()
-	return errors.Join(s.ck.Close(), s.r.Close(), s.w.Close())
+	return errors.Join(s.ck.Close(), s.bulk.Close(), s.r.Close(), s.w.Close())
 }
 
 // Ping reports whether the database answers.

@@ -31,8 +31,15 @@ func (s *Store) CreateTenant(ctx context.Context, t *mailpush.Tenant) error {
 const tenantCols = `id, name, allowed_hosts, max_content, device_subscribed, created_at`
 
 // qTenantByID is prepared on the reader pool: every API request reads its
-// token's tenant.
-const qTenantByID = `SELECT ` + tenantCols + ` FROM tenants WHERE id = ?`
+// token's tenant. qTenantByName likewise: every Dovecot notification reads
+// its tenant before it is acknowledged, and preparing the statement again
+// for each took a few dozen allocations through the driver's C allocator,
+// whose process-wide lock the fan-out's device reads hold most of the time
+// under load (docs/PERFORMANCE.md, sixth pass).
+const (
+	qTenantByID   = `SELECT ` + tenantCols + ` FROM tenants WHERE id = ?`
+	qTenantByName = `SELECT ` + tenantCols + ` FROM tenants WHERE name = ?`
+)
 
 // Tenant returns the tenant with the given ID.
 func (s *Store) Tenant(ctx context.Context, id string) (*mailpush.Tenant, error) {
