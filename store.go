@@ -70,7 +70,11 @@ type RegistrationStore interface {
 	// the same device token for the same mailbox is replaced, keeping its ID.
 	// When check is not nil, Register calls it inside its write transaction
 	// with what it found there, before writing; an error from check
-	// refuses the registration, writes nothing and is returned as is.
+	// refuses the registration, writes nothing and is returned as is. check
+	// may be called more than once, each time in a new transaction (a store
+	// that commits concurrent registrations together runs one again after
+	// another's failure rolled it back): what the last call saw is what was
+	// committed.
 	Register(ctx context.Context, reg *Registration, mb *Mailbox, check func(Join) error) (*Mailbox, error)
 	Registration(ctx context.Context, tenantID, id string) (*Registration, error)
 	// UpdateRegistration applies fn to the registration inside a transaction.

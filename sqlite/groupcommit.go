@@ -8,8 +8,8 @@ import (
 	"time"
 )
 
-// The savepoint statements, prepared once at Open: each write of a group
-// runs two of them, and SQLite parsed them every time.
+// The savepoint statements, prepared once at Open: a write of a group in a
+// savepoint runs two of them, and SQLite parsed them every time.
 const (
 	qSavepoint  = "SAVEPOINT w"
 	qRollbackTo = "ROLLBACK TO w"
@@ -26,8 +26,21 @@ const maxGroupWrites = 256
 // transaction: SQLite has a single writer, and the commit (the WAL append
 // and its sync) costs far more than a registration's few statements, so
 // sharing it is what lets the API take thousands of registrations a second.
-// Each caller's writes run inside a SAVEPOINT, so one that fails is undone
-// alone and only its caller sees the error; a failed commit fails them all.
+// One caller's write that fails is undone alone and only its caller sees the
+// error; a failed commit fails them all.
+//
+// Undoing one write alone takes a SAVEPOINT around it, and a savepoint
+// keeps a copy of every page the write changes (SQLite's sub-journal): in
+// memory up to 64 KiB, then in a temporary file, one write(2) per page. A
+// registration changes 9 to 20 pages (its rows and their indexes, the
+// tenant's and the mailbox's counts), so savepoints cost a tenth of the
+// server's CPU in the registrations bench. Writes that may run again
+// (groupedRerun: Register) therefore run bare while only such writes
+// precede them in the transaction; when one of them fails, the transaction
+// is rolled back and the writes before it run again, this time each in its
+// savepoint. The first write of a transaction needs no savepoint either:
+// when it fails, the transaction holds nothing else.
+//
 // No goroutine of its own: the first caller to find no group in progress
 // leads it, then hands the lead to the first caller that arrived meanwhile.
 type groupCommit struct {
@@ -37,8 +50,11 @@ type groupCommit struct {
 }
 
 type groupWrite struct {
-	fn   func(ctx context.Context, tx *sql.Tx) error
-	done chan groupResult // buffered: the leader never blocks on it
+	fn func(ctx context.Context, tx *sql.Tx) error
+	// rerun: fn may run again in a new transaction after its first was
+	// rolled back, and keeps nothing from a run that was not committed.
+	rerun bool
+	done  chan groupResult // buffered: the leader never blocks on it
 }
 
 type groupResult struct {
@@ -47,10 +63,20 @@ type groupResult struct {
 }
 
 // grouped runs fn in a write transaction shared with concurrent callers and
-// returns once that transaction committed (or fn failed).
+// returns once that transaction committed (or fn failed). fn runs once.
 func (s *Store) grouped(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
-	g := &s.group
-	w := &groupWrite{fn: fn, done: make(chan groupResult, 1)}
+	return s.group.run(ctx, s, &groupWrite{fn: fn})
+}
+
+// groupedRerun is grouped for an fn that may run more than once, each time
+// in a new transaction after the one before was rolled back; only its last
+// run is committed. It saves the write its savepoint (see groupCommit).
+func (s *Store) groupedRerun(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	return s.group.run(ctx, s, &groupWrite{fn: fn, rerun: true})
+}
+
+func (g *groupCommit) run(ctx context.Context, s *Store, w *groupWrite) error {
+	w.done = make(chan groupResult, 1)
 	g.mu.Lock()
 	g.waiting = append(g.waiting, w)
 	if g.busy {
@@ -81,39 +107,7 @@ func (s *Store) leadGroup(ctx context.Context) {
 	// The transaction serves other callers too: one caller's cancellation
 	// must not fail theirs.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	commitErr := func() error {
-		release, err := s.order.acquire(cctx, true)
-		if err != nil {
-			return err
-		}
-		defer release()
-		tx, err := s.w.BeginTx(cctx, nil)
-		if err != nil {
-			return err
-		}
-		defer tx.Rollback()
-		for i, w := range group {
-			if len(group) == 1 {
-				errs[i] = w.fn(cctx, tx)
-				if errs[i] != nil {
-					return nil
-				}
-				break
-			}
-			if _, err := s.txStmt(cctx, tx, qSavepoint).ExecContext(cctx); err != nil {
-				return err
-			}
-			if errs[i] = w.fn(cctx, tx); errs[i] != nil {
-				if _, err := s.txStmt(cctx, tx, qRollbackTo).ExecContext(cctx); err != nil {
-					return err
-				}
-			}
-			if _, err := s.txStmt(cctx, tx, qRelease).ExecContext(cctx); err != nil {
-				return err
-			}
-		}
-		return tx.Commit()
-	}()
+	commitErr := s.runGroup(cctx, group, errs)
 	cancel()
 
 	g.mu.Lock()
@@ -130,4 +124,74 @@ func (s *Store) leadGroup(ctx context.Context) {
 		}
 		w.done <- groupResult{err: err}
 	}
+}
+
+// runGroup runs group's writes in one transaction and commits it, setting
+// errs[i] to the error of the write group[i]; it returns the error that
+// failed them all.
+func (s *Store) runGroup(ctx context.Context, group []*groupWrite, errs []error) error {
+	release, err := s.order.acquire(ctx, true)
+	if err != nil {
+		return err
+	}
+	defer release()
+	var tx *sql.Tx
+	defer func() {
+		if tx != nil {
+			tx.Rollback()
+		}
+	}()
+	queue := make([]int, len(group)) // the writes still to run, by index
+	for i := range queue {
+		queue[i] = i
+	}
+	var ok []int     // the writes that succeeded in tx
+	allRerun := true // every write in ok may run again
+	saving := false  // since a rollback undid others' writes: a savepoint for each
+	for q := 0; q < len(queue); q++ {
+		i := queue[q]
+		w := group[i]
+		if tx == nil {
+			if tx, err = s.w.BeginTx(ctx, nil); err != nil {
+				return err
+			}
+		}
+		if len(ok) == 0 || !saving && allRerun && w.rerun {
+			if errs[i] = w.fn(ctx, tx); errs[i] == nil {
+				ok = append(ok, i)
+				allRerun = allRerun && w.rerun
+				continue
+			}
+			// Undo it with the whole transaction; the writes that
+			// succeeded in it (all of them may run again) run again.
+			if err := tx.Rollback(); err != nil {
+				return err
+			}
+			tx = nil
+			saving = saving || len(ok) > 0
+			queue = append(ok, queue[q+1:]...)
+			ok, allRerun, q = nil, true, -1
+			continue
+		}
+		if _, err := s.txStmt(ctx, tx, qSavepoint).ExecContext(ctx); err != nil {
+			return err
+		}
+		if errs[i] = w.fn(ctx, tx); errs[i] != nil {
+			if _, err := s.txStmt(ctx, tx, qRollbackTo).ExecContext(ctx); err != nil {
+				return err
+			}
+		} else {
+			ok = append(ok, i)
+			allRerun = allRerun && w.rerun
+		}
+		if _, err := s.txStmt(ctx, tx, qRelease).ExecContext(ctx); err != nil {
+			return err
+		}
+	}
+	if len(ok) == 0 {
+		return nil
+	}
+	err = tx.Commit()
+	tx = nil
+	return err
 }
