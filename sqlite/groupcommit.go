@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 )
@@ -35,11 +36,20 @@ const maxGroupWrites = 256
 // registration changes 9 to 20 pages (its rows and their indexes, the
 // tenant's and the mailbox's counts), so savepoints cost a tenth of the
 // server's CPU in the registrations bench. Writes that may run again
-// (groupedRerun: Register) therefore run bare while only such writes
+// (groupedRegistration) therefore run bare while only such writes
 // precede them in the transaction; when one of them fails, the transaction
 // is rolled back and the writes before it run again, this time each in its
 // savepoint. The first write of a transaction needs no savepoint either:
 // when it fails, the transaction holds nothing else.
+//
+// A commit costs about the same for one registration as for ten (the WAL
+// frames of the same few pages, the locks), but on two cores a group took
+// only the two or three registrations that had reached the store while the
+// one before committed: the others were ready to run behind the leader, a
+// few microseconds from their own write. So the leader of registrations
+// first lets the goroutines ready to run go (runtime.Gosched, no timed
+// wait): groups grew to about nine and the server's CPU per registration
+// fell by a sixth. Other writes (an event's acknowledgement) lead at once.
 //
 // No goroutine of its own: the first caller to find no group in progress
 // leads it, then hands the lead to the first caller that arrived meanwhile.
@@ -54,7 +64,10 @@ type groupWrite struct {
 	// rerun: fn may run again in a new transaction after its first was
 	// rolled back, and keeps nothing from a run that was not committed.
 	rerun bool
-	done  chan groupResult // buffered: the leader never blocks on it
+	// gather: as leader, let the goroutines ready to run reach the group
+	// first.
+	gather bool
+	done   chan groupResult // buffered: the leader never blocks on it
 }
 
 type groupResult struct {
@@ -68,11 +81,12 @@ func (s *Store) grouped(ctx context.Context, fn func(ctx context.Context, tx *sq
 	return s.group.run(ctx, s, &groupWrite{fn: fn})
 }
 
-// groupedRerun is grouped for an fn that may run more than once, each time
-// in a new transaction after the one before was rolled back; only its last
-// run is committed. It saves the write its savepoint (see groupCommit).
-func (s *Store) groupedRerun(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
-	return s.group.run(ctx, s, &groupWrite{fn: fn, rerun: true})
+// groupedRegistration is grouped for a registration's write: fn may run
+// more than once, each time in a new transaction after the one before was
+// rolled back, and only its last run is committed (it saves the write its
+// savepoint); its leader gathers the registrations ready to run.
+func (s *Store) groupedRegistration(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	return s.group.run(ctx, s, &groupWrite{fn: fn, rerun: true, gather: true})
 }
 
 func (g *groupCommit) run(ctx context.Context, s *Store, w *groupWrite) error {
@@ -89,6 +103,9 @@ func (g *groupCommit) run(ctx context.Context, s *Store, w *groupWrite) error {
 	} else {
 		g.busy = true
 		g.mu.Unlock()
+	}
+	if w.gather {
+		runtime.Gosched()
 	}
 	s.leadGroup(ctx)
 	return (<-w.done).err

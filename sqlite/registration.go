@@ -80,11 +80,11 @@ func (s *Store) Register(ctx context.Context, reg *mailpush.Registration, mb *ma
 	}
 	// Concurrent registrations share a transaction (group commit); the
 	// caller's reg and mb change only once its write is committed. The
-	// write may run again (groupedRerun): each run starts from reg and mb
-	// as given, and only the committed run's results are kept.
+	// write may run again (groupedRegistration): each run starts from reg
+	// and mb as given, and only the committed run's results are kept.
 	r, m := *reg, *mb
 	var stored *mailpush.Mailbox
-	err = s.groupedRerun(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err = s.groupedRegistration(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		r = *reg
 		stored, err = s.registerTx(ctx, tx, &r, &m, sealed, tokenHash, now, check)
