@@ -162,9 +162,9 @@ func (s *Store) runGroup(ctx context.Context, group []*groupWrite, errs []error)
 	// whose context has one, the driver starts a goroutine to interrupt it
 	// and installs a progress handler (2-3 % of the server's CPU in the
 	// registrations bench, on the one writer). ctx still bounds the
-	// transaction: the wait for the
-	// writer, BEGIN, and the commit; the statements themselves do not wait
-	// (the transaction holds SQLite's write lock from BEGIN IMMEDIATE).
+	// transaction: the wait for the writer, BEGIN, and the commit; the
+	// statements themselves do not wait (the transaction holds SQLite's
+	// write lock from BEGIN IMMEDIATE).
 	sctx := context.WithoutCancel(ctx)
 	queue := make([]int, len(group)) // the writes still to run, by index
 	for i := range queue {
