@@ -57,7 +57,11 @@ func (s *Store) TokenAndTenant(ctx context.Context, id string) (*mailpush.Token,
 	var t mailpush.Tenant
 	var kr mailpush.TokenRow
 	var tr mailpush.TenantRow
-	err := readQuerier{s}.QueryRowContext(ctx, qTokenAndTenant, id).
+	// Without the request's done channel: for a query whose context has
+	// one, database/sql and the driver each start a goroutine to watch it,
+	// which cost more than this one-row read by primary key, that waits
+	// for nothing.
+	err := readQuerier{s}.QueryRowContext(context.WithoutCancel(ctx), qTokenAndTenant, id).
 		Scan(append(kr.Dest(&tok), tr.Dest(&t)...)...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil, notFound("token")
