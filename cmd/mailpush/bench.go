@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -974,6 +975,9 @@ func (b *bench) wrkRegistrations(ctx context.Context, base, name string) (n int6
 	script := filepath.Join(b.dir, "registrations.lua")
 	if err := os.WriteFile(script, fmt.Appendf(nil, wrkLua, b.secret, b.f.contentMode), 0o600); err != nil {
 		return 0, 0, 0, err
+	}
+	if _, err := exec.LookPath("wrk"); err != nil {
+		return 0, 0, 0, errors.New("-wrk needs the wrk load generator on PATH (apt-get install wrk)")
 	}
 	cmd := exec.CommandContext(ctx, "wrk", "-t2", "-c"+strconv.Itoa(b.f.concurrency), "-d"+b.f.wrk.String(), "-s", script, base)
 	fmt.Fprintf(b.progress, "%s: wrk for %s…\n", name, b.f.wrk)
