@@ -78,3 +78,97 @@ func TestConcurrentRegistrationsShareCommits(t *testing.T) {
 		t.Errorf("mailbox of user3 has %+v, %v; want 4 registrations", a, err)
 	}
 }
+
+// TestRefusedRegistrationsCannotHarmAnotherTenants plays an app-token holder
+// whose registrations are all refused inside the write (over quota), sent
+// at once so that they share group commits with another tenant's. A write
+// that fails bare rolls its whole transaction back, and the writes before
+// it in the group run again (a few do in every run of this test). The
+// other tenant's registrations must all be stored once, its live count
+// (kept by triggers) must count each once, each of its writes runs at most
+// twice (all the attacker buys is that), and nothing of the refused ones
+// (registration or mailbox) is left.
+func TestRefusedRegistrationsCannotHarmAnotherTenants(t *testing.T) {
+	ctx := context.Background()
+	keys := storetest.Keyring(t)
+	clock := storetest.NewClock()
+	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "g.db"), keys, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	acme := &mailpush.Tenant{Name: "acme", MaxContent: mailpush.ContentBadge}
+	mallory := &mailpush.Tenant{Name: "mallory", MaxContent: mailpush.ContentBadge}
+	for _, tn := range []*mailpush.Tenant{acme, mallory} {
+		if err := s.CreateTenant(ctx, tn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const n = 300
+	errs := make([]error, n)
+	checks := make([]int, n)
+	regs := make([]*mailpush.Registration, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			tn := acme
+			if i%2 == 1 {
+				tn = mallory
+			}
+			addr := fmt.Sprintf("user%d@example.com", i)
+			regs[i] = &mailpush.Registration{Device: mailpush.Device{Platform: mailpush.PlatformIOS, Token: fmt.Sprintf("%064x", i+1)},
+				Content: mailpush.ContentBadge, Status: mailpush.StatusActive, ExpiresAt: clock.Now().Add(time.Hour)}
+			mb := &mailpush.Mailbox{TenantID: tn.ID, AddressHash: keys.HashAddress(tn.ID, addr), Source: mailpush.SourceDovecot,
+				Mode: mailpush.ModeService, Badge: mailpush.NoBadge, Status: mailpush.StatusActive}
+			_, errs[i] = s.Register(ctx, regs[i], mb, func(mailpush.Join) error {
+				checks[i]++ // one write at a time: the group runs its writes in turn
+				if tn == mallory {
+					return mailpush.Errorf(mailpush.EQuota, "registrations.maxPerTenant reached")
+				}
+				return nil
+			})
+		})
+	}
+	wg.Wait()
+	stored := 0
+	for i := range n {
+		if checks[i] < 1 || checks[i] > 2 {
+			t.Errorf("registration %d's write ran %d times; want once, or twice after a refused one rolled its group back", i, checks[i])
+		}
+		if i%2 == 1 {
+			if mailpush.ErrorCode(errs[i]) != mailpush.EQuota {
+				t.Errorf("refused registration %d: %v, want quota_exceeded", i, errs[i])
+			}
+			if _, err := s.MailboxByAddress(ctx, mallory.ID, keys.HashAddress(mallory.ID, fmt.Sprintf("user%d@example.com", i)), mailpush.SourceDovecot); mailpush.ErrorCode(err) != mailpush.ENotFound {
+				t.Errorf("refused registration %d left its mailbox behind (%v)", i, err)
+			}
+			continue
+		}
+		if errs[i] != nil {
+			t.Errorf("registration %d failed beside a refused one: %v", i, errs[i])
+			continue
+		}
+		got, err := s.Registration(ctx, acme.ID, regs[i].ID)
+		if err != nil || got.Device.Token != regs[i].Device.Token {
+			t.Errorf("registration %d not stored: %+v, %v", i, got, err)
+			continue
+		}
+		stored++
+	}
+	reruns := 0
+	for _, c := range checks {
+		if c == 2 {
+			reruns++
+		}
+	}
+	t.Logf("%d writes ran again after a refused one rolled their group back", reruns)
+	if stored != n/2 {
+		t.Errorf("stored %d of the other tenant's registrations, want %d", stored, n/2)
+	}
+	if c, err := s.CountRegistrations(ctx, acme.ID); err != nil || c != n/2 {
+		t.Errorf("the other tenant's live count is %d (%v); want %d, each registration once", c, err, n/2)
+	}
+	if c, err := s.CountRegistrations(ctx, mallory.ID); err != nil || c != 0 {
+		t.Errorf("the refused tenant's live count is %d (%v); want 0", c, err)
+	}
+}
