@@ -9,26 +9,55 @@ import (
 	"time"
 
 	"github.com/mailpush/mailpush"
+	"github.com/mailpush/mailpush/seal"
 	"github.com/mailpush/mailpush/sqlite"
 	"github.com/mailpush/mailpush/storetest"
 )
+
+// groupWorld opens a store of the test's own with the named tenants.
+func groupWorld(t *testing.T, names ...string) (*sqlite.Store, *seal.Keyring, *storetest.Clock, []*mailpush.Tenant) {
+	t.Helper()
+	keys := storetest.Keyring(t)
+	clock := storetest.NewClock()
+	s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "g.db"), keys, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	var tenants []*mailpush.Tenant
+	for _, name := range names {
+		tn := &mailpush.Tenant{Name: name, MaxContent: mailpush.ContentBadge}
+		if err := s.CreateTenant(context.Background(), tn); err != nil {
+			t.Fatal(err)
+		}
+		tenants = append(tenants, tn)
+	}
+	return s, keys, clock, tenants
+}
+
+// wasStored reports (and otherwise says) whether registration i's write,
+// which returned err, succeeded and reads back with its device token.
+func wasStored(t *testing.T, s *sqlite.Store, tenantID string, i int, reg *mailpush.Registration, err error) bool {
+	t.Helper()
+	if err != nil {
+		t.Errorf("registration %d failed beside the others: %v", i, err)
+		return false
+	}
+	got, err := s.Registration(context.Background(), tenantID, reg.ID)
+	if err != nil || got.Device.Token != reg.Device.Token {
+		t.Errorf("registration %d not stored: %+v, %v", i, got, err)
+		return false
+	}
+	return true
+}
 
 // TestConcurrentRegistrationsShareCommits: registrations arriving together
 // share transactions (group commit); one that fails (its tenant does not
 // exist) fails alone and leaves nothing behind, the others are all stored.
 func TestConcurrentRegistrationsShareCommits(t *testing.T) {
 	ctx := context.Background()
-	keys := storetest.Keyring(t)
-	clock := storetest.NewClock()
-	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "g.db"), keys, clock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	tn := &mailpush.Tenant{Name: "acme", MaxContent: mailpush.ContentBadge}
-	if err := s.CreateTenant(ctx, tn); err != nil {
-		t.Fatal(err)
-	}
+	s, keys, clock, tenants := groupWorld(t, "acme")
+	tn := tenants[0]
 	const n = 200
 	errs := make([]error, n)
 	regs := make([]*mailpush.Registration, n)
@@ -56,15 +85,9 @@ func TestConcurrentRegistrationsShareCommits(t *testing.T) {
 			}
 			continue
 		}
-		if errs[i] != nil {
-			t.Errorf("registration %d failed with its group: %v", i, errs[i])
-			continue
+		if wasStored(t, s, tn.ID, i, regs[i], errs[i]) {
+			stored++
 		}
-		got, err := s.Registration(ctx, tn.ID, regs[i].ID)
-		if err != nil || got.Device.Token != regs[i].Device.Token {
-			t.Errorf("registration %d not stored: %+v, %v", i, got, err)
-		}
-		stored++
 	}
 	if stored != n-n/10 {
 		t.Errorf("stored %d, want %d", stored, n-n/10)
@@ -90,20 +113,8 @@ func TestConcurrentRegistrationsShareCommits(t *testing.T) {
 // (registration or mailbox) is left.
 func TestRefusedRegistrationsCannotHarmAnotherTenants(t *testing.T) {
 	ctx := context.Background()
-	keys := storetest.Keyring(t)
-	clock := storetest.NewClock()
-	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "g.db"), keys, clock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	acme := &mailpush.Tenant{Name: "acme", MaxContent: mailpush.ContentBadge}
-	mallory := &mailpush.Tenant{Name: "mallory", MaxContent: mailpush.ContentBadge}
-	for _, tn := range []*mailpush.Tenant{acme, mallory} {
-		if err := s.CreateTenant(ctx, tn); err != nil {
-			t.Fatal(err)
-		}
-	}
+	s, keys, clock, tenants := groupWorld(t, "acme", "mallory")
+	acme, mallory := tenants[0], tenants[1]
 	const n = 300
 	errs := make([]error, n)
 	checks := make([]int, n)
@@ -144,16 +155,9 @@ func TestRefusedRegistrationsCannotHarmAnotherTenants(t *testing.T) {
 			}
 			continue
 		}
-		if errs[i] != nil {
-			t.Errorf("registration %d failed beside a refused one: %v", i, errs[i])
-			continue
+		if wasStored(t, s, acme.ID, i, regs[i], errs[i]) {
+			stored++
 		}
-		got, err := s.Registration(ctx, acme.ID, regs[i].ID)
-		if err != nil || got.Device.Token != regs[i].Device.Token {
-			t.Errorf("registration %d not stored: %+v, %v", i, got, err)
-			continue
-		}
-		stored++
 	}
 	reruns := 0
 	for _, c := range checks {
